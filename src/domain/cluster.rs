@@ -1,0 +1,682 @@
+//! The cluster spec (what a rendered template describes) and the cluster record (what we
+//! store and serve).
+//!
+//! Rendered template shape (design §4):
+//! ```text
+//! { "nodes":    { "<node>": { "docker_image", "cpu", "mem", "disk"?, "ports"?, "services": [...],
+//!                             "env"?, "command"?, "volumes"?, "tags"? } },
+//!   "services": { "<service>": { "nodes"?: [...], "files"?: [{path, template}], "start"?,
+//!                                "ready"?, ...properties } } }
+//! ```
+//! `ports` is a list of port names (`["http", "rpc"]`) or a count (`2` → `p0`, `p1`); each
+//! gets a port from the offer. A service's node list is the union of its `nodes` and the
+//! nodes that name it in their `services`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::Timestamp;
+use super::ids::{ClusterId, Name};
+use super::lifecycle::{ClusterEvent, ClusterStatus, InvalidTransition, NodeStatus};
+
+/// Most nodes one cluster may have.
+pub const MAX_NODES: usize = 10_000;
+/// Most ports one node may ask for.
+pub const MAX_PORTS_PER_NODE: usize = 64;
+
+/// A command: a shell line (run with `/bin/sh -c`) or an argv list (run as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl Command {
+    /// The argv to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            Command::Argv(v) => v.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Command::Shell(s) => s.trim().is_empty(),
+            Command::Argv(v) => v.first().is_none_or(|s| s.is_empty()),
+        }
+    }
+}
+
+/// A bind mount from the agent host into the node container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub container_path: String,
+    pub host_path: String,
+    #[serde(default)]
+    pub mode: VolumeMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeMode {
+    #[default]
+    Rw,
+    Ro,
+}
+
+/// A file a service needs, rendered at configure time with the cluster facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: String,
+    pub template: String,
+    /// Unix permission bits, e.g. `0o644` written as `420` or `"0644"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Value>,
+}
+
+/// One node as a template describes it, before it becomes a [`Node`] record.
+#[derive(Debug, Clone, Deserialize)]
+struct NodeSpec {
+    docker_image: String,
+    cpu: f64,
+    mem: f64,
+    #[serde(default)]
+    disk: f64,
+    #[serde(default)]
+    ports: Option<PortsSpec>,
+    #[serde(default)]
+    services: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    command: Option<Command>,
+    #[serde(default)]
+    volumes: Vec<Volume>,
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Anything else the template author put on the node; kept and served, not interpreted.
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum PortsSpec {
+    Count(u32),
+    Names(Vec<String>),
+}
+
+/// One service as a template describes it.
+#[derive(Debug, Clone, Deserialize)]
+struct ServiceSpec {
+    #[serde(default)]
+    nodes: Vec<String>,
+    #[serde(default)]
+    files: Vec<FileSpec>,
+    #[serde(default)]
+    start: Option<Command>,
+    #[serde(default)]
+    ready: Option<Command>,
+    #[serde(flatten)]
+    properties: Map<String, Value>,
+}
+
+/// Why a rendered template is not a usable cluster spec. The text names the JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("rendered template is not valid JSON: {0}")]
+    Json(String),
+    #[error("{path}: {why}")]
+    Invalid { path: String, why: String },
+}
+
+fn invalid(path: impl Into<String>, why: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        path: path.into(),
+        why: why.into(),
+    }
+}
+
+/// A validated cluster spec: nodes and services in the order the template gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    /// Top-level keys other than `nodes` and `services` (e.g. the original's `dnsname`).
+    pub extra: Map<String, Value>,
+}
+
+impl ClusterSpec {
+    /// Parses and validates rendered template output.
+    ///
+    /// # Errors
+    /// [`SpecError`] naming the first offending path.
+    pub fn parse(rendered: &str) -> Result<Self, SpecError> {
+        let v: Value =
+            serde_json::from_str(rendered).map_err(|e| SpecError::Json(e.to_string()))?;
+        let Value::Object(mut top) = v else {
+            return Err(invalid(
+                "$",
+                "must be an object with \"nodes\" and \"services\"",
+            ));
+        };
+        let nodes = match top.remove("nodes") {
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(invalid("nodes", "must be an object of node name → node")),
+            None => return Err(invalid("nodes", "is missing")),
+        };
+        let services = match top.remove("services") {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => {
+                return Err(invalid(
+                    "services",
+                    "must be an object of service name → service",
+                ));
+            }
+        };
+        if nodes.is_empty() {
+            return Err(invalid("nodes", "must have at least one node"));
+        }
+        if nodes.len() > MAX_NODES {
+            return Err(invalid(
+                "nodes",
+                format!("has {} nodes; the limit is {MAX_NODES}", nodes.len()),
+            ));
+        }
+        let mut out_services = Vec::with_capacity(services.len());
+        let service_names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
+        for (name, v) in &services {
+            let path = format!("services.{name}");
+            let name = Name::parse(name).map_err(|e| invalid(&path, e.to_string()))?;
+            let s: ServiceSpec =
+                serde_json::from_value(v.clone()).map_err(|e| invalid(&path, e.to_string()))?;
+            for (i, f) in s.files.iter().enumerate() {
+                if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
+                    return Err(invalid(
+                        format!("{path}.files[{i}].path"),
+                        "must be an absolute path without '..'",
+                    ));
+                }
+            }
+            if s.start.as_ref().is_some_and(Command::is_empty) {
+                return Err(invalid(format!("{path}.start"), "is empty"));
+            }
+            if s.ready.as_ref().is_some_and(Command::is_empty) {
+                return Err(invalid(format!("{path}.ready"), "is empty"));
+            }
+            out_services.push(Service {
+                name,
+                nodes: Vec::new(),
+                files: s.files,
+                start: s.start,
+                ready: s.ready,
+                properties: s.properties,
+                declared_nodes: s.nodes,
+            });
+        }
+        let mut out_nodes = Vec::with_capacity(nodes.len());
+        for (name, v) in nodes {
+            let path = format!("nodes.{name}");
+            let name = Name::parse(&name).map_err(|e| invalid(&path, e.to_string()))?;
+            let n: NodeSpec =
+                serde_json::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
+            out_nodes.push(Node::from_spec(name, n, &path, &service_names)?);
+        }
+        // A service's nodes: those it lists, then those that list it, without repeats.
+        let node_names: BTreeSet<&str> = out_nodes.iter().map(|n| n.name.as_str()).collect();
+        for s in &mut out_services {
+            let mut seen = BTreeSet::new();
+            for n in &s.declared_nodes {
+                if !node_names.contains(n.as_str()) {
+                    return Err(invalid(
+                        format!("services.{}.nodes", s.name),
+                        format!("names unknown node {n:?}"),
+                    ));
+                }
+                if seen.insert(n.clone()) {
+                    s.nodes.push(Name::parse(n).map_err(|e| {
+                        invalid(format!("services.{}.nodes", s.name), e.to_string())
+                    })?);
+                }
+            }
+            for n in out_nodes
+                .iter()
+                .filter(|n| n.services.iter().any(|x| x == s.name.as_str()))
+            {
+                if seen.insert(n.name.to_string()) {
+                    s.nodes.push(n.name.clone());
+                }
+            }
+        }
+        Ok(Self {
+            nodes: out_nodes,
+            services: out_services,
+            extra: top,
+        })
+    }
+}
+
+/// A cluster's node: its spec, and what Mesos reported about its task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: Name,
+    pub status: NodeStatus,
+    pub docker_image: String,
+    pub cpu: f64,
+    pub mem: f64,
+    pub disk: f64,
+    /// The port names the node asked for, in order.
+    pub port_names: Vec<String>,
+    /// Allocated ports by name; empty until the node is placed.
+    pub ports: BTreeMap<String, u16>,
+    pub services: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Agent host name, once placed.
+    pub host: Option<String>,
+    /// Agent IP address, once placed (all node containers use HOST networking).
+    pub address: Option<String>,
+    pub task_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// Launch attempts so far; part of the task id.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The last Mesos message/reason about this node, or why it does not fit any offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl Node {
+    fn from_spec(
+        name: Name,
+        n: NodeSpec,
+        path: &str,
+        services: &BTreeSet<&str>,
+    ) -> Result<Self, SpecError> {
+        if n.docker_image.trim().is_empty() {
+            return Err(invalid(format!("{path}.docker_image"), "is empty"));
+        }
+        let positive = |v: f64, field: &str, max: f64| {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok(())
+            } else {
+                Err(invalid(
+                    format!("{path}.{field}"),
+                    format!("must be a number above 0 and at most {max}"),
+                ))
+            }
+        };
+        positive(n.cpu, "cpu", 1024.0)?;
+        positive(n.mem, "mem", 64.0 * 1024.0 * 1024.0)?;
+        if !(n.disk.is_finite() && n.disk >= 0.0) {
+            return Err(invalid(
+                format!("{path}.disk"),
+                "must be a number of MB, 0 or more",
+            ));
+        }
+        let port_names: Vec<String> = match n.ports {
+            None => Vec::new(),
+            Some(PortsSpec::Count(c)) => (0..c).map(|i| format!("p{i}")).collect(),
+            Some(PortsSpec::Names(v)) => v,
+        };
+        if port_names.len() > MAX_PORTS_PER_NODE {
+            return Err(invalid(
+                format!("{path}.ports"),
+                format!("asks for more than {MAX_PORTS_PER_NODE} ports"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for p in &port_names {
+            Name::parse(p).map_err(|e| invalid(format!("{path}.ports"), format!("{p:?}: {e}")))?;
+            if !seen.insert(p) {
+                return Err(invalid(
+                    format!("{path}.ports"),
+                    format!("names {p:?} twice"),
+                ));
+            }
+        }
+        for s in &n.services {
+            if !services.contains(s.as_str()) {
+                return Err(invalid(
+                    format!("{path}.services"),
+                    format!("names unknown service {s:?}"),
+                ));
+            }
+        }
+        if n.command.as_ref().is_some_and(Command::is_empty) {
+            return Err(invalid(format!("{path}.command"), "is empty"));
+        }
+        Ok(Self {
+            name,
+            status: NodeStatus::Queued,
+            docker_image: n.docker_image,
+            cpu: n.cpu,
+            mem: n.mem,
+            disk: n.disk,
+            port_names,
+            ports: BTreeMap::new(),
+            services: n.services,
+            env: n.env,
+            command: n.command,
+            volumes: n.volumes,
+            tags: n.tags,
+            host: None,
+            address: None,
+            task_id: None,
+            agent_id: None,
+            attempt: 0,
+            message: None,
+            extra: n.extra,
+        })
+    }
+}
+
+/// A cluster's service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: Name,
+    pub nodes: Vec<Name>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Command>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Command>,
+    /// Free-form service properties from the template (e.g. `dfs.blocksize`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub properties: Map<String, Value>,
+    /// The nodes the template listed under the service itself; only used while parsing.
+    #[serde(skip)]
+    declared_nodes: Vec<String>,
+}
+
+/// What the user wants of a cluster. The api writes it; the scheduler reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    #[default]
+    Running,
+    Destroyed,
+}
+
+/// One status change, as served by `/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: Timestamp,
+    pub status: ClusterStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A cluster record: everything about one cluster, stored as one value so that it is always
+/// written whole (no half-written cluster can exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: ClusterId,
+    pub owner: String,
+    pub product: Name,
+    pub version: Name,
+    /// The resolved options (defaults merged with the user's).
+    pub options: Map<String, Value>,
+    pub status: ClusterStatus,
+    /// Why the cluster is `failed`, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub desired: Desired,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub nodes: Vec<Node>,
+    pub services: Vec<Service>,
+    pub history: Vec<HistoryEntry>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+    /// Shared secret for the NodeAgent gRPC port of this cluster's executors. Never served.
+    pub secret: String,
+}
+
+impl Cluster {
+    /// A freshly launched cluster: `registered`, every node `queued`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ClusterId,
+        owner: String,
+        product: Name,
+        version: Name,
+        options: Map<String, Value>,
+        spec: ClusterSpec,
+        secret: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            owner,
+            product,
+            version,
+            options,
+            status: ClusterStatus::Registered,
+            reason: None,
+            desired: Desired::Running,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            nodes: spec.nodes,
+            services: spec.services,
+            history: vec![HistoryEntry {
+                at: now,
+                status: ClusterStatus::Registered,
+                message: None,
+            }],
+            extra: spec.extra,
+            secret,
+        }
+    }
+
+    /// Applies `event` through the state machine, recording the change in the history.
+    ///
+    /// # Errors
+    /// [`InvalidTransition`] leaves the cluster untouched.
+    pub fn apply(
+        &mut self,
+        event: ClusterEvent,
+        message: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), InvalidTransition> {
+        let to = self.status.next(event)?;
+        self.status = to;
+        if to == ClusterStatus::Failed || message.is_some() {
+            self.reason = message.clone();
+        }
+        self.updated_at = now.clone();
+        self.history.push(HistoryEntry {
+            at: now,
+            status: to,
+            message,
+        });
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.name.as_str() == name)
+    }
+
+    /// True when some node may still have a task on an agent.
+    pub fn has_tasks(&self) -> bool {
+        self.nodes.iter().any(|n| n.status.has_task())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: Value) -> Result<ClusterSpec, SpecError> {
+        ClusterSpec::parse(&v.to_string())
+    }
+
+    #[test]
+    fn a_full_spec_parses_in_template_order() {
+        let s = spec(json!({
+            "nodes": {
+                "head": {"docker_image": "img:1", "cpu": 1, "mem": 512, "ports": ["http"], "services": ["head"]},
+                "w1": {"docker_image": "img:1", "cpu": 0.5, "mem": 256, "disk": 100, "ports": 2, "services": ["workers"], "custom": {"x": 1}},
+                "w0": {"docker_image": "img:1", "cpu": 0.5, "mem": 256, "services": ["workers"]}
+            },
+            "services": {
+                "workers": {"start": "run", "ready": ["true"], "dfs.blocksize": 64},
+                "head": {"nodes": ["head"], "files": [{"path": "/etc/x.conf", "template": "{{x}}"}]}
+            },
+            "dnsname": "abc"
+        }))
+        .unwrap();
+        let names: Vec<_> = s.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["head", "w1", "w0"]);
+        assert_eq!(s.nodes[1].port_names, ["p0", "p1"]);
+        assert_eq!(s.nodes[1].extra["custom"], json!({"x": 1}));
+        assert_eq!(s.services[0].name.as_str(), "workers");
+        assert_eq!(
+            s.services[0]
+                .nodes
+                .iter()
+                .map(Name::as_str)
+                .collect::<Vec<_>>(),
+            ["w1", "w0"]
+        );
+        assert_eq!(s.services[0].properties["dfs.blocksize"], json!(64));
+        assert_eq!(s.services[1].nodes.len(), 1);
+        assert_eq!(s.extra["dnsname"], "abc");
+        assert!(s.nodes.iter().all(|n| n.status == NodeStatus::Queued));
+    }
+
+    #[test]
+    fn bad_specs_name_the_path() {
+        let node = json!({"docker_image": "i", "cpu": 1, "mem": 1});
+        let cases = [
+            (json!([]), "$"),
+            (json!({}), "nodes"),
+            (json!({"nodes": {}}), "nodes"),
+            (json!({"nodes": []}), "nodes"),
+            (json!({"nodes": {"Bad": node}}), "nodes.Bad"),
+            (json!({"nodes": {"a": {"cpu": 1, "mem": 1}}}), "nodes.a"),
+            (
+                json!({"nodes": {"a": {"docker_image": "", "cpu": 1, "mem": 1}}}),
+                "nodes.a.docker_image",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": 0, "mem": 1}}}),
+                "nodes.a.cpu",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": -1}}}),
+                "nodes.a.mem",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": "1", "mem": 1}}}),
+                "nodes.a",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "ports": ["x", "x"]}}}),
+                "nodes.a.ports",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "services": ["s"]}}}),
+                "nodes.a.services",
+            ),
+            (
+                json!({"nodes": {"a": node}, "services": {"s": {"nodes": ["b"]}}}),
+                "services.s.nodes",
+            ),
+            (
+                json!({"nodes": {"a": node}, "services": {"s": {"files": [{"path": "rel", "template": ""}]}}}),
+                "services.s.files[0].path",
+            ),
+            (
+                json!({"nodes": {"a": node}, "services": {"s": {"start": ""}}}),
+                "services.s.start",
+            ),
+            (json!({"nodes": {"a": node}, "services": []}), "services"),
+        ];
+        for (v, path) in cases {
+            match spec(v.clone()) {
+                Err(SpecError::Invalid { path: p, .. }) => assert_eq!(p, path, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            ClusterSpec::parse("{\"nodes\": {},}"),
+            Err(SpecError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let s = spec(json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "command": ["sleep", "1"]}}})).unwrap();
+        let c = Cluster::new(
+            ClusterId::random(),
+            "alice".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            s,
+            "secret".into(),
+            Timestamp("2026-01-01T00:00:00.000Z".into()),
+        );
+        let text = serde_json::to_string(&c).unwrap();
+        let back: Cluster = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn apply_records_history_and_refuses_bad_events() {
+        let s = spec(json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}})).unwrap();
+        let t = |s: &str| Timestamp(s.into());
+        let mut c = Cluster::new(
+            ClusterId::random(),
+            "u".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            s,
+            String::new(),
+            t("1"),
+        );
+        c.apply(ClusterEvent::PlacementStarted, None, t("2"))
+            .unwrap();
+        assert!(c.apply(ClusterEvent::Ready, None, t("3")).is_err());
+        c.apply(
+            ClusterEvent::Failed,
+            Some("node a: TASK_FAILED".into()),
+            t("4"),
+        )
+        .unwrap();
+        assert_eq!(c.status, ClusterStatus::Failed);
+        assert_eq!(c.reason.as_deref(), Some("node a: TASK_FAILED"));
+        let statuses: Vec<_> = c.history.iter().map(|h| h.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                ClusterStatus::Registered,
+                ClusterStatus::Scheduling,
+                ClusterStatus::Failed
+            ]
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Pure domain types and rules: ids, products, the option schema and its validation, the
+//! cluster spec rendered from a template, cluster and node records, and the lifecycle state
+//! machine.
+//!
+//! Nothing here does I/O or knows sled, hyper, protobuf or tokio. Callers pass the clock in
+//! ([`Timestamp`]) so every function stays deterministic and table-testable.
+
+pub mod cluster;
+pub mod ids;
+pub mod launch;
+pub mod lifecycle;
+pub mod options;
+pub mod product;
+pub mod template;
+
+pub use cluster::{Cluster, Desired, HistoryEntry, Node, Service};
+pub use ids::{ClusterId, Name, NameError, TaskId};
+pub use lifecycle::{ClusterStatus, NodeStatus};
+pub use product::{Part, Product};
+
+use serde::{Deserialize, Serialize};
+
+/// An RFC 3339 UTC timestamp with millisecond precision, e.g. `2026-11-25T16:00:00.123Z`.
+///
+/// Kept as text because that is what every reader (API users, logs, `/events`) wants, and
+/// RFC 3339 strings of one precision sort chronologically.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub String);
+
+impl Timestamp {
+    /// The current wall-clock time. The only clock read in the domain; callers use it at the
+    /// edge and pass the value in.
+    pub fn now() -> Self {
+        Self(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string())
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

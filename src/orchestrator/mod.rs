@@ -1,0 +1,1 @@
+//! Configures running clusters: `scheduled → configuring → configured → ready`.

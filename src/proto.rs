@@ -1,0 +1,1 @@
+//! Every piece of generated protobuf code, in modules that mirror the proto packages.
