@@ -1,1 +1,178 @@
-//! x
+//! The registry: the only module that touches sled. It stores products and their parts,
+//! clusters (with their nodes, services and history), orchestrator logs and framework
+//! metadata, behind the [`Store`] trait. It holds no business rules: callers decide *what*
+//! to write; the store makes each write atomic and durable.
+//!
+//! # Keyspace (sled trees)
+//!
+//! | tree       | key                          | value                                   |
+//! |------------|------------------------------|-----------------------------------------|
+//! | `products` | `<name>\0<version>`          | [`Product`] as JSON                     |
+//! | `parts`    | `<name>\0<version>\0<part>`  | raw bytes of the template/options/script|
+//! | `clusters` | `<cluster uuid>`             | [`Cluster`] as JSON (nodes included)    |
+//! | `logs`     | `<cluster uuid>`             | orchestrator output, raw bytes          |
+//! | `meta`     | e.g. `framework_id`          | UTF-8 text                              |
+//!
+//! Names cannot contain `\0` (see [`crate::domain::Name`]), so the separator is unambiguous
+//! and a prefix scan on `<name>\0` finds exactly one product's versions.
+//!
+//! A cluster is one value on purpose: every update rewrites it whole, so there is never a
+//! half-written cluster, and the scheduler's read-modify-write is a compare-and-swap.
+//!
+//! # Durability
+//! Every write returns only after it is on disk (`fsync`). Concurrent writers share flushes
+//! (group commit, see [`sled_store`]), so a burst of writes costs far fewer fsyncs than
+//! writes, yet a 2xx never precedes its flush.
+
+pub mod memory;
+pub mod sled_store;
+#[cfg(test)]
+mod suite;
+
+use crate::domain::{Cluster, ClusterId, Name, Part, Product};
+
+pub use memory::MemoryStore;
+
+/// Most orchestrator output kept per cluster; older output is cut from the front.
+pub const MAX_LOG: usize = 1 << 20;
+pub use sled_store::SledStore;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The caller's update function refused the change; the store is untouched.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("storage error")]
+    Sled(#[from] sled::Error),
+    #[error("stored record {key} is corrupt")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What an update function decides about a record.
+pub enum Update {
+    /// Write the (modified) record.
+    Write,
+    /// Leave the record as it was; nothing is written.
+    Keep,
+}
+
+/// Typed, durable storage for the whole system. Every method is synchronous and may block
+/// on disk; async callers use `spawn_blocking`.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a product.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] if the name and version are taken.
+    fn create_product(&self, p: &Product) -> Result<(), StoreError>;
+    /// # Errors
+    /// Storage or decoding errors.
+    fn product(&self, name: &Name, version: &Name) -> Result<Option<Product>, StoreError>;
+    /// Every product version, sorted by name then version.
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    fn products(&self) -> Result<Vec<Product>, StoreError>;
+    /// Stores one part and marks it set on the product, atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the product does not exist.
+    fn put_part(
+        &self,
+        name: &Name,
+        version: &Name,
+        part: Part,
+        data: &[u8],
+        now: &crate::domain::Timestamp,
+    ) -> Result<Product, StoreError>;
+    /// # Errors
+    /// Storage errors.
+    fn part(&self, name: &Name, version: &Name, part: Part) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes a product and its parts, atomically. `guard` sees every cluster first and may
+    /// refuse (e.g. live clusters still use the product); the check and the delete are one
+    /// critical section, so a concurrent launch cannot slip in between.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or [`StoreError::Rejected`] from `guard`.
+    fn delete_product(
+        &self,
+        name: &Name,
+        version: &Name,
+        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+    ) -> Result<(), StoreError>;
+    /// Creates a cluster if its product still exists (checked in the same critical section as
+    /// product deletion).
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] on an id clash, [`StoreError::NotFound`] if the product
+    /// is gone.
+    fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError>;
+    /// # Errors
+    /// Storage or decoding errors.
+    fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError>;
+    /// Every cluster, oldest first.
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    fn clusters(&self) -> Result<Vec<Cluster>, StoreError>;
+    /// Atomically reads, modifies and writes one cluster. `f` may run more than once (on a
+    /// concurrent change), so it must be a pure function of its input.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or [`StoreError::Rejected`] when `f` returns `Err`.
+    fn update_cluster(
+        &self,
+        id: ClusterId,
+        f: &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+    ) -> Result<Cluster, StoreError>;
+    /// Appends orchestrator output for a cluster.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn append_log(&self, id: ClusterId, data: &[u8]) -> Result<(), StoreError>;
+    /// # Errors
+    /// Storage errors.
+    fn log(&self, id: ClusterId) -> Result<Vec<u8>, StoreError>;
+    /// # Errors
+    /// Storage errors.
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// # Errors
+    /// Storage errors.
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Flushes everything to disk (used at shutdown; writes are already durable).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+pub(crate) fn product_key(name: &Name, version: &Name) -> Vec<u8> {
+    format!("{name}\0{version}").into_bytes()
+}
+
+pub(crate) fn part_key(name: &Name, version: &Name, part: Part) -> Vec<u8> {
+    format!("{name}\0{version}\0{}", part.as_str()).into_bytes()
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        source,
+    })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // invariant: our records are plain structs with string keys; serialisation cannot fail.
+    serde_json::to_vec(v).expect("record serialises")
+}

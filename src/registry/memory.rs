@@ -1,0 +1,200 @@
+//! The in-memory twin of the sled store: same contract, no disk. Used by unit tests and by
+//! benchmarks that measure the framework without storage costs.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{MAX_LOG, Store, StoreError, Update};
+use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    products: BTreeMap<(Name, Name), Product>,
+    parts: BTreeMap<(Name, Name, &'static str), Vec<u8>>,
+    clusters: BTreeMap<ClusterId, Cluster>,
+    logs: BTreeMap<ClusterId, Vec<u8>>,
+    meta: BTreeMap<String, String>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    fn create_product(&self, p: &Product) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let key = (p.name.clone(), p.version.clone());
+        if g.products.contains_key(&key) {
+            return Err(StoreError::AlreadyExists(format!(
+                "product {}/{}",
+                p.name, p.version
+            )));
+        }
+        g.products.insert(key, p.clone());
+        Ok(())
+    }
+
+    fn product(&self, name: &Name, version: &Name) -> Result<Option<Product>, StoreError> {
+        Ok(self
+            .lock()
+            .products
+            .get(&(name.clone(), version.clone()))
+            .cloned())
+    }
+
+    fn products(&self) -> Result<Vec<Product>, StoreError> {
+        Ok(self.lock().products.values().cloned().collect())
+    }
+
+    fn put_part(
+        &self,
+        name: &Name,
+        version: &Name,
+        part: Part,
+        data: &[u8],
+        now: &Timestamp,
+    ) -> Result<Product, StoreError> {
+        let mut g = self.lock();
+        let p = g
+            .products
+            .get_mut(&(name.clone(), version.clone()))
+            .ok_or_else(|| StoreError::NotFound(format!("product {name}/{version}")))?;
+        p.parts.set(part);
+        p.updated_at = now.clone();
+        let p = p.clone();
+        g.parts.insert(
+            (name.clone(), version.clone(), part.as_str()),
+            data.to_vec(),
+        );
+        Ok(p)
+    }
+
+    fn part(&self, name: &Name, version: &Name, part: Part) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .lock()
+            .parts
+            .get(&(name.clone(), version.clone(), part.as_str()))
+            .cloned())
+    }
+
+    fn delete_product(
+        &self,
+        name: &Name,
+        version: &Name,
+        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let key = (name.clone(), version.clone());
+        if !g.products.contains_key(&key) {
+            return Err(StoreError::NotFound(format!("product {name}/{version}")));
+        }
+        let users: Vec<Cluster> = g
+            .clusters
+            .values()
+            .filter(|c| &c.product == name && &c.version == version)
+            .cloned()
+            .collect();
+        guard(&users).map_err(StoreError::Rejected)?;
+        g.products.remove(&key);
+        for part in Part::ALL {
+            g.parts
+                .remove(&(name.clone(), version.clone(), part.as_str()));
+        }
+        Ok(())
+    }
+
+    fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if !g
+            .products
+            .contains_key(&(c.product.clone(), c.version.clone()))
+        {
+            return Err(StoreError::NotFound(format!(
+                "product {}/{}",
+                c.product, c.version
+            )));
+        }
+        if g.clusters.contains_key(&c.id) {
+            return Err(StoreError::AlreadyExists(format!("cluster {}", c.id)));
+        }
+        g.clusters.insert(c.id, c.clone());
+        Ok(())
+    }
+
+    fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError> {
+        Ok(self.lock().clusters.get(&id).cloned())
+    }
+
+    fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
+        let mut all: Vec<Cluster> = self.lock().clusters.values().cloned().collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    fn update_cluster(
+        &self,
+        id: ClusterId,
+        f: &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+    ) -> Result<Cluster, StoreError> {
+        let mut g = self.lock();
+        let current = g
+            .clusters
+            .get(&id)
+            .ok_or_else(|| StoreError::NotFound(format!("cluster {id}")))?;
+        // Work on a copy so that a refusal leaves the stored record untouched.
+        let mut c = current.clone();
+        match f(&mut c).map_err(StoreError::Rejected)? {
+            Update::Keep => Ok(c),
+            Update::Write => {
+                g.clusters.insert(id, c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    fn append_log(&self, id: ClusterId, data: &[u8]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let v = g.logs.entry(id).or_default();
+        v.extend_from_slice(data);
+        if v.len() > MAX_LOG {
+            v.drain(..v.len() - MAX_LOG);
+        }
+        Ok(())
+    }
+
+    fn log(&self, id: ClusterId) -> Result<Vec<u8>, StoreError> {
+        Ok(self.lock().logs.get(&id).cloned().unwrap_or_default())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().meta.get(key).cloned())
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.lock().meta.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes_the_store_suite() {
+        super::super::suite::run(&super::MemoryStore::new());
+    }
+}
