@@ -1,1 +1,168 @@
-//! x
+//! The REST façade under `/bigdata/api/v1`: route parsing, handlers (decode → store →
+//! encode), the one error→status mapping, authentication and the OpenAPI document.
+//!
+//! The api writes *desired* state only (products, "cluster X wanted", "cluster X should go
+//! away") and wakes the core through [`Backend`]. It never talks to Mesos and never imports
+//! the scheduler, so stateless api replicas in front of one framework process would be a
+//! wiring change.
+
+pub mod auth;
+pub mod error;
+mod handlers;
+pub mod openapi;
+pub mod routes;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::ClusterId;
+use crate::domain::template::Renderer;
+use crate::metrics::Metrics;
+use crate::registry::Store;
+
+pub use auth::{Auth, Principal, Role};
+pub use error::ApiError;
+
+/// Default largest request body, in bytes.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The api's only way into the core (scheduler and orchestrator).
+pub trait Backend: Send + Sync + 'static {
+    /// The desired state of `cluster` changed (launched or to be destroyed).
+    fn wake(&self, cluster: ClusterId);
+    /// Whether the framework can do its job now (e.g. subscribed to Mesos).
+    fn readiness(&self) -> Readiness;
+}
+
+/// What `/health` reports about the core.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// A short human-readable explanation, e.g. "subscribed" or "no Mesos master configured".
+    pub detail: String,
+    /// Scheduler facts, when there is a scheduler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesos: Option<serde_json::Value>,
+}
+
+/// A backend with no scheduler behind it: launches are stored and stay `registered`.
+pub struct StoreOnly;
+
+impl Backend for StoreOnly {
+    fn wake(&self, _: ClusterId) {}
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            ready: true,
+            detail: "no scheduler: clusters are recorded, not launched".into(),
+            mesos: None,
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub backend: Arc<dyn Backend>,
+    pub auth: Auth,
+    pub metrics: Arc<Metrics>,
+    pub max_body: usize,
+    /// The spec-phase template renderer (building one registers every helper; do it once).
+    pub renderer: Renderer,
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets in-flight requests
+/// finish (up to 30 s).
+///
+/// # Errors
+/// None today; accept errors are logged and retried. The signature leaves room for fatal
+/// listener errors.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing"),
+    }
+    Ok(())
+}
+
+async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (resp, op) = match handlers::dispatch(state, req).await {
+        Ok((resp, op)) => (resp, op),
+        Err(e) => (e.into_response(), "error"),
+    };
+    let class = match resp.status().as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    state.metrics.inc(
+        "paas_http_requests_total",
+        "HTTP requests by operation and status class.",
+        &[("operation", op), ("class", class)],
+    );
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    // invariant: our response bodies are plain serde values with string keys.
+    let bytes = serde_json::to_vec_pretty(body).expect("response serialises");
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -5,7 +5,7 @@
 //! are defaults. Users override defaults; numbers may arrive as JSON numbers or as numeric
 //! strings (the seed shows both `"size": "2"` and httpie's `size:=2`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -104,7 +104,7 @@ pub struct OptionsError {
     /// Keys the product does not define.
     pub unknown: Vec<String>,
     /// Keys whose value has the wrong type, with the type expected.
-    pub wrong_type: Vec<(String, OptionKind)>,
+    pub wrong_type: BTreeMap<String, OptionKind>,
 }
 
 impl std::fmt::Display for OptionsError {
@@ -212,7 +212,9 @@ impl OptionsDoc {
                 Some(v) => {
                     out.insert(k.clone(), v);
                 }
-                None => err.wrong_type.push((k.clone(), kind)),
+                None => {
+                    err.wrong_type.insert(k.clone(), kind);
+                }
             }
         }
         err.missing = self

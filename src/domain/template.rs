@@ -39,7 +39,13 @@ pub enum TemplateError {
 
 impl From<RenderError> for TemplateError {
     fn from(e: RenderError) -> Self {
-        let mut msg = e.reason().to_string();
+        let mut msg = match e.reason() {
+            RenderErrorReason::MissingVariable(Some(path)) => {
+                format!("undefined variable `{path}`")
+            }
+            RenderErrorReason::MissingVariable(None) => "undefined variable".to_owned(),
+            other => other.to_string(),
+        };
         if let (Some(line), Some(col)) = (e.line_no, e.column_no) {
             msg = format!("{msg} (line {line}, column {col})");
         }

@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Orchestration script of the reference product.
+
+Called by the orchestrator as `fabfile.py start` once every node runs, and as
+`fabfile.py stop` before the cluster is destroyed. It reads the cluster description from
+the file named by $CLUSTER_JSON and prints a summary (stored, served at /clusters/{id}/logs).
+"""
+import json
+import os
+import sys
+
+
+def start(cluster):
+    print(f"cluster {cluster['id']} ({cluster['product']} {cluster['version']}) of {cluster.get('owner', '?')}")
+    for node in cluster["nodes"]:
+        ports = ", ".join(f"{k}={v}" for k, v in sorted(node.get("ports", {}).items()))
+        print(f"  node {node['name']}: {node['status']} on {node.get('address') or node.get('host') or '?'} [{ports}]")
+    for svc in cluster["services"]:
+        print(f"  service {svc['name']}: {', '.join(svc['nodes']) or '-'}")
+    print("reference cluster configured")
+
+
+def stop(cluster):
+    print(f"cluster {cluster['id']} stopping")
+
+
+def main():
+    action = sys.argv[1] if len(sys.argv) > 1 else "start"
+    with open(os.environ["CLUSTER_JSON"]) as f:
+        cluster = json.load(f)
+    {"start": start, "stop": stop}[action](cluster)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+//! The OpenAPI 3 document, generated from the route table so that it lists exactly the
+//! routes the parser accepts.
+
+use serde_json::{Map, Value, json};
+
+use super::routes::{BASE, ROUTES};
+
+/// Builds the document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES.iter() {
+        let mut op = json!({
+            "operationId": if r.path.ends_with("/orchestrator") { format!("{}Alias", r.operation_id) } else { r.operation_id.to_owned() },
+            "summary": r.summary,
+            "x-access": r.access,
+            "parameters": parameters(r.path),
+            "responses": responses(r.response),
+        });
+        if r.access != "public" {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        if let Some(req) = r.request {
+            op["requestBody"] = match req {
+                "raw" => {
+                    json!({"required": true, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}})
+                }
+                name => {
+                    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})
+                }
+            };
+        }
+        if r.operation_id == "listClusters" {
+            op["parameters"] = json!(["product", "version", "status", "owner"].map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})));
+        }
+        let entry = paths
+            .entry(format!("{BASE}{}", r.path))
+            .or_insert_with(|| json!({}));
+        entry[r.method.as_str().to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Big Data PaaS on Apache Mesos",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Register products (template, options, orchestration script) and launch clusters of them on Mesos."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn parameters(path: &str) -> Value {
+    let params: Vec<Value> = path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|p| {
+            let schema = if p == "id" {
+                json!({"type": "string", "format": "uuid"})
+            } else {
+                json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 64})
+            };
+            json!({"name": p, "in": "path", "required": true, "schema": schema})
+        })
+        .collect();
+    Value::Array(params)
+}
+
+fn responses((status, schema): (u16, Option<&str>)) -> Value {
+    let ok = match schema {
+        None => json!({"description": "success"}),
+        Some("text") => {
+            json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        Some(name) => {
+            json!({"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})
+        }
+    };
+    let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    json!({ status.to_string(): ok, "default": err })
+}
+
+fn schemas() -> Value {
+    let s = |t: &str| json!({"type": t});
+    let ts = json!({"type": "string", "format": "date-time"});
+    let name = json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$"});
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": s("string"), "message": s("string"), "details": {}}}}},
+        "ProductCreate": {"type": "object", "required": ["name", "version"], "additionalProperties": false, "properties": {"name": name, "version": name, "description": s("string"), "logo_url": s("string")}},
+        "Product": {"type": "object", "properties": {
+            "name": name, "version": name, "description": s("string"), "logo_url": s("string"),
+            "created_at": ts, "updated_at": ts, "url": s("string"),
+            "parts": {"type": "object", "properties": {"template": s("boolean"), "options": s("boolean"), "orchestrator": s("boolean")}}}},
+        "ProductList": {"type": "object", "properties": {"products": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}}}},
+        "VersionList": {"type": "object", "properties": {"name": name, "versions": {"type": "array", "items": s("string")}}},
+        "OptionsDoc": {"type": "object", "additionalProperties": false, "properties": {
+            "required": {"type": "object", "description": "keys the user must give; each value is an example fixing the type"},
+            "optional": {"type": "object", "description": "defaults"},
+            "advanced": {"type": "object", "description": "defaults for expert settings"},
+            "descriptions": {"type": "object"}}},
+        "LaunchOptions": {"type": "object", "description": "option values; numbers may be numeric strings", "additionalProperties": true},
+        "LaunchAccepted": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "status": s("string"), "url": s("string")}},
+        "Node": {"type": "object", "properties": {
+            "name": s("string"), "status": {"type": "string", "enum": ["queued", "staging", "starting", "running", "killing", "finished", "failed", "killed", "lost", "error", "dropped", "unreachable", "gone", "gone_by_operator", "unknown"]},
+            "docker_image": s("string"), "cpu": s("number"), "mem": s("number"), "disk": s("number"),
+            "port_names": {"type": "array", "items": s("string")}, "ports": {"type": "object", "additionalProperties": s("integer")},
+            "services": {"type": "array", "items": s("string")}, "host": s("string"), "address": s("string"),
+            "task_id": s("string"), "agent_id": s("string"), "attempt": s("integer"), "message": s("string")}},
+        "Service": {"type": "object", "properties": {"name": s("string"), "nodes": {"type": "array", "items": s("string")}, "files": {"type": "array"}, "start": {}, "ready": {}, "properties": s("object")}},
+        "Event": {"type": "object", "properties": {"at": ts, "status": s("string"), "message": s("string")}},
+        "Cluster": {"type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"}, "owner": s("string"), "product": name, "version": name,
+            "options": s("object"), "status": {"type": "string", "enum": ["registered", "scheduling", "scheduled", "configuring", "configured", "ready", "failed", "destroying", "destroyed"]},
+            "reason": s("string"), "desired": {"type": "string", "enum": ["running", "destroyed"]},
+            "created_at": ts, "updated_at": ts, "url": s("string"),
+            "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+            "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
+            "history": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
+        "ClusterList": {"type": "object", "properties": {"clusters": {"type": "array", "items": {"$ref": "#/components/schemas/Cluster"}}}},
+        "NodeList": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}},
+        "ServiceList": {"type": "object", "properties": {"services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}}},
+        "EventList": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
+        "Health": {"type": "object", "properties": {"status": s("string"), "ready": s("boolean"), "mesos": s("object")}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(schemas.contains_key(&name), "dangling $ref {name}");
+        }
+        let ops: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.as_object().unwrap().values())
+            .map(|o| o["operationId"].as_str().unwrap())
+            .collect();
+        let unique: std::collections::BTreeSet<_> = ops.iter().collect();
+        assert_eq!(unique.len(), ops.len(), "operation ids are unique");
+        assert_eq!(ops.len(), ROUTES.len());
+    }
+}

@@ -1,0 +1,525 @@
+//! Route parsing: a pure function from method and path to an [`Endpoint`], and the route
+//! table that the OpenAPI document is generated from (so the two cannot disagree).
+
+use http::Method;
+
+use crate::domain::{ClusterId, Name, Part};
+
+/// The API's base path, kept from the original system.
+pub const BASE: &str = "/bigdata/api/v1";
+
+/// One parsed request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    ListProducts,
+    CreateProduct,
+    ListVersions {
+        name: Name,
+    },
+    GetProduct {
+        name: Name,
+        version: Name,
+    },
+    DeleteProduct {
+        name: Name,
+        version: Name,
+    },
+    Launch {
+        name: Name,
+        version: Name,
+    },
+    PutPart {
+        name: Name,
+        version: Name,
+        part: Part,
+    },
+    GetPart {
+        name: Name,
+        version: Name,
+        part: Part,
+    },
+    ListClusters,
+    GetCluster {
+        id: ClusterId,
+    },
+    DeleteCluster {
+        id: ClusterId,
+    },
+    ClusterNodes {
+        id: ClusterId,
+    },
+    ClusterServices {
+        id: ClusterId,
+    },
+    ClusterEvents {
+        id: ClusterId,
+    },
+    ClusterLogs {
+        id: ClusterId,
+    },
+    Health,
+    HealthReady,
+    Metrics,
+    OpenApi,
+}
+
+/// Why a request target matches no endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    /// The path exists but not with this method; the allowed methods.
+    MethodNotAllowed(Vec<Method>),
+    /// A path segment that must be a name is not one.
+    BadName {
+        segment: String,
+        why: String,
+    },
+}
+
+impl Endpoint {
+    /// Parses a request. A single trailing slash is ignored (the original API used them).
+    ///
+    /// # Errors
+    /// [`RouteError`]: unknown path, wrong method, or an invalid name segment.
+    pub fn parse(method: &Method, path: &str) -> Result<Self, RouteError> {
+        let rest = path.strip_prefix(BASE).ok_or(RouteError::NotFound)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let segs: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.strip_prefix('/')
+                .ok_or(RouteError::NotFound)?
+                .split('/')
+                .collect()
+        };
+        let name = |s: &str| {
+            Name::parse(s).map_err(|e| RouteError::BadName {
+                segment: s.to_owned(),
+                why: e.to_string(),
+            })
+        };
+        let cluster = |s: &str| s.parse::<ClusterId>().map_err(|_| RouteError::NotFound);
+        let (allowed, ep): (&[Method], Option<Endpoint>) = match (segs.as_slice(), method) {
+            (["products"], &Method::GET) => (&[], Some(Endpoint::ListProducts)),
+            (["products"], &Method::POST) => (&[], Some(Endpoint::CreateProduct)),
+            (["products"], _) => (&[Method::GET, Method::POST], None),
+            (["products", n], &Method::GET) => {
+                (&[], Some(Endpoint::ListVersions { name: name(n)? }))
+            }
+            (["products", _], _) => (&[Method::GET], None),
+            (["products", n, v], m) => {
+                let (name, version) = (name(n)?, name(v)?);
+                match *m {
+                    Method::GET => (&[], Some(Endpoint::GetProduct { name, version })),
+                    Method::DELETE => (&[], Some(Endpoint::DeleteProduct { name, version })),
+                    Method::POST => (&[], Some(Endpoint::Launch { name, version })),
+                    _ => (&[Method::GET, Method::POST, Method::DELETE], None),
+                }
+            }
+            (["products", n, v, p], m) => {
+                let part = match *p {
+                    "template" => Part::Template,
+                    "options" => Part::Options,
+                    "orquestrator" | "orchestrator" => Part::Orchestrator,
+                    _ => return Err(RouteError::NotFound),
+                };
+                let (name, version) = (name(n)?, name(v)?);
+                match *m {
+                    Method::GET => (
+                        &[],
+                        Some(Endpoint::GetPart {
+                            name,
+                            version,
+                            part,
+                        }),
+                    ),
+                    Method::PUT => (
+                        &[],
+                        Some(Endpoint::PutPart {
+                            name,
+                            version,
+                            part,
+                        }),
+                    ),
+                    _ => (&[Method::GET, Method::PUT], None),
+                }
+            }
+            (["clusters"], &Method::GET) => (&[], Some(Endpoint::ListClusters)),
+            (["clusters"], _) => (&[Method::GET], None),
+            (["clusters", id], m) => {
+                let id = cluster(id)?;
+                match *m {
+                    Method::GET => (&[], Some(Endpoint::GetCluster { id })),
+                    Method::DELETE => (&[], Some(Endpoint::DeleteCluster { id })),
+                    _ => (&[Method::GET, Method::DELETE], None),
+                }
+            }
+            (["clusters", id, sub], m) => {
+                let id = cluster(id)?;
+                let ep = match *sub {
+                    "nodes" => Endpoint::ClusterNodes { id },
+                    "services" => Endpoint::ClusterServices { id },
+                    "events" => Endpoint::ClusterEvents { id },
+                    "logs" => Endpoint::ClusterLogs { id },
+                    _ => return Err(RouteError::NotFound),
+                };
+                if *m == Method::GET {
+                    (&[], Some(ep))
+                } else {
+                    (&[Method::GET], None)
+                }
+            }
+            (["health"], &Method::GET) => (&[], Some(Endpoint::Health)),
+            (["health", "ready"], &Method::GET) => (&[], Some(Endpoint::HealthReady)),
+            (["metrics"], &Method::GET) => (&[], Some(Endpoint::Metrics)),
+            (["openapi.json"], &Method::GET) => (&[], Some(Endpoint::OpenApi)),
+            (["health"] | ["health", "ready"] | ["metrics"] | ["openapi.json"], _) => {
+                (&[Method::GET], None)
+            }
+            _ => return Err(RouteError::NotFound),
+        };
+        ep.ok_or_else(|| RouteError::MethodNotAllowed(allowed.to_vec()))
+    }
+
+    /// The OpenAPI `operationId` of this endpoint; ties parsed requests to [`ROUTES`].
+    pub fn operation_id(&self) -> &'static str {
+        match self {
+            Endpoint::ListProducts => "listProducts",
+            Endpoint::CreateProduct => "createProduct",
+            Endpoint::ListVersions { .. } => "listVersions",
+            Endpoint::GetProduct { .. } => "getProduct",
+            Endpoint::DeleteProduct { .. } => "deleteProduct",
+            Endpoint::Launch { .. } => "launchCluster",
+            Endpoint::PutPart { part, .. } => match part {
+                Part::Template => "putTemplate",
+                Part::Options => "putOptions",
+                Part::Orchestrator => "putOrchestrator",
+            },
+            Endpoint::GetPart { part, .. } => match part {
+                Part::Template => "getTemplate",
+                Part::Options => "getOptions",
+                Part::Orchestrator => "getOrchestrator",
+            },
+            Endpoint::ListClusters => "listClusters",
+            Endpoint::GetCluster { .. } => "getCluster",
+            Endpoint::DeleteCluster { .. } => "deleteCluster",
+            Endpoint::ClusterNodes { .. } => "getClusterNodes",
+            Endpoint::ClusterServices { .. } => "getClusterServices",
+            Endpoint::ClusterEvents { .. } => "getClusterEvents",
+            Endpoint::ClusterLogs { .. } => "getClusterLogs",
+            Endpoint::Health => "health",
+            Endpoint::HealthReady => "healthReady",
+            Endpoint::Metrics => "metrics",
+            Endpoint::OpenApi => "openapi",
+        }
+    }
+}
+
+/// One row of the route table: what the OpenAPI document says about an operation.
+pub struct Route {
+    pub method: Method,
+    /// Path below [`BASE`], with `{param}` placeholders.
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    /// Name of the request body schema in `components.schemas`, if any; `raw` = any bytes.
+    pub request: Option<&'static str>,
+    /// Success status and the response schema name (`None` = no body; `text` = plain text).
+    pub response: (u16, Option<&'static str>),
+    /// Who may call: `public`, `user` (any token) or `admin`.
+    pub access: &'static str,
+}
+
+macro_rules! route {
+    ($m:ident $p:literal $op:literal $sum:literal, $req:expr, $st:literal $resp:expr, $acc:literal) => {
+        Route {
+            method: Method::$m,
+            path: $p,
+            operation_id: $op,
+            summary: $sum,
+            request: $req,
+            response: ($st, $resp),
+            access: $acc,
+        }
+    };
+}
+
+/// Every route the server answers, in documentation order.
+pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
+    vec![
+        route!(GET "/products" "listProducts" "List every product version", None, 200 Some("ProductList"), "user"),
+        route!(POST "/products" "createProduct" "Register a product version", Some("ProductCreate"), 201 Some("Product"), "admin"),
+        route!(GET "/products/{name}" "listVersions" "List the versions of a product", None, 200 Some("VersionList"), "user"),
+        route!(GET "/products/{name}/{version}" "getProduct" "Get a product version, including which parts are set", None, 200 Some("Product"), "user"),
+        route!(DELETE "/products/{name}/{version}" "deleteProduct" "Delete a product version (409 while live clusters use it)", None, 204 None, "admin"),
+        route!(POST "/products/{name}/{version}" "launchCluster" "Launch a cluster with these options", Some("LaunchOptions"), 202 Some("LaunchAccepted"), "user"),
+        route!(PUT "/products/{name}/{version}/template" "putTemplate" "Upload the handlebars cluster template", Some("raw"), 200 Some("Product"), "admin"),
+        route!(GET "/products/{name}/{version}/template" "getTemplate" "Download the cluster template", None, 200 Some("text"), "user"),
+        route!(PUT "/products/{name}/{version}/options" "putOptions" "Upload the options document", Some("OptionsDoc"), 200 Some("Product"), "admin"),
+        route!(GET "/products/{name}/{version}/options" "getOptions" "Download the options document", None, 200 Some("OptionsDoc"), "user"),
+        route!(PUT "/products/{name}/{version}/orquestrator" "putOrchestrator" "Upload the orchestration script (raw bytes; alias /orchestrator)", Some("raw"), 200 Some("Product"), "admin"),
+        route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("text"), "admin"),
+        route!(PUT "/products/{name}/{version}/orchestrator" "putOrchestrator" "Alias of /orquestrator", Some("raw"), 200 Some("Product"), "admin"),
+        route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), "admin"),
+        route!(GET "/clusters" "listClusters" "List clusters (own clusters; admins see all)", None, 200 Some("ClusterList"), "user"),
+        route!(GET "/clusters/{id}" "getCluster" "Get the full cluster record", None, 200 Some("Cluster"), "user"),
+        route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), "user"),
+        route!(GET "/clusters/{id}/nodes" "getClusterNodes" "The cluster's nodes", None, 200 Some("NodeList"), "user"),
+        route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), "user"),
+        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), "user"),
+        route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), "user"),
+        route!(GET "/health" "health" "Liveness, with readiness details", None, 200 Some("Health"), "public"),
+        route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503", None, 200 Some("Health"), "public"),
+        route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), "public"),
+        route!(GET "/openapi.json" "openapi" "This document", None, 200 None, "public"),
+    ]
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10";
+
+    fn p(m: Method, path: &str) -> Result<Endpoint, RouteError> {
+        Endpoint::parse(&m, path)
+    }
+
+    fn n(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn table() {
+        let id: ClusterId = ID.parse().unwrap();
+        let cases = [
+            (
+                Method::GET,
+                "/bigdata/api/v1/products".to_owned(),
+                Endpoint::ListProducts,
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/products/".to_owned(),
+                Endpoint::ListProducts,
+            ),
+            (
+                Method::POST,
+                "/bigdata/api/v1/products".to_owned(),
+                Endpoint::CreateProduct,
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/products/spark".to_owned(),
+                Endpoint::ListVersions { name: n("spark") },
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/products/spark/4.x".to_owned(),
+                Endpoint::GetProduct {
+                    name: n("spark"),
+                    version: n("4.x"),
+                },
+            ),
+            (
+                Method::POST,
+                "/bigdata/api/v1/products/reference/1.0.0".to_owned(),
+                Endpoint::Launch {
+                    name: n("reference"),
+                    version: n("1.0.0"),
+                },
+            ),
+            (
+                Method::DELETE,
+                "/bigdata/api/v1/products/a/1".to_owned(),
+                Endpoint::DeleteProduct {
+                    name: n("a"),
+                    version: n("1"),
+                },
+            ),
+            (
+                Method::PUT,
+                "/bigdata/api/v1/products/a/1/template".to_owned(),
+                Endpoint::PutPart {
+                    name: n("a"),
+                    version: n("1"),
+                    part: Part::Template,
+                },
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/products/a/1/options/".to_owned(),
+                Endpoint::GetPart {
+                    name: n("a"),
+                    version: n("1"),
+                    part: Part::Options,
+                },
+            ),
+            (
+                Method::PUT,
+                "/bigdata/api/v1/products/a/1/orquestrator".to_owned(),
+                Endpoint::PutPart {
+                    name: n("a"),
+                    version: n("1"),
+                    part: Part::Orchestrator,
+                },
+            ),
+            (
+                Method::PUT,
+                "/bigdata/api/v1/products/a/1/orchestrator".to_owned(),
+                Endpoint::PutPart {
+                    name: n("a"),
+                    version: n("1"),
+                    part: Part::Orchestrator,
+                },
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/clusters".to_owned(),
+                Endpoint::ListClusters,
+            ),
+            (
+                Method::GET,
+                format!("/bigdata/api/v1/clusters/{ID}"),
+                Endpoint::GetCluster { id },
+            ),
+            (
+                Method::DELETE,
+                format!("/bigdata/api/v1/clusters/{ID}"),
+                Endpoint::DeleteCluster { id },
+            ),
+            (
+                Method::GET,
+                format!("/bigdata/api/v1/clusters/{ID}/nodes"),
+                Endpoint::ClusterNodes { id },
+            ),
+            (
+                Method::GET,
+                format!("/bigdata/api/v1/clusters/{ID}/services"),
+                Endpoint::ClusterServices { id },
+            ),
+            (
+                Method::GET,
+                format!("/bigdata/api/v1/clusters/{ID}/events"),
+                Endpoint::ClusterEvents { id },
+            ),
+            (
+                Method::GET,
+                format!("/bigdata/api/v1/clusters/{ID}/logs"),
+                Endpoint::ClusterLogs { id },
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/health".to_owned(),
+                Endpoint::Health,
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/health/ready".to_owned(),
+                Endpoint::HealthReady,
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/metrics".to_owned(),
+                Endpoint::Metrics,
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/openapi.json".to_owned(),
+                Endpoint::OpenApi,
+            ),
+        ];
+        for (m, path, want) in cases {
+            assert_eq!(p(m.clone(), &path), Ok(want), "{m} {path}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(p(Method::GET, "/"), Err(RouteError::NotFound));
+        assert_eq!(p(Method::GET, "/bigdata/api/v1"), Err(RouteError::NotFound));
+        assert_eq!(
+            p(Method::GET, "/bigdata/api/v1x/products"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            p(Method::GET, "/bigdata/api/v1/products/a/1/readme"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            p(Method::GET, "/bigdata/api/v1/clusters/not-a-uuid"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            p(Method::GET, "/bigdata/api/v1/products//1"),
+            Err(RouteError::BadName {
+                segment: String::new(),
+                why: "name is empty".into()
+            })
+        );
+        assert!(matches!(
+            p(Method::GET, "/bigdata/api/v1/products/../1"),
+            Err(RouteError::BadName { .. })
+        ));
+        assert!(matches!(
+            p(Method::GET, "/bigdata/api/v1/products/Spark"),
+            Err(RouteError::BadName { .. })
+        ));
+        assert_eq!(
+            p(Method::PATCH, "/bigdata/api/v1/products"),
+            Err(RouteError::MethodNotAllowed(vec![
+                Method::GET,
+                Method::POST
+            ]))
+        );
+        assert_eq!(
+            p(Method::POST, "/bigdata/api/v1/clusters"),
+            Err(RouteError::MethodNotAllowed(vec![Method::GET]))
+        );
+        assert_eq!(
+            p(Method::PUT, &format!("/bigdata/api/v1/clusters/{ID}")),
+            Err(RouteError::MethodNotAllowed(vec![
+                Method::GET,
+                Method::DELETE
+            ]))
+        );
+        assert_eq!(
+            p(Method::DELETE, "/bigdata/api/v1/products/a/1/template"),
+            Err(RouteError::MethodNotAllowed(vec![Method::GET, Method::PUT]))
+        );
+    }
+
+    /// Every row of the table parses to an endpoint with the same operation id, and every
+    /// method the parser allows on a path is in the table: the OpenAPI document is exact.
+    #[test]
+    fn route_table_matches_the_parser() {
+        let all = [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+        ];
+        for r in ROUTES.iter() {
+            let path = format!(
+                "{BASE}{}",
+                r.path
+                    .replace("{name}", "a")
+                    .replace("{version}", "1")
+                    .replace("{id}", ID)
+            );
+            let ep = Endpoint::parse(&r.method, &path)
+                .unwrap_or_else(|e| panic!("{} {path}: {e:?}", r.method));
+            assert_eq!(ep.operation_id(), r.operation_id, "{} {}", r.method, r.path);
+            for m in &all {
+                let in_table = ROUTES.iter().any(|x| x.path == r.path && x.method == m);
+                assert_eq!(
+                    Endpoint::parse(m, &path).is_ok(),
+                    in_table,
+                    "{m} {}",
+                    r.path
+                );
+            }
+        }
+    }
+}
