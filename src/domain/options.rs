@@ -288,10 +288,10 @@ mod tests {
         assert_eq!(err.unknown, vec!["bogus", "other"]);
         assert_eq!(
             err.wrong_type,
-            vec![
+            BTreeMap::from([
                 ("cpu".to_owned(), OptionKind::Number),
                 ("name".to_owned(), OptionKind::String)
-            ]
+            ])
         );
         let text = err.to_string();
         for k in ["size", "bogus", "other", "cpu", "name"] {
