@@ -1,0 +1,936 @@
+//! Black-box tests of the REST API over real HTTP: the seed walkthrough verbatim, every
+//! validation error, ownership rules, and the operational endpoints.
+
+mod common;
+
+use common::{JSON, Server, call, get, register_reference, repo_root};
+use serde_json::{Value, json};
+
+/// The seed's lines, exactly as users type them (only host:port is the test server's).
+const SEED: &[&str] = &[
+    "http POST http://127.0.0.1:5000/bigdata/api/v1/products name=reference version=1.0.0 description='Reference product: minimal'",
+    r#"curl -X POST http://127.0.0.1:5000/bigdata/api/v1/products -d '{"name":"gluster", "version":"3.7.11", "description": "GlusterFS parallel filesystem cluster"}' -H "Content-type: application/json""#,
+    r#"curl -X PUT http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0/template --data-binary @minimal.json -H "Content-type: application/json""#,
+    r#"curl -X PUT http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0/options --data-binary @options/size.json -H "Content-type: application/json""#,
+    r#"curl -X PUT http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0/orquestrator --data-binary @orquestrators/minimal/fabfile.py -H "Content-type: application/json""#,
+    "curl http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0/options",
+    r#"curl -H "Content-type: application/json" -X POST -d '{"size": 2}' http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0"#,
+    r#"curl -H "Content-type: application/json" -X POST -d '{"size": "2"}' http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0"#,
+    "http POST http://127.0.0.1:5000/bigdata/api/v1/products/reference/1.0.0 size:=2",
+];
+
+fn run_seed_line(line: &str, url: &str) -> Value {
+    let cmd = line.replace("http://127.0.0.1:5000", url);
+    // httpie reads stdin when it is not a terminal; the seed is typed at a terminal.
+    let cmd = cmd.replacen("http POST", "http --ignore-stdin POST", 1);
+    let out = std::process::Command::new("bash")
+        .args(["-c", &cmd])
+        .current_dir(repo_root().join("examples/products/reference"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run bash: {e}"));
+    assert!(
+        out.status.success(),
+        "{line}\nexit {}: {}\n(httpie is installed by .ci/run: `pip install httpie`)",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{line}: output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert!(v.get("error").is_none(), "{line}: {v}");
+    v
+}
+
+#[tokio::test]
+async fn seed_walkthrough_works_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let out: Vec<Value> = SEED.iter().map(|l| run_seed_line(l, &s.url)).collect();
+    assert_eq!(out[0]["name"], "reference");
+    assert_eq!(out[1]["version"], "3.7.11");
+    assert_eq!(out[2]["parts"]["template"], true);
+    assert_eq!(out[3]["parts"]["options"], true);
+    assert_eq!(out[4]["parts"]["orchestrator"], true);
+    assert_eq!(out[5]["required"], json!({"size": 2}));
+    for launched in &out[6..] {
+        assert_eq!(launched["status"], "registered");
+        let id = launched["id"].as_str().unwrap();
+        let c = get(&s.api(&format!("/clusters/{id}"))).await.json();
+        assert_eq!(
+            c["options"]["size"], 2,
+            "string and number sizes both become 2"
+        );
+        assert_eq!(c["nodes"].as_array().unwrap().len(), 2);
+        assert!(
+            c["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["status"] == "queued")
+        );
+        assert_eq!(c["history"][0]["status"], "registered");
+        assert!(
+            c.get("secret").is_none(),
+            "the NodeAgent secret is never served"
+        );
+    }
+    // The script was stored raw, byte for byte.
+    let script = std::fs::read(
+        repo_root().join("examples/products/reference/orquestrators/minimal/fabfile.py"),
+    )
+    .unwrap();
+    let got = get(&s.api("/products/reference/1.0.0/orquestrator")).await;
+    assert_eq!(got.body.as_ref(), script.as_slice());
+    let alias = get(&s.api("/products/reference/1.0.0/orchestrator")).await;
+    assert_eq!(alias.body, got.body);
+    let products = get(&s.api("/products")).await.json();
+    assert_eq!(products["products"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        get(&s.api("/clusters")).await.json()["clusters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn launch_answers_202_with_location_and_delete_destroys() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    register_reference(&s, &[]).await;
+    let r = call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        r#"{"size": 3}"#,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let body = r.json();
+    let id = body["id"].as_str().unwrap().to_owned();
+    let loc = r.headers["location"].to_str().unwrap();
+    assert_eq!(loc, format!("/bigdata/api/v1/clusters/{id}"));
+    assert_eq!(body["url"], loc);
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+    let nodes = get(&s.api(&format!("/clusters/{id}/nodes"))).await.json();
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 3);
+    for key in [
+        "name", "status", "host", "cpu", "mem", "disk", "ports", "task_id", "agent_id",
+    ] {
+        assert!(nodes["nodes"][0].get(key).is_some(), "node field {key}");
+    }
+    let services = get(&s.api(&format!("/clusters/{id}/services")))
+        .await
+        .json();
+    let names: Vec<&str> = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["head", "workers"]);
+    assert_eq!(services["services"][1]["nodes"], json!(["node1", "node2"]));
+    assert_eq!(
+        get(&s.api(&format!("/clusters/{id}/logs"))).await.status,
+        200
+    );
+
+    // The product cannot go while the cluster lives.
+    let r = call("DELETE", &s.api("/products/reference/1.0.0"), "", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"]["details"]["clusters"], json!([id]));
+
+    let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.json()["status"],
+        "destroyed",
+        "no task ran, so nothing to wait for"
+    );
+    let events = get(&s.api(&format!("/clusters/{id}/events"))).await.json();
+    let statuses: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["registered", "destroying", "destroyed"]);
+    // Deleting again is harmless.
+    assert_eq!(
+        call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[])
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        get(&s.api("/clusters?status=destroyed")).await.json()["clusters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        get(&s.api("/clusters?status=ready")).await.json()["clusters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let r = call("DELETE", &s.api("/products/reference/1.0.0"), "", &[]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(get(&s.api("/products/reference/1.0.0")).await.status, 404);
+    assert_eq!(get(&s.api("/products/reference")).await.status, 404);
+}
+
+/// A snapshot of everything stored, to prove that a refused request changed nothing.
+async fn snapshot(s: &Server) -> String {
+    let mut all = String::new();
+    for path in [
+        "/products",
+        "/clusters",
+        "/products/reference/1.0.0/template",
+        "/products/reference/1.0.0/options",
+        "/products/reference/1.0.0/orquestrator",
+    ] {
+        all.push_str(&get(&s.api(path)).await.text());
+    }
+    all
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max-body", "65536"]);
+    register_reference(&s, &[]).await;
+    let before = snapshot(&s).await;
+    let launch = s.api("/products/reference/1.0.0");
+    let big = "x".repeat(70_000);
+    type Case<'a> = (
+        &'a str,
+        String,
+        String,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        // (method, url, body, headers, status, error code)
+        (
+            "POST",
+            s.api("/products"),
+            "{\"name\": \"x\",}".into(),
+            vec![JSON],
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            "[1]".into(),
+            vec![JSON],
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"name": "Bad Name", "version": "1"}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"name": "../etc", "version": "1"}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"name": "ok", "version": 1}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_product",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"name": "ok", "version": "1", "colour": "red"}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_product",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"version": "1"}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_product",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"name":"reference","version":"1.0.0"}"#.into(),
+            vec![JSON],
+            409,
+            "conflict",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            r#"{"name":"x","version":"1"}"#.into(),
+            vec![("content-type", "application/xml")],
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            s.api("/products"),
+            format!("{{\"name\":\"x\",\"version\":\"1\",\"description\":\"{big}\"}}"),
+            vec![JSON],
+            413,
+            "payload_too_large",
+        ),
+        (
+            "PATCH",
+            s.api("/products"),
+            "{}".into(),
+            vec![JSON],
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            s.api("/nothing"),
+            String::new(),
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            s.api("/products/nope/1.0"),
+            String::new(),
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            s.api("/products/NOPE/1.0"),
+            String::new(),
+            vec![],
+            400,
+            "invalid_name",
+        ),
+        (
+            "GET",
+            s.api("/clusters/0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10"),
+            String::new(),
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            s.api("/clusters/0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10"),
+            String::new(),
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            s.api("/products/nope/1/template"),
+            "{}".into(),
+            vec![JSON],
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/template"),
+            "{{#each}".into(),
+            vec![JSON],
+            400,
+            "invalid_template",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/template"),
+            r#"{"nodes": {{opts.nope}}}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_template",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/template"),
+            r#"{"nodes": {"a": {"cpu": 1}}}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_template",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/template"),
+            r#"{"nodes": {{opts.size}},}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_template",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/template"),
+            String::new(),
+            vec![JSON],
+            400,
+            "empty_body",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/options"),
+            "{\"required\": {\"size\": 1},}".into(),
+            vec![JSON],
+            400,
+            "invalid_json",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/options"),
+            r#"{"required": [], "optional": {}}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_options",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/options"),
+            r#"{"required": {"size": 1}, "bogus": {}}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_options",
+        ),
+        // The stored template needs opts.cpu: options without it would break it.
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/options"),
+            r#"{"required": {"size": 1}}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_template",
+        ),
+        (
+            "PUT",
+            s.api("/products/reference/1.0.0/orquestrator"),
+            String::new(),
+            vec![JSON],
+            400,
+            "empty_body",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            "{\"size\": 2,}".into(),
+            vec![JSON],
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            "[2]".into(),
+            vec![JSON],
+            400,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            "{}".into(),
+            vec![JSON],
+            400,
+            "invalid_options",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": "two"}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_options",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": 2.5}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_options",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": 2, "colour": "red"}"#.into(),
+            vec![JSON],
+            400,
+            "invalid_options",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": 1000000}"#.into(),
+            vec![JSON],
+            422,
+            "template_failed",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": 0}"#.into(),
+            vec![JSON],
+            422,
+            "template_failed",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": 2, "mem": -5}"#.into(),
+            vec![JSON],
+            422,
+            "template_failed",
+        ),
+        (
+            "POST",
+            launch.clone(),
+            r#"{"size": 2, "image": "x\", \"cpu\": 999"}"#.into(),
+            vec![JSON],
+            201,
+            "",
+        ),
+        (
+            "POST",
+            s.api("/products/gluster/1/template"),
+            "{}".into(),
+            vec![JSON],
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            s.api("/clusters?colour=red"),
+            String::new(),
+            vec![],
+            400,
+            "invalid_filter",
+        ),
+        (
+            "GET",
+            s.api("/clusters?status=sleepy"),
+            String::new(),
+            vec![],
+            400,
+            "invalid_filter",
+        ),
+    ];
+    for (method, url, body, headers, status, code) in cases {
+        let r = call(method, &url, body.clone(), &headers).await;
+        if status == 201 {
+            // An option value with quotes cannot inject JSON: it stays one string.
+            assert_eq!(r.status, 202, "{method} {url}: {}", r.text());
+            let id = r.json()["id"].as_str().unwrap().to_owned();
+            let c = get(&s.api(&format!("/clusters/{id}"))).await.json();
+            assert_eq!(c["nodes"][0]["docker_image"], "x\", \"cpu\": 999");
+            assert_eq!(c["nodes"][0]["cpu"], 0.1);
+            call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
+            continue;
+        }
+        assert_eq!(
+            r.status,
+            status,
+            "{method} {url} {}: {}",
+            &body[..body.len().min(80)],
+            r.text()
+        );
+        assert_eq!(r.code(), code, "{method} {url}: {}", r.text());
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Messages name what is wrong.
+    let r = call("POST", &launch, r#"{"colour": 1, "size": "x"}"#, &[JSON]).await;
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("colour") && msg.contains("size"), "{msg}");
+    let r = call(
+        "POST",
+        &s.api("/products"),
+        "{\n  \"name\": \"x\",\n}",
+        &[JSON],
+    )
+    .await;
+    assert_eq!(
+        r.json()["error"]["details"],
+        json!({"line": 3, "column": 1})
+    );
+    let r = call(
+        "PUT",
+        &s.api("/products/reference/1.0.0/template"),
+        r#"{"nodes": {{opts.nope}}}"#,
+        &[JSON],
+    )
+    .await;
+    assert!(r.text().contains("opts.nope"), "{}", r.text());
+
+    // Nothing changed, except the clusters list gained one destroyed cluster above.
+    let after = snapshot(&s).await;
+    let clean = |s: &str| {
+        s.split("\"clusters\"")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(clean(&before), clean(&after));
+    assert_eq!(
+        get(&s.api("/products")).await.json()["products"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        get(&s.api("/clusters")).await.json()["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] != "destroyed")
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn template_before_options_is_checked_when_options_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    call(
+        "POST",
+        &s.api("/products"),
+        r#"{"name":"p","version":"1"}"#,
+        &[JSON],
+    )
+    .await;
+    // Launch without a template: a clear conflict.
+    let r = call("POST", &s.api("/products/p/1"), "{}", &[JSON]).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "conflict"),
+        "{}",
+        r.text()
+    );
+    // Syntax is checked at once; variables only once the options are known.
+    let t = r#"{"nodes": {"a": {"docker_image": "i", "cpu": {{opts.cpu}}, "mem": 1}}}"#;
+    assert_eq!(
+        call("PUT", &s.api("/products/p/1/template"), t, &[JSON])
+            .await
+            .status,
+        200
+    );
+    let r = call(
+        "PUT",
+        &s.api("/products/p/1/options"),
+        r#"{"optional": {"mem": 1}}"#,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("opts.cpu"), "{}", r.text());
+    assert_eq!(
+        get(&s.api("/products/p/1")).await.json()["parts"]["options"],
+        false
+    );
+    let r = call(
+        "PUT",
+        &s.api("/products/p/1/options"),
+        r#"{"optional": {"cpu": 0.5}}"#,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Now a bad template is refused at upload.
+    let r = call(
+        "PUT",
+        &s.api("/products/p/1/template"),
+        r#"{"nodes": {"a": {"docker_image": "i", "cpu": {{opts.gpu}}, "mem": 1}}}"#,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        get(&s.api("/products/p/1/template")).await.text(),
+        t,
+        "the good template is kept"
+    );
+    let r = call("POST", &s.api("/products/p/1"), "", &[]).await;
+    assert_eq!(
+        r.status,
+        202,
+        "an empty body launches with defaults: {}",
+        r.text()
+    );
+}
+
+fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("tokens");
+    std::fs::write(&p, "# token,user,role\nadmin-token-0123456789,root,admin\nalice-token-0123456789,alice,user\nbob-token-012345678901,bob,user\n").unwrap();
+    p
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--tokens", tokens.to_str().unwrap()]);
+    let admin = [("authorization", "Bearer admin-token-0123456789"), JSON];
+    let alice = [("authorization", "Bearer alice-token-0123456789"), JSON];
+    let bob = [("authorization", "Bearer bob-token-012345678901"), JSON];
+
+    // No or bad token: 401. Users cannot write products or read scripts: 403.
+    assert_eq!(get(&s.api("/products")).await.status, 401);
+    assert_eq!(
+        call(
+            "GET",
+            &s.api("/products"),
+            "",
+            &[("authorization", "Bearer wrong")]
+        )
+        .await
+        .status,
+        401
+    );
+    let r = call(
+        "POST",
+        &s.api("/products"),
+        r#"{"name":"x","version":"1"}"#,
+        &alice,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+    register_reference(&s, &admin).await;
+    let r = call(
+        "PUT",
+        &s.api("/products/reference/1.0.0/orquestrator"),
+        "#!/bin/sh\nrm -rf /\n",
+        &alice,
+    )
+    .await;
+    assert_eq!(r.status, 403, "only admins upload code we execute");
+    assert_eq!(
+        call(
+            "GET",
+            &s.api("/products/reference/1.0.0/orquestrator"),
+            "",
+            &alice
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        call("DELETE", &s.api("/products/reference/1.0.0"), "", &alice)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &s.api("/products/reference/1.0.0/options"),
+            "",
+            &alice
+        )
+        .await
+        .status,
+        200
+    );
+    // Public endpoints need no token.
+    assert_eq!(get(&s.api("/health")).await.status, 200);
+    assert_eq!(get(&s.api("/metrics")).await.status, 200);
+
+    let r = call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        r#"{"size": 1}"#,
+        &alice,
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let c = call("GET", &s.api(&format!("/clusters/{id}")), "", &alice)
+        .await
+        .json();
+    assert_eq!(c["owner"], "alice");
+
+    for path in [
+        format!("/clusters/{id}"),
+        format!("/clusters/{id}/nodes"),
+        format!("/clusters/{id}/events"),
+        format!("/clusters/{id}/logs"),
+    ] {
+        assert_eq!(
+            call("GET", &s.api(&path), "", &bob).await.status,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        call("DELETE", &s.api(&format!("/clusters/{id}")), "", &bob)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call("GET", &s.api("/clusters"), "", &bob).await.json()["clusters"],
+        json!([])
+    );
+    assert_eq!(
+        call("GET", &s.api("/clusters"), "", &alice).await.json()["clusters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        call("GET", &s.api("/clusters?owner=alice"), "", &admin)
+            .await
+            .json()["clusters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        call("GET", &s.api(&format!("/clusters/{id}")), "", &admin)
+            .await
+            .status,
+        200
+    );
+    // Bob's failed delete changed nothing; Alice's works.
+    assert_eq!(
+        call("GET", &s.api(&format!("/clusters/{id}")), "", &alice)
+            .await
+            .json()["status"],
+        "registered"
+    );
+    assert_eq!(
+        call("DELETE", &s.api(&format!("/clusters/{id}")), "", &alice)
+            .await
+            .status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn anonymous_admin_only_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paas"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("d"))
+        .env_remove("PAAS_TOKENS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow-anonymous"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens = tokens_file(dir.path());
+    // With a token file, or with the override, it starts.
+    let mut s = Server::start(
+        &dir.path().join("d1"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    s.kill9();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paas"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("d2"))
+        .args(["--tokens", "/nonexistent/tokens"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a missing token file is an error, not anonymous access"
+    );
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    register_reference(&s, &[]).await;
+    call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        r#"{"size": 1}"#,
+        &[JSON],
+    )
+    .await;
+    let h = get(&s.api("/health")).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["ready"], true);
+    assert_eq!(get(&s.api("/health/ready")).await.status, 200);
+    let m = get(&s.api("/metrics")).await;
+    assert!(
+        m.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = m.text();
+    assert!(
+        text.contains("paas_clusters{status=\"registered\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("paas_products 1"), "{text}");
+    assert!(
+        text.contains("paas_http_requests_total{operation=\"launchCluster\",class=\"2xx\"} 1"),
+        "{text}"
+    );
+
+    let doc = get(&s.api("/openapi.json")).await.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    // Every documented operation answers something other than 404/405 from the router.
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = format!(
+                "{}{}",
+                s.url,
+                path.replace("{name}", "reference")
+                    .replace("{version}", "1.0.0")
+                    .replace("{id}", "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10")
+            );
+            let r = call(&method.to_uppercase(), &url, "{}", &[JSON]).await;
+            assert_ne!(r.status, 405, "{method} {path}");
+            if r.status == 404 {
+                let msg = r.json()["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                assert!(
+                    !msg.starts_with("no route"),
+                    "{method} {path} routes nowhere"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Shared helpers for black-box tests: start the real `paas` binary on port 0 and talk to
+//! it over real HTTP on loopback.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// A running `paas serve` process.
+pub struct Server {
+    pub child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts `paas serve --listen 127.0.0.1:0 --data <data> <extra…>` and waits until it
+    /// prints the address it serves on.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::try_start(data, extra).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    pub fn try_start(data: &Path, extra: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_paas"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("MESOS_MASTER")
+            .env_remove("PAAS_TOKENS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().map_err(|e| e.to_string())?;
+                return Err(format!("exited {status}; stderr:\n{seen}"));
+            };
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(i) = line.find("paas serving on http://") {
+                let rest = &line[i + "paas serving on ".len()..];
+                let end = rest.find("/bigdata").expect("base path in the log line");
+                break rest[..end].to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server {
+            child,
+            url,
+            data: data.to_owned(),
+        })
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/bigdata/api/v1{path}", self.url)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&mut self) -> ExitStatus {
+        // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..300 {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not stop within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
+}
+
+/// A response, fully read.
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error.code` of an error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Sends one request.
+pub async fn call(
+    method: &str,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
+    let resp = client
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    call("GET", url, Bytes::new(), &[]).await
+}
+
+pub const JSON: (&str, &str) = ("content-type", "application/json");
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Registers the reference product with all three parts from `examples/`.
+pub async fn register_reference(s: &Server, auth: &[(&str, &str)]) {
+    let dir = repo_root().join("examples/products/reference");
+    let mut h = auth.to_vec();
+    h.push(JSON);
+    let r = call(
+        "POST",
+        &s.api("/products"),
+        r#"{"name":"reference","version":"1.0.0","description":"Reference product: minimal"}"#,
+        &h,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for (part, file) in [
+        ("template", "minimal.json"),
+        ("options", "options/size.json"),
+        ("orquestrator", "orquestrators/minimal/fabfile.py"),
+    ] {
+        let body = std::fs::read(dir.join(file)).expect("example file");
+        let r = call(
+            "PUT",
+            &s.api(&format!("/products/reference/1.0.0/{part}")),
+            body,
+            &h,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{part}: {}", r.text());
+    }
+}
