@@ -3,3 +3,4 @@
 
 pub mod offers;
 pub mod recordio;
+pub mod transport;
