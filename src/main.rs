@@ -8,11 +8,14 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use paas::api::{self, AppState, Auth};
+use paas::api::{self, AppState, Auth, Backend, Readiness};
+use paas::domain::ClusterId;
 use paas::domain::template::Renderer;
 use paas::metrics::Metrics;
 use paas::registry::{SledStore, Store};
+use paas::scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -40,9 +43,20 @@ struct ServeArgs {
     /// products, clusters, the framework id.
     #[arg(long, env = "PAAS_DATA", default_value = "./paas-data")]
     data: PathBuf,
-    /// Mesos master URL, e.g. http://127.0.0.1:5050. Stored for the scheduler.
+    /// Mesos master URL, e.g. http://127.0.0.1:5050 (a non-leading master redirects us to
+    /// the leader). Without it clusters are recorded but not launched.
     #[arg(long, env = "MESOS_MASTER")]
     master: Option<String>,
+    /// Docker image of the nodes: it must contain `paas` with entrypoint `paas executor`.
+    /// Templates refer to it as `{{node_image}}`. Build it with deploy/images/build-node-image.sh.
+    #[arg(long, env = "PAAS_NODE_IMAGE", default_value = "paas-node:latest")]
+    node_image: String,
+    /// Mesos role the framework subscribes with.
+    #[arg(long, env = "PAAS_ROLE", default_value = "*")]
+    role: String,
+    /// Unix user the node executors run as on the agents.
+    #[arg(long, env = "PAAS_MESOS_USER", default_value = "root")]
+    mesos_user: String,
     /// Token file: one `token,user,role` line per token, role `admin` or `user`. Without it
     /// every request is the anonymous admin, which is only allowed on a loopback address.
     #[arg(long, env = "PAAS_TOKENS")]
@@ -91,26 +105,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         SledStore::open(&args.data)
             .with_context(|| format!("opening the store in {}", args.data.display()))?,
     );
-    if let Some(master) = &args.master {
-        store.set_meta("mesos_master", master)?;
-    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let scheduler = args.master.as_ref().map(|master| {
+        let mut cfg = SchedulerConfig::new(master.clone());
+        cfg.role = args.role.clone();
+        cfg.user = args.mesos_user.clone();
+        cfg.webui_url = Some(format!("http://{local}{}/health", api::routes::BASE));
+        Scheduler::spawn(
+            cfg,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            &tracker,
+        )
+    });
     let state = Arc::new(AppState {
         store: store.clone(),
-        backend: Arc::new(api::StoreOnly),
+        backend: Arc::new(Framework { scheduler }),
         auth,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         max_body: args.max_body,
         renderer: Renderer::spec(),
+        node_image: args.node_image.clone(),
     });
-    let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     // Tests start the server on port 0 and read the real address from this line.
     tracing::info!(listen = %local, data = %args.data.display(), "paas serving on http://{local}{}", api::routes::BASE);
     api::serve(listener, state, shutdown).await?;
+    tracker.close();
+    tracker.wait().await;
     store.flush()?;
     tracing::info!("store flushed; bye");
     Ok(())
@@ -138,4 +167,39 @@ async fn signal_shutdown(token: CancellationToken) {
         () = term => tracing::info!("SIGTERM: shutting down"),
     }
     token.cancel();
+}
+
+/// The api's view of the core: the scheduler when there is a master, else nothing.
+struct Framework {
+    scheduler: Option<Scheduler>,
+}
+
+impl Backend for Framework {
+    fn wake(&self, cluster: ClusterId) {
+        if let Some(s) = &self.scheduler {
+            s.wake(cluster);
+        }
+    }
+
+    fn readiness(&self) -> Readiness {
+        match &self.scheduler {
+            None => api::StoreOnly.readiness(),
+            Some(s) => {
+                let st = s.status();
+                let detail = match (st.subscribed, st.reconciling) {
+                    (true, false) => "subscribed to mesos".to_owned(),
+                    (true, true) => "subscribed; reconciling tasks".to_owned(),
+                    (false, _) => format!(
+                        "not subscribed to mesos: {}",
+                        st.last_error.as_deref().unwrap_or("connecting")
+                    ),
+                };
+                Readiness {
+                    ready: st.subscribed,
+                    detail,
+                    mesos: serde_json::to_value(&st).ok(),
+                }
+            }
+        }
+    }
 }

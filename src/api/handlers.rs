@@ -458,6 +458,7 @@ fn check_template(
     doc: &OptionsDoc,
 ) -> Result<ClusterSpec, (&'static str, String)> {
     let ctx = render_context(
+        state,
         &doc.defaults_with_examples(),
         ClusterId(uuid::Uuid::nil()),
         "validation",
@@ -470,8 +471,14 @@ fn check_template(
     ClusterSpec::parse(&rendered).map_err(|e| ("invalid_template", e.to_string()))
 }
 
-fn render_context(opts: &Map<String, Value>, id: ClusterId, user: &str, p: &Product) -> Value {
-    json!({"opts": opts, "cluster_id": id.to_string(), "user": user, "product": p.name, "version": p.version})
+fn render_context(
+    state: &AppState,
+    opts: &Map<String, Value>,
+    id: ClusterId,
+    user: &str,
+    p: &Product,
+) -> Value {
+    json!({"opts": opts, "cluster_id": id.to_string(), "user": user, "product": p.name, "version": p.version, "node_image": state.node_image})
 }
 
 async fn load_options(
@@ -565,7 +572,7 @@ async fn launch(
         details: Some(serde_json::to_value(&e).unwrap_or_default()),
     })?;
     let id = ClusterId::random();
-    let ctx = render_context(&opts, id, &who.user, &product);
+    let ctx = render_context(state, &opts, id, &who.user, &product);
     let unprocessable = |m: String| ApiError::Unprocessable {
         code: "template_failed",
         message: m,

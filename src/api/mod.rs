@@ -82,6 +82,8 @@ pub struct AppState {
     pub max_body: usize,
     /// The spec-phase template renderer (building one registers every helper; do it once).
     pub renderer: Renderer,
+    /// The default node image, offered to templates as `{{node_image}}`.
+    pub node_image: String,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets in-flight requests

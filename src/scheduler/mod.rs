@@ -1,6 +1,131 @@
 //! The Mesos v1 HTTP scheduler: subscription, offer evaluation, launches, status updates and
 //! reconciliation. The single writer of the observed state of nodes.
+//!
+//! - [`transport`] and [`recordio`]: HTTP to the master (SUBSCRIBE stream, calls).
+//! - [`offers`]: pure offer evaluation; [`resources`] cuts launch resources from offers.
+//! - [`tasks`]: the TaskInfo of a node; [`state`]: how task updates change a cluster (pure).
+//! - [`driver`]: the event loop that ties them to the store.
+//!
+//! It never serves HTTP and never imports the api; the api reaches it through
+//! [`Scheduler::wake`] (via the api's `Backend` trait, implemented in `main`).
 
+pub mod driver;
 pub mod offers;
 pub mod recordio;
+pub mod resources;
+pub mod state;
+pub mod tasks;
 pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::ClusterId;
+use crate::metrics::Metrics;
+use crate::registry::Store;
+
+/// How the framework presents itself to Mesos and paces its work.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Master URL, e.g. `http://127.0.0.1:5050` (a non-leader answers 307; we follow it).
+    pub master: String,
+    pub framework_name: String,
+    /// Unix user the executors run as (`FrameworkInfo.user`, required over HTTP).
+    pub user: String,
+    pub role: String,
+    /// How long Mesos keeps our tasks running while we are away (restart, failover).
+    pub failover_timeout: Duration,
+    /// What each node's executor needs on top of the node; its one port is the NodeAgent.
+    pub executor: offers::ExecutorOverhead,
+    /// Grace between SIGTERM and SIGKILL when a node is killed.
+    pub kill_grace: Duration,
+    /// Period of implicit reconciliation once subscribed.
+    pub reconcile_interval: Duration,
+    /// How long launches wait for explicit reconciliation after a (re)subscribe before
+    /// proceeding anyway (agents that never re-register never answer).
+    pub reconcile_timeout: Duration,
+    /// Filter for offers declined while nothing is pending.
+    pub idle_refuse: Duration,
+    /// Scheduler hostname shown in the Mesos UI.
+    pub hostname: Option<String>,
+    pub webui_url: Option<String>,
+}
+
+impl SchedulerConfig {
+    pub fn new(master: impl Into<String>) -> Self {
+        Self {
+            master: master.into(),
+            framework_name: "paas".into(),
+            user: "root".into(),
+            role: "*".into(),
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            executor: offers::ExecutorOverhead {
+                cpus: 0.05,
+                mem: 32.0,
+                disk: 0.0,
+                ports: 1,
+            },
+            kill_grace: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(15 * 60),
+            reconcile_timeout: Duration::from_secs(120),
+            idle_refuse: Duration::from_secs(120),
+            hostname: None,
+            webui_url: None,
+        }
+    }
+}
+
+/// What the scheduler reports about itself (for `/health`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SchedulerStatus {
+    pub master: String,
+    pub subscribed: bool,
+    pub framework_id: Option<String>,
+    /// The leading master we are subscribed to, after redirects.
+    pub leader: Option<String>,
+    /// Explicit reconciliation after the last SUBSCRIBED is still running; no launches.
+    pub reconciling: bool,
+    pub suppressed: bool,
+    pub last_error: Option<String>,
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    wake: mpsc::UnboundedSender<ClusterId>,
+    status: watch::Receiver<SchedulerStatus>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler's event loop on `tracker`; it stops when `shutdown` is cancelled.
+    pub fn spawn(
+        cfg: SchedulerConfig,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let (wake, wake_rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(SchedulerStatus {
+            master: cfg.master.clone(),
+            ..Default::default()
+        });
+        let driver = driver::Driver::new(cfg, store, metrics, status_tx, wake_rx, shutdown);
+        tracker.spawn(driver.run());
+        Self { wake, status }
+    }
+
+    /// The desired state of `cluster` changed.
+    pub fn wake(&self, cluster: ClusterId) {
+        // A closed channel means the scheduler is shutting down; nothing to wake.
+        let _ = self.wake.send(cluster);
+    }
+
+    pub fn status(&self) -> SchedulerStatus {
+        self.status.borrow().clone()
+    }
+}

@@ -1,0 +1,1117 @@
+//! The scheduler's event loop: subscribe (and resubscribe with backoff), reconcile, place
+//! pending nodes on offers, record task updates, kill what should go.
+//!
+//! Orderings that matter:
+//! - A task is persisted (node `staging` with its task id) **before** the ACCEPT that
+//!   launches it, so a crash between the two leaves a task we know about and reconcile.
+//! - An update is persisted **before** it is acknowledged, so a crash loses no update:
+//!   Mesos resends whatever we did not acknowledge.
+//! - After every SUBSCRIBED nothing launches until explicit reconciliation of every known
+//!   task has answered (or timed out).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::offers::{self, NodeNeed, OfferView};
+use super::resources::Pool;
+use super::state::{Applied, Observed, apply_update};
+use super::tasks::{TaskTemplate, task_info};
+use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
+use super::{SchedulerConfig, SchedulerStatus};
+use crate::domain::lifecycle::ClusterEvent;
+use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp};
+use crate::metrics::Metrics;
+use crate::proto::mesos::v1 as mesos;
+use crate::proto::mesos::v1::scheduler::{Call, Event, call, event};
+use crate::registry::{Store, StoreError, Update};
+
+const FRAMEWORK_ID_KEY: &str = "framework_id";
+/// Filter for the unused part of offers while nodes still wait: short, so that freed
+/// resources come back soon.
+const BUSY_REFUSE: f64 = 5.0;
+const TICK: Duration = Duration::from_secs(5);
+const KILL_SWEEP: Duration = Duration::from_secs(30);
+
+/// Errors that end a session; the loop resubscribes after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("mesos transport")]
+    Transport(#[from] TransportError),
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("store task panicked")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+enum SessionEnd {
+    Shutdown,
+    Reconnect(String),
+}
+
+/// One subscription's state; all of it is void once the stream ends.
+struct Session {
+    leader: Endpoint,
+    stream_id: StreamId,
+    framework_id: Option<mesos::FrameworkId>,
+    /// Tasks explicitly reconciled and not answered yet; launches wait while non-empty.
+    reconciling: HashMap<String, Option<String>>,
+    reconcile_started: Instant,
+    reconcile_sent: Instant,
+    reconcile_round: u32,
+    last_implicit: Instant,
+    last_kill_sweep: Instant,
+    suppressed: bool,
+    heartbeat_timeout: Duration,
+}
+
+pub struct Driver {
+    cfg: SchedulerConfig,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    transport: Transport,
+    status: watch::Sender<SchedulerStatus>,
+    wake: mpsc::UnboundedReceiver<ClusterId>,
+    shutdown: CancellationToken,
+    /// Clusters that may have queued nodes. Rebuilt from the store on every SUBSCRIBED and
+    /// kept by wakes and placements, so an offer round costs O(pending), not O(all).
+    pending: BTreeSet<ClusterId>,
+    tpl: TaskTemplate,
+}
+
+impl Driver {
+    pub fn new(
+        cfg: SchedulerConfig,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        status: watch::Sender<SchedulerStatus>,
+        wake: mpsc::UnboundedReceiver<ClusterId>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let tpl = TaskTemplate {
+            kill_grace: cfg.kill_grace,
+        };
+        Self {
+            cfg,
+            store,
+            metrics,
+            transport: Transport::default(),
+            status,
+            wake,
+            shutdown,
+            pending: BTreeSet::new(),
+            tpl,
+        }
+    }
+
+    /// Runs until shutdown: subscribe, serve the session, back off, resubscribe.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let started = Instant::now();
+            let end = self.session().await;
+            self.status.send_modify(|s| {
+                s.subscribed = false;
+                s.reconciling = false;
+            });
+            match end {
+                Ok(SessionEnd::Shutdown) => break,
+                Ok(SessionEnd::Reconnect(why)) => {
+                    tracing::warn!(master = %self.cfg.master, reason = %why, "mesos session ended; resubscribing");
+                    self.status.send_modify(|s| s.last_error = Some(why));
+                }
+                Err(e) => {
+                    let text = error_chain(&e);
+                    tracing::warn!(master = %self.cfg.master, error = %text, "mesos session failed; resubscribing");
+                    self.status.send_modify(|s| s.last_error = Some(text));
+                }
+            }
+            // A session that lived a while was healthy: start the backoff over.
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_millis(500);
+            }
+            let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 4);
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(15));
+        }
+        tracing::info!(
+            "scheduler stopped (tasks keep running; failover_timeout covers the restart)"
+        );
+    }
+
+    async fn session(&mut self) -> Result<SessionEnd, DriverError> {
+        let master = Endpoint::parse(&self.cfg.master)?;
+        let fid = self
+            .blocking(|s| s.meta(FRAMEWORK_ID_KEY))
+            .await?
+            .filter(|f| !f.is_empty());
+        let body = self.subscribe_call(fid.as_deref()).encode_to_vec();
+        let sub = tokio::select! {
+            () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            r = self.transport.subscribe(&master, Bytes::from(body), ContentType::Protobuf) => r?,
+        };
+        let mut records = sub.records;
+        let now = Instant::now();
+        let mut s = Session {
+            leader: sub.leader,
+            stream_id: sub.stream_id,
+            framework_id: None,
+            reconciling: HashMap::new(),
+            reconcile_started: now,
+            reconcile_sent: now,
+            reconcile_round: 0,
+            last_implicit: now,
+            last_kill_sweep: now,
+            suppressed: false,
+            heartbeat_timeout: Duration::from_secs(75),
+        };
+        self.status
+            .send_modify(|st| st.leader = Some(s.leader.to_string()));
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                Some(id) = self.wake.recv() => self.on_wake(&mut s, id).await?,
+                r = tokio::time::timeout(s.heartbeat_timeout, records.next_record()) => match r {
+                    Err(_) => return Ok(SessionEnd::Reconnect(format!("no event, not even a heartbeat, for {:?}", s.heartbeat_timeout))),
+                    Ok(None) => return Ok(SessionEnd::Reconnect("the master closed the event stream".into())),
+                    Ok(Some(Err(e))) => return Err(e.into()),
+                    Ok(Some(Ok(bytes))) => match Event::decode(bytes) {
+                        Ok(ev) => {
+                            if let Some(end) = self.on_event(&mut s, ev).await? {
+                                return Ok(end);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable event from the master; skipped"),
+                    },
+                },
+                _ = tick.tick() => self.on_tick(&mut s).await?,
+            }
+        }
+    }
+
+    fn subscribe_call(&self, framework_id: Option<&str>) -> Call {
+        use mesos::framework_info::{Capability, capability};
+        let id = framework_id.map(|v| mesos::FrameworkId {
+            value: v.to_owned(),
+        });
+        let info = mesos::FrameworkInfo {
+            user: self.cfg.user.clone(),
+            name: self.cfg.framework_name.clone(),
+            id: id.clone(),
+            failover_timeout: Some(self.cfg.failover_timeout.as_secs_f64()),
+            checkpoint: Some(true),
+            roles: vec![self.cfg.role.clone()],
+            hostname: self.cfg.hostname.clone(),
+            webui_url: self.cfg.webui_url.clone(),
+            capabilities: vec![Capability {
+                r#type: Some(capability::Type::MultiRole as i32),
+            }],
+            ..Default::default()
+        };
+        Call {
+            framework_id: id,
+            r#type: Some(call::Type::Subscribe as i32),
+            subscribe: Some(call::Subscribe {
+                framework_info: info,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Events
+
+    async fn on_event(
+        &mut self,
+        s: &mut Session,
+        ev: Event,
+    ) -> Result<Option<SessionEnd>, DriverError> {
+        match ev.r#type.and_then(|t| event::Type::try_from(t).ok()) {
+            Some(event::Type::Subscribed) => {
+                if let Some(sub) = ev.subscribed {
+                    self.on_subscribed(s, sub).await?;
+                }
+            }
+            Some(event::Type::Offers) => {
+                if let Some(o) = ev.offers {
+                    self.on_offers(s, o.offers).await?;
+                }
+            }
+            Some(event::Type::Update) => {
+                if let Some(u) = ev.update {
+                    self.on_update(s, u.status).await?;
+                }
+            }
+            Some(event::Type::Rescind) => {
+                // We answer every offer as it arrives and hold none, so a rescind only
+                // matters if it raced our ACCEPT: Mesos then reports TASK_LOST/DROPPED.
+                if let Some(r) = ev.rescind {
+                    tracing::debug!(offer_id = %r.offer_id.value, "offer rescinded");
+                }
+            }
+            Some(event::Type::Failure) => {
+                if let Some(f) = ev.failure {
+                    tracing::info!(agent_id = ?f.agent_id.map(|a| a.value), executor_id = ?f.executor_id.map(|e| e.value), status = ?f.status, "failure reported by the master");
+                }
+            }
+            Some(event::Type::Error) => {
+                let msg = ev.error.map(|e| e.message).unwrap_or_default();
+                if msg.contains("removed") {
+                    // The framework id is dead; the next SUBSCRIBE starts a new framework.
+                    tracing::error!(message = %msg, "mesos removed the framework; forgetting its id");
+                    self.blocking(|st| st.set_meta(FRAMEWORK_ID_KEY, ""))
+                        .await?;
+                }
+                return Ok(Some(SessionEnd::Reconnect(format!(
+                    "ERROR event from the master: {msg}"
+                ))));
+            }
+            Some(event::Type::Heartbeat)
+            | Some(event::Type::Message)
+            | Some(event::Type::InverseOffers)
+            | Some(event::Type::RescindInverseOffer)
+            | Some(event::Type::UpdateOperationStatus) => {}
+            Some(event::Type::Unknown) | None => {
+                tracing::debug!("event of an unknown type; ignored")
+            }
+        }
+        Ok(None)
+    }
+
+    async fn on_subscribed(
+        &mut self,
+        s: &mut Session,
+        sub: event::Subscribed,
+    ) -> Result<(), DriverError> {
+        let fid = sub.framework_id.value.clone();
+        let stored = self.blocking(|st| st.meta(FRAMEWORK_ID_KEY)).await?;
+        if stored.as_deref() != Some(fid.as_str()) {
+            let v = fid.clone();
+            self.blocking(move |st| st.set_meta(FRAMEWORK_ID_KEY, &v))
+                .await?;
+        }
+        s.framework_id = Some(sub.framework_id);
+        if let Some(h) = sub
+            .heartbeat_interval_seconds
+            .filter(|h| h.is_finite() && *h > 0.0)
+        {
+            s.heartbeat_timeout = Duration::from_secs_f64(h * 5.0);
+        }
+        tracing::info!(framework_id = %fid, leader = %s.leader, "subscribed to mesos");
+        self.metrics.inc(
+            "paas_mesos_subscriptions_total",
+            "SUBSCRIBED events received.",
+            &[],
+        );
+
+        // Offers die with the old connection; every known task is reconciled explicitly.
+        let clusters = self.blocking(|st| st.clusters()).await?;
+        self.pending = clusters
+            .iter()
+            .filter(|c| wants_placement(c))
+            .map(|c| c.id)
+            .collect();
+        let tasks: HashMap<String, Option<String>> = clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter())
+            .filter(|n| n.status.has_task())
+            .filter_map(|n| n.task_id.clone().map(|t| (t, n.agent_id.clone())))
+            .collect();
+        s.reconciling = tasks;
+        s.reconcile_started = Instant::now();
+        s.reconcile_round = 0;
+        if !s.reconciling.is_empty() {
+            tracing::info!(
+                tasks = s.reconciling.len(),
+                "explicit reconciliation started; launches wait for it"
+            );
+            self.reconcile(s, true).await?;
+        }
+        self.status.send_modify(|st| {
+            st.subscribed = true;
+            st.framework_id = Some(fid);
+            st.reconciling = !s.reconciling.is_empty();
+            st.last_error = None;
+        });
+        self.kill_sweep(s, &clusters).await?;
+        self.revive_or_suppress(s).await
+    }
+
+    async fn on_update(
+        &mut self,
+        s: &mut Session,
+        status: mesos::TaskStatus,
+    ) -> Result<(), DriverError> {
+        let state =
+            mesos::TaskState::try_from(status.state).unwrap_or(mesos::TaskState::TaskUnknown);
+        self.metrics.inc(
+            "paas_task_updates_total",
+            "Task status updates received, by state.",
+            &[("state", state.as_str_name())],
+        );
+        let obs = Observed {
+            task_id: status.task_id.value.clone(),
+            state,
+            reason: status
+                .reason
+                .and_then(|r| mesos::task_status::Reason::try_from(r).ok()),
+            message: status.message.clone(),
+            agent_id: status.agent_id.as_ref().map(|a| a.value.clone()),
+        };
+        if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
+            tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");
+            self.status.send_modify(|st| st.reconciling = false);
+        }
+        let agent_id = obs.agent_id.clone().unwrap_or_default();
+        match TaskId::parse(&obs.task_id) {
+            Err(_) => {
+                tracing::warn!(task_id = %obs.task_id, %agent_id, "update for a task that is not ours; acknowledged and ignored");
+            }
+            Ok(tid) => {
+                let node = tid.node.to_string();
+                let o = obs.clone();
+                let now = Timestamp::now();
+                let result = self
+                    .blocking(move |st| {
+                        st.update_cluster(tid.cluster, &mut |c| match apply_update(
+                            c, &node, &o, &now,
+                        ) {
+                            Applied::Changed => Ok(Update::Write),
+                            Applied::Ignored(_) => Ok(Update::Keep),
+                        })
+                    })
+                    .await;
+                let cluster_id = tid.cluster;
+                match result {
+                    Ok(c) => {
+                        tracing::info!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), cluster_status = %c.status, "task update");
+                        if c.status.is_terminal() || c.desired == Desired::Destroyed {
+                            self.pending.remove(&cluster_id);
+                        }
+                        // A task that runs for a cluster that should be gone (it launched
+                        // while the destroy was requested) is killed now.
+                        if c.desired == Desired::Destroyed && !state.is_terminal() {
+                            self.kill(s, &obs.task_id, Some(agent_id.clone())).await;
+                        }
+                    }
+                    Err(DriverError::Store(StoreError::NotFound(_))) => {
+                        tracing::warn!(cluster_id = %cluster_id, task_id = %obs.task_id, %agent_id, "update for a cluster we do not know; killing the task");
+                        if !state.is_terminal() {
+                            self.kill(s, &obs.task_id, Some(agent_id.clone())).await;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // Persisted (or deliberately ignored): now, and only now, acknowledge.
+        if let (Some(uuid), Some(agent)) = (status.uuid, status.agent_id) {
+            let ack = call::Acknowledge {
+                agent_id: agent,
+                task_id: status.task_id,
+                uuid,
+            };
+            self.send(s, call::Type::Acknowledge, |c| c.acknowledge = Some(ack))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn on_wake(&mut self, s: &mut Session, id: ClusterId) -> Result<(), DriverError> {
+        let Some(c) = self.blocking(move |st| st.cluster(id)).await? else {
+            return Ok(());
+        };
+        if c.desired == Desired::Destroyed {
+            self.pending.remove(&id);
+            if s.framework_id.is_some() {
+                self.kill_cluster(s, &c).await;
+            }
+            return Ok(());
+        }
+        if wants_placement(&c) {
+            self.pending.insert(id);
+            if s.framework_id.is_some() {
+                self.revive_or_suppress(s).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, s: &mut Session) -> Result<(), DriverError> {
+        if s.framework_id.is_none() {
+            return Ok(());
+        }
+        if !s.reconciling.is_empty() {
+            if s.reconcile_started.elapsed() > self.cfg.reconcile_timeout {
+                tracing::warn!(
+                    unanswered = s.reconciling.len(),
+                    "explicit reconciliation timed out (agents not re-registered?); launches proceed"
+                );
+                s.reconciling.clear();
+                self.status.send_modify(|st| st.reconciling = false);
+                self.revive_or_suppress(s).await?;
+            } else if s.reconcile_sent.elapsed()
+                >= Duration::from_secs(5u64 << s.reconcile_round.min(4))
+            {
+                // Truncated exponential backoff between explicit rounds.
+                s.reconcile_round += 1;
+                self.reconcile(s, true).await?;
+            }
+        }
+        if s.last_implicit.elapsed() >= self.cfg.reconcile_interval {
+            s.last_implicit = Instant::now();
+            self.reconcile(s, false).await?;
+        }
+        if s.last_kill_sweep.elapsed() >= KILL_SWEEP {
+            s.last_kill_sweep = Instant::now();
+            let clusters = self.blocking(|st| st.clusters()).await?;
+            self.kill_sweep(s, &clusters).await?;
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Offers
+
+    async fn on_offers(
+        &mut self,
+        s: &mut Session,
+        offers: Vec<mesos::Offer>,
+    ) -> Result<(), DriverError> {
+        self.metrics.add(
+            "paas_offers_received_total",
+            "Offers received.",
+            &[],
+            offers.len() as f64,
+        );
+        let all_ids: Vec<String> = offers.iter().map(|o| o.id.value.clone()).collect();
+        if !s.reconciling.is_empty() {
+            return self.decline(s, all_ids, BUSY_REFUSE).await;
+        }
+        // The pending clusters and their queued nodes, in launch order.
+        let mut clusters: BTreeMap<ClusterId, Cluster> = BTreeMap::new();
+        for id in self.pending.clone() {
+            match self.blocking(move |st| st.cluster(id)).await? {
+                Some(c) if wants_placement(&c) => {
+                    clusters.insert(id, c);
+                }
+                _ => {
+                    self.pending.remove(&id);
+                }
+            }
+        }
+        let mut ordered: Vec<&Cluster> = clusters.values().collect();
+        ordered.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        let needs: Vec<NodeNeed<(ClusterId, String)>> = ordered
+            .iter()
+            .flat_map(|c| {
+                c.nodes
+                    .iter()
+                    .filter(|n| n.status == NodeStatus::Queued)
+                    .map(|n| NodeNeed {
+                        key: (c.id, n.name.to_string()),
+                        cpus: n.cpu,
+                        mem: n.mem,
+                        disk: n.disk,
+                        ports: n.port_names.len(),
+                    })
+            })
+            .collect();
+        if needs.is_empty() {
+            self.decline(s, all_ids, self.cfg.idle_refuse.as_secs_f64())
+                .await?;
+            return self.revive_or_suppress(s).await;
+        }
+        let views: Vec<OfferView> = offers.iter().map(view).collect();
+        let plan = offers::evaluate(&views, &needs, &self.cfg.executor);
+        let by_id: HashMap<&str, &mesos::Offer> =
+            offers.iter().map(|o| (o.id.value.as_str(), o)).collect();
+
+        // 1. Persist every placement (grouped per cluster) before any ACCEPT.
+        let mut per_cluster: BTreeMap<ClusterId, Vec<Placed>> = BTreeMap::new();
+        for acc in &plan.accepts {
+            let address = acc
+                .offer_ids
+                .first()
+                .and_then(|id| by_id.get(id.as_str()))
+                .map(|o| agent_address(o))
+                .unwrap_or_else(|| acc.hostname.clone());
+            for p in &acc.placements {
+                per_cluster.entry(p.key.0).or_default().push(Placed {
+                    node: p.key.1.clone(),
+                    agent_id: acc.agent_id.clone(),
+                    hostname: acc.hostname.clone(),
+                    address: address.clone(),
+                    ports: p.ports.clone(),
+                });
+            }
+        }
+        let mut recorded: HashMap<ClusterId, Cluster> = HashMap::new();
+        for (id, placed) in per_cluster {
+            let now = Timestamp::now();
+            let c = self
+                .blocking(move |st| {
+                    st.update_cluster(id, &mut |c| Ok(record_placements(c, &placed, &now)))
+                })
+                .await;
+            match c {
+                Ok(c) => {
+                    recorded.insert(id, c);
+                }
+                Err(DriverError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+
+        // 2. One ACCEPT per agent/role with the launches whose records were written.
+        for acc in plan.accepts {
+            let mut pool = Pool::new(
+                acc.offer_ids
+                    .iter()
+                    .filter_map(|id| by_id.get(id.as_str()))
+                    .flat_map(|o| o.resources.clone())
+                    .collect(),
+            );
+            let mut launches = Vec::new();
+            for p in &acc.placements {
+                let Some(c) = recorded.get(&p.key.0) else {
+                    continue;
+                };
+                let Some(node) = c.node(&p.key.1) else {
+                    continue;
+                };
+                // Only nodes this round moved to staging on this agent (not skipped because
+                // the cluster was destroyed meanwhile).
+                if node.status != NodeStatus::Staging
+                    || node.agent_id.as_deref() != Some(acc.agent_id.as_str())
+                {
+                    continue;
+                }
+                let placement = offers::Placement {
+                    key: String::new(),
+                    task: p.task,
+                    executor: p.executor,
+                    ports: p.ports.clone(),
+                    executor_ports: p.executor_ports.clone(),
+                };
+                match task_info(c, node, &placement, &acc.agent_id, &mut pool, &self.tpl) {
+                    Ok(t) => {
+                        tracing::info!(cluster_id = %c.id, node = %node.name, task_id = %t.task_id.value, agent_id = %acc.agent_id, "launching");
+                        launches.push(t);
+                    }
+                    Err(e) => {
+                        tracing::error!(cluster_id = %c.id, node = %node.name, agent_id = %acc.agent_id, error = %e, "cannot build the task; node stays staging until reconciled")
+                    }
+                }
+            }
+            if launches.is_empty() {
+                self.decline(s, acc.offer_ids, BUSY_REFUSE).await?;
+                continue;
+            }
+            let n = launches.len();
+            let task_ids: Vec<(String, String)> = launches
+                .iter()
+                .map(|t| (t.task_id.value.clone(), acc.agent_id.clone()))
+                .collect();
+            let accept = call::Accept {
+                offer_ids: acc
+                    .offer_ids
+                    .iter()
+                    .map(|v| mesos::OfferId { value: v.clone() })
+                    .collect(),
+                operations: vec![mesos::offer::Operation {
+                    r#type: Some(mesos::offer::operation::Type::Launch as i32),
+                    launch: Some(mesos::offer::operation::Launch {
+                        task_infos: launches,
+                    }),
+                    ..Default::default()
+                }],
+                filters: Some(mesos::Filters {
+                    refuse_seconds: Some(BUSY_REFUSE),
+                }),
+            };
+            let offers_used = acc.offer_ids.len();
+            if self
+                .send(s, call::Type::Accept, |c| c.accept = Some(accept))
+                .await
+            {
+                self.metrics.add(
+                    "paas_offers_used_total",
+                    "Offers accepted.",
+                    &[],
+                    offers_used as f64,
+                );
+                self.metrics.add(
+                    "paas_tasks_launched_total",
+                    "Tasks launched.",
+                    &[],
+                    n as f64,
+                );
+            } else {
+                // The launch may or may not have reached the master: ask about the tasks.
+                for (t, a) in task_ids {
+                    s.reconciling.entry(t).or_insert(Some(a));
+                }
+                self.reconcile(s, true).await?;
+            }
+        }
+
+        // 3. Tell every waiting node why it waits.
+        let mut waiting: BTreeMap<ClusterId, Vec<(String, String)>> = BTreeMap::new();
+        for u in &plan.unplaced {
+            tracing::debug!(cluster_id = %u.key.0, node = %u.key.1, reason = %u.reason, "node does not fit any offer");
+            waiting
+                .entry(u.key.0)
+                .or_default()
+                .push((u.key.1.clone(), u.reason.to_string()));
+        }
+        for (id, nodes) in waiting {
+            let now = Timestamp::now();
+            match self
+                .blocking(move |st| {
+                    st.update_cluster(id, &mut |c| Ok(record_waiting(c, &nodes, &now)))
+                })
+                .await
+            {
+                Ok(_) | Err(DriverError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let refuse = if plan.unplaced.is_empty() {
+            self.cfg.idle_refuse.as_secs_f64()
+        } else {
+            BUSY_REFUSE
+        };
+        self.decline(s, plan.declines, refuse).await?;
+        if plan.unplaced.is_empty() {
+            // Everything placed: clusters with no queued node leave the pending set.
+            for (id, c) in &recorded {
+                if !c.nodes.iter().any(|n| n.status == NodeStatus::Queued) {
+                    self.pending.remove(id);
+                }
+            }
+        }
+        self.revive_or_suppress(s).await
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Calls
+
+    async fn decline(
+        &self,
+        s: &Session,
+        offer_ids: Vec<String>,
+        refuse: f64,
+    ) -> Result<(), DriverError> {
+        if offer_ids.is_empty() {
+            return Ok(());
+        }
+        let n = offer_ids.len();
+        let decline = call::Decline {
+            offer_ids: offer_ids
+                .into_iter()
+                .map(|value| mesos::OfferId { value })
+                .collect(),
+            filters: Some(mesos::Filters {
+                refuse_seconds: Some(refuse),
+            }),
+        };
+        if self
+            .send(s, call::Type::Decline, |c| c.decline = Some(decline))
+            .await
+        {
+            self.metrics.add(
+                "paas_offers_declined_total",
+                "Offers declined.",
+                &[],
+                n as f64,
+            );
+        }
+        Ok(())
+    }
+
+    /// SUPPRESS when nothing waits for resources, REVIVE when something does.
+    async fn revive_or_suppress(&mut self, s: &mut Session) -> Result<(), DriverError> {
+        let want_offers = !self.pending.is_empty() && s.reconciling.is_empty();
+        if want_offers && s.suppressed {
+            if self
+                .send(s, call::Type::Revive, |c| {
+                    c.revive = Some(call::Revive::default())
+                })
+                .await
+            {
+                tracing::info!(pending_clusters = self.pending.len(), "revived offers");
+                s.suppressed = false;
+            }
+        } else if !want_offers
+            && !s.suppressed
+            && s.reconciling.is_empty()
+            && self
+                .send(s, call::Type::Suppress, |c| {
+                    c.suppress = Some(call::Suppress::default())
+                })
+                .await
+        {
+            tracing::debug!("suppressed offers: nothing pending");
+            s.suppressed = true;
+        }
+        let suppressed = s.suppressed;
+        self.status.send_modify(|st| st.suppressed = suppressed);
+        Ok(())
+    }
+
+    /// Explicit (the tasks awaiting an answer) or implicit (empty list) reconciliation.
+    async fn reconcile(&self, s: &mut Session, explicit: bool) -> Result<(), DriverError> {
+        let tasks = if explicit {
+            s.reconciling
+                .iter()
+                .map(|(t, a)| call::reconcile::Task {
+                    task_id: mesos::TaskId { value: t.clone() },
+                    agent_id: a.clone().map(|value| mesos::AgentId { value }),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        s.reconcile_sent = Instant::now();
+        let n = s.reconciling.len();
+        self.send(s, call::Type::Reconcile, |c| {
+            c.reconcile = Some(call::Reconcile { tasks })
+        })
+        .await;
+        tracing::debug!(explicit, tasks = n, "reconcile sent");
+        Ok(())
+    }
+
+    async fn kill_sweep(&self, s: &Session, clusters: &[Cluster]) -> Result<(), DriverError> {
+        for c in clusters
+            .iter()
+            .filter(|c| c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying)
+        {
+            self.kill_cluster(s, c).await;
+        }
+        Ok(())
+    }
+
+    async fn kill_cluster(&self, s: &Session, c: &Cluster) {
+        for n in c.nodes.iter().filter(|n| n.status.has_task()) {
+            if let Some(t) = &n.task_id {
+                tracing::info!(cluster_id = %c.id, node = %n.name, task_id = %t, agent_id = ?n.agent_id, "killing");
+                self.kill(s, t, n.agent_id.clone()).await;
+            }
+        }
+    }
+
+    async fn kill(&self, s: &Session, task_id: &str, agent_id: Option<String>) {
+        let kill = call::Kill {
+            task_id: mesos::TaskId {
+                value: task_id.to_owned(),
+            },
+            agent_id: agent_id
+                .filter(|a| !a.is_empty())
+                .map(|value| mesos::AgentId { value }),
+            kill_policy: None,
+        };
+        if self
+            .send(s, call::Type::Kill, |c| c.kill = Some(kill))
+            .await
+        {
+            self.metrics
+                .inc("paas_tasks_killed_total", "KILL calls sent.", &[]);
+        }
+    }
+
+    /// Sends one call; failures are logged (calls are at-most-once anyway: reconciliation
+    /// and the periodic sweeps repair what was lost). Returns whether Mesos accepted it.
+    async fn send(&self, s: &Session, ty: call::Type, fill: impl FnOnce(&mut Call)) -> bool {
+        let Some(fid) = s.framework_id.clone() else {
+            return false;
+        };
+        let mut c = Call {
+            framework_id: Some(fid),
+            r#type: Some(ty as i32),
+            ..Default::default()
+        };
+        fill(&mut c);
+        match self
+            .transport
+            .call(
+                &s.leader,
+                &s.stream_id,
+                Bytes::from(c.encode_to_vec()),
+                ContentType::Protobuf,
+            )
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(call = ty.as_str_name(), error = %e, "mesos call failed");
+                false
+            }
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, DriverError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+    }
+}
+
+/// A placement decided this round, to be recorded on its cluster.
+#[derive(Debug, Clone)]
+struct Placed {
+    node: String,
+    agent_id: String,
+    hostname: String,
+    address: String,
+    ports: Vec<u16>,
+}
+
+fn wants_placement(c: &Cluster) -> bool {
+    c.desired == Desired::Running
+        && matches!(
+            c.status,
+            ClusterStatus::Registered | ClusterStatus::Scheduling
+        )
+        && c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
+}
+
+/// Moves placed nodes to `staging` with a fresh task id. Pure; may run more than once.
+fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) -> Update {
+    if !wants_placement(c) {
+        return Update::Keep;
+    }
+    let id = c.id;
+    let mut changed = false;
+    for p in placed {
+        let Some(n) = c.node_mut(&p.node) else {
+            continue;
+        };
+        if n.status != NodeStatus::Queued {
+            continue;
+        }
+        n.attempt += 1;
+        n.task_id = Some(
+            TaskId {
+                cluster: id,
+                node: n.name.clone(),
+                attempt: n.attempt,
+            }
+            .to_string(),
+        );
+        n.status = NodeStatus::Staging;
+        n.agent_id = Some(p.agent_id.clone());
+        n.host = Some(p.hostname.clone());
+        n.address = Some(p.address.clone());
+        n.ports = n
+            .port_names
+            .iter()
+            .cloned()
+            .zip(p.ports.iter().copied())
+            .collect();
+        n.message = None;
+        changed = true;
+    }
+    if !changed {
+        return Update::Keep;
+    }
+    if c.status == ClusterStatus::Registered {
+        let _ = c.apply(ClusterEvent::PlacementStarted, None, now.clone());
+    }
+    if !c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
+        && c.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("waiting"))
+    {
+        c.reason = None;
+    }
+    c.updated_at = now.clone();
+    Update::Write
+}
+
+/// Records why queued nodes wait. Writes only when something changed.
+fn record_waiting(c: &mut Cluster, nodes: &[(String, String)], now: &Timestamp) -> Update {
+    if !wants_placement(c) {
+        return Update::Keep;
+    }
+    let mut changed = false;
+    for (name, why) in nodes {
+        if let Some(n) = c.node_mut(name).filter(|n| n.status == NodeStatus::Queued) {
+            let msg = Some(format!("waiting for resources: {why}"));
+            if n.message != msg {
+                n.message = msg;
+                changed = true;
+            }
+        }
+    }
+    let summary = match nodes {
+        [(name, why)] => format!("waiting for resources: node {name} {why}"),
+        [(name, why), rest @ ..] => format!(
+            "waiting for resources: {} nodes do not fit any offer; node {name} {why}",
+            rest.len() + 1
+        ),
+        [] => return Update::Keep,
+    };
+    if c.reason.as_deref() != Some(summary.as_str()) {
+        c.reason = Some(summary);
+        changed = true;
+    }
+    if c.status == ClusterStatus::Registered {
+        let _ = c.apply(ClusterEvent::PlacementStarted, None, now.clone());
+        changed = true;
+    }
+    if changed { Update::Write } else { Update::Keep }
+}
+
+fn view(o: &mesos::Offer) -> OfferView {
+    let sum = |name: &str| {
+        o.resources
+            .iter()
+            .filter(|r| r.name == name)
+            .filter_map(|r| r.scalar.map(|s| s.value))
+            .sum::<f64>()
+    };
+    OfferView {
+        id: o.id.value.clone(),
+        agent_id: o.agent_id.value.clone(),
+        hostname: o.hostname.clone(),
+        role: o.allocation_info.as_ref().and_then(|a| a.role.clone()),
+        cpus: sum("cpus"),
+        mem: sum("mem"),
+        disk: sum("disk"),
+        ports: o
+            .resources
+            .iter()
+            .filter(|r| r.name == "ports")
+            .filter_map(|r| r.ranges.as_ref())
+            .flat_map(|rs| rs.range.iter().map(|x| (x.begin, x.end)))
+            .collect(),
+    }
+}
+
+/// The agent's IP (node containers share the agent's network), else its hostname.
+fn agent_address(o: &mesos::Offer) -> String {
+    o.url
+        .as_ref()
+        .and_then(|u| u.address.ip.clone())
+        .unwrap_or_else(|| o.hostname.clone())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Name;
+    use crate::domain::cluster::ClusterSpec;
+    use serde_json::{Map, json};
+
+    fn cluster() -> Cluster {
+        let spec = ClusterSpec::parse(&json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "ports": ["http", "rpc"]}, "b": {"docker_image": "i", "cpu": 1, "mem": 1}}}).to_string()).unwrap();
+        Cluster::new(
+            ClusterId::random(),
+            "u".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            spec,
+            "s".into(),
+            Timestamp("t0".into()),
+        )
+    }
+
+    fn placed(node: &str) -> Placed {
+        Placed {
+            node: node.into(),
+            agent_id: "ag".into(),
+            hostname: "localhost".into(),
+            address: "127.0.0.1".into(),
+            ports: vec![31000, 31001],
+        }
+    }
+
+    #[test]
+    fn placements_are_recorded_with_reversible_task_ids() {
+        let mut c = cluster();
+        assert!(matches!(
+            record_placements(&mut c, &[placed("a")], &Timestamp("t1".into())),
+            Update::Write
+        ));
+        let a = c.node("a").unwrap();
+        assert_eq!(a.status, NodeStatus::Staging);
+        let tid = TaskId::parse(a.task_id.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (tid.cluster, tid.node.as_str(), tid.attempt),
+            (c.id, "a", 1)
+        );
+        assert_eq!(
+            a.ports,
+            BTreeMap::from([("http".to_owned(), 31000), ("rpc".to_owned(), 31001)])
+        );
+        assert_eq!(c.status, ClusterStatus::Scheduling);
+        // A second run of the same closure (CAS retry) on the new value changes nothing.
+        assert!(matches!(
+            record_placements(&mut c, &[placed("a")], &Timestamp("t2".into())),
+            Update::Keep
+        ));
+        // A destroyed cluster gets no placements.
+        let mut d = cluster();
+        d.desired = Desired::Destroyed;
+        assert!(matches!(
+            record_placements(&mut d, &[placed("a")], &Timestamp("t1".into())),
+            Update::Keep
+        ));
+        assert_eq!(d.node("a").unwrap().status, NodeStatus::Queued);
+    }
+
+    #[test]
+    fn waiting_reasons_are_written_once() {
+        let mut c = cluster();
+        let why = vec![("b".to_owned(), "needs cpus 9".to_owned())];
+        assert!(matches!(
+            record_waiting(&mut c, &why, &Timestamp("t1".into())),
+            Update::Write
+        ));
+        assert_eq!(
+            c.reason.as_deref(),
+            Some("waiting for resources: node b needs cpus 9")
+        );
+        assert_eq!(
+            c.node("b").unwrap().message.as_deref(),
+            Some("waiting for resources: needs cpus 9")
+        );
+        assert!(matches!(
+            record_waiting(&mut c, &why, &Timestamp("t2".into())),
+            Update::Keep
+        ));
+        record_placements(&mut c, &[placed("a"), placed("b")], &Timestamp("t3".into()));
+        assert_eq!(
+            c.reason, None,
+            "the waiting reason goes once everything is placed"
+        );
+    }
+}

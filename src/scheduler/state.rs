@@ -1,0 +1,254 @@
+//! How Mesos task updates change a cluster: pure functions over the domain records,
+//! table-tested. The driver persists their result and acknowledges afterwards.
+
+use crate::domain::lifecycle::ClusterEvent;
+use crate::domain::{Cluster, ClusterStatus, Desired, NodeStatus, Timestamp};
+use crate::proto::mesos::v1::TaskState;
+use crate::proto::mesos::v1::task_status::Reason;
+
+/// A node state for a Mesos task state.
+pub fn node_status(state: TaskState) -> NodeStatus {
+    match state {
+        TaskState::TaskStaging => NodeStatus::Staging,
+        TaskState::TaskStarting => NodeStatus::Starting,
+        TaskState::TaskRunning => NodeStatus::Running,
+        TaskState::TaskKilling => NodeStatus::Killing,
+        TaskState::TaskFinished => NodeStatus::Finished,
+        TaskState::TaskFailed => NodeStatus::Failed,
+        TaskState::TaskKilled => NodeStatus::Killed,
+        TaskState::TaskLost => NodeStatus::Lost,
+        TaskState::TaskError => NodeStatus::Error,
+        TaskState::TaskDropped => NodeStatus::Dropped,
+        TaskState::TaskUnreachable => NodeStatus::Unreachable,
+        TaskState::TaskGone => NodeStatus::Gone,
+        TaskState::TaskGoneByOperator => NodeStatus::GoneByOperator,
+        TaskState::TaskUnknown => NodeStatus::Unknown,
+    }
+}
+
+/// One task status, reduced to what the records keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub task_id: String,
+    pub state: TaskState,
+    pub reason: Option<Reason>,
+    pub message: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+impl Observed {
+    /// `TASK_FAILED (REASON_EXECUTOR_TERMINATED): message`, for node messages and reasons.
+    pub fn describe(&self) -> String {
+        let mut s = self.state.as_str_name().to_owned();
+        if let Some(r) = self.reason {
+            s.push_str(&format!(" ({})", r.as_str_name()));
+        }
+        if let Some(m) = self.message.as_deref().filter(|m| !m.is_empty()) {
+            s.push_str(": ");
+            s.push_str(m);
+        }
+        s
+    }
+}
+
+/// What an update did to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded; the cluster may have changed status.
+    Changed,
+    /// Harmless and ignored (duplicate, stale attempt, out of order); nothing to write.
+    Ignored(&'static str),
+}
+
+/// Applies `obs` about node `node` to `c`.
+pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp) -> Applied {
+    let new = node_status(obs.state);
+    let Some(n) = c.node_mut(node) else {
+        return Applied::Ignored("no such node");
+    };
+    if n.task_id.as_deref() != Some(obs.task_id.as_str()) {
+        return Applied::Ignored("update for an older attempt of the node");
+    }
+    if n.status.is_terminal() && !new.is_terminal() {
+        // Updates of one task arrive in order, but reconciliation answers and retried
+        // updates can trail a terminal one. A terminal task stays terminal for us.
+        return Applied::Ignored("non-terminal update after a terminal one");
+    }
+    let message = Some(obs.describe());
+    if n.status == new && n.message == message {
+        return Applied::Ignored("duplicate");
+    }
+    n.status = new;
+    n.message = message;
+    if let Some(a) = &obs.agent_id {
+        n.agent_id = Some(a.clone());
+    }
+    let name = n.name.clone();
+    let t = now.clone();
+    if c.desired == Desired::Destroyed {
+        if !c.has_tasks() {
+            let _ = c.apply(
+                ClusterEvent::AllTerminal,
+                Some("every task is terminal".into()),
+                t,
+            );
+        }
+        return Applied::Changed;
+    }
+    if new.is_terminal() {
+        if !c.status.is_terminal() {
+            let why = format!("node {name} (task {}): {}", obs.task_id, obs.describe());
+            let _ = c.apply(ClusterEvent::Failed, Some(why), t);
+        }
+    } else if new == NodeStatus::Running
+        && c.status == ClusterStatus::Scheduling
+        && c.nodes.iter().all(|n| n.status == NodeStatus::Running)
+    {
+        let _ = c.apply(ClusterEvent::AllRunning, None, t);
+    }
+    Applied::Changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::cluster::ClusterSpec;
+    use crate::domain::{ClusterId, Name};
+    use serde_json::{Map, json};
+
+    fn cluster(n: usize) -> Cluster {
+        let nodes: Map<String, serde_json::Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    json!({"docker_image": "i", "cpu": 1, "mem": 1}),
+                )
+            })
+            .collect();
+        let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
+        let mut c = Cluster::new(
+            ClusterId::random(),
+            "u".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            spec,
+            "s".into(),
+            ts(),
+        );
+        c.apply(ClusterEvent::PlacementStarted, None, ts()).unwrap();
+        for (i, node) in c.nodes.iter_mut().enumerate() {
+            node.status = NodeStatus::Staging;
+            node.task_id = Some(format!("t{i}"));
+        }
+        c
+    }
+
+    fn ts() -> Timestamp {
+        Timestamp("2026-01-01T00:00:00.000Z".into())
+    }
+
+    fn obs(task: &str, state: TaskState) -> Observed {
+        Observed {
+            task_id: task.into(),
+            state,
+            reason: None,
+            message: None,
+            agent_id: Some("a1".into()),
+        }
+    }
+
+    #[test]
+    fn all_running_makes_the_cluster_scheduled() {
+        let mut c = cluster(2);
+        assert_eq!(
+            apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts()),
+            Applied::Changed
+        );
+        assert_eq!(c.status, ClusterStatus::Scheduling);
+        assert_eq!(
+            apply_update(&mut c, "n1", &obs("t1", TaskState::TaskStarting), &ts()),
+            Applied::Changed
+        );
+        assert_eq!(c.status, ClusterStatus::Scheduling);
+        apply_update(&mut c, "n1", &obs("t1", TaskState::TaskRunning), &ts());
+        assert_eq!(c.status, ClusterStatus::Scheduled);
+        assert_eq!(c.nodes[1].agent_id.as_deref(), Some("a1"));
+    }
+
+    #[test]
+    fn duplicates_stale_and_out_of_order_updates_are_harmless() {
+        let mut c = cluster(1);
+        apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts());
+        let before = c.clone();
+        assert!(matches!(
+            apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts()),
+            Applied::Ignored(_)
+        ));
+        assert!(matches!(
+            apply_update(&mut c, "n0", &obs("old", TaskState::TaskFailed), &ts()),
+            Applied::Ignored(_)
+        ));
+        assert!(matches!(
+            apply_update(&mut c, "nx", &obs("t0", TaskState::TaskFailed), &ts()),
+            Applied::Ignored(_)
+        ));
+        assert_eq!(c, before);
+        apply_update(&mut c, "n0", &obs("t0", TaskState::TaskKilled), &ts());
+        assert!(matches!(
+            apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts()),
+            Applied::Ignored(_)
+        ));
+        assert_eq!(c.nodes[0].status, NodeStatus::Killed);
+    }
+
+    #[test]
+    fn a_failed_node_fails_the_cluster_with_the_reason() {
+        for state in [
+            TaskState::TaskFailed,
+            TaskState::TaskLost,
+            TaskState::TaskError,
+            TaskState::TaskDropped,
+            TaskState::TaskFinished,
+        ] {
+            let mut c = cluster(2);
+            let mut o = obs("t1", state);
+            o.reason = Some(Reason::ExecutorTerminated);
+            o.message = Some("exit 3".into());
+            apply_update(&mut c, "n1", &o, &ts());
+            assert_eq!(c.status, ClusterStatus::Failed, "{state:?}");
+            let reason = c.reason.clone().unwrap();
+            assert!(
+                reason.contains("node n1")
+                    && reason.contains(state.as_str_name())
+                    && reason.contains("REASON_EXECUTOR_TERMINATED")
+                    && reason.contains("exit 3"),
+                "{reason}"
+            );
+            // A second failure keeps the first reason.
+            apply_update(&mut c, "n0", &obs("t0", TaskState::TaskFailed), &ts());
+            assert_eq!(c.reason.as_deref(), Some(reason.as_str()));
+        }
+    }
+
+    #[test]
+    fn destroy_completes_when_every_task_is_terminal() {
+        let mut c = cluster(2);
+        apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts());
+        apply_update(&mut c, "n1", &obs("t1", TaskState::TaskRunning), &ts());
+        c.desired = Desired::Destroyed;
+        c.apply(ClusterEvent::DestroyRequested, None, ts()).unwrap();
+        apply_update(&mut c, "n0", &obs("t0", TaskState::TaskKilled), &ts());
+        assert_eq!(c.status, ClusterStatus::Destroying);
+        apply_update(&mut c, "n1", &obs("t1", TaskState::TaskKilled), &ts());
+        assert_eq!(c.status, ClusterStatus::Destroyed);
+    }
+
+    #[test]
+    fn every_task_state_maps() {
+        for v in 0..=13 {
+            let s = TaskState::try_from(v).unwrap();
+            assert_eq!(node_status(s).is_terminal(), s.is_terminal(), "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Building the `TaskInfo` of a node: our executor in the node's Docker image, resources cut
+//! from the offers, the launch payload in `data`.
+
+use crate::domain::cluster::VolumeMode;
+use crate::domain::launch::NodeLaunch;
+use crate::domain::{Cluster, Node};
+use crate::proto::mesos::v1 as mesos;
+
+use super::offers::Placement;
+use super::resources::{Pool, Shortage};
+
+/// What is fixed for every task this framework launches.
+#[derive(Debug, Clone)]
+pub struct TaskTemplate {
+    /// Grace period between SIGTERM and SIGKILL when a node is killed.
+    pub kill_grace: std::time::Duration,
+}
+
+/// Builds the TaskInfo of `node` placed by `placement` on `agent_id`.
+///
+/// The executor id is the task id: one executor per node, so there is never an
+/// ExecutorInfo to keep byte-identical across launches.
+///
+/// # Errors
+/// [`Shortage`] if the pool cannot cover the placement (a planning bug).
+pub fn task_info(
+    cluster: &Cluster,
+    node: &Node,
+    placement: &Placement<String>,
+    agent_id: &str,
+    pool: &mut Pool,
+    tpl: &TaskTemplate,
+) -> Result<mesos::TaskInfo, Shortage> {
+    // invariant: the driver persisted the task id before building the TaskInfo.
+    let task_id = node.task_id.clone().unwrap_or_default();
+    let mut task_res = pool.scalar("cpus", placement.task.cpus)?;
+    task_res.extend(pool.scalar("mem", placement.task.mem)?);
+    task_res.extend(pool.scalar("disk", placement.task.disk)?);
+    task_res.extend(pool.ports(&placement.ports)?);
+    let mut exec_res = pool.scalar("cpus", placement.executor.cpus)?;
+    exec_res.extend(pool.scalar("mem", placement.executor.mem)?);
+    exec_res.extend(pool.scalar("disk", placement.executor.disk)?);
+    exec_res.extend(pool.ports(&placement.executor_ports)?);
+
+    let launch = NodeLaunch {
+        cluster_id: cluster.id,
+        node: node.name.to_string(),
+        command: node.command.clone(),
+        env: node.env.clone(),
+        ports: node.ports.clone(),
+        agent_port: placement.executor_ports.first().copied(),
+        secret: cluster.secret.clone(),
+    };
+    let label = |k: &str, v: &str| mesos::Label {
+        key: k.into(),
+        value: Some(v.into()),
+    };
+    let labels = mesos::Labels {
+        labels: vec![
+            label("paas.cluster_id", &cluster.id.to_string()),
+            label("paas.node", node.name.as_str()),
+            label(
+                "paas.product",
+                &format!("{}/{}", cluster.product, cluster.version),
+            ),
+        ],
+    };
+    let volumes = node
+        .volumes
+        .iter()
+        .map(|v| mesos::Volume {
+            container_path: v.container_path.clone(),
+            host_path: Some(v.host_path.clone()),
+            mode: match v.mode {
+                VolumeMode::Rw => mesos::volume::Mode::Rw as i32,
+                VolumeMode::Ro => mesos::volume::Mode::Ro as i32,
+            },
+            ..Default::default()
+        })
+        .collect();
+    let executor = mesos::ExecutorInfo {
+        r#type: Some(mesos::executor_info::Type::Custom as i32),
+        executor_id: mesos::ExecutorId {
+            value: task_id.clone(),
+        },
+        name: Some(format!("paas executor for {}/{}", cluster.id, node.name)),
+        command: Some(mesos::CommandInfo {
+            // Keep the image ENTRYPOINT (`/paas executor`): no shell, no value.
+            shell: Some(false),
+            ..Default::default()
+        }),
+        container: Some(mesos::ContainerInfo {
+            r#type: mesos::container_info::Type::Docker as i32,
+            docker: Some(mesos::container_info::DockerInfo {
+                image: node.docker_image.clone(),
+                network: Some(mesos::container_info::docker_info::Network::Host as i32),
+                force_pull_image: Some(false),
+                ..Default::default()
+            }),
+            volumes,
+            ..Default::default()
+        }),
+        resources: exec_res,
+        shutdown_grace_period: Some(mesos::DurationInfo::from_std(tpl.kill_grace)),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    Ok(mesos::TaskInfo {
+        name: format!("{}-{}", cluster.product, node.name),
+        task_id: mesos::TaskId { value: task_id },
+        agent_id: mesos::AgentId {
+            value: agent_id.to_owned(),
+        },
+        resources: task_res,
+        executor: Some(executor),
+        // invariant: NodeLaunch is plain data with string keys.
+        data: Some(serde_json::to_vec(&launch).expect("launch payload serialises")),
+        kill_policy: Some(mesos::KillPolicy {
+            grace_period: Some(mesos::DurationInfo::from_std(tpl.kill_grace)),
+        }),
+        labels: Some(labels),
+        ..Default::default()
+    })
+}
