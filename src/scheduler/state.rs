@@ -87,11 +87,7 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
     let t = now.clone();
     if c.desired == Desired::Destroyed {
         if !c.has_tasks() {
-            let _ = c.apply(
-                ClusterEvent::AllTerminal,
-                Some("every task is terminal".into()),
-                t,
-            );
+            let _ = c.apply(ClusterEvent::AllTerminal, None, t);
         }
         return Applied::Changed;
     }
