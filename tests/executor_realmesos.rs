@@ -5,9 +5,13 @@
 //! ACKNOWLEDGE / KILL / TEARDOWN over hyper). In ONE offer it launches three nodes, each with
 //! its own executor in its own container of the node image:
 //! - `sleeper` runs a command that stays up (and checks its environment): TASK_RUNNING, then
-//!   the test KILLs it and expects TASK_KILLED and the container gone (`docker ps`);
+//!   the test KILLs it and expects TASK_KILLED (by SIGTERM);
+//! - `stubborn` ignores SIGTERM: KILL with a 3 s grace period ends in SIGKILL, TASK_KILLED;
+//! - `shutdown` stays up until the test sends SHUTDOWN for its executor: TASK_KILLED;
 //! - `exit3` runs a command that exits 3: TASK_FAILED whose message carries the status;
 //! - `missing` names a binary absent from the image: TASK_FAILED "cannot start …".
+//!
+//! Afterwards no container of any of these executors may be left in `docker ps`.
 //!
 //! The node commands come from a tiny static C helper compiled here (`cc -static`) and mounted
 //! read-only at `/testbin`: the `FROM scratch` image holds nothing but `/paas`.
@@ -53,9 +57,10 @@ static int missing(const char *name, const char *want) {
 }
 int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "exit") == 0) return atoi(argv[2]);
-    if (argc > 1 && strcmp(argv[1], "sleep") == 0) {
+    if (argc > 2 && (strcmp(argv[1], "sleep") == 0 || strcmp(argv[1], "ignore-term") == 0)) {
+        if (strcmp(argv[1], "ignore-term") == 0) signal(SIGTERM, SIG_IGN);
         /* The executor's environment contract: exit 10 (so the test fails) if broken. */
-        if (missing("NODE_NAME", "sleeper") | missing("GREETING", "hello") |
+        if (missing("NODE_NAME", argv[2]) | missing("GREETING", "hello") |
             missing("CLUSTER_ID", NULL) | missing("PORT_HTTP", NULL) |
             missing("MESOS_EXECUTOR_ID", NULL))
             return 10;
@@ -115,16 +120,22 @@ async fn scenario(
         offer.id.value, offer.agent_id.value
     );
 
-    let nodes: [(&str, Vec<&str>); 3] = [
-        ("sleeper", vec!["/testbin/helper", "sleep"]),
+    let nodes: [(&str, Vec<&str>); 5] = [
+        ("sleeper", vec!["/testbin/helper", "sleep", "sleeper"]),
+        (
+            "stubborn",
+            vec!["/testbin/helper", "ignore-term", "stubborn"],
+        ),
+        ("shutdown", vec!["/testbin/helper", "sleep", "shutdown"]),
         ("exit3", vec!["/testbin/helper", "exit", "3"]),
         ("missing", vec!["/no/such/binary"]),
     ];
     let mut task_ids = BTreeMap::new();
     let mut tasks = Vec::new();
+    let mut ports_used = 0;
     for (node, argv) in &nodes {
         let task_id = format!("paas-exec-test-{run}-{node}");
-        let is_sleeper = *node == "sleeper";
+        let is_sleeper = argv.len() == 3;
         let launch = NodeLaunch {
             cluster_id: ClusterId::random(),
             node: (*node).to_owned(),
@@ -133,7 +144,7 @@ async fn scenario(
             )),
             env: [("GREETING".to_owned(), "hello".to_owned())].into(),
             ports: if is_sleeper {
-                [("http".to_owned(), port)].into()
+                [("http".to_owned(), port + ports_used)].into()
             } else {
                 BTreeMap::new()
             },
@@ -142,7 +153,8 @@ async fn scenario(
         };
         let mut resources = vec![scalar(&offer, "cpus", 0.1)?, scalar(&offer, "mem", 32.0)?];
         if is_sleeper {
-            resources.push(ports(&offer, port)?);
+            resources.push(ports(&offer, port + ports_used)?);
+            ports_used += 1;
         }
         let executor = mesos::ExecutorInfo {
             r#type: Some(mesos::executor_info::Type::Custom as i32),
@@ -192,9 +204,11 @@ async fn scenario(
     }
     sched.accept(&offer, tasks).await?;
 
-    let sleeper = task_ids["sleeper"].clone();
+    let node_of: BTreeMap<String, String> = task_ids
+        .iter()
+        .map(|(node, id)| (id.clone(), node.clone()))
+        .collect();
     let mut seen: BTreeMap<String, Vec<mesos::TaskStatus>> = BTreeMap::new();
-    let mut kill_sent = false;
     let terminal = |seen: &BTreeMap<String, Vec<mesos::TaskStatus>>, id: &str| {
         seen.get(id)
             .and_then(|v| v.last())
@@ -211,18 +225,27 @@ async fn scenario(
             status.message()
         );
         let id = status.task_id.value.clone();
-        let running = status.state() == mesos::TaskState::TaskRunning;
+        let first_running = status.state() == mesos::TaskState::TaskRunning
+            && !seen
+                .get(&id)
+                .is_some_and(|v| v.iter().any(|s| s.state() == mesos::TaskState::TaskRunning));
         seen.entry(id.clone()).or_default().push(status);
-        if id == sleeper && running && !kill_sent {
-            let executor_id = format!("{sleeper}-executor");
-            let containers = wait_containers(&executor_id, true, deadline)
-                .await
-                .ok_or("the sleeper's container never showed up in `docker ps`")?;
-            // Give the helper time to fail its environment check, should it.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            eprintln!("sleeper runs in container {containers:?}; sending KILL");
-            sched.kill(&sleeper, &offer.agent_id).await?;
-            kill_sent = true;
+        let node = node_of.get(&id).map_or("", String::as_str);
+        if !first_running || !matches!(node, "sleeper" | "stubborn" | "shutdown") {
+            continue;
+        }
+        let executor_id = format!("{id}-executor");
+        let containers = wait_containers(&executor_id, true, deadline)
+            .await
+            .ok_or_else(|| format!("{node}: container never showed up in `docker ps`"))?;
+        // Give the helper time to fail its environment check, should it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if node == "shutdown" {
+            eprintln!("{node} runs in container {containers:?}; sending SHUTDOWN");
+            sched.shutdown(&executor_id, &offer.agent_id).await?;
+        } else {
+            eprintln!("{node} runs in container {containers:?}; sending KILL");
+            sched.kill(&id, &offer.agent_id).await?;
         }
     }
 
@@ -230,20 +253,30 @@ async fn scenario(
         seen[&task_ids[node]].iter().map(|s| s.state()).collect()
     };
     let last = |node: &str| seen[&task_ids[node]].last().cloned().unwrap_or_default();
-    for node in ["sleeper", "exit3", "missing"] {
+    for node in task_ids.keys() {
         for s in &seen[&task_ids[node]] {
             if s.source() != mesos::task_status::Source::Executor {
                 return Err(format!("{node}: update not from the executor: {s:?}"));
             }
         }
     }
-    let sleeper_states = states("sleeper");
-    if sleeper_states.first() != Some(&mesos::TaskState::TaskRunning)
-        || sleeper_states.last() != Some(&mesos::TaskState::TaskKilled)
-    {
-        return Err(format!(
-            "sleeper went through {sleeper_states:?}, want RUNNING .. KILLED"
-        ));
+    for (node, signal) in [
+        ("sleeper", "SIGTERM"),
+        ("stubborn", "SIGKILL"),
+        ("shutdown", "SIGTERM"),
+    ] {
+        let states = states(node);
+        if states.first() != Some(&mesos::TaskState::TaskRunning)
+            || states.last() != Some(&mesos::TaskState::TaskKilled)
+        {
+            return Err(format!(
+                "{node} went through {states:?}, want RUNNING .. KILLED"
+            ));
+        }
+        let message = last(node).message().to_owned();
+        if !message.contains(signal) {
+            return Err(format!("{node}: killed with {message:?}, want {signal}"));
+        }
     }
     let exit3 = last("exit3");
     if exit3.state() != mesos::TaskState::TaskFailed
@@ -268,7 +301,7 @@ async fn scenario(
 
     // Each executor exits once its only task is terminal and acknowledged, and the agent then
     // stops its container.
-    for node in ["sleeper", "exit3", "missing"] {
+    for node in task_ids.keys() {
         let executor_id = format!("{}-executor", task_ids[node]);
         if wait_containers(&executor_id, false, deadline)
             .await
@@ -474,6 +507,22 @@ impl Scheduler {
                 kill_policy: Some(mesos::KillPolicy {
                     grace_period: Some(mesos::DurationInfo::from_std(Duration::from_secs(3))),
                 }),
+            }),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn shutdown(
+        &mut self,
+        executor_id: &str,
+        agent_id: &mesos::AgentId,
+    ) -> Result<(), String> {
+        self.call(Call {
+            r#type: Some(call::Type::Shutdown as i32),
+            shutdown: Some(call::Shutdown {
+                executor_id: mesos::ExecutorId::from(executor_id),
+                agent_id: agent_id.clone(),
             }),
             ..Default::default()
         })
