@@ -94,8 +94,11 @@ impl AgentEndpoint {
 /// Everything the executor needs to know before it subscribes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorConfig {
+    /// `MESOS_SLAVE_PID`, else `MESOS_AGENT_ENDPOINT`.
     pub agent: AgentEndpoint,
+    /// `MESOS_FRAMEWORK_ID`.
     pub framework_id: String,
+    /// `MESOS_EXECUTOR_ID`.
     pub executor_id: String,
     /// `MESOS_CHECKPOINT=1`: the agent can restart under us, so a lost stream is retried.
     pub checkpoint: bool,
