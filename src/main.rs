@@ -32,6 +32,13 @@ struct Cli {
 enum Command {
     /// Run the REST API and the Mesos framework.
     Serve(ServeArgs),
+    /// Run as the Mesos executor of one node (started by the Mesos agent inside the node's
+    /// container; configured by the MESOS_* environment the agent sets).
+    Executor {
+        /// Ignored; the agent may pass arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        _rest: Vec<String>,
+    },
 }
 
 #[derive(Parser)]
@@ -84,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Executor { .. } => rt.block_on(executor()),
     }
 }
 
@@ -142,6 +150,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracker.wait().await;
     store.flush()?;
     tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+async fn executor() -> anyhow::Result<()> {
+    let cfg = paas::executor::ExecutorConfig::from_env()?;
+    // The executor is PID 1 in its container: SIGTERM from `docker stop` must end it cleanly.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    paas::executor::run(cfg, shutdown).await?;
     Ok(())
 }
 
