@@ -1,13 +1,41 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need on a fresh machine, then runs
-# every test. Idempotent; safe to run again.
+# The README's test command. On a fresh machine it installs and starts everything the tests
+# need, then runs every test:
+#   - httpie (the seed walkthrough runs the seed's `http POST …` lines verbatim);
+#   - the real Apache Mesos 1.11 kit from ../shared/realmesos (built once, ~15 s), started on
+#     127.0.0.1:5050 unless MESOS_MASTER already names a master;
+#   - the node image (deploy/images/build-node-image.sh; rebuilt only when the binary changed).
+# Idempotent. Stops only the Mesos kit it started itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$(pwd)
+shared=${PAAS_SHARED_DIR:-$repo/../shared}
 
-# httpie: the seed walkthrough test runs the seed's `http POST …` lines verbatim.
 if ! command -v http >/dev/null 2>&1; then
   python3 -m pip install -q httpie
 fi
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 
+echo "== node image" >&2
+PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh)
+export PAAS_NODE_IMAGE
+echo "node image: $PAAS_NODE_IMAGE" >&2
+
+if [[ -z ${MESOS_MASTER:-} ]]; then
+  echo "== real Mesos (../shared/realmesos)" >&2
+  "$shared/realmesos/build.sh" >&2
+  kit=${REALMESOS_HOME:-/opt/realmesos}
+  if curl -sf -m 2 http://127.0.0.1:5050/master/slaves >/dev/null 2>&1; then
+    echo "a Mesos master already answers on 127.0.0.1:5050; using it" >&2
+    MESOS_MASTER=http://127.0.0.1:5050
+  else
+    MESOS_MASTER=$("$kit/start.sh")
+    trap '"$kit/stop.sh" >&2 || true' EXIT
+  fi
+  export MESOS_MASTER
+fi
+echo "MESOS_MASTER=$MESOS_MASTER" >&2
+
+# Test binaries run one after another; the real-Mesos tests also lock among themselves,
+# because they share one agent.
 cargo test --all-targets --no-fail-fast "$@"
