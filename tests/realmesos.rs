@@ -23,8 +23,13 @@ fn master() -> Option<String> {
     match std::env::var("MESOS_MASTER") {
         Ok(m) if !m.is_empty() => Some(m),
         _ => {
-            assert!(std::env::var("CI").is_err(), "CI must provide MESOS_MASTER (scripts/test.sh starts ../shared/realmesos)");
-            eprintln!("SKIPPED: MESOS_MASTER is not set; run scripts/test.sh (it starts ../shared/realmesos) or export MESOS_MASTER=http://127.0.0.1:5050");
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must provide MESOS_MASTER (scripts/test.sh starts ../shared/realmesos)"
+            );
+            eprintln!(
+                "SKIPPED: MESOS_MASTER is not set; run scripts/test.sh (it starts ../shared/realmesos) or export MESOS_MASTER=http://127.0.0.1:5050"
+            );
             None
         }
     }
@@ -40,13 +45,27 @@ fn start(data: &std::path::Path, master: &str) -> Server {
 
 /// Executor ids (= our task ids) of the running Mesos Docker containers.
 fn running_executors() -> BTreeSet<String> {
-    let ids = Command::new("docker").args(["ps", "-q", "--filter", "name=mesos-"]).output().expect("docker ps");
-    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(str::to_owned).collect();
+    let ids = Command::new("docker")
+        .args(["ps", "-q", "--filter", "name=mesos-"])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     if ids.is_empty() {
         return BTreeSet::new();
     }
-    let out = Command::new("docker").args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"]).args(&ids).output().expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID=")).map(str::to_owned).collect()
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
+        .args(&ids)
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
+        .map(str::to_owned)
+        .collect()
 }
 
 async fn cluster(s: &Server, id: &str) -> Value {
@@ -54,14 +73,23 @@ async fn cluster(s: &Server, id: &str) -> Value {
 }
 
 /// Polls the cluster until `done` holds, failing with the last record after `secs`.
-async fn wait_for(s: &Server, id: &str, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(
+    s: &Server,
+    id: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let c = cluster(s, id).await;
         if done(&c) {
             return c;
         }
-        assert!(Instant::now() < deadline, "cluster {id} not {what} after {secs} s: {c:#}");
+        assert!(
+            Instant::now() < deadline,
+            "cluster {id} not {what} after {secs} s: {c:#}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -77,34 +105,57 @@ async fn wait_subscribed(s: &Server, secs: u64) -> Value {
         if h["mesos"]["subscribed"] == true && h["mesos"]["reconciling"] == false {
             return h;
         }
-        assert!(Instant::now() < deadline, "not subscribed after {secs} s: {h:#}");
+        assert!(
+            Instant::now() < deadline,
+            "not subscribed after {secs} s: {h:#}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
 /// The value of one series in Prometheus text, 0 when absent.
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 fn task_ids(c: &Value) -> BTreeSet<String> {
-    c["nodes"].as_array().unwrap().iter().filter_map(|n| n["task_id"].as_str().map(str::to_owned)).collect()
+    c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["task_id"].as_str().map(str::to_owned))
+        .collect()
 }
 
-async fn wait_containers(expect: impl Fn(&BTreeSet<String>) -> bool, secs: u64, what: &str) -> BTreeSet<String> {
+async fn wait_containers(
+    expect: impl Fn(&BTreeSet<String>) -> bool,
+    secs: u64,
+    what: &str,
+) -> BTreeSet<String> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let running = running_executors();
         if expect(&running) {
             return running;
         }
-        assert!(Instant::now() < deadline, "containers not {what} after {secs} s: {running:?}");
+        assert!(
+            Instant::now() < deadline,
+            "containers not {what} after {secs} s: {running:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 async fn launch(s: &Server, body: &str) -> String {
-    let r = call("POST", &s.api("/products/reference/1.0.0"), body.to_owned(), &[JSON]).await;
+    let r = call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        body.to_owned(),
+        &[JSON],
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.text());
     r.json()["id"].as_str().unwrap().to_owned()
 }
@@ -129,20 +180,38 @@ async fn a_cluster_of_three_runs_in_three_containers_and_is_destroyed() {
     for n in c["nodes"].as_array().unwrap() {
         assert_eq!(n["status"], "running", "{n}");
         assert!(n["agent_id"].is_string() && n["host"].is_string(), "{n}");
-        assert!(n["ports"]["http"].as_u64().is_some_and(|p| p >= 31000), "{n}");
+        assert!(
+            n["ports"]["http"].as_u64().is_some_and(|p| p >= 31000),
+            "{n}"
+        );
     }
-    let statuses: Vec<&str> = c["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["registered", "scheduling", "scheduled"]);
     let running = wait_containers(|r| tasks.is_subset(r), 30, "running").await;
     eprintln!("3 containers of {} run: {running:?}", node_image());
 
     let m = get(&s.api("/metrics")).await.text();
     assert!(m.contains("paas_tasks_launched_total 3"), "{m}");
-    assert!(m.contains("paas_task_updates_total{state=\"TASK_RUNNING\"} 3"), "{m}");
+    assert!(
+        m.contains("paas_task_updates_total{state=\"TASK_RUNNING\"} 3"),
+        "{m}"
+    );
 
     destroy(&s, &id).await;
     let c = wait_status(&s, &id, "destroyed", 60).await;
-    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "killed"), "{c:#}");
+    assert!(
+        c["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "killed"),
+        "{c:#}"
+    );
     wait_containers(|r| r.is_disjoint(&tasks), 60, "gone").await;
 }
 
@@ -152,7 +221,10 @@ async fn kill_9_and_restart_keeps_the_framework_and_every_node() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut s = start(dir.path(), &m);
-    let fid = wait_subscribed(&s, 30).await["mesos"]["framework_id"].as_str().unwrap().to_owned();
+    let fid = wait_subscribed(&s, 30).await["mesos"]["framework_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 2}"#).await;
     let before = task_ids(&wait_status(&s, &id, "scheduled", 90).await);
@@ -161,18 +233,42 @@ async fn kill_9_and_restart_keeps_the_framework_and_every_node() {
     s.kill9();
     let s = start(dir.path(), &m);
     let h = wait_subscribed(&s, 60).await;
-    assert_eq!(h["mesos"]["framework_id"], fid.as_str(), "the framework id survives the restart");
+    assert_eq!(
+        h["mesos"]["framework_id"],
+        fid.as_str(),
+        "the framework id survives the restart"
+    );
     let c = cluster(&s, &id).await;
     assert_eq!(c["status"], "scheduled", "{c:#}");
-    assert_eq!(task_ids(&c), before, "the same tasks: none lost, none relaunched");
-    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "running" && n["attempt"] == 1), "{c:#}");
+    assert_eq!(
+        task_ids(&c),
+        before,
+        "the same tasks: none lost, none relaunched"
+    );
+    assert!(
+        c["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "running" && n["attempt"] == 1),
+        "{c:#}"
+    );
     // Reconciliation answered for both tasks, and no extra container appeared.
     let m = get(&s.api("/metrics")).await.text();
     let running_updates = metric(&m, "paas_task_updates_total{state=\"TASK_RUNNING\"}");
-    assert!(running_updates >= 2.0, "reconciliation answered for both tasks: {m}");
-    assert!(!m.contains("paas_tasks_launched_total"), "nothing was launched after the restart: {m}");
+    assert!(
+        running_updates >= 2.0,
+        "reconciliation answered for both tasks: {m}"
+    );
+    assert!(
+        !m.contains("paas_tasks_launched_total"),
+        "nothing was launched after the restart: {m}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let ours: BTreeSet<String> = running_executors().into_iter().filter(|e| e.starts_with(&id)).collect();
+    let ours: BTreeSet<String> = running_executors()
+        .into_iter()
+        .filter(|e| e.starts_with(&id))
+        .collect();
     assert_eq!(ours, before);
 
     destroy(&s, &id).await;
@@ -192,17 +288,29 @@ async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
     let a = launch(&s, r#"{"size": 1, "cpu": 1.5}"#).await;
     wait_status(&s, &a, "scheduled", 90).await;
     let b = launch(&s, r#"{"size": 1, "cpu": 1.5}"#).await;
-    let c = wait_for(&s, &b, 30, "waiting with a reason", |c| c["status"] == "scheduling" && c["reason"].is_string()).await;
+    let c = wait_for(&s, &b, 30, "waiting with a reason", |c| {
+        c["status"] == "scheduling" && c["reason"].is_string()
+    })
+    .await;
     let reason = c["reason"].as_str().unwrap();
-    assert!(reason.starts_with("waiting for resources") && reason.contains("cpus"), "{reason}");
+    assert!(
+        reason.starts_with("waiting for resources") && reason.contains("cpus"),
+        "{reason}"
+    );
     let node_msg = c["nodes"][0]["message"].as_str().unwrap_or_default();
-    assert!(node_msg.contains("needs cpus 1.55"), "per-node reason: {node_msg}");
+    assert!(
+        node_msg.contains("needs cpus 1.55"),
+        "per-node reason: {node_msg}"
+    );
     assert_eq!(c["nodes"][0]["status"], "queued");
 
     destroy(&s, &a).await;
     wait_status(&s, &a, "destroyed", 60).await;
     let c = wait_status(&s, &b, "scheduled", 90).await;
-    assert!(c["reason"].is_null(), "the waiting reason is cleared: {c:#}");
+    assert!(
+        c["reason"].is_null(),
+        "the waiting reason is cleared: {c:#}"
+    );
     destroy(&s, &b).await;
     wait_status(&s, &b, "destroyed", 60).await;
 }
@@ -220,15 +328,34 @@ async fn a_whole_mesos_outage_fails_the_cluster_and_the_framework_resubscribes()
     wait_status(&s, &id, "scheduled", 90).await;
 
     // Master and agent go down together, as in a datacentre outage, and come back empty.
-    let stop = Command::new(format!("{kit}/stop.sh")).output().expect("stop.sh");
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
-    let started = Command::new(format!("{kit}/start.sh")).output().expect("start.sh");
-    assert!(started.status.success(), "start.sh: {}", String::from_utf8_lossy(&started.stderr));
+    let stop = Command::new(format!("{kit}/stop.sh"))
+        .output()
+        .expect("stop.sh");
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let started = Command::new(format!("{kit}/start.sh"))
+        .output()
+        .expect("start.sh");
+    assert!(
+        started.status.success(),
+        "start.sh: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
 
     let c = wait_status(&s, &id, "failed", 120).await;
     let reason = c["reason"].as_str().unwrap();
     assert!(reason.contains("TASK_LOST"), "{reason}");
-    assert!(c["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "lost"), "{c:#}");
+    assert!(
+        c["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "lost"),
+        "{c:#}"
+    );
     eprintln!("after the outage: {reason}");
     let h = wait_subscribed(&s, 60).await;
     assert_eq!(h["ready"], true, "{h:#}");
