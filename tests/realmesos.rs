@@ -10,13 +10,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{JSON, Server, call, get, register_reference};
 use serde_json::Value;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The master URL, or `None` (with the reason printed) when these tests cannot run here.
 fn master() -> Option<String> {
@@ -168,7 +167,7 @@ async fn destroy(s: &Server, id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_three_runs_in_three_containers_and_is_destroyed() {
     let Some(m) = master() else { return };
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &m);
     wait_subscribed(&s, 30).await;
@@ -218,7 +217,7 @@ async fn a_cluster_of_three_runs_in_three_containers_and_is_destroyed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_keeps_the_framework_and_every_node() {
     let Some(m) = master() else { return };
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = start(dir.path(), &m);
     let fid = wait_subscribed(&s, 30).await["mesos"]["framework_id"]
@@ -279,7 +278,7 @@ async fn kill_9_and_restart_keeps_the_framework_and_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
     let Some(m) = master() else { return };
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &m);
     wait_subscribed(&s, 30).await;
@@ -318,7 +317,7 @@ async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_mesos_outage_fails_the_cluster_and_the_framework_resubscribes() {
     let Some(m) = master() else { return };
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let kit = std::env::var("REALMESOS_HOME").unwrap_or_else(|_| "/opt/realmesos".into());
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &m);
