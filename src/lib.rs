@@ -9,8 +9,10 @@
 //! - [`orchestrator`]: configures running clusters (templates, NodeAgent, scripts).
 //! - [`metrics`]: Prometheus counters shared by the modules above.
 //! - [`proto`]: every piece of generated protobuf code.
+//! - [`cli`]: the `paas products|clusters` client of the REST API.
 
 pub mod api;
+pub mod cli;
 pub mod domain;
 pub mod executor;
 pub mod metrics;

@@ -32,6 +32,20 @@ struct Cli {
 enum Command {
     /// Run the REST API and the Mesos framework.
     Serve(ServeArgs),
+    /// Manage products (a client of the REST API).
+    Products {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: paas::cli::ProductsCmd,
+    },
+    /// Launch, inspect and destroy clusters (a client of the REST API).
+    Clusters {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: paas::cli::ClustersCmd,
+    },
     /// Run as the Mesos executor of one node (started by the Mesos agent inside the node's
     /// container; configured by the MESOS_* environment the agent sets).
     Executor {
@@ -39,6 +53,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         _rest: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The paas server.
+    #[arg(
+        long,
+        env = "PAAS_URL",
+        default_value = "http://127.0.0.1:5000",
+        global = true
+    )]
+    url: String,
+    /// Bearer token (see `serve --tokens`).
+    #[arg(long, env = "PAAS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Parser)]
@@ -79,6 +108,15 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Products { .. } | Command::Clusters { .. }
+    ) {
+        // A client piped into `head` should stop quietly when the pipe closes, like any
+        // other command-line tool, instead of panicking on a failed print.
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -92,6 +130,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::Executor { .. } => rt.block_on(executor()),
+        Command::Products { client, cmd } => {
+            let c = paas::cli::Client::new(&client.url, client.token);
+            rt.block_on(paas::cli::products(&c, cmd)).map_err(cli_exit)
+        }
+        Command::Clusters { client, cmd } => {
+            let c = paas::cli::Client::new(&client.url, client.token);
+            rt.block_on(paas::cli::clusters(&c, cmd)).map_err(cli_exit)
+        }
     }
 }
 
@@ -151,6 +197,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.flush()?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Client errors are for people: print the message alone and exit 1.
+fn cli_exit(e: paas::cli::CliError) -> anyhow::Error {
+    eprintln!("error: {e}");
+    std::process::exit(1);
 }
 
 async fn executor() -> anyhow::Result<()> {

@@ -1,0 +1,626 @@
+//! The command-line client: `paas products …` and `paas clusters …`, a thin layer over the
+//! REST API (it never touches the store or Mesos, so it works against any `paas serve`).
+
+mod table;
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Subcommand;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Map, Value, json};
+
+/// Errors of the client; `main` prints them and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("invalid server answer: {0}")]
+    Decode(String),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad --opt {0:?}: expected key=value")]
+    BadOpt(String),
+    #[error("cluster {id} {status}: {reason}")]
+    ClusterFailed {
+        id: String,
+        status: String,
+        reason: String,
+    },
+    #[error("timed out after {0:?} waiting for the cluster (last status: {1})")]
+    Timeout(Duration, String),
+}
+
+#[derive(Subcommand)]
+pub enum ProductsCmd {
+    /// List every product version.
+    List,
+    /// Show a product's versions, or one version's details.
+    Get {
+        name: String,
+        version: Option<String>,
+    },
+    /// Register a product version (admin).
+    Create {
+        name: String,
+        version: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        logo_url: Option<String>,
+    },
+    /// Delete a product version (admin; refused while live clusters use it).
+    Delete { name: String, version: String },
+    /// Upload the cluster template (admin).
+    PutTemplate {
+        name: String,
+        version: String,
+        file: String,
+    },
+    /// Upload the options document (admin).
+    PutOptions {
+        name: String,
+        version: String,
+        file: String,
+    },
+    /// Upload the orchestration script (admin).
+    PutOrchestrator {
+        name: String,
+        version: String,
+        file: String,
+    },
+    /// Print one uploaded part: template, options or orchestrator.
+    Part {
+        name: String,
+        version: String,
+        part: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClustersCmd {
+    /// List clusters (yours; admins see all).
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        product: Option<String>,
+    },
+    /// Show a cluster: status, nodes and services.
+    Get { id: String },
+    /// Launch a cluster of a product.
+    Launch {
+        name: String,
+        version: String,
+        /// An option, `key=value` (repeatable). Values are JSON when they parse as JSON
+        /// (`size=3`, `debug=true`), else strings.
+        #[arg(long = "opt", value_name = "KEY=VALUE")]
+        opts: Vec<String>,
+        /// Follow the status until the cluster is `ready` (exit 0) or `failed` (exit 1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: the status that counts as done.
+        #[arg(long, default_value = "ready")]
+        until: String,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Destroy a cluster.
+    Delete {
+        id: String,
+        /// Follow the status until `destroyed`.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The cluster's status history.
+    Events { id: String },
+    /// The orchestrator's output for the cluster.
+    Logs { id: String },
+}
+
+/// A REST client for one server.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    pub fn new(url: &str, token: Option<String>) -> Self {
+        let base = format!("{}/bigdata/api/v1", url.trim_end_matches('/'));
+        Self {
+            base,
+            token,
+            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(u16, Bytes), CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = http::Request::builder().method(method).uri(&url);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| CliError::Decode(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|source| CliError::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Decode(e.to_string()))?
+            .to_bytes();
+        if status >= 400 {
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(CliError::Api { status, message });
+        }
+        Ok((status, bytes))
+    }
+
+    async fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let (_, bytes) = self
+            .call(method, path, body.map(|b| Bytes::from(b.to_string())))
+            .await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))
+    }
+}
+
+fn read(path: &str) -> Result<Bytes, CliError> {
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|source| CliError::File {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// Runs a `products` command, printing to stdout.
+///
+/// # Errors
+/// [`CliError`] for connection, API and file errors.
+pub async fn products(c: &Client, cmd: ProductsCmd) -> Result<(), CliError> {
+    match cmd {
+        ProductsCmd::List => {
+            let v = c.json("GET", "/products", None).await?;
+            let rows: Vec<Vec<String>> = v["products"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let parts: Vec<&str> = ["template", "options", "orchestrator"]
+                        .into_iter()
+                        .filter(|k| p["parts"][k] == true)
+                        .collect();
+                    vec![
+                        s(&p["name"]),
+                        s(&p["version"]),
+                        parts.join(","),
+                        s(&p["description"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(&["NAME", "VERSION", "PARTS", "DESCRIPTION"], &rows)
+            );
+        }
+        ProductsCmd::Get {
+            name,
+            version: None,
+        } => println!(
+            "{}",
+            pretty(&c.json("GET", &format!("/products/{name}"), None).await?)
+        ),
+        ProductsCmd::Get {
+            name,
+            version: Some(v),
+        } => println!(
+            "{}",
+            pretty(
+                &c.json("GET", &format!("/products/{name}/{v}"), None)
+                    .await?
+            )
+        ),
+        ProductsCmd::Create {
+            name,
+            version,
+            description,
+            logo_url,
+        } => {
+            let mut body = json!({"name": name, "version": version, "description": description});
+            if let Some(u) = logo_url {
+                body["logo_url"] = json!(u);
+            }
+            println!(
+                "{}",
+                pretty(&c.json("POST", "/products", Some(body)).await?)
+            );
+        }
+        ProductsCmd::Delete { name, version } => {
+            c.call("DELETE", &format!("/products/{name}/{version}"), None)
+                .await?;
+            println!("deleted {name}/{version}");
+        }
+        ProductsCmd::PutTemplate {
+            name,
+            version,
+            file,
+        } => put(c, &name, &version, "template", &file).await?,
+        ProductsCmd::PutOptions {
+            name,
+            version,
+            file,
+        } => put(c, &name, &version, "options", &file).await?,
+        ProductsCmd::PutOrchestrator {
+            name,
+            version,
+            file,
+        } => put(c, &name, &version, "orquestrator", &file).await?,
+        ProductsCmd::Part {
+            name,
+            version,
+            part,
+        } => {
+            let (_, bytes) = c
+                .call("GET", &format!("/products/{name}/{version}/{part}"), None)
+                .await?;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|source| CliError::File {
+                    path: "stdout".into(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+async fn put(
+    c: &Client,
+    name: &str,
+    version: &str,
+    part: &str,
+    file: &str,
+) -> Result<(), CliError> {
+    c.call(
+        "PUT",
+        &format!("/products/{name}/{version}/{part}"),
+        Some(read(file)?),
+    )
+    .await?;
+    println!("uploaded {part} of {name}/{version}");
+    Ok(())
+}
+
+/// Parses `--opt key=value` pairs into a launch body.
+///
+/// # Errors
+/// [`CliError::BadOpt`] for a pair without `=` or with an empty key.
+pub fn parse_opts(opts: &[String]) -> Result<Map<String, Value>, CliError> {
+    opts.iter()
+        .map(|o| {
+            let (k, v) = o
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| CliError::BadOpt(o.clone()))?;
+            let value = serde_json::from_str::<Value>(v)
+                .ok()
+                .filter(|x| !x.is_object() && !x.is_array() || v.starts_with(['{', '[']))
+                .unwrap_or_else(|| json!(v));
+            Ok((k.to_owned(), value))
+        })
+        .collect()
+}
+
+/// Runs a `clusters` command, printing to stdout.
+///
+/// # Errors
+/// [`CliError`]; with `--wait`, also a failed cluster or a timeout.
+pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
+    match cmd {
+        ClustersCmd::List { status, product } => {
+            let mut q = Vec::new();
+            if let Some(s) = status {
+                q.push(format!("status={s}"));
+            }
+            if let Some(p) = product {
+                q.push(format!("product={p}"));
+            }
+            let path = if q.is_empty() {
+                "/clusters".to_owned()
+            } else {
+                format!("/clusters?{}", q.join("&"))
+            };
+            let v = c.json("GET", &path, None).await?;
+            let rows: Vec<Vec<String>> = v["clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    vec![
+                        s(&c["id"]),
+                        format!("{}/{}", s(&c["product"]), s(&c["version"])),
+                        s(&c["owner"]),
+                        s(&c["status"]),
+                        c["nodes"].as_array().map_or(0, Vec::len).to_string(),
+                        s(&c["created_at"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &["ID", "PRODUCT", "OWNER", "STATUS", "NODES", "CREATED"],
+                    &rows
+                )
+            );
+        }
+        ClustersCmd::Get { id } => print!(
+            "{}",
+            describe(&c.json("GET", &format!("/clusters/{id}"), None).await?)
+        ),
+        ClustersCmd::Launch {
+            name,
+            version,
+            opts,
+            wait,
+            until,
+            timeout,
+        } => {
+            let body = Value::Object(parse_opts(&opts)?);
+            let v = c
+                .json("POST", &format!("/products/{name}/{version}"), Some(body))
+                .await?;
+            let id = s(&v["id"]);
+            println!("cluster {id} {}", s(&v["status"]));
+            if wait {
+                follow(c, &id, &until, Duration::from_secs(timeout)).await?;
+            }
+        }
+        ClustersCmd::Delete { id, wait } => {
+            let v = c.json("DELETE", &format!("/clusters/{id}"), None).await?;
+            println!("cluster {id} {}", s(&v["status"]));
+            if wait {
+                follow(c, &id, "destroyed", Duration::from_secs(300)).await?;
+            }
+        }
+        ClustersCmd::Events { id } => {
+            let v = c
+                .json("GET", &format!("/clusters/{id}/events"), None)
+                .await?;
+            let rows: Vec<Vec<String>> = v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| vec![s(&e["at"]), s(&e["status"]), s(&e["message"])])
+                .collect();
+            print!("{}", table::render(&["AT", "STATUS", "MESSAGE"], &rows));
+        }
+        ClustersCmd::Logs { id } => {
+            let (_, bytes) = c.call("GET", &format!("/clusters/{id}/logs"), None).await?;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|source| CliError::File {
+                    path: "stdout".into(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls the cluster, showing the status history on one line that updates in place (on a
+/// terminal; one line per change otherwise), until `until`, `failed` or the timeout.
+async fn follow(c: &Client, id: &str, until: &str, timeout: Duration) -> Result<(), CliError> {
+    let tty = std::io::stdout().is_terminal();
+    let start = Instant::now();
+    let mut shown: Vec<String> = Vec::new();
+    loop {
+        let v = c.json("GET", &format!("/clusters/{id}"), None).await?;
+        let history: Vec<String> = v["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| s(&h["status"]))
+            .collect();
+        let status = s(&v["status"]);
+        if history != shown {
+            let line = history.join(" → ");
+            if tty {
+                print!("\r\x1b[2K{line} ({:.0?})", start.elapsed());
+            } else {
+                for st in history.iter().skip(shown.len()) {
+                    println!("{st}");
+                }
+            }
+            let _ = std::io::stdout().flush();
+            shown = history;
+        }
+        let done = status == until;
+        let failed = status == "failed" || (status == "destroyed" && until != "destroyed");
+        if done || failed {
+            if tty {
+                println!();
+            }
+            if failed {
+                return Err(CliError::ClusterFailed {
+                    id: id.to_owned(),
+                    status,
+                    reason: s(&v["reason"]),
+                });
+            }
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            if tty {
+                println!();
+            }
+            return Err(CliError::Timeout(timeout, status));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A cluster as text: a header, the nodes table and the services table.
+pub fn describe(c: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "cluster   {}\nproduct   {}/{}\nowner     {}\nstatus    {}\n",
+        s(&c["id"]),
+        s(&c["product"]),
+        s(&c["version"]),
+        s(&c["owner"]),
+        s(&c["status"])
+    ));
+    if let Some(r) = c["reason"].as_str() {
+        out.push_str(&format!("reason    {r}\n"));
+    }
+    out.push_str(&format!("created   {}\n\n", s(&c["created_at"])));
+    let nodes: Vec<Vec<String>> = c["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let ports: Vec<String> = n["ports"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let services = n["services"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![
+                s(&n["name"]),
+                s(&n["status"]),
+                s(&n["address"]),
+                s(&n["cpu"]),
+                s(&n["mem"]),
+                ports.join(","),
+                services,
+                s(&n["task_id"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render(
+        &[
+            "NODE", "STATUS", "ADDRESS", "CPU", "MEM", "PORTS", "SERVICES", "TASK",
+        ],
+        &nodes,
+    ));
+    let services: Vec<Vec<String>> = c["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|sv| {
+            vec![
+                s(&sv["name"]),
+                sv["nodes"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !services.is_empty() {
+        out.push('\n');
+        out.push_str(&table::render(&["SERVICE", "NODES"], &services));
+    }
+    out
+}
+
+/// A JSON value as plain text: strings unquoted, null as `-`.
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opts_parse_as_json_or_strings() {
+        let got = parse_opts(&[
+            "size=3".into(),
+            "name=spark".into(),
+            "debug=true".into(),
+            "ratio=0.5".into(),
+            "list=[1,2]".into(),
+            "empty=".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(got),
+            json!({"size": 3, "name": "spark", "debug": true, "ratio": 0.5, "list": [1, 2], "empty": ""})
+        );
+        assert!(parse_opts(&["novalue".into()]).is_err());
+        assert!(parse_opts(&["=1".into()]).is_err());
+    }
+
+    #[test]
+    fn describe_shows_nodes_and_services() {
+        let c = json!({
+            "id": "abc", "product": "reference", "version": "1.0.0", "owner": "alice", "status": "scheduled", "created_at": "t",
+            "nodes": [{"name": "node0", "status": "running", "address": "127.0.0.1", "cpu": 0.1, "mem": 64.0, "ports": {"http": 31000}, "services": ["head"], "task_id": "abc.node0.1"}],
+            "services": [{"name": "head", "nodes": ["node0"]}]
+        });
+        let text = describe(&c);
+        assert!(text.contains("status    scheduled"), "{text}");
+        let node_line = text.lines().find(|l| l.starts_with("node0")).unwrap();
+        for want in ["running", "127.0.0.1", "http=31000", "head", "abc.node0.1"] {
+            assert!(node_line.contains(want), "{node_line}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("head") && l.contains("node0")),
+            "{text}"
+        );
+    }
+}
