@@ -9,6 +9,7 @@
 //! - [`orchestrator`]: configures running clusters (templates, NodeAgent, scripts).
 //! - [`metrics`]: Prometheus counters shared by the modules above.
 //! - [`proto`]: every piece of generated protobuf code.
+//! - [`recordio`]: the RecordIO framing of the Mesos v1 streams (scheduler and executor).
 //! - [`cli`]: the `paas products|clusters` client of the REST API.
 
 pub mod api;
@@ -18,5 +19,6 @@ pub mod executor;
 pub mod metrics;
 pub mod orchestrator;
 pub mod proto;
+pub mod recordio;
 pub mod registry;
 pub mod scheduler;

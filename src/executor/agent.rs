@@ -18,8 +18,8 @@ use prost::Message;
 use tokio::net::TcpStream;
 
 use super::config::AgentEndpoint;
-use super::recordio::{Decoder, RecordIoError};
 use crate::proto::mesos::v1::executor::{Call, Event};
+use crate::recordio::{Decoder, RecordIoError};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// Loopback or LAN: an agent that takes longer than this to accept is as good as gone.
@@ -216,10 +216,7 @@ impl EventStream {
                 Err(e) => return Some(Err(e.into())),
             }
             if self.body_done {
-                return self
-                    .decoder
-                    .has_partial()
-                    .then_some(Err(AgentError::Truncated));
+                return (self.decoder.buffered() > 0).then_some(Err(AgentError::Truncated));
             }
             tokio::select! {
                 frame = self.body.frame() => match frame {

@@ -21,7 +21,7 @@
 mod agent;
 mod config;
 mod process;
-pub mod recordio;
+pub use crate::recordio;
 mod state;
 mod supervisor;
 

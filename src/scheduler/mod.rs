@@ -9,9 +9,12 @@
 //! It never serves HTTP and never imports the api; the api reaches it through
 //! [`Scheduler::wake`] (via the api's `Backend` trait, implemented in `main`).
 
+/// RecordIO lives at the crate root (the executor uses it too); re-exported for callers
+/// that look for it here.
+pub use crate::recordio;
+
 pub mod driver;
 pub mod offers;
-pub mod recordio;
 pub mod resources;
 pub mod state;
 pub mod tasks;

@@ -31,7 +31,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::recordio::{DEFAULT_MAX_RECORD_SIZE, Decoder, RecordIoError};
+use crate::recordio::{DEFAULT_MAX_RECORD_SIZE, Decoder, RecordIoError};
 
 /// The header carrying the subscription's stream id; required on every call but SUBSCRIBE.
 pub const STREAM_ID_HEADER: HeaderName = HeaderName::from_static("mesos-stream-id");
@@ -734,7 +734,7 @@ mod tests {
     use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
-    use crate::scheduler::recordio::encode;
+    use crate::recordio::encode;
 
     type TestBody = BoxBody<Bytes, Infallible>;
 
