@@ -72,11 +72,8 @@ async fn handle(
     if call.r#type() == call::Type::Subscribe {
         let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
         let _ = tx.send(Received::Subscribe(call, events_tx));
-        let frames = UnboundedReceiverStream::new(events_rx).map(|ev| {
-            Ok::<_, Infallible>(Frame::data(Bytes::from(recordio::encode(
-                &ev.encode_to_vec(),
-            ))))
-        });
+        let frames = UnboundedReceiverStream::new(events_rx)
+            .map(|ev| Ok::<_, Infallible>(Frame::data(recordio::encode(&ev.encode_to_vec()))));
         let response = Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, PROTOBUF)
