@@ -10,9 +10,11 @@
 //! - [`metrics`]: Prometheus counters shared by the modules above.
 //! - [`proto`]: every piece of generated protobuf code.
 //! - [`recordio`]: the RecordIO framing of the Mesos v1 streams (scheduler and executor).
+//! - [`bench`]: `paas bench` benchmarks of the hot paths.
 //! - [`cli`]: the `paas products|clusters` client of the REST API.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod domain;
 pub mod executor;

@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         cmd: paas::cli::ClustersCmd,
     },
+    /// Benchmarks of the hot paths; they print numbers.
+    Bench {
+        #[command(subcommand)]
+        cmd: paas::bench::BenchCmd,
+    },
     /// Run as the Mesos executor of one node (started by the Mesos agent inside the node's
     /// container; configured by the MESOS_* environment the agent sets).
     Executor {
@@ -130,6 +135,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::Executor { .. } => rt.block_on(executor()),
+        Command::Bench { cmd } => Ok(paas::bench::run(cmd)?),
         Command::Products { client, cmd } => {
             let c = paas::cli::Client::new(&client.url, client.token);
             rt.block_on(paas::cli::products(&c, cmd)).map_err(cli_exit)
