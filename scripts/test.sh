@@ -9,7 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-shared=${PAAS_SHARED_DIR:-$repo/../shared}
+# The shared kit sits next to the checkout (../shared); /work/shared is where it lives on
+# this workplace's machines when the checkout is elsewhere.
+shared=${PAAS_SHARED_DIR:-}
+if [[ -z $shared ]]; then
+  for d in "$repo/../shared" /work/shared; do
+    [[ -x $d/realmesos/build.sh ]] && { shared=$d; break; }
+  done
+fi
+[[ -n $shared ]] || { echo "cannot find ../shared/realmesos (set PAAS_SHARED_DIR)" >&2; exit 1; }
 
 if ! command -v http >/dev/null 2>&1; then
   python3 -m pip install -q httpie
