@@ -383,13 +383,20 @@ impl Driver {
                 let node = tid.node.to_string();
                 let o = obs.clone();
                 let now = Timestamp::now();
+                let requeued = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = requeued.clone();
                 let result = self
                     .blocking(move |st| {
-                        st.update_cluster(tid.cluster, &mut |c| match apply_update(
-                            c, &node, &o, &now,
-                        ) {
-                            Applied::Changed => Ok(Update::Write),
-                            Applied::Ignored(_) => Ok(Update::Keep),
+                        st.update_cluster(tid.cluster, &mut |c| {
+                            let applied = apply_update(c, &node, &o, &now);
+                            flag.store(
+                                applied == Applied::Requeued,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            match applied {
+                                Applied::Changed | Applied::Requeued => Ok(Update::Write),
+                                Applied::Ignored(_) => Ok(Update::Keep),
+                            }
                         })
                     })
                     .await;
@@ -399,6 +406,11 @@ impl Driver {
                         tracing::info!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), cluster_status = %c.status, "task update");
                         if c.status.is_terminal() || c.desired == Desired::Destroyed {
                             self.pending.remove(&cluster_id);
+                        }
+                        if requeued.load(std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, "launch not delivered; node queued again");
+                            self.pending.insert(cluster_id);
+                            self.revive_or_suppress(s).await?;
                         }
                         // A task that runs for a cluster that should be gone (it launched
                         // while the destroy was requested) is killed now.

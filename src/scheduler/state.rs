@@ -56,6 +56,9 @@ impl Observed {
 pub enum Applied {
     /// Recorded; the cluster may have changed status.
     Changed,
+    /// The launch never reached the agent (stale offer, agent gone at launch): the node is
+    /// queued again for the next offers rather than failing the cluster.
+    Requeued,
     /// Harmless and ignored (duplicate, stale attempt, out of order); nothing to write.
     Ignored(&'static str),
 }
@@ -63,6 +66,7 @@ pub enum Applied {
 /// Applies `obs` about node `node` to `c`.
 pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp) -> Applied {
     let new = node_status(obs.state);
+    let requeue_allowed = c.desired == Desired::Running && c.status == ClusterStatus::Scheduling;
     let Some(n) = c.node_mut(node) else {
         return Applied::Ignored("no such node");
     };
@@ -73,6 +77,19 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         // Updates of one task arrive in order, but reconciliation answers and retried
         // updates can trail a terminal one. A terminal task stays terminal for us.
         return Applied::Ignored("non-terminal update after a terminal one");
+    }
+    if n.status == NodeStatus::Staging && requeue_allowed && never_launched(obs) {
+        n.status = NodeStatus::Queued;
+        n.task_id = None;
+        n.agent_id = None;
+        n.host = None;
+        n.address = None;
+        n.ports.clear();
+        n.message = Some(format!(
+            "launch not delivered, queued again: {}",
+            obs.describe()
+        ));
+        return Applied::Requeued;
     }
     let message = Some(obs.describe());
     if n.status == new && n.message == message {
@@ -103,6 +120,22 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         let _ = c.apply(ClusterEvent::AllRunning, None, t);
     }
     Applied::Changed
+}
+
+/// The master's answers that mean "this launch never reached an executor": the task can be
+/// launched again elsewhere without any risk of running twice.
+fn never_launched(obs: &Observed) -> bool {
+    let transient = matches!(
+        obs.reason,
+        Some(
+            Reason::InvalidOffers
+                | Reason::AgentRemoved
+                | Reason::AgentDisconnected
+                | Reason::ResourcesUnknown
+                | Reason::AgentRestarted
+        )
+    );
+    obs.state == TaskState::TaskDropped || (obs.state == TaskState::TaskLost && transient)
 }
 
 #[cfg(test)]
@@ -225,6 +258,37 @@ mod tests {
             apply_update(&mut c, "n0", &obs("t0", TaskState::TaskFailed), &ts());
             assert_eq!(c.reason.as_deref(), Some(reason.as_str()));
         }
+    }
+
+    #[test]
+    fn launches_that_never_arrived_are_queued_again() {
+        let mut c = cluster(2);
+        let mut o = obs("t1", TaskState::TaskLost);
+        o.reason = Some(Reason::InvalidOffers);
+        assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Requeued);
+        assert_eq!(c.status, ClusterStatus::Scheduling);
+        let n1 = c.node("n1").unwrap();
+        assert_eq!(
+            (n1.status, n1.task_id.as_deref()),
+            (NodeStatus::Queued, None)
+        );
+        assert!(
+            n1.message
+                .as_deref()
+                .unwrap()
+                .contains("REASON_INVALID_OFFERS")
+        );
+        // A dropped launch too; but a task that ran and was lost fails the cluster.
+        assert_eq!(
+            apply_update(&mut c, "n0", &obs("t0", TaskState::TaskDropped), &ts()),
+            Applied::Requeued
+        );
+        let mut c = cluster(1);
+        apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts());
+        let mut o = obs("t0", TaskState::TaskLost);
+        o.reason = Some(Reason::AgentRemoved);
+        assert_eq!(apply_update(&mut c, "n0", &o, &ts()), Applied::Changed);
+        assert_eq!(c.status, ClusterStatus::Failed);
     }
 
     #[test]
