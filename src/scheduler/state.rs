@@ -237,7 +237,6 @@ mod tests {
             TaskState::TaskFailed,
             TaskState::TaskLost,
             TaskState::TaskError,
-            TaskState::TaskDropped,
             TaskState::TaskFinished,
         ] {
             let mut c = cluster(2);
