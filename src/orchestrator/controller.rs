@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::OrchestratorConfig;
 use super::client::{AgentCallError, AgentClient, ServiceState};
-use super::facts::{cluster_facts, render_files};
+use super::facts::{cluster_facts, render_argv, render_files};
 use super::plan::{Action, Step, StepKind, decide, fresh_progress, generation};
 use super::script::{self, ScriptError, ScriptRun};
 use crate::domain::lifecycle::ClusterEvent;
@@ -493,16 +493,20 @@ impl Controller {
         let Some(cmd) = &svc.start else {
             return Ok(());
         };
-        let argv = cmd.argv();
-        let results = join_all(nodes_of(c, svc).map(|node| {
+        let facts = cluster_facts(c);
+        let mut work = Vec::new();
+        for node in nodes_of(c, svc) {
+            let argv = render_argv(&self.renderer, &facts, svc, node, &cmd.argv())
+                .map_err(|e| StepFailure::on(node, format!("start: {e}")))?;
+            work.push((node, argv));
+        }
+        let results = join_all(work.into_iter().map(|(node, argv)| async move {
             let argv = &argv;
-            async move {
-                let agent = self.agent(c, node)?;
-                self.retry(|| agent.start_service(svc.name.as_str(), argv))
-                    .await
-                    .map_err(|e| StepFailure::on(node, format!("cannot start {argv:?}: {e}")))?;
-                Ok(())
-            }
+            let agent = self.agent(c, node)?;
+            self.retry(|| agent.start_service(svc.name.as_str(), argv))
+                .await
+                .map_err(|e| StepFailure::on(node, format!("cannot start {argv:?}: {e}")))?;
+            Ok(())
         }))
         .await;
         results.into_iter().collect()
@@ -514,54 +518,58 @@ impl Controller {
         let Some(cmd) = &svc.ready else {
             return Ok(());
         };
-        let argv = cmd.argv();
+        let facts = cluster_facts(c);
+        let mut work = Vec::new();
+        for node in nodes_of(c, svc) {
+            let argv = render_argv(&self.renderer, &facts, svc, node, &cmd.argv())
+                .map_err(|e| StepFailure::on(node, format!("ready: {e}")))?;
+            work.push((node, argv));
+        }
         let deadline = Instant::now() + within;
-        let results = join_all(nodes_of(c, svc).map(|node| {
+        let results = join_all(work.into_iter().map(|(node, argv)| async move {
             let argv = &argv;
-            async move {
-                let agent = self.agent(c, node)?;
-                let mut last: String;
-                loop {
-                    if svc.start.is_some() {
-                        if let Ok(ServiceState::Exited { ended, output_tail }) =
-                            agent.inspect_service(svc.name.as_str()).await
-                            && !ended.success()
-                        {
-                            return Err(StepFailure::on(
-                                node,
-                                format!(
-                                    "service {} {ended} before it was ready; output: {output_tail}",
-                                    svc.name
-                                ),
-                            ));
-                        }
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let attempt = agent
-                        .run(
-                            argv,
-                            self.cfg
-                                .check_timeout
-                                .min(left)
-                                .max(Duration::from_millis(100)),
-                        )
-                        .await;
-                    match attempt {
-                        Ok(out) if out.ended.success() => return Ok(()),
-                        Ok(out) => last = format!("{}: {}", out.ended, out.tail(3)),
-                        Err(e) => last = e.to_string(),
-                    }
-                    if Instant::now() + self.cfg.ready_interval >= deadline {
+            let agent = self.agent(c, node)?;
+            let mut last: String;
+            loop {
+                if svc.start.is_some() {
+                    if let Ok(ServiceState::Exited { ended, output_tail }) =
+                        agent.inspect_service(svc.name.as_str()).await
+                        && !ended.success()
+                    {
                         return Err(StepFailure::on(
                             node,
                             format!(
-                                "ready check {argv:?} did not pass within {}; last attempt: {last}",
-                                humantime::format_duration(within)
+                                "service {} {ended} before it was ready; output: {output_tail}",
+                                svc.name
                             ),
                         ));
                     }
-                    tokio::time::sleep(self.cfg.ready_interval).await;
                 }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let attempt = agent
+                    .run(
+                        argv,
+                        self.cfg
+                            .check_timeout
+                            .min(left)
+                            .max(Duration::from_millis(100)),
+                    )
+                    .await;
+                match attempt {
+                    Ok(out) if out.ended.success() => return Ok(()),
+                    Ok(out) => last = format!("{}: {}", out.ended, out.tail(3)),
+                    Err(e) => last = e.to_string(),
+                }
+                if Instant::now() + self.cfg.ready_interval >= deadline {
+                    return Err(StepFailure::on(
+                        node,
+                        format!(
+                            "ready check {argv:?} did not pass within {}; last attempt: {last}",
+                            humantime::format_duration(within)
+                        ),
+                    ));
+                }
+                tokio::time::sleep(self.cfg.ready_interval).await;
             }
         }))
         .await;

@@ -15,7 +15,12 @@
 //!
 //! So `{{hostports services.workers.nodes "http"}}` gives `10.0.0.1:31000,10.0.0.2:31001`,
 //! and `{{#each nodes}}{{name}}={{address}}:{{ports.http}}{{#unless @last}},{{/unless}}{{/each}}`
-//! lists every peer. A file's `path` is rendered too (e.g. `/etc/{{node.name}}.conf`).
+//! lists every peer. A file's `path` is rendered too (e.g. `/etc/{{node.name}}.conf`), and so
+//! is every argument of the service's `start` and `ready` commands (e.g.
+//! `["/paas", "node-tool", "serve", "--config", "/etc/{{node.name}}.conf"]`).
+//!
+//! Inside a product template these expressions are written `\{{node.name}}`: the launch-time
+//! phase turns `\{{` into a literal `{{` for this phase to fill in.
 
 use serde_json::{Map, Value, json};
 
@@ -44,6 +49,12 @@ pub enum FactsError {
     Path { path: String, rendered: String },
     #[error("file {path}: mode {mode} is not a permission like 420 or \"0644\"")]
     Mode { path: String, mode: String },
+    #[error("command argument {arg:?}: {source}")]
+    Command {
+        arg: String,
+        #[source]
+        source: TemplateError,
+    },
 }
 
 /// The facts of one node.
@@ -111,6 +122,44 @@ pub fn render_files(
     service: &Service,
     node: &Node,
 ) -> Result<Vec<RenderedFile>, FactsError> {
+    let ctx = context(facts, service, node);
+    service
+        .files
+        .iter()
+        .map(|f| render_one(renderer, &ctx, f))
+        .collect()
+}
+
+/// Renders each argument of one of `service`'s commands for `node`. Arguments without `{{`
+/// are taken as they are.
+///
+/// # Errors
+/// [`FactsError::Command`] naming the argument (an undefined variable, a syntax error).
+pub fn render_argv(
+    renderer: &Renderer,
+    facts: &Value,
+    service: &Service,
+    node: &Node,
+    argv: &[String],
+) -> Result<Vec<String>, FactsError> {
+    if !argv.iter().any(|a| a.contains("{{")) {
+        return Ok(argv.to_vec());
+    }
+    let ctx = context(facts, service, node);
+    argv.iter()
+        .map(|a| {
+            renderer
+                .render(a, &ctx)
+                .map_err(|source| FactsError::Command {
+                    arg: a.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// `facts` plus `service` and `node`.
+fn context(facts: &Value, service: &Service, node: &Node) -> Value {
     let mut ctx = facts.clone();
     if let Value::Object(m) = &mut ctx {
         let svc = facts
@@ -121,11 +170,7 @@ pub fn render_files(
         m.insert("service".into(), svc);
         m.insert("node".into(), node_facts(node));
     }
-    service
-        .files
-        .iter()
-        .map(|f| render_one(renderer, &ctx, f))
-        .collect()
+    ctx
 }
 
 fn render_one(renderer: &Renderer, ctx: &Value, f: &FileSpec) -> Result<RenderedFile, FactsError> {
@@ -247,6 +292,22 @@ mod tests {
         let c = cluster(json!([{"path": "/etc/x.conf", "template": "a={{opts.nope}}"}]));
         let err = render(&c, 0).unwrap_err().to_string();
         assert!(err.contains("/etc/x.conf"), "{err}");
+        assert!(err.contains("opts.nope"), "{err}");
+    }
+
+    #[test]
+    fn command_arguments_are_rendered_per_node() {
+        let c = cluster(json!([]));
+        let argv: Vec<String> = ["/paas", "--port", "{{node.ports.http}}", "{{opts.nope}}"]
+            .map(String::from)
+            .to_vec();
+        let facts = cluster_facts(&c);
+        let r = Renderer::files();
+        let out = render_argv(&r, &facts, &c.services[0], &c.nodes[2], &argv[..3]).unwrap();
+        assert_eq!(out, ["/paas", "--port", "31002"]);
+        let err = render_argv(&r, &facts, &c.services[0], &c.nodes[0], &argv)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("opts.nope"), "{err}");
     }
 
