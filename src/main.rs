@@ -82,6 +82,12 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAAS_MAX_BODY", default_value_t = api::DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// How long a service's `ready` check may keep failing before its cluster fails.
+    #[arg(long, env = "PAAS_READY_TIMEOUT", default_value = "2m")]
+    ready_timeout: humantime::Duration,
+    /// Time limit of the orchestration script's `start`.
+    #[arg(long, env = "PAAS_SCRIPT_TIMEOUT", default_value = "10m")]
+    script_timeout: humantime::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -147,8 +153,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         local
     };
+    let mut orch_cfg = OrchestratorConfig::new(format!("http://{api_host}{}", api::routes::BASE));
+    orch_cfg.ready_timeout = args.ready_timeout.into();
+    orch_cfg.script_timeout = args.script_timeout.into();
     let orchestrator = Orchestrator::spawn(
-        OrchestratorConfig::new(format!("http://{api_host}{}", api::routes::BASE)),
+        orch_cfg,
         store.clone(),
         metrics.clone(),
         shutdown.clone(),

@@ -374,7 +374,6 @@ impl Controller {
             r = checks => r,
             () = cancel.cancelled() => return Err(WorkError::Cancelled),
         };
-        let generation = generation(c);
         match result {
             Ok(()) => {
                 let c = self
@@ -394,10 +393,7 @@ impl Controller {
             Err(reason) => {
                 let r = reason.clone();
                 self.update(c.id, move |c| {
-                    if c.desired != Desired::Running
-                        || c.status != ClusterStatus::Configured
-                        || generation != super::plan::generation(c)
-                    {
+                    if c.desired != Desired::Running || c.status != ClusterStatus::Configured {
                         return Update::Keep;
                     }
                     let _ = c.apply(ClusterEvent::Failed, Some(r.clone()), Timestamp::now());
@@ -531,19 +527,18 @@ impl Controller {
             let agent = self.agent(c, node)?;
             let mut last: String;
             loop {
-                if svc.start.is_some() {
-                    if let Ok(ServiceState::Exited { ended, output_tail }) =
+                if svc.start.is_some()
+                    && let Ok(ServiceState::Exited { ended, output_tail }) =
                         agent.inspect_service(svc.name.as_str()).await
-                        && !ended.success()
-                    {
-                        return Err(StepFailure::on(
-                            node,
-                            format!(
-                                "service {} {ended} before it was ready; output: {output_tail}",
-                                svc.name
-                            ),
-                        ));
-                    }
+                    && !ended.success()
+                {
+                    return Err(StepFailure::on(
+                        node,
+                        format!(
+                            "service {} {ended} before it was ready; output: {output_tail}",
+                            svc.name
+                        ),
+                    ));
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 let attempt = agent
