@@ -39,6 +39,9 @@ const FRAMEWORK_ID_KEY: &str = "framework_id";
 const BUSY_REFUSE: f64 = 5.0;
 const TICK: Duration = Duration::from_secs(5);
 const KILL_SWEEP: Duration = Duration::from_secs(30);
+/// Longest wait for the orchestrator's `SCRIPT stop` before a destroyed cluster's nodes are
+/// killed anyway (its own stop timeout is shorter).
+const STOP_SCRIPT_GRACE: Duration = Duration::from_secs(45);
 
 /// Errors that end a session; the loop resubscribes after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,9 @@ pub struct Driver {
     /// Clusters that may have queued nodes. Rebuilt from the store on every SUBSCRIBED and
     /// kept by wakes and placements, so an offer round costs O(pending), not O(all).
     pending: BTreeSet<ClusterId>,
+    /// Destroyed clusters whose `SCRIPT stop` is still owed: their kills wait until the
+    /// orchestrator has run it, or until the deadline.
+    deferred_kills: HashMap<ClusterId, Instant>,
     tpl: TaskTemplate,
 }
 
@@ -107,6 +113,7 @@ impl Driver {
             wake,
             shutdown,
             pending: BTreeSet::new(),
+            deferred_kills: HashMap::new(),
             tpl,
         }
     }
@@ -415,7 +422,7 @@ impl Driver {
                         // A task that runs for a cluster that should be gone (it launched
                         // while the destroy was requested) is killed now.
                         if c.desired == Desired::Destroyed && !state.is_terminal() {
-                            self.kill(s, &obs.task_id, Some(agent_id.clone())).await;
+                            self.kill_or_defer(s, &c).await;
                         }
                     }
                     Err(DriverError::Store(StoreError::NotFound(_))) => {
@@ -448,7 +455,7 @@ impl Driver {
         if c.desired == Desired::Destroyed {
             self.pending.remove(&id);
             if s.framework_id.is_some() {
-                self.kill_cluster(s, &c).await;
+                self.kill_or_defer(s, &c).await;
             }
             return Ok(());
         }
@@ -464,6 +471,14 @@ impl Driver {
     async fn on_tick(&mut self, s: &mut Session) -> Result<(), DriverError> {
         if s.framework_id.is_none() {
             return Ok(());
+        }
+        for id in self.deferred_kills.keys().copied().collect::<Vec<_>>() {
+            match self.blocking(move |st| st.cluster(id)).await? {
+                Some(c) => self.kill_or_defer(s, &c).await,
+                None => {
+                    self.deferred_kills.remove(&id);
+                }
+            }
         }
         if !s.reconciling.is_empty() {
             if s.reconcile_started.elapsed() > self.cfg.reconcile_timeout {
@@ -808,14 +823,37 @@ impl Driver {
         Ok(())
     }
 
-    async fn kill_sweep(&self, s: &Session, clusters: &[Cluster]) -> Result<(), DriverError> {
+    async fn kill_sweep(&mut self, s: &Session, clusters: &[Cluster]) -> Result<(), DriverError> {
         for c in clusters
             .iter()
             .filter(|c| c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying)
         {
-            self.kill_cluster(s, c).await;
+            self.kill_or_defer(s, c).await;
         }
         Ok(())
+    }
+
+    /// Kills a destroyed cluster's tasks, unless its `SCRIPT stop` is still owed: the script
+    /// may need the nodes, so the kills wait for it (best effort, bounded by
+    /// [`STOP_SCRIPT_GRACE`]).
+    async fn kill_or_defer(&mut self, s: &Session, c: &Cluster) {
+        let owed = c
+            .configure
+            .as_ref()
+            .is_some_and(|p| p.script_started && !p.stop_done);
+        if owed && c.has_tasks() {
+            let deadline = *self
+                .deferred_kills
+                .entry(c.id)
+                .or_insert_with(|| Instant::now() + STOP_SCRIPT_GRACE);
+            if Instant::now() < deadline {
+                tracing::debug!(cluster_id = %c.id, "kills wait for SCRIPT stop");
+                return;
+            }
+            tracing::warn!(cluster_id = %c.id, "SCRIPT stop did not finish in time; killing the nodes anyway");
+        }
+        self.deferred_kills.remove(&c.id);
+        self.kill_cluster(s, c).await;
     }
 
     async fn kill_cluster(&self, s: &Session, c: &Cluster) {
