@@ -13,6 +13,7 @@
 pub mod api;
 pub mod domain;
 pub mod executor;
+pub mod mesos_local;
 pub mod metrics;
 pub mod orchestrator;
 pub mod proto;
