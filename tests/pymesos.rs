@@ -65,6 +65,7 @@ async fn pymesos_scheduler_launches_our_executor() {
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("--- pymesos stdout\n{stdout}");
     let snap = local.snapshot().await.unwrap();
     shutdown.cancel();
     assert!(
