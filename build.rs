@@ -25,7 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // mesos-local speaks Mesos' JSON by transcoding through prost-reflect, which needs the
     // descriptors at run time.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("mesos.fds.bin"), compiler.encode_file_descriptor_set())?;
+    std::fs::write(
+        out.join("mesos.fds.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
     let descriptors = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_client(true)

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the REST API and the Mesos framework.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run as the Mesos executor of one node (started by the Mesos agent inside the node's
     /// container; configured by the MESOS_* environment the agent sets).
     Executor {
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Executor { .. } => rt.block_on(executor()),
     }
 }

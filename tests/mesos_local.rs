@@ -59,7 +59,12 @@ async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Re
     request("POST", url, headers, body).await
 }
 
-async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let mut req = http::Request::builder().method(method).uri(url);
@@ -86,7 +91,12 @@ struct Stream {
 }
 
 impl Stream {
-    async fn open(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: String) -> Stream {
+    async fn open(
+        addr: std::net::SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> Stream {
         Self::open_bytes(addr, path, headers, body.into_bytes()).await
     }
 
@@ -236,7 +246,13 @@ async fn status_codes_match_mesos() {
     let url = scheduler_url(&l);
     assert_eq!(request("GET", &url, &[], "").await.status, 405);
     assert_eq!(
-        post(&url, &[("content-type", "application/json; charset=utf-8")], "{}").await.status,
+        post(
+            &url,
+            &[("content-type", "application/json; charset=utf-8")],
+            "{}"
+        )
+        .await
+        .status,
         415
     );
     assert_eq!(post(&url, &[], "{}").await.status, 400, "no Content-Type");
@@ -247,15 +263,23 @@ async fn status_codes_match_mesos() {
         501
     );
     assert_eq!(
-        post(&url, &[JSON, ("accept", "text/html")], subscribe_body(None, false))
-            .await
-            .status,
+        post(
+            &url,
+            &[JSON, ("accept", "text/html")],
+            subscribe_body(None, false)
+        )
+        .await
+        .status,
         406
     );
     assert_eq!(
-        post(&url, &[JSON, ("mesos-stream-id", "x")], subscribe_body(None, false))
-            .await
-            .status,
+        post(
+            &url,
+            &[JSON, ("mesos-stream-id", "x")],
+            subscribe_body(None, false)
+        )
+        .await
+        .status,
         400,
         "SUBSCRIBE with a stream id"
     );
@@ -268,18 +292,30 @@ async fn status_codes_match_mesos() {
     assert_eq!(s.headers["content-type"], "application/json");
     assert!(fid.ends_with("-0000"), "{fid}");
     let sid = s.stream_id();
-    assert_eq!(s.next().await.unwrap()["type"], "HEARTBEAT", "a heartbeat right after SUBSCRIBED");
+    assert_eq!(
+        s.next().await.unwrap()["type"],
+        "HEARTBEAT",
+        "a heartbeat right after SUBSCRIBED"
+    );
 
     let revive = json!({"type": "REVIVE", "framework_id": {"value": fid}});
     let no_sid = post(&url, &[JSON], revive.to_string()).await;
     assert_eq!(no_sid.status, 400, "missing Mesos-Stream-Id");
-    assert_eq!(call(&l, "stale", revive.clone()).await.status, 400, "wrong stream id");
+    assert_eq!(
+        call(&l, "stale", revive.clone()).await.status,
+        400,
+        "wrong stream id"
+    );
     let ok = call(&l, &sid, revive.clone()).await;
     assert_eq!(ok.status, 202);
     assert!(ok.body.is_empty());
     let bad_ack = json!({"type": "ACKNOWLEDGE", "framework_id": {"value": fid},
         "acknowledge": {"agent_id": {"value": "a"}, "task_id": {"value": "t"}, "uuid": "AAAA"}});
-    assert_eq!(call(&l, &sid, bad_ack).await.status, 400, "not a 16-byte uuid");
+    assert_eq!(
+        call(&l, &sid, bad_ack).await.status,
+        400,
+        "not a 16-byte uuid"
+    );
 
     // Periodic heartbeats (300 ms here).
     let mut heartbeats = 0;
@@ -294,13 +330,19 @@ async fn status_codes_match_mesos() {
     assert_eq!(fid2, fid);
     let err = s.next_of("ERROR").await;
     assert_eq!(err["error"]["message"], "Framework failed over");
-    assert!(s.next().await.is_none(), "the old stream is closed after the ERROR");
+    assert!(
+        s.next().await.is_none(),
+        "the old stream is closed after the ERROR"
+    );
     assert_eq!(call(&l, &sid, revive.clone()).await.status, 400);
     assert_eq!(call(&l, &s2.stream_id(), revive).await.status, 202);
 
     // A dropped stream ends; calls get 403 until the framework resubscribes.
     let sid2 = s2.stream_id();
-    assert_eq!(l.handle.drop_stream(Some(&fid)).await.unwrap(), Some(fid.clone()));
+    assert_eq!(
+        l.handle.drop_stream(Some(&fid)).await.unwrap(),
+        Some(fid.clone())
+    );
     while s2.next().await.is_some() {}
     let revive = json!({"type": "REVIVE", "framework_id": {"value": fid}});
     assert_eq!(call(&l, &sid2, revive).await.status, 403);
@@ -359,7 +401,10 @@ async fn offers_launch_reliable_updates_kill_and_reconcile() {
     assert_eq!(st["agent_id"]["value"], agent_id);
     let uuid = st["uuid"].as_str().unwrap().to_owned();
     let again = s.next_of("UPDATE").await;
-    assert_eq!(again["update"]["status"]["uuid"], uuid, "resent until acknowledged");
+    assert_eq!(
+        again["update"]["status"]["uuid"], uuid,
+        "resent until acknowledged"
+    );
     let ack = json!({"type": "ACKNOWLEDGE", "framework_id": {"value": fid},
         "acknowledge": {"agent_id": {"value": agent_id}, "task_id": {"value": "t1"}, "uuid": uuid}});
     assert_eq!(call(&l, &sid, ack).await.status, 202);
@@ -379,7 +424,10 @@ async fn offers_launch_reliable_updates_kill_and_reconcile() {
     assert_eq!(st["state"], "TASK_LOST");
     assert_eq!(st["reason"], "REASON_INVALID_OFFERS");
     assert_eq!(st["source"], "SOURCE_MASTER");
-    assert!(st.get("uuid").is_none(), "master-generated updates carry no uuid");
+    assert!(
+        st.get("uuid").is_none(),
+        "master-generated updates carry no uuid"
+    );
 
     // More than offered: TASK_ERROR.
     let greedy = accept_body(&fid, &o["id"], &o["agent_id"], "t3", 64.0);
@@ -403,7 +451,10 @@ async fn offers_launch_reliable_updates_kill_and_reconcile() {
     }
     assert_eq!(seen["t1"]["state"], "TASK_RUNNING");
     assert_eq!(seen["ghost"]["state"], "TASK_LOST");
-    assert_eq!(seen["ghost"]["message"], "Reconciliation: Task is unknown to the agent");
+    assert_eq!(
+        seen["ghost"]["message"],
+        "Reconciliation: Task is unknown to the agent"
+    );
 
     // KILL: the executor answers TASK_KILLED; acknowledging it removes the task.
     let kill = json!({"type": "KILL", "framework_id": {"value": fid}, "kill": {"task_id": {"value": "t1"}}});
@@ -450,7 +501,10 @@ async fn decline_filters_suppress_revive_rescind_and_agent_loss() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(l.handle.rescind_offer(None).await.unwrap(), Some(oid.clone()));
+    assert_eq!(
+        l.handle.rescind_offer(None).await.unwrap(),
+        Some(oid.clone())
+    );
     let r = s.next_of("RESCIND").await;
     assert_eq!(r["rescind"]["offer_id"]["value"], oid);
 
@@ -483,7 +537,8 @@ async fn protobuf_stream_and_master_failover() {
         ("content-type", "application/x-protobuf"),
         ("accept", "application/x-protobuf"),
     ];
-    let mut s = Stream::open_bytes(l.handle.addr, "/api/v1/scheduler", &pb, sub.encode_to_vec()).await;
+    let mut s =
+        Stream::open_bytes(l.handle.addr, "/api/v1/scheduler", &pb, sub.encode_to_vec()).await;
     assert_eq!(s.status, 200);
     assert_eq!(s.headers["content-type"], "application/x-protobuf");
     let ev = Event::decode(s.next_raw().await.unwrap()).unwrap();
@@ -507,11 +562,19 @@ async fn protobuf_stream_and_master_failover() {
         }),
         ..Default::default()
     };
-    let mut s2 =
-        Stream::open_bytes(l.handle.addr, "/api/v1/scheduler", &pb, resub.encode_to_vec()).await;
+    let mut s2 = Stream::open_bytes(
+        l.handle.addr,
+        "/api/v1/scheduler",
+        &pb,
+        resub.encode_to_vec(),
+    )
+    .await;
     let ev = Event::decode(s2.next_raw().await.unwrap()).unwrap();
     let sub_ev = ev.subscribed.unwrap();
-    assert_eq!(sub_ev.framework_id, fid, "the same framework id is accepted");
+    assert_eq!(
+        sub_ev.framework_id, fid,
+        "the same framework id is accepted"
+    );
     assert_eq!(sub_ev.master_info.unwrap().id, new_master);
 }
 
@@ -562,7 +625,10 @@ async fn executor_exit_and_registration_timeout_fail_tasks() {
     );
     assert_eq!(
         states["hangs"],
-        (json!("TASK_FAILED"), json!("REASON_EXECUTOR_REGISTRATION_TIMEOUT"))
+        (
+            json!("TASK_FAILED"),
+            json!("REASON_EXECUTOR_REGISTRATION_TIMEOUT")
+        )
     );
     let exits = failures
         .iter()

@@ -87,7 +87,10 @@ fn connected(snap: &Snapshot) -> Option<(String, String)> {
 async fn framework_survives_stream_drop_and_failover_and_reports_a_lost_agent() {
     let dir = tempfile::tempdir().unwrap();
     let l = local(&dir.path().join("mesos")).await;
-    let s = Server::start(&dir.path().join("data"), &["--master", &l.handle.master_url]);
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--master", &l.handle.master_url],
+    );
     register_reference(&s, &[]).await;
     let r = call(
         "POST",
@@ -99,15 +102,23 @@ async fn framework_survives_stream_drop_and_failover_and_reports_a_lost_agent() 
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
 
-    wait_for(60, "the cluster to be scheduled with 2 running nodes", async || {
-        let c = cluster(&s, &id).await;
-        let ns = nodes(&s, &id).await;
-        (c["status"] == "scheduled" && ns.iter().all(|n| n["status"] == "running")).then_some(())
-    })
+    wait_for(
+        60,
+        "the cluster to be scheduled with 2 running nodes",
+        async || {
+            let c = cluster(&s, &id).await;
+            let ns = nodes(&s, &id).await;
+            (c["status"] == "scheduled" && ns.iter().all(|n| n["status"] == "running"))
+                .then_some(())
+        },
+    )
     .await;
     let snap = l.handle.snapshot().await.unwrap();
     assert_eq!(snap.tasks.len(), 2);
-    assert!(snap.tasks.iter().all(|t| t.state == "TASK_RUNNING"), "{snap:?}");
+    assert!(
+        snap.tasks.iter().all(|t| t.state == "TASK_RUNNING"),
+        "{snap:?}"
+    );
     assert_eq!(snap.executors, 2);
     let (fid, sid) = connected(&snap).expect("the framework is connected");
 
@@ -120,13 +131,20 @@ async fn framework_survives_stream_drop_and_failover_and_reports_a_lost_agent() 
     assert_eq!(fid2, fid, "resubscribed with the same framework id");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cluster(&s, &id).await["status"], "scheduled");
-    assert!(nodes(&s, &id).await.iter().all(|n| n["status"] == "running"));
+    assert!(
+        nodes(&s, &id)
+            .await
+            .iter()
+            .all(|n| n["status"] == "running")
+    );
 
     // 2. The master fails over: new master id, same framework id accepted.
     let master = l.handle.fail_over().await.unwrap().unwrap();
-    let (fid3, _) = wait_for(30, "the framework to resubscribe after failover", async || {
-        connected(&l.handle.snapshot().await.unwrap()).filter(|(_, s3)| *s3 != sid2)
-    })
+    let (fid3, _) = wait_for(
+        30,
+        "the framework to resubscribe after failover",
+        async || connected(&l.handle.snapshot().await.unwrap()).filter(|(_, s3)| *s3 != sid2),
+    )
     .await;
     assert_eq!(fid3, fid);
     assert_eq!(l.handle.snapshot().await.unwrap().master_id, master);
@@ -145,19 +163,31 @@ async fn framework_survives_stream_drop_and_failover_and_reports_a_lost_agent() 
         .iter()
         .position(|a| a.id == victim)
         .unwrap();
-    assert_eq!(l.handle.lose_agent(index).await.unwrap(), Some(victim.clone()));
+    assert_eq!(
+        l.handle.lose_agent(index).await.unwrap(),
+        Some(victim.clone())
+    );
     // Updates are persisted one by one: wait for all of them, not only the first.
-    let (c, ns) = wait_for(30, "the cluster to fail and its nodes to be lost", async || {
-        let c = cluster(&s, &id).await;
-        let ns = nodes(&s, &id).await;
-        let lost = ns
-            .iter()
-            .filter(|n| n["agent_id"] == victim.as_str())
-            .all(|n| n["status"] == "lost");
-        (c["status"] == "failed" && lost).then_some((c, ns))
-    })
+    let (c, ns) = wait_for(
+        30,
+        "the cluster to fail and its nodes to be lost",
+        async || {
+            let c = cluster(&s, &id).await;
+            let ns = nodes(&s, &id).await;
+            let lost = ns
+                .iter()
+                .filter(|n| n["agent_id"] == victim.as_str())
+                .all(|n| n["status"] == "lost");
+            (c["status"] == "failed" && lost).then_some((c, ns))
+        },
+    )
     .await;
-    assert!(c["reason"].as_str().is_some_and(|r| r.contains("TASK_LOST")), "{c}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("TASK_LOST")),
+        "{c}"
+    );
     assert!(ns.iter().any(|n| n["status"] == "lost"), "{ns:?}");
 
     // 4. Destroy: every task and executor goes.

@@ -73,8 +73,14 @@ async fn pymesos_scheduler_launches_our_executor() {
         "pymesos run failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         out.status
     );
-    assert!(stdout.contains("UPDATE pymesos-task TASK_RUNNING SOURCE_EXECUTOR True"), "{stdout}");
-    assert!(stdout.contains("UPDATE pymesos-task TASK_KILLED"), "{stdout}");
+    assert!(
+        stdout.contains("UPDATE pymesos-task TASK_RUNNING SOURCE_EXECUTOR True"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("UPDATE pymesos-task TASK_KILLED"),
+        "{stdout}"
+    );
     // pymesos tore the framework down on stop: nothing is left behind.
     assert!(snap.frameworks.is_empty(), "{snap:?}");
     assert!(snap.tasks.is_empty(), "{snap:?}");

@@ -72,20 +72,33 @@ impl Encoding {
     }
 }
 
-/// Whether an `Accept` header value admits `media` (`type/subtype`, `type/*`, `*/*`,
-/// ignoring entries with `q=0`).
+/// Whether an `Accept` header value admits `media`: the most specific matching range
+/// (`type/subtype` over `type/*` over `*/*`) decides, and `q=0` refuses.
 fn accepts(accept: &str, media: &str) -> bool {
     let (ty, _) = media.split_once('/').unwrap_or((media, ""));
-    accept.split(',').any(|entry| {
+    let mut best: Option<(u8, bool)> = None;
+    for entry in accept.split(',') {
         let mut parts = entry.split(';').map(str::trim);
         let range = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let zero = parts.any(|p| {
+        let specificity = if range == media {
+            2
+        } else if range == format!("{ty}/*") {
+            1
+        } else if range == "*/*" {
+            0
+        } else {
+            continue;
+        };
+        let allowed = !parts.any(|p| {
             p.strip_prefix("q=")
                 .and_then(|q| q.parse::<f64>().ok())
                 .is_some_and(|q| q <= 0.0)
         });
-        !zero && (range == media || range == "*/*" || range == format!("{ty}/*"))
-    })
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, allowed));
+        }
+    }
+    best.is_some_and(|(_, allowed)| allowed)
 }
 
 fn pool() -> &'static DescriptorPool {
@@ -222,10 +235,7 @@ mod tests {
         // A required enum holding 0 is still written.
         assert_eq!(v["update"]["status"]["state"], "TASK_STARTING");
         assert_eq!(v["update"]["status"]["task_id"]["value"], "t");
-        assert_eq!(
-            v["update"]["status"]["uuid"],
-            "/////////////////////w=="
-        );
+        assert_eq!(v["update"]["status"]["uuid"], "/////////////////////w==");
         assert_eq!(
             v["update"]["status"]["unreachable_time"]["nanoseconds"],
             1_700_000_000_000_000_000i64

@@ -227,7 +227,9 @@ fn process_command(spec: &LaunchSpec) -> std::io::Result<Command> {
 
 fn docker_command(spec: &LaunchSpec, name: &str, image: &str) -> std::io::Result<Command> {
     let mut cmd = Command::new("docker");
-    cmd.args(["run", "--rm", "--name", name, "--net", "host", "--pull", "never"]);
+    cmd.args([
+        "run", "--rm", "--name", name, "--net", "host", "--pull", "never",
+    ]);
     let mut env = user_env(&spec.info);
     env.extend(spec.env.iter().cloned());
     env.push(("MESOS_SANDBOX".into(), DOCKER_SANDBOX.into()));

@@ -62,8 +62,8 @@ pub(crate) async fn serve(
             let cmd = cmd.clone();
             async move { Ok::<_, Infallible>(route(req, cmd, agents).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), svc);
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tracker.spawn(async move {
             // A client that goes away mid-stream is normal (that is how a stream ends).
@@ -112,8 +112,7 @@ async fn route(req: Request<Incoming>, cmd: mpsc::UnboundedSender<Cmd>, agents: 
                 Ok(s) => Response::builder()
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(
-                        Full::new(Bytes::from(serde_json::to_vec(&s).unwrap_or_default()))
-                            .boxed(),
+                        Full::new(Bytes::from(serde_json::to_vec(&s).unwrap_or_default())).boxed(),
                     )
                     // invariant: static parts only.
                     .expect("static response"),
@@ -194,25 +193,25 @@ fn error_source(e: &dyn std::error::Error) -> String {
     e.source().map(|s| s.to_string()).unwrap_or_default()
 }
 
-fn header_str<'a>(headers: &'a http::HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &http::HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// `validation::scheduler::call::validate`: the shape of a call, before any state.
-fn validate_scheduler_call(call: &sched::Call) -> Result<sched::call::Type, Resp> {
+fn validate_scheduler_call(call: &sched::Call) -> Result<sched::call::Type, (StatusCode, String)> {
     use sched::call::Type as T;
     let Some(t) = call.r#type else {
-        return Err(text(
+        return Err((
             StatusCode::BAD_REQUEST,
-            "Expecting 'type' to be present",
+            "Expecting 'type' to be present".to_owned(),
         ));
     };
     let ty = T::try_from(t).unwrap_or(T::Unknown);
-    let bad = |m: &str| Err(text(StatusCode::BAD_REQUEST, m.to_owned()));
+    let bad = |m: &str| Err((StatusCode::BAD_REQUEST, m.to_owned()));
     if ty == T::Unknown {
-        return Err(text(
+        return Err((
             StatusCode::NOT_IMPLEMENTED,
-            "Received an unexpected UNKNOWN call",
+            "Received an unexpected UNKNOWN call".to_owned(),
         ));
     }
     if ty == T::Subscribe {
@@ -254,7 +253,10 @@ fn validate_scheduler_call(call: &sched::Call) -> Result<sched::call::Type, Resp
             .then_some("reconcile_operations"),
         T::Message => call.message.is_none().then_some("message"),
         T::Request => call.request.is_none().then_some("request"),
-        T::UpdateFramework => call.update_framework.is_none().then_some("update_framework"),
+        T::UpdateFramework => call
+            .update_framework
+            .is_none()
+            .then_some("update_framework"),
         T::Teardown | T::Revive | T::Suppress | T::Subscribe | T::Unknown => None,
     };
     if let Some(m) = missing {
@@ -276,14 +278,13 @@ fn validate_scheduler_call(call: &sched::Call) -> Result<sched::call::Type, Resp
 
 async fn scheduler(req: Request<Incoming>, cmd: mpsc::UnboundedSender<Cmd>) -> Resp {
     let accept = header_str(req.headers(), header::ACCEPT).map(str::to_owned);
-    let (call, headers) =
-        match read_call::<sched::Call>(req, codec::SCHEDULER_CALL).await {
-            Ok(c) => c,
-            Err(r) => return r,
-        };
+    let (call, headers) = match read_call::<sched::Call>(req, codec::SCHEDULER_CALL).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let ty = match validate_scheduler_call(&call) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, why)) => return text(status, why),
     };
     let stream_id = header_str(&headers, STREAM_ID).map(str::to_owned);
     if ty == sched::call::Type::Subscribe {
@@ -436,7 +437,7 @@ async fn stream_response(
             }
             let body = EventBody {
                 rx,
-                on_close: Some((cmd, on_close)),
+                on_close: Some((cmd, *on_close)),
             };
             // invariant: the stream id is a UUID string, a valid header value.
             b.body(body.boxed()).expect("stream response")
@@ -497,7 +498,7 @@ mod tests {
             framework_id: Some("f".into()),
             ..Default::default()
         };
-        let status = |c: &sched::Call| validate_scheduler_call(c).err().map(|r| r.status());
+        let status = |c: &sched::Call| validate_scheduler_call(c).err().map(|r| r.0);
         assert_eq!(status(&call(None)), Some(StatusCode::BAD_REQUEST));
         assert_eq!(
             status(&call(Some(sched::call::Type::Unknown))),
@@ -514,7 +515,11 @@ mod tests {
             task_id: "t".into(),
             uuid: vec![0; 16],
         });
-        assert_eq!(status(&ack), Some(StatusCode::BAD_REQUEST), "nil uuid has no version");
+        assert_eq!(
+            status(&ack),
+            Some(StatusCode::BAD_REQUEST),
+            "nil uuid has no version"
+        );
         ack.acknowledge.as_mut().unwrap().uuid = uuid::Uuid::new_v4().as_bytes().to_vec();
         assert_eq!(status(&ack), None);
         let mut no_fid = call(Some(sched::call::Type::Teardown));

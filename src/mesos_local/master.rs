@@ -92,7 +92,7 @@ pub(crate) enum SubscribeReply {
         stream_id: Option<String>,
         rx: mpsc::UnboundedReceiver<Bytes>,
         /// Sent back to the master when the HTTP layer drops the stream (client gone).
-        on_close: Cmd,
+        on_close: Box<Cmd>,
     },
     Status(Reply),
 }
@@ -308,8 +308,13 @@ impl Task {
 
 enum ExecLink {
     /// Started, not subscribed yet; fails at `deadline`.
-    Launching { deadline: Instant },
-    Connected { conn: Conn, id: u64 },
+    Launching {
+        deadline: Instant,
+    },
+    Connected {
+        conn: Conn,
+        id: u64,
+    },
     Disconnected,
     /// The bench "executor": no process; the agent answers for it.
     Simulated,
@@ -534,9 +539,10 @@ impl Master {
             );
             // Dropping `conn` ends the stream after the ERROR, as Mesos closes it.
         };
-        let multi_role = info.capabilities.iter().any(|c| {
-            c.r#type == Some(mesos::framework_info::capability::Type::MultiRole as i32)
-        });
+        let multi_role = info
+            .capabilities
+            .iter()
+            .any(|c| c.r#type == Some(mesos::framework_info::capability::Type::MultiRole as i32));
         if multi_role && info.role.is_some() {
             error(
                 conn,
@@ -640,10 +646,10 @@ impl Master {
         SubscribeReply::Stream {
             stream_id: header,
             rx,
-            on_close: Cmd::StreamClosed {
+            on_close: Box::new(Cmd::StreamClosed {
                 framework_id,
                 stream_id,
-            },
+            }),
         }
     }
 
@@ -758,8 +764,7 @@ impl Master {
                 }
             }
             T::UpdateFramework => {
-                if let (Some(u), Some(f)) = (call.update_framework, self.frameworks.get_mut(&fid))
-                {
+                if let (Some(u), Some(f)) = (call.update_framework, self.frameworks.get_mut(&fid)) {
                     let mut info = u.framework_info;
                     info.id = Some(mesos::FrameworkId { value: fid.clone() });
                     f.info = info;
@@ -1078,7 +1083,10 @@ impl Master {
         let mut env = vec![
             ("MESOS_FRAMEWORK_ID".to_owned(), fid.clone()),
             ("MESOS_EXECUTOR_ID".to_owned(), eid.clone()),
-            ("MESOS_SLAVE_PID".to_owned(), format!("slave({})@{addr}", agent + 1)),
+            (
+                "MESOS_SLAVE_PID".to_owned(),
+                format!("slave({})@{addr}", agent + 1),
+            ),
             ("MESOS_AGENT_ENDPOINT".to_owned(), addr.to_string()),
             ("MESOS_SLAVE_ID".to_owned(), self.agents[agent].id.clone()),
             ("MESOS_DIRECTORY".to_owned(), sandbox.display().to_string()),
@@ -1095,7 +1103,10 @@ impl Master {
         ];
         if checkpoint {
             env.push(("MESOS_RECOVERY_TIMEOUT".to_owned(), "15mins".to_owned()));
-            env.push(("MESOS_SUBSCRIPTION_BACKOFF_MAX".to_owned(), "2secs".to_owned()));
+            env.push((
+                "MESOS_SUBSCRIPTION_BACKOFF_MAX".to_owned(),
+                "2secs".to_owned(),
+            ));
         }
         let spec = LaunchSpec {
             container_id: container_id.clone(),
@@ -1146,11 +1157,7 @@ impl Master {
 
     fn task_error(&mut self, fid: &str, t: &mesos::TaskInfo, message: &str) {
         tracing::info!(framework_id = %fid, task_id = %t.task_id.value, %message, "TASK_ERROR");
-        let mut s = master_status(
-            &t.task_id.value,
-            TaskState::TaskError,
-            Reason::TaskInvalid,
-        );
+        let mut s = master_status(&t.task_id.value, TaskState::TaskError, Reason::TaskInvalid);
         s.message = Some(message.to_owned());
         s.agent_id = Some(t.agent_id.clone());
         s.executor_id = t.executor.as_ref().map(|e| e.executor_id.clone());
@@ -1165,7 +1172,9 @@ impl Master {
                     self.add_filter(fid, agent, &role, o.resources, refuse, now);
                 }
             }
-            _ => tracing::debug!(framework_id = %fid, offer_id = %id, "DECLINE of an unknown offer; ignored"),
+            _ => {
+                tracing::debug!(framework_id = %fid, offer_id = %id, "DECLINE of an unknown offer; ignored")
+            }
         }
     }
 
@@ -1217,7 +1226,7 @@ impl Master {
         };
         let key = (task.agent, fid.to_owned(), eid);
         let delivered = task.delivered;
-        let policy = k.kill_policy.or_else(|| task.info.kill_policy.clone());
+        let policy = k.kill_policy.or(task.info.kill_policy);
         let Some(e) = self.executors.get_mut(&key) else {
             return;
         };
@@ -1225,10 +1234,13 @@ impl Master {
             // Killed before it reached the executor: the agent answers for it.
             e.queued.retain(|t| t.task_id.value != tkey.1);
             let idle = e.queued.is_empty()
-                && !self
-                    .tasks
-                    .iter()
-                    .any(|(k2, t)| k2.0 == fid && t.delivered && t.executor_id.as_deref() == Some(key.2.as_str()) && t.agent == key.0 && !t.agent_state().is_terminal());
+                && !self.tasks.iter().any(|(k2, t)| {
+                    k2.0 == fid
+                        && t.delivered
+                        && t.executor_id.as_deref() == Some(key.2.as_str())
+                        && t.agent == key.0
+                        && !t.agent_state().is_terminal()
+                });
             let s = self.agent_status(
                 &tkey,
                 TaskState::TaskKilled,
@@ -1341,7 +1353,11 @@ impl Master {
                 .and_then(|a| self.agent_index(&a.value));
             let (state, message) = match agent.map(|i| self.agents[i].state) {
                 Some(AgentState::Active) => (
-                    if pa { TaskState::TaskGone } else { TaskState::TaskLost },
+                    if pa {
+                        TaskState::TaskGone
+                    } else {
+                        TaskState::TaskLost
+                    },
                     "Reconciliation: Task is unknown to the agent",
                 ),
                 Some(AgentState::Unreachable) => (
@@ -1410,10 +1426,10 @@ impl Master {
         let conn = Conn { tx, encoding };
         self.next_conn += 1;
         let conn_id = self.next_conn;
-        let on_close = Cmd::ExecutorStreamClosed {
+        let on_close = Box::new(Cmd::ExecutorStreamClosed {
             key: key.clone(),
             conn: conn_id,
-        };
+        });
         if e.shutdown_deadline.is_some() || e.failed {
             conn.send(
                 codec::EXECUTOR_EVENT,
@@ -1552,7 +1568,9 @@ impl Master {
             if task.agent_state().is_terminal() {
                 tracing::debug!(task_id = %tkey.1, "update after a terminal one; dropped");
             } else {
-                status.agent_id.get_or_insert(mesos::AgentId { value: agent_id });
+                status
+                    .agent_id
+                    .get_or_insert(mesos::AgentId { value: agent_id });
                 status.executor_id.get_or_insert(mesos::ExecutorId {
                     value: key.2.clone(),
                 });
@@ -1569,10 +1587,7 @@ impl Master {
                 codec::EXECUTOR_EVENT,
                 &exec::Event {
                     r#type: Some(exec::event::Type::Acknowledged as i32),
-                    acknowledged: Some(exec::event::Acknowledged {
-                        task_id,
-                        uuid,
-                    }),
+                    acknowledged: Some(exec::event::Acknowledged { task_id, uuid }),
                     ..Default::default()
                 },
             );
@@ -1636,7 +1651,13 @@ impl Master {
     }
 
     /// An update generated by the agent (SOURCE_AGENT, with a uuid: reliable).
-    fn agent_status(&self, tkey: &TaskKey, state: TaskState, reason: Reason, msg: &str) -> TaskStatus {
+    fn agent_status(
+        &self,
+        tkey: &TaskKey,
+        state: TaskState,
+        reason: Reason,
+        msg: &str,
+    ) -> TaskStatus {
         let task = self.tasks.get(tkey);
         TaskStatus {
             task_id: mesos::TaskId {
@@ -1670,7 +1691,13 @@ impl Master {
     // ---------------------------------------------------------------------------------
     // Containers
 
-    fn container_exited(&mut self, key: &ExecKey, container_id: &str, outcome: Outcome, now: Instant) {
+    fn container_exited(
+        &mut self,
+        key: &ExecKey,
+        container_id: &str,
+        outcome: Outcome,
+        now: Instant,
+    ) {
         let Some(e) = self.executors.get(key) else {
             return;
         };
@@ -1864,14 +1891,14 @@ impl Master {
                 let Some(role) = f.roles().into_iter().find(|r| !f.suppressed.contains(r)) else {
                     continue;
                 };
-                if f.filters.iter().any(|x| {
-                    x.agent == agent && x.role == role && x.resources.contains(&avail)
-                }) {
+                if f.filters
+                    .iter()
+                    .any(|x| x.agent == agent && x.role == role && x.resources.contains(&avail))
+                {
                     continue;
                 }
-                let refinement = f.has_capability(
-                    mesos::framework_info::capability::Type::ReservationRefinement,
-                );
+                let refinement = f
+                    .has_capability(mesos::framework_info::capability::Type::ReservationRefinement);
                 let id = format!("{}-O{}", self.info.id, self.next_offer);
                 self.next_offer += 1;
                 let executor_ids = self
@@ -1949,7 +1976,12 @@ impl Master {
 
     fn remove_framework(&mut self, fid: &str, now: Instant) {
         self.remove_offers_of(fid, false);
-        let keys: Vec<ExecKey> = self.executors.keys().filter(|k| k.1 == fid).cloned().collect();
+        let keys: Vec<ExecKey> = self
+            .executors
+            .keys()
+            .filter(|k| k.1 == fid)
+            .cloned()
+            .collect();
         for key in keys {
             self.shutdown_executor(&key, now);
         }
@@ -2006,7 +2038,9 @@ impl Master {
     }
 
     fn partition_aware(&self, fid: &str) -> bool {
-        self.frameworks.get(fid).is_some_and(Framework::partition_aware)
+        self.frameworks
+            .get(fid)
+            .is_some_and(Framework::partition_aware)
     }
 
     fn agent_index(&self, id: &str) -> Option<usize> {
@@ -2068,8 +2102,12 @@ impl Master {
                     self.emit(&tkey.0, &update_event(s));
                 }
                 // Its executors die with it (no FAILURE per executor: the agent is gone).
-                let keys: Vec<ExecKey> =
-                    self.executors.keys().filter(|k| k.0 == i).cloned().collect();
+                let keys: Vec<ExecKey> = self
+                    .executors
+                    .keys()
+                    .filter(|k| k.0 == i)
+                    .cloned()
+                    .collect();
                 for key in keys {
                     if let Some(e) = self.executors.remove(&key)
                         && let Some(h) = e.handle

@@ -13,7 +13,9 @@ use crate::proto::mesos::v1 as mesos;
 
 /// Why a `--local-resources` string is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("resource {item:?}: {why} (expected e.g. 'cpus:4;mem:8192;disk:20480;ports:[31000-32000]')")]
+#[error(
+    "resource {item:?}: {why} (expected e.g. 'cpus:4;mem:8192;disk:20480;ports:[31000-32000]')"
+)]
 pub struct ResourceSpecError {
     item: String,
     why: &'static str,
@@ -53,7 +55,9 @@ impl Resources {
             }
             if let Some(inner) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
                 for part in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let (a, b) = part.split_once('-').ok_or_else(|| err("range without '-'"))?;
+                    let (a, b) = part
+                        .split_once('-')
+                        .ok_or_else(|| err("range without '-'"))?;
                     let a: u64 = a.trim().parse().map_err(|_| err("bad range bound"))?;
                     let b: u64 = b.trim().parse().map_err(|_| err("bad range bound"))?;
                     if a > b {
@@ -297,7 +301,7 @@ mod tests {
         let p = r.to_proto("web", false);
         assert!(p.iter().all(|x| x.role.as_deref() == Some("*")));
         assert_eq!(Resources::from_proto(&p), r);
-        assert!(Resources::parse("cpus:0.001").unwrap().is_empty() == false);
+        assert!(!Resources::parse("cpus:0.001").unwrap().is_empty());
         assert!(!Resources::parse("cpus:0.001").unwrap().allocatable());
         assert!(Resources::parse("mem:32").unwrap().allocatable());
     }
