@@ -20,7 +20,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     let files: Vec<String> = PROTOS.iter().map(|p| format!("{PROTO_ROOT}/{p}")).collect();
     // A parse error is reported with file, line and column; returning it fails the build.
-    let descriptors = protox::compile(&files, [PROTO_ROOT])?;
+    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_files(&files)?;
+    // mesos-local speaks Mesos' JSON by transcoding through prost-reflect, which needs the
+    // descriptors at run time.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("mesos.fds.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let descriptors = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod domain;
 pub mod executor;
+pub mod mesos_local;
 pub mod metrics;
 pub mod orchestrator;
 pub mod proto;

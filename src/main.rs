@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the REST API and the Mesos framework.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage products (a client of the REST API).
     Products {
         #[command(flatten)]
@@ -92,9 +92,12 @@ struct ServeArgs {
     #[arg(long, env = "PAAS_DATA", default_value = "./paas-data")]
     data: PathBuf,
     /// Mesos master URL, e.g. http://127.0.0.1:5050 (a non-leading master redirects us to
-    /// the leader). Without it clusters are recorded but not launched.
+    /// the leader). Without it an embedded mesos-local (master + agents, on this machine
+    /// only) is started; `none` records clusters without launching them.
     #[arg(long, env = "MESOS_MASTER")]
     master: Option<String>,
+    #[command(flatten)]
+    local: paas::mesos_local::LocalArgs,
     /// Docker image of the nodes: it must contain `paas` with entrypoint `paas executor`.
     /// Templates refer to it as `{{node_image}}`. Build it with deploy/images/build-node-image.sh.
     #[arg(long, env = "PAAS_NODE_IMAGE", default_value = "paas-node:latest")]
@@ -146,7 +149,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Executor { .. } => rt.block_on(executor()),
         Command::NodeTool { tool } => Ok(tool.run()?),
         Command::Bench { cmd } => Ok(paas::bench::run(cmd)?),
@@ -186,7 +189,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let scheduler = args.master.as_ref().map(|master| {
+    let master = match args.master.as_deref() {
+        Some("none") => None,
+        Some(m) => Some(m.to_owned()),
+        None => {
+            let cfg = args.local.config(&args.data)?;
+            let local = paas::mesos_local::start(cfg, shutdown.clone(), &tracker).await?;
+            Some(local.master_url)
+        }
+    };
+    let scheduler = master.as_ref().map(|master| {
         let mut cfg = SchedulerConfig::new(master.clone());
         cfg.role = args.role.clone();
         cfg.user = args.mesos_user.clone();

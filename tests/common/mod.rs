@@ -33,6 +33,18 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
+            // Without a master, serve starts mesos-local; tests that ask for neither a
+            // master nor mesos-local want the store only.
+            .args(
+                if extra
+                    .iter()
+                    .any(|a| *a == "--master" || a.starts_with("--local"))
+                {
+                    &[][..]
+                } else {
+                    &["--master", "none"][..]
+                },
+            )
             .env("RUST_LOG", "info")
             .env_remove("MESOS_MASTER")
             .env_remove("PAAS_TOKENS")

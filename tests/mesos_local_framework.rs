@@ -1,0 +1,207 @@
+//! Our real framework (`paas serve --master <mesos-local>`) against an in-process
+//! mesos-local, with the faults real Mesos cannot produce on demand on one machine:
+//! a dropped scheduler stream, a master failover, a lost agent. The executors are real
+//! `paas executor` processes (process containerizer).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{JSON, Server, call, get, register_reference};
+use paas::mesos_local::{self, ContainerizerMode, LocalConfig, MesosLocal, Resources, Snapshot};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+struct Local {
+    handle: MesosLocal,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Local {
+    /// Stops mesos-local and waits until every executor process is gone.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(20), self.tracker.wait())
+            .await
+            .expect("mesos-local stops within 20 s");
+    }
+}
+
+async fn local(work: &std::path::Path) -> Local {
+    let mut cfg = LocalConfig::new(work);
+    cfg.containerizer = ContainerizerMode::Process;
+    cfg.executor_path = Some(env!("CARGO_BIN_EXE_paas").into());
+    cfg.agents = 2;
+    cfg.resources = Resources::parse("cpus:1;mem:1024;disk:1024;ports:[31000-31100]").unwrap();
+    cfg.allocation_interval = Duration::from_millis(200);
+    cfg.update_retry = Duration::from_secs(1);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let handle = mesos_local::start(cfg, shutdown.clone(), &tracker)
+        .await
+        .unwrap();
+    Local {
+        handle,
+        shutdown,
+        tracker,
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `secs`.
+async fn wait_for<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn cluster(s: &Server, id: &str) -> Value {
+    get(&s.api(&format!("/clusters/{id}"))).await.json()
+}
+
+async fn nodes(s: &Server, id: &str) -> Vec<Value> {
+    get(&s.api(&format!("/clusters/{id}/nodes"))).await.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn connected(snap: &Snapshot) -> Option<(String, String)> {
+    snap.frameworks
+        .iter()
+        .find(|f| f.connected)
+        .map(|f| (f.id.clone(), f.stream_id.clone().unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn framework_survives_stream_drop_and_failover_and_reports_a_lost_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = local(&dir.path().join("mesos")).await;
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--master", &l.handle.master_url],
+    );
+    register_reference(&s, &[]).await;
+    let r = call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        r#"{"size": 2}"#,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    wait_for(
+        60,
+        "the cluster to be scheduled with 2 running nodes",
+        async || {
+            let c = cluster(&s, &id).await;
+            let ns = nodes(&s, &id).await;
+            (c["status"] == "scheduled" && ns.iter().all(|n| n["status"] == "running"))
+                .then_some(())
+        },
+    )
+    .await;
+    let snap = l.handle.snapshot().await.unwrap();
+    assert_eq!(snap.tasks.len(), 2);
+    assert!(
+        snap.tasks.iter().all(|t| t.state == "TASK_RUNNING"),
+        "{snap:?}"
+    );
+    assert_eq!(snap.executors, 2);
+    let (fid, sid) = connected(&snap).expect("the framework is connected");
+
+    // 1. The stream breaks: the framework resubscribes with its id; nothing else changes.
+    l.handle.drop_stream(None).await.unwrap().unwrap();
+    let (fid2, sid2) = wait_for(30, "the framework to resubscribe", async || {
+        connected(&l.handle.snapshot().await.unwrap()).filter(|(_, s2)| *s2 != sid)
+    })
+    .await;
+    assert_eq!(fid2, fid, "resubscribed with the same framework id");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster(&s, &id).await["status"], "scheduled");
+    assert!(
+        nodes(&s, &id)
+            .await
+            .iter()
+            .all(|n| n["status"] == "running")
+    );
+
+    // 2. The master fails over: new master id, same framework id accepted.
+    let master = l.handle.fail_over().await.unwrap().unwrap();
+    let (fid3, _) = wait_for(
+        30,
+        "the framework to resubscribe after failover",
+        async || connected(&l.handle.snapshot().await.unwrap()).filter(|(_, s3)| *s3 != sid2),
+    )
+    .await;
+    assert_eq!(fid3, fid);
+    assert_eq!(l.handle.snapshot().await.unwrap().master_id, master);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster(&s, &id).await["status"], "scheduled");
+
+    // 3. An agent is lost: its nodes are lost and the cluster fails, with a reason.
+    let ns = nodes(&s, &id).await;
+    let victim = ns[0]["agent_id"].as_str().unwrap().to_owned();
+    let index = l
+        .handle
+        .snapshot()
+        .await
+        .unwrap()
+        .agents
+        .iter()
+        .position(|a| a.id == victim)
+        .unwrap();
+    assert_eq!(
+        l.handle.lose_agent(index).await.unwrap(),
+        Some(victim.clone())
+    );
+    // Updates are persisted one by one: wait for all of them, not only the first.
+    let (c, ns) = wait_for(
+        30,
+        "the cluster to fail and its nodes to be lost",
+        async || {
+            let c = cluster(&s, &id).await;
+            let ns = nodes(&s, &id).await;
+            let lost = ns
+                .iter()
+                .filter(|n| n["agent_id"] == victim.as_str())
+                .all(|n| n["status"] == "lost");
+            (c["status"] == "failed" && lost).then_some((c, ns))
+        },
+    )
+    .await;
+    assert!(
+        c["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("TASK_LOST")),
+        "{c}"
+    );
+    assert!(ns.iter().any(|n| n["status"] == "lost"), "{ns:?}");
+
+    // 4. Destroy: every task and executor goes.
+    let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for(60, "the cluster to be destroyed", async || {
+        (cluster(&s, &id).await["status"] == "destroyed").then_some(())
+    })
+    .await;
+    wait_for(30, "every executor to exit", async || {
+        let snap = l.handle.snapshot().await.unwrap();
+        (snap.executors == 0 && snap.tasks.is_empty()).then_some(())
+    })
+    .await;
+    drop(s);
+    l.stop().await;
+}
