@@ -152,7 +152,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Executor { .. } => rt.block_on(executor()),
         Command::NodeTool { tool } => Ok(tool.run()?),
-        Command::Bench { cmd } => Ok(paas::bench::run(cmd)?),
+        Command::Bench { cmd } => Ok(rt.block_on(paas::bench::run(cmd))?),
         Command::Products { client, cmd } => {
             let c = paas::cli::Client::new(&client.url, client.token);
             rt.block_on(paas::cli::products(&c, cmd)).map_err(cli_exit)

@@ -3,6 +3,9 @@
 //! - `registry`: durable cluster writes (create, then one status update per node, as the
 //!   scheduler does) with concurrent writers sharing fsyncs, on a real sled directory.
 //! - `offers`: pure offer evaluation at scale.
+//! - `provision`: whole launches on simulated agents (see [`provision`]).
+
+pub mod provision;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,19 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 16)]
         writers: usize,
     },
+    /// Launches through the REST API onto mesos-local's simulated agents: nodes launched per
+    /// second and POST → all-running latency.
+    Provision {
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        #[arg(long, default_value_t = 100)]
+        clusters: usize,
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Offer evaluation: place pending nodes on offers.
     Offers {
         #[arg(long, default_value_t = 1000)]
@@ -47,14 +63,17 @@ pub enum BenchError {
     Store(#[from] StoreError),
     #[error("temporary directory")]
     Io(#[from] std::io::Error),
+    #[error("provision")]
+    Provision(#[from] provision::ProvisionError),
 }
 
 /// Runs one benchmark and prints its numbers.
 ///
 /// # Errors
 /// [`BenchError`] if the store cannot be opened or written.
-pub fn run(cmd: BenchCmd) -> Result<(), BenchError> {
+pub async fn run(cmd: BenchCmd) -> Result<(), BenchError> {
     match cmd {
+        BenchCmd::Provision { agents, clusters, size, timeout } => Ok(provision::run(agents, clusters, size, Duration::from_secs(timeout)).await?),
         BenchCmd::Registry {
             clusters,
             nodes,

@@ -192,6 +192,22 @@ impl Client {
         Ok((status, bytes))
     }
 
+    /// POSTs a JSON body and decodes the JSON answer.
+    ///
+    /// # Errors
+    /// [`CliError`] for connection errors and error answers.
+    pub async fn post_json(&self, path: &str, body: Value) -> Result<Value, CliError> {
+        self.json("POST", path, Some(body)).await
+    }
+
+    /// PUTs raw bytes (a template, options document or script).
+    ///
+    /// # Errors
+    /// [`CliError`] for connection errors and error answers.
+    pub async fn put_raw(&self, path: &str, body: Vec<u8>) -> Result<(), CliError> {
+        self.call("PUT", path, Some(Bytes::from(body))).await.map(drop)
+    }
+
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
         let (_, bytes) = self
             .call(method, path, body.map(|b| Bytes::from(b.to_string())))
