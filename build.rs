@@ -2,7 +2,7 @@
 //! `.proto` files in pure Rust, and `tonic-prost-build` (prost underneath) generates the code,
 //! one file per package in `OUT_DIR`, included by `src/proto.rs`.
 //!
-//! A gRPC service (the later `paas/nodeagent.proto`) only needs its line in `PROTOS` and an
+//! A gRPC service (like `paas/nodeagent.proto`) only needs its line in `PROTOS` and an
 //! `include!` in `src/proto.rs`; client and server stubs are generated for any `service`.
 
 /// Every proto compiled into the crate, relative to `PROTO_ROOT`.
@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "mesos/v1/mesos.proto",
     "mesos/v1/scheduler/scheduler.proto",
     "mesos/v1/executor/executor.proto",
+    "paas/nodeagent.proto",
 ];
 
 /// The include root: imports are written as `mesos/v1/mesos.proto`, as in Apache Mesos.

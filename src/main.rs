@@ -14,6 +14,7 @@ use paas::api::{self, AppState, Auth, Backend, Readiness};
 use paas::domain::ClusterId;
 use paas::domain::template::Renderer;
 use paas::metrics::Metrics;
+use paas::orchestrator::{Orchestrator, OrchestratorConfig, nodetool::NodeTool};
 use paas::registry::{SledStore, Store};
 use paas::scheduler::{Scheduler, SchedulerConfig};
 
@@ -57,6 +58,12 @@ enum Command {
         /// Ignored; the agent may pass arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         _rest: Vec<String>,
+    },
+    /// Helpers for node images that hold nothing but `/paas` (used by product templates).
+    #[command(hide = true)]
+    NodeTool {
+        #[command(subcommand)]
+        tool: NodeTool,
     },
 }
 
@@ -109,6 +116,12 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAAS_MAX_BODY", default_value_t = api::DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// How long a service's `ready` check may keep failing before its cluster fails.
+    #[arg(long, env = "PAAS_READY_TIMEOUT", default_value = "2m")]
+    ready_timeout: humantime::Duration,
+    /// Time limit of the orchestration script's `start`.
+    #[arg(long, env = "PAAS_SCRIPT_TIMEOUT", default_value = "10m")]
+    script_timeout: humantime::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -144,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             let c = paas::cli::Client::new(&client.url, client.token);
             rt.block_on(paas::cli::clusters(&c, cmd)).map_err(cli_exit)
         }
+        Command::NodeTool { tool } => Ok(tool.run()?),
     }
 }
 
@@ -185,9 +199,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &tracker,
         )
     });
+    // Scripts run on this host: a wildcard listen address is reached over loopback.
+    let api_host = if local.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local.port()))
+    } else {
+        local
+    };
+    let mut orch_cfg = OrchestratorConfig::new(format!("http://{api_host}{}", api::routes::BASE));
+    orch_cfg.ready_timeout = args.ready_timeout.into();
+    orch_cfg.script_timeout = args.script_timeout.into();
+    let orchestrator = Orchestrator::spawn(
+        orch_cfg,
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        &tracker,
+    );
     let state = Arc::new(AppState {
         store: store.clone(),
-        backend: Arc::new(Framework { scheduler }),
+        backend: Arc::new(Framework {
+            scheduler,
+            orchestrator,
+        }),
         auth,
         metrics,
         max_body: args.max_body,
@@ -244,9 +277,10 @@ async fn signal_shutdown(token: CancellationToken) {
     token.cancel();
 }
 
-/// The api's view of the core: the scheduler when there is a master, else nothing.
+/// The api's view of the core: the scheduler when there is a master, and the orchestrator.
 struct Framework {
     scheduler: Option<Scheduler>,
+    orchestrator: Orchestrator,
 }
 
 impl Backend for Framework {
@@ -254,6 +288,8 @@ impl Backend for Framework {
         if let Some(s) = &self.scheduler {
             s.wake(cluster);
         }
+        // A destroy owes `SCRIPT stop`; the orchestrator notices it from the record.
+        self.orchestrator.wake(cluster);
     }
 
     fn readiness(&self) -> Readiness {

@@ -5,6 +5,18 @@
 //! not own any wire logic (RecordIO, HTTP): that lives with the scheduler and the executor.
 //! Generated code is exempt from the house lints it cannot follow (docs, clippy style).
 
+/// Our own packages.
+pub mod paas {
+    /// Package `paas.nodeagent.v1`: the NodeAgent gRPC service the executor serves and the
+    /// orchestrator calls.
+    pub mod nodeagent {
+        #[allow(missing_docs, clippy::all, clippy::pedantic)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/paas.nodeagent.v1.rs"));
+        }
+    }
+}
+
 /// Apache Mesos packages.
 pub mod mesos {
     /// Package `mesos.v1`: the core types shared by the scheduler and executor APIs.

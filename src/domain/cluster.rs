@@ -291,6 +291,10 @@ pub struct Node {
     pub address: Option<String>,
     pub task_id: Option<String>,
     pub agent_id: Option<String>,
+    /// The port of the node's NodeAgent (its executor's gRPC server), once placed. Reached at
+    /// `address:agent_port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_port: Option<u16>,
     /// Launch attempts so far; part of the task id.
     #[serde(default)]
     pub attempt: u32,
@@ -379,6 +383,7 @@ impl Node {
             address: None,
             task_id: None,
             agent_id: None,
+            agent_port: None,
             attempt: 0,
             message: None,
             extra: n.extra,
@@ -447,6 +452,37 @@ pub struct Cluster {
     pub extra: Map<String, Value>,
     /// Shared secret for the NodeAgent gRPC port of this cluster's executors. Never served.
     pub secret: String,
+    /// How far the orchestrator got configuring the cluster; only the orchestrator writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configure: Option<ConfigureProgress>,
+}
+
+/// The orchestrator's record of configuring one cluster, kept on the cluster so that a
+/// restarted `paas serve` resumes where the last one stopped instead of starting over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureProgress {
+    /// The node task ids the progress is about, in node order. A relaunched node (new task)
+    /// has new ports and an empty disk: the progress then no longer applies.
+    pub generation: Vec<String>,
+    /// The keys of the finished steps (e.g. `files/head`, `start/head`, `script/start`).
+    #[serde(default)]
+    pub done: Vec<String>,
+    /// The step under way, if any: after a restart it is run again (steps are idempotent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// The orchestration script was started at least once, so `SCRIPT stop` is owed.
+    #[serde(default)]
+    pub script_started: bool,
+    /// `SCRIPT stop` has been run (or given up on) after a destroy request.
+    #[serde(default)]
+    pub stop_done: bool,
+}
+
+impl ConfigureProgress {
+    /// Whether the step with key `step` is finished.
+    pub fn is_done(&self, step: &str) -> bool {
+        self.done.iter().any(|d| d == step)
+    }
 }
 
 impl Cluster {
@@ -482,6 +518,7 @@ impl Cluster {
             }],
             extra: spec.extra,
             secret,
+            configure: None,
         }
     }
 

@@ -7,8 +7,9 @@
 //! exits and kills into TASK_FINISHED / TASK_FAILED / TASK_KILLED. It exits once every task is
 //! terminal and acknowledged, on SHUTDOWN, or when the agent is gone for good.
 //!
-//! Not here (yet): the NodeAgent gRPC server the orchestrator talks to. The executor must not
-//! depend on `api` or `scheduler`.
+//! On LAUNCH it also starts the [`nodeagent`] gRPC server the orchestrator talks to (on the
+//! launch's `agent_port`, guarded by the cluster secret); the processes it supervises are killed
+//! with the task. The executor must not depend on `api` or `scheduler`.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +21,7 @@
 
 mod agent;
 mod config;
+pub mod nodeagent;
 mod process;
 pub use crate::recordio;
 mod state;
@@ -86,7 +88,7 @@ pub async fn run(cfg: ExecutorConfig, shutdown: CancellationToken) -> Result<(),
 
     // The supervisor owns the queue's sender: when it returns, the queue closes and the sender
     // task drains what is left, then ends.
-    let result = supervisor::Supervisor::new(cfg, client, calls_tx)
+    let result = supervisor::Supervisor::new(cfg, client, calls_tx, nodeagent::ExitBook::new())
         .run(shutdown, &mut sigchld)
         .await;
     if tokio::time::timeout(FLUSH_TIMEOUT, tracker.wait())

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::ExecutorError;
 use super::agent::{AgentClient, AgentError, EventStream};
 use super::config::ExecutorConfig;
+use super::nodeagent::{AgentSettings, ExitBook, NodeAgentHandle};
 use super::process::{self, Exit};
 use super::state::{Kill, Reporter, Run, TaskBook, epoch_seconds};
 use crate::domain::launch::NodeLaunch;
@@ -99,6 +100,10 @@ pub(super) struct Supervisor {
     stopping: Option<Stopping>,
     /// PID 1 of the container: reap every orphan, not only our own children.
     reap_orphans: bool,
+    /// Statuses of the NodeAgent's children that our orphan reaping collects go here.
+    exits: std::sync::Arc<ExitBook>,
+    /// The NodeAgent server, once a LAUNCH named its port.
+    node_agent: Option<NodeAgentHandle>,
 }
 
 impl Supervisor {
@@ -106,6 +111,7 @@ impl Supervisor {
         cfg: ExecutorConfig,
         client: AgentClient,
         calls: mpsc::UnboundedSender<Call>,
+        exits: std::sync::Arc<ExitBook>,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -126,6 +132,8 @@ impl Supervisor {
             task_killing_state: false,
             stopping: None,
             reap_orphans: process::is_init(),
+            exits,
+            node_agent: None,
         }
     }
 
@@ -138,6 +146,9 @@ impl Supervisor {
     ) -> Result<(), ExecutorError> {
         loop {
             if let Some(result) = self.exit_decision() {
+                if let Some(agent) = self.node_agent.take() {
+                    agent.shutdown().await;
+                }
                 return result;
             }
             let kill_deadline = self.book.next_kill_deadline();
@@ -372,6 +383,14 @@ impl Supervisor {
         };
         let cluster_id = launch.cluster_id.to_string();
         let node = launch.node.clone();
+        if let Err(msg) = self.start_node_agent(&launch) {
+            self.book.insert(task, Run::Done(TaskState::TaskFailed));
+            if let Some(entry) = self.book.get_mut(&task_id) {
+                entry.node = Some((cluster_id, node));
+            }
+            self.report(&task_id, TaskState::TaskFailed, Some(msg), None);
+            return;
+        }
         let argv = launch
             .command
             .as_ref()
@@ -411,6 +430,40 @@ impl Supervisor {
         self.report(&task_id, state, message, None);
     }
 
+    /// Starts the NodeAgent on the launch's `agent_port` (all interfaces: the orchestrator may
+    /// run on another host, and node containers share the agent's network). One per executor:
+    /// a second LAUNCH reuses it. A node without an agent port gets none.
+    fn start_node_agent(&mut self, launch: &NodeLaunch) -> Result<(), String> {
+        let Some(port) = launch.agent_port else {
+            return Ok(());
+        };
+        if self.node_agent.is_some() {
+            return Ok(());
+        }
+        let settings = AgentSettings {
+            cluster_id: launch.cluster_id.to_string(),
+            node: launch.node.clone(),
+            secret: launch.secret.clone(),
+            env: process::node_env(own_env(), launch),
+            working_dir: self.cfg.sandbox.clone(),
+        };
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        match NodeAgentHandle::bind(addr, settings, self.exits.clone()) {
+            Ok(h) => {
+                self.node_agent = Some(h);
+                Ok(())
+            }
+            Err(e) => {
+                let mut msg = format!("cannot start the NodeAgent: {e}");
+                for cause in error_chain(&e) {
+                    msg.push_str(": ");
+                    msg.push_str(&cause);
+                }
+                Err(msg)
+            }
+        }
+    }
+
     /// Starts killing a task: SIGTERM now, SIGKILL after the grace period. The grace period is
     /// the KILL's policy, else the task's, else the executor's shutdown grace period.
     fn kill(&mut self, task_id: &str, policy_grace: Option<Duration>) {
@@ -434,6 +487,10 @@ impl Supervisor {
             })
             .unwrap_or(default_grace);
         let deadline = Instant::now() + grace;
+        // The services the orchestrator started belong to the node: they go with its task.
+        if let Some(agent) = &self.node_agent {
+            agent.kill_services(grace);
+        }
         match &mut entry.run {
             Run::Done(_) => debug!(%task_id, "KILL for a terminal task ignored"),
             Run::Idle => {
@@ -496,7 +553,9 @@ impl Supervisor {
     fn reap(&mut self) {
         for (pid, status) in process::reap(self.book.live_pids(), self.reap_orphans) {
             let Some(task_id) = self.book.task_of_pid(pid).map(str::to_owned) else {
-                debug!(pid, "reaped an orphan");
+                if !self.exits.deliver(pid, status) {
+                    debug!(pid, "reaped an orphan");
+                }
                 continue;
             };
             let Some(entry) = self.book.get_mut(&task_id) else {
@@ -618,6 +677,17 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// Spreads retries over `[d/2, d]` so executors of one agent do not reconnect in lockstep.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// The sources under an error, for messages that must stand alone (a task's status message).
+fn error_chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts
 }
 
 /// This process's environment, skipping entries that are not UTF-8 (`std::env::vars` would

@@ -567,6 +567,7 @@ impl Driver {
                     hostname: acc.hostname.clone(),
                     address: address.clone(),
                     ports: p.ports.clone(),
+                    agent_port: p.executor_ports.first().copied(),
                 });
             }
         }
@@ -892,6 +893,9 @@ struct Placed {
     hostname: String,
     address: String,
     ports: Vec<u16>,
+    /// The executor's NodeAgent port (the first executor port; `tasks::task_info` passes the
+    /// same one to the executor).
+    agent_port: Option<u16>,
 }
 
 fn wants_placement(c: &Cluster) -> bool {
@@ -936,6 +940,7 @@ fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) -> Upd
             .cloned()
             .zip(p.ports.iter().copied())
             .collect();
+        n.agent_port = p.agent_port;
         n.message = None;
         changed = true;
     }
@@ -1063,6 +1068,7 @@ mod tests {
             hostname: "localhost".into(),
             address: "127.0.0.1".into(),
             ports: vec![31000, 31001],
+            agent_port: Some(31002),
         }
     }
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Orchestration script of the reference product.
 
-Called by the orchestrator as `fabfile.py start` once every node runs, and as
-`fabfile.py stop` before the cluster is destroyed. It reads the cluster description from
-the file named by $CLUSTER_JSON and prints a summary (stored, served at /clusters/{id}/logs).
+Called by the orchestrator as `fabfile.py start` once every service of the cluster is
+configured, started and ready, and as `fabfile.py stop` when the cluster is destroyed (best
+effort, while its nodes are being killed). It reads the cluster description from the file
+named by $CLUSTER_JSON and prints a summary (stored, served at /clusters/{id}/logs).
+Environment: CLUSTER_ID, CLUSTER_JSON, PAAS_API_URL. A non-zero exit fails the cluster.
 """
 import json
 import os
@@ -17,6 +19,7 @@ def start(cluster):
         print(f"  node {node['name']}: {node['status']} on {node.get('address') or node.get('host') or '?'} [{ports}]")
     for svc in cluster["services"]:
         print(f"  service {svc['name']}: {', '.join(svc['nodes']) or '-'}")
+    print(f"  api: {os.environ.get('PAAS_API_URL', '?')}/clusters/{os.environ.get('CLUSTER_ID', cluster['id'])}")
     print("reference cluster configured")
 
 

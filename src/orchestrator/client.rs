@@ -1,0 +1,335 @@
+//! The orchestrator's NodeAgent client: one lazily connected gRPC channel per node, every call
+//! carrying the cluster secret. Converts the wire types into plain results at this edge.
+
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::proto::paas::nodeagent::v1 as pb;
+use pb::node_agent_client::NodeAgentClient;
+
+/// How long a TCP connect to a node agent may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Slack on top of a command's own timeout before the call itself is abandoned.
+const CALL_SLACK: Duration = Duration::from_secs(10);
+/// Limit of unary calls other than commands.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest message either way (a rendered file); the agent accepts as much.
+const MAX_MESSAGE: usize = 24 << 20;
+
+/// Why a NodeAgent call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentCallError {
+    #[error("invalid node agent address {addr}")]
+    Address {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the cluster secret cannot be sent as metadata")]
+    Secret,
+    /// The call reached no agent or was refused; `retryable` says whether trying again may help
+    /// (the agent is starting, the network blinked).
+    #[error("node agent at {addr}: {code:?}: {message}")]
+    Call {
+        addr: String,
+        code: Code,
+        message: String,
+    },
+}
+
+impl AgentCallError {
+    /// Whether the failure is of the kind that goes away (agent not yet listening, timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            AgentCallError::Call {
+                code: Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled,
+                ..
+            }
+        )
+    }
+}
+
+/// Adds the secret to every call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// How a command ended, as the orchestrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Code(i32),
+    Signal(i32),
+    /// Could not be started (no such binary…).
+    NotStarted(String),
+    TimedOut,
+}
+
+impl Ended {
+    pub fn success(&self) -> bool {
+        *self == Ended::Code(0)
+    }
+
+    fn from_pb(e: Option<pb::Exit>) -> Self {
+        let Some(e) = e else {
+            return Ended::NotStarted("no exit status reported".into());
+        };
+        if e.timed_out {
+            return Ended::TimedOut;
+        }
+        match e.how {
+            Some(pb::exit::How::Code(c)) => Ended::Code(c),
+            Some(pb::exit::How::Signal(s)) => Ended::Signal(s),
+            Some(pb::exit::How::SpawnError(why)) => Ended::NotStarted(why),
+            None => Ended::NotStarted("no exit status reported".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Code(c) => write!(f, "exited with status {c}"),
+            Ended::Signal(s) => write!(f, "killed by signal {s}"),
+            Ended::NotStarted(why) => write!(f, "could not start: {why}"),
+            Ended::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// A finished command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub ended: Ended,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// The last `lines` lines of stdout then stderr, for failure messages.
+    pub fn tail(&self, lines: usize) -> String {
+        let mut all = String::from_utf8_lossy(&self.stdout).into_owned();
+        if !self.stderr.is_empty() {
+            if !all.is_empty() && !all.ends_with('\n') {
+                all.push('\n');
+            }
+            all.push_str(&String::from_utf8_lossy(&self.stderr));
+        }
+        tail_lines(&all, lines)
+    }
+}
+
+/// The last `n` non-empty lines of `text`, joined with ` | ` so they fit a one-line reason.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = lines[start..].join(" | ");
+    if out.len() > 1000 {
+        let mut cut = out.len() - 1000;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = format!("…{}", &out[cut..]);
+    }
+    out
+}
+
+/// What a supervised service does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceState {
+    Unknown,
+    Running,
+    Exited { ended: Ended, output_tail: String },
+}
+
+/// A client of one node's agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    addr: String,
+    inner: NodeAgentClient<InterceptedService<Channel, Bearer>>,
+}
+
+impl AgentClient {
+    /// A client for the agent at `host:port`. Connects on first use.
+    ///
+    /// # Errors
+    /// [`AgentCallError::Address`] for an unusable address, [`AgentCallError::Secret`] for a
+    /// secret that is not valid header text.
+    pub fn new(host: &str, port: u16, secret: &str) -> Result<Self, AgentCallError> {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| AgentCallError::Address {
+                addr: addr.clone(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let bearer: MetadataValue<Ascii> = format!("Bearer {secret}")
+            .parse()
+            .map_err(|_| AgentCallError::Secret)?;
+        let inner = NodeAgentClient::with_interceptor(endpoint.connect_lazy(), Bearer(bearer))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(Self { addr, inner })
+    }
+
+    /// `host:port`, for messages.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn err(&self, s: Status) -> AgentCallError {
+        AgentCallError::Call {
+            addr: self.addr.clone(),
+            code: s.code(),
+            message: s.message().to_owned(),
+        }
+    }
+
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable or refuses.
+    pub async fn health(&self) -> Result<pb::HealthResponse, AgentCallError> {
+        let mut req = Request::new(pb::HealthRequest {});
+        req.set_timeout(CALL_TIMEOUT);
+        let mut c = self.inner.clone();
+        c.health(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.err(s))
+    }
+
+    /// Writes a file on the node.
+    ///
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable or cannot write it.
+    pub async fn put_file(
+        &self,
+        path: &str,
+        mode: u32,
+        content: Vec<u8>,
+    ) -> Result<(), AgentCallError> {
+        let mut req = Request::new(pb::PutFileRequest {
+            path: path.to_owned(),
+            mode,
+            content,
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        let mut c = self.inner.clone();
+        c.put_file(req).await.map_err(|s| self.err(s))?;
+        Ok(())
+    }
+
+    /// Runs `argv` on the node to completion, within `timeout`.
+    ///
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable; a command that fails is an
+    /// `Ok` whose [`Output::ended`] says how.
+    pub async fn run(&self, argv: &[String], timeout: Duration) -> Result<Output, AgentCallError> {
+        let ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut req = Request::new(pb::RunRequest {
+            argv: argv.to_vec(),
+            timeout_ms: ms,
+            ..Default::default()
+        });
+        req.set_timeout(timeout + CALL_SLACK);
+        let mut c = self.inner.clone();
+        let r = c
+            .run_collected(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        Ok(Output {
+            ended: Ended::from_pb(r.exit),
+            stdout: r.stdout,
+            stderr: r.stderr,
+        })
+    }
+
+    /// Starts (or keeps, when it already runs the same argv) the supervised service `name`.
+    ///
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable or cannot start it (the message
+    /// says why, e.g. no such binary).
+    pub async fn start_service(
+        &self,
+        name: &str,
+        argv: &[String],
+    ) -> Result<ServiceState, AgentCallError> {
+        let mut req = Request::new(pb::StartServiceRequest {
+            name: name.to_owned(),
+            argv: argv.to_vec(),
+            ..Default::default()
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        let mut c = self.inner.clone();
+        let st = c
+            .start_service(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        Ok(service_state(st))
+    }
+
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable.
+    pub async fn inspect_service(&self, name: &str) -> Result<ServiceState, AgentCallError> {
+        let mut req = Request::new(pb::InspectServiceRequest {
+            name: name.to_owned(),
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        let mut c = self.inner.clone();
+        let st = c
+            .inspect_service(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        Ok(service_state(st))
+    }
+}
+
+fn service_state(st: pb::ServiceStatus) -> ServiceState {
+    match st.state() {
+        pb::ServiceState::Running => ServiceState::Running,
+        pb::ServiceState::Exited => ServiceState::Exited {
+            ended: Ended::from_pb(st.exit),
+            output_tail: tail_lines(&String::from_utf8_lossy(&st.output_tail), 5),
+        },
+        pb::ServiceState::Unknown | pb::ServiceState::Unspecified => ServiceState::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_are_short_and_one_line() {
+        assert_eq!(tail_lines("a\nb\n\nc\n", 2), "b | c");
+        assert_eq!(tail_lines("", 3), "");
+        let long = "x".repeat(3000);
+        assert!(tail_lines(&long, 1).chars().count() <= 1001);
+        let out = Output {
+            ended: Ended::Code(1),
+            stdout: b"out1\nout2".to_vec(),
+            stderr: b"err1\n".to_vec(),
+        };
+        assert_eq!(out.tail(2), "out2 | err1");
+    }
+}

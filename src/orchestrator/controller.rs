@@ -1,0 +1,770 @@
+//! The orchestrator's loop: which clusters to work on (wake-ups and a periodic scan), one
+//! worker per cluster, and the execution of each [`Action`] against the store and the nodes.
+//!
+//! Ordering rules:
+//! - a step is marked `current` before it runs and `done` after it succeeded, each a
+//!   compare-and-swap that first checks the cluster is still ours (still `configuring`, same
+//!   node tasks, not being destroyed); a cluster that moved on is left alone, never failed;
+//! - a cluster is failed by the worker that saw the step fail, with the step, node and output
+//!   tail in the reason, and never for a store error (those are retried by the next scan).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::OrchestratorConfig;
+use super::client::{AgentCallError, AgentClient, ServiceState};
+use super::facts::{cluster_facts, render_argv, render_files};
+use super::plan::{Action, Step, StepKind, decide, fresh_progress, generation};
+use super::script::{self, ScriptError, ScriptRun};
+use crate::domain::lifecycle::ClusterEvent;
+use crate::domain::template::Renderer;
+use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, Node, Part, Service, Timestamp};
+use crate::metrics::Metrics;
+use crate::registry::{Store, StoreError, Update};
+
+/// Why a worker stopped early. Step failures are not errors: they fail the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("store task failed: {0}")]
+    Join(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A step that failed: the cluster's reason is built from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StepFailure {
+    node: Option<String>,
+    cause: String,
+}
+
+impl StepFailure {
+    fn on(node: &Node, cause: impl Into<String>) -> Self {
+        Self {
+            node: Some(node.name.to_string()),
+            cause: cause.into(),
+        }
+    }
+
+    fn reason(&self, step: &str) -> String {
+        match &self.node {
+            Some(n) => format!("configure step {step} failed on node {n}: {}", self.cause),
+            None => format!("configure step {step} failed: {}", self.cause),
+        }
+    }
+}
+
+/// What kind of worker runs for a cluster: configure workers are cancelled when the cluster
+/// leaves the configure states; stop workers run to their end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerKind {
+    Configure,
+    Stop,
+}
+
+struct InFlight {
+    kind: WorkerKind,
+    cancel: CancellationToken,
+}
+
+/// The controller; see the module docs.
+pub struct Controller {
+    cfg: OrchestratorConfig,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    renderer: Renderer,
+    permits: Arc<Semaphore>,
+}
+
+impl Controller {
+    pub(super) fn new(
+        cfg: OrchestratorConfig,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(cfg.max_concurrent.max(1)));
+        Self {
+            cfg,
+            store,
+            metrics,
+            shutdown,
+            tracker,
+            renderer: Renderer::files(),
+            permits,
+        }
+    }
+
+    /// Runs until shutdown.
+    pub(super) async fn run(self, mut wake: mpsc::UnboundedReceiver<ClusterId>) {
+        let this = Arc::new(self);
+        let mut in_flight: HashMap<ClusterId, InFlight> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ClusterId>();
+        let mut tick = tokio::time::interval(this.cfg.scan_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        info!(api_url = %this.cfg.api_url, "orchestrator running");
+        loop {
+            let clusters: Vec<Cluster> = tokio::select! {
+                () = this.shutdown.cancelled() => break,
+                _ = tick.tick() => match this.blocking(|s| s.clusters()).await {
+                    Ok(all) => all,
+                    Err(e) => {
+                        warn!(error = %e, "orchestrator scan failed; retrying at the next one");
+                        continue;
+                    }
+                },
+                Some(id) = wake.recv() => this.load(id).await,
+                Some(id) = done_rx.recv() => {
+                    in_flight.remove(&id);
+                    this.load(id).await
+                }
+            };
+            for c in clusters {
+                this.consider(&c, &mut in_flight, &done_tx);
+            }
+        }
+        for w in in_flight.values() {
+            w.cancel.cancel();
+        }
+        debug!("orchestrator stopped");
+    }
+
+    async fn load(&self, id: ClusterId) -> Vec<Cluster> {
+        match self.blocking(move |s| s.cluster(id)).await {
+            Ok(c) => c.into_iter().collect(),
+            Err(e) => {
+                warn!(cluster_id = %id, error = %e, "cannot read the cluster; the next scan retries");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Starts a worker for `c` if it needs one, or cancels a configure worker whose cluster
+    /// moved on (destroyed, a node lost, failed by the scheduler).
+    fn consider(
+        self: &Arc<Self>,
+        c: &Cluster,
+        in_flight: &mut HashMap<ClusterId, InFlight>,
+        done: &mpsc::UnboundedSender<ClusterId>,
+    ) {
+        if let Some(w) = in_flight.get(&c.id) {
+            let configuring = c.desired == Desired::Running
+                && matches!(
+                    c.status,
+                    ClusterStatus::Scheduled
+                        | ClusterStatus::Configuring
+                        | ClusterStatus::Configured
+                );
+            if w.kind == WorkerKind::Configure && !configuring && !w.cancel.is_cancelled() {
+                info!(cluster_id = %c.id, status = %c.status, "cluster left configuration; stopping its worker");
+                w.cancel.cancel();
+            }
+            return;
+        }
+        // `true`: a cluster idle with a script is idle without one too (see `decide`).
+        let kind = match decide(c, true) {
+            Action::Idle => return,
+            Action::StopScript => WorkerKind::Stop,
+            _ => WorkerKind::Configure,
+        };
+        let cancel = self.shutdown.child_token();
+        in_flight.insert(
+            c.id,
+            InFlight {
+                kind,
+                cancel: cancel.clone(),
+            },
+        );
+        let this = self.clone();
+        let done = done.clone();
+        let id = c.id;
+        self.tracker.spawn(async move {
+            let permit = this.permits.clone().acquire_owned().await;
+            if permit.is_ok() {
+                match this.work(id, &cancel).await {
+                    Ok(()) | Err(WorkError::Cancelled) => {}
+                    Err(e) => {
+                        warn!(cluster_id = %id, error = %e, "orchestrator worker stopped; the next scan retries");
+                    }
+                }
+            }
+            // The loop may be gone at shutdown; nothing to tell then.
+            let _ = done.send(id);
+        });
+    }
+
+    /// Reconciles one cluster until there is nothing more to do now.
+    async fn work(&self, id: ClusterId, cancel: &CancellationToken) -> Result<(), WorkError> {
+        let mut script: Option<Option<Vec<u8>>> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(WorkError::Cancelled);
+            }
+            let Some(c) = self.blocking(move |s| s.cluster(id)).await? else {
+                return Ok(());
+            };
+            if script.is_none() {
+                let (p, v) = (c.product.clone(), c.version.clone());
+                script = Some(
+                    self.blocking(move |s| s.part(&p, &v, Part::Orchestrator))
+                        .await?,
+                );
+            }
+            let script_bytes = script.as_ref().and_then(Option::as_deref);
+            let action = decide(&c, script_bytes.is_some());
+            debug!(cluster_id = %id, ?action, "reconcile");
+            match action {
+                Action::Idle => return Ok(()),
+                Action::Begin => self.begin(&c).await?,
+                Action::Run(step) => self.run_step(&c, &step, script_bytes, cancel).await?,
+                Action::Finish => self.finish(&c).await?,
+                Action::Promote => self.promote(&c, cancel).await?,
+                Action::StopScript => self.stop_script(&c, script_bytes).await?,
+            }
+        }
+    }
+
+    // ----- actions --------------------------------------------------------------------------
+
+    async fn begin(&self, c: &Cluster) -> Result<(), WorkError> {
+        let id = c.id;
+        let c = self
+            .update(id, |c| {
+                let fresh = decide(c, true) == Action::Begin;
+                if !fresh {
+                    return Update::Keep;
+                }
+                if c.status == ClusterStatus::Scheduled {
+                    let _ = c.apply(ClusterEvent::ConfigureStarted, None, Timestamp::now());
+                }
+                c.configure = Some(fresh_progress(c, c.configure.as_ref()));
+                Update::Write
+            })
+            .await?;
+        info!(cluster_id = %id, status = %c.status, "configuring");
+        self.log(id, "configuring: every node runs").await;
+        Ok(())
+    }
+
+    async fn run_step(
+        &self,
+        c: &Cluster,
+        step: &Step,
+        script: Option<&[u8]>,
+        cancel: &CancellationToken,
+    ) -> Result<(), WorkError> {
+        let key = step.key();
+        let generation = generation(c);
+        let is_script = step.kind == StepKind::Script;
+        let (k, g) = (key.clone(), generation.clone());
+        let marked = self
+            .update(c.id, move |c| {
+                if !still_configuring(c, &g) {
+                    return Update::Keep;
+                }
+                let Some(p) = c.configure.as_mut() else {
+                    return Update::Keep;
+                };
+                if p.current.as_deref() == Some(k.as_str()) && (!is_script || p.script_started) {
+                    return Update::Keep;
+                }
+                p.current = Some(k.clone());
+                p.script_started |= is_script;
+                Update::Write
+            })
+            .await?;
+        if !still_configuring(&marked, &generation) {
+            return Ok(());
+        }
+        info!(cluster_id = %c.id, step = %key, "configure step");
+        let started = Instant::now();
+        let result = if is_script {
+            self.script_start(&marked, script.unwrap_or_default(), cancel)
+                .await?
+        } else {
+            tokio::select! {
+                r = self.node_step(&marked, step) => r,
+                () = cancel.cancelled() => return Err(WorkError::Cancelled),
+            }
+        };
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics.inc(
+            "paas_orchestrator_steps_total",
+            "Configure steps run, by kind and outcome.",
+            &[
+                ("kind", key.split('/').next().unwrap_or("")),
+                ("outcome", outcome),
+            ],
+        );
+        match result {
+            Ok(()) => {
+                let took = started.elapsed();
+                let (k, g) = (key.clone(), generation.clone());
+                self.update(c.id, move |c| {
+                    if !still_configuring(c, &g) {
+                        return Update::Keep;
+                    }
+                    let Some(p) = c.configure.as_mut() else {
+                        return Update::Keep;
+                    };
+                    if !p.is_done(&k) {
+                        p.done.push(k.clone());
+                    }
+                    p.current = None;
+                    Update::Write
+                })
+                .await?;
+                self.log(c.id, &format!("step {key} done in {took:.1?}"))
+                    .await;
+            }
+            Err(failure) => {
+                let reason = failure.reason(&key);
+                self.fail(c.id, &generation, reason).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `configuring → configured`: every step is done.
+    async fn finish(&self, c: &Cluster) -> Result<(), WorkError> {
+        let generation = generation(c);
+        self.update(c.id, move |c| {
+            if !still_configuring(c, &generation) {
+                return Update::Keep;
+            }
+            let _ = c.apply(ClusterEvent::Configured, None, Timestamp::now());
+            if let Some(p) = c.configure.as_mut() {
+                p.current = None;
+            }
+            Update::Write
+        })
+        .await?;
+        self.log(c.id, "configured: every step done").await;
+        Ok(())
+    }
+
+    /// `configured → ready` once every service's `ready` check passes again (services may
+    /// have died since their step, e.g. across a restart of ours).
+    async fn promote(&self, c: &Cluster, cancel: &CancellationToken) -> Result<(), WorkError> {
+        let checks = async {
+            for s in &c.services {
+                if s.ready.is_some() {
+                    self.ready(c, s, self.cfg.ready_interval * 3)
+                        .await
+                        .map_err(|f| f.reason(&format!("ready/{}", s.name)))?;
+                }
+            }
+            Ok::<(), String>(())
+        };
+        let result = tokio::select! {
+            r = checks => r,
+            () = cancel.cancelled() => return Err(WorkError::Cancelled),
+        };
+        match result {
+            Ok(()) => {
+                let c = self
+                    .update(c.id, |c| {
+                        if c.desired != Desired::Running || c.status != ClusterStatus::Configured {
+                            return Update::Keep;
+                        }
+                        let _ = c.apply(ClusterEvent::Ready, None, Timestamp::now());
+                        Update::Write
+                    })
+                    .await?;
+                if c.status == ClusterStatus::Ready {
+                    info!(cluster_id = %c.id, "cluster ready");
+                    self.log(c.id, "ready").await;
+                }
+            }
+            Err(reason) => {
+                let r = reason.clone();
+                self.update(c.id, move |c| {
+                    if c.desired != Desired::Running || c.status != ClusterStatus::Configured {
+                        return Update::Keep;
+                    }
+                    let _ = c.apply(ClusterEvent::Failed, Some(r.clone()), Timestamp::now());
+                    Update::Write
+                })
+                .await?;
+                warn!(cluster_id = %c.id, %reason, "cluster failed its final checks");
+                self.log(c.id, &format!("failed: {reason}")).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `SCRIPT stop`, once, best effort: whatever happens, it is not run again.
+    async fn stop_script(&self, c: &Cluster, script: Option<&[u8]>) -> Result<(), WorkError> {
+        if let Some(script) = script {
+            self.log(c.id, "destroy: running the orchestration script `stop`")
+                .await;
+            // Only shutdown interrupts it: a destroyed cluster has nothing left to cancel for.
+            match self
+                .script(c, script, "stop", self.cfg.stop_timeout, &self.shutdown)
+                .await
+            {
+                Ok(o) => {
+                    self.log(c.id, &format!("orchestration script `stop` {}", o.ended))
+                        .await;
+                }
+                Err(ScriptError::Cancelled) => return Err(WorkError::Cancelled),
+                Err(e) => {
+                    self.log(
+                        c.id,
+                        &format!("orchestration script `stop` not run: {}", chain(&e)),
+                    )
+                    .await;
+                }
+            }
+        }
+        self.update(c.id, |c| match c.configure.as_mut() {
+            Some(p) if !p.stop_done => {
+                p.stop_done = true;
+                Update::Write
+            }
+            _ => Update::Keep,
+        })
+        .await?;
+        Ok(())
+    }
+
+    // ----- steps on nodes -------------------------------------------------------------------
+
+    async fn node_step(&self, c: &Cluster, step: &Step) -> Result<(), StepFailure> {
+        let Some(svc) = step
+            .service
+            .as_deref()
+            .and_then(|n| c.services.iter().find(|s| s.name.as_str() == n))
+        else {
+            return Err(StepFailure {
+                node: None,
+                cause: "the service is gone from the cluster record".into(),
+            });
+        };
+        match step.kind {
+            StepKind::Files => self.push_files(c, svc).await,
+            StepKind::Start => self.start(c, svc).await,
+            StepKind::Ready => self.ready(c, svc, self.cfg.ready_timeout).await,
+            StepKind::Script => Ok(()),
+        }
+    }
+
+    /// Renders every file for every node first (a template error pushes nothing), then pushes.
+    async fn push_files(&self, c: &Cluster, svc: &Service) -> Result<(), StepFailure> {
+        let facts = cluster_facts(c);
+        let mut work = Vec::new();
+        for node in nodes_of(c, svc) {
+            let files = render_files(&self.renderer, &facts, svc, node)
+                .map_err(|e| StepFailure::on(node, e.to_string()))?;
+            work.push((node, files));
+        }
+        let results = join_all(work.into_iter().map(|(node, files)| async move {
+            let agent = self.agent(c, node)?;
+            for f in files {
+                self.retry(|| agent.put_file(&f.path, f.mode, f.content.clone()))
+                    .await
+                    .map_err(|e| StepFailure::on(node, format!("cannot write {}: {e}", f.path)))?;
+            }
+            Ok(())
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn start(&self, c: &Cluster, svc: &Service) -> Result<(), StepFailure> {
+        let Some(cmd) = &svc.start else {
+            return Ok(());
+        };
+        let facts = cluster_facts(c);
+        let mut work = Vec::new();
+        for node in nodes_of(c, svc) {
+            let argv = render_argv(&self.renderer, &facts, svc, node, &cmd.argv())
+                .map_err(|e| StepFailure::on(node, format!("start: {e}")))?;
+            work.push((node, argv));
+        }
+        let results = join_all(work.into_iter().map(|(node, argv)| async move {
+            let argv = &argv;
+            let agent = self.agent(c, node)?;
+            self.retry(|| agent.start_service(svc.name.as_str(), argv))
+                .await
+                .map_err(|e| StepFailure::on(node, format!("cannot start {argv:?}: {e}")))?;
+            Ok(())
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    /// Polls the service's `ready` check on each of its nodes until it passes everywhere or
+    /// `within` runs out; fails at once when the service's `start` process died.
+    async fn ready(&self, c: &Cluster, svc: &Service, within: Duration) -> Result<(), StepFailure> {
+        let Some(cmd) = &svc.ready else {
+            return Ok(());
+        };
+        let facts = cluster_facts(c);
+        let mut work = Vec::new();
+        for node in nodes_of(c, svc) {
+            let argv = render_argv(&self.renderer, &facts, svc, node, &cmd.argv())
+                .map_err(|e| StepFailure::on(node, format!("ready: {e}")))?;
+            work.push((node, argv));
+        }
+        let deadline = Instant::now() + within;
+        let results = join_all(work.into_iter().map(|(node, argv)| async move {
+            let argv = &argv;
+            let agent = self.agent(c, node)?;
+            let mut last: String;
+            loop {
+                if svc.start.is_some()
+                    && let Ok(ServiceState::Exited { ended, output_tail }) =
+                        agent.inspect_service(svc.name.as_str()).await
+                    && !ended.success()
+                {
+                    return Err(StepFailure::on(
+                        node,
+                        format!(
+                            "service {} {ended} before it was ready; output: {output_tail}",
+                            svc.name
+                        ),
+                    ));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let attempt = agent
+                    .run(
+                        argv,
+                        self.cfg
+                            .check_timeout
+                            .min(left)
+                            .max(Duration::from_millis(100)),
+                    )
+                    .await;
+                match attempt {
+                    Ok(out) if out.ended.success() => return Ok(()),
+                    Ok(out) => last = format!("{}: {}", out.ended, out.tail(3)),
+                    Err(e) => last = e.to_string(),
+                }
+                if Instant::now() + self.cfg.ready_interval >= deadline {
+                    return Err(StepFailure::on(
+                        node,
+                        format!(
+                            "ready check {argv:?} did not pass within {}; last attempt: {last}",
+                            humantime::format_duration(within)
+                        ),
+                    ));
+                }
+                tokio::time::sleep(self.cfg.ready_interval).await;
+            }
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    fn agent(&self, c: &Cluster, node: &Node) -> Result<AgentClient, StepFailure> {
+        let host = node.address.as_deref().or(node.host.as_deref());
+        let (Some(host), Some(port)) = (host, node.agent_port) else {
+            return Err(StepFailure::on(
+                node,
+                "no NodeAgent address on record (address and agent port are set when the node is placed)",
+            ));
+        };
+        AgentClient::new(host, port, &c.secret).map_err(|e| StepFailure::on(node, e.to_string()))
+    }
+
+    /// Retries transient agent failures (not listening yet, network blips) for up to
+    /// `agent_wait`, backing off.
+    async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, AgentCallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentCallError>>,
+    {
+        let deadline = Instant::now() + self.cfg.agent_wait;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                    debug!(error = %e, "node agent not reachable yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ----- the script -----------------------------------------------------------------------
+
+    async fn script_start(
+        &self,
+        c: &Cluster,
+        script: &[u8],
+        cancel: &CancellationToken,
+    ) -> Result<Result<(), StepFailure>, WorkError> {
+        self.log(c.id, "running the orchestration script `start`")
+            .await;
+        match self
+            .script(c, script, "start", self.cfg.script_timeout, cancel)
+            .await
+        {
+            Ok(o) if o.ended.success() => Ok(Ok(())),
+            Ok(o) => {
+                let ended = match o.ended {
+                    super::client::Ended::TimedOut => format!(
+                        "timed out after {}",
+                        humantime::format_duration(self.cfg.script_timeout)
+                    ),
+                    other => other.to_string(),
+                };
+                Ok(Err(StepFailure {
+                    node: None,
+                    cause: format!("orchestration script `start` {ended}; output: {}", o.tail),
+                }))
+            }
+            Err(ScriptError::Cancelled) => Err(WorkError::Cancelled),
+            Err(e) => Ok(Err(StepFailure {
+                node: None,
+                cause: format!("orchestration script `start` could not run: {}", chain(&e)),
+            })),
+        }
+    }
+
+    async fn script(
+        &self,
+        c: &Cluster,
+        script: &[u8],
+        action: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<script::ScriptOutcome, ScriptError> {
+        let json = cluster_json(c);
+        let id = c.id;
+        let header = format!("==> {action} ({})\n", Timestamp::now());
+        self.append(id, header.into_bytes()).await;
+        let run = ScriptRun {
+            script,
+            action,
+            cluster_json: &json,
+            env: vec![
+                ("CLUSTER_ID".into(), id.to_string()),
+                ("PAAS_API_URL".into(), self.cfg.api_url.clone()),
+            ],
+            timeout,
+            work_dir: &self.cfg.work_dir,
+        };
+        let outcome = script::run(run, cancel, |chunk| self.append(id, chunk)).await;
+        if let Ok(o) = &outcome {
+            info!(cluster_id = %id, action, ended = %o.ended, "orchestration script ended");
+            self.append(id, format!("<== {action}: {}\n", o.ended).into_bytes())
+                .await;
+        }
+        outcome
+    }
+
+    // ----- store ----------------------------------------------------------------------------
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, WorkError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| WorkError::Join(e.to_string()))?
+            .map_err(WorkError::Store)
+    }
+
+    /// A compare-and-swap on the cluster; `f` must be pure (it may run more than once).
+    async fn update(
+        &self,
+        id: ClusterId,
+        mut f: impl FnMut(&mut Cluster) -> Update + Send + 'static,
+    ) -> Result<Cluster, WorkError> {
+        self.blocking(move |s| s.update_cluster(id, &mut |c| Ok(f(c))))
+            .await
+    }
+
+    async fn fail(
+        &self,
+        id: ClusterId,
+        generation: &[String],
+        reason: String,
+    ) -> Result<(), WorkError> {
+        let generation = generation.to_vec();
+        let r = reason.clone();
+        let c = self
+            .update(id, move |c| {
+                if !still_configuring(c, &generation) {
+                    return Update::Keep;
+                }
+                let _ = c.apply(ClusterEvent::Failed, Some(r.clone()), Timestamp::now());
+                Update::Write
+            })
+            .await?;
+        if c.status == ClusterStatus::Failed {
+            warn!(cluster_id = %id, %reason, "cluster failed");
+            self.log(id, &format!("failed: {reason}")).await;
+        }
+        Ok(())
+    }
+
+    /// One orchestrator line in the cluster's log (served at `/clusters/{id}/logs`).
+    async fn log(&self, id: ClusterId, line: &str) {
+        self.append(
+            id,
+            format!("[{}] orchestrator: {line}\n", Timestamp::now()).into_bytes(),
+        )
+        .await;
+    }
+
+    async fn append(&self, id: ClusterId, data: Vec<u8>) {
+        if let Err(e) = self.blocking(move |s| s.append_log(id, &data)).await {
+            // Losing log output must not stop configuration; say so once here.
+            warn!(cluster_id = %id, error = %e, "cannot store orchestrator output");
+        }
+    }
+}
+
+/// The record is still the configuration we are working on.
+fn still_configuring(c: &Cluster, generation: &[String]) -> bool {
+    c.desired == Desired::Running
+        && c.status == ClusterStatus::Configuring
+        && c.configure
+            .as_ref()
+            .is_some_and(|p| p.generation == generation)
+}
+
+fn nodes_of<'a>(c: &'a Cluster, svc: &'a Service) -> impl Iterator<Item = &'a Node> + 'a {
+    svc.nodes.iter().filter_map(|n| c.node(n.as_str()))
+}
+
+/// The full cluster description for `CLUSTER_JSON`: the record as served, without its secret.
+pub fn cluster_json(c: &Cluster) -> Vec<u8> {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.remove("secret");
+    }
+    // invariant: a serde_json::Value always serialises.
+    serde_json::to_vec_pretty(&v).unwrap_or_default()
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,275 @@
+//! `paas node-tool`: tiny commands for node images that hold nothing but `/paas` (the reference
+//! product's image is `FROM scratch`: no shell, no curl). Hidden from `--help`.
+//!
+//! Both read a peers file rendered at configure time:
+//!
+//! ```text
+//! name = node0
+//! listen = 127.0.0.1:31000
+//! peers = node0@127.0.0.1:31000,node1@127.0.0.1:31001
+//! ```
+//!
+//! - `serve --config F`: answers every HTTP request on the `listen` port (all interfaces)
+//!   with `200` and the node's name;
+//! - `probe --config F`: asks every peer and exits 0 only if each answers with its own name,
+//!   which proves the peers reach each other on their allocated ports.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a node-tool command failed; `paas` exits non-zero with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeToolError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Config { path: PathBuf, why: String },
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{failed} of {total} peers unreachable: {details}")]
+    Unreachable {
+        failed: usize,
+        total: usize,
+        details: String,
+    },
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeTool {
+    /// Serve the node's name over HTTP on the `listen` port of the peers file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check that every peer of the peers file answers with its name.
+    Probe {
+        #[arg(long)]
+        config: PathBuf,
+        /// Per-peer connect and read timeout, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+impl NodeTool {
+    /// Runs the command (blocking; `serve` does not return unless it cannot listen).
+    ///
+    /// # Errors
+    /// [`NodeToolError`]: a bad peers file, a port in use, unreachable peers.
+    pub fn run(self) -> Result<(), NodeToolError> {
+        match self {
+            NodeTool::Serve { config } => serve(&PeersFile::read(&config)?),
+            NodeTool::Probe { config, timeout_ms } => {
+                let peers = PeersFile::read(&config)?;
+                let ok = probe(&peers, Duration::from_millis(timeout_ms))?;
+                println!("{ok} of {ok} peers answered");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A parsed peers file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeersFile {
+    pub name: String,
+    pub listen: String,
+    /// `(name, host:port)`.
+    pub peers: Vec<(String, String)>,
+}
+
+impl PeersFile {
+    /// # Errors
+    /// [`NodeToolError::Read`] / [`NodeToolError::Config`].
+    pub fn read(path: &Path) -> Result<Self, NodeToolError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeToolError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|why| NodeToolError::Config {
+            path: path.to_owned(),
+            why,
+        })
+    }
+
+    /// # Errors
+    /// A message naming the missing or malformed key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut name = None;
+        let mut listen = None;
+        let mut peers = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {line:?} is not key = value"))?;
+            let v = v.trim();
+            match k.trim() {
+                "name" => name = Some(v.to_owned()),
+                "listen" => listen = Some(v.to_owned()),
+                "peers" => {
+                    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let (n, addr) = p
+                            .split_once('@')
+                            .ok_or_else(|| format!("peer {p:?} is not name@host:port"))?;
+                        peers.push((n.to_owned(), addr.to_owned()));
+                    }
+                }
+                other => return Err(format!("unknown key {other:?}")),
+            }
+        }
+        Ok(Self {
+            name: name.ok_or("missing `name`")?,
+            listen: listen.ok_or("missing `listen`")?,
+            peers,
+        })
+    }
+}
+
+fn serve(p: &PeersFile) -> Result<(), NodeToolError> {
+    let port: u16 = p
+        .listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .ok_or_else(|| NodeToolError::Config {
+            path: PathBuf::from("listen"),
+            why: format!("{:?} has no port", p.listen),
+        })?;
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let listener =
+        TcpListener::bind(addr).map_err(|source| NodeToolError::Listen { addr, source })?;
+    println!("node-tool: {} serving on {addr}", p.name);
+    let body = format!("{}\n", p.name);
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let body = body.clone();
+        std::thread::spawn(move || {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            // The request itself does not matter; read what came so the peer is not reset.
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let resp = format!(
+                "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes());
+        });
+    }
+    Ok(())
+}
+
+/// Asks every peer; returns how many answered correctly.
+fn probe(p: &PeersFile, timeout: Duration) -> Result<usize, NodeToolError> {
+    let failures: Vec<String> = p
+        .peers
+        .iter()
+        .filter_map(|(name, addr)| {
+            ask(name, addr, timeout)
+                .err()
+                .map(|e| format!("{name}@{addr}: {e}"))
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(p.peers.len())
+    } else {
+        Err(NodeToolError::Unreachable {
+            failed: failures.len(),
+            total: p.peers.len(),
+            details: failures.join("; "),
+        })
+    }
+}
+
+fn ask(name: &str, addr: &str, timeout: Duration) -> Result<(), String> {
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    if !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("answered {:?}", head.lines().next().unwrap_or("")));
+    }
+    if body.trim() != name {
+        return Err(format!("answered as {:?}", body.trim()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peers_files() {
+        let p = PeersFile::parse(
+            "# hi\nname = node0\nlisten = 127.0.0.1:31000\npeers = node0@127.0.0.1:31000, node1@127.0.0.1:31001,\n",
+        )
+        .unwrap();
+        assert_eq!(p.name, "node0");
+        assert_eq!(p.peers.len(), 2);
+        assert_eq!(p.peers[1], ("node1".into(), "127.0.0.1:31001".into()));
+        assert!(
+            PeersFile::parse("listen = x:1")
+                .unwrap_err()
+                .contains("name")
+        );
+        assert!(PeersFile::parse("name = a\nlisten = x:1\npeers = bad").is_err());
+    }
+
+    #[test]
+    fn serve_and_probe_over_loopback() {
+        // Pick a free port, then serve on it from a thread.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let me = PeersFile {
+            name: "node0".into(),
+            listen: format!("127.0.0.1:{port}"),
+            peers: vec![("node0".into(), format!("127.0.0.1:{port}"))],
+        };
+        let served = me.clone();
+        std::thread::spawn(move || serve(&served));
+        let t = Duration::from_millis(500);
+        let mut ok = Err(NodeToolError::Config {
+            path: "x".into(),
+            why: "not tried".into(),
+        });
+        for _ in 0..50 {
+            ok = probe(&me, t);
+            if ok.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(ok.unwrap(), 1);
+        let wrong = PeersFile {
+            peers: vec![("node9".into(), format!("127.0.0.1:{port}"))],
+            ..me
+        };
+        let err = probe(&wrong, t).unwrap_err().to_string();
+        assert!(err.contains("answered as \"node0\""), "{err}");
+    }
+}

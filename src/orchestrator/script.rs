@@ -1,0 +1,289 @@
+//! Runs a product's orchestration script on the framework host: `SCRIPT start` after the
+//! services are up, `SCRIPT stop` when the cluster is destroyed.
+//!
+//! The script is written to a private temporary directory with the cluster description next to
+//! it (`CLUSTER_JSON`, secret removed). Its interpreter comes from its shebang line (as the
+//! kernel reads it: the interpreter path and at most one argument), `python3` without one. It
+//! runs in its own process group, so a timeout or a shutdown kills whatever it started.
+//! Output (stdout and stderr, interleaved as they arrive) goes to a caller-supplied sink.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Ended, tail_lines};
+
+/// Why a script could not be run at all (its own failure is an [`ScriptOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("cannot prepare the script directory {dir}")]
+    Prepare {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start interpreter {interpreter:?}")]
+    Spawn {
+        interpreter: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What one run of the script looks like from the outside.
+#[derive(Debug, Clone)]
+pub struct ScriptRun<'a> {
+    /// The script's bytes, as uploaded.
+    pub script: &'a [u8],
+    /// `start` or `stop`.
+    pub action: &'a str,
+    /// The cluster description written to `CLUSTER_JSON`.
+    pub cluster_json: &'a [u8],
+    /// Extra environment (`CLUSTER_ID`, `PAAS_API_URL`).
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Where the temporary directory goes.
+    pub work_dir: &'a Path,
+}
+
+/// How a script run ended, with the tail of its output for messages.
+#[derive(Debug, Clone)]
+pub struct ScriptOutcome {
+    pub ended: Ended,
+    pub tail: String,
+}
+
+/// The interpreter argv for `script`: its shebang (`#!/usr/bin/env python3` → `["/usr/bin/env",
+/// "python3"]`), else `["python3"]`.
+pub fn interpreter(script: &[u8]) -> Vec<String> {
+    let first = script.split(|b| *b == b'\n').next().unwrap_or_default();
+    let Some(rest) = first.strip_prefix(b"#!") else {
+        return vec!["python3".to_owned()];
+    };
+    let line = String::from_utf8_lossy(rest);
+    let line = line.trim();
+    // Like the kernel: the interpreter, then everything else as one optional argument.
+    match line.split_once(char::is_whitespace) {
+        None if line.is_empty() => vec!["python3".to_owned()],
+        None => vec![line.to_owned()],
+        Some((prog, arg)) => vec![prog.to_owned(), arg.trim().to_owned()],
+    }
+}
+
+/// Runs the script to its end (or its timeout), passing output chunks to `sink` in order.
+///
+/// # Errors
+/// [`ScriptError::Prepare`] / [`ScriptError::Spawn`] when it cannot be run at all,
+/// [`ScriptError::Cancelled`] when `cancel` fired (the script is killed).
+pub async fn run<F, Fut>(
+    run: ScriptRun<'_>,
+    cancel: &CancellationToken,
+    mut sink: F,
+) -> Result<ScriptOutcome, ScriptError>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = run
+        .work_dir
+        .join(format!("paas-script-{}", uuid::Uuid::new_v4().simple()));
+    let prepare = |source| ScriptError::Prepare {
+        dir: dir.clone(),
+        source,
+    };
+    let script_path = dir.join("script");
+    let json_path = dir.join("cluster.json");
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::write(&script_path, run.script)?;
+        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::write(&json_path, run.cluster_json)?;
+        std::fs::set_permissions(&json_path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    };
+    write().map_err(prepare)?;
+    let result = execute(&run, &dir, &script_path, &json_path, cancel, &mut sink).await;
+    // The cluster description is sensitive enough (addresses, ports): do not leave it around.
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn execute<F, Fut>(
+    run: &ScriptRun<'_>,
+    dir: &Path,
+    script_path: &Path,
+    json_path: &Path,
+    cancel: &CancellationToken,
+    sink: &mut F,
+) -> Result<ScriptOutcome, ScriptError>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let argv = interpreter(run.script);
+    let (program, args) = argv.split_first().ok_or_else(|| ScriptError::Spawn {
+        interpreter: String::new(),
+        source: std::io::Error::other("empty interpreter"),
+    })?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .arg(script_path)
+        .arg(run.action)
+        .envs(run.env.iter().map(|(k, v)| (k, v)))
+        .env("CLUSTER_JSON", json_path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ScriptError::Spawn {
+            interpreter: program.clone(),
+            source,
+        })?;
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+    let kill_group = || {
+        if let Some(pgid) = pgid.filter(|p| *p > 1) {
+            // SAFETY: kill(2) has no memory-safety preconditions; -pgid addresses the group
+            // the script leads (never 0 or 1, filtered above).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    };
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut all = Vec::new();
+    let (mut b1, mut b2) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let deadline = tokio::time::sleep(run.timeout);
+    tokio::pin!(deadline);
+    let mut timed_out = false;
+    let mut status = None;
+    while status.is_none() || stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            r = read_opt(&mut stdout, &mut b1) => match r {
+                Some(n) => { all.extend_from_slice(&b1[..n]); sink(b1[..n].to_vec()).await; }
+                None => stdout = None,
+            },
+            r = read_opt(&mut stderr, &mut b2) => match r {
+                Some(n) => { all.extend_from_slice(&b2[..n]); sink(b2[..n].to_vec()).await; }
+                None => stderr = None,
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                // Whatever it left behind in its group holds our pipes open; it goes too.
+                kill_group();
+            }
+            () = &mut deadline, if !timed_out && status.is_none() => {
+                timed_out = true;
+                kill_group();
+            }
+            () = cancel.cancelled(), if status.is_none() => {
+                kill_group();
+                let _ = child.wait().await;
+                return Err(ScriptError::Cancelled);
+            }
+        }
+    }
+    let ended = match status {
+        _ if timed_out => Ended::TimedOut,
+        Some(Ok(s)) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+            (Some(c), _) => Ended::Code(c),
+            (None, Some(sig)) => Ended::Signal(sig),
+            (None, None) => Ended::NotStarted("unknown exit status".into()),
+        },
+        Some(Err(e)) => Ended::NotStarted(format!("cannot wait for the script: {e}")),
+        None => Ended::NotStarted("no exit status".into()),
+    };
+    Ok(ScriptOutcome {
+        ended,
+        tail: tail_lines(&String::from_utf8_lossy(&all), 5),
+    })
+}
+
+async fn read_opt<R: tokio::io::AsyncRead + Unpin>(
+    p: &mut Option<R>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    match p {
+        Some(p) => match p.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shebangs() {
+        assert_eq!(
+            interpreter(b"#!/usr/bin/env python3\nprint(1)"),
+            ["/usr/bin/env", "python3"]
+        );
+        assert_eq!(interpreter(b"#!/bin/sh\n"), ["/bin/sh"]);
+        assert_eq!(interpreter(b"#! /bin/bash -eu \n"), ["/bin/bash", "-eu"]);
+        assert_eq!(interpreter(b"print(1)\n"), ["python3"]);
+        assert_eq!(interpreter(b""), ["python3"]);
+        assert_eq!(interpreter(b"#!\n"), ["python3"]);
+    }
+
+    async fn go(script: &str, timeout: Duration) -> (ScriptOutcome, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let r = run(
+            ScriptRun {
+                script: script.as_bytes(),
+                action: "start",
+                cluster_json: br#"{"id":"c1"}"#,
+                env: vec![("CLUSTER_ID".into(), "c1".into())],
+                timeout,
+                work_dir: dir.path(),
+            },
+            &CancellationToken::new(),
+            |chunk| {
+                out.extend(chunk);
+                async {}
+            },
+        )
+        .await
+        .unwrap();
+        // The private directory is gone afterwards.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn runs_with_env_args_and_output() {
+        let (r, out) = go(
+            "#!/bin/sh\necho \"$1 $CLUSTER_ID $(cat $CLUSTER_JSON)\"\necho oops >&2\nexit 3\n",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r.ended, Ended::Code(3));
+        assert!(out.contains(r#"start c1 {"id":"c1"}"#), "{out}");
+        assert!(out.contains("oops"), "{out}");
+        assert!(r.tail.contains("oops"), "{}", r.tail);
+    }
+
+    #[tokio::test]
+    async fn times_out_and_kills_the_group() {
+        let t0 = std::time::Instant::now();
+        let (r, _) = go(
+            "#!/bin/sh\nsleep 30 &\nsleep 30\n",
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(r.ended, Ended::TimedOut);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+}

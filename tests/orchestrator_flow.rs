@@ -1,0 +1,404 @@
+//! The orchestrator end to end without Mesos: a store holding a `scheduled` cluster whose
+//! nodes are NodeAgents on loopback (one per node, in this process), the orchestrator
+//! configuring it, and the outcomes: `ready` with the script output in the log, or `failed`
+//! with a reason naming the cause. Also: a restart mid-configuration resumes from progress.
+//!
+//! The nodes run the real reference product's commands (`paas node-tool serve/probe`, the
+//! binary under test), with file paths moved under a temporary directory: in-process nodes
+//! share one filesystem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paas::domain::cluster::{ClusterSpec, Command};
+use paas::domain::lifecycle::ClusterEvent;
+use paas::domain::template::Renderer;
+use paas::domain::{Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, Timestamp};
+use paas::executor::nodeagent::{AgentSettings, ExitBook, NodeAgentHandle};
+use paas::metrics::Metrics;
+use paas::orchestrator::{Orchestrator, OrchestratorConfig};
+use paas::registry::{MemoryStore, Store, Update};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const SECRET: &str = "flow-secret";
+const PAAS: &str = env!("CARGO_BIN_EXE_paas");
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    agents: Vec<NodeAgentHandle>,
+    dir: tempfile::TempDir,
+    id: ClusterId,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `scheduled` reference cluster of `size` nodes, with `script` as its orchestration script.
+/// `edit` may change the cluster before it is stored (break a template, a check).
+async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Cluster)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (name, version) = (
+        Name::parse("reference").unwrap(),
+        Name::parse("1.0.0").unwrap(),
+    );
+    let t = || Timestamp::now();
+    store
+        .create_product(&Product {
+            name: name.clone(),
+            version: version.clone(),
+            description: "reference".into(),
+            logo_url: None,
+            created_at: t(),
+            updated_at: t(),
+            parts: Default::default(),
+        })
+        .unwrap();
+    if let Some(s) = script {
+        store
+            .put_part(&name, &version, Part::Orchestrator, s, &t())
+            .unwrap();
+    }
+    let id = ClusterId::random();
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/products/reference/minimal.json"),
+    )
+    .unwrap();
+    let ctx = json!({"opts": {"size": size, "cpu": 0.1, "mem": 64}, "cluster_id": id.to_string(),
+                     "user": "alice", "product": "reference", "version": "1.0.0", "node_image": "img"});
+    let spec = ClusterSpec::parse(&Renderer::spec().render(&template, &ctx).unwrap()).unwrap();
+    let mut opts = serde_json::Map::new();
+    opts.insert("size".into(), json!(size));
+    let mut c = Cluster::new(
+        id,
+        "alice".into(),
+        name,
+        version,
+        opts,
+        spec,
+        SECRET.into(),
+        t(),
+    );
+    // In-process nodes share one filesystem: give each its own directory, and run the
+    // binary under test instead of the image's `/paas`.
+    let root = dir.path().display().to_string();
+    for s in &mut c.services {
+        for f in &mut s.files {
+            f.path = f
+                .path
+                .replace("/etc/reference", &format!("{root}/{{{{node.name}}}}"));
+        }
+        for cmd in [&mut s.start, &mut s.ready].into_iter().flatten() {
+            let argv = cmd
+                .argv()
+                .into_iter()
+                .map(|a| {
+                    a.replace("/etc/reference", &format!("{root}/{{{{node.name}}}}"))
+                        .replace("/paas", PAAS)
+                })
+                .collect();
+            *cmd = Command::Argv(argv);
+        }
+    }
+    c.apply(ClusterEvent::PlacementStarted, None, t()).unwrap();
+    let mut agents = Vec::new();
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let settings = AgentSettings {
+            cluster_id: id.to_string(),
+            node: n.name.to_string(),
+            secret: SECRET.into(),
+            env: BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]),
+            working_dir: Some(dir.path().to_owned()),
+        };
+        let h = NodeAgentHandle::start(listener, settings, ExitBook::new()).unwrap();
+        n.status = NodeStatus::Running;
+        n.task_id = Some(format!("task-{i}"));
+        n.host = Some("localhost".into());
+        n.address = Some("127.0.0.1".into());
+        n.ports = [("http".to_owned(), free_port())].into();
+        n.agent_port = Some(h.local_addr().port());
+        agents.push(h);
+    }
+    c.apply(ClusterEvent::AllRunning, None, t()).unwrap();
+    edit(&mut c);
+    store.create_cluster(&c).unwrap();
+    Fixture {
+        store,
+        agents,
+        dir,
+        id,
+    }
+}
+
+fn config(dir: &std::path::Path) -> OrchestratorConfig {
+    let mut cfg = OrchestratorConfig::new("http://127.0.0.1:1/bigdata/api/v1");
+    cfg.scan_interval = Duration::from_millis(200);
+    cfg.ready_timeout = Duration::from_secs(10);
+    cfg.ready_interval = Duration::from_millis(200);
+    cfg.check_timeout = Duration::from_secs(3);
+    cfg.agent_wait = Duration::from_secs(5);
+    cfg.script_timeout = Duration::from_secs(20);
+    cfg.work_dir = dir.to_owned();
+    cfg
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    orchestrator: Orchestrator,
+}
+
+fn start(f: &Fixture, cfg: OrchestratorConfig) -> Running {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let orchestrator = Orchestrator::spawn(
+        cfg,
+        f.store.clone(),
+        Arc::new(Metrics::new()),
+        shutdown.clone(),
+        &tracker,
+    );
+    Running {
+        shutdown,
+        tracker,
+        orchestrator,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .expect("orchestrator stops within 10 s");
+    }
+}
+
+/// Waits until the cluster satisfies `done`, up to `secs`.
+async fn wait(f: &Fixture, secs: u64, done: impl Fn(&Cluster) -> bool) -> Cluster {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = f.store.cluster(f.id).unwrap().unwrap();
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out; cluster is {} ({:?}), progress {:?}\nlog:\n{}",
+            c.status,
+            c.reason,
+            c.configure,
+            log(f)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn log(f: &Fixture) -> String {
+    String::from_utf8_lossy(&f.store.log(f.id).unwrap()).into_owned()
+}
+
+fn terminal(c: &Cluster) -> bool {
+    matches!(c.status, ClusterStatus::Ready | ClusterStatus::Failed)
+}
+
+async fn teardown(f: Fixture) {
+    for a in f.agents {
+        a.shutdown().await;
+    }
+}
+
+fn reference_script() -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/products/reference/orquestrators/minimal/fabfile.py"),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_cluster_of_three_becomes_ready() {
+    let script = reference_script();
+    let f = fixture(3, Some(&script), |_| {}).await;
+    let run = start(&f, config(f.dir.path()));
+    let c = wait(&f, 60, terminal).await;
+    assert_eq!(
+        c.status,
+        ClusterStatus::Ready,
+        "{:?}\n{}",
+        c.reason,
+        log(&f)
+    );
+    let statuses: Vec<_> = c.history.iter().map(|h| h.status).collect();
+    assert!(statuses.ends_with(&[
+        ClusterStatus::Scheduled,
+        ClusterStatus::Configuring,
+        ClusterStatus::Configured,
+        ClusterStatus::Ready
+    ]));
+    let p = c.configure.as_ref().unwrap();
+    assert_eq!(
+        p.done,
+        [
+            "files/head",
+            "start/head",
+            "ready/head",
+            "files/workers",
+            "start/workers",
+            "ready/workers",
+            "script/start"
+        ]
+    );
+    // The peers file of a worker names every node with its allocated port.
+    let conf = std::fs::read_to_string(f.dir.path().join("node2/peers.conf")).unwrap();
+    let ports: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.ports["http"]))
+        .collect();
+    assert!(
+        conf.contains(&format!("peers = {}", ports.join(","))),
+        "{conf}"
+    );
+    let log = log(&f);
+    assert!(log.contains("reference cluster configured"), "{log}");
+    assert!(log.contains(&format!("cluster {}", f.id)), "{log}");
+    // Destroy: `SCRIPT stop` runs once.
+    f.store
+        .update_cluster(f.id, &mut |c| {
+            c.desired = paas::domain::Desired::Destroyed;
+            let _ = c.apply(ClusterEvent::DestroyRequested, None, Timestamp::now());
+            Ok(Update::Write)
+        })
+        .unwrap();
+    run.orchestrator.wake(f.id);
+    wait(&f, 20, |c| {
+        c.configure.as_ref().is_some_and(|p| p.stop_done)
+    })
+    .await;
+    let log2 = String::from_utf8_lossy(&f.store.log(f.id).unwrap()).into_owned();
+    assert!(
+        log2.contains(&format!("cluster {} stopping", f.id)),
+        "{log2}"
+    );
+    run.stop().await;
+    teardown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_exiting_1_fails_the_cluster_with_its_output() {
+    let f = fixture(
+        2,
+        Some(b"#!/bin/sh\necho \"about to fail: $1\"\nexit 1\n"),
+        |_| {},
+    )
+    .await;
+    let run = start(&f, config(f.dir.path()));
+    let c = wait(&f, 60, terminal).await;
+    assert_eq!(c.status, ClusterStatus::Failed);
+    let reason = c.reason.unwrap();
+    assert!(reason.contains("script/start"), "{reason}");
+    assert!(reason.contains("exited with status 1"), "{reason}");
+    assert!(reason.contains("about to fail: start"), "{reason}");
+    assert!(log(&f).contains("about to fail: start"));
+    run.stop().await;
+    teardown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_check_that_never_passes_times_out() {
+    let f = fixture(2, None, |c| {
+        let w = c
+            .services
+            .iter_mut()
+            .find(|s| s.name.as_str() == "workers")
+            .unwrap();
+        w.ready = Some(Command::Argv(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo not yet; exit 1".into(),
+        ]));
+    })
+    .await;
+    let mut cfg = config(f.dir.path());
+    cfg.ready_timeout = Duration::from_secs(2);
+    let run = start(&f, cfg);
+    let c = wait(&f, 60, terminal).await;
+    assert_eq!(c.status, ClusterStatus::Failed);
+    let reason = c.reason.unwrap();
+    assert!(reason.contains("ready/workers"), "{reason}");
+    assert!(reason.contains("node node1"), "{reason}");
+    assert!(reason.contains("did not pass within 2s"), "{reason}");
+    assert!(reason.contains("not yet"), "{reason}");
+    run.stop().await;
+    teardown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_template_variable_fails_the_cluster_naming_it() {
+    let f = fixture(2, None, |c| {
+        c.services[0].files[0].template =
+            "name = {{node.name}}\nheap = {{opts.heap_size}}\n".into();
+    })
+    .await;
+    let run = start(&f, config(f.dir.path()));
+    let c = wait(&f, 60, terminal).await;
+    assert_eq!(c.status, ClusterStatus::Failed);
+    let reason = c.reason.unwrap();
+    assert!(reason.contains("files/head"), "{reason}");
+    assert!(reason.contains("opts.heap_size"), "{reason}");
+    assert!(reason.contains("peers.conf"), "{reason}");
+    run.stop().await;
+    teardown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_configuration_resumes_without_redoing_finished_steps() {
+    // The script blocks until the test lets it go, so the first orchestrator is stopped
+    // while `script/start` is under way, after every service step is done.
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let script = format!(
+        "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.1; done\necho script ran\n",
+        go.display()
+    );
+    let f = fixture(2, Some(script.as_bytes()), |_| {}).await;
+    let run = start(&f, config(f.dir.path()));
+    let c = wait(&f, 60, |c| {
+        c.configure
+            .as_ref()
+            .is_some_and(|p| p.current.as_deref() == Some("script/start"))
+    })
+    .await;
+    assert_eq!(c.status, ClusterStatus::Configuring);
+    run.stop().await;
+
+    std::fs::write(&go, "").unwrap();
+    let run = start(&f, config(f.dir.path()));
+    let c = wait(&f, 60, terminal).await;
+    assert_eq!(c.status, ClusterStatus::Ready, "{:?}", c.reason);
+    let log = log(&f);
+    // Each service step finished once; only the interrupted step ran twice.
+    for step in ["files/head", "start/head", "ready/head", "files/workers"] {
+        assert_eq!(
+            log.matches(&format!("step {step} done")).count(),
+            1,
+            "{step}\n{log}"
+        );
+    }
+    assert_eq!(log.matches("==> start").count(), 2, "{log}");
+    assert_eq!(log.matches("script ran").count(), 1, "{log}");
+    run.stop().await;
+    teardown(f).await;
+}
