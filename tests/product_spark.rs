@@ -244,6 +244,59 @@ fn serve(data: &Path, master: &str) -> Server {
     )
 }
 
+/// `paas serve` and the clusters a test launched: when the test fails, its clusters are
+/// destroyed (before the server is killed) so no container outlives it.
+struct Harness {
+    server: Server,
+    launched: Vec<String>,
+}
+
+impl Harness {
+    fn new(server: Server) -> Self {
+        Self {
+            server,
+            launched: Vec::new(),
+        }
+    }
+
+    fn track(&mut self, id: &str) {
+        self.launched.push(id.to_owned());
+    }
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for id in &self.launched {
+            let url = self.server.api(&format!("/clusters/{id}"));
+            let _ = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-X", "DELETE", &url])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.launched.iter().any(|id| !containers_of(id).is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 /// Registers the product through REST exactly as the README's curl lines do.
 async fn register(s: &Server) {
     let r = call(
@@ -425,11 +478,12 @@ async fn spark_cluster_on_real_mesos() {
     let Some(image) = product_image() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
-    let mut s = serve(data.path(), &master);
+    let mut s = Harness::new(serve(data.path(), &master));
     register(&s).await;
 
     let t0 = Instant::now();
     let id = launch(&s, json!({"size": 2, "image": image})).await;
+    s.track(&id);
     let c = wait(&s, &id, t0, 600, settled).await;
     let to_ready = t0.elapsed();
     let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
