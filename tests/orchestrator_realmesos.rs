@@ -174,7 +174,15 @@ async fn reference_clusters_on_real_mesos() {
         tonic::Code::Unauthenticated
     );
     destroy(&s, &id).await;
-    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+    // `SCRIPT stop` runs alongside the kills (a best effort): it may finish after `destroyed`.
+    let mut logs = String::new();
+    for _ in 0..60 {
+        logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+        if logs.contains("<== stop") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(logs.contains(&format!("cluster {id} stopping")), "{logs}");
 
     // 2. Failures, each naming its cause.
