@@ -73,7 +73,12 @@ pub enum BenchError {
 /// [`BenchError`] if the store cannot be opened or written.
 pub async fn run(cmd: BenchCmd) -> Result<(), BenchError> {
     match cmd {
-        BenchCmd::Provision { agents, clusters, size, timeout } => Ok(provision::run(agents, clusters, size, Duration::from_secs(timeout)).await?),
+        BenchCmd::Provision {
+            agents,
+            clusters,
+            size,
+            timeout,
+        } => Ok(provision::run(agents, clusters, size, Duration::from_secs(timeout)).await?),
         BenchCmd::Registry {
             clusters,
             nodes,

@@ -205,7 +205,9 @@ impl Client {
     /// # Errors
     /// [`CliError`] for connection errors and error answers.
     pub async fn put_raw(&self, path: &str, body: Vec<u8>) -> Result<(), CliError> {
-        self.call("PUT", path, Some(Bytes::from(body))).await.map(drop)
+        self.call("PUT", path, Some(Bytes::from(body)))
+            .await
+            .map(drop)
     }
 
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Orchestration script of the Slurm 22.05 product.
+
+The orchestrator runs it on the paas host as `orchestrate.py start` once every service is
+configured, started and ready (slurm.conf and the munge key pushed, munged + slurmctld +
+slurmd running, `sinfo` showing every compute node idle), and as `orchestrate.py stop` when
+the cluster is destroyed. It reads the cluster record from $CLUSTER_JSON and prints how to
+reach the cluster; its output is kept at /clusters/{id}/logs. A non-zero exit fails the cluster.
+"""
+import json
+import os
+import sys
+
+
+def nodes_of(cluster, service):
+    names = next((s["nodes"] for s in cluster["services"] if s["name"] == service), [])
+    return [n for n in cluster["nodes"] if n["name"] in names]
+
+
+def addr(node):
+    return node.get("address") or node.get("host") or "?"
+
+
+def start(cluster):
+    opts = cluster.get("options", {})
+    ctl = nodes_of(cluster, "controller")
+    compute = nodes_of(cluster, "compute")
+    if len(ctl) != 1 or not compute:
+        print(f"expected one controller and at least one compute node, got {len(ctl)} and {len(compute)}")
+        return 1
+    c = ctl[0]
+    print(f"slurm cluster {cluster['id']} ({cluster['product']} {cluster['version']}) of {cluster.get('owner', '?')}")
+    print(f"  slurmctld: {c['name']} on {addr(c)}:{c['ports']['slurmctld']} (SlurmctldPort)")
+    for n in compute:
+        print(f"  slurmd:    {n['name']} on {addr(n)}:{n['ports']['slurmd']} "
+              f"(CPUs={opts.get('cpus_per_node', '?')} RealMemory={opts.get('mem_per_node', '?')})")
+    print(f"  partition main: {','.join(n['name'] for n in compute)} (default)")
+    print(f"  try on the controller: srun -N {len(compute)} hostname")
+    print("slurm cluster configured")
+    return 0
+
+
+def stop(cluster):
+    print(f"slurm cluster {cluster['id']} stopping")
+    return 0
+
+
+def main():
+    action = sys.argv[1] if len(sys.argv) > 1 else "start"
+    with open(os.environ["CLUSTER_JSON"]) as f:
+        cluster = json.load(f)
+    actions = {"start": start, "stop": stop}
+    if action not in actions:
+        print(f"unknown action {action!r} (start, stop)")
+        return 2
+    return actions[action](cluster)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
