@@ -44,7 +44,8 @@ impl Backend for Wake {
     }
 }
 
-const TEMPLATE: &str = r#"{"nodes": {{{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "bench", "cpu": 0.01, "mem": 1, "ports": ["p"]}{{/each}}}}"#;
+// Spaces keep `{ {{` from reading as a triple-stash.
+const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "bench", "cpu": 0.01, "mem": 1, "ports": ["p"]}{{/each}} } }"#;
 
 /// Runs the benchmark and prints its numbers.
 ///
