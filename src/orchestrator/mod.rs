@@ -20,8 +20,8 @@
 //! exits non-zero fails the `ready` step at once with its output.
 //!
 //! It never talks to Mesos. On destroy the api marks the cluster and wakes the scheduler and us
-//! together; `SCRIPT stop` therefore runs while the nodes are being killed (it runs on this
-//! host, so it still runs; it should not count on the nodes).
+//! together; the scheduler holds the kills of a cluster whose `SCRIPT stop` is owed until we
+//! record it done (at most 45 s), so the script can still reach the nodes.
 
 pub mod client;
 pub mod controller;
