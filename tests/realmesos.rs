@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{JSON, Server, call, get, register_reference};
+use common::{
+    Server, cluster, destroy, get, launch, register_reference, task_ids, wait_for, wait_status,
+};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -67,36 +69,6 @@ fn running_executors() -> BTreeSet<String> {
         .collect()
 }
 
-async fn cluster(s: &Server, id: &str) -> Value {
-    get(&s.api(&format!("/clusters/{id}"))).await.json()
-}
-
-/// Polls the cluster until `done` holds, failing with the last record after `secs`.
-async fn wait_for(
-    s: &Server,
-    id: &str,
-    secs: u64,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let c = cluster(s, id).await;
-        if done(&c) {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster {id} not {what} after {secs} s: {c:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn wait_status(s: &Server, id: &str, status: &str, secs: u64) -> Value {
-    wait_for(s, id, secs, status, |c| c["status"] == status).await
-}
-
 async fn wait_subscribed(s: &Server, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -119,15 +91,6 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn task_ids(c: &Value) -> BTreeSet<String> {
-    c["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["task_id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 async fn wait_containers(
     expect: impl Fn(&BTreeSet<String>) -> bool,
     secs: u64,
@@ -145,23 +108,6 @@ async fn wait_containers(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn launch(s: &Server, body: &str) -> String {
-    let r = call(
-        "POST",
-        &s.api("/products/reference/1.0.0"),
-        body.to_owned(),
-        &[JSON],
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
-}
-
-async fn destroy(s: &Server, id: &str) {
-    let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
-    assert_eq!(r.status, 202, "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

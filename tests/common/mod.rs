@@ -2,10 +2,11 @@
 //! it over real HTTP on loopback.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -198,4 +199,63 @@ pub async fn register_reference(s: &Server, auth: &[(&str, &str)]) {
         .await;
         assert_eq!(r.status, 200, "{part}: {}", r.text());
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Following clusters
+
+pub async fn cluster(s: &Server, id: &str) -> Value {
+    get(&s.api(&format!("/clusters/{id}"))).await.json()
+}
+
+/// Polls the cluster until `done` holds, failing with the last record after `secs`.
+pub async fn wait_for(
+    s: &Server,
+    id: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = cluster(s, id).await;
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster {id} not {what} after {secs} s: {c:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+pub async fn wait_status(s: &Server, id: &str, status: &str, secs: u64) -> Value {
+    wait_for(s, id, secs, status, |c| c["status"] == status).await
+}
+
+pub async fn launch(s: &Server, body: &str) -> String {
+    let r = call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        body.to_owned(),
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+pub async fn destroy(s: &Server, id: &str) {
+    let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+pub fn task_ids(c: &Value) -> BTreeSet<String> {
+    c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["task_id"].as_str().map(str::to_owned))
+        .collect()
 }

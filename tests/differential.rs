@@ -1,0 +1,198 @@
+//! One scenario suite, run against mesos-local and against real Mesos (`../shared/realmesos`,
+//! via `MESOS_MASTER`), asserting the same observable outcomes on both. When they differ,
+//! mesos-local is wrong.
+//!
+//! Scenarios: launch to `ready`; five clusters at once; destroy; resources exhausted, the
+//! cluster waits and says why, then proceeds once another is destroyed. (A framework
+//! restart is in `tests/realmesos.rs`: mesos-local lives inside `paas serve`, so restarting
+//! the framework restarts it too and there is nothing to compare.)
+//!
+//! Both backends get the same agent: 2 cpus, 4096 MB, ports 31000-32000 (the kit's default),
+//! and run the node containers with Docker.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{Server, destroy, get, launch, register_reference, wait_for, wait_status};
+use serde_json::Value;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const AGENT: &str = "cpus:2;mem:4096;disk:10240;ports:[31000-32000]";
+
+fn node_image() -> String {
+    std::env::var("PAAS_NODE_IMAGE").unwrap_or_else(|_| "paas-node:latest".into())
+}
+
+fn docker_ready() -> Result<(), String> {
+    let info = std::process::Command::new("docker")
+        .args(["image", "inspect", &node_image()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if info.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "node image {} is missing (deploy/images/build-node-image.sh)",
+            node_image()
+        ))
+    }
+}
+
+/// What a backend showed in the suite; compared across backends.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    /// The status history of the launched cluster.
+    launch_history: Vec<String>,
+    /// Statuses of the five clusters launched at once.
+    five_at_once: Vec<String>,
+    destroyed: bool,
+    /// The waiting cluster: its status while waiting, whether its reason names cpus, and its
+    /// status once the other cluster is gone.
+    exhausted: (String, bool, String),
+}
+
+async fn suite(s: &Server) -> Outcome {
+    register_reference(s, &[]).await;
+    let t = Instant::now();
+    let id = launch(s, r#"{"size": 2}"#).await;
+    let c = wait_status(s, &id, "ready", 120).await;
+    eprintln!("  size 2 ready after {:.1} s", t.elapsed().as_secs_f64());
+    let launch_history = statuses(&c);
+    destroy(s, &id).await;
+    let destroyed = wait_status(s, &id, "destroyed", 90).await["status"] == "destroyed";
+
+    let t = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(launch(s, r#"{"size": 2}"#).await);
+    }
+    let mut five_at_once = Vec::new();
+    for id in &ids {
+        five_at_once.push(
+            wait_status(s, id, "ready", 180).await["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    eprintln!(
+        "  5 clusters of 2 ready after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    for id in &ids {
+        destroy(s, id).await;
+    }
+    for id in &ids {
+        wait_status(s, id, "destroyed", 90).await;
+    }
+
+    let a = launch(s, r#"{"size": 1, "cpu": 1.5}"#).await;
+    wait_status(s, &a, "ready", 120).await;
+    let b = launch(s, r#"{"size": 1, "cpu": 1.5}"#).await;
+    let waiting = wait_for(s, &b, 60, "waiting with a reason", |c| {
+        c["status"] == "scheduling" && c["reason"].is_string()
+    })
+    .await;
+    let names_cpus = waiting["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("cpus"));
+    destroy(s, &a).await;
+    wait_status(s, &a, "destroyed", 90).await;
+    let after = wait_status(s, &b, "ready", 120).await;
+    destroy(s, &b).await;
+    wait_status(s, &b, "destroyed", 90).await;
+    Outcome {
+        launch_history,
+        five_at_once,
+        destroyed,
+        exhausted: (
+            waiting["status"].as_str().unwrap_or_default().to_owned(),
+            names_cpus,
+            after["status"].as_str().unwrap_or_default().to_owned(),
+        ),
+    }
+}
+
+fn statuses(c: &Value) -> Vec<String> {
+    c["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["status"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn expected() -> Outcome {
+    Outcome {
+        launch_history: [
+            "registered",
+            "scheduling",
+            "scheduled",
+            "configuring",
+            "configured",
+            "ready",
+        ]
+        .map(String::from)
+        .to_vec(),
+        five_at_once: vec!["ready".to_owned(); 5],
+        destroyed: true,
+        exhausted: ("scheduling".into(), true, "ready".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_on_mesos_local() {
+    if let Err(why) = docker_ready() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must build the node image: {why}"
+        );
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--local-containerizer",
+            "docker",
+            "--local-resources",
+            AGENT,
+            "--node-image",
+            &node_image(),
+        ],
+    );
+    eprintln!("mesos-local:");
+    let got = suite(&s).await;
+    assert_eq!(got, expected());
+    assert_eq!(
+        get(&s.api("/health")).await.json()["mesos"]["subscribed"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_on_real_mesos() {
+    let master = match std::env::var("MESOS_MASTER") {
+        Ok(m) if !m.is_empty() => m,
+        _ => {
+            assert!(std::env::var("CI").is_err(), "CI must provide MESOS_MASTER");
+            eprintln!(
+                "SKIPPED: MESOS_MASTER is not set (scripts/test.sh starts ../shared/realmesos)"
+            );
+            return;
+        }
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--master", &master, "--node-image", &node_image()],
+    );
+    eprintln!("real Mesos:");
+    let got = suite(&s).await;
+    assert_eq!(got, expected());
+}
