@@ -119,7 +119,7 @@ async fn a_cluster_of_three_runs_in_three_containers_and_is_destroyed() {
     wait_subscribed(&s, 30).await;
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 3}"#).await;
-    let c = wait_status(&s, &id, "scheduled", 90).await;
+    let c = wait_status(&s, &id, "ready", 120).await;
     let tasks = task_ids(&c);
     assert_eq!(tasks.len(), 3);
     for n in c["nodes"].as_array().unwrap() {
@@ -136,7 +136,17 @@ async fn a_cluster_of_three_runs_in_three_containers_and_is_destroyed() {
         .iter()
         .map(|h| h["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["registered", "scheduling", "scheduled"]);
+    assert_eq!(
+        statuses,
+        [
+            "registered",
+            "scheduling",
+            "scheduled",
+            "configuring",
+            "configured",
+            "ready"
+        ]
+    );
     let running = wait_containers(|r| tasks.is_subset(r), 30, "running").await;
     eprintln!("3 containers of {} run: {running:?}", node_image());
 
@@ -172,7 +182,7 @@ async fn kill_9_and_restart_keeps_the_framework_and_every_node() {
         .to_owned();
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 2}"#).await;
-    let before = task_ids(&wait_status(&s, &id, "scheduled", 90).await);
+    let before = task_ids(&wait_status(&s, &id, "ready", 120).await);
     wait_containers(|r| before.is_subset(r), 30, "running").await;
 
     s.kill9();
@@ -184,7 +194,7 @@ async fn kill_9_and_restart_keeps_the_framework_and_every_node() {
         "the framework id survives the restart"
     );
     let c = cluster(&s, &id).await;
-    assert_eq!(c["status"], "scheduled", "{c:#}");
+    assert_eq!(c["status"], "ready", "{c:#}");
     assert_eq!(
         task_ids(&c),
         before,
@@ -231,7 +241,7 @@ async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
     register_reference(&s, &[]).await;
     // The kit's agent has 2 cpus: one big node fits, a second does not.
     let a = launch(&s, r#"{"size": 1, "cpu": 1.5}"#).await;
-    wait_status(&s, &a, "scheduled", 90).await;
+    wait_status(&s, &a, "ready", 120).await;
     let b = launch(&s, r#"{"size": 1, "cpu": 1.5}"#).await;
     let c = wait_for(&s, &b, 30, "waiting with a reason", |c| {
         c["status"] == "scheduling" && c["reason"].is_string()
@@ -251,7 +261,7 @@ async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
 
     destroy(&s, &a).await;
     wait_status(&s, &a, "destroyed", 60).await;
-    let c = wait_status(&s, &b, "scheduled", 90).await;
+    let c = wait_status(&s, &b, "ready", 120).await;
     assert!(
         c["reason"].is_null(),
         "the waiting reason is cleared: {c:#}"
@@ -270,7 +280,7 @@ async fn a_whole_mesos_outage_fails_the_cluster_and_the_framework_resubscribes()
     wait_subscribed(&s, 30).await;
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 2}"#).await;
-    wait_status(&s, &id, "scheduled", 90).await;
+    wait_status(&s, &id, "ready", 120).await;
 
     // Master and agent go down together, as in a datacentre outage, and come back empty.
     let stop = Command::new(format!("{kit}/stop.sh"))
