@@ -23,22 +23,26 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
-use common::{JSON, Server, call, get};
+use common::get;
+use common::product::*;
 use paas::domain::cluster::ClusterSpec;
 use paas::domain::options::OptionsDoc;
 use paas::domain::template::Renderer;
 use paas::domain::{Cluster, ClusterId, Name, Timestamp};
-use paas::orchestrator::client::AgentClient;
 use paas::orchestrator::facts::{cluster_facts, render_argv, render_files};
-use paas::registry::{SledStore, Store};
 use serde_json::{Map, Value, json};
 
 const PRODUCT: &str = "slurm";
 const VERSION: &str = "22.05";
+const P: Product = Product {
+    name: PRODUCT,
+    version: VERSION,
+    description: "Slurm 22.05 cluster: one slurmctld, size slurmd",
+    image_env: "PAAS_SLURM_IMAGE",
+};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -153,315 +157,19 @@ fn template_renders_slurm_conf_with_every_node() {
 
 // ----- real Mesos -------------------------------------------------------------------------------
 
-fn master() -> Option<String> {
-    match std::env::var("MESOS_MASTER").ok().filter(|m| !m.is_empty()) {
-        Some(m) => Some(m),
-        None => {
-            skip(
-                "MESOS_MASTER is not set. These tests need a real Mesos master + agent with the Docker containerizer, e.g.\n  \
-                  LIBPROCESS_PORT=5353 MESOS_DOCKER_KILL_ORPHANS=false REALMESOS_RUN_DIR=/tmp/rm-prod \
-                  MESOS_RESOURCES='cpus:8;mem:16384;disk:20480;ports:[31000-32000]' /opt/realmesos/start.sh\n  \
-                  PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh) MESOS_MASTER=http://127.0.0.1:5353 \
-                  cargo test --test product_slurm -- --nocapture",
-            );
-            None
-        }
-    }
-}
-
-fn skip(why: &str) {
-    let why = format!("SKIPPED product_slurm: {why}");
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("{why}");
-}
-
-fn node_image() -> String {
-    std::env::var("PAAS_NODE_IMAGE").unwrap_or_else(|_| "paas-node:latest".into())
-}
-
-/// The product image to launch: `$PAAS_SLURM_IMAGE`, else the one
-/// `build-product-images.sh slurm` prints (it rebuilds only what changed; its `/paas` comes
-/// from `$PAAS_BINARY` or the node image `$PAAS_NODE_IMAGE`).
-fn product_image() -> Option<String> {
-    if let Ok(i) = std::env::var("PAAS_SLURM_IMAGE") {
-        return Some(i);
-    }
-    if std::env::var_os("PAAS_BINARY").is_none() && std::env::var_os("PAAS_NODE_IMAGE").is_none() {
-        skip(
-            "set PAAS_NODE_IMAGE (or PAAS_BINARY) so the slurm image can be built with the \
-              current paas, or PAAS_SLURM_IMAGE to use a built one",
-        );
-        return None;
-    }
-    let started = Instant::now();
-    let out = Command::new(common::repo_root().join("deploy/images/build-product-images.sh"))
-        .arg(PRODUCT)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("run build-product-images.sh");
-    assert!(out.status.success(), "build-product-images.sh slurm failed");
-    let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    eprintln!(
-        "product image {image} (build-product-images.sh took {:.1?})",
-        started.elapsed()
-    );
-    Some(image)
-}
-
-fn serve(data: &Path, master: &str) -> Server {
-    Server::start(
-        data,
-        &[
-            "--master",
-            master,
-            "--node-image",
-            &node_image(),
-            "--ready-timeout",
-            "4m",
-        ],
-    )
-}
-
-/// `paas serve` and the clusters a test launched: when the test fails, its clusters are
-/// destroyed (before the server is killed) so no container outlives it.
-struct Harness {
-    server: Server,
-    launched: Vec<String>,
-}
-
-impl Harness {
-    fn new(server: Server) -> Self {
-        Self {
-            server,
-            launched: Vec::new(),
-        }
-    }
-
-    fn track(&mut self, id: &str) {
-        self.launched.push(id.to_owned());
-    }
-}
-
-impl std::ops::Deref for Harness {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut Server {
-        &mut self.server
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for id in &self.launched {
-            let url = self.server.api(&format!("/clusters/{id}"));
-            let _ = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-X", "DELETE", &url])
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.launched.iter().any(|id| !containers_of(id).is_empty())
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-/// Registers the product through REST exactly as the README's curl lines do.
-async fn register(s: &Server) {
-    let r = call(
-        "POST",
-        &s.api("/products"),
-        json!({"name": PRODUCT, "version": VERSION, "description": "Slurm 22.05 cluster: one slurmctld, size slurmd"}).to_string(),
-        &[JSON],
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    for (part, file) in [
-        ("template", "template.json"),
-        ("options", "options.json"),
-        ("orquestrator", "orchestrate.py"),
-    ] {
-        let r = call(
-            "PUT",
-            &s.api(&format!("/products/{PRODUCT}/{VERSION}/{part}")),
-            read(file),
-            &[JSON],
-        )
-        .await;
-        assert_eq!(r.status, 200, "{part}: {}", r.text());
-    }
-}
-
-async fn launch(s: &Server, opts: Value) -> String {
-    let r = call(
-        "POST",
-        &s.api(&format!("/products/{PRODUCT}/{VERSION}")),
-        opts.to_string(),
-        &[JSON],
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
-}
-
-/// Polls the cluster until `done` holds, printing each status change with its time since
-/// `t0`; panics with the record and logs after `secs`.
-async fn wait(
-    s: &Server,
-    id: &str,
-    t0: Instant,
-    secs: u64,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    loop {
-        let c = get(&s.api(&format!("/clusters/{id}"))).await.json();
-        let seen = format!(
-            "{} {}",
-            c["status"].as_str().unwrap_or_default(),
-            c["reason"].as_str().unwrap_or_default()
-        );
-        if seen != last {
-            eprintln!("[{:>6.1?}] cluster {id}: {seen}", t0.elapsed());
-            last = seen;
-        }
-        if done(&c) {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster {id} stuck: {c:#}\nlogs:\n{}",
-            get(&s.api(&format!("/clusters/{id}/logs"))).await.text()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn settled(c: &Value) -> bool {
-    matches!(c["status"].as_str(), Some("ready" | "failed"))
-}
-
-/// Destroys the cluster, then waits until no Docker container of it runs.
-async fn destroy(s: &Server, id: &str) {
-    let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let t0 = Instant::now();
-    wait(s, id, t0, 120, |c| c["status"] == "destroyed").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = containers_of(id);
-        if left.is_empty() {
-            eprintln!(
-                "cluster {id} destroyed; no container of it left ({:.1?})",
-                t0.elapsed()
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "containers of destroyed cluster {id} still run: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Executor ids (`<cluster>.<node>.<attempt>`) of the running Docker containers of `cluster`.
-fn containers_of(cluster: &str) -> BTreeSet<String> {
-    let ids = Command::new("docker")
-        .args(["ps", "-q", "--filter", "name=mesos-"])
-        .output()
-        .expect("docker ps");
-    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return BTreeSet::new();
-    }
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
-        .args(&ids)
-        .output()
-        .expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
-        .filter(|e| e.starts_with(cluster))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The cluster's NodeAgent secret, read from the store of a stopped `paas serve` (no API serves
-/// it); `paas serve` is started again on the same data.
-async fn secret_via_store(s: &mut Server, master: &str, id: &str) -> String {
-    let data = s.data.clone();
-    let st = s.sigterm();
-    eprintln!("paas serve stopped ({st}) to read the NodeAgent secret from its store");
-    let secret = {
-        let store = SledStore::open(&data).expect("open the store");
-        let c = store
-            .cluster(id.parse().expect("cluster id"))
-            .expect("read the cluster")
-            .expect("the cluster is stored");
-        c.secret
-    };
-    *s = serve(&data, master);
-    secret
-}
-
-fn agent(c: &Value, node: &str, secret: &str) -> AgentClient {
-    let n = c["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node)
-        .unwrap_or_else(|| panic!("no node {node} in {c:#}"));
-    AgentClient::new(
-        n["address"].as_str().unwrap(),
-        u16::try_from(n["agent_port"].as_u64().expect("agent_port")).unwrap(),
-        secret,
-    )
-    .unwrap()
-}
-
-async fn run(agent: &AgentClient, argv: &[&str]) -> String {
-    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
-    let out = agent
-        .run(&argv, Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.ended.success(),
-        "{argv:?} {}: stdout {stdout:?} stderr {:?}",
-        out.ended,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slurm_cluster_on_real_mesos() {
-    let Some(master) = master() else { return };
-    let Some(image) = product_image() else { return };
+    let Some(master) = P.master() else { return };
+    let Some(image) = P.product_image() else {
+        return;
+    };
     let _one = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let mut s = Harness::new(serve(data.path(), &master));
-    register(&s).await;
+    P.register(&s).await;
 
     let t0 = Instant::now();
-    let id = launch(&s, json!({"size": 2, "image": image})).await;
+    let id = P.launch(&s, json!({"size": 2, "image": image})).await;
     s.track(&id);
     let c = wait(&s, &id, t0, 600, settled).await;
     let to_ready = t0.elapsed();
@@ -509,16 +217,21 @@ async fn slurm_cluster_on_real_mesos() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slurm_failures_are_clear_on_real_mesos() {
-    let Some(master) = master() else { return };
+    let Some(master) = P.master() else { return };
+    // The oversized case runs the real image (its controller fits): build or find it first,
+    // whatever order the tests run in.
+    let Some(image) = P.product_image() else {
+        return;
+    };
     let _one = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let mut s = Harness::new(serve(data.path(), &master));
-    register(&s).await;
+    P.register(&s).await;
 
     // 1. A product image that does not exist (and cannot be pulled: no registry here).
     let missing = "paas-slurm:no-such-image";
     let t0 = Instant::now();
-    let id = launch(&s, json!({"size": 1, "image": missing})).await;
+    let id = P.launch(&s, json!({"size": 1, "image": missing})).await;
     s.track(&id);
     let c = wait(&s, &id, t0, 300, |c| {
         settled(c)
@@ -538,7 +251,12 @@ async fn slurm_failures_are_clear_on_real_mesos() {
 
     // 2. Compute nodes larger than the agent: the cluster waits and says what is short.
     let t0 = Instant::now();
-    let id = launch(&s, json!({"size": 2, "mem_per_node": 10_000_000})).await;
+    let id = P
+        .launch(
+            &s,
+            json!({"size": 2, "mem_per_node": 10_000_000, "image": image}),
+        )
+        .await;
     s.track(&id);
     let c = wait(&s, &id, t0, 60, |c| {
         c["reason"]

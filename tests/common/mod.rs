@@ -2,6 +2,8 @@
 //! it over real HTTP on loopback.
 #![allow(dead_code)]
 
+pub mod product;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

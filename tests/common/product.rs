@@ -1,0 +1,342 @@
+//! Shared by the product end-to-end tests (`tests/product_*.rs`): the real-Mesos harness,
+//! registration and launch through REST, and the NodeAgent workaround for running proof
+//! commands on a node.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use paas::orchestrator::client::AgentClient;
+use paas::registry::{SledStore, Store};
+use serde_json::Value;
+#[allow(unused_imports)]
+use serde_json::json;
+
+use super::{JSON, Server, call, get};
+
+/// One product under test.
+pub struct Product {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub description: &'static str,
+    /// Env variable naming a prebuilt image of the product.
+    pub image_env: &'static str,
+}
+
+impl Product {
+    pub fn dir(&self) -> PathBuf {
+        super::repo_root().join(format!("examples/products/{}/{}", self.name, self.version))
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    pub fn master(&self) -> Option<String> {
+        match std::env::var("MESOS_MASTER").ok().filter(|m| !m.is_empty()) {
+            Some(m) => Some(m),
+            None => {
+                self.skip(
+                    "MESOS_MASTER is not set. These tests need a real Mesos master + agent with the Docker containerizer, e.g.\n  \
+                      LIBPROCESS_PORT=5353 MESOS_DOCKER_KILL_ORPHANS=false REALMESOS_RUN_DIR=/tmp/rm-prod \
+                      MESOS_RESOURCES='cpus:8;mem:16384;disk:20480;ports:[31000-32000]' /opt/realmesos/start.sh\n  \
+                      PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh) MESOS_MASTER=http://127.0.0.1:5353 \
+                      cargo test --test product_<name> -- --nocapture",
+                );
+                None
+            }
+        }
+    }
+
+    pub fn skip(&self, why: &str) {
+        let why = format!("SKIPPED product_{}: {why}", self.name);
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("{why}");
+    }
+
+    pub fn product_image(&self) -> Option<String> {
+        if let Ok(i) = std::env::var(self.image_env) {
+            return Some(i);
+        }
+        if std::env::var_os("PAAS_BINARY").is_none()
+            && std::env::var_os("PAAS_NODE_IMAGE").is_none()
+        {
+            self.skip(&format!(
+                "set PAAS_NODE_IMAGE (or PAAS_BINARY) so the {} image can be built with the \
+                  current paas, or {} to use a built one",
+                self.name, self.image_env
+            ));
+            return None;
+        }
+        let started = Instant::now();
+        let out = Command::new(super::repo_root().join("deploy/images/build-product-images.sh"))
+            .arg(self.name)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run build-product-images.sh");
+        assert!(
+            out.status.success(),
+            "build-product-images.sh {} failed",
+            self.name
+        );
+        let image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        eprintln!(
+            "product image {image} (build-product-images.sh took {:.1?})",
+            started.elapsed()
+        );
+        Some(image)
+    }
+
+    pub async fn register(&self, s: &Server) {
+        let r = call(
+            "POST",
+            &s.api("/products"),
+            json!({"name": self.name, "version": self.version, "description": self.description})
+                .to_string(),
+            &[JSON],
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        for (part, file) in [
+            ("template", "template.json"),
+            ("options", "options.json"),
+            ("orquestrator", "orchestrate.py"),
+        ] {
+            let r = call(
+                "PUT",
+                &s.api(&format!("/products/{}/{}/{part}", self.name, self.version)),
+                self.read(file),
+                &[JSON],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{part}: {}", r.text());
+        }
+    }
+
+    pub async fn launch(&self, s: &Server, opts: Value) -> String {
+        let r = call(
+            "POST",
+            &s.api(&format!("/products/{}/{}", self.name, self.version)),
+            opts.to_string(),
+            &[JSON],
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn node_image() -> String {
+    std::env::var("PAAS_NODE_IMAGE").unwrap_or_else(|_| "paas-node:latest".into())
+}
+
+/// The product image to launch: `$<image_env>`, else the one
+/// `build-product-images.sh <name>` prints (it rebuilds only what changed; its `/paas` comes
+/// from `$PAAS_BINARY` or the node image `$PAAS_NODE_IMAGE`).
+pub fn serve(data: &Path, master: &str) -> Server {
+    Server::start(
+        data,
+        &[
+            "--master",
+            master,
+            "--node-image",
+            &node_image(),
+            "--ready-timeout",
+            "4m",
+        ],
+    )
+}
+
+/// `paas serve` and the clusters a test launched: when the test fails, its clusters are
+/// destroyed (before the server is killed) so no container outlives it.
+pub struct Harness {
+    server: Server,
+    launched: Vec<String>,
+}
+
+impl Harness {
+    pub fn new(server: Server) -> Self {
+        Self {
+            server,
+            launched: Vec::new(),
+        }
+    }
+
+    pub fn track(&mut self, id: &str) {
+        self.launched.push(id.to_owned());
+    }
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for id in &self.launched {
+            let url = self.server.api(&format!("/clusters/{id}"));
+            let _ = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-X", "DELETE", &url])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.launched.iter().any(|id| !containers_of(id).is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Registers the product through REST exactly as the README's curl lines do.
+/// Polls the cluster until `done` holds, printing each status change with its time since
+/// `t0`; panics with the record and logs after `secs`.
+pub async fn wait(
+    s: &Server,
+    id: &str,
+    t0: Instant,
+    secs: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    loop {
+        let c = get(&s.api(&format!("/clusters/{id}"))).await.json();
+        let seen = format!(
+            "{} {}",
+            c["status"].as_str().unwrap_or_default(),
+            c["reason"].as_str().unwrap_or_default()
+        );
+        if seen != last {
+            eprintln!("[{:>6.1?}] cluster {id}: {seen}", t0.elapsed());
+            last = seen;
+        }
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster {id} stuck: {c:#}\nlogs:\n{}",
+            get(&s.api(&format!("/clusters/{id}/logs"))).await.text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn settled(c: &Value) -> bool {
+    matches!(c["status"].as_str(), Some("ready" | "failed"))
+}
+
+/// Destroys the cluster, then waits until no Docker container of it runs.
+pub async fn destroy(s: &Server, id: &str) {
+    let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let t0 = Instant::now();
+    wait(s, id, t0, 120, |c| c["status"] == "destroyed").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = containers_of(id);
+        if left.is_empty() {
+            eprintln!(
+                "cluster {id} destroyed; no container of it left ({:.1?})",
+                t0.elapsed()
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers of destroyed cluster {id} still run: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Executor ids (`<cluster>.<node>.<attempt>`) of the running Docker containers of `cluster`.
+pub fn containers_of(cluster: &str) -> BTreeSet<String> {
+    let ids = Command::new("docker")
+        .args(["ps", "-q", "--filter", "name=mesos-"])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
+        .args(&ids)
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
+        .filter(|e| e.starts_with(cluster))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The cluster's NodeAgent secret, read from the store of a stopped `paas serve` (no API serves
+/// it); `paas serve` is started again on the same data.
+pub async fn secret_via_store(s: &mut Server, master: &str, id: &str) -> String {
+    let data = s.data.clone();
+    let st = s.sigterm();
+    eprintln!("paas serve stopped ({st}) to read the NodeAgent secret from its store");
+    let secret = {
+        let store = SledStore::open(&data).expect("open the store");
+        let c = store
+            .cluster(id.parse().expect("cluster id"))
+            .expect("read the cluster")
+            .expect("the cluster is stored");
+        c.secret
+    };
+    *s = serve(&data, master);
+    secret
+}
+
+pub fn agent(c: &Value, node: &str, secret: &str) -> AgentClient {
+    let n = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .unwrap_or_else(|| panic!("no node {node} in {c:#}"));
+    AgentClient::new(
+        n["address"].as_str().unwrap(),
+        u16::try_from(n["agent_port"].as_u64().expect("agent_port")).unwrap(),
+        secret,
+    )
+    .unwrap()
+}
+
+pub async fn run(agent: &AgentClient, argv: &[&str]) -> String {
+    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+    let out = agent
+        .run(&argv, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.ended.success(),
+        "{argv:?} {}: stdout {stdout:?} stderr {:?}",
+        out.ended,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
