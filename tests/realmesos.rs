@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Server, cluster, destroy, get, launch, register_reference, task_ids, wait_for, wait_status,
+    Server, cluster, destroy, get, launch, register_reference, running_executors, task_ids,
+    wait_for, wait_status,
 };
 use serde_json::Value;
 
@@ -42,31 +43,6 @@ fn node_image() -> String {
 
 fn start(data: &std::path::Path, master: &str) -> Server {
     Server::start(data, &["--master", master, "--node-image", &node_image()])
-}
-
-/// Executor ids (= our task ids) of the running Mesos Docker containers.
-fn running_executors() -> BTreeSet<String> {
-    let ids = Command::new("docker")
-        .args(["ps", "-q", "--filter", "name=mesos-"])
-        .output()
-        .expect("docker ps");
-    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return BTreeSet::new();
-    }
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
-        .args(&ids)
-        .output()
-        .expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
-        .map(str::to_owned)
-        .collect()
 }
 
 async fn wait_subscribed(s: &Server, secs: u64) -> Value {

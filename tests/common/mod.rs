@@ -261,3 +261,28 @@ pub fn task_ids(c: &Value) -> BTreeSet<String> {
         .filter_map(|n| n["task_id"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// Executor ids (= our task ids) of the running Mesos Docker containers.
+pub fn running_executors() -> BTreeSet<String> {
+    let ids = Command::new("docker")
+        .args(["ps", "-q", "--filter", "name=mesos-"])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
+        .args(&ids)
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
+        .map(str::to_owned)
+        .collect()
+}

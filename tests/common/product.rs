@@ -268,27 +268,9 @@ pub async fn destroy(s: &Server, id: &str) {
 
 /// Executor ids (`<cluster>.<node>.<attempt>`) of the running Docker containers of `cluster`.
 pub fn containers_of(cluster: &str) -> BTreeSet<String> {
-    let ids = Command::new("docker")
-        .args(["ps", "-q", "--filter", "name=mesos-"])
-        .output()
-        .expect("docker ps");
-    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return BTreeSet::new();
-    }
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
-        .args(&ids)
-        .output()
-        .expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
+    super::running_executors()
+        .into_iter()
         .filter(|e| e.starts_with(cluster))
-        .map(str::to_owned)
         .collect()
 }
 
