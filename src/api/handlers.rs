@@ -16,7 +16,7 @@ use crate::domain::cluster::{Cluster, ClusterSpec, Desired};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::options::OptionsDoc;
 use crate::domain::{ClusterId, ClusterStatus, Name, Part, Product, Timestamp};
-use crate::registry::{Store, StoreError, Update};
+use crate::registry::{self, Store, StoreError, Update};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -133,16 +133,12 @@ async fn authed(
     }
 }
 
-/// Runs a store call off the async runtime (sled may block on fsync).
+/// [`registry::call`] with the API's error type.
 async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .map_err(ApiError::from)
+    Ok(registry::call(&state.store, f).await?)
 }
 
 // ---------------------------------------------------------------------------------------

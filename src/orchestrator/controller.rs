@@ -29,15 +29,13 @@ use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::template::Renderer;
 use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, Node, Part, Service, Timestamp};
 use crate::metrics::Metrics;
-use crate::registry::{Store, StoreError, Update};
+use crate::registry::{self, Store, StoreError, Update};
 
 /// Why a worker stopped early. Step failures are not errors: they fail the cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkError {
     #[error("store")]
     Store(#[from] StoreError),
-    #[error("store task failed: {0}")]
-    Join(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -677,11 +675,7 @@ impl Controller {
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, WorkError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| WorkError::Join(e.to_string()))?
-            .map_err(WorkError::Store)
+        Ok(registry::call(&self.store, f).await?)
     }
 
     /// A compare-and-swap on the cluster; `f` must be pure (it may run more than once).

@@ -29,6 +29,8 @@ pub mod sled_store;
 #[cfg(test)]
 mod suite;
 
+use std::sync::Arc;
+
 use crate::domain::{Cluster, ClusterId, Name, Part, Product};
 
 pub use memory::MemoryStore;
@@ -49,6 +51,9 @@ pub enum StoreError {
     Rejected(String),
     #[error("storage error")]
     Sled(#[from] sled::Error),
+    /// The blocking store call panicked or its runtime shut down (see [`call`]).
+    #[error("store task did not finish")]
+    Task(#[source] tokio::task::JoinError),
     #[error("stored record {key} is corrupt")]
     Corrupt {
         key: String,
@@ -65,8 +70,24 @@ pub enum Update {
     Keep,
 }
 
+/// Runs one store call on tokio's blocking pool and awaits it: every [`Store`] method may
+/// block on fsync, which must never stall an async worker. This is the one async wrapper of
+/// the store; the api, the scheduler and the orchestrator all go through it.
+///
+/// # Errors
+/// Whatever `f` returns, or [`StoreError::Task`] if the blocking task did not finish.
+pub async fn call<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(StoreError::Task)?
+}
+
 /// Typed, durable storage for the whole system. Every method is synchronous and may block
-/// on disk; async callers use `spawn_blocking`.
+/// on disk; async callers use [`call`].
 pub trait Store: Send + Sync + 'static {
     /// Creates a product.
     ///

@@ -31,7 +31,7 @@ use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, Task
 use crate::metrics::Metrics;
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::scheduler::{Call, Event, call, event};
-use crate::registry::{Store, StoreError, Update};
+use crate::registry::{self, Store, StoreError, Update};
 
 const FRAMEWORK_ID_KEY: &str = "framework_id";
 /// Filter for the unused part of offers while nodes still wait: short, so that freed
@@ -50,8 +50,6 @@ pub enum DriverError {
     Transport(#[from] TransportError),
     #[error("store")]
     Store(#[from] StoreError),
-    #[error("store task panicked")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 enum SessionEnd {
@@ -918,8 +916,7 @@ impl Driver {
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, DriverError> {
-        let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+        Ok(registry::call(&self.store, f).await?)
     }
 }
 
