@@ -13,8 +13,9 @@ use tokio_util::task::TaskTracker;
 use paas::api::{self, AppState, Auth, Backend, Readiness};
 use paas::domain::ClusterId;
 use paas::domain::template::Renderer;
+use paas::executor::nodetool::NodeTool;
 use paas::metrics::Metrics;
-use paas::orchestrator::{Orchestrator, OrchestratorConfig, nodetool::NodeTool};
+use paas::orchestrator::{Orchestrator, OrchestratorConfig};
 use paas::registry::{SledStore, Store};
 use paas::scheduler::{Scheduler, SchedulerConfig};
 

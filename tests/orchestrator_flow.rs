@@ -15,7 +15,8 @@ use paas::domain::cluster::{ClusterSpec, Command};
 use paas::domain::lifecycle::ClusterEvent;
 use paas::domain::template::Renderer;
 use paas::domain::{Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, Timestamp};
-use paas::executor::nodeagent::{AgentSettings, ExitBook, NodeAgentHandle};
+use paas::executor::exits::ExitBook;
+use paas::executor::nodeagent::{AgentSettings, NodeAgentHandle};
 use paas::metrics::Metrics;
 use paas::orchestrator::{Orchestrator, OrchestratorConfig};
 use paas::registry::{MemoryStore, Store, Update};
@@ -284,7 +285,9 @@ async fn reference_cluster_of_three_becomes_ready() {
         .unwrap();
     run.orchestrator.wake(f.id);
     wait(&f, 20, |c| {
-        c.configure.as_ref().is_some_and(|p| p.stop_done)
+        c.configure
+            .as_ref()
+            .is_some_and(|p| p.script == paas::domain::ScriptState::Stopped)
     })
     .await;
     let log2 = String::from_utf8_lossy(&f.store.log(f.id).unwrap()).into_owned();

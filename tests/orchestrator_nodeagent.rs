@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use paas::executor::nodeagent::{AgentSettings, ExitBook, NodeAgentHandle};
-use paas::orchestrator::client::{AgentClient, Ended, ServiceState};
+use paas::executor::exits::ExitBook;
+use paas::executor::nodeagent::{AgentSettings, NodeAgentHandle};
+use paas::orchestrator::client::{Ended, NodeClient, ServiceState};
 use paas::proto::paas::nodeagent::v1 as pb;
 use pb::node_agent_client::NodeAgentClient;
 use tonic::Code;
@@ -27,8 +28,8 @@ async fn agent(dir: &std::path::Path) -> NodeAgentHandle {
     NodeAgentHandle::start(listener, settings, ExitBook::new()).unwrap()
 }
 
-fn client(h: &NodeAgentHandle, secret: &str) -> AgentClient {
-    AgentClient::new("127.0.0.1", h.local_addr().port(), secret).unwrap()
+fn client(h: &NodeAgentHandle, secret: &str) -> NodeClient {
+    NodeClient::new("127.0.0.1", h.local_addr().port(), secret).unwrap()
 }
 
 fn argv(v: &[&str]) -> Vec<String> {

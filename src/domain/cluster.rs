@@ -460,28 +460,75 @@ pub struct Cluster {
 /// The orchestrator's record of configuring one cluster, kept on the cluster so that a
 /// restarted `paas serve` resumes where the last one stopped instead of starting over.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ConfigureProgressRecord")]
 pub struct ConfigureProgress {
     /// The node task ids the progress is about, in node order. A relaunched node (new task)
     /// has new ports and an empty disk: the progress then no longer applies.
     pub generation: Vec<String>,
     /// The keys of the finished steps (e.g. `files/head`, `start/head`, `script/start`).
-    #[serde(default)]
     pub done: Vec<String>,
     /// The step under way, if any: after a restart it is run again (steps are idempotent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
-    /// The orchestration script was started at least once, so `SCRIPT stop` is owed.
-    #[serde(default)]
-    pub script_started: bool,
+    /// Where the orchestration script stands: once started, its `stop` is owed on destroy.
+    pub script: ScriptState,
+}
+
+/// Where a cluster's orchestration script stands. Only moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptState {
+    /// `SCRIPT start` has never been run for this cluster.
+    #[default]
+    NotStarted,
+    /// `SCRIPT start` ran at least once, so `SCRIPT stop` is owed on destroy.
+    Started,
     /// `SCRIPT stop` has been run (or given up on) after a destroy request.
+    Stopped,
+}
+
+/// The stored shape of [`ConfigureProgress`]: today's `script`, or the two booleans that
+/// records written before it carry (`script_started`, `stop_done`).
+#[derive(Deserialize)]
+struct ConfigureProgressRecord {
+    generation: Vec<String>,
     #[serde(default)]
-    pub stop_done: bool,
+    done: Vec<String>,
+    #[serde(default)]
+    current: Option<String>,
+    #[serde(default)]
+    script: Option<ScriptState>,
+    #[serde(default)]
+    script_started: bool,
+    #[serde(default)]
+    stop_done: bool,
+}
+
+impl From<ConfigureProgressRecord> for ConfigureProgress {
+    fn from(r: ConfigureProgressRecord) -> Self {
+        let legacy = match (r.script_started, r.stop_done) {
+            (_, true) => ScriptState::Stopped,
+            (true, false) => ScriptState::Started,
+            (false, false) => ScriptState::NotStarted,
+        };
+        Self {
+            generation: r.generation,
+            done: r.done,
+            current: r.current,
+            script: r.script.unwrap_or(legacy),
+        }
+    }
 }
 
 impl ConfigureProgress {
     /// Whether the step with key `step` is finished.
     pub fn is_done(&self, step: &str) -> bool {
         self.done.iter().any(|d| d == step)
+    }
+
+    /// Whether `SCRIPT stop` is owed: the script was started and not yet stopped.
+    pub fn stop_owed(&self) -> bool {
+        self.script == ScriptState::Started
     }
 }
 
@@ -679,6 +726,37 @@ mod tests {
         let text = serde_json::to_string(&c).unwrap();
         let back: Cluster = serde_json::from_str(&text).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn configure_progress_reads_the_legacy_booleans() {
+        let read = |v: Value| {
+            serde_json::from_value::<ConfigureProgress>(v)
+                .unwrap()
+                .script
+        };
+        let g = json!(["t1"]);
+        assert_eq!(read(json!({"generation": g})), ScriptState::NotStarted);
+        assert_eq!(
+            read(json!({"generation": g, "script_started": true})),
+            ScriptState::Started
+        );
+        assert_eq!(
+            read(json!({"generation": g, "script_started": true, "stop_done": true})),
+            ScriptState::Stopped
+        );
+        assert_eq!(
+            read(json!({"generation": g, "script": "stopped"})),
+            ScriptState::Stopped
+        );
+        let p = ConfigureProgress {
+            generation: vec!["t1".into()],
+            script: ScriptState::Started,
+            ..Default::default()
+        };
+        let back: ConfigureProgress =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod options;
 pub mod product;
 pub mod template;
 
-pub use cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
+pub use cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, ScriptState, Service};
 pub use ids::{ClusterId, Name, NameError, TaskId};
 pub use lifecycle::{ClusterStatus, NodeStatus};
 pub use product::{Part, Product};

@@ -56,14 +56,14 @@ pub enum AgentError {
 
 /// Talks to one agent.
 #[derive(Debug, Clone)]
-pub struct AgentClient {
+pub struct MesosAgentClient {
     endpoint: AgentEndpoint,
     auth_token: Option<String>,
 }
 
 type Conn = Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
-impl AgentClient {
+impl MesosAgentClient {
     /// A client for `endpoint`, sending `auth_token` as a bearer token when set.
     pub fn new(endpoint: AgentEndpoint, auth_token: Option<String>) -> Self {
         Self {

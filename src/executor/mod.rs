@@ -11,6 +11,9 @@
 //! launch's `agent_port`, guarded by the cluster secret); the processes it supervises are killed
 //! with the task. The executor must not depend on `api` or `scheduler`.
 //!
+//! [`nodetool`] (`paas node-tool`) also runs on the nodes: tiny commands for node images that
+//! hold nothing but `/paas`.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let cfg = paas::executor::ExecutorConfig::from_env()?;
@@ -21,7 +24,9 @@
 
 mod agent;
 mod config;
+pub mod exits;
 pub mod nodeagent;
+pub mod nodetool;
 mod process;
 pub use crate::recordio;
 mod state;
@@ -68,7 +73,7 @@ pub enum ExecutorError {
 pub async fn run(cfg: ExecutorConfig, shutdown: CancellationToken) -> Result<(), ExecutorError> {
     // Installed before any child exists, so no exit can go unnoticed.
     let mut sigchld = signal(SignalKind::child()).map_err(ExecutorError::Signal)?;
-    let client = agent::AgentClient::new(cfg.agent.clone(), cfg.auth_token.clone());
+    let client = agent::MesosAgentClient::new(cfg.agent.clone(), cfg.auth_token.clone());
     info!(
         agent = %client.url(),
         framework_id = %cfg.framework_id,
@@ -88,7 +93,7 @@ pub async fn run(cfg: ExecutorConfig, shutdown: CancellationToken) -> Result<(),
 
     // The supervisor owns the queue's sender: when it returns, the queue closes and the sender
     // task drains what is left, then ends.
-    let result = supervisor::Supervisor::new(cfg, client, calls_tx, nodeagent::ExitBook::new())
+    let result = supervisor::Supervisor::new(cfg, client, calls_tx, exits::ExitBook::new())
         .run(shutdown, &mut sigchld)
         .await;
     if tokio::time::timeout(FLUSH_TIMEOUT, tracker.wait())

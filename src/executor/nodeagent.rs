@@ -8,12 +8,12 @@
 //! # Who reaps whom
 //! The executor is PID 1 of its container and reaps every orphan with `waitpid(-1)`, which
 //! would steal the statuses of the agent's children. So the agent's children are registered in
-//! an [`ExitBook`] *under the same lock as their spawn*; the supervisor hands every status it
-//! reaps for a pid it does not know to [`ExitBook::deliver`], and the agent also reaps its own
+//! an [`ExitBook`](super::exits::ExitBook) *under the same lock as their spawn*; the supervisor hands every status it
+//! reaps for a pid it does not know to `ExitBook::deliver`, and the agent also reaps its own
 //! pids on SIGCHLD (needed when it is not PID 1). Whichever reaps first delivers the status.
 //! Tokio's process module is not used: its own reaping would race both.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
+use super::exits::ExitBook;
 use super::process::{self, Pid};
 use crate::proto::paas::nodeagent::v1 as pb;
 use pb::node_agent_server::{NodeAgent, NodeAgentServer};
@@ -111,67 +112,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
-}
-
-// ----- exits ------------------------------------------------------------------------------
-
-/// The exit statuses of the agent's children, whoever reaps them (see the module docs).
-#[derive(Default)]
-pub struct ExitBook {
-    waiting: Mutex<HashMap<Pid, oneshot::Sender<i32>>>,
-}
-
-impl ExitBook {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// Hands over the wait status of `pid`, reaped by someone else. `false` if the pid is not
-    /// one of the agent's children.
-    pub fn deliver(&self, pid: Pid, status: i32) -> bool {
-        let tx = self.lock().remove(&pid);
-        match tx {
-            Some(tx) => {
-                // The waiter may have gone (request cancelled); the status is then moot.
-                let _ = tx.send(status);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Reaps those of the agent's children that have exited, without blocking.
-    fn reap_own(&self) {
-        let mut waiting = self.lock();
-        let pids: Vec<Pid> = waiting.keys().copied().collect();
-        for (pid, status) in process::reap(pids, false) {
-            if let Some(tx) = waiting.remove(&pid) {
-                let _ = tx.send(status);
-            }
-        }
-    }
-
-    /// Spawns `cmd` and registers its pid in one critical section: a status reaped by the
-    /// supervisor between the spawn and the registration would otherwise be lost.
-    fn spawn(
-        &self,
-        cmd: &mut std::process::Command,
-    ) -> io::Result<(std::process::Child, oneshot::Receiver<i32>)> {
-        let mut waiting = self.lock();
-        let child = cmd.spawn()?;
-        let pid = Pid::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
-        let (tx, rx) = oneshot::channel();
-        waiting.insert(pid, tx);
-        Ok((child, rx))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Pid, oneshot::Sender<i32>>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single
-        // inserts/removes), so a poisoned lock is still usable.
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 // ----- settings and handle ----------------------------------------------------------------

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ExecutorError;
-use super::agent::{AgentClient, AgentError, EventStream};
+use super::agent::{AgentError, EventStream, MesosAgentClient};
 use super::config::ExecutorConfig;
-use super::nodeagent::{AgentSettings, ExitBook, NodeAgentHandle};
+use super::exits::ExitBook;
+use super::nodeagent::{AgentSettings, NodeAgentHandle};
 use super::process::{self, Exit};
 use super::state::{Kill, Reporter, Run, TaskBook, epoch_seconds};
 use crate::domain::launch::NodeLaunch;
@@ -89,7 +90,7 @@ enum Input {
 /// The executor's state and loop.
 pub(super) struct Supervisor {
     cfg: ExecutorConfig,
-    client: AgentClient,
+    client: MesosAgentClient,
     calls: mpsc::UnboundedSender<Call>,
     book: TaskBook,
     reporter: Reporter,
@@ -109,7 +110,7 @@ pub(super) struct Supervisor {
 impl Supervisor {
     pub(super) fn new(
         cfg: ExecutorConfig,
-        client: AgentClient,
+        client: MesosAgentClient,
         calls: mpsc::UnboundedSender<Call>,
         exits: std::sync::Arc<ExitBook>,
     ) -> Self {
@@ -637,7 +638,7 @@ impl Supervisor {
 
 /// Sends queued calls to the agent one by one, preserving their order.
 pub(super) async fn send_calls(
-    client: AgentClient,
+    client: MesosAgentClient,
     mut calls: mpsc::UnboundedReceiver<Call>,
     stop: CancellationToken,
 ) {

@@ -155,12 +155,12 @@ pub enum ServiceState {
 
 /// A client of one node's agent.
 #[derive(Clone)]
-pub struct AgentClient {
+pub struct NodeClient {
     addr: String,
     inner: NodeAgentClient<InterceptedService<Channel, Bearer>>,
 }
 
-impl AgentClient {
+impl NodeClient {
     /// A client for the agent at `host:port`. Connects on first use.
     ///
     /// # Errors

@@ -21,13 +21,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::OrchestratorConfig;
-use super::client::{AgentCallError, AgentClient, ServiceState};
+use super::client::{AgentCallError, NodeClient, ServiceState};
 use super::facts::{cluster_facts, render_argv, render_files};
 use super::plan::{Action, Step, StepKind, decide, fresh_progress, generation};
 use super::script::{self, ScriptError, ScriptRun};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::template::Renderer;
-use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, Node, Part, Service, Timestamp};
+use crate::domain::{
+    Cluster, ClusterId, ClusterStatus, Desired, Node, Part, ScriptState, Service, Timestamp,
+};
 use crate::metrics::Metrics;
 use crate::registry::{self, Store, StoreError, Update};
 
@@ -277,11 +279,15 @@ impl Controller {
                 let Some(p) = c.configure.as_mut() else {
                     return Update::Keep;
                 };
-                if p.current.as_deref() == Some(k.as_str()) && (!is_script || p.script_started) {
+                if p.current.as_deref() == Some(k.as_str())
+                    && (!is_script || p.script != ScriptState::NotStarted)
+                {
                     return Update::Keep;
                 }
                 p.current = Some(k.clone());
-                p.script_started |= is_script;
+                if is_script {
+                    p.script = p.script.max(ScriptState::Started);
+                }
                 Update::Write
             })
             .await?;
@@ -430,8 +436,8 @@ impl Controller {
             }
         }
         self.update(c.id, |c| match c.configure.as_mut() {
-            Some(p) if !p.stop_done => {
-                p.stop_done = true;
+            Some(p) if p.script != ScriptState::Stopped => {
+                p.script = ScriptState::Stopped;
                 Update::Write
             }
             _ => Update::Keep,
@@ -569,7 +575,7 @@ impl Controller {
         results.into_iter().collect()
     }
 
-    fn agent(&self, c: &Cluster, node: &Node) -> Result<AgentClient, StepFailure> {
+    fn agent(&self, c: &Cluster, node: &Node) -> Result<NodeClient, StepFailure> {
         let host = node.address.as_deref().or(node.host.as_deref());
         let (Some(host), Some(port)) = (host, node.agent_port) else {
             return Err(StepFailure::on(
@@ -577,7 +583,7 @@ impl Controller {
                 "no NodeAgent address on record (address and agent port are set when the node is placed)",
             ));
         };
-        AgentClient::new(host, port, &c.secret).map_err(|e| StepFailure::on(node, e.to_string()))
+        NodeClient::new(host, port, &c.secret).map_err(|e| StepFailure::on(node, e.to_string()))
     }
 
     /// Retries transient agent failures (not listening yet, network blips) for up to

@@ -372,7 +372,7 @@ mod reference_product {
             text.contains("name = node2\nlisten = 127.0.0.1:31002\npeers = node0@127.0.0.1:31000,node1@127.0.0.1:31001,node2@127.0.0.1:31002\n"),
             "{text}"
         );
-        let parsed = super::super::nodetool::PeersFile::parse(&text).unwrap();
+        let parsed = crate::executor::nodetool::PeersFile::parse(&text).unwrap();
         assert_eq!(parsed.peers.len(), 3);
     }
 }

@@ -5,8 +5,7 @@
 //! - [`facts`]: configure-time rendering of service files with the cluster facts (pure);
 //! - [`client`]: the NodeAgent gRPC client (the only way we reach nodes);
 //! - [`script`]: the product's orchestration script, run on this host;
-//! - [`controller`]: the loop that ties them to the store;
-//! - [`nodetool`]: `paas node-tool`, tiny commands the reference product runs on its nodes.
+//! - [`controller`]: the loop that ties them to the store.
 //!
 //! Like a kube-rs controller, the loop is woken per cluster (a channel, from the api) and by a
 //! periodic scan of the store, and calls an idempotent reconcile that looks at the stored
@@ -26,7 +25,6 @@
 pub mod client;
 pub mod controller;
 pub mod facts;
-pub mod nodetool;
 pub mod plan;
 pub mod script;
 

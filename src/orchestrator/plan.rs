@@ -7,7 +7,7 @@
 //! `ready/<svc>` (poll its `ready` check on its nodes); then `script/start` when the product has
 //! an orchestration script. Steps without content (no files, no start, no ready) are left out.
 
-use crate::domain::{Cluster, ClusterStatus, ConfigureProgress, Desired, NodeStatus};
+use crate::domain::{Cluster, ClusterStatus, ConfigureProgress, Desired, NodeStatus, ScriptState};
 
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub enum Action {
 pub fn decide(c: &Cluster, has_script: bool) -> Action {
     let progress = c.configure.as_ref();
     if c.desired == Desired::Destroyed {
-        let owed = progress.is_some_and(|p| p.script_started && !p.stop_done);
+        let owed = progress.is_some_and(ConfigureProgress::stop_owed);
         return if owed && has_script {
             Action::StopScript
         } else {
@@ -131,7 +131,7 @@ fn next_step(c: &Cluster, p: &ConfigureProgress, has_script: bool) -> Action {
 pub fn fresh_progress(c: &Cluster, previous: Option<&ConfigureProgress>) -> ConfigureProgress {
     ConfigureProgress {
         generation: generation(c),
-        script_started: previous.is_some_and(|p| p.script_started),
+        script: previous.map_or(ScriptState::NotStarted, |p| p.script),
         ..Default::default()
     }
 }
@@ -234,14 +234,14 @@ mod tests {
             .unwrap();
         let mut p = fresh_progress(&c, None);
         p.done = vec!["files/head".into(), "start/head".into()];
-        p.script_started = true;
+        p.script = ScriptState::Started;
         c.configure = Some(p);
         assert!(matches!(decide(&c, true), Action::Run(_)));
         c.nodes[1].task_id = Some("task1-attempt2".into());
         assert_eq!(decide(&c, true), Action::Begin);
         let fresh = fresh_progress(&c, c.configure.as_ref());
         assert!(fresh.done.is_empty());
-        assert!(fresh.script_started, "stop stays owed");
+        assert!(fresh.stop_owed(), "stop stays owed");
     }
 
     #[test]
@@ -269,12 +269,12 @@ mod tests {
         c.desired = Desired::Destroyed;
         assert_eq!(decide(&c, true), Action::Idle);
         c.configure = Some(ConfigureProgress {
-            script_started: true,
+            script: ScriptState::Started,
             ..Default::default()
         });
         assert_eq!(decide(&c, true), Action::StopScript);
         assert_eq!(decide(&c, false), Action::Idle, "script removed meanwhile");
-        c.configure.as_mut().unwrap().stop_done = true;
+        c.configure.as_mut().unwrap().script = ScriptState::Stopped;
         assert_eq!(decide(&c, true), Action::Idle);
     }
 }

@@ -835,10 +835,7 @@ impl Driver {
     /// may need the nodes, so the kills wait for it (best effort, bounded by
     /// [`STOP_SCRIPT_GRACE`]).
     async fn kill_or_defer(&mut self, s: &Session, c: &Cluster) {
-        let owed = c
-            .configure
-            .as_ref()
-            .is_some_and(|p| p.script_started && !p.stop_done);
+        let owed = c.configure.as_ref().is_some_and(|p| p.stop_owed());
         if owed && c.has_tasks() {
             let deadline = *self
                 .deferred_kills

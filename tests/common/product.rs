@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use paas::orchestrator::client::AgentClient;
+use paas::orchestrator::client::NodeClient;
 use paas::registry::{SledStore, Store};
 use serde_json::Value;
 #[allow(unused_imports)]
@@ -292,14 +292,14 @@ pub async fn secret_via_store(s: &mut Server, master: &str, id: &str) -> String 
     secret
 }
 
-pub fn agent(c: &Value, node: &str, secret: &str) -> AgentClient {
+pub fn agent(c: &Value, node: &str, secret: &str) -> NodeClient {
     let n = c["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["name"] == node)
         .unwrap_or_else(|| panic!("no node {node} in {c:#}"));
-    AgentClient::new(
+    NodeClient::new(
         n["address"].as_str().unwrap(),
         u16::try_from(n["agent_port"].as_u64().expect("agent_port")).unwrap(),
         secret,
@@ -307,7 +307,7 @@ pub fn agent(c: &Value, node: &str, secret: &str) -> AgentClient {
     .unwrap()
 }
 
-pub async fn run(agent: &AgentClient, argv: &[&str]) -> String {
+pub async fn run(agent: &NodeClient, argv: &[&str]) -> String {
     let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
     let out = agent
         .run(&argv, Duration::from_secs(120))
