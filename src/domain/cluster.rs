@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Timestamp;
+use super::heal::{Replacement, RestartPolicy};
 use super::ids::{ClusterId, Name};
 use super::lifecycle::{ClusterEvent, ClusterStatus, InvalidTransition, NodeStatus};
 
@@ -148,7 +149,10 @@ fn invalid(path: impl Into<String>, why: impl Into<String>) -> SpecError {
 pub struct ClusterSpec {
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
-    /// Top-level keys other than `nodes` and `services` (e.g. the original's `dnsname`).
+    /// How the cluster heals (the template's `"restart"`; defaults otherwise).
+    pub restart: RestartPolicy,
+    /// Top-level keys other than `nodes`, `services` and `restart` (e.g. the original's
+    /// `dnsname`).
     pub extra: Map<String, Value>,
 }
 
@@ -170,6 +174,15 @@ impl ClusterSpec {
             Some(Value::Object(m)) => m,
             Some(_) => return Err(invalid("nodes", "must be an object of node name → node")),
             None => return Err(invalid("nodes", "is missing")),
+        };
+        let restart = match top.remove("restart") {
+            None | Some(Value::Null) => RestartPolicy::default(),
+            Some(v) => {
+                let p: RestartPolicy =
+                    serde_json::from_value(v).map_err(|e| invalid("restart", e.to_string()))?;
+                p.validate().map_err(|e| invalid("restart", e))?;
+                p
+            }
         };
         let services = match top.remove("services") {
             Some(Value::Object(m)) => m,
@@ -258,6 +271,7 @@ impl ClusterSpec {
         Ok(Self {
             nodes: out_nodes,
             services: out_services,
+            restart,
             extra: top,
         })
     }
@@ -298,6 +312,9 @@ pub struct Node {
     /// Launch attempts so far; part of the task id.
     #[serde(default)]
     pub attempt: u32,
+    /// A replaced node waits for its backoff: it is not placed before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
     /// The last Mesos message/reason about this node, or why it does not fit any offer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -385,6 +402,7 @@ impl Node {
             agent_id: None,
             agent_port: None,
             attempt: 0,
+            not_before: None,
             message: None,
             extra: n.extra,
         })
@@ -455,6 +473,12 @@ pub struct Cluster {
     /// How far the orchestrator got configuring the cluster; only the orchestrator writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configure: Option<ConfigureProgress>,
+    /// How the cluster heals (from the template).
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// The recent replacements of lost nodes, oldest first (see [`super::heal::prune`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replacements: Vec<Replacement>,
 }
 
 /// The orchestrator's record of configuring one cluster, kept on the cluster so that a
@@ -566,6 +590,8 @@ impl Cluster {
             extra: spec.extra,
             secret,
             configure: None,
+            restart: spec.restart,
+            replacements: Vec::new(),
         }
     }
 
@@ -581,7 +607,7 @@ impl Cluster {
     ) -> Result<(), InvalidTransition> {
         let to = self.status.next(event)?;
         self.status = to;
-        if to == ClusterStatus::Failed || message.is_some() {
+        if matches!(to, ClusterStatus::Failed | ClusterStatus::Ready) || message.is_some() {
             self.reason = message.clone();
         }
         self.updated_at = now.clone();

@@ -1,7 +1,8 @@
 //! The cluster lifecycle state machine and node states.
 //!
 //! `registered → scheduling → scheduled → configuring → configured → ready`, then
-//! `destroying → destroyed`; from any live state also `failed`. [`ClusterStatus::next`] is the
+//! `destroying → destroyed`; from any live state also `failed`. Day 2: a lost node takes a
+//! configured cluster to `healing` until it is replaced and configured, then `ready` again. [`ClusterStatus::next`] is the
 //! one function that decides every transition; each module only *proposes* events.
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ pub enum ClusterStatus {
     Configuring,
     Configured,
     Ready,
+    /// A node was lost and is being replaced; the cluster is configured again once every
+    /// node runs, then goes back to `ready`.
+    Healing,
     Failed,
     Destroying,
     Destroyed,
@@ -30,7 +34,7 @@ pub enum ClusterEvent {
     PlacementStarted,
     /// Every node's task is running.
     AllRunning,
-    /// A node stopped running while the cluster was up (a node went back to pending).
+    /// A node's task ended without being asked to; the node is queued as a new attempt.
     NodeLost,
     /// The orchestrator began configuring.
     ConfigureStarted,
@@ -74,12 +78,17 @@ impl ClusterStatus {
             (_, E::Failed) => Some(S::Failed),
             (S::Registered, E::PlacementStarted) => Some(S::Scheduling),
             (S::Scheduling, E::AllRunning) => Some(S::Scheduled),
-            (S::Scheduled | S::Configuring | S::Configured | S::Ready, E::NodeLost) => {
-                Some(S::Scheduling)
-            }
+            (S::Scheduling, E::NodeLost) => Some(S::Scheduling),
+            (
+                S::Scheduled | S::Configuring | S::Configured | S::Ready | S::Healing,
+                E::NodeLost,
+            ) => Some(S::Healing),
             (S::Scheduled, E::ConfigureStarted) => Some(S::Configuring),
             (S::Configuring, E::Configured) => Some(S::Configured),
             (S::Configured, E::Ready) => Some(S::Ready),
+            // Healing stays healing through its steps (each recorded), then is ready again.
+            (S::Healing, E::AllRunning | E::ConfigureStarted | E::Configured) => Some(S::Healing),
+            (S::Healing, E::Ready) => Some(S::Ready),
             _ => None,
         };
         to.ok_or(InvalidTransition { from: self, event })
@@ -104,19 +113,21 @@ impl ClusterStatus {
             ClusterStatus::Configuring => "configuring",
             ClusterStatus::Configured => "configured",
             ClusterStatus::Ready => "ready",
+            ClusterStatus::Healing => "healing",
             ClusterStatus::Failed => "failed",
             ClusterStatus::Destroying => "destroying",
             ClusterStatus::Destroyed => "destroyed",
         }
     }
 
-    pub const ALL: [ClusterStatus; 9] = [
+    pub const ALL: [ClusterStatus; 10] = [
         ClusterStatus::Registered,
         ClusterStatus::Scheduling,
         ClusterStatus::Scheduled,
         ClusterStatus::Configuring,
         ClusterStatus::Configured,
         ClusterStatus::Ready,
+        ClusterStatus::Healing,
         ClusterStatus::Failed,
         ClusterStatus::Destroying,
         ClusterStatus::Destroyed,
@@ -225,8 +236,17 @@ mod tests {
             (S::Scheduled, E::ConfigureStarted, S::Configuring),
             (S::Configuring, E::Configured, S::Configured),
             (S::Configured, E::Ready, S::Ready),
-            (S::Scheduled, E::NodeLost, S::Scheduling),
-            (S::Ready, E::NodeLost, S::Scheduling),
+            (S::Scheduling, E::NodeLost, S::Scheduling),
+            (S::Scheduled, E::NodeLost, S::Healing),
+            (S::Configuring, E::NodeLost, S::Healing),
+            (S::Ready, E::NodeLost, S::Healing),
+            (S::Healing, E::NodeLost, S::Healing),
+            (S::Healing, E::AllRunning, S::Healing),
+            (S::Healing, E::ConfigureStarted, S::Healing),
+            (S::Healing, E::Configured, S::Healing),
+            (S::Healing, E::Ready, S::Ready),
+            (S::Healing, E::Failed, S::Failed),
+            (S::Healing, E::DestroyRequested, S::Destroying),
             (S::Registered, E::Failed, S::Failed),
             (S::Scheduling, E::Failed, S::Failed),
             (S::Configuring, E::Failed, S::Failed),
@@ -252,6 +272,9 @@ mod tests {
             (S::Destroyed, E::DestroyRequested),
             (S::Destroyed, E::PlacementStarted),
             (S::Ready, E::AllTerminal),
+            (S::Registered, E::NodeLost),
+            (S::Failed, E::NodeLost),
+            (S::Destroying, E::NodeLost),
         ];
         for (from, ev) in refused {
             assert!(

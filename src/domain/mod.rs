@@ -6,6 +6,7 @@
 //! ([`Timestamp`]) so every function stays deterministic and table-testable.
 
 pub mod cluster;
+pub mod heal;
 pub mod ids;
 pub mod launch;
 pub mod lifecycle;
@@ -33,6 +34,19 @@ impl Timestamp {
     /// edge and pass the value in.
     pub fn now() -> Self {
         Self(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string())
+    }
+
+    /// The timestamp `ms` milliseconds after the Unix epoch.
+    pub fn from_millis(ms: u64) -> Self {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        Self(humantime::format_rfc3339_millis(t).to_string())
+    }
+
+    /// Milliseconds since the Unix epoch; `None` if the text is not an RFC 3339 time.
+    pub fn millis(&self) -> Option<u64> {
+        let t = humantime::parse_rfc3339(&self.0).ok()?;
+        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+        u64::try_from(d.as_millis()).ok()
     }
 }
 

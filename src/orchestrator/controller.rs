@@ -168,6 +168,7 @@ impl Controller {
                     ClusterStatus::Scheduled
                         | ClusterStatus::Configuring
                         | ClusterStatus::Configured
+                        | ClusterStatus::Healing
                 );
             if w.kind == WorkerKind::Configure && !configuring && !w.cancel.is_cancelled() {
                 info!(cluster_id = %c.id, status = %c.status, "cluster left configuration; stopping its worker");
@@ -231,8 +232,13 @@ impl Controller {
                 Action::Idle => return Ok(()),
                 Action::Begin => self.begin(&c).await?,
                 Action::Run(step) => self.run_step(&c, &step, script_bytes, cancel).await?,
+                Action::Finish if c.status == ClusterStatus::Healing => {
+                    self.promote(&c, ClusterStatus::Healing, cancel).await?;
+                }
                 Action::Finish => self.finish(&c).await?,
-                Action::Promote => self.promote(&c, cancel).await?,
+                Action::Promote => {
+                    self.promote(&c, ClusterStatus::Configured, cancel).await?;
+                }
                 Action::StopScript => self.stop_script(&c, script_bytes).await?,
             }
         }
@@ -248,8 +254,16 @@ impl Controller {
                 if !fresh {
                     return Update::Keep;
                 }
-                if c.status == ClusterStatus::Scheduled {
-                    let _ = c.apply(ClusterEvent::ConfigureStarted, None, Timestamp::now());
+                match c.status {
+                    ClusterStatus::Scheduled => {
+                        let _ = c.apply(ClusterEvent::ConfigureStarted, None, Timestamp::now());
+                    }
+                    ClusterStatus::Healing => {
+                        let why = "configuring again: every node runs".to_owned();
+                        let _ =
+                            c.apply(ClusterEvent::ConfigureStarted, Some(why), Timestamp::now());
+                    }
+                    _ => {}
                 }
                 c.configure = Some(fresh_progress(c, c.configure.as_ref()));
                 Update::Write
@@ -363,7 +377,14 @@ impl Controller {
 
     /// `configured → ready` once every service's `ready` check passes again (services may
     /// have died since their step, e.g. across a restart of ours).
-    async fn promote(&self, c: &Cluster, cancel: &CancellationToken) -> Result<(), WorkError> {
+    /// `healing → ready` likewise, once every step ran again.
+    async fn promote(
+        &self,
+        c: &Cluster,
+        from: ClusterStatus,
+        cancel: &CancellationToken,
+    ) -> Result<(), WorkError> {
+        let generation = generation(c);
         let checks = async {
             for s in &c.services {
                 if s.ready.is_some() {
@@ -380,9 +401,10 @@ impl Controller {
         };
         match result {
             Ok(()) => {
+                let g = generation.clone();
                 let c = self
-                    .update(c.id, |c| {
-                        if c.desired != Desired::Running || c.status != ClusterStatus::Configured {
+                    .update(c.id, move |c| {
+                        if !still_at(c, from, &g) {
                             return Update::Keep;
                         }
                         let _ = c.apply(ClusterEvent::Ready, None, Timestamp::now());
@@ -397,7 +419,7 @@ impl Controller {
             Err(reason) => {
                 let r = reason.clone();
                 self.update(c.id, move |c| {
-                    if c.desired != Desired::Running || c.status != ClusterStatus::Configured {
+                    if !still_at(c, from, &generation) {
                         return Update::Keep;
                     }
                     let _ = c.apply(ClusterEvent::Failed, Some(r.clone()), Timestamp::now());
@@ -738,10 +760,19 @@ impl Controller {
 /// The record is still the configuration we are working on.
 fn still_configuring(c: &Cluster, generation: &[String]) -> bool {
     c.desired == Desired::Running
-        && c.status == ClusterStatus::Configuring
+        && matches!(
+            c.status,
+            ClusterStatus::Configuring | ClusterStatus::Healing
+        )
         && c.configure
             .as_ref()
             .is_some_and(|p| p.generation == generation)
+}
+
+/// The cluster is still in `status` with the same node tasks, so a check's verdict applies
+/// (a node lost meanwhile makes the cluster `healing` with a new generation).
+fn still_at(c: &Cluster, status: ClusterStatus, generation: &[String]) -> bool {
+    c.desired == Desired::Running && c.status == status && super::plan::generation(c) == generation
 }
 
 fn nodes_of<'a>(c: &'a Cluster, svc: &'a Service) -> impl Iterator<Item = &'a Node> + 'a {

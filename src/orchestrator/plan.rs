@@ -84,8 +84,8 @@ pub enum Action {
     Begin,
     /// Run this step.
     Run(Step),
-    /// Every step is done: check every service's `ready` once more, then
-    /// `configured → ready`.
+    /// Every step is done: `configuring → configured` (then `Promote`), or, when healing,
+    /// check every service's `ready` once more and go `healing → ready`.
     Finish,
     /// `configured` after a restart: the checks passed before; move on to `ready`.
     Promote,
@@ -114,6 +114,15 @@ pub fn decide(c: &Cluster, has_script: bool) -> Action {
             Some(p) if p.generation == generation(c) => next_step(c, p, has_script),
             _ => Action::Begin,
         },
+        // A replaced node runs again: configure the whole cluster again (every step is
+        // idempotent), so files naming peers follow the new node; `Finish` then checks the
+        // services and makes the cluster `ready`.
+        ClusterStatus::Healing if c.nodes.iter().all(|n| n.status == NodeStatus::Running) => {
+            match progress {
+                Some(p) if p.generation == generation(c) => next_step(c, p, has_script),
+                _ => Action::Begin,
+            }
+        }
         ClusterStatus::Configured => Action::Promote,
         _ => Action::Idle,
     }
@@ -242,6 +251,37 @@ mod tests {
         let fresh = fresh_progress(&c, c.configure.as_ref());
         assert!(fresh.done.is_empty());
         assert!(fresh.stop_owed(), "stop stays owed");
+    }
+
+    #[test]
+    fn a_healing_cluster_is_configured_again_once_every_node_runs() {
+        let mut c = cluster();
+        c.apply(ClusterEvent::ConfigureStarted, None, Timestamp("t".into()))
+            .unwrap();
+        let mut p = fresh_progress(&c, None);
+        p.done = plan(&c, true).iter().map(Step::key).collect();
+        c.configure = Some(p);
+        c.apply(ClusterEvent::NodeLost, None, Timestamp("t".into()))
+            .unwrap();
+        c.nodes[1].status = NodeStatus::Queued;
+        c.nodes[1].task_id = None;
+        assert_eq!(
+            decide(&c, true),
+            Action::Idle,
+            "the new node is not placed yet"
+        );
+        c.nodes[1].status = NodeStatus::Running;
+        c.nodes[1].task_id = Some("task1-attempt2".into());
+        assert_eq!(
+            decide(&c, true),
+            Action::Begin,
+            "new generation: start over"
+        );
+        let mut p = fresh_progress(&c, c.configure.as_ref());
+        assert!(matches!(next_step(&c, &p, true), Action::Run(_)));
+        p.done = plan(&c, true).iter().map(Step::key).collect();
+        c.configure = Some(p);
+        assert_eq!(decide(&c, true), Action::Finish);
     }
 
     #[test]

@@ -388,23 +388,28 @@ impl Driver {
                 let node = tid.node.to_string();
                 let o = obs.clone();
                 let now = Timestamp::now();
-                let requeued = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let flag = requeued.clone();
+                // What the (last run of the) pure update decided; read after the write.
+                let decided = Arc::new(std::sync::Mutex::new(Applied::Ignored("not applied")));
+                let seen = decided.clone();
                 let result = self
                     .blocking(move |st| {
                         st.update_cluster(tid.cluster, &mut |c| {
                             let applied = apply_update(c, &node, &o, &now);
-                            flag.store(
-                                applied == Applied::Requeued,
-                                std::sync::atomic::Ordering::Relaxed,
+                            let write = matches!(
+                                applied,
+                                Applied::Changed | Applied::Requeued | Applied::Replaced
                             );
-                            match applied {
-                                Applied::Changed | Applied::Requeued => Ok(Update::Write),
-                                Applied::Ignored(_) => Ok(Update::Keep),
-                            }
+                            *seen
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = applied;
+                            Ok(if write { Update::Write } else { Update::Keep })
                         })
                     })
                     .await;
+                let applied = decided
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 let cluster_id = tid.cluster;
                 match result {
                     Ok(c) => {
@@ -412,10 +417,27 @@ impl Driver {
                         if c.status.is_terminal() || c.desired == Desired::Destroyed {
                             self.pending.remove(&cluster_id);
                         }
-                        if requeued.load(std::sync::atomic::Ordering::Relaxed) {
-                            tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, "launch not delivered; node queued again");
-                            self.pending.insert(cluster_id);
-                            self.revive_or_suppress(s).await?;
+                        match applied {
+                            Applied::Requeued => {
+                                tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, "launch not delivered; node queued again");
+                                self.pending.insert(cluster_id);
+                                self.revive_or_suppress(s).await?;
+                            }
+                            Applied::Replaced => {
+                                tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), "node lost; replacing it with a new attempt");
+                                self.pending.insert(cluster_id);
+                                self.revive_or_suppress(s).await?;
+                            }
+                            Applied::Stale if !state.is_terminal() => {
+                                // Not in the desired state: an older attempt that came back.
+                                tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, "a stale attempt runs; killing it");
+                                self.kill(s, &obs.task_id, Some(agent_id.clone())).await;
+                            }
+                            _ => {}
+                        }
+                        // A failed cluster holds nothing: what is left of it is killed.
+                        if c.status == ClusterStatus::Failed && c.has_tasks() {
+                            self.kill_cluster(s, &c).await;
                         }
                         // A task that runs for a cluster that should be gone (it launched
                         // while the destroy was requested) is killed now.
@@ -527,8 +549,11 @@ impl Driver {
         }
         // The pending clusters and their queued nodes, in launch order.
         let mut clusters: BTreeMap<ClusterId, Cluster> = BTreeMap::new();
+        let now = Timestamp::now();
         for id in self.pending.clone() {
             match self.blocking(move |st| st.cluster(id)).await? {
+                // A replaced node waiting for its backoff stays pending for a later round.
+                Some(c) if wants_placement(&c) && c.backing_off(&now) => {}
                 Some(c) if wants_placement(&c) => {
                     clusters.insert(id, c);
                 }
@@ -934,7 +959,7 @@ fn wants_placement(c: &Cluster) -> bool {
     c.desired == Desired::Running
         && matches!(
             c.status,
-            ClusterStatus::Registered | ClusterStatus::Scheduling
+            ClusterStatus::Registered | ClusterStatus::Scheduling | ClusterStatus::Healing
         )
         && c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
 }
@@ -973,6 +998,7 @@ fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) -> Upd
             .zip(p.ports.iter().copied())
             .collect();
         n.agent_port = p.agent_port;
+        n.not_before = None;
         n.message = None;
         changed = true;
     }

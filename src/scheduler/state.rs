@@ -1,6 +1,7 @@
 //! How Mesos task updates change a cluster: pure functions over the domain records,
 //! table-tested. The driver persists their result and acknowledges afterwards.
 
+use crate::domain::heal::Loss;
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::{Cluster, ClusterStatus, Desired, NodeStatus, Timestamp};
 use crate::proto::mesos::v1::TaskState;
@@ -59,7 +60,13 @@ pub enum Applied {
     /// The launch never reached the agent (stale offer, agent gone at launch): the node is
     /// queued again for the next offers rather than failing the cluster.
     Requeued,
-    /// Harmless and ignored (duplicate, stale attempt, out of order); nothing to write.
+    /// The task ended without being asked to; the node is queued as a new attempt (see
+    /// [`Cluster::node_lost`]).
+    Replaced,
+    /// About a task that is not the node's current attempt (an older attempt back from a
+    /// partition, say): nothing to write; a live one must be killed.
+    Stale,
+    /// Harmless and ignored (duplicate, out of order); nothing to write.
     Ignored(&'static str),
 }
 
@@ -71,7 +78,7 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         return Applied::Ignored("no such node");
     };
     if n.task_id.as_deref() != Some(obs.task_id.as_str()) {
-        return Applied::Ignored("update for an older attempt of the node");
+        return Applied::Stale;
     }
     if n.status.is_terminal() && !new.is_terminal() {
         // Updates of one task arrive in order, but reconciliation answers and retried
@@ -109,15 +116,24 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         return Applied::Changed;
     }
     if new.is_terminal() {
-        if !c.status.is_terminal() {
-            let why = format!("node {name} (task {}): {}", obs.task_id, obs.describe());
-            let _ = c.apply(ClusterEvent::Failed, Some(why), t);
-        }
+        // Nobody asked this task to end (kills are only sent for destroyed or failed
+        // clusters, whose updates do not get here): heal by the product's restart policy.
+        let cause = format!("task {}: {}", obs.task_id, obs.describe());
+        return match c.node_lost(name.as_str(), &cause, &t) {
+            Loss::Replacing { .. } => Applied::Replaced,
+            Loss::ClusterFailed | Loss::NotHealed => Applied::Changed,
+        };
     } else if new == NodeStatus::Running
         && c.status == ClusterStatus::Scheduling
         && c.nodes.iter().all(|n| n.status == NodeStatus::Running)
     {
         let _ = c.apply(ClusterEvent::AllRunning, None, t);
+    } else if new == NodeStatus::Running && c.healed_nodes_run() {
+        let _ = c.apply(
+            ClusterEvent::AllRunning,
+            Some(format!("node {name} runs again; every node runs")),
+            t,
+        );
     }
     Applied::Changed
 }
@@ -214,15 +230,16 @@ mod tests {
             apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts()),
             Applied::Ignored(_)
         ));
-        assert!(matches!(
+        assert_eq!(
             apply_update(&mut c, "n0", &obs("old", TaskState::TaskFailed), &ts()),
-            Applied::Ignored(_)
-        ));
+            Applied::Stale
+        );
         assert!(matches!(
             apply_update(&mut c, "nx", &obs("t0", TaskState::TaskFailed), &ts()),
             Applied::Ignored(_)
         ));
         assert_eq!(c, before);
+        c.restart.max_restarts = 0;
         apply_update(&mut c, "n0", &obs("t0", TaskState::TaskKilled), &ts());
         assert!(matches!(
             apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts()),
@@ -232,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_node_fails_the_cluster_with_the_reason() {
+    fn a_failed_node_fails_the_cluster_when_its_policy_allows_no_restarts() {
         for state in [
             TaskState::TaskFailed,
             TaskState::TaskLost,
@@ -240,6 +257,7 @@ mod tests {
             TaskState::TaskFinished,
         ] {
             let mut c = cluster(2);
+            c.restart.max_restarts = 0;
             let mut o = obs("t1", state);
             o.reason = Some(Reason::ExecutorTerminated);
             o.message = Some("exit 3".into());
@@ -283,11 +301,47 @@ mod tests {
             Applied::Requeued
         );
         let mut c = cluster(1);
+        c.restart.max_restarts = 0;
         apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts());
         let mut o = obs("t0", TaskState::TaskLost);
         o.reason = Some(Reason::AgentRemoved);
         assert_eq!(apply_update(&mut c, "n0", &o, &ts()), Applied::Changed);
         assert_eq!(c.status, ClusterStatus::Failed);
+    }
+
+    #[test]
+    fn a_lost_node_of_a_ready_cluster_is_replaced_and_the_cluster_heals() {
+        let mut c = cluster(2);
+        for (n, t) in [("n0", "t0"), ("n1", "t1")] {
+            apply_update(&mut c, n, &obs(t, TaskState::TaskRunning), &ts());
+        }
+        c.status = ClusterStatus::Ready;
+        c.nodes[1].attempt = 1;
+        let mut o = obs("t1", TaskState::TaskFailed);
+        o.message = Some("container killed".into());
+        assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Replaced);
+        assert_eq!(c.status, ClusterStatus::Healing);
+        let n1 = c.node("n1").unwrap();
+        assert_eq!(
+            (n1.status, n1.task_id.as_deref(), n1.attempt),
+            (NodeStatus::Queued, None, 1),
+            "queued; the placement makes attempt 2"
+        );
+        assert!(n1.not_before.is_some(), "a backoff is set");
+        assert_eq!(c.replacements.len(), 1);
+        assert!(c.replacements[0].cause.contains("container killed"));
+        // The old task's later updates are ignored; the new attempt's RUNNING is recorded.
+        assert_eq!(
+            apply_update(&mut c, "n1", &obs("t1", TaskState::TaskRunning), &ts()),
+            Applied::Stale
+        );
+        let n1 = c.node_mut("n1").unwrap();
+        n1.status = NodeStatus::Staging;
+        n1.task_id = Some("t1b".into());
+        apply_update(&mut c, "n1", &obs("t1b", TaskState::TaskRunning), &ts());
+        assert_eq!(c.status, ClusterStatus::Healing, "configured again first");
+        let last = c.history.last().unwrap();
+        assert!(last.message.as_deref().unwrap().contains("every node runs"));
     }
 
     #[test]
