@@ -1,0 +1,267 @@
+//! Cluster handlers: launch, list, read and destroy clusters, each limited to its owner
+//! (admins see every cluster; another user's cluster is a 404).
+//!
+//! The api only records the *desired* state and wakes the core; the scheduler and the
+//! orchestrator move the cluster along.
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::auth::Principal;
+use super::body::{
+    Resp, check_json_content_type, json_response, object, parse_json, raw_response, read_body,
+    with_location,
+};
+use super::error::ApiError;
+use super::products::{get_product, load_options, load_template, render_context};
+use super::routes::BASE;
+use super::{AppState, blocking};
+use crate::domain::cluster::{Cluster, ClusterSpec, Desired};
+use crate::domain::lifecycle::ClusterEvent;
+use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
+use crate::registry::Update;
+
+fn cluster_url(id: ClusterId) -> String {
+    format!("{BASE}/clusters/{id}")
+}
+
+/// The served form of a cluster: the record without its secret, plus its URL.
+fn cluster_view(c: &Cluster) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    if let Value::Object(m) = &mut v {
+        m.remove("secret");
+        m.insert("url".into(), json!(cluster_url(c.id)));
+    }
+    v
+}
+
+pub(super) async fn launch(
+    state: &AppState,
+    who: &Principal,
+    name: Name,
+    version: Name,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    check_json_content_type(&req)?;
+    let body = read_body(state, req).await?;
+    // An empty body means "all defaults".
+    let user_opts = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        object(parse_json(&body)?, "the launch options")?
+    };
+    let product = get_product(state, &name, &version).await?;
+    let template = load_template(state, &name, &version).await?;
+    let doc = load_options(state, &name, &version).await?;
+    let opts = doc.resolve(&user_opts).map_err(|e| ApiError::BadRequest {
+        code: "invalid_options",
+        message: e.to_string(),
+        details: Some(serde_json::to_value(&e).unwrap_or_default()),
+    })?;
+    let id = ClusterId::random();
+    let ctx = render_context(state, &opts, id, &who.user, &product);
+    let unprocessable = |m: String| ApiError::Unprocessable {
+        code: "template_failed",
+        message: m,
+        details: None,
+    };
+    let rendered = state.renderer.render(&template, &ctx).map_err(|e| {
+        unprocessable(format!(
+            "the template cannot be rendered with these options: {e}"
+        ))
+    })?;
+    let spec = ClusterSpec::parse(&rendered)
+        .map_err(|e| unprocessable(format!("the template rendered an invalid cluster: {e}")))?;
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let cluster = Cluster::new(
+        id,
+        who.user.clone(),
+        name,
+        version,
+        opts,
+        spec,
+        secret,
+        Timestamp::now(),
+    );
+    let nodes = cluster.nodes.len();
+    blocking(state, move |s| s.create_cluster(&cluster)).await?;
+    tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
+    state.backend.wake(id);
+    let url = cluster_url(id);
+    Ok(with_location(
+        json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": id, "status": ClusterStatus::Registered, "url": url}),
+        ),
+        &url,
+    ))
+}
+
+/// The cluster if `who` may see it. Another user's cluster is a 404, not a 403: its
+/// existence is not theirs to know.
+async fn own_cluster(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Cluster, ApiError> {
+    let c = blocking(state, move |s| s.cluster(id)).await?;
+    match c {
+        Some(c) if who.is_admin() || c.owner == who.user => Ok(c),
+        _ => Err(ApiError::NotFound(format!("cluster {id} not found"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClusterFilter {
+    product: Option<String>,
+    version: Option<String>,
+    status: Option<String>,
+    owner: Option<String>,
+}
+
+pub(super) async fn list(
+    state: &AppState,
+    who: &Principal,
+    query: Option<&str>,
+) -> Result<Resp, ApiError> {
+    let f: ClusterFilter = match query {
+        None | Some("") => ClusterFilter::default(),
+        Some(q) => parse_query(q)?,
+    };
+    let status = f
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<ClusterStatus>().map_err(|()| {
+                ApiError::bad_request("invalid_filter", format!("unknown status {s:?}"))
+            })
+        })
+        .transpose()?;
+    let all = blocking(state, |s| s.clusters()).await?;
+    let views: Vec<Value> = all
+        .iter()
+        .filter(|c| who.is_admin() || c.owner == who.user)
+        .filter(|c| f.product.as_deref().is_none_or(|p| c.product.as_str() == p))
+        .filter(|c| f.version.as_deref().is_none_or(|v| c.version.as_str() == v))
+        .filter(|c| f.owner.as_deref().is_none_or(|o| c.owner == o))
+        .filter(|c| status.is_none_or(|s| c.status == s))
+        .map(cluster_view)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"clusters": views})))
+}
+
+fn parse_query(q: &str) -> Result<ClusterFilter, ApiError> {
+    let mut m = Map::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    serde_json::from_value(Value::Object(m))
+        .map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid query: {e}")))
+}
+
+pub(super) async fn delete(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    own_cluster(state, who, id).await?;
+    let c = blocking(state, move |s| {
+        s.update_cluster(id, &mut |c| {
+            if c.desired == Desired::Destroyed {
+                return Ok(Update::Keep);
+            }
+            let now = Timestamp::now();
+            c.desired = Desired::Destroyed;
+            // invariant: every status but `destroyed` accepts a destroy request, and a
+            // `destroyed` cluster already has desired = Destroyed (handled above).
+            let _ = c.apply(
+                ClusterEvent::DestroyRequested,
+                Some("destroy requested".into()),
+                now.clone(),
+            );
+            if !c.has_tasks() {
+                // Nothing runs on Mesos: nothing to wait for.
+                let _ = c.apply(ClusterEvent::AllTerminal, None, now);
+            }
+            Ok(Update::Write)
+        })
+    })
+    .await?;
+    tracing::info!(cluster_id = %id, status = %c.status, "cluster destroy requested");
+    state.backend.wake(id);
+    let url = cluster_url(id);
+    Ok(with_location(
+        json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": id, "status": c.status, "url": url}),
+        ),
+        &url,
+    ))
+}
+
+/// `GET /clusters/{id}`: the full record, without its secret.
+pub(super) async fn get(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &cluster_view(&own_cluster(state, who, id).await?),
+    ))
+}
+
+/// `GET /clusters/{id}/nodes`.
+pub(super) async fn nodes(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"nodes": cluster_view(&own_cluster(state, who, id).await?)["nodes"]}),
+    ))
+}
+
+/// `GET /clusters/{id}/services`.
+pub(super) async fn services(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"services": own_cluster(state, who, id).await?.services}),
+    ))
+}
+
+/// `GET /clusters/{id}/events`: the status history.
+pub(super) async fn events(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"events": own_cluster(state, who, id).await?.history}),
+    ))
+}
+
+/// `GET /clusters/{id}/logs`: the orchestrator's output, as text.
+pub(super) async fn logs(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    own_cluster(state, who, id).await?;
+    let log = blocking(state, move |s| s.log(id)).await?;
+    Ok(raw_response(log, "text/plain; charset=utf-8"))
+}
