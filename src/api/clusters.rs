@@ -15,10 +15,11 @@ use super::body::{
     with_location,
 };
 use super::error::ApiError;
-use super::products::{get_product, load_options, load_template, render_context};
+use super::products::{get_product, load_options, load_template};
 use super::routes::BASE;
 use super::{AppState, blocking};
-use crate::domain::cluster::{Cluster, ClusterSpec, Desired};
+use crate::domain::cluster::{Cluster, Desired};
+use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
 use crate::registry::Update;
@@ -55,40 +56,23 @@ pub(super) async fn launch(
     let product = get_product(state, &name, &version).await?;
     let template = load_template(state, &name, &version).await?;
     let doc = load_options(state, &name, &version).await?;
-    let opts = doc.resolve(&user_opts).map_err(|e| ApiError::BadRequest {
-        code: "invalid_options",
-        message: e.to_string(),
-        details: Some(serde_json::to_value(&e).unwrap_or_default()),
-    })?;
-    let id = ClusterId::random();
-    let ctx = render_context(state, &opts, id, &who.user, &product);
-    let unprocessable = |m: String| ApiError::Unprocessable {
-        code: "template_failed",
-        message: m,
-        details: None,
+    let request = LaunchRequest {
+        product: &product,
+        template: &template,
+        options: &doc,
+        user_options: &user_opts,
+        owner: &who.user,
+        node_image: &state.node_image,
     };
-    let rendered = state.renderer.render(&template, &ctx).map_err(|e| {
-        unprocessable(format!(
-            "the template cannot be rendered with these options: {e}"
-        ))
-    })?;
-    let spec = ClusterSpec::parse(&rendered)
-        .map_err(|e| unprocessable(format!("the template rendered an invalid cluster: {e}")))?;
-    let secret = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let cluster = Cluster::new(
-        id,
-        who.user.clone(),
-        name,
-        version,
-        opts,
-        spec,
-        secret,
-        Timestamp::now(),
-    );
+    let fresh = Fresh {
+        id: ClusterId::random(),
+        secret: new_secret(),
+        now: Timestamp::now(),
+    };
+    let cluster = request
+        .cluster(&state.renderer, fresh)
+        .map_err(launch_error)?;
+    let id = cluster.id;
     let nodes = cluster.nodes.len();
     blocking(state, move |s| s.create_cluster(&cluster)).await?;
     tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
@@ -101,6 +85,38 @@ pub(super) async fn launch(
         ),
         &url,
     ))
+}
+
+/// A NodeAgent secret: two v4 UUIDs (244 random bits) as 64 hex digits.
+fn new_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Bad options are the request's fault (400, every bad key listed); a template that fails
+/// with valid options cannot be acted on (422).
+fn launch_error(e: LaunchError) -> ApiError {
+    let unprocessable = |message: String| ApiError::Unprocessable {
+        code: "template_failed",
+        message,
+        details: None,
+    };
+    match e {
+        LaunchError::Options(e) => ApiError::BadRequest {
+            code: "invalid_options",
+            message: e.to_string(),
+            details: Some(serde_json::to_value(&e).unwrap_or_default()),
+        },
+        LaunchError::Render(RenderError::Template(e)) => unprocessable(format!(
+            "the template cannot be rendered with these options: {e}"
+        )),
+        LaunchError::Render(RenderError::Spec(e)) => {
+            unprocessable(format!("the template rendered an invalid cluster: {e}"))
+        }
+    }
 }
 
 /// The cluster if `who` may see it. Another user's cluster is a 404, not a 403: its

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::body::{
     Resp, check_json_content_type, json_body, json_response, object, parse_json, raw_response,
@@ -18,9 +18,9 @@ use super::body::{
 use super::error::ApiError;
 use super::routes::BASE;
 use super::{AppState, blocking};
-use crate::domain::cluster::ClusterSpec;
+use crate::domain::launch_request::{self, RenderError};
 use crate::domain::options::OptionsDoc;
-use crate::domain::{ClusterId, Name, Part, Product, Timestamp};
+use crate::domain::{Name, Part, Product, Timestamp};
 
 fn product_url(p: &Product) -> String {
     format!("{BASE}/products/{}/{}", p.name, p.version)
@@ -182,7 +182,7 @@ pub(super) async fn put_part(
             if product.parts.options {
                 let doc = load_options(state, &name, &version).await?;
                 check_template(state, &product, text, &doc)
-                    .map_err(|(code, m)| ApiError::bad_request(code, m))?;
+                    .map_err(|m| ApiError::bad_request("invalid_template", m))?;
             }
             body.to_vec()
         }
@@ -191,9 +191,9 @@ pub(super) async fn put_part(
                 .map_err(|e| ApiError::bad_request("invalid_options", e.to_string()))?;
             if product.parts.template {
                 let template = load_template(state, &name, &version).await?;
-                check_template(state, &product, &template, &doc).map_err(|(code, m)| {
+                check_template(state, &product, &template, &doc).map_err(|m| {
                     ApiError::bad_request(
-                        code,
+                        "invalid_template",
                         format!("the stored template does not render with these options: {m}"),
                     )
                 })?;
@@ -209,36 +209,20 @@ pub(super) async fn put_part(
     Ok(json_response(StatusCode::OK, &product_view(&updated)))
 }
 
-/// Renders `template` with the defaults (and required examples) of `doc` and validates the
-/// spec, as a launch would.
+/// Checks that `template` renders with the defaults of `doc` into a valid spec, as a launch
+/// would; the error is the client's message.
 fn check_template(
     state: &AppState,
     p: &Product,
     template: &str,
     doc: &OptionsDoc,
-) -> Result<ClusterSpec, (&'static str, String)> {
-    let ctx = render_context(
-        state,
-        &doc.defaults_with_examples(),
-        ClusterId(uuid::Uuid::nil()),
-        "validation",
-        p,
-    );
-    let rendered = state
-        .renderer
-        .render(template, &ctx)
-        .map_err(|e| ("invalid_template", e.to_string()))?;
-    ClusterSpec::parse(&rendered).map_err(|e| ("invalid_template", e.to_string()))
-}
-
-pub(super) fn render_context(
-    state: &AppState,
-    opts: &Map<String, Value>,
-    id: ClusterId,
-    user: &str,
-    p: &Product,
-) -> Value {
-    json!({"opts": opts, "cluster_id": id.to_string(), "user": user, "product": p.name, "version": p.version, "node_image": state.node_image})
+) -> Result<(), String> {
+    launch_request::check_template(&state.renderer, p, template, doc, &state.node_image)
+        .map(drop)
+        .map_err(|e| match e {
+            RenderError::Template(e) => e.to_string(),
+            RenderError::Spec(e) => e.to_string(),
+        })
 }
 
 pub(super) async fn load_options(

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod ids;
 pub mod launch;
+pub mod launch_request;
 pub mod lifecycle;
 pub mod options;
 pub mod product;
