@@ -6,7 +6,7 @@
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::products::{get_product, load_options, load_template};
 use super::routes::BASE;
 use super::{AppState, blocking};
-use crate::domain::cluster::{Cluster, Desired};
+use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
 use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
@@ -28,14 +28,72 @@ fn cluster_url(id: ClusterId) -> String {
     format!("{BASE}/clusters/{id}")
 }
 
-/// The served form of a cluster: the record without its secret, plus its URL.
-fn cluster_view(c: &Cluster) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or_default();
-    if let Value::Object(m) = &mut v {
-        m.remove("secret");
-        m.insert("url".into(), json!(cluster_url(c.id)));
+/// The served form of a cluster: the record without its secret, plus its URL. Fields in the
+/// record's order, so the JSON is the record's own less `secret`.
+#[derive(Debug, Serialize)]
+pub struct ClusterView<'a> {
+    id: ClusterId,
+    owner: &'a str,
+    product: &'a Name,
+    version: &'a Name,
+    options: &'a Map<String, Value>,
+    status: ClusterStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    desired: Desired,
+    created_at: &'a Timestamp,
+    updated_at: &'a Timestamp,
+    nodes: &'a [Node],
+    services: &'a [Service],
+    history: &'a [HistoryEntry],
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    extra: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configure: Option<&'a ConfigureProgress>,
+    url: String,
+}
+
+impl<'a> From<&'a Cluster> for ClusterView<'a> {
+    fn from(c: &'a Cluster) -> Self {
+        // Every field is named, so a field added to `Cluster` does not compile here until
+        // someone decides whether it may be served.
+        let Cluster {
+            id,
+            owner,
+            product,
+            version,
+            options,
+            status,
+            reason,
+            desired,
+            created_at,
+            updated_at,
+            nodes,
+            services,
+            history,
+            extra,
+            secret: _,
+            configure,
+        } = c;
+        Self {
+            id: *id,
+            owner,
+            product,
+            version,
+            options,
+            status: *status,
+            reason: reason.as_deref(),
+            desired: *desired,
+            created_at,
+            updated_at,
+            nodes,
+            services,
+            history,
+            extra,
+            configure: configure.as_ref(),
+            url: cluster_url(*id),
+        }
     }
-    v
 }
 
 pub(super) async fn launch(
@@ -161,14 +219,14 @@ pub(super) async fn list(
         })
         .transpose()?;
     let all = blocking(state, |s| s.clusters()).await?;
-    let views: Vec<Value> = all
+    let views: Vec<ClusterView> = all
         .iter()
         .filter(|c| who.is_admin() || c.owner == who.user)
         .filter(|c| f.product.as_deref().is_none_or(|p| c.product.as_str() == p))
         .filter(|c| f.version.as_deref().is_none_or(|v| c.version.as_str() == v))
         .filter(|c| f.owner.as_deref().is_none_or(|o| c.owner == o))
         .filter(|c| status.is_none_or(|s| c.status == s))
-        .map(cluster_view)
+        .map(ClusterView::from)
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"clusters": views})))
 }
@@ -231,7 +289,7 @@ pub(super) async fn get(
 ) -> Result<Resp, ApiError> {
     Ok(json_response(
         StatusCode::OK,
-        &cluster_view(&own_cluster(state, who, id).await?),
+        &ClusterView::from(&own_cluster(state, who, id).await?),
     ))
 }
 
@@ -243,7 +301,7 @@ pub(super) async fn nodes(
 ) -> Result<Resp, ApiError> {
     Ok(json_response(
         StatusCode::OK,
-        &json!({"nodes": cluster_view(&own_cluster(state, who, id).await?)["nodes"]}),
+        &json!({"nodes": own_cluster(state, who, id).await?.nodes}),
     ))
 }
 
@@ -280,4 +338,79 @@ pub(super) async fn logs(
     own_cluster(state, who, id).await?;
     let log = blocking(state, move |s| s.log(id)).await?;
     Ok(raw_response(log, "text/plain; charset=utf-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::cluster::ClusterSpec;
+
+    /// A cluster with every optional field set, as far as the scheduler and the
+    /// orchestrator would have taken it.
+    fn cluster() -> Cluster {
+        let spec = ClusterSpec::parse(
+            &json!({
+                "nodes": {"head": {"docker_image": "img:1", "cpu": 1, "mem": 64, "ports": ["http"], "services": ["s"], "env": {"A": "1"}, "tags": ["t"], "custom": 1}},
+                "services": {"s": {"start": "run", "x.y": 2}},
+                "dnsname": "abc"
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let now = Timestamp("2026-12-01T12:00:00.000Z".into());
+        let mut c = Cluster::new(
+            ClusterId(uuid::Uuid::from_u128(7)),
+            "alice".into(),
+            Name::parse("reference").unwrap(),
+            Name::parse("1.0.0").unwrap(),
+            json!({"size": 1}).as_object().unwrap().clone(),
+            spec,
+            "the-secret-3f9a".into(),
+            now.clone(),
+        );
+        c.apply(ClusterEvent::DestroyRequested, Some("bye".into()), now)
+            .unwrap();
+        c.configure = Some(ConfigureProgress {
+            generation: vec!["t1".into()],
+            done: vec!["files/head".into()],
+            ..Default::default()
+        });
+        let n = &mut c.nodes[0];
+        n.host = Some("h1".into());
+        n.task_id = Some("t1".into());
+        n.agent_id = Some("a1".into());
+        n.ports.insert("http".into(), 31000);
+        c
+    }
+
+    /// The view serves exactly the stored record less its secret, plus the URL, in the same
+    /// order (what the API served when it deleted `"secret"` from the record's JSON).
+    #[test]
+    fn the_view_is_the_record_without_its_secret() {
+        let c = cluster();
+        let mut want = serde_json::to_value(&c).unwrap();
+        let m = want.as_object_mut().unwrap();
+        assert!(m.remove("secret").is_some());
+        m.insert("url".into(), json!(cluster_url(c.id)));
+        for key in ["reason", "extra", "configure"] {
+            assert!(m.contains_key(key), "the fixture sets {key}");
+        }
+        let got = serde_json::to_string_pretty(&ClusterView::from(&c)).unwrap();
+        assert_eq!(got, serde_json::to_string_pretty(&want).unwrap());
+        assert!(
+            !got.contains("the-secret-3f9a"),
+            "the secret is never served"
+        );
+    }
+
+    #[test]
+    fn empty_optional_fields_are_left_out_as_in_the_record() {
+        let mut c = cluster();
+        (c.reason, c.configure) = (None, None);
+        c.extra.clear();
+        let v = serde_json::to_value(ClusterView::from(&c)).unwrap();
+        for key in ["reason", "extra", "configure", "secret"] {
+            assert!(v.get(key).is_none(), "{key}");
+        }
+    }
 }
