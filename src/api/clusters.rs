@@ -96,6 +96,8 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
     }
 }
 
+/// `POST /products/{name}/{version}`: records a cluster of the product and wakes the core;
+/// 202 with its URL.
 pub(super) async fn launch(
     state: &AppState,
     who: &Principal,
@@ -200,6 +202,7 @@ struct ClusterFilter {
     owner: Option<String>,
 }
 
+/// `GET /clusters`: the caller's clusters (every cluster for an admin), filtered by the query.
 pub(super) async fn list(
     state: &AppState,
     who: &Principal,
@@ -241,6 +244,7 @@ fn parse_query(q: &str) -> Result<ClusterFilter, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid query: {e}")))
 }
 
+/// `DELETE /clusters/{id}`: records the wish to destroy and wakes the core; 202.
 pub(super) async fn delete(
     state: &AppState,
     who: &Principal,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::body::{
@@ -26,12 +26,22 @@ fn product_url(p: &Product) -> String {
     format!("{BASE}/products/{}/{}", p.name, p.version)
 }
 
-fn product_view(p: &Product) -> Value {
-    let mut v = serde_json::to_value(p).unwrap_or_default();
-    v["url"] = json!(product_url(p));
-    v
+/// The served form of a product: the record plus its URL.
+#[derive(Debug, Serialize)]
+struct ProductView<'a> {
+    #[serde(flatten)]
+    product: &'a Product,
+    url: String,
 }
 
+fn product_view(p: &Product) -> ProductView<'_> {
+    ProductView {
+        product: p,
+        url: product_url(p),
+    }
+}
+
+/// The product version, or 404.
 pub(super) async fn get_product(
     state: &AppState,
     name: &Name,
@@ -43,6 +53,7 @@ pub(super) async fn get_product(
         .ok_or_else(|| ApiError::NotFound(format!("product {name}/{version} not found")))
 }
 
+/// `GET /products`.
 pub(super) async fn list(state: &AppState) -> Result<Resp, ApiError> {
     let all = blocking(state, |s| s.products()).await?;
     Ok(json_response(
@@ -51,6 +62,7 @@ pub(super) async fn list(state: &AppState) -> Result<Resp, ApiError> {
     ))
 }
 
+/// `GET /products/{name}`: the versions of one product.
 pub(super) async fn versions(state: &AppState, name: Name) -> Result<Resp, ApiError> {
     let all = blocking(state, |s| s.products()).await?;
     let versions: Vec<&str> = all
@@ -78,6 +90,7 @@ struct ProductCreate {
     logo_url: Option<String>,
 }
 
+/// `POST /products`: registers a version, parts still to upload.
 pub(super) async fn create(state: &AppState, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body = json_body(state, req).await?;
     let body = object(body, "a product")?;
@@ -115,6 +128,7 @@ pub(super) async fn create(state: &AppState, req: Request<Incoming>) -> Result<R
     ))
 }
 
+/// `DELETE /products/{name}/{version}`: refused while live clusters use it.
 pub(super) async fn delete(state: &AppState, name: Name, version: Name) -> Result<Resp, ApiError> {
     let result = blocking(state, move |s| {
         s.delete_product(&name, &version, &|users| {
@@ -146,6 +160,7 @@ pub(super) async fn delete(state: &AppState, name: Name, version: Name) -> Resul
     }
 }
 
+/// `PUT /products/{name}/{version}/{part}`.
 pub(super) async fn put_part(
     state: &AppState,
     name: Name,
@@ -225,6 +240,7 @@ fn check_template(
         })
 }
 
+/// The stored options document; the empty one when none was uploaded.
 pub(super) async fn load_options(
     state: &AppState,
     name: &Name,
@@ -241,6 +257,7 @@ pub(super) async fn load_options(
     }
 }
 
+/// The stored template; 409 when none was uploaded.
 pub(super) async fn load_template(
     state: &AppState,
     name: &Name,
@@ -256,6 +273,7 @@ pub(super) async fn load_template(
     String::from_utf8(bytes).map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
+/// `GET /products/{name}/{version}/{part}`: the part as uploaded.
 pub(super) async fn get_part(
     state: &AppState,
     name: Name,
@@ -285,4 +303,31 @@ pub(super) async fn get(state: &AppState, name: Name, version: Name) -> Result<R
         StatusCode::OK,
         &product_view(&get_product(state, &name, &version).await?),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The view is the record plus its URL, in the record's order.
+    #[test]
+    fn the_view_is_the_record_and_its_url() {
+        let now = Timestamp("2026-12-01T12:00:00.000Z".into());
+        let mut p = Product {
+            name: Name::parse("reference").unwrap(),
+            version: Name::parse("1.0.0").unwrap(),
+            description: "d".into(),
+            logo_url: Some("http://x/logo.png".into()),
+            created_at: now.clone(),
+            updated_at: now,
+            parts: Default::default(),
+        };
+        p.parts.set(Part::Template);
+        let mut want = serde_json::to_value(&p).unwrap();
+        want["url"] = json!("/bigdata/api/v1/products/reference/1.0.0");
+        assert_eq!(
+            serde_json::to_string_pretty(&product_view(&p)).unwrap(),
+            serde_json::to_string_pretty(&want).unwrap()
+        );
+    }
 }
