@@ -820,6 +820,46 @@ async fn users_see_only_their_own_clusters() {
     );
 }
 
+/// The access each operation declares in the OpenAPI document is what the server enforces:
+/// public operations need no token, the others answer 401 without one, and admin
+/// operations answer 403 to a user.
+#[tokio::test]
+async fn documented_access_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let alice = [("authorization", "Bearer alice-token-0123456789"), JSON];
+    let doc = get(&s.api("/openapi.json")).await.json();
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let url = format!(
+            "{}{}",
+            s.url,
+            path.replace("{name}", "reference")
+                .replace("{version}", "1.0.0")
+                .replace("{id}", "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10")
+        );
+        for (method, op) in ops.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let access = op["x-access"].as_str().unwrap();
+            seen.insert(access.to_owned());
+            let anonymous = call(&method, &url, "{}", &[JSON]).await.status;
+            let user = call(&method, &url, "{}", &alice).await.status;
+            let what = format!("{method} {path} ({access}): {anonymous} / {user}");
+            match access {
+                "public" => assert!(anonymous != 401 && user != 401 && user != 403, "{what}"),
+                "user" => assert!(anonymous == 401 && user != 401 && user != 403, "{what}"),
+                "admin" => assert!(anonymous == 401 && user == 403, "{what}"),
+                other => panic!("unknown x-access {other:?} on {method} {path}"),
+            }
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
 #[tokio::test]
 async fn anonymous_admin_only_on_loopback() {
     let dir = tempfile::tempdir().unwrap();

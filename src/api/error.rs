@@ -104,7 +104,7 @@ impl ApiError {
         if let Some(d) = details {
             err["details"] = d;
         }
-        let mut resp = super::json_response(status, &json!({"error": err}));
+        let mut resp = super::body::json_response(status, &json!({"error": err}));
         if let ApiError::MethodNotAllowed(allowed) = &self {
             let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
             if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {

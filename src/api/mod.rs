@@ -7,9 +7,13 @@
 //! wiring change.
 
 pub mod auth;
+mod body;
+mod clusters;
+mod dispatch;
 pub mod error;
-mod handlers;
 pub mod openapi;
+mod ops;
+mod products;
 pub mod routes;
 
 use std::convert::Infallible;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -29,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::ClusterId;
 use crate::domain::template::Renderer;
 use crate::metrics::Metrics;
-use crate::registry::Store;
+use crate::registry::{self, Store, StoreError};
 
 pub use auth::{Auth, Principal, Role};
 pub use error::ApiError;
@@ -138,7 +142,7 @@ pub async fn serve(
 async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (resp, op) = match handlers::dispatch(state, req).await {
+    let (resp, op) = match dispatch::dispatch(state, req).await {
         Ok((resp, op)) => (resp, op),
         Err(e) => (e.into_response(), "error"),
     };
@@ -157,14 +161,10 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
     resp
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
-    // invariant: our response bodies are plain serde values with string keys.
-    let bytes = serde_json::to_vec_pretty(body).expect("response serialises");
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+/// [`registry::call`] with the API's error type: every handler's way into the store.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(registry::call(&state.store, f).await?)
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::routes::{BASE, ROUTES};
+use super::routes::{Access, BASE, ROUTES};
 
 /// Builds the document.
 pub fn document() -> Value {
@@ -12,11 +12,11 @@ pub fn document() -> Value {
         let mut op = json!({
             "operationId": if r.path.ends_with("/orchestrator") { format!("{}Alias", r.operation_id) } else { r.operation_id.to_owned() },
             "summary": r.summary,
-            "x-access": r.access,
+            "x-access": r.access.as_str(),
             "parameters": parameters(r.path),
             "responses": responses(r.response),
         });
-        if r.access != "public" {
+        if r.access != Access::Public {
             op["security"] = json!([{"bearer": []}]);
         }
         if let Some(req) = r.request {

@@ -1,5 +1,6 @@
-//! Route parsing: a pure function from method and path to an [`Endpoint`], and the route
-//! table that the OpenAPI document is generated from (so the two cannot disagree).
+//! Route parsing: a pure function from method and path to an [`Endpoint`], who may call
+//! each endpoint ([`Endpoint::access`]), and the route table that the OpenAPI document is
+//! generated from (so the three cannot disagree).
 
 use http::Method;
 
@@ -61,6 +62,30 @@ pub enum Endpoint {
     HealthReady,
     Metrics,
     OpenApi,
+}
+
+/// Who may call an endpoint. The one place the API decides what is public and what needs
+/// an admin; the dispatcher checks it before any handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token: liveness, readiness, metrics and the API description.
+    Public,
+    /// Any valid token. Clusters are further limited to their owner (admins see all).
+    User,
+    /// An admin token: product registration and orchestration scripts, which are code the
+    /// framework runs.
+    Admin,
+}
+
+impl Access {
+    /// The name the OpenAPI document uses (`x-access`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::User => "user",
+            Access::Admin => "admin",
+        }
+    }
 }
 
 /// Why a request target matches no endpoint.
@@ -181,6 +206,35 @@ impl Endpoint {
         ep.ok_or_else(|| RouteError::MethodNotAllowed(allowed.to_vec()))
     }
 
+    /// Who may call this endpoint.
+    pub fn access(&self) -> Access {
+        match self {
+            Endpoint::Health | Endpoint::HealthReady | Endpoint::Metrics | Endpoint::OpenApi => {
+                Access::Public
+            }
+            Endpoint::ListProducts
+            | Endpoint::ListVersions { .. }
+            | Endpoint::GetProduct { .. }
+            | Endpoint::Launch { .. }
+            | Endpoint::ListClusters
+            | Endpoint::GetCluster { .. }
+            | Endpoint::DeleteCluster { .. }
+            | Endpoint::ClusterNodes { .. }
+            | Endpoint::ClusterServices { .. }
+            | Endpoint::ClusterEvents { .. }
+            | Endpoint::ClusterLogs { .. } => Access::User,
+            // Templates and options are read by every user who launches; the orchestration
+            // script is code we execute, so only admins may read it as well as write it.
+            Endpoint::GetPart { part, .. } => match part {
+                Part::Template | Part::Options => Access::User,
+                Part::Orchestrator => Access::Admin,
+            },
+            Endpoint::CreateProduct | Endpoint::DeleteProduct { .. } | Endpoint::PutPart { .. } => {
+                Access::Admin
+            }
+        }
+    }
+
     /// The OpenAPI `operationId` of this endpoint; ties parsed requests to [`ROUTES`].
     pub fn operation_id(&self) -> &'static str {
         match self {
@@ -226,12 +280,12 @@ pub struct Route {
     pub request: Option<&'static str>,
     /// Success status and the response schema name (`None` = no body; `text` = plain text).
     pub response: (u16, Option<&'static str>),
-    /// Who may call: `public`, `user` (any token) or `admin`.
-    pub access: &'static str,
+    /// Who may call; always equal to [`Endpoint::access`] of the parsed route (tested).
+    pub access: Access,
 }
 
 macro_rules! route {
-    ($m:ident $p:literal $op:literal $sum:literal, $req:expr, $st:literal $resp:expr, $acc:literal) => {
+    ($m:ident $p:literal $op:literal $sum:literal, $req:expr, $st:literal $resp:expr, $acc:ident) => {
         Route {
             method: Method::$m,
             path: $p,
@@ -239,7 +293,7 @@ macro_rules! route {
             summary: $sum,
             request: $req,
             response: ($st, $resp),
-            access: $acc,
+            access: Access::$acc,
         }
     };
 }
@@ -247,31 +301,31 @@ macro_rules! route {
 /// Every route the server answers, in documentation order.
 pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
     vec![
-        route!(GET "/products" "listProducts" "List every product version", None, 200 Some("ProductList"), "user"),
-        route!(POST "/products" "createProduct" "Register a product version", Some("ProductCreate"), 201 Some("Product"), "admin"),
-        route!(GET "/products/{name}" "listVersions" "List the versions of a product", None, 200 Some("VersionList"), "user"),
-        route!(GET "/products/{name}/{version}" "getProduct" "Get a product version, including which parts are set", None, 200 Some("Product"), "user"),
-        route!(DELETE "/products/{name}/{version}" "deleteProduct" "Delete a product version (409 while live clusters use it)", None, 204 None, "admin"),
-        route!(POST "/products/{name}/{version}" "launchCluster" "Launch a cluster with these options", Some("LaunchOptions"), 202 Some("LaunchAccepted"), "user"),
-        route!(PUT "/products/{name}/{version}/template" "putTemplate" "Upload the handlebars cluster template", Some("raw"), 200 Some("Product"), "admin"),
-        route!(GET "/products/{name}/{version}/template" "getTemplate" "Download the cluster template", None, 200 Some("text"), "user"),
-        route!(PUT "/products/{name}/{version}/options" "putOptions" "Upload the options document", Some("OptionsDoc"), 200 Some("Product"), "admin"),
-        route!(GET "/products/{name}/{version}/options" "getOptions" "Download the options document", None, 200 Some("OptionsDoc"), "user"),
-        route!(PUT "/products/{name}/{version}/orquestrator" "putOrchestrator" "Upload the orchestration script (raw bytes; alias /orchestrator)", Some("raw"), 200 Some("Product"), "admin"),
-        route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("text"), "admin"),
-        route!(PUT "/products/{name}/{version}/orchestrator" "putOrchestrator" "Alias of /orquestrator", Some("raw"), 200 Some("Product"), "admin"),
-        route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), "admin"),
-        route!(GET "/clusters" "listClusters" "List clusters (own clusters; admins see all)", None, 200 Some("ClusterList"), "user"),
-        route!(GET "/clusters/{id}" "getCluster" "Get the full cluster record", None, 200 Some("Cluster"), "user"),
-        route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), "user"),
-        route!(GET "/clusters/{id}/nodes" "getClusterNodes" "The cluster's nodes", None, 200 Some("NodeList"), "user"),
-        route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), "user"),
-        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), "user"),
-        route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), "user"),
-        route!(GET "/health" "health" "Liveness, with readiness details", None, 200 Some("Health"), "public"),
-        route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503", None, 200 Some("Health"), "public"),
-        route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), "public"),
-        route!(GET "/openapi.json" "openapi" "This document", None, 200 None, "public"),
+        route!(GET "/products" "listProducts" "List every product version", None, 200 Some("ProductList"), User),
+        route!(POST "/products" "createProduct" "Register a product version", Some("ProductCreate"), 201 Some("Product"), Admin),
+        route!(GET "/products/{name}" "listVersions" "List the versions of a product", None, 200 Some("VersionList"), User),
+        route!(GET "/products/{name}/{version}" "getProduct" "Get a product version, including which parts are set", None, 200 Some("Product"), User),
+        route!(DELETE "/products/{name}/{version}" "deleteProduct" "Delete a product version (409 while live clusters use it)", None, 204 None, Admin),
+        route!(POST "/products/{name}/{version}" "launchCluster" "Launch a cluster with these options", Some("LaunchOptions"), 202 Some("LaunchAccepted"), User),
+        route!(PUT "/products/{name}/{version}/template" "putTemplate" "Upload the handlebars cluster template", Some("raw"), 200 Some("Product"), Admin),
+        route!(GET "/products/{name}/{version}/template" "getTemplate" "Download the cluster template", None, 200 Some("text"), User),
+        route!(PUT "/products/{name}/{version}/options" "putOptions" "Upload the options document", Some("OptionsDoc"), 200 Some("Product"), Admin),
+        route!(GET "/products/{name}/{version}/options" "getOptions" "Download the options document", None, 200 Some("OptionsDoc"), User),
+        route!(PUT "/products/{name}/{version}/orquestrator" "putOrchestrator" "Upload the orchestration script (raw bytes; alias /orchestrator)", Some("raw"), 200 Some("Product"), Admin),
+        route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("text"), Admin),
+        route!(PUT "/products/{name}/{version}/orchestrator" "putOrchestrator" "Alias of /orquestrator", Some("raw"), 200 Some("Product"), Admin),
+        route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), Admin),
+        route!(GET "/clusters" "listClusters" "List clusters (own clusters; admins see all)", None, 200 Some("ClusterList"), User),
+        route!(GET "/clusters/{id}" "getCluster" "Get the full cluster record", None, 200 Some("Cluster"), User),
+        route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), User),
+        route!(GET "/clusters/{id}/nodes" "getClusterNodes" "The cluster's nodes", None, 200 Some("NodeList"), User),
+        route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), User),
+        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), User),
+        route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), User),
+        route!(GET "/health" "health" "Liveness, with readiness details", None, 200 Some("Health"), Public),
+        route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503", None, 200 Some("Health"), Public),
+        route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
+        route!(GET "/openapi.json" "openapi" "This document", None, 200 None, Public),
     ]
 });
 
@@ -511,6 +565,7 @@ mod tests {
             let ep = Endpoint::parse(&r.method, &path)
                 .unwrap_or_else(|e| panic!("{} {path}: {e:?}", r.method));
             assert_eq!(ep.operation_id(), r.operation_id, "{} {}", r.method, r.path);
+            assert_eq!(ep.access(), r.access, "{} {}", r.method, r.path);
             for m in &all {
                 let in_table = ROUTES.iter().any(|x| x.path == r.path && x.method == m);
                 assert_eq!(
@@ -521,5 +576,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Who may call what, for every endpoint (every part, too): the table covers every
+    /// operation of [`ROUTES`], so a new endpoint cannot go untested.
+    #[test]
+    fn access_table() {
+        let id: ClusterId = ID.parse().unwrap();
+        let (name, version) = (n("a"), n("1"));
+        let part = |part| (name.clone(), version.clone(), part);
+        let mut cases = vec![
+            (Endpoint::Health, Access::Public),
+            (Endpoint::HealthReady, Access::Public),
+            (Endpoint::Metrics, Access::Public),
+            (Endpoint::OpenApi, Access::Public),
+            (Endpoint::ListProducts, Access::User),
+            (Endpoint::CreateProduct, Access::Admin),
+            (Endpoint::ListVersions { name: n("a") }, Access::User),
+            (
+                Endpoint::GetProduct {
+                    name: n("a"),
+                    version: n("1"),
+                },
+                Access::User,
+            ),
+            (
+                Endpoint::DeleteProduct {
+                    name: n("a"),
+                    version: n("1"),
+                },
+                Access::Admin,
+            ),
+            (
+                Endpoint::Launch {
+                    name: n("a"),
+                    version: n("1"),
+                },
+                Access::User,
+            ),
+            (Endpoint::ListClusters, Access::User),
+            (Endpoint::GetCluster { id }, Access::User),
+            (Endpoint::DeleteCluster { id }, Access::User),
+            (Endpoint::ClusterNodes { id }, Access::User),
+            (Endpoint::ClusterServices { id }, Access::User),
+            (Endpoint::ClusterEvents { id }, Access::User),
+            (Endpoint::ClusterLogs { id }, Access::User),
+        ];
+        for (p, get) in [
+            (Part::Template, Access::User),
+            (Part::Options, Access::User),
+            (Part::Orchestrator, Access::Admin),
+        ] {
+            let (name, version, part) = part(p);
+            cases.push((
+                Endpoint::GetPart {
+                    name: name.clone(),
+                    version: version.clone(),
+                    part,
+                },
+                get,
+            ));
+            cases.push((
+                Endpoint::PutPart {
+                    name,
+                    version,
+                    part,
+                },
+                Access::Admin,
+            ));
+        }
+        for (ep, want) in &cases {
+            assert_eq!(ep.access(), *want, "{ep:?}");
+        }
+        let covered: std::collections::BTreeSet<_> =
+            cases.iter().map(|(ep, _)| ep.operation_id()).collect();
+        let routed: std::collections::BTreeSet<_> = ROUTES.iter().map(|r| r.operation_id).collect();
+        assert_eq!(covered, routed, "every operation is in the access table");
     }
 }

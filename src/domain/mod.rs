@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod heal;
 pub mod ids;
 pub mod launch;
+pub mod launch_request;
 pub mod lifecycle;
 pub mod options;
 pub mod product;

@@ -1,0 +1,146 @@
+//! Bodies in and out: reading a request body within the size limit, the content types a
+//! JSON body may come with, JSON decoding with positions, and the response builders.
+//!
+//! Nothing here knows an endpoint; the handlers in `products` and `clusters` say what a body
+//! must contain.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A complete response.
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// Reads the whole body, refusing more than the limit with 413.
+pub(super) async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limit = state.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::TooLarge(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "body_read_failed",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// Accepts JSON bodies sent as JSON, as form-less text, or with no type at all (`curl -d`
+/// without `-H`); refuses types that are clearly something else.
+pub(super) fn check_json_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let ok = ct.is_empty()
+        || ct == "application/json"
+        || ct.ends_with("+json")
+        || ct == "text/plain"
+        || ct == "application/x-www-form-urlencoded"
+        || ct == "application/octet-stream";
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "expected application/json, got {ct}"
+        )))
+    }
+}
+
+/// Parses JSON, naming the line and column of a syntax error.
+pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest {
+        code: "invalid_json",
+        message: {
+            let text = e.to_string();
+            let why = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(why, _)| why);
+            format!(
+                "malformed JSON at line {}, column {}: {why}",
+                e.line(),
+                e.column()
+            )
+        },
+        details: Some(json!({"line": e.line(), "column": e.column()})),
+    })
+}
+
+pub(super) async fn json_body(state: &AppState, req: Request<Incoming>) -> Result<Value, ApiError> {
+    check_json_content_type(&req)?;
+    let bytes = read_body(state, req).await?;
+    parse_json(&bytes)
+}
+
+pub(super) fn object(v: Value, what: &str) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("{what} must be a JSON object, not {}", kind(&other)),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub(super) fn raw_response(body: Vec<u8>, content_type: &'static str) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub(super) fn with_location(mut resp: Resp, location: &str) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// A JSON response, pretty-printed (people read these with curl).
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Resp {
+    // invariant: our response bodies are plain serde values with string keys.
+    let bytes = serde_json::to_vec_pretty(body).expect("response serialises");
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

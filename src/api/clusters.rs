@@ -1,0 +1,420 @@
+//! Cluster handlers: launch, list, read and destroy clusters, each limited to its owner
+//! (admins see every cluster; another user's cluster is a 404).
+//!
+//! The api only records the *desired* state and wakes the core; the scheduler and the
+//! orchestrator move the cluster along.
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::auth::Principal;
+use super::body::{
+    Resp, check_json_content_type, json_response, object, parse_json, raw_response, read_body,
+    with_location,
+};
+use super::error::ApiError;
+use super::products::{get_product, load_options, load_template};
+use super::routes::BASE;
+use super::{AppState, blocking};
+use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
+use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
+use crate::domain::lifecycle::ClusterEvent;
+use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
+use crate::registry::Update;
+
+fn cluster_url(id: ClusterId) -> String {
+    format!("{BASE}/clusters/{id}")
+}
+
+/// The served form of a cluster: the record without its secret, plus its URL. Fields in the
+/// record's order, so the JSON is the record's own less `secret`.
+#[derive(Debug, Serialize)]
+pub struct ClusterView<'a> {
+    id: ClusterId,
+    owner: &'a str,
+    product: &'a Name,
+    version: &'a Name,
+    options: &'a Map<String, Value>,
+    status: ClusterStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    desired: Desired,
+    created_at: &'a Timestamp,
+    updated_at: &'a Timestamp,
+    nodes: &'a [Node],
+    services: &'a [Service],
+    history: &'a [HistoryEntry],
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    extra: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configure: Option<&'a ConfigureProgress>,
+    url: String,
+}
+
+impl<'a> From<&'a Cluster> for ClusterView<'a> {
+    fn from(c: &'a Cluster) -> Self {
+        // Every field is named, so a field added to `Cluster` does not compile here until
+        // someone decides whether it may be served.
+        let Cluster {
+            id,
+            owner,
+            product,
+            version,
+            options,
+            status,
+            reason,
+            desired,
+            created_at,
+            updated_at,
+            nodes,
+            services,
+            history,
+            extra,
+            secret: _,
+            configure,
+        } = c;
+        Self {
+            id: *id,
+            owner,
+            product,
+            version,
+            options,
+            status: *status,
+            reason: reason.as_deref(),
+            desired: *desired,
+            created_at,
+            updated_at,
+            nodes,
+            services,
+            history,
+            extra,
+            configure: configure.as_ref(),
+            url: cluster_url(*id),
+        }
+    }
+}
+
+/// `POST /products/{name}/{version}`: records a cluster of the product and wakes the core;
+/// 202 with its URL.
+pub(super) async fn launch(
+    state: &AppState,
+    who: &Principal,
+    name: Name,
+    version: Name,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    check_json_content_type(&req)?;
+    let body = read_body(state, req).await?;
+    // An empty body means "all defaults".
+    let user_opts = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        object(parse_json(&body)?, "the launch options")?
+    };
+    let product = get_product(state, &name, &version).await?;
+    let template = load_template(state, &name, &version).await?;
+    let doc = load_options(state, &name, &version).await?;
+    let request = LaunchRequest {
+        product: &product,
+        template: &template,
+        options: &doc,
+        user_options: &user_opts,
+        owner: &who.user,
+        node_image: &state.node_image,
+    };
+    let fresh = Fresh {
+        id: ClusterId::random(),
+        secret: new_secret(),
+        now: Timestamp::now(),
+    };
+    let cluster = request
+        .cluster(&state.renderer, fresh)
+        .map_err(launch_error)?;
+    let id = cluster.id;
+    let nodes = cluster.nodes.len();
+    blocking(state, move |s| s.create_cluster(&cluster)).await?;
+    tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
+    state.backend.wake(id);
+    let url = cluster_url(id);
+    Ok(with_location(
+        json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": id, "status": ClusterStatus::Registered, "url": url}),
+        ),
+        &url,
+    ))
+}
+
+/// A NodeAgent secret: two v4 UUIDs (244 random bits) as 64 hex digits.
+fn new_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Bad options are the request's fault (400, every bad key listed); a template that fails
+/// with valid options cannot be acted on (422).
+fn launch_error(e: LaunchError) -> ApiError {
+    let unprocessable = |message: String| ApiError::Unprocessable {
+        code: "template_failed",
+        message,
+        details: None,
+    };
+    match e {
+        LaunchError::Options(e) => ApiError::BadRequest {
+            code: "invalid_options",
+            message: e.to_string(),
+            details: Some(serde_json::to_value(&e).unwrap_or_default()),
+        },
+        LaunchError::Render(RenderError::Template(e)) => unprocessable(format!(
+            "the template cannot be rendered with these options: {e}"
+        )),
+        LaunchError::Render(RenderError::Spec(e)) => {
+            unprocessable(format!("the template rendered an invalid cluster: {e}"))
+        }
+    }
+}
+
+/// The cluster if `who` may see it. Another user's cluster is a 404, not a 403: its
+/// existence is not theirs to know.
+async fn own_cluster(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Cluster, ApiError> {
+    let c = blocking(state, move |s| s.cluster(id)).await?;
+    match c {
+        Some(c) if who.is_admin() || c.owner == who.user => Ok(c),
+        _ => Err(ApiError::NotFound(format!("cluster {id} not found"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClusterFilter {
+    product: Option<String>,
+    version: Option<String>,
+    status: Option<String>,
+    owner: Option<String>,
+}
+
+/// `GET /clusters`: the caller's clusters (every cluster for an admin), filtered by the query.
+pub(super) async fn list(
+    state: &AppState,
+    who: &Principal,
+    query: Option<&str>,
+) -> Result<Resp, ApiError> {
+    let f: ClusterFilter = match query {
+        None | Some("") => ClusterFilter::default(),
+        Some(q) => parse_query(q)?,
+    };
+    let status = f
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<ClusterStatus>().map_err(|()| {
+                ApiError::bad_request("invalid_filter", format!("unknown status {s:?}"))
+            })
+        })
+        .transpose()?;
+    let all = blocking(state, |s| s.clusters()).await?;
+    let views: Vec<ClusterView> = all
+        .iter()
+        .filter(|c| who.is_admin() || c.owner == who.user)
+        .filter(|c| f.product.as_deref().is_none_or(|p| c.product.as_str() == p))
+        .filter(|c| f.version.as_deref().is_none_or(|v| c.version.as_str() == v))
+        .filter(|c| f.owner.as_deref().is_none_or(|o| c.owner == o))
+        .filter(|c| status.is_none_or(|s| c.status == s))
+        .map(ClusterView::from)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"clusters": views})))
+}
+
+fn parse_query(q: &str) -> Result<ClusterFilter, ApiError> {
+    let mut m = Map::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    serde_json::from_value(Value::Object(m))
+        .map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid query: {e}")))
+}
+
+/// `DELETE /clusters/{id}`: records the wish to destroy and wakes the core; 202.
+pub(super) async fn delete(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    own_cluster(state, who, id).await?;
+    let c = blocking(state, move |s| {
+        s.update_cluster(id, &mut |c| {
+            if c.desired == Desired::Destroyed {
+                return Ok(Update::Keep);
+            }
+            let now = Timestamp::now();
+            c.desired = Desired::Destroyed;
+            // invariant: every status but `destroyed` accepts a destroy request, and a
+            // `destroyed` cluster already has desired = Destroyed (handled above).
+            let _ = c.apply(
+                ClusterEvent::DestroyRequested,
+                Some("destroy requested".into()),
+                now.clone(),
+            );
+            if !c.has_tasks() {
+                // Nothing runs on Mesos: nothing to wait for.
+                let _ = c.apply(ClusterEvent::AllTerminal, None, now);
+            }
+            Ok(Update::Write)
+        })
+    })
+    .await?;
+    tracing::info!(cluster_id = %id, status = %c.status, "cluster destroy requested");
+    state.backend.wake(id);
+    let url = cluster_url(id);
+    Ok(with_location(
+        json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": id, "status": c.status, "url": url}),
+        ),
+        &url,
+    ))
+}
+
+/// `GET /clusters/{id}`: the full record, without its secret.
+pub(super) async fn get(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &ClusterView::from(&own_cluster(state, who, id).await?),
+    ))
+}
+
+/// `GET /clusters/{id}/nodes`.
+pub(super) async fn nodes(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"nodes": own_cluster(state, who, id).await?.nodes}),
+    ))
+}
+
+/// `GET /clusters/{id}/services`.
+pub(super) async fn services(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"services": own_cluster(state, who, id).await?.services}),
+    ))
+}
+
+/// `GET /clusters/{id}/events`: the status history.
+pub(super) async fn events(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"events": own_cluster(state, who, id).await?.history}),
+    ))
+}
+
+/// `GET /clusters/{id}/logs`: the orchestrator's output, as text.
+pub(super) async fn logs(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+) -> Result<Resp, ApiError> {
+    own_cluster(state, who, id).await?;
+    let log = blocking(state, move |s| s.log(id)).await?;
+    Ok(raw_response(log, "text/plain; charset=utf-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::cluster::ClusterSpec;
+
+    /// A cluster with every optional field set, as far as the scheduler and the
+    /// orchestrator would have taken it.
+    fn cluster() -> Cluster {
+        let spec = ClusterSpec::parse(
+            &json!({
+                "nodes": {"head": {"docker_image": "img:1", "cpu": 1, "mem": 64, "ports": ["http"], "services": ["s"], "env": {"A": "1"}, "tags": ["t"], "custom": 1}},
+                "services": {"s": {"start": "run", "x.y": 2}},
+                "dnsname": "abc"
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let now = Timestamp("2026-12-01T12:00:00.000Z".into());
+        let mut c = Cluster::new(
+            ClusterId(uuid::Uuid::from_u128(7)),
+            "alice".into(),
+            Name::parse("reference").unwrap(),
+            Name::parse("1.0.0").unwrap(),
+            json!({"size": 1}).as_object().unwrap().clone(),
+            spec,
+            "the-secret-3f9a".into(),
+            now.clone(),
+        );
+        c.apply(ClusterEvent::DestroyRequested, Some("bye".into()), now)
+            .unwrap();
+        c.configure = Some(ConfigureProgress {
+            generation: vec!["t1".into()],
+            done: vec!["files/head".into()],
+            ..Default::default()
+        });
+        let n = &mut c.nodes[0];
+        n.host = Some("h1".into());
+        n.task_id = Some("t1".into());
+        n.agent_id = Some("a1".into());
+        n.ports.insert("http".into(), 31000);
+        c
+    }
+
+    /// The view serves exactly the stored record less its secret, plus the URL, in the same
+    /// order (what the API served when it deleted `"secret"` from the record's JSON).
+    #[test]
+    fn the_view_is_the_record_without_its_secret() {
+        let c = cluster();
+        let mut want = serde_json::to_value(&c).unwrap();
+        let m = want.as_object_mut().unwrap();
+        assert!(m.remove("secret").is_some());
+        m.insert("url".into(), json!(cluster_url(c.id)));
+        for key in ["reason", "extra", "configure"] {
+            assert!(m.contains_key(key), "the fixture sets {key}");
+        }
+        let got = serde_json::to_string_pretty(&ClusterView::from(&c)).unwrap();
+        assert_eq!(got, serde_json::to_string_pretty(&want).unwrap());
+        assert!(
+            !got.contains("the-secret-3f9a"),
+            "the secret is never served"
+        );
+    }
+
+    #[test]
+    fn empty_optional_fields_are_left_out_as_in_the_record() {
+        let mut c = cluster();
+        (c.reason, c.configure) = (None, None);
+        c.extra.clear();
+        let v = serde_json::to_value(ClusterView::from(&c)).unwrap();
+        for key in ["reason", "extra", "configure", "secret"] {
+            assert!(v.get(key).is_none(), "{key}");
+        }
+    }
+}

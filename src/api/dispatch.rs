@@ -1,0 +1,101 @@
+//! The dispatcher: parse the route, make the one access check, run the endpoint's handler.
+//!
+//! Who may call what is decided by [`Endpoint::access`] alone; no handler checks a role.
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::auth::Principal;
+use super::body::Resp;
+use super::error::ApiError;
+use super::routes::{Access, Endpoint, RouteError};
+use super::{AppState, clusters, ops, products};
+
+/// Routes, authenticates and runs one request. Returns the response and the operation id
+/// (for metrics).
+pub(super) async fn dispatch(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<(Resp, &'static str), ApiError> {
+    let ep = Endpoint::parse(req.method(), req.uri().path()).map_err(|e| match e {
+        RouteError::NotFound => ApiError::NotFound(format!(
+            "no route for {} {}",
+            req.method(),
+            req.uri().path()
+        )),
+        RouteError::MethodNotAllowed(m) => ApiError::MethodNotAllowed(m),
+        RouteError::BadName { segment, why } => {
+            ApiError::bad_request("invalid_name", format!("invalid name {segment:?}: {why}"))
+        }
+    })?;
+    let op = ep.operation_id();
+    // The one access check: every handler below runs only if it passed.
+    let who = authorize(state, ep.access(), &req)?;
+    let resp = match (ep, who) {
+        (Endpoint::Health, _) => ops::health(state, false),
+        (Endpoint::HealthReady, _) => ops::health(state, true),
+        (Endpoint::Metrics, _) => ops::metrics(state).await,
+        (Endpoint::OpenApi, _) => ops::openapi(),
+        (Endpoint::ListProducts, _) => products::list(state).await,
+        (Endpoint::CreateProduct, _) => products::create(state, req).await,
+        (Endpoint::ListVersions { name }, _) => products::versions(state, name).await,
+        (Endpoint::GetProduct { name, version }, _) => products::get(state, name, version).await,
+        (Endpoint::DeleteProduct { name, version }, _) => {
+            products::delete(state, name, version).await
+        }
+        (
+            Endpoint::PutPart {
+                name,
+                version,
+                part,
+            },
+            _,
+        ) => products::put_part(state, name, version, part, req).await,
+        (
+            Endpoint::GetPart {
+                name,
+                version,
+                part,
+            },
+            _,
+        ) => products::get_part(state, name, version, part).await,
+        (Endpoint::Launch { name, version }, Some(who)) => {
+            clusters::launch(state, &who, name, version, req).await
+        }
+        (Endpoint::ListClusters, Some(who)) => clusters::list(state, &who, req.uri().query()).await,
+        (Endpoint::GetCluster { id }, Some(who)) => clusters::get(state, &who, id).await,
+        (Endpoint::DeleteCluster { id }, Some(who)) => clusters::delete(state, &who, id).await,
+        (Endpoint::ClusterNodes { id }, Some(who)) => clusters::nodes(state, &who, id).await,
+        (Endpoint::ClusterServices { id }, Some(who)) => clusters::services(state, &who, id).await,
+        (Endpoint::ClusterEvents { id }, Some(who)) => clusters::events(state, &who, id).await,
+        (Endpoint::ClusterLogs { id }, Some(who)) => clusters::logs(state, &who, id).await,
+        // Cluster endpoints answer per owner. Were one ever declared public, it fails
+        // closed: no caller, no cluster.
+        (_, None) => Err(ApiError::Unauthorized(
+            "missing Authorization: Bearer <token>".into(),
+        )),
+    }?;
+    Ok((resp, op))
+}
+
+/// Checks `access` for this request. Returns the caller, or `None` for a public endpoint
+/// (which never reads a token, so a bad one cannot fail a health check).
+///
+/// # Errors
+/// 401 without a valid token, 403 for a user on an admin endpoint.
+fn authorize(
+    state: &AppState,
+    access: Access,
+    req: &Request<Incoming>,
+) -> Result<Option<Principal>, ApiError> {
+    let who = match access {
+        Access::Public => return Ok(None),
+        Access::User => state.auth.authenticate(req.headers())?,
+        Access::Admin => {
+            let who = state.auth.authenticate(req.headers())?;
+            who.require_admin()?;
+            who
+        }
+    };
+    Ok(Some(who))
+}

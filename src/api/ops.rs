@@ -1,0 +1,54 @@
+//! Operational endpoints, all public: liveness and readiness, Prometheus metrics, and the
+//! OpenAPI document.
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::body::{Resp, json_response, raw_response};
+use super::error::ApiError;
+use super::{AppState, blocking};
+use crate::domain::ClusterStatus;
+
+pub(super) fn health(state: &AppState, strict: bool) -> Result<Resp, ApiError> {
+    let r = state.backend.readiness();
+    let status = if strict && !r.ready {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        status,
+        &json!({"status": "ok", "ready": r.ready, "detail": r.detail, "mesos": r.mesos, "version": env!("CARGO_PKG_VERSION")}),
+    ))
+}
+
+pub(super) async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
+    let (clusters, products) =
+        blocking(state, |s| Ok((s.clusters()?, s.products()?.len()))).await?;
+    let m = &state.metrics;
+    m.clear("paas_clusters");
+    for st in ClusterStatus::ALL {
+        let n = clusters.iter().filter(|c| c.status == st).count();
+        m.set(
+            "paas_clusters",
+            "Clusters by status.",
+            &[("status", st.as_str())],
+            n as f64,
+        );
+    }
+    m.set(
+        "paas_products",
+        "Registered product versions.",
+        &[],
+        products as f64,
+    );
+    Ok(raw_response(
+        m.render().into_bytes(),
+        "text/plain; version=0.0.4; charset=utf-8",
+    ))
+}
+
+/// `GET /openapi.json`.
+pub(super) fn openapi() -> Result<Resp, ApiError> {
+    Ok(json_response(StatusCode::OK, &super::openapi::document()))
+}
