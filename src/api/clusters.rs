@@ -19,6 +19,7 @@ use super::products::{get_product, load_options, load_template};
 use super::routes::BASE;
 use super::{AppState, blocking};
 use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
+use crate::domain::heal::{Replacement, RestartPolicy};
 use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
@@ -50,6 +51,9 @@ pub struct ClusterView<'a> {
     extra: &'a Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     configure: Option<&'a ConfigureProgress>,
+    restart: &'a RestartPolicy,
+    #[serde(skip_serializing_if = "<[Replacement]>::is_empty")]
+    replacements: &'a [Replacement],
     url: String,
 }
 
@@ -74,6 +78,8 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             extra,
             secret: _,
             configure,
+            restart,
+            replacements,
         } = c;
         Self {
             id: *id,
@@ -91,6 +97,8 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             history,
             extra,
             configure: configure.as_ref(),
+            restart,
+            replacements,
             url: cluster_url(*id),
         }
     }
@@ -394,7 +402,7 @@ mod tests {
         let c = cluster();
         let mut want = serde_json::to_value(&c).unwrap();
         let m = want.as_object_mut().unwrap();
-        assert!(m.remove("secret").is_some());
+        assert!(m.shift_remove("secret").is_some());
         m.insert("url".into(), json!(cluster_url(c.id)));
         for key in ["reason", "extra", "configure"] {
             assert!(m.contains_key(key), "the fixture sets {key}");
