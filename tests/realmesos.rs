@@ -247,7 +247,7 @@ async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_whole_mesos_outage_fails_the_cluster_and_the_framework_resubscribes() {
+async fn after_a_whole_mesos_outage_the_cluster_heals_by_itself() {
     let Some(m) = master() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
     let kit = std::env::var("REALMESOS_HOME").unwrap_or_else(|_| "/opt/realmesos".into());
@@ -276,23 +276,157 @@ async fn a_whole_mesos_outage_fails_the_cluster_and_the_framework_resubscribes()
         String::from_utf8_lossy(&started.stderr)
     );
 
-    let c = wait_status(&s, &id, "failed", 120).await;
-    let reason = c["reason"].as_str().unwrap();
-    assert!(reason.contains("TASK_LOST"), "{reason}");
+    // No API call: the lost nodes are replaced and the cluster is configured again.
+    let c = wait_for(&s, &id, 180, "ready again with new attempts", |c| {
+        c["status"] == "ready"
+            && c["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["attempt"] == 2)
+    })
+    .await;
+    let statuses = history(&c);
+    let first_ready = statuses.iter().position(|s| s == "ready").unwrap();
     assert!(
-        c["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["status"] == "lost"),
-        "{c:#}"
+        statuses[first_ready..].iter().any(|s| s == "healing"),
+        "{statuses:?}"
     );
-    eprintln!("after the outage: {reason}");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("ready"),
+        "{statuses:?}"
+    );
+    let replaced: Vec<&str> = c["replacements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(replaced.len(), 2, "{c:#}");
+    assert!(
+        replaced.iter().all(|r| r.contains("TASK_LOST")),
+        "{replaced:?}"
+    );
+    eprintln!("after the outage: {replaced:?}");
     let h = wait_subscribed(&s, 60).await;
     assert_eq!(h["ready"], true, "{h:#}");
-    // A failed cluster is destroyed at once: nothing runs any more.
+    let now = task_ids(&c);
+    wait_containers(|r| now.is_subset(r), 30, "running").await;
     destroy(&s, &id).await;
-    wait_status(&s, &id, "destroyed", 30).await;
-    // The new agent killed the orphaned containers.
+    wait_status(&s, &id, "destroyed", 60).await;
+    // The new agent killed the orphaned containers; ours went with the destroy.
+    wait_containers(|r| !r.iter().any(|e| e.starts_with(&id)), 60, "gone").await;
+}
+
+/// The statuses of a cluster's history, oldest first.
+fn history(c: &Value) -> Vec<String> {
+    c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `GET /config` of a reference node's `node-tool serve`: its peers file as it is on disk.
+async fn peers_file(n: &Value) -> String {
+    let url = format!(
+        "http://{}:{}/config",
+        n["address"].as_str().unwrap(),
+        n["ports"]["http"]
+    );
+    let r = get(&url).await;
+    assert_eq!(r.status, 200, "{url}");
+    r.text()
+}
+
+/// The Docker container running the executor `executor_id` (our task id).
+fn container_of(executor_id: &str) -> String {
+    let ids = Command::new("docker")
+        .args(["ps", "-q", "--filter", "name=mesos-"])
+        .output()
+        .expect("docker ps");
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        let env = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        if String::from_utf8_lossy(&env.stdout)
+            .lines()
+            .any(|l| l == format!("MESOS_EXECUTOR_ID={executor_id}"))
+        {
+            return id.to_owned();
+        }
+    }
+    panic!("no container runs executor {executor_id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
+    let Some(m) = master() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &m);
+    wait_subscribed(&s, 30).await;
+    register_reference(&s, &[]).await;
+    let id = launch(&s, r#"{"size": 3}"#).await;
+    let before = wait_status(&s, &id, "ready", 120).await;
+    let victim = format!("{id}.node1.1");
+    assert!(task_ids(&before).contains(&victim), "{before:#}");
+
+    let killed = Command::new("docker")
+        .args(["kill", &container_of(&victim)])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success(), "{killed:?}");
+
+    let c = wait_for(&s, &id, 120, "ready again with node1 at attempt 2", |c| {
+        c["status"] == "ready" && c["nodes"][1]["attempt"] == 2
+    })
+    .await;
+    let statuses = history(&c);
+    let healing = statuses
+        .iter()
+        .position(|s| s == "healing")
+        .expect("went healing");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("ready"),
+        "{statuses:?}"
+    );
+    assert!(
+        healing > statuses.iter().position(|s| s == "ready").unwrap(),
+        "{statuses:?}"
+    );
+    assert_eq!(c["replacements"][0]["node"], "node1", "{c:#}");
+    assert_eq!(c["replacements"][0]["attempt"], 1, "{c:#}");
+    let nodes = c["nodes"].as_array().unwrap();
+    assert_eq!(nodes[1]["task_id"], format!("{id}.node1.2"));
+    for other in [0, 2] {
+        assert_eq!(nodes[other]["attempt"], 1, "the others were left running");
+        assert_eq!(nodes[other]["task_id"], before["nodes"][other]["task_id"]);
+    }
+    // Every node's peers file, rewritten at configure time, names node1's new address.
+    let new_peer = format!(
+        "node1@{}:{}",
+        nodes[1]["address"].as_str().unwrap(),
+        nodes[1]["ports"]["http"]
+    );
+    for n in nodes {
+        let file = peers_file(n).await;
+        assert!(file.contains(&new_peer), "{}: {file}", n["name"]);
+    }
+    let now = task_ids(&c);
+    let running = wait_containers(|r| now.is_subset(r), 30, "running").await;
+    assert!(!running.contains(&victim), "{running:?}");
+
+    destroy(&s, &id).await;
+    wait_status(&s, &id, "destroyed", 60).await;
     wait_containers(|r| !r.iter().any(|e| e.starts_with(&id)), 60, "gone").await;
 }

@@ -47,7 +47,8 @@ pub enum NodeToolError {
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeTool {
-    /// Serve the node's name over HTTP on the `listen` port of the peers file.
+    /// Serve the node's name over HTTP on the `listen` port of the peers file, and the peers
+    /// file as it is now on disk at `GET /config` (to check what configure pushed).
     Serve {
         #[arg(long)]
         config: PathBuf,
@@ -69,7 +70,7 @@ impl NodeTool {
     /// [`NodeToolError`]: a bad peers file, a port in use, unreachable peers.
     pub fn run(self) -> Result<(), NodeToolError> {
         match self {
-            NodeTool::Serve { config } => serve(&PeersFile::read(&config)?),
+            NodeTool::Serve { config } => serve(&PeersFile::read(&config)?, config),
             NodeTool::Probe { config, timeout_ms } => {
                 let peers = PeersFile::read(&config)?;
                 let ok = probe(&peers, Duration::from_millis(timeout_ms))?;
@@ -139,7 +140,7 @@ impl PeersFile {
     }
 }
 
-fn serve(p: &PeersFile) -> Result<(), NodeToolError> {
+fn serve(p: &PeersFile, config: PathBuf) -> Result<(), NodeToolError> {
     let port: u16 = p
         .listen
         .rsplit_once(':')
@@ -152,15 +153,21 @@ fn serve(p: &PeersFile) -> Result<(), NodeToolError> {
     let listener =
         TcpListener::bind(addr).map_err(|source| NodeToolError::Listen { addr, source })?;
     println!("node-tool: {} serving on {addr}", p.name);
-    let body = format!("{}\n", p.name);
+    let name = format!("{}\n", p.name);
+    let config = std::sync::Arc::new(config);
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let body = body.clone();
+        let (name, config) = (name.clone(), config.clone());
         std::thread::spawn(move || {
             let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            // The request itself does not matter; read what came so the peer is not reset.
+            // Read what came so the peer is not reset; only `GET /config` is told apart.
             let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let body = if buf[..n].starts_with(b"GET /config ") {
+                std::fs::read_to_string(config.as_path()).unwrap_or_else(|e| format!("{e}\n"))
+            } else {
+                name
+            };
             let resp = format!(
                 "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()
@@ -251,7 +258,11 @@ mod tests {
             peers: vec![("node0".into(), format!("127.0.0.1:{port}"))],
         };
         let served = me.clone();
-        std::thread::spawn(move || serve(&served));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.conf");
+        std::fs::write(&file, "name = node0\n").unwrap();
+        let config = file.clone();
+        std::thread::spawn(move || serve(&served, config));
         let t = Duration::from_millis(500);
         let mut ok = Err(NodeToolError::Config {
             path: "x".into(),
@@ -265,6 +276,16 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(ok.unwrap(), 1);
+        // `GET /config` reads the file as it is now, not as it was at start.
+        std::fs::write(&file, "name = node0\n# pushed again\n").unwrap();
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.write_all(b"GET /config HTTP/1.0\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        conn.read_to_string(&mut resp).unwrap();
+        assert!(
+            resp.ends_with("\r\n\r\nname = node0\n# pushed again\n"),
+            "{resp:?}"
+        );
         let wrong = PeersFile {
             peers: vec![("node9".into(), format!("127.0.0.1:{port}"))],
             ..me
