@@ -35,19 +35,14 @@ impl Product {
     }
 
     pub fn master(&self) -> Option<String> {
-        match std::env::var("MESOS_MASTER").ok().filter(|m| !m.is_empty()) {
-            Some(m) => Some(m),
-            None => {
-                self.skip(
-                    "MESOS_MASTER is not set. These tests need a real Mesos master + agent with the Docker containerizer, e.g.\n  \
-                      LIBPROCESS_PORT=5353 MESOS_DOCKER_KILL_ORPHANS=false REALMESOS_RUN_DIR=/tmp/rm-prod \
-                      MESOS_RESOURCES='cpus:8;mem:16384;disk:20480;ports:[31000-32000]' /opt/realmesos/start.sh\n  \
-                      PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh) MESOS_MASTER=http://127.0.0.1:5353 \
-                      cargo test --test product_<name> -- --nocapture",
-                );
-                None
-            }
-        }
+        super::mesos_master(
+            &format!("product_{}", self.name),
+            "These tests need a real Mesos master + agent with the Docker containerizer and room \
+             for a product cluster, e.g.\n  \
+             MESOS_RESOURCES='cpus:8;mem:16384;disk:20480;ports:[31000-32000]' ../shared/realmesos/start.sh\n  \
+             PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh) MESOS_MASTER=http://127.0.0.1:5050 \
+             cargo test --test product_<name> -- --nocapture",
+        )
     }
 
     pub fn skip(&self, why: &str) {
