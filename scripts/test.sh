@@ -9,15 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-# The shared kit sits next to the checkout (../shared); /work/shared is where it lives on
-# this workplace's machines when the checkout is elsewhere.
-shared=${PAAS_SHARED_DIR:-}
-if [[ -z $shared ]]; then
-  for d in "$repo/../shared" /work/shared; do
-    [[ -x $d/realmesos/build.sh ]] && { shared=$d; break; }
-  done
-fi
-[[ -n $shared ]] || { echo "cannot find ../shared/realmesos (set PAAS_SHARED_DIR)" >&2; exit 1; }
+# The real Mesos kit comes from the shared folder beside the checkout; its build output goes
+# to $REALMESOS_HOME (the kit's own default when unset).
+kit=$repo/../shared/realmesos
+[[ -x $kit/build.sh ]] || { echo "cannot find the real Mesos kit at ../shared/realmesos" >&2; exit 1; }
 
 if ! command -v http >/dev/null 2>&1; then
   python3 -m pip install -q httpie
@@ -31,8 +26,7 @@ echo "node image: $PAAS_NODE_IMAGE" >&2
 
 if [[ -z ${MESOS_MASTER:-} ]]; then
   echo "== real Mesos (../shared/realmesos)" >&2
-  "$shared/realmesos/build.sh" >&2
-  kit=${REALMESOS_HOME:-/opt/realmesos}
+  "$kit/build.sh" >&2
   if curl -sf -m 2 http://127.0.0.1:5050/master/slaves >/dev/null 2>&1; then
     echo "a Mesos master already answers on 127.0.0.1:5050; using it" >&2
     MESOS_MASTER=http://127.0.0.1:5050

@@ -176,15 +176,11 @@ async fn the_suite_on_mesos_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_on_real_mesos() {
-    let master = match std::env::var("MESOS_MASTER") {
-        Ok(m) if !m.is_empty() => m,
-        _ => {
-            assert!(std::env::var("CI").is_err(), "CI must provide MESOS_MASTER");
-            eprintln!(
-                "SKIPPED: MESOS_MASTER is not set (scripts/test.sh starts ../shared/realmesos)"
-            );
-            return;
-        }
+    let Some(master) = common::mesos_master(
+        "differential",
+        "Run scripts/test.sh (it starts ../shared/realmesos) or export MESOS_MASTER=http://127.0.0.1:5050",
+    ) else {
+        return;
     };
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();

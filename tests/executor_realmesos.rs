@@ -1,5 +1,5 @@
 //! End-to-end check of the executor against a REAL Apache Mesos master and agent with the
-//! Docker containerizer (e.g. `/work/shared/realmesos/start.sh`).
+//! Docker containerizer (e.g. `../shared/realmesos/start.sh`).
 //!
 //! The test is its own minimal v1 scheduler (protobuf, hand-rolled SUBSCRIBE / ACCEPT /
 //! ACKNOWLEDGE / KILL / TEARDOWN over hyper). In ONE offer it launches three nodes, each with
@@ -17,8 +17,10 @@
 //! read-only at `/testbin`: the `FROM scratch` image holds nothing but `/paas`.
 //!
 //! Environment: `MESOS_MASTER` (`http://127.0.0.1:5050` or `127.0.0.1:5050`; unset = skipped,
-//! with the reason printed) and `PAAS_NODE_IMAGE` (default `paas-node:latest`, built by
-//! `deploy/images/build-node-image.sh`).
+//! with the reason printed, or a failure when `CI` is set) and `PAAS_NODE_IMAGE` (default
+//! `paas-node:latest`, built by `deploy/images/build-node-image.sh`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -74,14 +76,14 @@ int main(int argc, char **argv) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_tasks_run_get_killed_and_fail_with_exit_codes() {
-    let Some(master) = std::env::var("MESOS_MASTER").ok().filter(|m| !m.is_empty()) else {
-        eprintln!(
-            "SKIPPED executor_realmesos: MESOS_MASTER is not set. This test needs a real Mesos \
-             master + agent with the Docker containerizer and the node image, e.g.\n  \
-             /work/shared/realmesos/start.sh && IMAGE=$(deploy/images/build-node-image.sh) && \
-             MESOS_MASTER=http://127.0.0.1:5050 PAAS_NODE_IMAGE=$IMAGE \
-             cargo test --test executor_realmesos -- --nocapture"
-        );
+    let Some(master) = common::mesos_master(
+        "executor_realmesos",
+        "This test needs a real Mesos master + agent with the Docker containerizer and the node \
+         image, e.g.\n  \
+         ../shared/realmesos/start.sh && IMAGE=$(deploy/images/build-node-image.sh) && \
+         MESOS_MASTER=http://127.0.0.1:5050 PAAS_NODE_IMAGE=$IMAGE \
+         cargo test --test executor_realmesos -- --nocapture",
+    ) else {
         return;
     };
     let master: SocketAddr = master

@@ -23,80 +23,33 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Instant;
 
-use common::get;
 use common::product::*;
-use paas::domain::cluster::ClusterSpec;
-use paas::domain::options::OptionsDoc;
 use paas::domain::template::Renderer;
-use paas::domain::{Cluster, ClusterId, Name, Timestamp};
 use paas::orchestrator::facts::{cluster_facts, render_argv, render_files};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
-const PRODUCT: &str = "slurm";
-const VERSION: &str = "22.05";
 const P: Product = Product {
-    name: PRODUCT,
-    version: VERSION,
+    name: "slurm",
+    version: "22.05",
     description: "Slurm 22.05 cluster: one slurmctld, size slurmd",
     image_env: "PAAS_SLURM_IMAGE",
 };
-
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn product_dir() -> PathBuf {
-    common::repo_root().join("examples/products/slurm/22.05")
-}
-
-fn read(file: &str) -> String {
-    std::fs::read_to_string(product_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().expect("an object")
-}
 
 // ----- both rendering phases, no Mesos ------------------------------------------------------
 
 #[test]
 fn template_renders_slurm_conf_with_every_node() {
-    let doc = OptionsDoc::from_value(serde_json::from_str(&read("options.json")).unwrap()).unwrap();
-    let opts = doc
-        .resolve(&obj(json!({"size": 3, "cpus_per_node": 2})))
-        .unwrap();
-    let id = ClusterId::random();
-    let ctx = json!({"opts": opts, "cluster_id": id.to_string(), "user": "alice",
-                     "product": PRODUCT, "version": VERSION, "node_image": "paas-node:x"});
-    let rendered = Renderer::spec()
-        .render(&read("template.json"), &ctx)
-        .unwrap();
-    let spec = ClusterSpec::parse(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
-    let mut c = Cluster::new(
-        id,
-        "alice".into(),
-        Name::parse(PRODUCT).unwrap(),
-        Name::parse(VERSION).unwrap(),
-        opts,
-        spec,
-        "secret".into(),
-        Timestamp("t".into()),
-    );
+    // Placed on 127.0.0.1, node i's one port at 31000 + i.
+    let c = P.rendered_cluster(json!({"size": 3, "cpus_per_node": 2}), |i, _| {
+        31000 + i as u16
+    });
     let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["controller", "compute1", "compute2", "compute3"]);
     assert!(c.nodes.iter().all(|n| n.docker_image == "paas-slurm:22.05"));
     assert_eq!(c.nodes[0].port_names, ["slurmctld"]);
     assert_eq!(c.nodes[1].port_names, ["slurmd"]);
-    // What the scheduler fills in at placement: every node on 127.0.0.1, its own ports.
-    for (i, n) in c.nodes.iter_mut().enumerate() {
-        n.address = Some("127.0.0.1".into());
-        n.ports = n
-            .port_names
-            .iter()
-            .map(|p| (p.clone(), 31000 + i as u16))
-            .collect();
-    }
     let facts = cluster_facts(&c);
     let r = Renderer::files();
     let svc = |name: &str| c.services.iter().find(|s| s.name.as_str() == name).unwrap();
@@ -159,28 +112,16 @@ fn template_renders_slurm_conf_with_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slurm_cluster_on_real_mesos() {
-    let Some(master) = P.master() else { return };
-    let Some(image) = P.product_image() else {
+    let Some(mut r) = P.on_real_mesos().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let data = tempfile::tempdir().unwrap();
-    let mut s = Harness::new(serve(data.path(), &master));
-    P.register(&s).await;
+    let s = &mut r.server;
+    let (id, _) = P
+        .launch_to_ready(s, json!({"size": 2, "image": r.image}))
+        .await;
 
-    let t0 = Instant::now();
-    let id = P.launch(&s, json!({"size": 2, "image": image})).await;
-    s.track(&id);
-    let c = wait(&s, &id, t0, 600, settled).await;
-    let to_ready = t0.elapsed();
-    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
-    assert_eq!(c["status"], "ready", "{c:#}\nlogs:\n{logs}");
-    eprintln!("slurm size 2: POST → ready in {to_ready:.1?}");
-    eprintln!("--- /logs of {id}:\n{logs}---");
-    assert!(logs.contains("slurm cluster configured"), "{logs}");
-
-    let secret = secret_via_store(&mut s, &master, &id).await;
-    let c = wait(&s, &id, t0, 60, |c| c["status"] == "ready").await;
+    let secret = secret_via_store(s, &r.master, &id).await;
+    let c = wait(s, &id, Instant::now(), 60, |c| c["status"] == "ready").await;
     let ctl = agent(&c, "controller", &secret);
     let sinfo = run(&ctl, &["sinfo", "--Node", "--long"]).await;
     eprintln!("$ sinfo --Node --long   (on the controller, through its NodeAgent)\n{sinfo}");
@@ -205,35 +146,24 @@ async fn slurm_cluster_on_real_mesos() {
         .collect();
     assert_eq!(names, BTreeSet::from(["compute1", "compute2"]));
 
-    let running = containers_of(&id);
-    assert_eq!(running.len(), 3, "one container per node: {running:?}");
-    destroy(&s, &id).await;
-    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
-    assert!(
-        logs.contains(&format!("slurm cluster {id} stopping")),
-        "{logs}"
-    );
+    P.destroy_ready(s, &id, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slurm_failures_are_clear_on_real_mesos() {
-    let Some(master) = P.master() else { return };
     // The oversized case runs the real image (its controller fits): build or find it first,
     // whatever order the tests run in.
-    let Some(image) = P.product_image() else {
+    let Some(mut r) = P.on_real_mesos().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let data = tempfile::tempdir().unwrap();
-    let mut s = Harness::new(serve(data.path(), &master));
-    P.register(&s).await;
+    let (s, image) = (&mut r.server, &r.image);
 
     // 1. A product image that does not exist (and cannot be pulled: no registry here).
     let missing = "paas-slurm:no-such-image";
     let t0 = Instant::now();
-    let id = P.launch(&s, json!({"size": 1, "image": missing})).await;
+    let id = P.launch(s, json!({"size": 1, "image": missing})).await;
     s.track(&id);
-    let c = wait(&s, &id, t0, 300, |c| {
+    let c = wait(s, &id, t0, 300, |c| {
         settled(c)
             || c["reason"]
                 .as_str()
@@ -247,18 +177,18 @@ async fn slurm_failures_are_clear_on_real_mesos() {
         reason.contains(missing),
         "the reason names the image: {c:#}"
     );
-    destroy(&s, &id).await;
+    destroy(s, &id).await;
 
     // 2. Compute nodes larger than the agent: the cluster waits and says what is short.
     let t0 = Instant::now();
     let id = P
         .launch(
-            &s,
+            s,
             json!({"size": 2, "mem_per_node": 10_000_000, "image": image}),
         )
         .await;
     s.track(&id);
-    let c = wait(&s, &id, t0, 60, |c| {
+    let c = wait(s, &id, t0, 60, |c| {
         c["reason"]
             .as_str()
             .is_some_and(|r| r.contains("do not fit") && r.contains("mem"))
@@ -275,5 +205,5 @@ async fn slurm_failures_are_clear_on_real_mesos() {
     );
     // Placement is per node, not all or nothing: the controller fits and runs meanwhile.
     eprintln!("running meanwhile: {:?}", containers_of(&id));
-    destroy(&s, &id).await;
+    destroy(s, &id).await;
 }

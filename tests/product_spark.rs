@@ -21,67 +21,29 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use common::get;
 use common::product::*;
-use paas::domain::cluster::ClusterSpec;
-use paas::domain::options::OptionsDoc;
 use paas::domain::template::Renderer;
-use paas::domain::{Cluster, ClusterId, Name, Timestamp};
 use paas::orchestrator::facts::{cluster_facts, render_argv, render_files};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
-const PRODUCT: &str = "spark";
-const VERSION: &str = "4.x";
 const P: Product = Product {
-    name: PRODUCT,
-    version: VERSION,
+    name: "spark",
+    version: "4.x",
     description: "Spark 4 standalone cluster: one master, size workers",
     image_env: "PAAS_SPARK_IMAGE",
 };
-
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn product_dir() -> PathBuf {
-    common::repo_root().join("examples/products/spark/4.x")
-}
-
-fn read(file: &str) -> String {
-    std::fs::read_to_string(product_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().expect("an object")
-}
 
 // ----- both rendering phases, no Mesos ------------------------------------------------------
 
 #[test]
 fn template_renders_spark_config_pointing_at_the_master() {
-    let doc = OptionsDoc::from_value(serde_json::from_str(&read("options.json")).unwrap()).unwrap();
-    let opts = doc
-        .resolve(&obj(
-            json!({"size": 3, "worker_cores": 2, "worker_memory": 1024}),
-        ))
-        .unwrap();
-    let id = ClusterId::random();
-    let ctx = json!({"opts": opts, "cluster_id": id.to_string(), "user": "alice",
-                     "product": PRODUCT, "version": VERSION, "node_image": "paas-node:x"});
-    let rendered = Renderer::spec()
-        .render(&read("template.json"), &ctx)
-        .unwrap();
-    let spec = ClusterSpec::parse(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
-    let mut c = Cluster::new(
-        id,
-        "alice".into(),
-        Name::parse(PRODUCT).unwrap(),
-        Name::parse(VERSION).unwrap(),
-        opts,
-        spec,
-        "secret".into(),
-        Timestamp("t".into()),
+    // Placed on 127.0.0.1, node i's j-th port at 31000 + 10 i + j.
+    let c = P.rendered_cluster(
+        json!({"size": 3, "worker_cores": 2, "worker_memory": 1024}),
+        |i, j| 31000 + 10 * i as u16 + j as u16,
     );
     let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["master", "worker1", "worker2", "worker3"]);
@@ -93,16 +55,6 @@ fn template_renders_spark_config_pointing_at_the_master() {
         1024.0 + 512.0,
         "worker memory plus the daemon's"
     );
-    // What the scheduler fills in at placement: every node on 127.0.0.1, its own ports.
-    for (i, n) in c.nodes.iter_mut().enumerate() {
-        n.address = Some("127.0.0.1".into());
-        n.ports = n
-            .port_names
-            .iter()
-            .enumerate()
-            .map(|(j, p)| (p.clone(), 31000 + 10 * i as u16 + j as u16))
-            .collect();
-    }
     let facts = cluster_facts(&c);
     let r = Renderer::files();
     let svc = |name: &str| c.services.iter().find(|s| s.name.as_str() == name).unwrap();
@@ -179,25 +131,13 @@ fn template_renders_spark_config_pointing_at_the_master() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spark_cluster_on_real_mesos() {
-    let Some(master) = P.master() else { return };
-    let Some(image) = P.product_image() else {
+    let Some(mut r) = P.on_real_mesos().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let data = tempfile::tempdir().unwrap();
-    let mut s = Harness::new(serve(data.path(), &master));
-    P.register(&s).await;
-
-    let t0 = Instant::now();
-    let id = P.launch(&s, json!({"size": 2, "image": image})).await;
-    s.track(&id);
-    let c = wait(&s, &id, t0, 600, settled).await;
-    let to_ready = t0.elapsed();
-    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
-    assert_eq!(c["status"], "ready", "{c:#}\nlogs:\n{logs}");
-    eprintln!("spark size 2: POST → ready in {to_ready:.1?}");
-    eprintln!("--- /logs of {id}:\n{logs}---");
-    assert!(logs.contains("spark cluster configured"), "{logs}");
+    let s = &mut r.server;
+    let (id, c) = P
+        .launch_to_ready(s, json!({"size": 2, "image": r.image}))
+        .await;
 
     // The master's JSON status, straight from its web UI port (host networking).
     let m = c["nodes"]
@@ -227,8 +167,8 @@ async fn spark_cluster_on_real_mesos() {
     );
     assert_eq!(alive.len(), 2, "{status:#}");
 
-    let secret = secret_via_store(&mut s, &master, &id).await;
-    let c = wait(&s, &id, t0, 60, |c| c["status"] == "ready").await;
+    let secret = secret_via_store(s, &r.master, &id).await;
+    let c = wait(s, &id, Instant::now(), 60, |c| c["status"] == "ready").await;
     let master_agent = agent(&c, "master", &secret);
     let t1 = Instant::now();
     let out = run(
@@ -249,12 +189,5 @@ async fn spark_cluster_on_real_mesos() {
         .unwrap();
     assert!((3.0..3.3).contains(&pi), "pi = {pi}");
 
-    let running = containers_of(&id);
-    assert_eq!(running.len(), 3, "one container per node: {running:?}");
-    destroy(&s, &id).await;
-    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
-    assert!(
-        logs.contains(&format!("spark cluster {id} stopping")),
-        "{logs}"
-    );
+    P.destroy_ready(s, &id, 3).await;
 }

@@ -22,19 +22,10 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// The master URL, or `None` (with the reason printed) when these tests cannot run here.
 fn master() -> Option<String> {
-    match std::env::var("MESOS_MASTER") {
-        Ok(m) if !m.is_empty() => Some(m),
-        _ => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must provide MESOS_MASTER (scripts/test.sh starts ../shared/realmesos)"
-            );
-            eprintln!(
-                "SKIPPED: MESOS_MASTER is not set; run scripts/test.sh (it starts ../shared/realmesos) or export MESOS_MASTER=http://127.0.0.1:5050"
-            );
-            None
-        }
-    }
+    common::mesos_master(
+        "realmesos",
+        "Run scripts/test.sh (it starts ../shared/realmesos) or export MESOS_MASTER=http://127.0.0.1:5050",
+    )
 }
 
 fn node_image() -> String {
@@ -250,7 +241,7 @@ async fn a_cluster_that_does_not_fit_waits_says_why_and_proceeds_when_freed() {
 async fn after_a_whole_mesos_outage_the_cluster_heals_by_itself() {
     let Some(m) = master() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
-    let kit = std::env::var("REALMESOS_HOME").unwrap_or_else(|_| "/opt/realmesos".into());
+    let kit = common::realmesos_kit();
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &m);
     wait_subscribed(&s, 30).await;
@@ -259,15 +250,13 @@ async fn after_a_whole_mesos_outage_the_cluster_heals_by_itself() {
     wait_status(&s, &id, "ready", 120).await;
 
     // Master and agent go down together, as in a datacentre outage, and come back empty.
-    let stop = Command::new(format!("{kit}/stop.sh"))
-        .output()
-        .expect("stop.sh");
+    let stop = Command::new(kit.join("stop.sh")).output().expect("stop.sh");
     assert!(
         stop.status.success(),
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
-    let started = Command::new(format!("{kit}/start.sh"))
+    let started = Command::new(kit.join("start.sh"))
         .output()
         .expect("start.sh");
     assert!(

@@ -173,6 +173,28 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The real Mesos kit's scripts (`start.sh`, `stop.sh`): `../shared/realmesos` beside the
+/// checkout. They find the kit's build output themselves (`$REALMESOS_HOME`).
+pub fn realmesos_kit() -> PathBuf {
+    repo_root().join("../shared/realmesos")
+}
+
+/// The real Mesos master named by `MESOS_MASTER`, or `None` when it is unset, after printing
+/// why `test` does not run and `how` to run it. Under `CI` an unset `MESOS_MASTER` fails
+/// instead: CI must never pass without having run the real-Mesos tests.
+pub fn mesos_master(test: &str, how: &str) -> Option<String> {
+    if let Some(m) = std::env::var("MESOS_MASTER").ok().filter(|m| !m.is_empty()) {
+        return Some(m);
+    }
+    let why = format!("SKIPPED {test}: MESOS_MASTER is not set. {how}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide MESOS_MASTER (scripts/test.sh starts ../shared/realmesos): {why}"
+    );
+    eprintln!("{why}");
+    None
+}
+
 /// Registers the reference product with all three parts from `examples/`.
 pub async fn register_reference(s: &Server, auth: &[(&str, &str)]) {
     let dir = repo_root().join("examples/products/reference");

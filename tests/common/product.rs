@@ -1,6 +1,6 @@
-//! Shared by the product end-to-end tests (`tests/product_*.rs`): the real-Mesos harness,
-//! registration and launch through REST, and the NodeAgent workaround for running proof
-//! commands on a node.
+//! Shared by the product end-to-end tests (`tests/product_*.rs`): rendering a product's
+//! cluster without Mesos, the real-Mesos harness, registration and launch through REST, and
+//! the NodeAgent workaround for running proof commands on a node.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -8,13 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use paas::domain::cluster::ClusterSpec;
+use paas::domain::options::OptionsDoc;
+use paas::domain::template::Renderer;
+use paas::domain::{Cluster, ClusterId, Name, Timestamp};
 use paas::orchestrator::client::NodeClient;
 use paas::registry::{SledStore, Store};
 use serde_json::Value;
 #[allow(unused_imports)]
 use serde_json::json;
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{JSON, Server, call, get};
+
+/// The real-Mesos tests of a product share one agent, so they run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// One product under test.
 pub struct Product {
@@ -34,20 +42,107 @@ impl Product {
         std::fs::read_to_string(self.dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
     }
 
-    pub fn master(&self) -> Option<String> {
-        match std::env::var("MESOS_MASTER").ok().filter(|m| !m.is_empty()) {
-            Some(m) => Some(m),
-            None => {
-                self.skip(
-                    "MESOS_MASTER is not set. These tests need a real Mesos master + agent with the Docker containerizer, e.g.\n  \
-                      LIBPROCESS_PORT=5353 MESOS_DOCKER_KILL_ORPHANS=false REALMESOS_RUN_DIR=/tmp/rm-prod \
-                      MESOS_RESOURCES='cpus:8;mem:16384;disk:20480;ports:[31000-32000]' /opt/realmesos/start.sh\n  \
-                      PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh) MESOS_MASTER=http://127.0.0.1:5353 \
-                      cargo test --test product_<name> -- --nocapture",
-                );
-                None
-            }
+    /// The cluster the API records when `opts` are launched (options resolved, template
+    /// rendered and parsed), then placed as the scheduler places it: every node on 127.0.0.1,
+    /// its `nth` port at `port(node index, nth)`.
+    pub fn rendered_cluster(&self, opts: Value, port: impl Fn(usize, usize) -> u16) -> Cluster {
+        let doc = OptionsDoc::from_value(serde_json::from_str(&self.read("options.json")).unwrap())
+            .unwrap();
+        let opts = doc
+            .resolve(opts.as_object().expect("options are an object"))
+            .unwrap();
+        let id = ClusterId::random();
+        let ctx = json!({"opts": opts, "cluster_id": id.to_string(), "user": "alice",
+                         "product": self.name, "version": self.version,
+                         "node_image": "paas-node:x"});
+        let rendered = Renderer::spec()
+            .render(&self.read("template.json"), &ctx)
+            .unwrap();
+        let spec = ClusterSpec::parse(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+        let mut c = Cluster::new(
+            id,
+            "alice".into(),
+            Name::parse(self.name).unwrap(),
+            Name::parse(self.version).unwrap(),
+            opts,
+            spec,
+            "secret".into(),
+            Timestamp("t".into()),
+        );
+        for (i, n) in c.nodes.iter_mut().enumerate() {
+            n.address = Some("127.0.0.1".into());
+            n.ports = n
+                .port_names
+                .iter()
+                .enumerate()
+                .map(|(j, p)| (p.clone(), port(i, j)))
+                .collect();
         }
+        c
+    }
+
+    /// Everything a real-Mesos test of the product needs before it launches: the master, the
+    /// product image, this binary's turn on the agent, and `paas serve` with the product
+    /// registered. `None` (with the reason printed, or a failure under `CI`) when it cannot
+    /// run here.
+    pub async fn on_real_mesos(&self) -> Option<RealMesos> {
+        let master = self.master()?;
+        let image = self.product_image()?;
+        let turn = ONE_AT_A_TIME.lock().await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let server = Harness::new(serve(data.path(), &master));
+        self.register(&server).await;
+        Some(RealMesos {
+            server,
+            master,
+            image,
+            _data: data,
+            _turn: turn,
+        })
+    }
+
+    /// Launches `opts` and waits until the cluster is `ready`, printing the time from POST to
+    /// ready and the script's summary, which must say `<name> cluster configured`.
+    pub async fn launch_to_ready(&self, s: &mut Harness, opts: Value) -> (String, Value) {
+        let size = opts["size"].clone();
+        let t0 = Instant::now();
+        let id = self.launch(s, opts).await;
+        s.track(&id);
+        let c = wait(s, &id, t0, 600, settled).await;
+        let to_ready = t0.elapsed();
+        let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+        assert_eq!(c["status"], "ready", "{c:#}\nlogs:\n{logs}");
+        eprintln!("{} size {size}: POST → ready in {to_ready:.1?}", self.name);
+        eprintln!("--- /logs of {id}:\n{logs}---");
+        assert!(
+            logs.contains(&format!("{} cluster configured", self.name)),
+            "{logs}"
+        );
+        (id, c)
+    }
+
+    /// Checks that each of the cluster's `nodes` runs in its own container, destroys the
+    /// cluster (no container of it may be left) and checks the script's `stop` ran.
+    pub async fn destroy_ready(&self, s: &Server, id: &str, nodes: usize) {
+        let running = containers_of(id);
+        assert_eq!(running.len(), nodes, "one container per node: {running:?}");
+        destroy(s, id).await;
+        let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+        assert!(
+            logs.contains(&format!("{} cluster {id} stopping", self.name)),
+            "{logs}"
+        );
+    }
+
+    pub fn master(&self) -> Option<String> {
+        super::mesos_master(
+            &format!("product_{}", self.name),
+            "These tests need a real Mesos master + agent with the Docker containerizer and room \
+             for a product cluster, e.g.\n  \
+             MESOS_RESOURCES='cpus:8;mem:16384;disk:20480;ports:[31000-32000]' ../shared/realmesos/start.sh\n  \
+             PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh) MESOS_MASTER=http://127.0.0.1:5050 \
+             cargo test --test product_<name> -- --nocapture",
+        )
     }
 
     pub fn skip(&self, why: &str) {
@@ -56,6 +151,9 @@ impl Product {
         eprintln!("{why}");
     }
 
+    /// The product image to launch: `$<image_env>`, else the one
+    /// `build-product-images.sh <name>` prints (it rebuilds only what changed; its `/paas` comes
+    /// from `$PAAS_BINARY` or the node image `$PAAS_NODE_IMAGE`).
     pub fn product_image(&self) -> Option<String> {
         if let Ok(i) = std::env::var(self.image_env) {
             return Some(i);
@@ -90,6 +188,7 @@ impl Product {
         Some(image)
     }
 
+    /// Registers the product through REST exactly as the README's curl lines do.
     pub async fn register(&self, s: &Server) {
         let r = call(
             "POST",
@@ -129,13 +228,23 @@ impl Product {
     }
 }
 
+/// See [`Product::on_real_mesos`]. Fields drop in order: the server (with the clusters of a
+/// failed test) before its data, and the turn on the agent last.
+pub struct RealMesos {
+    pub server: Harness,
+    pub master: String,
+    /// The product image to launch.
+    pub image: String,
+    _data: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+}
+
 pub fn node_image() -> String {
     std::env::var("PAAS_NODE_IMAGE").unwrap_or_else(|_| "paas-node:latest".into())
 }
 
-/// The product image to launch: `$<image_env>`, else the one
-/// `build-product-images.sh <name>` prints (it rebuilds only what changed; its `/paas` comes
-/// from `$PAAS_BINARY` or the node image `$PAAS_NODE_IMAGE`).
+/// `paas serve` against `master`, with nodes of the node image and a ready timeout long
+/// enough for the products' daemons.
 pub fn serve(data: &Path, master: &str) -> Server {
     Server::start(
         data,
@@ -203,7 +312,6 @@ impl Drop for Harness {
     }
 }
 
-/// Registers the product through REST exactly as the README's curl lines do.
 /// Polls the cluster until `done` holds, printing each status change with its time since
 /// `t0`; panics with the record and logs after `secs`.
 pub async fn wait(
