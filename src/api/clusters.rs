@@ -22,6 +22,7 @@ use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, 
 use crate::domain::heal::{Replacement, RestartPolicy};
 use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
 use crate::domain::lifecycle::ClusterEvent;
+use crate::domain::update::Retiring;
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
 use crate::registry::Update;
 
@@ -54,6 +55,9 @@ pub struct ClusterView<'a> {
     restart: &'a RestartPolicy,
     #[serde(skip_serializing_if = "<[Replacement]>::is_empty")]
     replacements: &'a [Replacement],
+    generation: u64,
+    #[serde(skip_serializing_if = "<[Retiring]>::is_empty")]
+    retiring: &'a [Retiring],
     url: String,
 }
 
@@ -80,6 +84,8 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             configure,
             restart,
             replacements,
+            generation,
+            retiring,
         } = c;
         Self {
             id: *id,
@@ -99,6 +105,8 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             configure: configure.as_ref(),
             restart,
             replacements,
+            generation: *generation,
+            retiring,
             url: cluster_url(*id),
         }
     }

@@ -21,6 +21,7 @@ use super::Timestamp;
 use super::heal::{Replacement, RestartPolicy};
 use super::ids::{ClusterId, Name};
 use super::lifecycle::{ClusterEvent, ClusterStatus, InvalidTransition, NodeStatus};
+use super::update::Retiring;
 
 /// Most nodes one cluster may have.
 pub const MAX_NODES: usize = 10_000;
@@ -479,6 +480,16 @@ pub struct Cluster {
     /// The recent replacements of lost nodes, oldest first (see [`super::heal::prune`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replacements: Vec<Replacement>,
+    /// The version of the desired spec: 1 at launch, one more on every accepted update.
+    #[serde(default = "first_generation")]
+    pub generation: u64,
+    /// Nodes an update removed whose tasks are still to be drained and killed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<Retiring>,
+}
+
+fn first_generation() -> u64 {
+    1
 }
 
 /// The orchestrator's record of configuring one cluster, kept on the cluster so that a
@@ -592,6 +603,8 @@ impl Cluster {
             configure: None,
             restart: spec.restart,
             replacements: Vec::new(),
+            generation: 1,
+            retiring: Vec::new(),
         }
     }
 
@@ -627,9 +640,12 @@ impl Cluster {
         self.nodes.iter_mut().find(|n| n.name.as_str() == name)
     }
 
-    /// True when some node may still have a task on an agent.
+    /// True when some node, retiring ones included, may still have a task on an agent.
     pub fn has_tasks(&self) -> bool {
-        self.nodes.iter().any(|n| n.status.has_task())
+        self.nodes
+            .iter()
+            .chain(self.retiring.iter().map(|r| &r.node))
+            .any(|n| n.status.has_task())
     }
 }
 

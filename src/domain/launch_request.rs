@@ -118,7 +118,7 @@ pub fn check_template(
 
 /// What a spec-phase template sees: `opts`, `cluster_id`, `user`, `product`, `version` and
 /// `node_image`.
-fn spec_context(
+pub(crate) fn spec_context(
     opts: &Map<String, Value>,
     id: ClusterId,
     user: &str,
@@ -128,7 +128,7 @@ fn spec_context(
     json!({"opts": opts, "cluster_id": id.to_string(), "user": user, "product": product.name, "version": product.version, "node_image": node_image})
 }
 
-fn render_spec(
+pub(crate) fn render_spec(
     renderer: &Renderer,
     template: &str,
     ctx: &Value,

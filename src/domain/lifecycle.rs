@@ -22,6 +22,9 @@ pub enum ClusterStatus {
     /// A node was lost and is being replaced; the cluster is configured again once every
     /// node runs, then goes back to `ready`.
     Healing,
+    /// A user changed the options: nodes are added or drained and removed, then the cluster
+    /// is configured again and goes back to `ready`.
+    Updating,
     Failed,
     Destroying,
     Destroyed,
@@ -44,6 +47,8 @@ pub enum ClusterEvent {
     Ready,
     /// Something failed; the reason travels separately.
     Failed,
+    /// A user changed the cluster's options (a new generation of its spec).
+    UpdateRequested,
     /// A user asked for the cluster to go away.
     DestroyRequested,
     /// Every task is terminal after a destroy request.
@@ -80,7 +85,7 @@ impl ClusterStatus {
             (S::Scheduling, E::AllRunning) => Some(S::Scheduled),
             (S::Scheduling, E::NodeLost) => Some(S::Scheduling),
             (
-                S::Scheduled | S::Configuring | S::Configured | S::Ready | S::Healing,
+                S::Scheduled | S::Configuring | S::Configured | S::Ready | S::Healing | S::Updating,
                 E::NodeLost,
             ) => Some(S::Healing),
             (S::Scheduled, E::ConfigureStarted) => Some(S::Configuring),
@@ -89,6 +94,9 @@ impl ClusterStatus {
             // Healing stays healing through its steps (each recorded), then is ready again.
             (S::Healing, E::AllRunning | E::ConfigureStarted | E::Configured) => Some(S::Healing),
             (S::Healing, E::Ready) => Some(S::Ready),
+            (S::Ready, E::UpdateRequested) => Some(S::Updating),
+            (S::Updating, E::AllRunning | E::ConfigureStarted | E::Configured) => Some(S::Updating),
+            (S::Updating, E::Ready) => Some(S::Ready),
             _ => None,
         };
         to.ok_or(InvalidTransition { from: self, event })
@@ -114,13 +122,14 @@ impl ClusterStatus {
             ClusterStatus::Configured => "configured",
             ClusterStatus::Ready => "ready",
             ClusterStatus::Healing => "healing",
+            ClusterStatus::Updating => "updating",
             ClusterStatus::Failed => "failed",
             ClusterStatus::Destroying => "destroying",
             ClusterStatus::Destroyed => "destroyed",
         }
     }
 
-    pub const ALL: [ClusterStatus; 10] = [
+    pub const ALL: [ClusterStatus; 11] = [
         ClusterStatus::Registered,
         ClusterStatus::Scheduling,
         ClusterStatus::Scheduled,
@@ -128,6 +137,7 @@ impl ClusterStatus {
         ClusterStatus::Configured,
         ClusterStatus::Ready,
         ClusterStatus::Healing,
+        ClusterStatus::Updating,
         ClusterStatus::Failed,
         ClusterStatus::Destroying,
         ClusterStatus::Destroyed,
@@ -247,6 +257,14 @@ mod tests {
             (S::Healing, E::Ready, S::Ready),
             (S::Healing, E::Failed, S::Failed),
             (S::Healing, E::DestroyRequested, S::Destroying),
+            (S::Ready, E::UpdateRequested, S::Updating),
+            (S::Updating, E::AllRunning, S::Updating),
+            (S::Updating, E::ConfigureStarted, S::Updating),
+            (S::Updating, E::Configured, S::Updating),
+            (S::Updating, E::Ready, S::Ready),
+            (S::Updating, E::NodeLost, S::Healing),
+            (S::Updating, E::Failed, S::Failed),
+            (S::Updating, E::DestroyRequested, S::Destroying),
             (S::Registered, E::Failed, S::Failed),
             (S::Scheduling, E::Failed, S::Failed),
             (S::Configuring, E::Failed, S::Failed),
@@ -275,6 +293,10 @@ mod tests {
             (S::Registered, E::NodeLost),
             (S::Failed, E::NodeLost),
             (S::Destroying, E::NodeLost),
+            (S::Scheduling, E::UpdateRequested),
+            (S::Healing, E::UpdateRequested),
+            (S::Updating, E::UpdateRequested),
+            (S::Failed, E::UpdateRequested),
         ];
         for (from, ev) in refused {
             assert!(

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod options;
 pub mod product;
 pub mod template;
+pub mod update;
 
 pub use cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, ScriptState, Service};
 pub use ids::{ClusterId, Name, NameError, TaskId};

@@ -169,6 +169,7 @@ impl Controller {
                         | ClusterStatus::Configuring
                         | ClusterStatus::Configured
                         | ClusterStatus::Healing
+                        | ClusterStatus::Updating
                 );
             if w.kind == WorkerKind::Configure && !configuring && !w.cancel.is_cancelled() {
                 info!(cluster_id = %c.id, status = %c.status, "cluster left configuration; stopping its worker");
@@ -232,9 +233,12 @@ impl Controller {
                 Action::Idle => return Ok(()),
                 Action::Begin => self.begin(&c).await?,
                 Action::Run(step) => self.run_step(&c, &step, script_bytes, cancel).await?,
-                Action::Finish if c.status == ClusterStatus::Healing => {
-                    self.promote(&c, ClusterStatus::Healing, cancel).await?;
+                Action::Finish
+                    if matches!(c.status, ClusterStatus::Healing | ClusterStatus::Updating) =>
+                {
+                    self.promote(&c, c.status, cancel).await?;
                 }
+                Action::Drain(node) => self.drain(&c, &node, script_bytes).await?,
                 Action::Finish => self.finish(&c).await?,
                 Action::Promote => {
                     self.promote(&c, ClusterStatus::Configured, cancel).await?;
@@ -258,7 +262,7 @@ impl Controller {
                     ClusterStatus::Scheduled => {
                         let _ = c.apply(ClusterEvent::ConfigureStarted, None, Timestamp::now());
                     }
-                    ClusterStatus::Healing => {
+                    ClusterStatus::Healing | ClusterStatus::Updating => {
                         let why = "configuring again: every node runs".to_owned();
                         let _ =
                             c.apply(ClusterEvent::ConfigureStarted, Some(why), Timestamp::now());
@@ -430,6 +434,60 @@ impl Controller {
                 self.log(c.id, &format!("failed: {reason}")).await;
             }
         }
+        Ok(())
+    }
+
+    /// Drains a node an update removed: `SCRIPT stop-node NODE`, best effort (a script that
+    /// does not know the action exits non-zero; that is logged, not fatal), then records it
+    /// drained so the scheduler kills it.
+    async fn drain(&self, c: &Cluster, node: &str, script: Option<&[u8]>) -> Result<(), WorkError> {
+        if let Some(script) = script {
+            self.log(
+                c.id,
+                &format!("update: draining {node} (`stop-node {node}`)"),
+            )
+            .await;
+            let action = format!("stop-node {node}");
+            match self
+                .script(c, script, &action, self.cfg.stop_timeout, &self.shutdown)
+                .await
+            {
+                Ok(o) if o.ended.success() => {}
+                Ok(o) => {
+                    self.log(
+                        c.id,
+                        &format!("`stop-node {node}` ended {}; removing it anyway", o.ended),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    self.log(
+                        c.id,
+                        &format!(
+                            "`stop-node {node}` not run: {}; removing it anyway",
+                            chain(&e)
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+        let name = node.to_owned();
+        self.update(c.id, move |c| {
+            match c
+                .retiring
+                .iter_mut()
+                .find(|r| r.node.name.as_str() == name && !r.drained)
+            {
+                Some(r) => {
+                    r.drained = true;
+                    Update::Write
+                }
+                None => Update::Keep,
+            }
+        })
+        .await?;
+        info!(cluster_id = %c.id, node, "drained; the scheduler removes it");
         Ok(())
     }
 
@@ -762,7 +820,7 @@ fn still_configuring(c: &Cluster, generation: &[String]) -> bool {
     c.desired == Desired::Running
         && matches!(
             c.status,
-            ClusterStatus::Configuring | ClusterStatus::Healing
+            ClusterStatus::Configuring | ClusterStatus::Healing | ClusterStatus::Updating
         )
         && c.configure
             .as_ref()

@@ -66,11 +66,15 @@ pub fn plan(c: &Cluster, has_script: bool) -> Vec<Step> {
     steps
 }
 
-/// The node task ids progress is tied to (see [`ConfigureProgress::generation`]).
+/// The spec generation and node task ids progress is tied to (see
+/// [`ConfigureProgress::generation`]): an update or a replaced node starts it over.
 pub fn generation(c: &Cluster) -> Vec<String> {
-    c.nodes
-        .iter()
-        .map(|n| n.task_id.clone().unwrap_or_default())
+    std::iter::once(format!("generation {}", c.generation))
+        .chain(
+            c.nodes
+                .iter()
+                .map(|n| n.task_id.clone().unwrap_or_default()),
+        )
         .collect()
 }
 
@@ -91,6 +95,9 @@ pub enum Action {
     Promote,
     /// The cluster is being destroyed and its script was started: run `SCRIPT stop` once.
     StopScript,
+    /// An update removed this node: run the product's drain hook (`SCRIPT stop-node NODE`),
+    /// then let the scheduler kill it.
+    Drain(String),
 }
 
 /// The next action for `c`. `has_script`: the product has an orchestration script.
@@ -114,11 +121,18 @@ pub fn decide(c: &Cluster, has_script: bool) -> Action {
             Some(p) if p.generation == generation(c) => next_step(c, p, has_script),
             _ => Action::Begin,
         },
-        // A replaced node runs again: configure the whole cluster again (every step is
-        // idempotent), so files naming peers follow the new node; `Finish` then checks the
+        // Day 2: first drain what an update removes; then, once every node runs (a replaced
+        // or added one too) and nothing retires, configure the whole cluster again (every
+        // step is idempotent), so files naming peers follow; `Finish` then checks the
         // services and makes the cluster `ready`.
-        ClusterStatus::Healing if c.nodes.iter().all(|n| n.status == NodeStatus::Running) => {
+        ClusterStatus::Healing | ClusterStatus::Updating => {
+            if let Some(r) = c.retiring.iter().find(|r| !r.drained) {
+                return Action::Drain(r.node.name.to_string());
+            }
+            let converged =
+                c.retiring.is_empty() && c.nodes.iter().all(|n| n.status == NodeStatus::Running);
             match progress {
+                _ if !converged => Action::Idle,
                 Some(p) if p.generation == generation(c) => next_step(c, p, has_script),
                 _ => Action::Begin,
             }

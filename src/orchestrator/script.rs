@@ -41,7 +41,8 @@ pub enum ScriptError {
 pub struct ScriptRun<'a> {
     /// The script's bytes, as uploaded.
     pub script: &'a [u8],
-    /// `start` or `stop`.
+    /// `start`, `stop` or `stop-node NODE`: split on whitespace into the script's arguments
+    /// (node names have no spaces).
     pub action: &'a str,
     /// The cluster description written to `CLUSTER_JSON`.
     pub cluster_json: &'a [u8],
@@ -135,7 +136,7 @@ where
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .arg(script_path)
-        .arg(run.action)
+        .args(run.action.split_whitespace())
         .envs(run.env.iter().map(|(k, v)| (k, v)))
         .env("CLUSTER_JSON", json_path)
         .current_dir(dir)
