@@ -14,6 +14,7 @@
 pub use crate::recordio;
 
 pub mod driver;
+pub mod launch;
 pub mod offers;
 pub mod resources;
 pub mod state;

@@ -1,10 +1,11 @@
 //! Pure offer evaluation: which pending nodes go on which offers, with which concrete amounts
 //! and port numbers, which offers to decline, and why each remaining node does not fit.
 //!
-//! No I/O, no clock, no protobuf: the caller converts `mesos.v1.Offer`s into [`OfferView`]s
-//! (summing the scalar resources of one offer and collecting its `ports` ranges) and turns
-//! the returned [`Plan`] back into ACCEPT and DECLINE calls. Keeping the matching pure is what
-//! lets it be table-tested and explain every refusal (the dcos-commons `offer/evaluate` habit).
+//! No I/O, no clock, and protobuf only at the edge: [`OfferView::from_offer`] turns a
+//! `mesos.v1.Offer` into the view matching works on (summing the scalar resources of one
+//! offer and collecting its `ports` ranges); `launch` turns the returned [`Plan`] back into
+//! ACCEPT and DECLINE calls. Keeping the matching pure is what lets it be table-tested and
+//! explain every refusal (the dcos-commons `offer/evaluate` habit).
 //!
 //! # Rules it follows (mesos-v1.md §2.4, §6.2)
 //! - Offers are grouped into **pools** by `(agent_id, role)`: Mesos lets one ACCEPT combine
@@ -35,6 +36,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
+
+use crate::proto::mesos::v1 as mesos;
 
 /// Lowest port number we hand out; 0 is never a real port.
 const MIN_PORT: u64 = 1;
@@ -127,6 +130,13 @@ pub struct Accept<K> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement<K> {
     pub key: K,
+    pub allotment: Allotment,
+}
+
+/// What one placed node and its executor take from their pool: the amounts a `TaskInfo` and
+/// its `ExecutorInfo` are built with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allotment {
     /// For the `TaskInfo.resources`.
     pub task: Resources,
     /// For the `ExecutorInfo.resources`.
@@ -359,10 +369,12 @@ impl<K> Pool<'_, K> {
         let executor_ports = self.take_ports(exec_ports);
         self.placements.push(Placement {
             key: need.key.clone(),
-            task: task.resources(),
-            executor: exec.resources(),
-            ports,
-            executor_ports,
+            allotment: Allotment {
+                task: task.resources(),
+                executor: exec.resources(),
+                ports,
+                executor_ports,
+            },
         });
     }
 
@@ -522,6 +534,39 @@ fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+// ---------------------------------------------------------------------------------------
+// The edge: protobuf in
+
+impl OfferView {
+    /// The view of one offer: its scalars summed by name, its `ports` ranges collected.
+    /// Resources of other names (gpus, custom ones) are not matched on and are left out.
+    pub fn from_offer(o: &mesos::Offer) -> Self {
+        let sum = |name: &str| {
+            o.resources
+                .iter()
+                .filter(|r| r.name == name)
+                .filter_map(|r| r.scalar.map(|s| s.value))
+                .sum::<f64>()
+        };
+        Self {
+            id: o.id.value.clone(),
+            agent_id: o.agent_id.value.clone(),
+            hostname: o.hostname.clone(),
+            role: o.allocation_info.as_ref().and_then(|a| a.role.clone()),
+            cpus: sum("cpus"),
+            mem: sum("mem"),
+            disk: sum("disk"),
+            ports: o
+                .resources
+                .iter()
+                .filter(|r| r.name == "ports")
+                .filter_map(|r| r.ranges.as_ref())
+                .flat_map(|rs| rs.range.iter().map(|x| (x.begin, x.end)))
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,6 +625,58 @@ mod tests {
     }
 
     #[test]
+    fn the_view_of_an_offer_sums_its_scalars_and_collects_its_ranges() {
+        use crate::proto::mesos::v1::{Resource, resource::AllocationInfo, value};
+        let scalar = |name: &str, v: f64| Resource {
+            name: name.into(),
+            r#type: value::Type::Scalar as i32,
+            scalar: Some(value::Scalar { value: v }),
+            ..Default::default()
+        };
+        let ranges = |rs: &[(u64, u64)]| Resource {
+            name: "ports".into(),
+            r#type: value::Type::Ranges as i32,
+            ranges: Some(value::Ranges {
+                range: rs
+                    .iter()
+                    .map(|&(begin, end)| value::Range { begin, end })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        let o = mesos::Offer {
+            id: mesos::OfferId { value: "o1".into() },
+            agent_id: mesos::AgentId { value: "a1".into() },
+            hostname: "h1".into(),
+            allocation_info: Some(AllocationInfo {
+                role: Some("r".into()),
+            }),
+            resources: vec![
+                scalar("cpus", 0.5),
+                scalar("mem", 100.0),
+                scalar("cpus", 1.0),
+                scalar("gpus", 1.0),
+                ranges(&[(31000, 31001), (32000, 32000)]),
+                ranges(&[(33000, 33005)]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            OfferView::from_offer(&o),
+            OfferView {
+                id: "o1".into(),
+                agent_id: "a1".into(),
+                hostname: "h1".into(),
+                role: Some("r".into()),
+                cpus: 1.5,
+                mem: 100.0,
+                disk: 0.0,
+                ports: vec![(31000, 31001), (32000, 32000), (33000, 33005)],
+            }
+        );
+    }
+
+    #[test]
     fn a_node_that_fits_gets_exact_amounts_and_ports() {
         let mut n = need("n1", 1.0, 1024.0);
         n.disk = 100.0;
@@ -596,18 +693,20 @@ mod tests {
                 offer_ids: vec!["o1".into()],
                 placements: vec![Placement {
                     key: "n1".into(),
-                    task: Resources {
-                        cpus: 1.0,
-                        mem: 1024.0,
-                        disk: 100.0
+                    allotment: Allotment {
+                        task: Resources {
+                            cpus: 1.0,
+                            mem: 1024.0,
+                            disk: 100.0
+                        },
+                        executor: Resources {
+                            cpus: 0.1,
+                            mem: 64.0,
+                            disk: 0.0
+                        },
+                        ports: vec![31000, 31001],
+                        executor_ports: vec![31002],
                     },
-                    executor: Resources {
-                        cpus: 0.1,
-                        mem: 64.0,
-                        disk: 0.0
-                    },
-                    ports: vec![31000, 31001],
-                    executor_ports: vec![31002],
                 }],
             }]
         );
@@ -734,7 +833,12 @@ mod tests {
         let got: Vec<(Vec<u16>, Vec<u16>)> = plan.accepts[0]
             .placements
             .iter()
-            .map(|p| (p.ports.clone(), p.executor_ports.clone()))
+            .map(|p| {
+                (
+                    p.allotment.ports.clone(),
+                    p.allotment.executor_ports.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -764,7 +868,7 @@ mod tests {
         o.ports.clear();
         let plan = evaluate(&[o], &[need("n", 1.0, 100.0)], &NO_EXEC);
         assert_eq!(placed(&plan), vec![("n".into(), "a1".into())]);
-        assert!(plan.accepts[0].placements[0].ports.is_empty());
+        assert!(plan.accepts[0].placements[0].allotment.ports.is_empty());
     }
 
     #[test]
@@ -778,7 +882,7 @@ mod tests {
         assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
         assert_eq!(plan.accepts.len(), 1);
         assert_eq!(plan.accepts[0].offer_ids, vec!["o1", "o2"]);
-        let p = &plan.accepts[0].placements[0];
+        let p = &plan.accepts[0].placements[0].allotment;
         assert_eq!(p.ports, (31000..=31009).collect::<Vec<u16>>());
         assert_eq!(p.executor_ports, vec![31010]);
     }
@@ -848,7 +952,7 @@ mod tests {
         let ports: Vec<u16> = plan.accepts[0]
             .placements
             .iter()
-            .flat_map(|p| p.executor_ports.clone())
+            .flat_map(|p| p.allotment.executor_ports.clone())
             .collect();
         assert_eq!(ports, (31000..31006).collect::<Vec<u16>>());
         assert_eq!(
@@ -877,7 +981,7 @@ mod tests {
         // Below a thousandth is noise; a whole thousandth is not.
         let plan = evaluate(&offers, &[need("x", 0.3004, 0.3)], &NO_EXEC);
         assert!(plan.unplaced.is_empty());
-        assert_eq!(plan.accepts[0].placements[0].task.cpus, 0.3);
+        assert_eq!(plan.accepts[0].placements[0].allotment.task.cpus, 0.3);
         let plan = evaluate(&offers, &[need("x", 0.301, 0.3)], &NO_EXEC);
         assert_eq!(unplaced_keys(&plan), vec!["x"]);
     }
@@ -982,13 +1086,19 @@ mod tests {
             let cpus: f64 = a
                 .placements
                 .iter()
-                .map(|p| p.task.cpus + p.executor.cpus)
+                .map(|p| p.allotment.task.cpus + p.allotment.executor.cpus)
                 .sum();
             assert!(cpus <= 8.0 + 1e-9, "{} over-committed: {cpus}", a.agent_id);
             let mut ports: Vec<u16> = a
                 .placements
                 .iter()
-                .flat_map(|p| p.ports.iter().chain(&p.executor_ports).copied())
+                .flat_map(|p| {
+                    p.allotment
+                        .ports
+                        .iter()
+                        .chain(&p.allotment.executor_ports)
+                        .copied()
+                })
                 .collect();
             let n = ports.len();
             ports.sort_unstable();

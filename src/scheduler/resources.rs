@@ -10,7 +10,7 @@ pub struct Pool {
 }
 
 /// The pool had less than asked; a bug in the plan (it checked the sums), never expected.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("offers hold less {name} than the plan needs ({missing} short)")]
 pub struct Shortage {
     pub name: String,
