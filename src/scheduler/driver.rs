@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch;
 use super::offers::{self, OfferView};
-use super::state::{Applied, Observed, apply_update};
+use super::task_updates::{Applied, Observed, apply_update};
 use super::tasks::TaskTemplate;
 use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};

@@ -20,7 +20,7 @@ use crate::proto::mesos::v1::scheduler::call;
 use crate::registry::Update;
 
 use super::offers::{Accept, NodeNeed, Unplaced};
-use super::resources::{Pool, Shortage};
+use super::resources::{OfferedResources, Shortage};
 use super::tasks::{TaskTemplate, task_info};
 
 /// Which node of which cluster a need, a placement or a refusal is about.
@@ -267,7 +267,7 @@ pub fn accepts(
     let by_id = index(offers);
     plan.into_iter()
         .map(|acc| {
-            let mut offered = Pool::new(
+            let mut offered = OfferedResources::new(
                 acc.offer_ids
                     .iter()
                     .filter_map(|id| by_id.get(id.as_str()))

@@ -95,7 +95,7 @@ pub struct ExecutorOverhead {
 
 /// Concrete scalar amounts, already rounded to Mesos' 3 decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Resources {
+pub struct Scalars {
     pub cpus: f64,
     /// MB.
     pub mem: f64,
@@ -138,9 +138,9 @@ pub struct Placement<K> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allotment {
     /// For the `TaskInfo.resources`.
-    pub task: Resources,
+    pub task: Scalars,
     /// For the `ExecutorInfo.resources`.
-    pub executor: Resources,
+    pub executor: Scalars,
     /// Exactly [`NodeNeed::ports`] distinct port numbers from the pool's ranges, ascending.
     pub ports: Vec<u16>,
     /// Exactly [`ExecutorOverhead::ports`] more, distinct from `ports`, ascending.
@@ -159,7 +159,7 @@ pub struct Unplaced<K> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoFit {
     /// Node plus executor.
-    pub need: Resources,
+    pub need: Scalars,
     /// Node plus executor ports.
     pub ports: usize,
     /// Distinct offers considered.
@@ -282,8 +282,8 @@ impl Milli {
         }
     }
 
-    fn resources(self) -> Resources {
-        Resources {
+    fn resources(self) -> Scalars {
+        Scalars {
             cpus: from_milli(self.cpus),
             mem: from_milli(self.mem),
             disk: from_milli(self.disk),
@@ -303,7 +303,7 @@ fn from_milli(v: u64) -> f64 {
 }
 
 /// The offers of one `(agent, role)`, summed, and what this round has taken from them.
-struct Pool<'a, K> {
+struct AgentPool<'a, K> {
     agent_id: &'a str,
     hostname: &'a str,
     role: Option<&'a str>,
@@ -319,7 +319,7 @@ struct Pool<'a, K> {
     placements: Vec<Placement<K>>,
 }
 
-impl<K> Pool<'_, K> {
+impl<K> AgentPool<'_, K> {
     /// How many of cpus, mem, disk and ports are short for a need; 0 means it fits.
     fn short_count(&self, need: Milli, ports: usize) -> usize {
         usize::from(need.cpus > self.free.cpus)
@@ -406,7 +406,7 @@ impl<K> Pool<'_, K> {
 
 /// Groups deduplicated offers into pools sorted by `(agent_id, role)`, offer ids sorted
 /// inside each pool. Returns the pools and the number of distinct offers.
-fn pools<K>(offers: &[OfferView]) -> (Vec<Pool<'_, K>>, usize) {
+fn pools<K>(offers: &[OfferView]) -> (Vec<AgentPool<'_, K>>, usize) {
     let mut seen = HashSet::with_capacity(offers.len());
     let mut sorted: Vec<&OfferView> = offers
         .iter()
@@ -421,14 +421,14 @@ fn pools<K>(offers: &[OfferView]) -> (Vec<Pool<'_, K>>, usize) {
     });
     let distinct = sorted.len();
 
-    let mut pools: Vec<Pool<'_, K>> = Vec::new();
+    let mut pools: Vec<AgentPool<'_, K>> = Vec::new();
     let mut ranges: Vec<Vec<(u64, u64)>> = Vec::new();
     for offer in sorted {
-        let same_pool = pools.last().is_some_and(|p: &Pool<'_, K>| {
+        let same_pool = pools.last().is_some_and(|p: &AgentPool<'_, K>| {
             p.agent_id == offer.agent_id && p.role == offer.role.as_deref()
         });
         if !same_pool {
-            pools.push(Pool {
+            pools.push(AgentPool {
                 agent_id: &offer.agent_id,
                 hostname: &offer.hostname,
                 role: offer.role.as_deref(),
@@ -539,7 +539,7 @@ fn plural(n: u64) -> &'static str {
 
 impl OfferView {
     /// The view of one offer: its scalars summed by name, its `ports` ranges collected.
-    /// Resources of other names (gpus, custom ones) are not matched on and are left out.
+    /// Scalars of other names (gpus, custom ones) are not matched on and are left out.
     pub fn from_offer(o: &mesos::Offer) -> Self {
         let sum = |name: &str| {
             o.resources
@@ -694,12 +694,12 @@ mod tests {
                 placements: vec![Placement {
                     key: "n1".into(),
                     allotment: Allotment {
-                        task: Resources {
+                        task: Scalars {
                             cpus: 1.0,
                             mem: 1024.0,
                             disk: 100.0
                         },
-                        executor: Resources {
+                        executor: Scalars {
                             cpus: 0.1,
                             mem: 64.0,
                             disk: 0.0

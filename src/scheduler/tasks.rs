@@ -7,7 +7,7 @@ use crate::domain::{Cluster, Node};
 use crate::proto::mesos::v1 as mesos;
 
 use super::offers::Allotment;
-use super::resources::{Pool, Shortage};
+use super::resources::{OfferedResources, Shortage};
 
 /// What is fixed for every task this framework launches.
 #[derive(Debug, Clone)]
@@ -17,31 +17,31 @@ pub struct TaskTemplate {
 }
 
 /// Builds the TaskInfo of `node`, placed on `agent_id` with `allotment`, cutting its resources
-/// out of `pool` (the offers of that agent).
+/// out of `offered` (the offers of that agent).
 ///
 /// The executor id is the task id: one executor per node, so there is never an
 /// ExecutorInfo to keep byte-identical across launches.
 ///
 /// # Errors
-/// [`Shortage`] if the pool cannot cover the placement (a planning bug).
+/// [`Shortage`] if the offers cannot cover the placement (a planning bug).
 pub fn task_info(
     cluster: &Cluster,
     node: &Node,
     allotment: &Allotment,
     agent_id: &str,
-    pool: &mut Pool,
+    offered: &mut OfferedResources,
     tpl: &TaskTemplate,
 ) -> Result<mesos::TaskInfo, Shortage> {
     // invariant: the driver persisted the task id before building the TaskInfo.
     let task_id = node.task_id.clone().unwrap_or_default();
-    let mut task_res = pool.scalar("cpus", allotment.task.cpus)?;
-    task_res.extend(pool.scalar("mem", allotment.task.mem)?);
-    task_res.extend(pool.scalar("disk", allotment.task.disk)?);
-    task_res.extend(pool.ports(&allotment.ports)?);
-    let mut exec_res = pool.scalar("cpus", allotment.executor.cpus)?;
-    exec_res.extend(pool.scalar("mem", allotment.executor.mem)?);
-    exec_res.extend(pool.scalar("disk", allotment.executor.disk)?);
-    exec_res.extend(pool.ports(&allotment.executor_ports)?);
+    let mut task_res = offered.scalar("cpus", allotment.task.cpus)?;
+    task_res.extend(offered.scalar("mem", allotment.task.mem)?);
+    task_res.extend(offered.scalar("disk", allotment.task.disk)?);
+    task_res.extend(offered.ports(&allotment.ports)?);
+    let mut exec_res = offered.scalar("cpus", allotment.executor.cpus)?;
+    exec_res.extend(offered.scalar("mem", allotment.executor.mem)?);
+    exec_res.extend(offered.scalar("disk", allotment.executor.disk)?);
+    exec_res.extend(offered.ports(&allotment.executor_ports)?);
 
     let launch = NodeLaunch {
         cluster_id: cluster.id,
