@@ -525,14 +525,16 @@ impl Driver {
             return self.decline(s, all_ids(), BUSY_REFUSE).await;
         }
         let clusters = self.pending_clusters().await?;
-        let needs = launch::needs(&clusters);
-        if needs.is_empty() {
+        let gangs = launch::gangs(&clusters);
+        if gangs.is_empty() {
             self.decline(s, all_ids(), self.cfg.idle_refuse.as_secs_f64())
                 .await?;
             return self.revive_or_suppress(s).await;
         }
         let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
-        let plan = offers::evaluate(&views, &needs, &self.cfg.executor);
+        // Each cluster's queued nodes all together or not at all: a cluster that does not
+        // fit holds nothing, so two that do not fit together cannot starve each other.
+        let plan = offers::evaluate_gangs(&views, &gangs, &self.cfg.executor);
 
         // 1. Persist every placement before any ACCEPT.
         let recorded = self
@@ -544,7 +546,7 @@ impl Driver {
         }
         // 3. Tell every waiting node why it waits.
         for u in &plan.unplaced {
-            tracing::debug!(cluster_id = %u.key.cluster, node = %u.key.node, reason = %u.reason, "node does not fit any offer");
+            tracing::debug!(cluster_id = %u.key.cluster, node = %u.key.node, reason = %u.reason, "node waits for resources");
         }
         self.persist_waiting(launch::waiting(&plan.unplaced))
             .await?;
@@ -612,13 +614,13 @@ impl Driver {
     /// Writes why nodes wait, one store update per cluster.
     async fn persist_waiting(
         &self,
-        per_cluster: BTreeMap<ClusterId, Vec<(String, String)>>,
+        per_cluster: BTreeMap<ClusterId, launch::Waiting>,
     ) -> Result<(), DriverError> {
-        for (id, nodes) in per_cluster {
+        for (id, waiting) in per_cluster {
             let now = Timestamp::now();
             match self
                 .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(launch::record_waiting(c, &nodes, &now)))
+                    st.update_cluster(id, &mut |c| Ok(launch::record_waiting(c, &waiting, &now)))
                 })
                 .await
             {

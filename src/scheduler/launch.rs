@@ -10,6 +10,9 @@
 //! 2. [`accepts`] builds the calls from the clusters **as recorded**: a node whose record
 //!    was not written (its cluster destroyed meanwhile, or gone) is never launched;
 //! 3. the [`waiting`] nodes are told why, with [`record_waiting`].
+//!
+//! A cluster's queued nodes form one [`Gang`]: they are placed all together or not at all,
+//! so a cluster that does not fit waits whole and holds nothing.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,7 +22,7 @@ use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::scheduler::call;
 use crate::registry::Update;
 
-use super::offers::{Accept, NodeNeed, Unplaced};
+use super::offers::{Accept, Gang, NodeNeed, Unplaced};
 use super::resources::{OfferedResources, Shortage};
 use super::tasks::{TaskTemplate, task_info};
 
@@ -40,13 +43,15 @@ pub fn wants_placement(c: &Cluster) -> bool {
         && c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
 }
 
-/// The queued nodes of `clusters`, in the clusters' order, then the nodes' order.
-pub fn needs(clusters: &[Cluster]) -> Vec<NodeNeed<NodeKey>> {
+/// One gang per cluster that wants placement: its queued nodes, placed all together or not
+/// at all. In the clusters' order (the driver passes the oldest first), then the nodes'.
+pub fn gangs(clusters: &[Cluster]) -> Vec<Gang<NodeKey>> {
     clusters
         .iter()
         .filter(|c| wants_placement(c))
-        .flat_map(|c| {
-            c.nodes
+        .map(|c| Gang {
+            nodes: c
+                .nodes
                 .iter()
                 .filter(|n| n.status == NodeStatus::Queued)
                 .map(|n| NodeNeed {
@@ -59,6 +64,7 @@ pub fn needs(clusters: &[Cluster]) -> Vec<NodeNeed<NodeKey>> {
                     disk: n.disk,
                     ports: n.port_names.len(),
                 })
+                .collect(),
         })
         .collect()
 }
@@ -159,43 +165,87 @@ pub fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) ->
     Update::Write
 }
 
-/// The nodes that did not fit, grouped by cluster, each with why: one store write per
-/// cluster.
-pub fn waiting(unplaced: &[Unplaced<NodeKey>]) -> BTreeMap<ClusterId, Vec<(String, String)>> {
-    let mut out: BTreeMap<ClusterId, Vec<(String, String)>> = BTreeMap::new();
+/// Why the queued nodes of one cluster wait, as the records keep it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    /// Each waiting node's message.
+    pub nodes: Vec<(String, String)>,
+    /// The cluster's reason: how many nodes do not fit, and the first one's shortfall.
+    pub reason: String,
+}
+
+/// The nodes not placed this round, grouped by cluster: one store write per cluster.
+pub fn waiting(unplaced: &[Unplaced<NodeKey>]) -> BTreeMap<ClusterId, Waiting> {
+    let mut grouped: BTreeMap<ClusterId, Vec<&Unplaced<NodeKey>>> = BTreeMap::new();
     for u in unplaced {
-        out.entry(u.key.cluster)
-            .or_default()
-            .push((u.key.node.clone(), u.reason.to_string()));
+        grouped.entry(u.key.cluster).or_default().push(u);
     }
-    out
+    grouped
+        .into_iter()
+        .map(|(id, nodes)| {
+            let waiting = Waiting {
+                nodes: nodes
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.key.node.clone(),
+                            format!("waiting for resources: {}", u.reason),
+                        )
+                    })
+                    .collect(),
+                reason: reason(&nodes),
+            };
+            (id, waiting)
+        })
+        .collect()
+}
+
+/// `waiting for resources: node n2 needs …` for one node, else how many of the cluster's
+/// nodes do not fit, naming the first of them.
+fn reason(nodes: &[&Unplaced<NodeKey>]) -> String {
+    let short: Vec<&&Unplaced<NodeKey>> = nodes
+        .iter()
+        .filter(|u| u.reason.no_fit().is_some())
+        .collect();
+    match (nodes, short.first()) {
+        ([only], _) => format!(
+            "waiting for resources: node {} {}",
+            only.key.node, only.reason
+        ),
+        (_, Some(first)) => format!(
+            "waiting for resources: {} of {} nodes {} fit, and a cluster is placed whole or \
+             not at all; node {} {}",
+            short.len(),
+            nodes.len(),
+            if short.len() == 1 {
+                "does not"
+            } else {
+                "do not"
+            },
+            first.key.node,
+            first.reason
+        ),
+        // A gang refused without a node that does not fit cannot happen; say what is known.
+        (_, None) => format!("waiting for resources: {} nodes wait", nodes.len()),
+    }
 }
 
 /// Records why queued nodes wait. Writes only when something changed.
-pub fn record_waiting(c: &mut Cluster, nodes: &[(String, String)], now: &Timestamp) -> Update {
-    if !wants_placement(c) {
+pub fn record_waiting(c: &mut Cluster, waiting: &Waiting, now: &Timestamp) -> Update {
+    if !wants_placement(c) || waiting.nodes.is_empty() {
         return Update::Keep;
     }
     let mut changed = false;
-    for (name, why) in nodes {
-        if let Some(n) = c.node_mut(name).filter(|n| n.status == NodeStatus::Queued) {
-            let msg = Some(format!("waiting for resources: {why}"));
-            if n.message != msg {
-                n.message = msg;
-                changed = true;
-            }
+    for (name, message) in &waiting.nodes {
+        if let Some(n) = c.node_mut(name).filter(|n| {
+            n.status == NodeStatus::Queued && n.message.as_deref() != Some(message.as_str())
+        }) {
+            n.message = Some(message.clone());
+            changed = true;
         }
     }
-    let summary = match nodes {
-        [(name, why)] => format!("waiting for resources: node {name} {why}"),
-        [(name, why), rest @ ..] => format!(
-            "waiting for resources: {} nodes do not fit any offer; node {name} {why}",
-            rest.len() + 1
-        ),
-        [] => return Update::Keep,
-    };
-    if c.reason.as_deref() != Some(summary.as_str()) {
-        c.reason = Some(summary);
+    if c.reason.as_deref() != Some(waiting.reason.as_str()) {
+        c.reason = Some(waiting.reason.clone());
         changed = true;
     }
     if c.status == ClusterStatus::Registered {
@@ -416,13 +466,19 @@ mod tests {
         offers: &[mesos::Offer],
     ) -> (Vec<Accept<NodeKey>>, HashMap<ClusterId, Cluster>) {
         let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
-        let plan = offers::evaluate(&views, &needs(clusters), &EXEC);
+        let plan = offers::evaluate_gangs(&views, &gangs(clusters), &EXEC);
         let per_cluster = placements(&plan.accepts, offers);
         let mut recorded = HashMap::new();
         for c in clusters.iter_mut() {
             if let Some(p) = per_cluster.get(&c.id) {
                 record_placements(c, p, &Timestamp("t1".into()));
                 recorded.insert(c.id, c.clone());
+            }
+        }
+        let waiting = waiting(&plan.unplaced);
+        for c in clusters.iter_mut() {
+            if let Some(w) = waiting.get(&c.id) {
+                record_waiting(c, w, &Timestamp("t1".into()));
             }
         }
         (plan.accepts, recorded)
@@ -480,7 +536,13 @@ mod tests {
     #[test]
     fn waiting_reasons_are_written_once() {
         let mut c = cluster();
-        let why = vec![("b".to_owned(), "needs cpus 9".to_owned())];
+        let why = Waiting {
+            nodes: vec![(
+                "b".to_owned(),
+                "waiting for resources: needs cpus 9".to_owned(),
+            )],
+            reason: "waiting for resources: node b needs cpus 9".to_owned(),
+        };
         assert!(matches!(
             record_waiting(&mut c, &why, &Timestamp("t1".into())),
             Update::Write
@@ -493,6 +555,7 @@ mod tests {
             c.node("b").unwrap().message.as_deref(),
             Some("waiting for resources: needs cpus 9")
         );
+        assert_eq!(c.status, ClusterStatus::Scheduling);
         assert!(matches!(
             record_waiting(&mut c, &why, &Timestamp("t2".into())),
             Update::Keep
@@ -504,12 +567,128 @@ mod tests {
         );
     }
 
+    /// A cluster of `n` nodes `n0…` of `cpu` cpus each, created at `created`.
+    fn sized(n: usize, cpu: f64, created: &str) -> Cluster {
+        let nodes: serde_json::Map<String, serde_json::Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    json!({"docker_image": "i", "cpu": cpu, "mem": 1, "ports": ["http"]}),
+                )
+            })
+            .collect();
+        let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
+        Cluster::new(
+            ClusterId::random(),
+            "u".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            spec,
+            "s".into(),
+            Timestamp(created.into()),
+        )
+    }
+
+    fn statuses(c: &Cluster) -> Vec<NodeStatus> {
+        c.nodes.iter().map(|n| n.status).collect()
+    }
+
+    #[test]
+    fn waiting_reasons_name_the_node_that_does_not_fit() {
+        // (nodes of the cluster, cpus per node, offered cpus, the cluster's reason)
+        let cases = [
+            (
+                1,
+                1.5,
+                1.0,
+                "waiting for resources: node n0 needs cpus 1.6, mem 9, disk 0, 2 ports (node + \
+                 executor); none of 1 offer on 1 agent/role pool fits; closest: agent a1 \
+                 (a1.example) has only cpus 1 of 1.6",
+            ),
+            (
+                3,
+                0.5,
+                1.2,
+                "waiting for resources: 1 of 3 nodes does not fit, and a cluster is placed \
+                 whole or not at all; node n2 needs cpus 0.6, mem 9, disk 0, 2 ports (node + \
+                 executor); none of 1 offer on 1 agent/role pool fits; closest: agent a1 \
+                 (a1.example) has only cpus 0 of 0.6",
+            ),
+            (
+                3,
+                0.5,
+                0.6,
+                "waiting for resources: 2 of 3 nodes do not fit, and a cluster is placed \
+                 whole or not at all; node n1 needs cpus 0.6, mem 9, disk 0, 2 ports (node + \
+                 executor); none of 1 offer on 1 agent/role pool fits; closest: agent a1 \
+                 (a1.example) has only cpus 0 of 0.6",
+            ),
+        ];
+        for (n, cpu, offered, want) in cases {
+            let mut clusters = [sized(n, cpu, "t0")];
+            let offers = [offer("o1", "a1", offered, (31000, 31010))];
+            let (plan, recorded) = round(&mut clusters, &offers);
+            assert!(plan.is_empty() && recorded.is_empty(), "{want}");
+            let c = &clusters[0];
+            assert_eq!(c.reason.as_deref(), Some(want));
+            assert_eq!(c.status, ClusterStatus::Scheduling);
+            assert!(c.nodes.iter().all(|n| {
+                n.status == NodeStatus::Queued
+                    && n.task_id.is_none()
+                    && n.message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("waiting for resources: "))
+            }));
+        }
+    }
+
+    #[test]
+    fn of_two_clusters_that_fit_only_alone_the_oldest_is_launched_whole() {
+        // 3 nodes of 0.5 cpus (0.6 with the executor) each: 1.8 cpus per cluster, on 2.
+        let young = sized(3, 0.5, "2026-01-01T00:00:02Z");
+        let old = sized(3, 0.5, "2026-01-01T00:00:01Z");
+        let mut clusters = [old, young];
+        let offers = [offer("o1", "a1", 2.0, (31000, 31010))];
+        let (plan, recorded) = round(&mut clusters, &offers);
+        let [old, young] = &clusters;
+        assert_eq!(statuses(old), [NodeStatus::Staging; 3]);
+        assert_eq!(statuses(young), [NodeStatus::Queued; 3]);
+        assert!(
+            young
+                .nodes
+                .iter()
+                .all(|n| n.task_id.is_none() && n.ports.is_empty())
+        );
+        assert!(
+            young
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("3 of 3 nodes do not fit")),
+            "{:?}",
+            young.reason
+        );
+        let calls = accepts(plan, &offers, &recorded, &tpl());
+        let launched: Vec<ClusterId> = calls
+            .iter()
+            .flat_map(|c| c.tasks.iter().map(|l| l.key.cluster))
+            .collect();
+        assert_eq!(launched, [old.id; 3]);
+
+        // Once the old cluster is gone, the same offer takes the young one whole.
+        let mut rest = [young.clone()];
+        let (plan, recorded) = round(&mut rest, &offers);
+        assert_eq!(statuses(&rest[0]), [NodeStatus::Staging; 3]);
+        assert_eq!(rest[0].reason, None);
+        assert_eq!(accepts(plan, &offers, &recorded, &tpl())[0].tasks.len(), 3);
+    }
+
     #[test]
     fn placements_carry_the_agent_address_and_the_executor_port() {
         let c = cluster();
         let offers = [offer("o1", "a1", 4.0, (31000, 31010))];
         let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
-        let plan = offers::evaluate(&views, &needs(std::slice::from_ref(&c)), &EXEC);
+        let plan = offers::evaluate_gangs(&views, &gangs(std::slice::from_ref(&c)), &EXEC);
         let got = placements(&plan.accepts, &offers);
         assert_eq!(
             got[&c.id],
