@@ -8,6 +8,10 @@
 //!   Mesos resends whatever we did not acknowledge.
 //! - After every SUBSCRIBED nothing launches until explicit reconciliation of every known
 //!   task has answered (or timed out).
+//!
+//! Each offer round places every pending cluster's queued nodes all together or not at all
+//! (oldest cluster first, [`offers::evaluate_gangs`]); a cluster that does not fit waits,
+//! says why, and holds nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

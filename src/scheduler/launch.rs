@@ -201,7 +201,8 @@ pub fn waiting(unplaced: &[Unplaced<NodeKey>]) -> BTreeMap<ClusterId, Waiting> {
 }
 
 /// `waiting for resources: node n2 needs …` for one node, else how many of the cluster's
-/// nodes do not fit, naming the first of them.
+/// nodes do not fit, naming the first of them. Its shortfall counts what the cluster's
+/// nodes tried before it took (first fit), which the reason says.
 fn reason(nodes: &[&Unplaced<NodeKey>]) -> String {
     let short: Vec<&&Unplaced<NodeKey>> = nodes
         .iter()
@@ -214,7 +215,7 @@ fn reason(nodes: &[&Unplaced<NodeKey>]) -> String {
         ),
         (_, Some(first)) => format!(
             "waiting for resources: {} of {} nodes {} fit, and a cluster is placed whole or \
-             not at all; node {} {}",
+             not at all; with the nodes tried before it, node {} {}",
             short.len(),
             nodes.len(),
             if short.len() == 1 {
@@ -611,18 +612,18 @@ mod tests {
                 0.5,
                 1.2,
                 "waiting for resources: 1 of 3 nodes does not fit, and a cluster is placed \
-                 whole or not at all; node n2 needs cpus 0.6, mem 9, disk 0, 2 ports (node + \
-                 executor); none of 1 offer on 1 agent/role pool fits; closest: agent a1 \
-                 (a1.example) has only cpus 0 of 0.6",
+                 whole or not at all; with the nodes tried before it, node n2 needs cpus \
+                 0.6, mem 9, disk 0, 2 ports (node + executor); none of 1 offer on 1 \
+                 agent/role pool fits; closest: agent a1 (a1.example) has only cpus 0 of 0.6",
             ),
             (
                 3,
                 0.5,
                 0.6,
                 "waiting for resources: 2 of 3 nodes do not fit, and a cluster is placed \
-                 whole or not at all; node n1 needs cpus 0.6, mem 9, disk 0, 2 ports (node + \
-                 executor); none of 1 offer on 1 agent/role pool fits; closest: agent a1 \
-                 (a1.example) has only cpus 0 of 0.6",
+                 whole or not at all; with the nodes tried before it, node n1 needs cpus \
+                 0.6, mem 9, disk 0, 2 ports (node + executor); none of 1 offer on 1 \
+                 agent/role pool fits; closest: agent a1 (a1.example) has only cpus 0 of 0.6",
             ),
         ];
         for (n, cpu, offered, want) in cases {

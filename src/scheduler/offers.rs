@@ -124,7 +124,8 @@ pub struct Plan<K> {
     pub accepts: Vec<Accept<K>>,
     /// Offers of pools that received nothing: decline them, with a long filter.
     pub declines: Vec<String>,
-    /// Nodes that fit nowhere, in the caller's order, each with the reason.
+    /// Nodes not placed, in the caller's order, each with why: every node of a gang that
+    /// does not fit whole.
     pub unplaced: Vec<Unplaced<K>>,
 }
 
