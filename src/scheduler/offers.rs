@@ -1459,4 +1459,99 @@ mod tests {
             assert_eq!(ports.len(), n, "port handed out twice on {}", a.agent_id);
         }
     }
+
+    /// The gang counterpart of the test above: a thousand offers, a thousand nodes in gangs
+    /// of one to five, every fifth gang with a node that fits nowhere. Checks that each gang
+    /// is placed whole or not at all, that refused gangs take nothing, and no over-commit.
+    #[test]
+    fn a_thousand_offers_by_three_hundred_gangs() {
+        let offers: Vec<OfferView> = (0..1000)
+            .map(|i| {
+                let mut o = offer(
+                    &format!("o{i}"),
+                    &format!("agent-{}", i % 500),
+                    Some("r"),
+                    4.0,
+                    16_384.0,
+                );
+                o.ports = vec![(31000, 31099)];
+                o
+            })
+            .collect();
+        let mut gangs: Vec<Gang<(usize, usize)>> = Vec::new();
+        let mut n = 0;
+        while n < 1000 {
+            let g = gangs.len();
+            let size = 1 + g % 5;
+            gangs.push(Gang {
+                nodes: (0..size)
+                    .map(|j| NodeNeed {
+                        key: (g, j),
+                        cpus: if g % 5 == 4 && j == size - 1 {
+                            9.0
+                        } else {
+                            [0.5, 2.0][j % 2]
+                        },
+                        mem: 2048.0,
+                        disk: 0.0,
+                        ports: 3,
+                    })
+                    .collect(),
+            });
+            n += size;
+        }
+        let plan = evaluate_gangs(&offers, &gangs, &EXEC);
+        let mut placed_per_gang = vec![0usize; gangs.len()];
+        for a in &plan.accepts {
+            for p in &a.placements {
+                placed_per_gang[p.key.0] += 1;
+            }
+            let cpus: f64 = a
+                .placements
+                .iter()
+                .map(|p| p.allotment.task.cpus + p.allotment.executor.cpus)
+                .sum();
+            assert!(cpus <= 8.0 + 1e-9, "{} over-committed: {cpus}", a.agent_id);
+            let mut ports: Vec<u16> = a
+                .placements
+                .iter()
+                .flat_map(|p| {
+                    p.allotment
+                        .ports
+                        .iter()
+                        .chain(&p.allotment.executor_ports)
+                        .copied()
+                })
+                .collect();
+            let taken = ports.len();
+            ports.sort_unstable();
+            ports.dedup();
+            assert_eq!(
+                ports.len(),
+                taken,
+                "port handed out twice on {}",
+                a.agent_id
+            );
+        }
+        let mut refused_per_gang = vec![0usize; gangs.len()];
+        for u in &plan.unplaced {
+            refused_per_gang[u.key.0] += 1;
+        }
+        for (g, gang) in gangs.iter().enumerate() {
+            let size = gang.nodes.len();
+            if g % 5 == 4 {
+                assert_eq!(
+                    (placed_per_gang[g], refused_per_gang[g]),
+                    (0, size),
+                    "gang {g}"
+                );
+            } else {
+                assert_eq!(
+                    (placed_per_gang[g], refused_per_gang[g]),
+                    (size, 0),
+                    "gang {g}"
+                );
+            }
+        }
+    }
 }
