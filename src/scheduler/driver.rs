@@ -8,6 +8,10 @@
 //!   Mesos resends whatever we did not acknowledge.
 //! - After every SUBSCRIBED nothing launches until explicit reconciliation of every known
 //!   task has answered (or timed out).
+//!
+//! Each offer round places every pending cluster's queued nodes all together or not at all
+//! (oldest cluster first, [`offers::evaluate_gangs`]); a cluster that does not fit waits,
+//! says why, and holds nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,13 +24,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::offers::{self, NodeNeed, OfferView};
-use super::resources::Pool;
-use super::state::{Applied, Observed, apply_update};
-use super::tasks::{TaskTemplate, task_info};
+use super::launch;
+use super::offers::{self, OfferView};
+use super::task_updates::{Applied, Observed, apply_update};
+use super::tasks::TaskTemplate;
 use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};
-use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp};
 use crate::metrics::Metrics;
 use crate::proto::mesos::v1 as mesos;
@@ -325,7 +328,7 @@ impl Driver {
         let clusters = self.blocking(|st| st.clusters()).await?;
         self.pending = clusters
             .iter()
-            .filter(|c| wants_placement(c))
+            .filter(|c| launch::wants_placement(c))
             .map(|c| c.id)
             .collect();
         let tasks: HashMap<String, Option<String>> = clusters
@@ -479,7 +482,7 @@ impl Driver {
             }
             return Ok(());
         }
-        if wants_placement(&c) {
+        if launch::wants_placement(&c) {
             self.pending.insert(id);
             if s.framework_id.is_some() {
                 self.revive_or_suppress(s).await?;
@@ -543,203 +546,37 @@ impl Driver {
             &[],
             offers.len() as f64,
         );
-        let all_ids: Vec<String> = offers.iter().map(|o| o.id.value.clone()).collect();
+        let all_ids = || offers.iter().map(|o| o.id.value.clone()).collect();
         if !s.reconciling.is_empty() {
-            return self.decline(s, all_ids, BUSY_REFUSE).await;
+            return self.decline(s, all_ids(), BUSY_REFUSE).await;
         }
-        // The pending clusters and their queued nodes, in launch order.
-        let mut clusters: BTreeMap<ClusterId, Cluster> = BTreeMap::new();
-        let now = Timestamp::now();
-        for id in self.pending.clone() {
-            match self.blocking(move |st| st.cluster(id)).await? {
-                // A replaced node waiting for its backoff stays pending for a later round.
-                Some(c) if wants_placement(&c) && c.backing_off(&now) => {}
-                Some(c) if wants_placement(&c) => {
-                    clusters.insert(id, c);
-                }
-                _ => {
-                    self.pending.remove(&id);
-                }
-            }
-        }
-        let mut ordered: Vec<&Cluster> = clusters.values().collect();
-        ordered.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        let needs: Vec<NodeNeed<(ClusterId, String)>> = ordered
-            .iter()
-            .flat_map(|c| {
-                c.nodes
-                    .iter()
-                    .filter(|n| n.status == NodeStatus::Queued)
-                    .map(|n| NodeNeed {
-                        key: (c.id, n.name.to_string()),
-                        cpus: n.cpu,
-                        mem: n.mem,
-                        disk: n.disk,
-                        ports: n.port_names.len(),
-                    })
-            })
-            .collect();
-        if needs.is_empty() {
-            self.decline(s, all_ids, self.cfg.idle_refuse.as_secs_f64())
+        let clusters = self.pending_clusters().await?;
+        let gangs = launch::gangs(&clusters);
+        if gangs.is_empty() {
+            self.decline(s, all_ids(), self.cfg.idle_refuse.as_secs_f64())
                 .await?;
             return self.revive_or_suppress(s).await;
         }
-        let views: Vec<OfferView> = offers.iter().map(view).collect();
-        let plan = offers::evaluate(&views, &needs, &self.cfg.executor);
-        let by_id: HashMap<&str, &mesos::Offer> =
-            offers.iter().map(|o| (o.id.value.as_str(), o)).collect();
+        let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
+        // Each cluster's queued nodes all together or not at all: a cluster that does not
+        // fit holds nothing, so two that do not fit together cannot starve each other.
+        let plan = offers::evaluate_gangs(&views, &gangs, &self.cfg.executor);
 
-        // 1. Persist every placement (grouped per cluster) before any ACCEPT.
-        let mut per_cluster: BTreeMap<ClusterId, Vec<Placed>> = BTreeMap::new();
-        for acc in &plan.accepts {
-            let address = acc
-                .offer_ids
-                .first()
-                .and_then(|id| by_id.get(id.as_str()))
-                .map(|o| agent_address(o))
-                .unwrap_or_else(|| acc.hostname.clone());
-            for p in &acc.placements {
-                per_cluster.entry(p.key.0).or_default().push(Placed {
-                    node: p.key.1.clone(),
-                    agent_id: acc.agent_id.clone(),
-                    hostname: acc.hostname.clone(),
-                    address: address.clone(),
-                    ports: p.ports.clone(),
-                    agent_port: p.executor_ports.first().copied(),
-                });
-            }
-        }
-        let mut recorded: HashMap<ClusterId, Cluster> = HashMap::new();
-        for (id, placed) in per_cluster {
-            let now = Timestamp::now();
-            let c = self
-                .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(record_placements(c, &placed, &now)))
-                })
-                .await;
-            match c {
-                Ok(c) => {
-                    recorded.insert(id, c);
-                }
-                Err(DriverError::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
-            }
-        }
-
+        // 1. Persist every placement before any ACCEPT.
+        let recorded = self
+            .persist_placements(launch::placements(&plan.accepts, &offers))
+            .await?;
         // 2. One ACCEPT per agent/role with the launches whose records were written.
-        for acc in plan.accepts {
-            let mut pool = Pool::new(
-                acc.offer_ids
-                    .iter()
-                    .filter_map(|id| by_id.get(id.as_str()))
-                    .flat_map(|o| o.resources.clone())
-                    .collect(),
-            );
-            let mut launches = Vec::new();
-            for p in &acc.placements {
-                let Some(c) = recorded.get(&p.key.0) else {
-                    continue;
-                };
-                let Some(node) = c.node(&p.key.1) else {
-                    continue;
-                };
-                // Only nodes this round moved to staging on this agent (not skipped because
-                // the cluster was destroyed meanwhile).
-                if node.status != NodeStatus::Staging
-                    || node.agent_id.as_deref() != Some(acc.agent_id.as_str())
-                {
-                    continue;
-                }
-                let placement = offers::Placement {
-                    key: String::new(),
-                    task: p.task,
-                    executor: p.executor,
-                    ports: p.ports.clone(),
-                    executor_ports: p.executor_ports.clone(),
-                };
-                match task_info(c, node, &placement, &acc.agent_id, &mut pool, &self.tpl) {
-                    Ok(t) => {
-                        tracing::info!(cluster_id = %c.id, node = %node.name, task_id = %t.task_id.value, agent_id = %acc.agent_id, "launching");
-                        launches.push(t);
-                    }
-                    Err(e) => {
-                        tracing::error!(cluster_id = %c.id, node = %node.name, agent_id = %acc.agent_id, error = %e, "cannot build the task; node stays staging until reconciled")
-                    }
-                }
-            }
-            if launches.is_empty() {
-                self.decline(s, acc.offer_ids, BUSY_REFUSE).await?;
-                continue;
-            }
-            let n = launches.len();
-            let task_ids: Vec<(String, String)> = launches
-                .iter()
-                .map(|t| (t.task_id.value.clone(), acc.agent_id.clone()))
-                .collect();
-            let accept = call::Accept {
-                offer_ids: acc
-                    .offer_ids
-                    .iter()
-                    .map(|v| mesos::OfferId { value: v.clone() })
-                    .collect(),
-                operations: vec![mesos::offer::Operation {
-                    r#type: Some(mesos::offer::operation::Type::Launch as i32),
-                    launch: Some(mesos::offer::operation::Launch {
-                        task_infos: launches,
-                    }),
-                    ..Default::default()
-                }],
-                filters: Some(mesos::Filters {
-                    refuse_seconds: Some(BUSY_REFUSE),
-                }),
-            };
-            let offers_used = acc.offer_ids.len();
-            if self
-                .send(s, call::Type::Accept, |c| c.accept = Some(accept))
-                .await
-            {
-                self.metrics.add(
-                    "paas_offers_used_total",
-                    "Offers accepted.",
-                    &[],
-                    offers_used as f64,
-                );
-                self.metrics.add(
-                    "paas_tasks_launched_total",
-                    "Tasks launched.",
-                    &[],
-                    n as f64,
-                );
-            } else {
-                // The launch may or may not have reached the master: ask about the tasks.
-                for (t, a) in task_ids {
-                    s.reconciling.entry(t).or_insert(Some(a));
-                }
-                self.reconcile(s, true).await?;
-            }
+        for call in launch::accepts(plan.accepts, &offers, &recorded, &self.tpl) {
+            self.accept(s, call).await?;
         }
-
         // 3. Tell every waiting node why it waits.
-        let mut waiting: BTreeMap<ClusterId, Vec<(String, String)>> = BTreeMap::new();
         for u in &plan.unplaced {
-            tracing::debug!(cluster_id = %u.key.0, node = %u.key.1, reason = %u.reason, "node does not fit any offer");
-            waiting
-                .entry(u.key.0)
-                .or_default()
-                .push((u.key.1.clone(), u.reason.to_string()));
+            tracing::debug!(cluster_id = %u.key.cluster, node = %u.key.node, reason = %u.reason, "node waits for resources");
         }
-        for (id, nodes) in waiting {
-            let now = Timestamp::now();
-            match self
-                .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(record_waiting(c, &nodes, &now)))
-                })
-                .await
-            {
-                Ok(_) | Err(DriverError::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.persist_waiting(launch::waiting(&plan.unplaced))
+            .await?;
+
         let refuse = if plan.unplaced.is_empty() {
             self.cfg.idle_refuse.as_secs_f64()
         } else {
@@ -755,6 +592,119 @@ impl Driver {
             }
         }
         self.revive_or_suppress(s).await
+    }
+
+    /// The pending clusters that still want placement, oldest first (launch order); the
+    /// others leave the pending set.
+    async fn pending_clusters(&mut self) -> Result<Vec<Cluster>, DriverError> {
+        let mut clusters = Vec::with_capacity(self.pending.len());
+        let now = Timestamp::now();
+        for id in self.pending.clone() {
+            match self.blocking(move |st| st.cluster(id)).await? {
+                // A replaced node waiting for its backoff keeps its cluster pending (and
+                // offers coming) until a later round.
+                Some(c) if launch::wants_placement(&c) && c.backing_off(&now) => {}
+                Some(c) if launch::wants_placement(&c) => clusters.push(c),
+                _ => {
+                    self.pending.remove(&id);
+                }
+            }
+        }
+        // Stable: equal timestamps keep the id order of the pending set.
+        clusters.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(clusters)
+    }
+
+    /// Writes the placements, one store update per cluster, and returns the clusters as
+    /// recorded: only what is in there may be launched. A cluster deleted meanwhile is
+    /// left out.
+    async fn persist_placements(
+        &self,
+        per_cluster: BTreeMap<ClusterId, Vec<launch::Placed>>,
+    ) -> Result<HashMap<ClusterId, Cluster>, DriverError> {
+        let mut recorded = HashMap::new();
+        for (id, placed) in per_cluster {
+            let now = Timestamp::now();
+            let c = self
+                .blocking(move |st| {
+                    st.update_cluster(id, &mut |c| Ok(launch::record_placements(c, &placed, &now)))
+                })
+                .await;
+            match c {
+                Ok(c) => {
+                    recorded.insert(id, c);
+                }
+                Err(DriverError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Writes why nodes wait, one store update per cluster.
+    async fn persist_waiting(
+        &self,
+        per_cluster: BTreeMap<ClusterId, launch::Waiting>,
+    ) -> Result<(), DriverError> {
+        for (id, waiting) in per_cluster {
+            let now = Timestamp::now();
+            match self
+                .blocking(move |st| {
+                    st.update_cluster(id, &mut |c| Ok(launch::record_waiting(c, &waiting, &now)))
+                })
+                .await
+            {
+                Ok(_) | Err(DriverError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one ACCEPT, or declines its offers when it launches nothing. A call that may
+    /// not have reached the master has its tasks reconciled.
+    async fn accept(&self, s: &mut Session, a: launch::AcceptCall) -> Result<(), DriverError> {
+        for u in &a.unbuilt {
+            tracing::error!(cluster_id = %u.key.cluster, node = %u.key.node, agent_id = %a.agent_id, error = %u.error, "cannot build the task; node stays staging until reconciled");
+        }
+        if a.tasks.is_empty() {
+            return self.decline(s, a.offer_ids, BUSY_REFUSE).await;
+        }
+        for l in &a.tasks {
+            tracing::info!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
+        }
+        let launched = a.tasks.len();
+        let offers_used = a.offer_ids.len();
+        let task_ids: Vec<(String, String)> = a
+            .tasks
+            .iter()
+            .map(|l| (l.task.task_id.value.clone(), a.agent_id.clone()))
+            .collect();
+        let accept = a.into_call(BUSY_REFUSE);
+        if self
+            .send(s, call::Type::Accept, |c| c.accept = Some(accept))
+            .await
+        {
+            self.metrics.add(
+                "paas_offers_used_total",
+                "Offers accepted.",
+                &[],
+                offers_used as f64,
+            );
+            self.metrics.add(
+                "paas_tasks_launched_total",
+                "Tasks launched.",
+                &[],
+                launched as f64,
+            );
+        } else {
+            // The launch may or may not have reached the master: ask about the tasks.
+            for (t, a) in task_ids {
+                s.reconciling.entry(t).or_insert(Some(a));
+            }
+            self.reconcile(s, true).await?;
+        }
+        Ok(())
     }
 
     // -----------------------------------------------------------------------------------
@@ -942,151 +892,6 @@ impl Driver {
     }
 }
 
-/// A placement decided this round, to be recorded on its cluster.
-#[derive(Debug, Clone)]
-struct Placed {
-    node: String,
-    agent_id: String,
-    hostname: String,
-    address: String,
-    ports: Vec<u16>,
-    /// The executor's NodeAgent port (the first executor port; `tasks::task_info` passes the
-    /// same one to the executor).
-    agent_port: Option<u16>,
-}
-
-fn wants_placement(c: &Cluster) -> bool {
-    c.desired == Desired::Running
-        && matches!(
-            c.status,
-            ClusterStatus::Registered | ClusterStatus::Scheduling | ClusterStatus::Healing
-        )
-        && c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
-}
-
-/// Moves placed nodes to `staging` with a fresh task id. Pure; may run more than once.
-fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) -> Update {
-    if !wants_placement(c) {
-        return Update::Keep;
-    }
-    let id = c.id;
-    let mut changed = false;
-    for p in placed {
-        let Some(n) = c.node_mut(&p.node) else {
-            continue;
-        };
-        if n.status != NodeStatus::Queued {
-            continue;
-        }
-        n.attempt += 1;
-        n.task_id = Some(
-            TaskId {
-                cluster: id,
-                node: n.name.clone(),
-                attempt: n.attempt,
-            }
-            .to_string(),
-        );
-        n.status = NodeStatus::Staging;
-        n.agent_id = Some(p.agent_id.clone());
-        n.host = Some(p.hostname.clone());
-        n.address = Some(p.address.clone());
-        n.ports = n
-            .port_names
-            .iter()
-            .cloned()
-            .zip(p.ports.iter().copied())
-            .collect();
-        n.agent_port = p.agent_port;
-        n.not_before = None;
-        n.message = None;
-        changed = true;
-    }
-    if !changed {
-        return Update::Keep;
-    }
-    if c.status == ClusterStatus::Registered {
-        let _ = c.apply(ClusterEvent::PlacementStarted, None, now.clone());
-    }
-    if !c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
-        && c.reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("waiting"))
-    {
-        c.reason = None;
-    }
-    c.updated_at = now.clone();
-    Update::Write
-}
-
-/// Records why queued nodes wait. Writes only when something changed.
-fn record_waiting(c: &mut Cluster, nodes: &[(String, String)], now: &Timestamp) -> Update {
-    if !wants_placement(c) {
-        return Update::Keep;
-    }
-    let mut changed = false;
-    for (name, why) in nodes {
-        if let Some(n) = c.node_mut(name).filter(|n| n.status == NodeStatus::Queued) {
-            let msg = Some(format!("waiting for resources: {why}"));
-            if n.message != msg {
-                n.message = msg;
-                changed = true;
-            }
-        }
-    }
-    let summary = match nodes {
-        [(name, why)] => format!("waiting for resources: node {name} {why}"),
-        [(name, why), rest @ ..] => format!(
-            "waiting for resources: {} nodes do not fit any offer; node {name} {why}",
-            rest.len() + 1
-        ),
-        [] => return Update::Keep,
-    };
-    if c.reason.as_deref() != Some(summary.as_str()) {
-        c.reason = Some(summary);
-        changed = true;
-    }
-    if c.status == ClusterStatus::Registered {
-        let _ = c.apply(ClusterEvent::PlacementStarted, None, now.clone());
-        changed = true;
-    }
-    if changed { Update::Write } else { Update::Keep }
-}
-
-fn view(o: &mesos::Offer) -> OfferView {
-    let sum = |name: &str| {
-        o.resources
-            .iter()
-            .filter(|r| r.name == name)
-            .filter_map(|r| r.scalar.map(|s| s.value))
-            .sum::<f64>()
-    };
-    OfferView {
-        id: o.id.value.clone(),
-        agent_id: o.agent_id.value.clone(),
-        hostname: o.hostname.clone(),
-        role: o.allocation_info.as_ref().and_then(|a| a.role.clone()),
-        cpus: sum("cpus"),
-        mem: sum("mem"),
-        disk: sum("disk"),
-        ports: o
-            .resources
-            .iter()
-            .filter(|r| r.name == "ports")
-            .filter_map(|r| r.ranges.as_ref())
-            .flat_map(|rs| rs.range.iter().map(|x| (x.begin, x.end)))
-            .collect(),
-    }
-}
-
-/// The agent's IP (node containers share the agent's network), else its hostname.
-fn agent_address(o: &mesos::Offer) -> String {
-    o.url
-        .as_ref()
-        .and_then(|u| u.address.ip.clone())
-        .unwrap_or_else(|| o.hostname.clone())
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -1096,98 +901,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::Name;
-    use crate::domain::cluster::ClusterSpec;
-    use serde_json::{Map, json};
-
-    fn cluster() -> Cluster {
-        let spec = ClusterSpec::parse(&json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "ports": ["http", "rpc"]}, "b": {"docker_image": "i", "cpu": 1, "mem": 1}}}).to_string()).unwrap();
-        Cluster::new(
-            ClusterId::random(),
-            "u".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Map::new(),
-            spec,
-            "s".into(),
-            Timestamp("t0".into()),
-        )
-    }
-
-    fn placed(node: &str) -> Placed {
-        Placed {
-            node: node.into(),
-            agent_id: "ag".into(),
-            hostname: "localhost".into(),
-            address: "127.0.0.1".into(),
-            ports: vec![31000, 31001],
-            agent_port: Some(31002),
-        }
-    }
-
-    #[test]
-    fn placements_are_recorded_with_reversible_task_ids() {
-        let mut c = cluster();
-        assert!(matches!(
-            record_placements(&mut c, &[placed("a")], &Timestamp("t1".into())),
-            Update::Write
-        ));
-        let a = c.node("a").unwrap();
-        assert_eq!(a.status, NodeStatus::Staging);
-        let tid = TaskId::parse(a.task_id.as_deref().unwrap()).unwrap();
-        assert_eq!(
-            (tid.cluster, tid.node.as_str(), tid.attempt),
-            (c.id, "a", 1)
-        );
-        assert_eq!(
-            a.ports,
-            BTreeMap::from([("http".to_owned(), 31000), ("rpc".to_owned(), 31001)])
-        );
-        assert_eq!(c.status, ClusterStatus::Scheduling);
-        // A second run of the same closure (CAS retry) on the new value changes nothing.
-        assert!(matches!(
-            record_placements(&mut c, &[placed("a")], &Timestamp("t2".into())),
-            Update::Keep
-        ));
-        // A destroyed cluster gets no placements.
-        let mut d = cluster();
-        d.desired = Desired::Destroyed;
-        assert!(matches!(
-            record_placements(&mut d, &[placed("a")], &Timestamp("t1".into())),
-            Update::Keep
-        ));
-        assert_eq!(d.node("a").unwrap().status, NodeStatus::Queued);
-    }
-
-    #[test]
-    fn waiting_reasons_are_written_once() {
-        let mut c = cluster();
-        let why = vec![("b".to_owned(), "needs cpus 9".to_owned())];
-        assert!(matches!(
-            record_waiting(&mut c, &why, &Timestamp("t1".into())),
-            Update::Write
-        ));
-        assert_eq!(
-            c.reason.as_deref(),
-            Some("waiting for resources: node b needs cpus 9")
-        );
-        assert_eq!(
-            c.node("b").unwrap().message.as_deref(),
-            Some("waiting for resources: needs cpus 9")
-        );
-        assert!(matches!(
-            record_waiting(&mut c, &why, &Timestamp("t2".into())),
-            Update::Keep
-        ));
-        record_placements(&mut c, &[placed("a"), placed("b")], &Timestamp("t3".into()));
-        assert_eq!(
-            c.reason, None,
-            "the waiting reason goes once everything is placed"
-        );
-    }
 }

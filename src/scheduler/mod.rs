@@ -2,9 +2,12 @@
 //! reconciliation. The single writer of the observed state of nodes.
 //!
 //! - [`transport`] and [`recordio`]: HTTP to the master (SUBSCRIBE stream, calls).
-//! - [`offers`]: pure offer evaluation; [`resources`] cuts launch resources from offers.
-//! - [`tasks`]: the TaskInfo of a node; [`state`]: how task updates change a cluster (pure).
-//! - [`driver`]: the event loop that ties them to the store.
+//! - [`offers`]: pure offer evaluation (its one protobuf edge turns an `Offer` into the view
+//!   it matches on); [`resources`] cuts launch resources out of the offered `Resource`s.
+//! - [`launch`]: what one round of offers records on the clusters and the ACCEPTs it sends
+//!   (pure); [`tasks`]: the TaskInfo of a node.
+//! - [`task_updates`]: how Mesos task updates change a cluster (pure).
+//! - [`driver`]: the event loop that ties them to the store and the master.
 //!
 //! It never serves HTTP and never imports the api; the api reaches it through
 //! [`Scheduler::wake`] (via the api's `Backend` trait, implemented in `main`).
@@ -14,9 +17,10 @@
 pub use crate::recordio;
 
 pub mod driver;
+pub mod launch;
 pub mod offers;
 pub mod resources;
-pub mod state;
+pub mod task_updates;
 pub mod tasks;
 pub mod transport;
 

@@ -1,10 +1,11 @@
 //! Pure offer evaluation: which pending nodes go on which offers, with which concrete amounts
-//! and port numbers, which offers to decline, and why each remaining node does not fit.
+//! and port numbers, which offers to decline, and why each remaining node waits.
 //!
-//! No I/O, no clock, no protobuf: the caller converts `mesos.v1.Offer`s into [`OfferView`]s
-//! (summing the scalar resources of one offer and collecting its `ports` ranges) and turns
-//! the returned [`Plan`] back into ACCEPT and DECLINE calls. Keeping the matching pure is what
-//! lets it be table-tested and explain every refusal (the dcos-commons `offer/evaluate` habit).
+//! No I/O, no clock, and protobuf only at the edge: [`OfferView::from_offer`] turns a
+//! `mesos.v1.Offer` into the view matching works on (summing the scalar resources of one
+//! offer and collecting its `ports` ranges); `launch` turns the returned [`Plan`] back into
+//! ACCEPT and DECLINE calls. Keeping the matching pure is what lets it be table-tested and
+//! explain every refusal (the dcos-commons `offer/evaluate` habit).
 //!
 //! # Rules it follows (mesos-v1.md §2.4, §6.2)
 //! - Offers are grouped into **pools** by `(agent_id, role)`: Mesos lets one ACCEPT combine
@@ -28,13 +29,29 @@
 //!
 //! First fit packs nodes onto few agents, leaving whole agents to decline (and so to other
 //! frameworks). Spreading a cluster over agents, or anti-affinity, would be a different
-//! choice of pool in [`evaluate`]'s inner loop; neither is implemented.
+//! choice of pool in the inner loop; neither is implemented.
 //!
-//! Cost: sorting the offers, then one pass over the pools per pending node,
+//! # Gangs: all or nothing
+//! [`evaluate_gangs`] places the nodes of a [`Gang`] (the pending nodes of one cluster) all
+//! together or not at all, across as many pools (agents, offers) of the round as it takes.
+//! Its nodes are tried first fit, like single nodes; if one does not fit, every pool the gang
+//! drew from is rolled back to its state before the gang, so a waiting gang holds nothing
+//! and the next gangs (and the declines) see the offers as if it had never been tried. Each
+//! node of a refused gang says why: its own shortfall ([`Refusal::NoFit`]), or that others
+//! of its gang do not fit ([`Refusal::GangShort`]). Gangs go in the caller's order (oldest
+//! cluster first); a later, smaller gang may use what an earlier one could not.
+//!
+//! First fit can refuse a gang that another assignment would fit (bin packing is NP-hard);
+//! the refusal then names the node that found no room after the ones before it.
+//!
+//! Cost: sorting the offers, then one pass over the pools per pending node, and undoing a
+//! refused gang costs one step per pool it touched:
 //! O(offers·log offers + nodes × pools + ports taken); no offers² loop.
 
 use std::collections::HashSet;
 use std::fmt;
+
+use crate::proto::mesos::v1 as mesos;
 
 /// Lowest port number we hand out; 0 is never a real port.
 const MIN_PORT: u64 = 1;
@@ -92,7 +109,7 @@ pub struct ExecutorOverhead {
 
 /// Concrete scalar amounts, already rounded to Mesos' 3 decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Resources {
+pub struct Scalars {
     pub cpus: f64,
     /// MB.
     pub mem: f64,
@@ -107,7 +124,8 @@ pub struct Plan<K> {
     pub accepts: Vec<Accept<K>>,
     /// Offers of pools that received nothing: decline them, with a long filter.
     pub declines: Vec<String>,
-    /// Nodes that fit nowhere, in the caller's order, each with the reason.
+    /// Nodes not placed, in the caller's order, each with why: every node of a gang that
+    /// does not fit whole.
     pub unplaced: Vec<Unplaced<K>>,
 }
 
@@ -127,21 +145,57 @@ pub struct Accept<K> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement<K> {
     pub key: K,
+    pub allotment: Allotment,
+}
+
+/// What one placed node and its executor take from their pool: the amounts a `TaskInfo` and
+/// its `ExecutorInfo` are built with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allotment {
     /// For the `TaskInfo.resources`.
-    pub task: Resources,
+    pub task: Scalars,
     /// For the `ExecutorInfo.resources`.
-    pub executor: Resources,
+    pub executor: Scalars,
     /// Exactly [`NodeNeed::ports`] distinct port numbers from the pool's ranges, ascending.
     pub ports: Vec<u16>,
     /// Exactly [`ExecutorOverhead::ports`] more, distinct from `ports`, ascending.
     pub executor_ports: Vec<u16>,
 }
 
-/// A node no pool could hold this round.
+/// Nodes placed all together or not at all: the pending nodes of one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gang<K> {
+    /// In the caller's order, which is the order they are tried in.
+    pub nodes: Vec<NodeNeed<K>>,
+}
+
+/// A node not placed this round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unplaced<K> {
     pub key: K,
-    pub reason: NoFit,
+    pub reason: Refusal,
+}
+
+/// Why a node was not placed. `Display` gives the human-readable form stored as the node's
+/// message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// No pool holds the node, after what the nodes tried before it took (its own gang's
+    /// included).
+    NoFit(NoFit),
+    /// The node fits, but `short` of the `gang` nodes of its gang do not: the whole gang
+    /// waits, holding nothing.
+    GangShort { short: usize, gang: usize },
+}
+
+impl Refusal {
+    /// The node's own shortfall, when it has one.
+    pub fn no_fit(&self) -> Option<&NoFit> {
+        match self {
+            Self::NoFit(n) => Some(n),
+            Self::GangShort { .. } => None,
+        }
+    }
 }
 
 /// Why a node did not fit: what it needed in total and how close the best pool came.
@@ -149,7 +203,7 @@ pub struct Unplaced<K> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoFit {
     /// Node plus executor.
-    pub need: Resources,
+    pub need: Scalars,
     /// Node plus executor ports.
     pub ports: usize,
     /// Distinct offers considered.
@@ -180,7 +234,8 @@ pub enum Shortfall {
     Ports { needed: usize, available: u64 },
 }
 
-/// Places `needs` on `offers`; see the module docs for the rules and the fit strategy.
+/// Places `needs` on `offers`, each node on its own: a node that fits is placed whatever
+/// happens to the others. See the module docs for the rules and the fit strategy.
 ///
 /// Offers repeated with the same id are considered once (the first occurrence wins): an
 /// OfferID may appear in only one ACCEPT or DECLINE.
@@ -189,37 +244,83 @@ pub fn evaluate<K: Clone>(
     needs: &[NodeNeed<K>],
     executor: &ExecutorOverhead,
 ) -> Plan<K> {
+    place(offers, needs.chunks(1), executor)
+}
+
+/// Places `gangs` on `offers`, each gang whole or not at all, in the caller's order: the
+/// nodes of a gang that does not fit are all [`Unplaced`] and take nothing from the offers,
+/// so the gangs after it (and other frameworks, through the declines) get what it left.
+/// The rules, the fit strategy and the handling of repeated offers are [`evaluate`]'s.
+pub fn evaluate_gangs<K: Clone>(
+    offers: &[OfferView],
+    gangs: &[Gang<K>],
+    executor: &ExecutorOverhead,
+) -> Plan<K> {
+    place(offers, gangs.iter().map(|g| g.nodes.as_slice()), executor)
+}
+
+fn place<'n, K: Clone + 'n>(
+    offers: &[OfferView],
+    gangs: impl Iterator<Item = &'n [NodeNeed<K>]>,
+    executor: &ExecutorOverhead,
+) -> Plan<K> {
     let (mut pools, distinct_offers) = pools(offers);
     let exec = Milli::of(executor.cpus, executor.mem, executor.disk);
     let mut unplaced = Vec::new();
+    // The pools the current gang drew from, each with its state before the gang's first
+    // draw, to give everything back if the gang does not fit whole.
+    let mut touched: Vec<(usize, Mark)> = Vec::new();
+    let mut refused: Vec<Option<NoFit>> = Vec::new();
 
-    for need in needs {
-        let task = Milli::of(need.cpus, need.mem, need.disk);
-        let total = task.plus(exec);
-        let total_ports = need.ports.saturating_add(executor.ports);
-        // (number of short resources, pool index) of the best miss so far.
-        let mut closest: Option<(usize, usize)> = None;
-        let mut placed = false;
-        for (i, pool) in pools.iter_mut().enumerate() {
-            let short = pool.short_count(total, total_ports);
-            if short == 0 {
-                pool.place(need, task, exec, executor.ports);
-                placed = true;
-                break;
+    for (g, gang) in gangs.enumerate() {
+        touched.clear();
+        refused.clear();
+        for need in gang {
+            let task = Milli::of(need.cpus, need.mem, need.disk);
+            let total = task.plus(exec);
+            let total_ports = need.ports.saturating_add(executor.ports);
+            // (number of short resources, pool index) of the best miss so far.
+            let mut closest: Option<(usize, usize)> = None;
+            let mut placed = false;
+            for (i, pool) in pools.iter_mut().enumerate() {
+                let short = pool.short_count(total, total_ports);
+                if short == 0 {
+                    if pool.gang != Some(g) {
+                        pool.gang = Some(g);
+                        touched.push((i, pool.mark()));
+                    }
+                    pool.place(need, task, exec, executor.ports);
+                    placed = true;
+                    break;
+                }
+                if closest.is_none_or(|(fewest, _)| short < fewest) {
+                    closest = Some((short, i));
+                }
             }
-            if closest.is_none_or(|(fewest, _)| short < fewest) {
-                closest = Some((short, i));
-            }
+            refused.push((!placed).then(|| NoFit {
+                need: total.resources(),
+                ports: total_ports,
+                offers: distinct_offers,
+                pools: pools.len(),
+                closest: closest.map(|(_, i)| pools[i].near_miss(total, total_ports)),
+            }));
         }
-        if !placed {
+        let short = refused.iter().filter(|r| r.is_some()).count();
+        if short == 0 {
+            continue;
+        }
+        for &(i, mark) in &touched {
+            pools[i].roll_back(mark);
+        }
+        for (need, no_fit) in gang.iter().zip(refused.drain(..)) {
             unplaced.push(Unplaced {
                 key: need.key.clone(),
-                reason: NoFit {
-                    need: total.resources(),
-                    ports: total_ports,
-                    offers: distinct_offers,
-                    pools: pools.len(),
-                    closest: closest.map(|(_, i)| pools[i].near_miss(total, total_ports)),
+                reason: match no_fit {
+                    Some(n) => Refusal::NoFit(n),
+                    None => Refusal::GangShort {
+                        short,
+                        gang: gang.len(),
+                    },
                 },
             });
         }
@@ -272,8 +373,8 @@ impl Milli {
         }
     }
 
-    fn resources(self) -> Resources {
-        Resources {
+    fn resources(self) -> Scalars {
+        Scalars {
             cpus: from_milli(self.cpus),
             mem: from_milli(self.mem),
             disk: from_milli(self.disk),
@@ -293,23 +394,60 @@ fn from_milli(v: u64) -> f64 {
 }
 
 /// The offers of one `(agent, role)`, summed, and what this round has taken from them.
-struct Pool<'a, K> {
+struct AgentPool<'a, K> {
     agent_id: &'a str,
     hostname: &'a str,
     role: Option<&'a str>,
     offer_ids: Vec<&'a str>,
     /// What is left after the placements so far.
     free: Milli,
-    /// Free port ranges: sorted, disjoint, non-adjacent; ports are taken from the front.
+    /// The offered port ranges: sorted, disjoint, non-adjacent. Never changed: ports are
+    /// taken from the front, up to `next`, so that a [`Mark`] can give them back.
     ports: Vec<(u16, u16)>,
-    /// Index into `ports` of the first range that still has free ports.
-    next_range: usize,
+    /// The lowest port not taken yet.
+    next: PortCursor,
     /// Count of free ports, kept so the fit check is O(1).
     free_ports: u64,
     placements: Vec<Placement<K>>,
+    /// The last gang (by index) that drew from the pool, so that a gang marks each pool
+    /// once, before its first draw.
+    gang: Option<usize>,
 }
 
-impl<K> Pool<'_, K> {
+/// A position in a pool's port ranges: `ports[range]`, from `port` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PortCursor {
+    range: usize,
+    port: u16,
+}
+
+/// A pool's draw-down state at one moment; rolling back to it undoes every later placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    free: Milli,
+    next: PortCursor,
+    free_ports: u64,
+    placements: usize,
+}
+
+impl<K> AgentPool<'_, K> {
+    fn mark(&self) -> Mark {
+        Mark {
+            free: self.free,
+            next: self.next,
+            free_ports: self.free_ports,
+            placements: self.placements.len(),
+        }
+    }
+
+    /// Undoes every placement made since `mark`.
+    fn roll_back(&mut self, mark: Mark) {
+        self.free = mark.free;
+        self.next = mark.next;
+        self.free_ports = mark.free_ports;
+        self.placements.truncate(mark.placements);
+    }
+
     /// How many of cpus, mem, disk and ports are short for a need; 0 means it fits.
     fn short_count(&self, need: Milli, ports: usize) -> usize {
         usize::from(need.cpus > self.free.cpus)
@@ -359,10 +497,12 @@ impl<K> Pool<'_, K> {
         let executor_ports = self.take_ports(exec_ports);
         self.placements.push(Placement {
             key: need.key.clone(),
-            task: task.resources(),
-            executor: exec.resources(),
-            ports,
-            executor_ports,
+            allotment: Allotment {
+                task: task.resources(),
+                executor: exec.resources(),
+                ports,
+                executor_ports,
+            },
         });
     }
 
@@ -370,11 +510,11 @@ impl<K> Pool<'_, K> {
     fn take_ports(&mut self, n: usize) -> Vec<u16> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let Some(range) = self.ports.get_mut(self.next_range) else {
+            let Some(&(_, end)) = self.ports.get(self.next.range) else {
                 // invariant: unreachable while `free_ports` is accurate; stop rather than spin.
                 break;
             };
-            let (begin, end) = *range;
+            let begin = self.next.port;
             let want = n - out.len();
             let available = usize::from(end - begin) + 1;
             let take = want.min(available);
@@ -382,9 +522,9 @@ impl<K> Pool<'_, K> {
             let last = begin + (take - 1) as u16;
             out.extend(begin..=last);
             if last == end {
-                self.next_range += 1;
+                self.next = PortCursor::at(&self.ports, self.next.range + 1);
             } else {
-                range.0 = last + 1;
+                self.next.port = last + 1;
             }
         }
         self.free_ports -= out.len() as u64;
@@ -392,9 +532,19 @@ impl<K> Pool<'_, K> {
     }
 }
 
+impl PortCursor {
+    /// The first port of `ports[range]` (past the end when there is no such range).
+    fn at(ports: &[(u16, u16)], range: usize) -> Self {
+        Self {
+            range,
+            port: ports.get(range).map_or(0, |r| r.0),
+        }
+    }
+}
+
 /// Groups deduplicated offers into pools sorted by `(agent_id, role)`, offer ids sorted
 /// inside each pool. Returns the pools and the number of distinct offers.
-fn pools<K>(offers: &[OfferView]) -> (Vec<Pool<'_, K>>, usize) {
+fn pools<K>(offers: &[OfferView]) -> (Vec<AgentPool<'_, K>>, usize) {
     let mut seen = HashSet::with_capacity(offers.len());
     let mut sorted: Vec<&OfferView> = offers
         .iter()
@@ -409,23 +559,24 @@ fn pools<K>(offers: &[OfferView]) -> (Vec<Pool<'_, K>>, usize) {
     });
     let distinct = sorted.len();
 
-    let mut pools: Vec<Pool<'_, K>> = Vec::new();
+    let mut pools: Vec<AgentPool<'_, K>> = Vec::new();
     let mut ranges: Vec<Vec<(u64, u64)>> = Vec::new();
     for offer in sorted {
-        let same_pool = pools.last().is_some_and(|p: &Pool<'_, K>| {
+        let same_pool = pools.last().is_some_and(|p: &AgentPool<'_, K>| {
             p.agent_id == offer.agent_id && p.role == offer.role.as_deref()
         });
         if !same_pool {
-            pools.push(Pool {
+            pools.push(AgentPool {
                 agent_id: &offer.agent_id,
                 hostname: &offer.hostname,
                 role: offer.role.as_deref(),
                 offer_ids: Vec::new(),
                 free: Milli::default(),
                 ports: Vec::new(),
-                next_range: 0,
+                next: PortCursor::at(&[], 0),
                 free_ports: 0,
                 placements: Vec::new(),
+                gang: None,
             });
             ranges.push(Vec::new());
         }
@@ -439,6 +590,7 @@ fn pools<K>(offers: &[OfferView]) -> (Vec<Pool<'_, K>>, usize) {
     }
     for (pool, raw) in pools.iter_mut().zip(ranges) {
         pool.ports = merge_ranges(raw);
+        pool.next = PortCursor::at(&pool.ports, 0);
         pool.free_ports = pool.ports.iter().map(|&(b, e)| u64::from(e - b) + 1).sum();
     }
     (pools, distinct)
@@ -490,6 +642,20 @@ impl fmt::Display for NoFit {
     }
 }
 
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoFit(n) => n.fmt(f),
+            Self::GangShort { short, gang } => write!(
+                f,
+                "fits, but {short} of the {gang} nodes placed with it {}; they wait together \
+                 (placed all or none), holding nothing",
+                if *short == 1 { "does not" } else { "do not" },
+            ),
+        }
+    }
+}
+
 impl fmt::Display for NearMiss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "agent {} ({}", self.agent_id, self.hostname)?;
@@ -520,6 +686,39 @@ impl fmt::Display for Shortfall {
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+// ---------------------------------------------------------------------------------------
+// The edge: protobuf in
+
+impl OfferView {
+    /// The view of one offer: its scalars summed by name, its `ports` ranges collected.
+    /// Scalars of other names (gpus, custom ones) are not matched on and are left out.
+    pub fn from_offer(o: &mesos::Offer) -> Self {
+        let sum = |name: &str| {
+            o.resources
+                .iter()
+                .filter(|r| r.name == name)
+                .filter_map(|r| r.scalar.map(|s| s.value))
+                .sum::<f64>()
+        };
+        Self {
+            id: o.id.value.clone(),
+            agent_id: o.agent_id.value.clone(),
+            hostname: o.hostname.clone(),
+            role: o.allocation_info.as_ref().and_then(|a| a.role.clone()),
+            cpus: sum("cpus"),
+            mem: sum("mem"),
+            disk: sum("disk"),
+            ports: o
+                .resources
+                .iter()
+                .filter(|r| r.name == "ports")
+                .filter_map(|r| r.ranges.as_ref())
+                .flat_map(|rs| rs.range.iter().map(|x| (x.begin, x.end)))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -575,8 +774,258 @@ mod tests {
             .collect()
     }
 
+    fn no_fit<K>(u: &Unplaced<K>) -> &NoFit {
+        u.reason.no_fit().expect("a node that does not fit")
+    }
+
     fn unplaced_keys(plan: &Plan<String>) -> Vec<&str> {
         plan.unplaced.iter().map(|u| u.key.as_str()).collect()
+    }
+
+    #[test]
+    fn the_view_of_an_offer_sums_its_scalars_and_collects_its_ranges() {
+        use crate::proto::mesos::v1::{Resource, resource::AllocationInfo, value};
+        let scalar = |name: &str, v: f64| Resource {
+            name: name.into(),
+            r#type: value::Type::Scalar as i32,
+            scalar: Some(value::Scalar { value: v }),
+            ..Default::default()
+        };
+        let ranges = |rs: &[(u64, u64)]| Resource {
+            name: "ports".into(),
+            r#type: value::Type::Ranges as i32,
+            ranges: Some(value::Ranges {
+                range: rs
+                    .iter()
+                    .map(|&(begin, end)| value::Range { begin, end })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        let o = mesos::Offer {
+            id: mesos::OfferId { value: "o1".into() },
+            agent_id: mesos::AgentId { value: "a1".into() },
+            hostname: "h1".into(),
+            allocation_info: Some(AllocationInfo {
+                role: Some("r".into()),
+            }),
+            resources: vec![
+                scalar("cpus", 0.5),
+                scalar("mem", 100.0),
+                scalar("cpus", 1.0),
+                scalar("gpus", 1.0),
+                ranges(&[(31000, 31001), (32000, 32000)]),
+                ranges(&[(33000, 33005)]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            OfferView::from_offer(&o),
+            OfferView {
+                id: "o1".into(),
+                agent_id: "a1".into(),
+                hostname: "h1".into(),
+                role: Some("r".into()),
+                cpus: 1.5,
+                mem: 100.0,
+                disk: 0.0,
+                ports: vec![(31000, 31001), (32000, 32000), (33000, 33005)],
+            }
+        );
+    }
+
+    fn gang(nodes: &[(&str, f64)]) -> Gang<String> {
+        Gang {
+            nodes: nodes
+                .iter()
+                .map(|&(k, cpus)| need(k, cpus, 100.0))
+                .collect(),
+        }
+    }
+
+    /// How each unplaced node was refused: `"no fit"` or `"gang"`.
+    fn refusals(plan: &Plan<String>) -> Vec<(&str, &'static str)> {
+        plan.unplaced
+            .iter()
+            .map(|u| {
+                let kind = match u.reason {
+                    Refusal::NoFit(_) => "no fit",
+                    Refusal::GangShort { .. } => "gang",
+                };
+                (u.key.as_str(), kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gangs_are_placed_whole_or_not_at_all() {
+        struct Case {
+            name: &'static str,
+            offers: Vec<OfferView>,
+            gangs: Vec<Gang<String>>,
+            placed: Vec<(&'static str, &'static str)>,
+            refused: Vec<(&'static str, &'static str)>,
+            declines: Vec<&'static str>,
+        }
+        // With EXEC, a node of 1 cpu takes 1.1, one of 0.5 takes 0.6.
+        let cases = [
+            Case {
+                name: "three nodes on two offers that hold two: nothing is placed",
+                offers: vec![
+                    offer("o1", "a1", None, 1.1, 1024.0),
+                    offer("o2", "a2", None, 1.1, 1024.0),
+                ],
+                gangs: vec![gang(&[("n0", 1.0), ("n1", 1.0), ("n2", 1.0)])],
+                placed: vec![],
+                refused: vec![("n0", "gang"), ("n1", "gang"), ("n2", "no fit")],
+                declines: vec!["o1", "o2"],
+            },
+            Case {
+                name: "three nodes that fit across two offers on two agents are all placed",
+                offers: vec![
+                    offer("o2", "a2", None, 1.1, 1024.0),
+                    offer("o1", "a1", None, 2.2, 1024.0),
+                ],
+                gangs: vec![gang(&[("n0", 1.0), ("n1", 1.0), ("n2", 1.0)])],
+                placed: vec![("n0", "a1"), ("n1", "a1"), ("n2", "a2")],
+                refused: vec![],
+                declines: vec![],
+            },
+            Case {
+                name: "two offers of one agent hold a gang together",
+                offers: vec![
+                    offer("o1", "a1", None, 1.0, 1024.0),
+                    offer("o2", "a1", None, 1.2, 1024.0),
+                ],
+                gangs: vec![gang(&[("n0", 1.0), ("n1", 1.0)])],
+                placed: vec![("n0", "a1"), ("n1", "a1")],
+                refused: vec![],
+                declines: vec![],
+            },
+            Case {
+                name: "two gangs where only one fits: the first goes whole, the second holds nothing",
+                offers: vec![offer("o1", "a1", None, 2.0, 1024.0)],
+                gangs: vec![
+                    gang(&[("a0", 0.5), ("a1", 0.5)]),
+                    gang(&[("b0", 0.5), ("b1", 0.5)]),
+                ],
+                placed: vec![("a0", "a1"), ("a1", "a1")],
+                refused: vec![("b0", "gang"), ("b1", "no fit")],
+                declines: vec![],
+            },
+            Case {
+                name: "an older gang that does not fit leaves the offers to a younger one",
+                offers: vec![offer("o1", "a1", None, 2.0, 1024.0)],
+                gangs: vec![
+                    gang(&[("a0", 0.5), ("a1", 0.5), ("a2", 0.5), ("a3", 0.5)]),
+                    gang(&[("b0", 0.5), ("b1", 0.5), ("b2", 0.5)]),
+                ],
+                placed: vec![("b0", "a1"), ("b1", "a1"), ("b2", "a1")],
+                refused: vec![
+                    ("a0", "gang"),
+                    ("a1", "gang"),
+                    ("a2", "gang"),
+                    ("a3", "no fit"),
+                ],
+                declines: vec![],
+            },
+            Case {
+                name: "a refused gang on one agent does not keep another gang off it",
+                offers: vec![
+                    offer("o1", "a1", None, 1.2, 1024.0),
+                    offer("o2", "a2", None, 0.6, 1024.0),
+                ],
+                gangs: vec![
+                    gang(&[("a0", 1.0), ("a1", 1.0)]),
+                    gang(&[("b0", 0.5), ("b1", 0.5)]),
+                ],
+                placed: vec![("b0", "a1"), ("b1", "a1")],
+                refused: vec![("a0", "gang"), ("a1", "no fit")],
+                declines: vec!["o2"],
+            },
+            Case {
+                name: "an empty gang places nothing and refuses nothing",
+                offers: vec![offer("o1", "a1", None, 1.0, 1024.0)],
+                gangs: vec![Gang { nodes: vec![] }],
+                placed: vec![],
+                refused: vec![],
+                declines: vec!["o1"],
+            },
+        ];
+        for case in cases {
+            let plan = evaluate_gangs(&case.offers, &case.gangs, &EXEC);
+            let placed: Vec<(String, String)> = case
+                .placed
+                .iter()
+                .map(|&(k, a)| (k.to_owned(), a.to_owned()))
+                .collect();
+            let mut got = self::placed(&plan);
+            got.sort();
+            assert_eq!(got, placed, "{}", case.name);
+            assert_eq!(refusals(&plan), case.refused, "{}", case.name);
+            assert_eq!(plan.declines, case.declines, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn a_refused_gang_gives_back_its_ports_and_says_why() {
+        let mut a0 = need("a0", 0.5, 100.0);
+        a0.ports = 3;
+        let gangs = [
+            Gang {
+                nodes: vec![a0, need("a1", 5.0, 100.0)],
+            },
+            Gang {
+                nodes: vec![NodeNeed {
+                    ports: 1,
+                    ..need("b0", 0.5, 100.0)
+                }],
+            },
+        ];
+        let plan = evaluate_gangs(&[offer("o1", "a1", None, 2.0, 1024.0)], &gangs, &EXEC);
+        // b0 gets the lowest ports, as if the refused gang had never been tried.
+        let b0 = &plan.accepts[0].placements[0];
+        assert_eq!(b0.key, "b0");
+        assert_eq!(
+            (
+                b0.allotment.ports.clone(),
+                b0.allotment.executor_ports.clone()
+            ),
+            (vec![31000], vec![31001])
+        );
+        assert_eq!(
+            plan.unplaced[0].reason.to_string(),
+            "fits, but 1 of the 2 nodes placed with it does not; they wait together (placed \
+             all or none), holding nothing"
+        );
+        // a1's shortfall counts what a0 of its own gang drew first (0.6 of 2 cpus).
+        assert_eq!(
+            plan.unplaced[1].reason.to_string(),
+            "needs cpus 5.1, mem 164, disk 0, 1 port (node + executor); none of 1 offer on 1 \
+             agent/role pool fits; closest: agent a1 (a1.example) has only cpus 1.4 of 5.1"
+        );
+    }
+
+    #[test]
+    fn gangs_of_one_place_like_single_nodes() {
+        let offers: Vec<OfferView> = (0..6)
+            .map(|i| offer(&format!("o{i}"), &format!("a{}", i % 3), None, 1.0, 512.0))
+            .collect();
+        let needs: Vec<NodeNeed<String>> = (0..12)
+            .map(|i| NodeNeed {
+                ports: i % 4,
+                ..need(&format!("n{i}"), 0.2 + f64::from(i as u8) * 0.1, 100.0)
+            })
+            .collect();
+        let gangs: Vec<Gang<String>> = needs
+            .iter()
+            .map(|n| Gang {
+                nodes: vec![n.clone()],
+            })
+            .collect();
+        let plan = evaluate(&offers, &needs, &EXEC);
+        assert!(!plan.accepts.is_empty() && !plan.unplaced.is_empty());
+        assert_eq!(evaluate_gangs(&offers, &gangs, &EXEC), plan);
     }
 
     #[test]
@@ -596,18 +1045,20 @@ mod tests {
                 offer_ids: vec!["o1".into()],
                 placements: vec![Placement {
                     key: "n1".into(),
-                    task: Resources {
-                        cpus: 1.0,
-                        mem: 1024.0,
-                        disk: 100.0
+                    allotment: Allotment {
+                        task: Scalars {
+                            cpus: 1.0,
+                            mem: 1024.0,
+                            disk: 100.0
+                        },
+                        executor: Scalars {
+                            cpus: 0.1,
+                            mem: 64.0,
+                            disk: 0.0
+                        },
+                        ports: vec![31000, 31001],
+                        executor_ports: vec![31002],
                     },
-                    executor: Resources {
-                        cpus: 0.1,
-                        mem: 64.0,
-                        disk: 0.0
-                    },
-                    ports: vec![31000, 31001],
-                    executor_ports: vec![31002],
                 }],
             }]
         );
@@ -658,7 +1109,10 @@ mod tests {
             let plan = evaluate(&[offer("o1", "a1", None, 1.0, 1024.0)], &[n], &EXEC);
             assert!(plan.accepts.is_empty(), "{want:?}");
             assert_eq!(plan.declines, vec!["o1".to_owned()], "{want:?}");
-            let miss = plan.unplaced[0].reason.closest.as_ref().expect("one pool");
+            let miss = no_fit(&plan.unplaced[0])
+                .closest
+                .as_ref()
+                .expect("one pool");
             assert_eq!(miss.short, vec![want], "{want:?}");
         }
         // The same node with one unit less of the short resource fits exactly.
@@ -734,7 +1188,12 @@ mod tests {
         let got: Vec<(Vec<u16>, Vec<u16>)> = plan.accepts[0]
             .placements
             .iter()
-            .map(|p| (p.ports.clone(), p.executor_ports.clone()))
+            .map(|p| {
+                (
+                    p.allotment.ports.clone(),
+                    p.allotment.executor_ports.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -746,8 +1205,7 @@ mod tests {
         // The ranges are exhausted: the last two nodes need 2 ports each (with the executor).
         assert_eq!(unplaced_keys(&plan), vec!["c", "d"]);
         assert_eq!(
-            plan.unplaced[0]
-                .reason
+            no_fit(&plan.unplaced[0])
                 .closest
                 .as_ref()
                 .map(|m| m.short.clone()),
@@ -764,7 +1222,7 @@ mod tests {
         o.ports.clear();
         let plan = evaluate(&[o], &[need("n", 1.0, 100.0)], &NO_EXEC);
         assert_eq!(placed(&plan), vec![("n".into(), "a1".into())]);
-        assert!(plan.accepts[0].placements[0].ports.is_empty());
+        assert!(plan.accepts[0].placements[0].allotment.ports.is_empty());
     }
 
     #[test]
@@ -778,7 +1236,7 @@ mod tests {
         assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
         assert_eq!(plan.accepts.len(), 1);
         assert_eq!(plan.accepts[0].offer_ids, vec!["o1", "o2"]);
-        let p = &plan.accepts[0].placements[0];
+        let p = &plan.accepts[0].placements[0].allotment;
         assert_eq!(p.ports, (31000..=31009).collect::<Vec<u16>>());
         assert_eq!(p.executor_ports, vec![31010]);
     }
@@ -793,7 +1251,7 @@ mod tests {
         let plan = evaluate(&offers, &[need("n", 1.5, 100.0)], &NO_EXEC);
         assert!(plan.accepts.is_empty());
         assert_eq!(plan.declines, vec!["o3", "o1", "o2"]); // None sorts before Some
-        assert_eq!(plan.unplaced[0].reason.pools, 3);
+        assert_eq!(no_fit(&plan.unplaced[0]).pools, 3);
 
         // A node that fits one role's offer takes only that pool.
         let plan = evaluate(&offers, &[need("n", 1.0, 512.0)], &NO_EXEC);
@@ -848,12 +1306,11 @@ mod tests {
         let ports: Vec<u16> = plan.accepts[0]
             .placements
             .iter()
-            .flat_map(|p| p.executor_ports.clone())
+            .flat_map(|p| p.allotment.executor_ports.clone())
             .collect();
         assert_eq!(ports, (31000..31006).collect::<Vec<u16>>());
         assert_eq!(
-            plan.unplaced[0]
-                .reason
+            no_fit(&plan.unplaced[0])
                 .closest
                 .as_ref()
                 .map(|m| m.short.clone()),
@@ -877,7 +1334,7 @@ mod tests {
         // Below a thousandth is noise; a whole thousandth is not.
         let plan = evaluate(&offers, &[need("x", 0.3004, 0.3)], &NO_EXEC);
         assert!(plan.unplaced.is_empty());
-        assert_eq!(plan.accepts[0].placements[0].task.cpus, 0.3);
+        assert_eq!(plan.accepts[0].placements[0].allotment.task.cpus, 0.3);
         let plan = evaluate(&offers, &[need("x", 0.301, 0.3)], &NO_EXEC);
         assert_eq!(unplaced_keys(&plan), vec!["x"]);
     }
@@ -901,7 +1358,7 @@ mod tests {
         );
         assert_eq!(plan.accepts[0].offer_ids, vec!["o1"]);
         assert_eq!(unplaced_keys(&plan), vec!["m"]);
-        assert_eq!(plan.unplaced[0].reason.offers, 1);
+        assert_eq!(no_fit(&plan.unplaced[0]).offers, 1);
     }
 
     #[test]
@@ -982,18 +1439,119 @@ mod tests {
             let cpus: f64 = a
                 .placements
                 .iter()
-                .map(|p| p.task.cpus + p.executor.cpus)
+                .map(|p| p.allotment.task.cpus + p.allotment.executor.cpus)
                 .sum();
             assert!(cpus <= 8.0 + 1e-9, "{} over-committed: {cpus}", a.agent_id);
             let mut ports: Vec<u16> = a
                 .placements
                 .iter()
-                .flat_map(|p| p.ports.iter().chain(&p.executor_ports).copied())
+                .flat_map(|p| {
+                    p.allotment
+                        .ports
+                        .iter()
+                        .chain(&p.allotment.executor_ports)
+                        .copied()
+                })
                 .collect();
             let n = ports.len();
             ports.sort_unstable();
             ports.dedup();
             assert_eq!(ports.len(), n, "port handed out twice on {}", a.agent_id);
+        }
+    }
+
+    /// The gang counterpart of the test above: a thousand offers, a thousand nodes in gangs
+    /// of one to five, every fifth gang with a node that fits nowhere. Checks that each gang
+    /// is placed whole or not at all, that refused gangs take nothing, and no over-commit.
+    #[test]
+    fn a_thousand_offers_by_three_hundred_gangs() {
+        let offers: Vec<OfferView> = (0..1000)
+            .map(|i| {
+                let mut o = offer(
+                    &format!("o{i}"),
+                    &format!("agent-{}", i % 500),
+                    Some("r"),
+                    4.0,
+                    16_384.0,
+                );
+                o.ports = vec![(31000, 31099)];
+                o
+            })
+            .collect();
+        let mut gangs: Vec<Gang<(usize, usize)>> = Vec::new();
+        let mut n = 0;
+        while n < 1000 {
+            let g = gangs.len();
+            let size = 1 + g % 5;
+            gangs.push(Gang {
+                nodes: (0..size)
+                    .map(|j| NodeNeed {
+                        key: (g, j),
+                        cpus: if g % 5 == 4 && j == size - 1 {
+                            9.0
+                        } else {
+                            [0.5, 2.0][j % 2]
+                        },
+                        mem: 2048.0,
+                        disk: 0.0,
+                        ports: 3,
+                    })
+                    .collect(),
+            });
+            n += size;
+        }
+        let plan = evaluate_gangs(&offers, &gangs, &EXEC);
+        let mut placed_per_gang = vec![0usize; gangs.len()];
+        for a in &plan.accepts {
+            for p in &a.placements {
+                placed_per_gang[p.key.0] += 1;
+            }
+            let cpus: f64 = a
+                .placements
+                .iter()
+                .map(|p| p.allotment.task.cpus + p.allotment.executor.cpus)
+                .sum();
+            assert!(cpus <= 8.0 + 1e-9, "{} over-committed: {cpus}", a.agent_id);
+            let mut ports: Vec<u16> = a
+                .placements
+                .iter()
+                .flat_map(|p| {
+                    p.allotment
+                        .ports
+                        .iter()
+                        .chain(&p.allotment.executor_ports)
+                        .copied()
+                })
+                .collect();
+            let taken = ports.len();
+            ports.sort_unstable();
+            ports.dedup();
+            assert_eq!(
+                ports.len(),
+                taken,
+                "port handed out twice on {}",
+                a.agent_id
+            );
+        }
+        let mut refused_per_gang = vec![0usize; gangs.len()];
+        for u in &plan.unplaced {
+            refused_per_gang[u.key.0] += 1;
+        }
+        for (g, gang) in gangs.iter().enumerate() {
+            let size = gang.nodes.len();
+            if g % 5 == 4 {
+                assert_eq!(
+                    (placed_per_gang[g], refused_per_gang[g]),
+                    (0, size),
+                    "gang {g}"
+                );
+            } else {
+                assert_eq!(
+                    (placed_per_gang[g], refused_per_gang[g]),
+                    (size, 0),
+                    "gang {g}"
+                );
+            }
         }
     }
 }

@@ -5,19 +5,19 @@
 use crate::proto::mesos::v1::{Resource, value};
 
 /// The resources of the offers of one ACCEPT, drawn down as tasks are cut out of it.
-pub struct Pool {
+pub struct OfferedResources {
     resources: Vec<Resource>,
 }
 
-/// The pool had less than asked; a bug in the plan (it checked the sums), never expected.
-#[derive(Debug, thiserror::Error)]
+/// The offers held less than asked; a bug in the plan (it checked the sums), never expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("offers hold less {name} than the plan needs ({missing} short)")]
 pub struct Shortage {
     pub name: String,
     pub missing: String,
 }
 
-impl Pool {
+impl OfferedResources {
     pub fn new(resources: Vec<Resource>) -> Self {
         Self { resources }
     }
@@ -26,7 +26,7 @@ impl Pool {
     /// many offered entries as needed.
     ///
     /// # Errors
-    /// [`Shortage`] if the pool holds less.
+    /// [`Shortage`] if the offers hold less.
     pub fn scalar(&mut self, name: &str, amount: f64) -> Result<Vec<Resource>, Shortage> {
         let mut left = milli(amount);
         let available: u64 = self
@@ -36,7 +36,7 @@ impl Pool {
             .filter_map(|r| r.scalar.map(|s| milli(s.value)))
             .sum();
         if available < left {
-            // All or nothing: a refused draw leaves the pool as it was.
+            // All or nothing: a refused draw leaves the offers as they were.
             return Err(Shortage {
                 name: name.to_owned(),
                 missing: format!("{}", from_milli(left - available)),
@@ -191,12 +191,12 @@ mod tests {
 
     #[test]
     fn scalars_keep_metadata_and_span_entries() {
-        let mut pool = Pool::new(vec![
+        let mut offered = OfferedResources::new(vec![
             scalar("cpus", 0.5),
             scalar("mem", 100.0),
             scalar("cpus", 1.0),
         ]);
-        let got = pool.scalar("cpus", 0.8).unwrap();
+        let got = offered.scalar("cpus", 0.8).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].scalar.unwrap().value, 0.5);
         assert!((got[1].scalar.unwrap().value - 0.3).abs() < 1e-9);
@@ -206,16 +206,16 @@ mod tests {
                 role: Some("*".into())
             })
         );
-        assert!(pool.scalar("cpus", 0.701).is_err());
-        assert_eq!(pool.scalar("cpus", 0.7).unwrap().len(), 1);
-        assert!(pool.scalar("gpus", 1.0).is_err());
-        assert!(pool.scalar("gpus", 0.0).unwrap().is_empty());
+        assert!(offered.scalar("cpus", 0.701).is_err());
+        assert_eq!(offered.scalar("cpus", 0.7).unwrap().len(), 1);
+        assert!(offered.scalar("gpus", 1.0).is_err());
+        assert!(offered.scalar("gpus", 0.0).unwrap().is_empty());
     }
 
     #[test]
     fn ports_are_cut_out_of_ranges() {
-        let mut pool = Pool::new(vec![ports(&[(31000, 31002), (32000, 32000)])]);
-        let got = pool.ports(&[31000, 32000, 31002]).unwrap();
+        let mut offered = OfferedResources::new(vec![ports(&[(31000, 31002), (32000, 32000)])]);
+        let got = offered.ports(&[31000, 32000, 31002]).unwrap();
         assert_eq!(got.len(), 1);
         let taken: Vec<(u64, u64)> = got[0]
             .ranges
@@ -226,8 +226,8 @@ mod tests {
             .map(|r| (r.begin, r.end))
             .collect();
         assert_eq!(taken, [(31000, 31000), (32000, 32000), (31002, 31002)]);
-        assert!(pool.ports(&[31000]).is_err(), "a port is taken once");
-        assert_eq!(pool.ports(&[31001]).unwrap().len(), 1);
-        assert!(pool.ports(&[40000]).is_err());
+        assert!(offered.ports(&[31000]).is_err(), "a port is taken once");
+        assert_eq!(offered.ports(&[31001]).unwrap().len(), 1);
+        assert!(offered.ports(&[40000]).is_err());
     }
 }

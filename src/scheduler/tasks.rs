@@ -6,8 +6,8 @@ use crate::domain::launch::NodeLaunch;
 use crate::domain::{Cluster, Node};
 use crate::proto::mesos::v1 as mesos;
 
-use super::offers::Placement;
-use super::resources::{Pool, Shortage};
+use super::offers::Allotment;
+use super::resources::{OfferedResources, Shortage};
 
 /// What is fixed for every task this framework launches.
 #[derive(Debug, Clone)]
@@ -16,31 +16,32 @@ pub struct TaskTemplate {
     pub kill_grace: std::time::Duration,
 }
 
-/// Builds the TaskInfo of `node` placed by `placement` on `agent_id`.
+/// Builds the TaskInfo of `node`, placed on `agent_id` with `allotment`, cutting its resources
+/// out of `offered` (the offers of that agent).
 ///
 /// The executor id is the task id: one executor per node, so there is never an
 /// ExecutorInfo to keep byte-identical across launches.
 ///
 /// # Errors
-/// [`Shortage`] if the pool cannot cover the placement (a planning bug).
+/// [`Shortage`] if the offers cannot cover the placement (a planning bug).
 pub fn task_info(
     cluster: &Cluster,
     node: &Node,
-    placement: &Placement<String>,
+    allotment: &Allotment,
     agent_id: &str,
-    pool: &mut Pool,
+    offered: &mut OfferedResources,
     tpl: &TaskTemplate,
 ) -> Result<mesos::TaskInfo, Shortage> {
     // invariant: the driver persisted the task id before building the TaskInfo.
     let task_id = node.task_id.clone().unwrap_or_default();
-    let mut task_res = pool.scalar("cpus", placement.task.cpus)?;
-    task_res.extend(pool.scalar("mem", placement.task.mem)?);
-    task_res.extend(pool.scalar("disk", placement.task.disk)?);
-    task_res.extend(pool.ports(&placement.ports)?);
-    let mut exec_res = pool.scalar("cpus", placement.executor.cpus)?;
-    exec_res.extend(pool.scalar("mem", placement.executor.mem)?);
-    exec_res.extend(pool.scalar("disk", placement.executor.disk)?);
-    exec_res.extend(pool.ports(&placement.executor_ports)?);
+    let mut task_res = offered.scalar("cpus", allotment.task.cpus)?;
+    task_res.extend(offered.scalar("mem", allotment.task.mem)?);
+    task_res.extend(offered.scalar("disk", allotment.task.disk)?);
+    task_res.extend(offered.ports(&allotment.ports)?);
+    let mut exec_res = offered.scalar("cpus", allotment.executor.cpus)?;
+    exec_res.extend(offered.scalar("mem", allotment.executor.mem)?);
+    exec_res.extend(offered.scalar("disk", allotment.executor.disk)?);
+    exec_res.extend(offered.ports(&allotment.executor_ports)?);
 
     let launch = NodeLaunch {
         cluster_id: cluster.id,
@@ -48,7 +49,7 @@ pub fn task_info(
         command: node.command.clone(),
         env: node.env.clone(),
         ports: node.ports.clone(),
-        agent_port: placement.executor_ports.first().copied(),
+        agent_port: allotment.executor_ports.first().copied(),
         secret: cluster.secret.clone(),
     };
     let label = |k: &str, v: &str| mesos::Label {
