@@ -207,10 +207,12 @@ impl Cluster {
         })
     }
 
-    /// True when a healing cluster has every node running again.
+    /// True when a healing or updating cluster has every node running (again).
     pub fn healed_nodes_run(&self) -> bool {
-        self.status == ClusterStatus::Healing
-            && self.nodes.iter().all(|n| n.status == NodeStatus::Running)
+        matches!(
+            self.status,
+            ClusterStatus::Healing | ClusterStatus::Updating
+        ) && self.nodes.iter().all(|n| n.status == NodeStatus::Running)
     }
 }
 

@@ -90,6 +90,9 @@ pub struct Driver {
     /// Destroyed clusters whose `SCRIPT stop` is still owed: their kills wait until the
     /// orchestrator has run it, or until the deadline.
     deferred_kills: HashMap<ClusterId, Instant>,
+    /// Clusters with nodes an update removed: their drained nodes are killed each tick until
+    /// every one of them is gone.
+    retiring: BTreeSet<ClusterId>,
     tpl: TaskTemplate,
 }
 
@@ -115,6 +118,7 @@ impl Driver {
             shutdown,
             pending: BTreeSet::new(),
             deferred_kills: HashMap::new(),
+            retiring: BTreeSet::new(),
             tpl,
         }
     }
@@ -331,9 +335,14 @@ impl Driver {
             .filter(|c| launch::wants_placement(c))
             .map(|c| c.id)
             .collect();
+        self.retiring = clusters
+            .iter()
+            .filter(|c| !c.retiring.is_empty())
+            .map(|c| c.id)
+            .collect();
         let tasks: HashMap<String, Option<String>> = clusters
             .iter()
-            .flat_map(|c| c.nodes.iter())
+            .flat_map(|c| c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node)))
             .filter(|n| n.status.has_task())
             .filter_map(|n| n.task_id.clone().map(|t| (t, n.agent_id.clone())))
             .collect();
@@ -488,12 +497,44 @@ impl Driver {
                 self.revive_or_suppress(s).await?;
             }
         }
+        if !c.retiring.is_empty() {
+            self.retiring.insert(id);
+            if s.framework_id.is_some() {
+                self.kill_drained(s, &c).await;
+            }
+        }
         Ok(())
+    }
+
+    /// Kills the drained nodes an update removed (the orchestrator ran their drain hook).
+    async fn kill_drained(&mut self, s: &Session, c: &Cluster) {
+        if c.retiring.is_empty() {
+            self.retiring.remove(&c.id);
+        }
+        for r in c.retiring.iter().filter(|r| r.drained) {
+            if let Some(t) = r
+                .node
+                .task_id
+                .as_deref()
+                .filter(|_| r.node.status.has_task())
+            {
+                tracing::info!(cluster_id = %c.id, node = %r.node.name, task_id = %t, "killing a node the update removed");
+                self.kill(s, t, r.node.agent_id.clone()).await;
+            }
+        }
     }
 
     async fn on_tick(&mut self, s: &mut Session) -> Result<(), DriverError> {
         if s.framework_id.is_none() {
             return Ok(());
+        }
+        for id in self.retiring.iter().copied().collect::<Vec<_>>() {
+            match self.blocking(move |st| st.cluster(id)).await? {
+                Some(c) => self.kill_drained(s, &c).await,
+                None => {
+                    self.retiring.remove(&id);
+                }
+            }
         }
         for id in self.deferred_kills.keys().copied().collect::<Vec<_>>() {
             match self.blocking(move |st| st.cluster(id)).await? {
@@ -827,7 +868,8 @@ impl Driver {
     }
 
     async fn kill_cluster(&self, s: &Session, c: &Cluster) {
-        for n in c.nodes.iter().filter(|n| n.status.has_task()) {
+        let nodes = c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node));
+        for n in nodes.filter(|n| n.status.has_task()) {
             if let Some(t) = &n.task_id {
                 tracing::info!(cluster_id = %c.id, node = %n.name, task_id = %t, agent_id = ?n.agent_id, "killing");
                 self.kill(s, t, n.agent_id.clone()).await;

@@ -74,6 +74,13 @@ pub enum Applied {
 pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp) -> Applied {
     let new = node_status(obs.state);
     let requeue_allowed = c.desired == Desired::Running && c.status == ClusterStatus::Scheduling;
+    if let Some(i) = c
+        .retiring
+        .iter()
+        .position(|r| r.node.task_id.as_deref() == Some(obs.task_id.as_str()))
+    {
+        return retiring_update(c, i, new, obs, now);
+    }
     let Some(n) = c.node_mut(node) else {
         return Applied::Ignored("no such node");
     };
@@ -134,6 +141,32 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
             Some(format!("node {name} runs again; every node runs")),
             t,
         );
+    }
+    Applied::Changed
+}
+
+/// An update about a node an update removed: recorded until its task ends, then the node is
+/// gone for good.
+fn retiring_update(
+    c: &mut Cluster,
+    i: usize,
+    new: NodeStatus,
+    obs: &Observed,
+    now: &Timestamp,
+) -> Applied {
+    let n = &mut c.retiring[i].node;
+    if n.status == new {
+        return Applied::Ignored("duplicate");
+    }
+    if !new.is_terminal() {
+        n.status = new;
+        n.message = Some(obs.describe());
+        return Applied::Changed;
+    }
+    c.retiring.remove(i);
+    c.updated_at = now.clone();
+    if c.desired == Desired::Destroyed && !c.has_tasks() {
+        let _ = c.apply(ClusterEvent::AllTerminal, None, now.clone());
     }
     Applied::Changed
 }
@@ -342,6 +375,33 @@ mod tests {
         assert_eq!(c.status, ClusterStatus::Healing, "configured again first");
         let last = c.history.last().unwrap();
         assert!(last.message.as_deref().unwrap().contains("every node runs"));
+    }
+
+    #[test]
+    fn a_retiring_node_is_dropped_once_its_task_ends() {
+        use crate::domain::update::Retiring;
+        let mut c = cluster(2);
+        for (n, t) in [("n0", "t0"), ("n1", "t1")] {
+            apply_update(&mut c, n, &obs(t, TaskState::TaskRunning), &ts());
+        }
+        c.status = ClusterStatus::Updating;
+        let node = c.nodes.remove(1);
+        c.retiring.push(Retiring {
+            node,
+            drained: true,
+        });
+        assert_eq!(
+            apply_update(&mut c, "n1", &obs("t1", TaskState::TaskKilling), &ts()),
+            Applied::Changed
+        );
+        assert_eq!(c.retiring[0].node.status, NodeStatus::Killing);
+        assert_eq!(
+            apply_update(&mut c, "n1", &obs("t1", TaskState::TaskKilled), &ts()),
+            Applied::Changed
+        );
+        assert!(c.retiring.is_empty());
+        assert_eq!(c.status, ClusterStatus::Updating, "no failure, no healing");
+        assert!(c.replacements.is_empty());
     }
 
     #[test]
