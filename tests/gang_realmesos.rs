@@ -150,26 +150,6 @@ fn watch_tasks(
     (samples, handle)
 }
 
-/// Tears the test's framework down at the master if the test panics, so that a failure
-/// leaves no container behind (its tasks would otherwise outlive `serve` for the failover
-/// timeout).
-struct TeardownOnPanic {
-    master: String,
-    framework_id: String,
-}
-
-impl Drop for TeardownOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = std::process::Command::new("curl")
-                .args(["-s", "-X", "POST", "-d"])
-                .arg(format!("frameworkId={}", self.framework_id))
-                .arg(format!("{}/master/teardown", self.master))
-                .status();
-        }
-    }
-}
-
 fn queued_without_task(c: &Value) -> bool {
     c["nodes"].as_array().is_some_and(|ns| {
         ns.iter()
@@ -183,7 +163,7 @@ async fn two_clusters_that_fit_only_alone_run_in_turn_and_the_waiting_one_holds_
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--master", &m, "--node-image", &node_image()]);
     let framework_id = wait_subscribed(&s, 30).await;
-    let _teardown = TeardownOnPanic {
+    let _teardown = common::TeardownOnPanic {
         master: m.clone(),
         framework_id,
     };

@@ -362,7 +362,11 @@ async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &m);
-    wait_subscribed(&s, 30).await;
+    let h = wait_subscribed(&s, 30).await;
+    let _teardown = common::TeardownOnPanic {
+        master: m.clone(),
+        framework_id: h["mesos"]["framework_id"].as_str().unwrap().to_owned(),
+    };
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 3}"#).await;
     let before = wait_status(&s, &id, "ready", 120).await;
@@ -401,16 +405,18 @@ async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
         assert_eq!(nodes[other]["attempt"], 1, "the others were left running");
         assert_eq!(nodes[other]["task_id"], before["nodes"][other]["task_id"]);
     }
-    // Every node's peers file, rewritten at configure time, names node1's new address.
+    // The workers' peers files (every node of the cluster is a peer there), rewritten at
+    // configure time, name node1's new address: the survivor's as well as the new node's.
     let new_peer = format!(
         "node1@{}:{}",
         nodes[1]["address"].as_str().unwrap(),
         nodes[1]["ports"]["http"]
     );
-    for n in nodes {
+    for n in &nodes[1..] {
         let file = peers_file(n).await;
         assert!(file.contains(&new_peer), "{}: {file}", n["name"]);
     }
+    assert!(peers_file(&nodes[0]).await.contains("name = node0"));
     let now = task_ids(&c);
     let running = wait_containers(|r| now.is_subset(r), 30, "running").await;
     assert!(!running.contains(&victim), "{running:?}");

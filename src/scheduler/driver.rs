@@ -591,11 +591,15 @@ impl Driver {
         if !s.reconciling.is_empty() {
             return self.decline(s, all_ids(), BUSY_REFUSE).await;
         }
-        let clusters = self.pending_clusters().await?;
+        let (clusters, backoff) = self.pending_clusters().await?;
+        // Offers must come back when a backoff ends, not after the idle filter.
+        let idle_refuse = backoff.map_or(self.cfg.idle_refuse.as_secs_f64(), |b| {
+            b.as_secs_f64()
+                .clamp(0.5, self.cfg.idle_refuse.as_secs_f64())
+        });
         let gangs = launch::gangs(&clusters);
         if gangs.is_empty() {
-            self.decline(s, all_ids(), self.cfg.idle_refuse.as_secs_f64())
-                .await?;
+            self.decline(s, all_ids(), idle_refuse).await?;
             return self.revive_or_suppress(s).await;
         }
         let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
@@ -619,7 +623,7 @@ impl Driver {
             .await?;
 
         let refuse = if plan.unplaced.is_empty() {
-            self.cfg.idle_refuse.as_secs_f64()
+            idle_refuse
         } else {
             BUSY_REFUSE
         };
@@ -637,14 +641,27 @@ impl Driver {
 
     /// The pending clusters that still want placement, oldest first (launch order); the
     /// others leave the pending set.
-    async fn pending_clusters(&mut self) -> Result<Vec<Cluster>, DriverError> {
+    /// The pending clusters to place now, oldest first, and how long until the first
+    /// backoff of the others ends.
+    async fn pending_clusters(&mut self) -> Result<(Vec<Cluster>, Option<Duration>), DriverError> {
         let mut clusters = Vec::with_capacity(self.pending.len());
         let now = Timestamp::now();
+        let now_ms = now.millis().unwrap_or(0);
+        let mut backoff: Option<Duration> = None;
         for id in self.pending.clone() {
             match self.blocking(move |st| st.cluster(id)).await? {
                 // A replaced node waiting for its backoff keeps its cluster pending (and
                 // offers coming) until a later round.
-                Some(c) if launch::wants_placement(&c) && c.backing_off(&now) => {}
+                Some(c) if launch::wants_placement(&c) && c.backing_off(&now) => {
+                    let ends = c
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.not_before.as_ref()?.millis());
+                    if let Some(left) = ends.map(|t| t.saturating_sub(now_ms)).min() {
+                        let left = Duration::from_millis(left);
+                        backoff = Some(backoff.map_or(left, |b| b.min(left)));
+                    }
+                }
                 Some(c) if launch::wants_placement(&c) => clusters.push(c),
                 _ => {
                     self.pending.remove(&id);
@@ -653,7 +670,7 @@ impl Driver {
         }
         // Stable: equal timestamps keep the id order of the pending set.
         clusters.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        Ok(clusters)
+        Ok((clusters, backoff))
     }
 
     /// Writes the placements, one store update per cluster, and returns the clusters as

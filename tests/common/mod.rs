@@ -308,3 +308,23 @@ pub fn running_executors() -> BTreeSet<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Tears the test's framework down at the master if the test panics, so that a failure
+/// leaves no container behind (its tasks would otherwise outlive `serve` for the failover
+/// timeout).
+pub struct TeardownOnPanic {
+    pub master: String,
+    pub framework_id: String,
+}
+
+impl Drop for TeardownOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::process::Command::new("curl")
+                .args(["-s", "-X", "POST", "-d"])
+                .arg(format!("frameworkId={}", self.framework_id))
+                .arg(format!("{}/master/teardown", self.master))
+                .status();
+        }
+    }
+}
