@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 pub use master::Snapshot;
 use master::{Cmd, Fault, Master, Runtime};
-pub use resources::{ResourceSpecError, Resources};
+pub use resources::{Quantities, ResourceSpecError};
 
 /// The default resources of one agent.
 pub const DEFAULT_RESOURCES: &str = "cpus:4;mem:8192;disk:20480;ports:[31000-32000]";
@@ -79,7 +79,7 @@ pub struct LocalConfig {
     /// Number of agents (`slave(1)` … `slave(N)`).
     pub agents: usize,
     /// What each agent offers.
-    pub resources: Resources,
+    pub resources: Quantities,
     pub containerizer: ContainerizerMode,
     /// The executor binary for executors without a command (default: this binary, run as
     /// `<it> executor`).
@@ -111,7 +111,7 @@ impl LocalConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             agents: 1,
             // invariant: the default is a valid literal, checked by a test.
-            resources: Resources::parse(DEFAULT_RESOURCES).unwrap_or_default(),
+            resources: Quantities::parse(DEFAULT_RESOURCES).unwrap_or_default(),
             containerizer: ContainerizerMode::Auto,
             executor_path: None,
             work_dir: work_dir.into(),
@@ -320,7 +320,7 @@ impl LocalArgs {
         let mut cfg = LocalConfig::new(data.join("mesos-local"));
         cfg.listen = self.local_listen;
         cfg.agents = self.local_agents.max(1);
-        cfg.resources = Resources::parse(&self.local_resources)?;
+        cfg.resources = Quantities::parse(&self.local_resources)?;
         cfg.containerizer = self.local_containerizer.parse()?;
         Ok(cfg)
     }
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn defaults_parse() {
-        assert!(Resources::parse(DEFAULT_RESOURCES).is_ok());
+        assert!(Quantities::parse(DEFAULT_RESOURCES).is_ok());
         assert_eq!(
             "process".parse::<ContainerizerMode>().unwrap(),
             ContainerizerMode::Process
