@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use super::LocalConfig;
 use super::codec::{self, Encoding};
 use super::container::{ContainerHandle, Outcome};
+use super::instance::Instance;
 use super::resources::Quantities;
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::executor as exec;
@@ -342,6 +343,9 @@ pub(crate) struct Runtime {
     pub addr: std::net::SocketAddr,
     /// Docker answered at start (for `auto`).
     pub docker_available: bool,
+    /// The work directory's instance: labels and pid records of what it starts; its lock
+    /// is held as long as the master runs.
+    pub instance: Arc<Instance>,
 }
 
 /// The state of the master and its agents.

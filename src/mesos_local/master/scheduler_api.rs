@@ -640,6 +640,8 @@ impl Master {
             mode: self.cfg.containerizer,
             docker_available: self.rt.docker_available,
             executor_path: self.cfg.executor_path.clone(),
+            label: self.rt.instance.label(),
+            pid_file: self.rt.instance.pid_file(&container_id),
             role: self
                 .frameworks
                 .get(&fid)
