@@ -242,7 +242,9 @@ fn process_command(spec: &LaunchSpec) -> std::io::Result<Command> {
         .stderr(err)
         // Its own process group, so a stop reaches whatever it started.
         .process_group(0)
-        .kill_on_drop(false);
+        // A runtime that goes away without stopping it (a test that panics) takes it
+        // along; `kill -9` of the whole process is left to `instance` recovery.
+        .kill_on_drop(true);
     Ok(cmd)
 }
 
@@ -297,7 +299,8 @@ fn docker_command(spec: &LaunchSpec, name: &str, image: &str) -> std::io::Result
         .stdout(out)
         .stderr(err)
         .process_group(0)
-        .kill_on_drop(false);
+        // As for a process; the container itself is removed by `instance` recovery.
+        .kill_on_drop(true);
     Ok(cmd)
 }
 
