@@ -16,7 +16,7 @@ use crate::proto::mesos::v1::TaskState;
 use crate::proto::mesos::v1::scheduler as sched;
 use crate::proto::mesos::v1::task_status::Reason;
 
-/// A fault to inject (tests): see [`super::MesosLocal`].
+/// A fault to inject (tests): see [`crate::mesos_local::MesosLocal`].
 #[derive(Debug, Clone)]
 pub(crate) enum Fault {
     LoseAgent(usize),

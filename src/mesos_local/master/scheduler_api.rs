@@ -1,6 +1,6 @@
 //! The scheduler API's semantics: SUBSCRIBE and every call a framework makes (ACCEPT,
 //! DECLINE, KILL, ACKNOWLEDGE, RECONCILE, …), what each does to the master's state and
-//! which events follow. Parsing and status codes are [`super::super::http`]'s.
+//! which events follow. Parsing and status codes are `mesos_local::http`'s.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
