@@ -180,8 +180,7 @@ impl Instance {
                     && record.is_alive_same()
                 {
                     tracing::info!(pid = record.pid, record = %path.display(), "recovery: killing a leftover executor process and its descendants");
-                    kill_tree(record.pid);
-                    killed.push(record.pid);
+                    killed.extend(kill_tree(record.pid));
                     recovered.processes += 1;
                 }
                 if let Err(e) = std::fs::remove_file(&path) {
@@ -327,22 +326,23 @@ fn descendants(pid: i32) -> Vec<i32> {
 }
 
 /// SIGKILLs `pid`'s process group (it leads one: see `container`) and every descendant,
-/// which may have made groups of their own.
-fn kill_tree(pid: i32) {
+/// which may have made groups of their own; returns the pids signalled.
+fn kill_tree(pid: i32) -> Vec<i32> {
     // The tree is read before anything dies: orphans would be re-parented out of it.
     let tree = descendants(pid);
     // SAFETY: kill(2) with a pid and a process group verified (start time) to be the
     // executor we recorded, and processes found below it in /proc just now.
     unsafe {
         libc::kill(-pid, libc::SIGKILL);
-        for p in tree {
+        for &p in &tree {
             libc::kill(p, libc::SIGKILL);
         }
     }
+    tree
 }
 
-/// Waits (bounded) until the killed processes are gone or zombies: their sockets are
-/// closed then.
+/// Waits (bounded) until the killed processes (descendants included: a node's service
+/// holds ports too) are gone or zombies: their sockets are closed then.
 async fn wait_gone(pids: &[i32]) {
     let deadline = tokio::time::Instant::now() + EXIT_WAIT;
     while pids
@@ -405,7 +405,16 @@ mod tests {
             Err(InstanceError::Locked { .. })
         ));
         drop(first);
-        let again = Instance::open(dir.path()).unwrap();
+        // Another test's child, forked but not exec'd yet, may share the lock for a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let again = loop {
+            match Instance::open(dir.path()) {
+                Err(InstanceError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(again.id(), &id);
         assert_eq!(again.label(), format!("{INSTANCE_LABEL}={id}"));
         drop(again);
@@ -435,9 +444,11 @@ mod tests {
             .unwrap();
         let rec = PidRecord::of(leader.id()).unwrap();
         std::fs::write(inst.pid_file("c1"), rec.to_line()).unwrap();
+        // The bystander's pid with another start time: a pid reused since the record.
+        let real = PidRecord::of(bystander.id()).unwrap();
         let stale = PidRecord {
-            start_time: rec.start_time + 1,
-            ..PidRecord::of(bystander.id()).unwrap()
+            start_time: real.start_time + 1,
+            ..real
         };
         std::fs::write(inst.pid_file("c2"), stale.to_line()).unwrap();
         // Let the shell start its children.
