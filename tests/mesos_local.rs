@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use paas::mesos_local::{self, ContainerizerMode, LocalConfig, MesosLocal, Resources};
+use paas::mesos_local::{self, ContainerizerMode, LocalConfig, MesosLocal, Quantities};
 use paas::recordio::Decoder;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -377,7 +377,7 @@ fn scalar(offer: &Value, name: &str) -> f64 {
 #[tokio::test]
 async fn offers_launch_reliable_updates_kill_and_reconcile() {
     let l = local(ContainerizerMode::Simulated, |c| {
-        c.resources = Resources::parse("cpus:2;mem:1024;ports:[31000-31009]").unwrap();
+        c.resources = Quantities::parse("cpus:2;mem:1024;ports:[31000-31009]").unwrap();
     })
     .await;
     let (mut s, fid) = subscribe(&l, None).await;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{JSON, Server, call, get, register_reference};
-use paas::mesos_local::{self, ContainerizerMode, LocalConfig, MesosLocal, Resources, Snapshot};
+use paas::mesos_local::{self, ContainerizerMode, LocalConfig, MesosLocal, Quantities, Snapshot};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,9 @@ async fn local(work: &std::path::Path) -> Local {
     cfg.containerizer = ContainerizerMode::Process;
     cfg.executor_path = Some(env!("CARGO_BIN_EXE_paas").into());
     cfg.agents = 2;
-    cfg.resources = Resources::parse("cpus:1;mem:1024;disk:1024;ports:[31000-31100]").unwrap();
+    // Ports below the 31000+ that real Mesos agents (and other checkouts' tests) use on
+    // this machine: the NodeAgents bind them on the host.
+    cfg.resources = Quantities::parse("cpus:1;mem:1024;disk:1024;ports:[30000-30100]").unwrap();
     cfg.allocation_interval = Duration::from_millis(200);
     cfg.update_retry = Duration::from_secs(1);
     let shutdown = CancellationToken::new();

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState, Auth, Backend, Readiness};
 use crate::domain::template::Renderer;
 use crate::domain::{ClusterId, ClusterStatus};
-use crate::mesos_local::resources::Resources;
+use crate::mesos_local::resources::Quantities;
 use crate::mesos_local::{self, ContainerizerMode, LocalConfig};
 use crate::metrics::Metrics;
 use crate::registry::{SledStore, Store};
@@ -71,7 +71,7 @@ pub async fn run(
     let mut cfg = LocalConfig::new(dir.join("mesos-local"));
     cfg.agents = agents;
     cfg.containerizer = ContainerizerMode::Simulated;
-    cfg.resources = Resources::parse(&format!(
+    cfg.resources = Quantities::parse(&format!(
         "cpus:{};mem:{};disk:1000;ports:[2000-{}]",
         per_agent as f64 * 0.1 + 1.0,
         per_agent * 40 + 64,

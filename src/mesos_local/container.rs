@@ -5,8 +5,8 @@
 //!   **ignored**: the executor runs on the host, with the Mesos executor environment.
 //! - `docker`: `docker run --net host` of the ExecutorInfo's image with the same
 //!   environment (`-e`), the sandbox mounted at `/mnt/mesos/sandbox`, named `paaslocal-…`
-//!   (never `mesos-…`: a real agent on this machine would kill those as its orphans), no
-//!   pull, removed on exit.
+//!   (never `mesos-…`: a real agent on this machine would kill those as its orphans),
+//!   labelled with the instance id (see [`super::instance`]), no pull, removed on exit.
 //! - `auto`: `docker` for an executor whose image is present locally when a Docker daemon
 //!   answered at start, else `process`.
 //!
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ContainerizerMode;
+use super::instance::PidRecord;
 use crate::proto::mesos::v1 as mesos;
 
 /// Where the sandbox is mounted inside a Docker container (`--sandbox_directory`).
@@ -53,6 +54,10 @@ pub(crate) struct LaunchSpec {
     /// Our executor binary, for an ExecutorInfo without a command value.
     pub executor_path: Option<PathBuf>,
     pub role: String,
+    /// `docker run --label`: the instance that owns the container (see [`super::instance`]).
+    pub label: String,
+    /// Where the pid of the process is recorded while it runs, for recovery after a crash.
+    pub pid_file: PathBuf,
 }
 
 /// Asks a running container to stop.
@@ -161,9 +166,25 @@ async fn run(
         Ok(c) => c,
         Err(e) => return Outcome::LaunchFailed(format!("cannot start the executor: {e}")),
     };
+    record_pid(&child, &spec.pid_file).await;
     let docker_name = docker.then_some(name);
     let status = supervise(&mut child, docker_name.as_deref(), &mut stop, &shutdown).await;
+    if let Err(e) = tokio::fs::remove_file(&spec.pid_file).await {
+        tracing::debug!(error = %e, record = %spec.pid_file.display(), "cannot remove a pid record");
+    }
     Outcome::Exited(status)
+}
+
+/// Records the child's pid and start time, so a later start can kill it if we crash
+/// (`kill -9` leaves it running: it is in its own process group). A failure only costs
+/// that recovery, so it is logged and the executor runs on.
+async fn record_pid(child: &Child, pid_file: &Path) {
+    let Some(record) = child.id().and_then(PidRecord::of) else {
+        return;
+    };
+    if let Err(e) = tokio::fs::write(pid_file, record.to_line()).await {
+        tracing::warn!(error = %e, record = %pid_file.display(), "cannot record an executor's pid; a crash would leave it running");
+    }
 }
 
 fn log_files(sandbox: &Path) -> std::io::Result<(Stdio, Stdio)> {
@@ -221,7 +242,9 @@ fn process_command(spec: &LaunchSpec) -> std::io::Result<Command> {
         .stderr(err)
         // Its own process group, so a stop reaches whatever it started.
         .process_group(0)
-        .kill_on_drop(false);
+        // A runtime that goes away without stopping it (a test that panics) takes it
+        // along; `kill -9` of the whole process is left to `instance` recovery.
+        .kill_on_drop(true);
     Ok(cmd)
 }
 
@@ -230,6 +253,7 @@ fn docker_command(spec: &LaunchSpec, name: &str, image: &str) -> std::io::Result
     cmd.args([
         "run", "--rm", "--name", name, "--net", "host", "--pull", "never",
     ]);
+    cmd.arg("--label").arg(&spec.label);
     let mut env = user_env(&spec.info);
     env.extend(spec.env.iter().cloned());
     env.push(("MESOS_SANDBOX".into(), DOCKER_SANDBOX.into()));
@@ -275,7 +299,8 @@ fn docker_command(spec: &LaunchSpec, name: &str, image: &str) -> std::io::Result
         .stdout(out)
         .stderr(err)
         .process_group(0)
-        .kill_on_drop(false);
+        // As for a process; the container itself is removed by `instance` recovery.
+        .kill_on_drop(true);
     Ok(cmd)
 }
 

@@ -12,17 +12,20 @@
 //!
 //! Owns: [`codec`] (wire encodings), [`http`] (listener, routing, status codes),
 //! [`master`] (the semantics: one actor owning frameworks, offers, tasks, executors),
-//! [`container`] (executor processes), [`resources`] (quantities).
+//! [`container`] (executor processes), [`instance`] (what this instance owns on the machine,
+//! and its recovery at start), [`resources`] (quantities).
 //! Does not own: anything of the framework. Only `main` and tests import this module.
 //!
 //! Not implemented (a real master has them): authentication, reservations and volumes,
 //! operations other than LAUNCH, LAUNCH_GROUP, command tasks, inverse offers, quotas and
 //! weights, agent recovery, persistence (a restart forgets everything; its executors are
-//! stopped with it).
+//! stopped with it, and those a `kill -9` left behind are removed at the next start: see
+//! [`instance`]).
 
 pub mod codec;
 pub mod container;
 mod http;
+pub mod instance;
 pub mod master;
 pub mod resources;
 
@@ -36,9 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use instance::{Instance, InstanceError};
 pub use master::Snapshot;
 use master::{Cmd, Fault, Master, Runtime};
-pub use resources::{ResourceSpecError, Resources};
+pub use resources::{Quantities, ResourceSpecError};
 
 /// The default resources of one agent.
 pub const DEFAULT_RESOURCES: &str = "cpus:4;mem:8192;disk:20480;ports:[31000-32000]";
@@ -79,7 +83,7 @@ pub struct LocalConfig {
     /// Number of agents (`slave(1)` … `slave(N)`).
     pub agents: usize,
     /// What each agent offers.
-    pub resources: Resources,
+    pub resources: Quantities,
     pub containerizer: ContainerizerMode,
     /// The executor binary for executors without a command (default: this binary, run as
     /// `<it> executor`).
@@ -111,7 +115,7 @@ impl LocalConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             agents: 1,
             // invariant: the default is a valid literal, checked by a test.
-            resources: Resources::parse(DEFAULT_RESOURCES).unwrap_or_default(),
+            resources: Quantities::parse(DEFAULT_RESOURCES).unwrap_or_default(),
             containerizer: ContainerizerMode::Auto,
             executor_path: None,
             work_dir: work_dir.into(),
@@ -144,6 +148,8 @@ pub enum LocalError {
     },
     #[error("--local-resources")]
     Resources(#[from] ResourceSpecError),
+    #[error("the instance of the work directory")]
+    Instance(#[from] InstanceError),
     #[error("unknown containerizer {0:?} (expected auto, process, docker or simulated)")]
     Containerizer(String),
     #[error("the containerizer is docker but no Docker daemon answers")]
@@ -164,18 +170,32 @@ pub struct MesosLocal {
 /// Starts the master, its agents and the listener on `tracker`; everything stops when
 /// `shutdown` is cancelled (executors included).
 ///
+/// First it takes the work directory (made absolute: sandboxes are mounted into containers
+/// by path) and removes what an earlier run on it left behind ([`Instance::recover`]).
+///
 /// # Errors
-/// [`LocalError::Bind`], [`LocalError::WorkDir`], or [`LocalError::NoDocker`] when the
-/// `docker` containerizer is asked for and no daemon answers.
+/// [`LocalError::Bind`], [`LocalError::WorkDir`], [`LocalError::Instance`] (another live
+/// mesos-local holds the work directory), or [`LocalError::NoDocker`] when the `docker`
+/// containerizer is asked for and no daemon answers.
 pub async fn start(
-    cfg: LocalConfig,
+    mut cfg: LocalConfig,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<MesosLocal, LocalError> {
-    std::fs::create_dir_all(&cfg.work_dir).map_err(|source| LocalError::WorkDir {
-        path: cfg.work_dir.clone(),
-        source,
-    })?;
+    let work_dir_error = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| LocalError::WorkDir { path, source }
+    };
+    cfg.work_dir = std::path::absolute(&cfg.work_dir).map_err(work_dir_error(&cfg.work_dir))?;
+    std::fs::create_dir_all(&cfg.work_dir).map_err(work_dir_error(&cfg.work_dir))?;
+    let instance = Instance::open(&cfg.work_dir)?;
+    let recovered = instance.recover().await;
+    tracing::info!(
+        instance = %instance.id(),
+        containers = recovered.containers,
+        processes = recovered.processes,
+        "mesos-local recovered its work directory (leftovers of an earlier run removed)"
+    );
     let docker_available = match cfg.containerizer {
         ContainerizerMode::Auto | ContainerizerMode::Docker => container::docker_answers().await,
         _ => false,
@@ -203,6 +223,7 @@ pub async fn start(
             shutdown: shutdown.clone(),
             addr,
             docker_available,
+            instance: Arc::new(instance),
         },
     );
     tracker.spawn(master.run(cmd_rx));
@@ -320,7 +341,7 @@ impl LocalArgs {
         let mut cfg = LocalConfig::new(data.join("mesos-local"));
         cfg.listen = self.local_listen;
         cfg.agents = self.local_agents.max(1);
-        cfg.resources = Resources::parse(&self.local_resources)?;
+        cfg.resources = Quantities::parse(&self.local_resources)?;
         cfg.containerizer = self.local_containerizer.parse()?;
         Ok(cfg)
     }
@@ -332,7 +353,7 @@ mod tests {
 
     #[test]
     fn defaults_parse() {
-        assert!(Resources::parse(DEFAULT_RESOURCES).is_ok());
+        assert!(Quantities::parse(DEFAULT_RESOURCES).is_ok());
         assert_eq!(
             "process".parse::<ContainerizerMode>().unwrap(),
             ContainerizerMode::Process

@@ -23,7 +23,7 @@ pub struct ResourceSpecError {
 
 /// A bag of quantities: scalars by name and range sets by name (`ports`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resources {
+pub struct Quantities {
     /// Thousandths of the scalar, by resource name; never zero or negative.
     scalars: BTreeMap<String, i64>,
     /// Sorted, merged, inclusive ranges by resource name; never empty.
@@ -34,14 +34,14 @@ fn milli(v: f64) -> i64 {
     (v * 1000.0).round() as i64
 }
 
-impl Resources {
+impl Quantities {
     /// Parses the agent `--resources` syntax: `name:value` items separated by `;`, where a
     /// value is a number or a list of ranges `[a-b,c-d]`.
     ///
     /// # Errors
     /// [`ResourceSpecError`] naming the item that does not parse.
     pub fn parse(spec: &str) -> Result<Self, ResourceSpecError> {
-        let mut r = Resources::default();
+        let mut r = Quantities::default();
         for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let err = |why| ResourceSpecError {
                 item: item.to_owned(),
@@ -78,7 +78,7 @@ impl Resources {
 
     /// Sums protobuf resources by name (metadata ignored; SET and TEXT values ignored).
     pub fn from_proto(list: &[mesos::Resource]) -> Self {
-        let mut r = Resources::default();
+        let mut r = Quantities::default();
         for res in list {
             if let Some(s) = &res.scalar {
                 r.add_scalar_milli(&res.name, milli(s.value));
@@ -145,7 +145,7 @@ impl Resources {
     }
 
     /// Whether every quantity of `other` fits in `self`.
-    pub fn contains(&self, other: &Resources) -> bool {
+    pub fn contains(&self, other: &Quantities) -> bool {
         other
             .scalars
             .iter()
@@ -158,7 +158,7 @@ impl Resources {
     }
 
     /// Adds `other` to `self`.
-    pub fn add(&mut self, other: &Resources) {
+    pub fn add(&mut self, other: &Quantities) {
         for (n, v) in &other.scalars {
             self.add_scalar_milli(n, *v);
         }
@@ -171,7 +171,7 @@ impl Resources {
 
     /// Removes `other` from `self`, saturating at nothing (a bookkeeping slip must not
     /// panic the master; it shows up as a smaller offer).
-    pub fn subtract(&mut self, other: &Resources) {
+    pub fn subtract(&mut self, other: &Quantities) {
         for (n, v) in &other.scalars {
             if let Some(mine) = self.scalars.get_mut(n) {
                 *mine -= v;
@@ -192,8 +192,8 @@ impl Resources {
         }
     }
 
-    /// `self - other`, see [`Resources::subtract`].
-    pub fn minus(&self, other: &Resources) -> Resources {
+    /// `self - other`, see [`Quantities::subtract`].
+    pub fn minus(&self, other: &Quantities) -> Quantities {
         let mut r = self.clone();
         r.subtract(other);
         r
@@ -238,7 +238,7 @@ fn remove_range(rs: &[(u64, u64)], a: u64, b: u64) -> Vec<(u64, u64)> {
     out
 }
 
-impl fmt::Display for Resources {
+impl fmt::Display for Quantities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
         let mut sep = |f: &mut fmt::Formatter<'_>| {
@@ -268,22 +268,22 @@ mod tests {
 
     #[test]
     fn parses_the_agent_syntax() {
-        let r = Resources::parse("cpus:4;mem:8192; disk:20480;ports:[31000-32000]").unwrap();
+        let r = Quantities::parse("cpus:4;mem:8192; disk:20480;ports:[31000-32000]").unwrap();
         assert_eq!(r.scalar("cpus"), 4.0);
         assert_eq!(
             r.to_string(),
             "cpus:4; disk:20480; mem:8192; ports:[31000-32000]"
         );
-        assert!(Resources::parse("cpus").is_err());
-        assert!(Resources::parse("ports:[5-1]").is_err());
-        assert!(Resources::parse("cpus:-1").is_err());
+        assert!(Quantities::parse("cpus").is_err());
+        assert!(Quantities::parse("ports:[5-1]").is_err());
+        assert!(Quantities::parse("cpus:-1").is_err());
     }
 
     #[test]
     fn arithmetic_keeps_three_decimals_and_splits_ranges() {
-        let total = Resources::parse("cpus:0.3;ports:[31000-31010]").unwrap();
-        let a = Resources::parse("cpus:0.1;ports:[31005-31005]").unwrap();
-        let b = Resources::parse("cpus:0.2;ports:[31000-31000,31010-31010]").unwrap();
+        let total = Quantities::parse("cpus:0.3;ports:[31000-31010]").unwrap();
+        let a = Quantities::parse("cpus:0.1;ports:[31005-31005]").unwrap();
+        let b = Quantities::parse("cpus:0.2;ports:[31000-31000,31010-31010]").unwrap();
         let mut both = a.clone();
         both.add(&b);
         assert!(total.contains(&both));
@@ -297,12 +297,12 @@ mod tests {
 
     #[test]
     fn proto_round_trip_ignores_metadata() {
-        let r = Resources::parse("cpus:1.5;mem:64;ports:[1-2,4-4]").unwrap();
+        let r = Quantities::parse("cpus:1.5;mem:64;ports:[1-2,4-4]").unwrap();
         let p = r.to_proto("web", false);
         assert!(p.iter().all(|x| x.role.as_deref() == Some("*")));
-        assert_eq!(Resources::from_proto(&p), r);
-        assert!(!Resources::parse("cpus:0.001").unwrap().is_empty());
-        assert!(!Resources::parse("cpus:0.001").unwrap().allocatable());
-        assert!(Resources::parse("mem:32").unwrap().allocatable());
+        assert_eq!(Quantities::from_proto(&p), r);
+        assert!(!Quantities::parse("cpus:0.001").unwrap().is_empty());
+        assert!(!Quantities::parse("cpus:0.001").unwrap().allocatable());
+        assert!(Quantities::parse("mem:32").unwrap().allocatable());
     }
 }
