@@ -117,6 +117,7 @@ fn schemas() -> Value {
             "id": {"type": "string", "format": "uuid"}, "owner": s("string"), "product": name, "version": name,
             "options": s("object"), "status": {"type": "string", "enum": ["registered", "scheduling", "scheduled", "configuring", "configured", "ready", "healing", "updating", "failed", "destroying", "destroyed"]},
             "generation": {"type": "integer", "description": "grows with every change of the desired spec (launch = 1)"},
+            "retiring": {"type": "array", "description": "nodes an update removed whose tasks are being drained and killed", "items": {"type": "object", "properties": {"node": {"$ref": "#/components/schemas/Node"}, "drained": s("boolean")}}},
             "reason": s("string"), "desired": {"type": "string", "enum": ["running", "destroyed"]},
             "created_at": ts, "updated_at": ts, "url": s("string"),
             "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
