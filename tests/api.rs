@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{JSON, Server, call, get, register_reference, repo_root};
+use common::{JSON, Server, call, cluster, get, register_reference, repo_root};
 use serde_json::{Value, json};
 
 /// The seed's lines, exactly as users type them (only host:port is the test server's).
@@ -1001,4 +1001,280 @@ async fn option_values_cannot_inject_json_into_the_spec() {
         "x\", \"cpu\": 999, \"y\": \""
     );
     assert_eq!(c["nodes"][0]["cpu"], 0.1);
+}
+
+/// The stored record as served, to prove that a refused update changed nothing (every field
+/// but the secret, `updated_at` and `history` included).
+async fn record(s: &Server, id: &str, auth: &[(&str, &str)]) -> String {
+    let r = call("GET", &s.api(&format!("/clusters/{id}")), "", auth).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// Launches a reference cluster of `size` nodes; its id.
+async fn launch(s: &Server, size: u64, auth: &[(&str, &str)]) -> String {
+    let r = call(
+        "POST",
+        &s.api("/products/reference/1.0.0"),
+        format!(r#"{{"size": {size}}}"#),
+        auth,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Requests an update that must be refused with `want` (status, code), and checks that the
+/// record (as `reader` sees it) is the same before and after; the error body.
+async fn refused(
+    s: &Server,
+    id: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    reader: &[(&str, &str)],
+    want: (u16, &str),
+) -> Value {
+    let before = record(s, id, reader).await;
+    let r = call(
+        "PATCH",
+        &s.api(&format!("/clusters/{id}")),
+        body.to_owned(),
+        headers,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), want, "{body}: {}", r.text());
+    assert!(r.headers.get("location").is_none(), "{body}");
+    assert_eq!(
+        record(s, id, reader).await,
+        before,
+        "{body}: nothing changed"
+    );
+    r.json()
+}
+
+/// Without Mesos a cluster never gets past `registered`: an update is refused (409, not
+/// queued), and every malformed request is refused before the cluster is looked at.
+#[tokio::test]
+async fn update_refuses_bad_requests_and_clusters_that_are_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let admin = [("authorization", "Bearer admin-token-0123456789"), JSON];
+    let alice = [("authorization", "Bearer alice-token-0123456789"), JSON];
+    let bob = [("authorization", "Bearer bob-token-012345678901"), JSON];
+    register_reference(&s, &admin).await;
+    let id = launch(&s, 2, &alice).await;
+    let size5 = r#"{"options": {"size": 5}}"#;
+
+    let e = refused(&s, &id, size5, &alice, &alice, (409, "conflict")).await;
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is registered; only a ready cluster can be updated")
+            && msg.contains("not queued"),
+        "{msg}"
+    );
+    assert_eq!(e["error"]["details"]["status"], "registered");
+    // Another user's cluster and an unknown one are both 404.
+    refused(&s, &id, size5, &bob, &alice, (404, "not_found")).await;
+    let r = call(
+        "PATCH",
+        &s.api("/clusters/0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10"),
+        size5,
+        &alice,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    // No token: 401.
+    refused(&s, &id, size5, &[JSON], &alice, (401, "unauthorized")).await;
+    for (body, code, says) in [
+        (
+            r#"{"options": {"size": 5},}"#,
+            "invalid_json",
+            "line 1, column 25",
+        ),
+        ("", "invalid_json", "malformed JSON"),
+        (r#"{"size": 5}"#, "invalid_body", "unknown key \"size\""),
+        (
+            r#"{"options": {"size": 5}, "force": true}"#,
+            "invalid_body",
+            "unknown key \"force\"",
+        ),
+        ("{}", "invalid_body", "\"options\" is missing"),
+        (
+            r#"{"options": 5}"#,
+            "invalid_body",
+            "\"options\" must be a JSON object",
+        ),
+        (
+            r#"[{"options": {}}]"#,
+            "invalid_body",
+            "must be a JSON object, not an array",
+        ),
+    ] {
+        let e = refused(&s, &id, body, &alice, &alice, (400, code)).await;
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    let xml = [alice[0], ("content-type", "application/xml")];
+    refused(
+        &s,
+        &id,
+        size5,
+        &xml,
+        &alice,
+        (415, "unsupported_media_type"),
+    )
+    .await;
+
+    // 405s name PATCH where it is allowed, and only there.
+    let r = call("PUT", &s.api(&format!("/clusters/{id}")), size5, &alice).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "GET, PATCH, DELETE");
+    for path in ["/clusters".to_owned(), format!("/clusters/{id}/nodes")] {
+        let r = call("PATCH", &s.api(&path), size5, &alice).await;
+        assert_eq!(r.status, 405, "{path}");
+        assert_eq!(r.headers["allow"], "GET", "{path}");
+    }
+    assert_eq!(record(&s, &id, &alice).await, record(&s, &id, &admin).await);
+    let c: Value = serde_json::from_str(&record(&s, &id, &alice).await).unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["generation"].as_u64()),
+        (Some("registered"), Some(1))
+    );
+}
+
+/// A ready cluster (made so through the store of a stopped server, as the scheduler and
+/// orchestrator would) takes an update: 202, generation 2, `updating`, the added nodes
+/// queued and the running ones kept. Bad options are refused first and change nothing.
+#[tokio::test]
+async fn update_of_a_ready_cluster_answers_202_with_the_new_generation() {
+    use paas::domain::{ClusterStatus, NodeStatus};
+    use paas::registry::{SledStore, Store, Update};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data, &[]);
+    register_reference(&s, &[]).await;
+    let id = launch(&s, 2, &[JSON]).await;
+    s.sigterm();
+    {
+        let store = SledStore::open(&data).unwrap();
+        store
+            .update_cluster(id.parse().unwrap(), &mut |c| {
+                for n in &mut c.nodes {
+                    n.status = NodeStatus::Running;
+                    n.task_id = Some(format!("{}.{}.1", c.id, n.name));
+                }
+                c.status = ClusterStatus::Ready;
+                Ok(Update::Write)
+            })
+            .unwrap();
+    }
+    let s = Server::start(&data, &[]);
+    let url = s.api(&format!("/clusters/{id}"));
+    assert_eq!(cluster(&s, &id).await["status"], "ready");
+
+    for (body, want, says) in [
+        (
+            r#"{"options": {"colour": "red"}}"#,
+            (400, "invalid_options"),
+            "colour",
+        ),
+        (
+            r#"{"options": {"size": "many"}}"#,
+            (400, "invalid_options"),
+            "size (expected integer)",
+        ),
+        (
+            r#"{"options": {"size": true}}"#,
+            (400, "invalid_options"),
+            "size",
+        ),
+        (
+            r#"{"options": {"cpu": 0.5}}"#,
+            (422, "unsupported_change"),
+            "node0, node1",
+        ),
+    ] {
+        let e = refused(&s, &id, body, &[JSON], &[], want).await;
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(says), "{body}: {msg}");
+        if want.0 == 422 {
+            assert_eq!(
+                e["error"]["details"]["nodes"],
+                json!({"node0": ["cpu"], "node1": ["cpu"]})
+            );
+        }
+    }
+    // The same options: nothing to do, 200 with the current generation, nothing written.
+    let before = record(&s, &id, &[]).await;
+    for body in [r#"{"options": {"size": "2"}}"#, r#"{"options": {}}"#] {
+        let r = call("PATCH", &url, body, &[JSON]).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+        let b = r.json();
+        assert_eq!(
+            (b["status"].as_str(), b["generation"].as_u64()),
+            (Some("ready"), Some(1))
+        );
+        assert_eq!(record(&s, &id, &[]).await, before, "{body}");
+    }
+
+    // Scale 2 → 4 (a numeric string, as at launch).
+    let r = call("PATCH", &url, r#"{"options": {"size": "4"}}"#, &[JSON]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["id"], id.as_str());
+    assert_eq!(b["status"], "updating");
+    assert_eq!(b["generation"], 2);
+    assert_eq!(b["url"], format!("/bigdata/api/v1/clusters/{id}"));
+    assert_eq!(r.headers["location"].to_str().unwrap(), b["url"]);
+    let c = cluster(&s, &id).await;
+    assert_eq!(
+        (c["status"].as_str(), c["generation"].as_u64()),
+        (Some("updating"), Some(2))
+    );
+    assert_eq!(c["options"]["size"], 4);
+    let nodes: Vec<(&str, &str)> = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("node0", "running"),
+            ("node1", "running"),
+            ("node2", "queued"),
+            ("node3", "queued")
+        ]
+    );
+    assert_eq!(
+        c["nodes"][0]["task_id"],
+        format!("{id}.node0.1"),
+        "kept as it was"
+    );
+    let last = c["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], "updating");
+    assert_eq!(last["message"], "generation 2: adding node2, node3");
+
+    // A change while the update runs is refused, not queued.
+    let e = refused(
+        &s,
+        &id,
+        r#"{"options": {"size": 5}}"#,
+        &[JSON],
+        &[],
+        (409, "conflict"),
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["status"], "updating");
+    let m = get(&s.api("/metrics")).await.text();
+    assert!(
+        m.contains("paas_http_requests_total{operation=\"updateCluster\",class=\"2xx\"} 3"),
+        "{m}"
+    );
 }

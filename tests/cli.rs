@@ -148,3 +148,129 @@ fn products_and_clusters_through_the_cli() {
         String::from_utf8_lossy(&down.stderr)
     );
 }
+
+/// `scale` and `update`: refused with the server's reason while the cluster is not ready;
+/// once it is ready (set through the store of the stopped server, as the core would), the
+/// change is accepted and `--wait` follows `updating` as progress.
+#[test]
+fn scale_and_update_through_the_cli() {
+    use paas::domain::{ClusterStatus, NodeStatus};
+    use paas::registry::{SledStore, Store, Update};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data, &[]);
+    let url = s.url.clone();
+    for args in [
+        &["products", "create", "reference", "1.0.0"][..],
+        &[
+            "products",
+            "put-template",
+            "reference",
+            "1.0.0",
+            "minimal.json",
+        ],
+        &[
+            "products",
+            "put-options",
+            "reference",
+            "1.0.0",
+            "options/size.json",
+        ],
+    ] {
+        ok(&url, args);
+    }
+    let out = ok(
+        &url,
+        &[
+            "clusters",
+            "launch",
+            "reference",
+            "1.0.0",
+            "--opt",
+            "size=2",
+        ],
+    );
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+
+    // Not ready: 409 with the reason, exit 1, for both commands.
+    for args in [
+        &["clusters", "scale", &id, "3", "--wait"][..],
+        &["clusters", "update", &id, "--opt", "size=3"],
+    ] {
+        let out = paas(&url, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("409: cluster")
+                && err.contains("is registered; only a ready cluster can be updated"),
+            "{args:?}: {err}"
+        );
+    }
+    let bad = paas(&url, &["clusters", "update", &id, "--opt", "size"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --opt \"size\""));
+
+    s.sigterm();
+    {
+        let store = SledStore::open(&data).unwrap();
+        store
+            .update_cluster(id.parse().unwrap(), &mut |c| {
+                for n in &mut c.nodes {
+                    n.status = NodeStatus::Running;
+                    n.task_id = Some(format!("{}.{}.1", c.id, n.name));
+                }
+                c.status = ClusterStatus::Ready;
+                Ok(Update::Write)
+            })
+            .unwrap();
+    }
+    let s = Server::start(&data, &[]);
+    let url = s.url.as_str();
+
+    let same = ok(url, &["clusters", "scale", &id, "2", "--wait"]);
+    assert_eq!(
+        same.trim(),
+        format!("cluster {id} ready: nothing to change (generation 1)")
+    );
+    // Without Mesos the update never ends: --wait shows `updating` as progress and times out.
+    let out = paas(
+        url,
+        &["clusters", "scale", &id, "3", "--wait", "--timeout", "1"],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("cluster {id} updating (generation 2)").as_str(),
+            "updating"
+        ],
+        "only the update's own steps are shown"
+    );
+    assert!(
+        stderr.contains("timed out") && stderr.contains("last status: updating"),
+        "{stderr}"
+    );
+    let table = ok(url, &["clusters", "get", &id]);
+    assert!(table.contains("status    updating"), "{table}");
+    assert!(table.contains("generation 2"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("node")).count(),
+        3,
+        "{table}"
+    );
+    // A change during the update is refused, not queued.
+    let out = paas(url, &["clusters", "update", &id, "--opt", "size=4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is updating; only a ready cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = ok(url, &["clusters", "list", "--status", "updating"]);
+    assert!(listed.contains(&id), "{listed}");
+}

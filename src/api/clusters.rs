@@ -1,8 +1,10 @@
-//! Cluster handlers: launch, list, read and destroy clusters, each limited to its owner
-//! (admins see every cluster; another user's cluster is a 404).
+//! Cluster handlers: launch, list, read, update and destroy clusters, each limited to its
+//! owner (admins see every cluster; another user's cluster is a 404).
 //!
 //! The api only records the *desired* state and wakes the core; the scheduler and the
 //! orchestrator move the cluster along.
+
+use std::sync::Arc;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -22,9 +24,10 @@ use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, 
 use crate::domain::heal::{Replacement, RestartPolicy};
 use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
 use crate::domain::lifecycle::ClusterEvent;
-use crate::domain::update::Retiring;
+use crate::domain::options::OptionsError;
+use crate::domain::update::{Retiring, UpdateError, UpdateRequest, Updated};
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
-use crate::registry::Update;
+use crate::registry::{StoreError, Update};
 
 fn cluster_url(id: ClusterId) -> String {
     format!("{BASE}/clusters/{id}")
@@ -175,23 +178,33 @@ fn new_secret() -> String {
 /// Bad options are the request's fault (400, every bad key listed); a template that fails
 /// with valid options cannot be acted on (422).
 fn launch_error(e: LaunchError) -> ApiError {
-    let unprocessable = |message: String| ApiError::Unprocessable {
+    match e {
+        LaunchError::Options(e) => options_error(&e),
+        LaunchError::Render(e) => render_error(e),
+    }
+}
+
+/// 400 `invalid_options`, the same for a launch and an update.
+fn options_error(e: &OptionsError) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_options",
+        message: e.to_string(),
+        details: Some(serde_json::to_value(e).unwrap_or_default()),
+    }
+}
+
+/// 422 `template_failed`, the same for a launch and an update.
+fn render_error(e: RenderError) -> ApiError {
+    let message = match e {
+        RenderError::Template(e) => {
+            format!("the template cannot be rendered with these options: {e}")
+        }
+        RenderError::Spec(e) => format!("the template rendered an invalid cluster: {e}"),
+    };
+    ApiError::Unprocessable {
         code: "template_failed",
         message,
         details: None,
-    };
-    match e {
-        LaunchError::Options(e) => ApiError::BadRequest {
-            code: "invalid_options",
-            message: e.to_string(),
-            details: Some(serde_json::to_value(&e).unwrap_or_default()),
-        },
-        LaunchError::Render(RenderError::Template(e)) => unprocessable(format!(
-            "the template cannot be rendered with these options: {e}"
-        )),
-        LaunchError::Render(RenderError::Spec(e)) => {
-            unprocessable(format!("the template rendered an invalid cluster: {e}"))
-        }
     }
 }
 
@@ -299,6 +312,146 @@ pub(super) async fn delete(
         ),
         &url,
     ))
+}
+
+/// The body of `PATCH /clusters/{id}`: exactly `{"options": {...}}`, the new values of some
+/// options.
+///
+/// # Errors
+/// 400 `invalid_body` for any other shape, naming what is wrong.
+fn update_changes(body: Value) -> Result<Map<String, Value>, ApiError> {
+    let shape = r#"an update is {"options": {...}}"#;
+    let mut body = object(body, "an update")?;
+    if let Some(extra) = body.keys().find(|k| *k != "options") {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("unknown key {extra:?}: {shape}"),
+        ));
+    }
+    match body.remove("options") {
+        None => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("\"options\" is missing: {shape}"),
+        )),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("\"options\" must be a JSON object: {shape}"),
+        )),
+    }
+}
+
+/// `PATCH /clusters/{id}`: a new generation of a ready cluster's spec from changed options
+/// (scale, update); 202 with the generation, or 200 when the options are what they are.
+///
+/// The update is decided inside the store's compare-and-swap, against the record it
+/// replaces, so a concurrent write (the scheduler's, another PATCH) cannot be lost or
+/// raced. Only a `ready` cluster takes one: a PATCH while the cluster is `updating` (or
+/// anything but `ready`) is refused with 409, never queued. A refused request writes nothing.
+pub(super) async fn update(
+    state: &Arc<AppState>,
+    who: &Principal,
+    id: ClusterId,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    check_json_content_type(&req)?;
+    let body = read_body(state, req).await?;
+    let changes = update_changes(parse_json(&body)?)?;
+    let current = own_cluster(state, who, id).await?;
+    let (name, version) = (&current.product, &current.version);
+    let product = get_product(state, name, version).await?;
+    let template = load_template(state, name, version).await?;
+    let doc = load_options(state, name, version).await?;
+    let shared = Arc::clone(state);
+    let now = Timestamp::now();
+    let (result, c) = blocking(state, move |s| {
+        let request = UpdateRequest {
+            product: &product,
+            template: &template,
+            options: &doc,
+            changes: &changes,
+            node_image: &shared.node_image,
+        };
+        // The closure may run more than once (on a lost compare-and-swap); each run decides
+        // afresh from the record it is given, and only the last run's outcome counts.
+        let mut result: Option<Result<Updated, UpdateError>> = None;
+        let stored = s.update_cluster(id, &mut |c| {
+            let r = request.apply(&shared.renderer, c, &now);
+            let outcome = match &r {
+                Ok(u) if u.changed => Ok(Update::Write),
+                Ok(_) => Ok(Update::Keep),
+                Err(e) => Err(e.to_string()),
+            };
+            result = Some(r);
+            outcome
+        });
+        match stored {
+            Ok(c) => Ok((result, Some(c))),
+            Err(StoreError::Rejected(_)) if matches!(result, Some(Err(_))) => Ok((result, None)),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
+    let (updated, c) = match (result, c) {
+        (Some(Ok(u)), Some(c)) => (u, c),
+        (Some(Err(e)), _) => return Err(update_error(id, e)),
+        // invariant: the store answers a record only after the closure accepted it.
+        _ => {
+            return Err(ApiError::Internal(
+                "the store answered an update it did not run".into(),
+            ));
+        }
+    };
+    let url = cluster_url(id);
+    let body = json!({"id": id, "status": c.status, "generation": c.generation, "url": url});
+    if !updated.changed {
+        return Ok(json_response(StatusCode::OK, &body));
+    }
+    tracing::info!(
+        cluster_id = %id,
+        generation = updated.generation,
+        added = updated.added.len(),
+        removed = updated.removed.len(),
+        "cluster update requested"
+    );
+    state.backend.wake(id);
+    Ok(with_location(
+        json_response(StatusCode::ACCEPTED, &body),
+        &url,
+    ))
+}
+
+/// An update the cluster refused: 409 unless ready, 400 for bad options, 422 for what
+/// cannot be done with valid ones.
+fn update_error(id: ClusterId, e: UpdateError) -> ApiError {
+    match e {
+        UpdateError::NotReady(status) => ApiError::Conflict {
+            message: format!(
+                "cluster {id} is {status}; only a ready cluster can be updated \
+                 (a change while it is not ready is refused, not queued: retry once it is ready)"
+            ),
+            details: Some(json!({"status": status})),
+        },
+        UpdateError::Options(e) => options_error(&e),
+        UpdateError::Render(e) => render_error(e),
+        UpdateError::NodeSpecChanged(nodes) => {
+            let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+            let message = format!(
+                "these options change the spec of running nodes ({}); \
+                 replacing running nodes (a rolling update) is not supported yet",
+                names.join(", ")
+            );
+            let details: Map<String, Value> = nodes
+                .into_iter()
+                .map(|(n, fields)| (n, json!(fields)))
+                .collect();
+            ApiError::Unprocessable {
+                code: "unsupported_change",
+                message,
+                details: Some(json!({"nodes": details})),
+            }
+        }
+    }
 }
 
 /// `GET /clusters/{id}`: the full record, without its secret.
@@ -421,6 +574,51 @@ mod tests {
             !got.contains("the-secret-3f9a"),
             "the secret is never served"
         );
+    }
+
+    #[test]
+    fn an_update_body_is_exactly_an_options_object() {
+        let ok = update_changes(json!({"options": {"size": 5}})).unwrap();
+        assert_eq!(Value::Object(ok), json!({"size": 5}));
+        assert!(update_changes(json!({"options": {}})).unwrap().is_empty());
+        for (body, says) in [
+            (json!({"size": 5}), "unknown key \"size\""),
+            (json!({"options": {"size": 5}, "x": 1}), "unknown key \"x\""),
+            (json!({}), "\"options\" is missing"),
+            (json!({"options": [1]}), "\"options\" must be a JSON object"),
+            (
+                json!({"options": null}),
+                "\"options\" must be a JSON object",
+            ),
+            (json!([1]), "must be a JSON object, not an array"),
+            (json!("options"), "must be a JSON object, not a string"),
+        ] {
+            let e = update_changes(body.clone()).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}");
+            assert!(e.to_string().contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn refused_updates_map_to_one_status_each() {
+        let id = ClusterId(uuid::Uuid::from_u128(7));
+        let e = update_error(id, UpdateError::NotReady(ClusterStatus::Updating));
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert!(
+            e.to_string()
+                .contains("is updating; only a ready cluster can be updated"),
+            "{e}"
+        );
+        let e = update_error(
+            id,
+            UpdateError::NodeSpecChanged(vec![("node0".into(), vec!["cpu", "mem"])]),
+        );
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let ApiError::Unprocessable { code, details, .. } = e else {
+            panic!("422")
+        };
+        assert_eq!(code, "unsupported_change");
+        assert_eq!(details, Some(json!({"nodes": {"node0": ["cpu", "mem"]}})));
     }
 
     #[test]

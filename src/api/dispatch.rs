@@ -2,6 +2,8 @@
 //!
 //! Who may call what is decided by [`Endpoint::access`] alone; no handler checks a role.
 
+use std::sync::Arc;
+
 use http::Request;
 use hyper::body::Incoming;
 
@@ -12,9 +14,10 @@ use super::routes::{Access, Endpoint, RouteError};
 use super::{AppState, clusters, ops, products};
 
 /// Routes, authenticates and runs one request. Returns the response and the operation id
-/// (for metrics).
+/// (for metrics). The state comes shared because an update renders the template inside the
+/// store's compare-and-swap, on a blocking thread.
 pub(super) async fn dispatch(
-    state: &AppState,
+    state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<(Resp, &'static str), ApiError> {
     let ep = Endpoint::parse(req.method(), req.uri().path()).map_err(|e| match e {
@@ -64,6 +67,7 @@ pub(super) async fn dispatch(
         }
         (Endpoint::ListClusters, Some(who)) => clusters::list(state, &who, req.uri().query()).await,
         (Endpoint::GetCluster { id }, Some(who)) => clusters::get(state, &who, id).await,
+        (Endpoint::UpdateCluster { id }, Some(who)) => clusters::update(state, &who, id, req).await,
         (Endpoint::DeleteCluster { id }, Some(who)) => clusters::delete(state, &who, id).await,
         (Endpoint::ClusterNodes { id }, Some(who)) => clusters::nodes(state, &who, id).await,
         (Endpoint::ClusterServices { id }, Some(who)) => clusters::services(state, &who, id).await,

@@ -139,7 +139,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (resp, op) = match dispatch::dispatch(state, req).await {

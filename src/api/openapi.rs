@@ -102,6 +102,9 @@ fn schemas() -> Value {
             "descriptions": {"type": "object"}}},
         "LaunchOptions": {"type": "object", "description": "option values; numbers may be numeric strings", "additionalProperties": true},
         "LaunchAccepted": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "status": s("string"), "url": s("string")}},
+        "ClusterUpdate": {"type": "object", "required": ["options"], "additionalProperties": false, "properties": {
+            "options": {"type": "object", "description": "new values of some of the product's options (numbers may be numeric strings); the others keep their current values", "additionalProperties": true}}},
+        "UpdateAccepted": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "status": s("string"), "generation": s("integer"), "url": s("string")}},
         "Node": {"type": "object", "properties": {
             "name": s("string"), "status": {"type": "string", "enum": ["queued", "staging", "starting", "running", "killing", "finished", "failed", "killed", "lost", "error", "dropped", "unreachable", "gone", "gone_by_operator", "unknown"]},
             "docker_image": s("string"), "cpu": s("number"), "mem": s("number"), "disk": s("number"),
@@ -112,7 +115,9 @@ fn schemas() -> Value {
         "Event": {"type": "object", "properties": {"at": ts, "status": s("string"), "message": s("string")}},
         "Cluster": {"type": "object", "properties": {
             "id": {"type": "string", "format": "uuid"}, "owner": s("string"), "product": name, "version": name,
-            "options": s("object"), "status": {"type": "string", "enum": ["registered", "scheduling", "scheduled", "configuring", "configured", "ready", "failed", "destroying", "destroyed"]},
+            "options": s("object"), "status": {"type": "string", "enum": ["registered", "scheduling", "scheduled", "configuring", "configured", "ready", "healing", "updating", "failed", "destroying", "destroyed"]},
+            "generation": {"type": "integer", "description": "grows with every change of the desired spec (launch = 1)"},
+            "retiring": {"type": "array", "description": "nodes an update removed whose tasks are being drained and killed", "items": {"type": "object", "properties": {"node": {"$ref": "#/components/schemas/Node"}, "drained": s("boolean")}}},
             "reason": s("string"), "desired": {"type": "string", "enum": ["running", "destroyed"]},
             "created_at": ts, "updated_at": ts, "url": s("string"),
             "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
@@ -149,5 +154,24 @@ mod tests {
         let unique: std::collections::BTreeSet<_> = ops.iter().collect();
         assert_eq!(unique.len(), ops.len(), "operation ids are unique");
         assert_eq!(ops.len(), ROUTES.len());
+    }
+
+    /// The documented cluster statuses are exactly the domain's, so a new state (like
+    /// `healing` and `updating`) cannot go undocumented.
+    #[test]
+    fn cluster_statuses_are_the_domain_ones() {
+        let doc = document();
+        let documented: Vec<&str> = doc["components"]["schemas"]["Cluster"]["properties"]["status"]
+            ["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let domain: Vec<&str> = crate::domain::ClusterStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(documented, domain);
     }
 }

@@ -43,6 +43,10 @@ pub enum Endpoint {
     GetCluster {
         id: ClusterId,
     },
+    /// `PATCH`: a change of the cluster's options (scale or update).
+    UpdateCluster {
+        id: ClusterId,
+    },
     DeleteCluster {
         id: ClusterId,
     },
@@ -175,8 +179,9 @@ impl Endpoint {
                 let id = cluster(id)?;
                 match *m {
                     Method::GET => (&[], Some(Endpoint::GetCluster { id })),
+                    Method::PATCH => (&[], Some(Endpoint::UpdateCluster { id })),
                     Method::DELETE => (&[], Some(Endpoint::DeleteCluster { id })),
-                    _ => (&[Method::GET, Method::DELETE], None),
+                    _ => (&[Method::GET, Method::PATCH, Method::DELETE], None),
                 }
             }
             (["clusters", id, sub], m) => {
@@ -218,6 +223,7 @@ impl Endpoint {
             | Endpoint::Launch { .. }
             | Endpoint::ListClusters
             | Endpoint::GetCluster { .. }
+            | Endpoint::UpdateCluster { .. }
             | Endpoint::DeleteCluster { .. }
             | Endpoint::ClusterNodes { .. }
             | Endpoint::ClusterServices { .. }
@@ -256,6 +262,7 @@ impl Endpoint {
             },
             Endpoint::ListClusters => "listClusters",
             Endpoint::GetCluster { .. } => "getCluster",
+            Endpoint::UpdateCluster { .. } => "updateCluster",
             Endpoint::DeleteCluster { .. } => "deleteCluster",
             Endpoint::ClusterNodes { .. } => "getClusterNodes",
             Endpoint::ClusterServices { .. } => "getClusterServices",
@@ -317,6 +324,7 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), Admin),
         route!(GET "/clusters" "listClusters" "List clusters (own clusters; admins see all)", None, 200 Some("ClusterList"), User),
         route!(GET "/clusters/{id}" "getCluster" "Get the full cluster record", None, 200 Some("Cluster"), User),
+        route!(PATCH "/clusters/{id}" "updateCluster" "Change a ready cluster's options (scale, update): 202 with the new generation, 200 when nothing changes, 409 unless ready (not queued)", Some("ClusterUpdate"), 202 Some("UpdateAccepted"), User),
         route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), User),
         route!(GET "/clusters/{id}/nodes" "getClusterNodes" "The cluster's nodes", None, 200 Some("NodeList"), User),
         route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), User),
@@ -438,6 +446,16 @@ mod tests {
                 Endpoint::GetCluster { id },
             ),
             (
+                Method::PATCH,
+                format!("/bigdata/api/v1/clusters/{ID}"),
+                Endpoint::UpdateCluster { id },
+            ),
+            (
+                Method::PATCH,
+                format!("/bigdata/api/v1/clusters/{ID}/"),
+                Endpoint::UpdateCluster { id },
+            ),
+            (
                 Method::DELETE,
                 format!("/bigdata/api/v1/clusters/{ID}"),
                 Endpoint::DeleteCluster { id },
@@ -534,8 +552,24 @@ mod tests {
             p(Method::PUT, &format!("/bigdata/api/v1/clusters/{ID}")),
             Err(RouteError::MethodNotAllowed(vec![
                 Method::GET,
+                Method::PATCH,
                 Method::DELETE
             ]))
+        );
+        assert_eq!(
+            p(Method::PATCH, "/bigdata/api/v1/clusters"),
+            Err(RouteError::MethodNotAllowed(vec![Method::GET]))
+        );
+        assert_eq!(
+            p(
+                Method::PATCH,
+                &format!("/bigdata/api/v1/clusters/{ID}/nodes")
+            ),
+            Err(RouteError::MethodNotAllowed(vec![Method::GET]))
+        );
+        assert_eq!(
+            p(Method::PATCH, "/bigdata/api/v1/clusters/not-a-uuid"),
+            Err(RouteError::NotFound)
         );
         assert_eq!(
             p(Method::DELETE, "/bigdata/api/v1/products/a/1/template"),
@@ -616,6 +650,7 @@ mod tests {
             ),
             (Endpoint::ListClusters, Access::User),
             (Endpoint::GetCluster { id }, Access::User),
+            (Endpoint::UpdateCluster { id }, Access::User),
             (Endpoint::DeleteCluster { id }, Access::User),
             (Endpoint::ClusterNodes { id }, Access::User),
             (Endpoint::ClusterServices { id }, Access::User),

@@ -95,6 +95,8 @@ pub enum ProductsCmd {
 pub enum ClustersCmd {
     /// List clusters (yours; admins see all).
     List {
+        /// Only clusters in this status: registered, scheduling, scheduled, configuring,
+        /// configured, ready, healing, updating, failed, destroying or destroyed.
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]
@@ -116,6 +118,32 @@ pub enum ClustersCmd {
         /// With --wait: the status that counts as done.
         #[arg(long, default_value = "ready")]
         until: String,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Change the number of nodes of a ready cluster (its `size` option). Refused (409)
+    /// unless the cluster is ready: a change during another one is not queued.
+    Scale {
+        id: String,
+        size: u64,
+        /// Follow the status until the cluster is `ready` again (exit 0) or `failed` (exit 1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Change options of a ready cluster (the others keep their values). Refused (409)
+    /// unless the cluster is ready: a change during another one is not queued.
+    Update {
+        id: String,
+        /// An option, `key=value` (repeatable), as for `launch`.
+        #[arg(long = "opt", value_name = "KEY=VALUE", required = true)]
+        opts: Vec<String>,
+        /// Follow the status until the cluster is `ready` again (exit 0) or `failed` (exit 1).
+        #[arg(long)]
+        wait: bool,
         /// With --wait: give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -434,14 +462,43 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
             let id = s(&v["id"]);
             println!("cluster {id} {}", s(&v["status"]));
             if wait {
-                follow(c, &id, &until, Duration::from_secs(timeout)).await?;
+                let goal = Goal {
+                    status: &until,
+                    generation: 0,
+                };
+                follow(c, &id, goal, Duration::from_secs(timeout)).await?;
             }
+        }
+        ClustersCmd::Scale {
+            id,
+            size,
+            wait,
+            timeout,
+        } => {
+            let changes = json!({"size": size})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            change(c, &id, changes, wait.then(|| Duration::from_secs(timeout))).await?;
+        }
+        ClustersCmd::Update {
+            id,
+            opts,
+            wait,
+            timeout,
+        } => {
+            let changes = parse_opts(&opts)?;
+            change(c, &id, changes, wait.then(|| Duration::from_secs(timeout))).await?;
         }
         ClustersCmd::Delete { id, wait } => {
             let v = c.json("DELETE", &format!("/clusters/{id}"), None).await?;
             println!("cluster {id} {}", s(&v["status"]));
             if wait {
-                follow(c, &id, "destroyed", Duration::from_secs(300)).await?;
+                let goal = Goal {
+                    status: "destroyed",
+                    generation: 0,
+                };
+                follow(c, &id, goal, Duration::from_secs(300)).await?;
             }
         }
         ClustersCmd::Events { id } => {
@@ -469,20 +526,82 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The body of `PATCH /clusters/{id}`.
+fn update_body(changes: Map<String, Value>) -> Value {
+    json!({"options": changes})
+}
+
+/// `scale` and `update`: PATCHes the options and, with a timeout, follows the cluster until
+/// it is `ready` at the new generation.
+async fn change(
+    c: &Client,
+    id: &str,
+    changes: Map<String, Value>,
+    wait: Option<Duration>,
+) -> Result<(), CliError> {
+    let (status, bytes) = c
+        .call(
+            "PATCH",
+            &format!("/clusters/{id}"),
+            Some(Bytes::from(update_body(changes).to_string())),
+        )
+        .await?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))?;
+    let generation = v["generation"].as_u64().unwrap_or(0);
+    if status == 200 {
+        // Nothing to change: the cluster is as asked, and nothing to wait for.
+        println!(
+            "cluster {id} {}: nothing to change (generation {generation})",
+            s(&v["status"])
+        );
+        return Ok(());
+    }
+    println!("cluster {id} {} (generation {generation})", s(&v["status"]));
+    if let Some(timeout) = wait {
+        let goal = Goal {
+            status: "ready",
+            generation,
+        };
+        follow(c, id, goal, timeout).await?;
+    }
+    Ok(())
+}
+
+/// What `--wait` waits for.
+#[derive(Debug, Clone, Copy)]
+struct Goal<'a> {
+    status: &'a str,
+    /// The status counts only at this generation or later (0: any), so that an update is
+    /// not taken as done by the `ready` it started from. Its progress is shown from the
+    /// latest `updating` on.
+    generation: u64,
+}
+
 /// Polls the cluster, showing the status history on one line that updates in place (on a
-/// terminal; one line per change otherwise), until `until`, `failed` or the timeout.
-async fn follow(c: &Client, id: &str, until: &str, timeout: Duration) -> Result<(), CliError> {
+/// terminal; one line per change otherwise), until the goal, `failed` or the timeout. Every
+/// other status (`healing` and `updating` too) is progress.
+async fn follow(c: &Client, id: &str, goal: Goal<'_>, timeout: Duration) -> Result<(), CliError> {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut shown: Vec<String> = Vec::new();
+    let mut from: Option<usize> = None;
     loop {
         let v = c.json("GET", &format!("/clusters/{id}"), None).await?;
-        let history: Vec<String> = v["history"]
+        let all: Vec<String> = v["history"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|h| s(&h["status"]))
             .collect();
+        // An update shows its own steps only, not the cluster's whole past.
+        let from = *from.get_or_insert_with(|| {
+            if goal.generation > 1 {
+                all.iter().rposition(|st| st == "updating").unwrap_or(0)
+            } else {
+                0
+            }
+        });
+        let history: Vec<String> = all.into_iter().skip(from).collect();
         let status = s(&v["status"]);
         if history != shown {
             let line = history.join(" → ");
@@ -496,7 +615,8 @@ async fn follow(c: &Client, id: &str, until: &str, timeout: Duration) -> Result<
             let _ = std::io::stdout().flush();
             shown = history;
         }
-        let done = status == until;
+        let until = goal.status;
+        let done = status == until && v["generation"].as_u64().unwrap_or(0) >= goal.generation;
         let failed = status == "failed" || (status == "destroyed" && until != "destroyed");
         if done || failed {
             if tty {
@@ -534,6 +654,9 @@ pub fn describe(c: &Value) -> String {
     ));
     if let Some(r) = c["reason"].as_str() {
         out.push_str(&format!("reason    {r}\n"));
+    }
+    if let Some(g) = c["generation"].as_u64() {
+        out.push_str(&format!("generation {g}\n"));
     }
     out.push_str(&format!("created   {}\n\n", s(&c["created_at"])));
     let nodes: Vec<Vec<String>> = c["nodes"]
@@ -620,6 +743,65 @@ mod tests {
         );
         assert!(parse_opts(&["novalue".into()]).is_err());
         assert!(parse_opts(&["=1".into()]).is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(subcommand)]
+        cmd: ClustersCmd,
+    }
+
+    fn args(argv: &[&str]) -> Result<ClustersCmd, clap::Error> {
+        use clap::Parser;
+        Args::try_parse_from(std::iter::once("clusters").chain(argv.iter().copied())).map(|a| a.cmd)
+    }
+
+    #[test]
+    fn scale_and_update_arguments() {
+        let scale = args(&["scale", "abc", "5", "--wait"]).unwrap();
+        assert!(
+            matches!(&scale, ClustersCmd::Scale { id, size: 5, wait: true, timeout: 600 } if id == "abc"),
+            "scale"
+        );
+        let ClustersCmd::Scale { size, .. } = args(&["scale", "abc", "2"]).unwrap() else {
+            panic!("scale")
+        };
+        assert_eq!(
+            update_body(json!({"size": size}).as_object().unwrap().clone()),
+            json!({"options": {"size": 2}})
+        );
+        for bad in [
+            &["scale", "abc"][..],
+            &["scale", "abc", "many"],
+            &["scale", "abc", "-1"],
+            &["update", "abc"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
+        let ClustersCmd::Update {
+            id,
+            opts,
+            wait,
+            timeout,
+        } = args(&[
+            "update",
+            "abc",
+            "--opt",
+            "size=3",
+            "--opt",
+            "mem=128",
+            "--timeout",
+            "60",
+        ])
+        .unwrap()
+        else {
+            panic!("update")
+        };
+        assert_eq!((id.as_str(), wait, timeout), ("abc", false, 60));
+        assert_eq!(
+            update_body(parse_opts(&opts).unwrap()),
+            json!({"options": {"size": 3, "mem": 128}})
+        );
     }
 
     #[test]
