@@ -3,7 +3,9 @@
 //! mesos-local is wrong.
 //!
 //! Scenarios: launch to `ready`; five clusters at once; destroy; resources exhausted, the
-//! cluster waits and says why, then proceeds once another is destroyed. (A framework
+//! cluster waits and says why, then proceeds once another is destroyed. Day 2: a node's
+//! container is killed and the cluster heals by itself; the cluster is scaled 2 → 3 → 1;
+//! an update that would change a running node's spec is refused and changes nothing. (A framework
 //! restart is in `tests/realmesos.rs`: mesos-local lives inside `paas serve`, so restarting
 //! the framework restarts it too and there is nothing to compare.)
 //!
@@ -51,6 +53,19 @@ struct Outcome {
     /// The waiting cluster: its status while waiting, whether its reason names cpus, and its
     /// status once the other cluster is gone.
     exhausted: (String, bool, String),
+    day2: Day2,
+}
+
+/// What the day-2 scenarios showed.
+#[derive(Debug, PartialEq)]
+struct Day2 {
+    /// After `docker kill` of node1: its attempt once the cluster is ready again, and whether
+    /// the history went `healing` after the first `ready`.
+    healed: (u64, bool),
+    /// `(generation, node count, running containers)` once ready after each scale.
+    scaled: Vec<(u64, usize, usize)>,
+    /// The refused spec change: its status, error code, and whether the record is unchanged.
+    refused: (u16, String, bool),
 }
 
 async fn suite(s: &Server) -> Outcome {
@@ -103,6 +118,7 @@ async fn suite(s: &Server) -> Outcome {
     let after = wait_status(s, &b, "ready", 120).await;
     destroy(s, &b).await;
     wait_status(s, &b, "destroyed", 90).await;
+    let day2 = day2(s).await;
     Outcome {
         launch_history,
         five_at_once,
@@ -112,7 +128,96 @@ async fn suite(s: &Server) -> Outcome {
             names_cpus,
             after["status"].as_str().unwrap_or_default().to_owned(),
         ),
+        day2,
     }
+}
+
+async fn day2(s: &Server) -> Day2 {
+    let t = Instant::now();
+    let id = launch(s, r#"{"size": 2}"#).await;
+    wait_status(s, &id, "ready", 120).await;
+    common::docker_kill(&format!("{id}.node1.1"));
+    let c = wait_for(s, &id, 120, "ready again with node1 at attempt 2", |c| {
+        c["status"] == "ready" && c["nodes"][1]["attempt"] == 2
+    })
+    .await;
+    let h = statuses(&c);
+    let first_ready = h.iter().position(|x| x == "ready").unwrap_or(h.len());
+    let healed = (
+        c["nodes"][1]["attempt"].as_u64().unwrap_or_default(),
+        h[first_ready..].iter().any(|x| x == "healing"),
+    );
+    eprintln!("  healed after {:.1} s", t.elapsed().as_secs_f64());
+
+    let mut scaled = Vec::new();
+    for size in [3, 1] {
+        let t = Instant::now();
+        let g = common::patch(s, &id, serde_json::json!({ "size": size })).await["generation"]
+            .as_u64()
+            .unwrap_or_default();
+        let c = wait_for(s, &id, 120, "ready at the new generation", |c| {
+            c["status"] == "ready" && c["generation"] == g
+        })
+        .await;
+        let tasks = common::task_ids(&c);
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let running = loop {
+            let running: Vec<String> = common::running_executors()
+                .into_iter()
+                .chain(local_executors())
+                .filter(|e| e.starts_with(&id))
+                .collect();
+            if running.len() == tasks.len() || Instant::now() > deadline {
+                break running;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        };
+        scaled.push((g, c["nodes"].as_array().map_or(0, Vec::len), running.len()));
+        eprintln!("  scaled to {size} in {:.1} s", t.elapsed().as_secs_f64());
+    }
+
+    let before = get(&s.api(&format!("/clusters/{id}"))).await.json();
+    let r = common::call(
+        "PATCH",
+        &s.api(&format!("/clusters/{id}")),
+        r#"{"options": {"cpu": 0.2}}"#,
+        &[common::JSON],
+    )
+    .await;
+    let after = get(&s.api(&format!("/clusters/{id}"))).await.json();
+    let refused = (r.status, r.code(), before == after);
+    destroy(s, &id).await;
+    wait_status(s, &id, "destroyed", 90).await;
+    Day2 {
+        healed,
+        scaled,
+        refused,
+    }
+}
+
+/// Executor ids of mesos-local's running containers (`paaslocal-*`).
+fn local_executors() -> Vec<String> {
+    let ids = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", "name=paaslocal-"])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
+        .args(&ids)
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn statuses(c: &Value) -> Vec<String> {
@@ -139,6 +244,11 @@ fn expected() -> Outcome {
         five_at_once: vec!["ready".to_owned(); 5],
         destroyed: true,
         exhausted: ("scheduling".into(), true, "ready".into()),
+        day2: Day2 {
+            healed: (2, true),
+            scaled: vec![(2, 3, 3), (3, 1, 1)],
+            refused: (422, "unsupported_change".into(), true),
+        },
     }
 }
 

@@ -330,32 +330,6 @@ async fn peers_file(n: &Value) -> String {
     r.text()
 }
 
-/// The Docker container running the executor `executor_id` (our task id).
-fn container_of(executor_id: &str) -> String {
-    let ids = Command::new("docker")
-        .args(["ps", "-q", "--filter", "name=mesos-"])
-        .output()
-        .expect("docker ps");
-    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-        let env = Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{range .Config.Env}}{{println .}}{{end}}",
-                id,
-            ])
-            .output()
-            .expect("docker inspect");
-        if String::from_utf8_lossy(&env.stdout)
-            .lines()
-            .any(|l| l == format!("MESOS_EXECUTOR_ID={executor_id}"))
-        {
-            return id.to_owned();
-        }
-    }
-    panic!("no container runs executor {executor_id}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
     let Some(m) = master() else { return };
@@ -374,7 +348,7 @@ async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
     assert!(task_ids(&before).contains(&victim), "{before:#}");
 
     let killed = Command::new("docker")
-        .args(["kill", &container_of(&victim)])
+        .args(["kill", &common::container_of(&victim)])
         .output()
         .expect("docker kill");
     assert!(killed.status.success(), "{killed:?}");
@@ -420,6 +394,87 @@ async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
     let now = task_ids(&c);
     let running = wait_containers(|r| now.is_subset(r), 30, "running").await;
     assert!(!running.contains(&victim), "{running:?}");
+
+    destroy(&s, &id).await;
+    wait_status(&s, &id, "destroyed", 60).await;
+    wait_containers(|r| !r.iter().any(|e| e.starts_with(&id)), 60, "gone").await;
+}
+
+/// The node names of a worker's peers line, in order.
+async fn peers_named_by(n: &Value) -> Vec<String> {
+    let file = peers_file(n).await;
+    let line = file
+        .lines()
+        .find_map(|l| l.strip_prefix("peers = "))
+        .unwrap_or_else(|| panic!("no peers line: {file}"));
+    line.split(',')
+        .map(|p| p.split('@').next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_product_scales_3_to_5_to_2_and_its_peers_follow() {
+    let Some(m) = master() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &m);
+    let h = wait_subscribed(&s, 30).await;
+    let _teardown = common::TeardownOnPanic {
+        master: m.clone(),
+        framework_id: h["mesos"]["framework_id"].as_str().unwrap().to_owned(),
+    };
+    register_reference(&s, &[]).await;
+    let id = launch(&s, r#"{"size": 3}"#).await;
+    let first = wait_status(&s, &id, "ready", 120).await;
+    let kept = task_ids(&first);
+
+    for (size, generation) in [(5u64, 2u64), (2, 3)] {
+        let accepted = common::patch(&s, &id, serde_json::json!({ "size": size })).await;
+        assert_eq!(accepted["generation"], generation, "{accepted}");
+        assert_eq!(accepted["status"], "updating", "{accepted}");
+        let c = wait_for(
+            &s,
+            &id,
+            120,
+            &format!("ready at generation {generation}"),
+            |c| c["status"] == "ready" && c["generation"] == generation,
+        )
+        .await;
+        let nodes = c["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len() as u64, size, "{c:#}");
+        assert!(c["retiring"].is_null(), "nothing left retiring: {c:#}");
+        let want: Vec<String> = (0..size).map(|i| format!("node{i}")).collect();
+        for n in &nodes[1..] {
+            assert_eq!(peers_named_by(n).await, want, "{}", n["name"]);
+        }
+        // Exactly the desired containers run: the added ones, none of the removed ones.
+        let tasks = task_ids(&c);
+        let running = wait_containers(
+            |r| {
+                let ours: BTreeSet<String> =
+                    r.iter().filter(|e| e.starts_with(&id)).cloned().collect();
+                ours == tasks
+            },
+            60,
+            &format!("exactly the {size} nodes"),
+        )
+        .await;
+        eprintln!("size {size}: {running:?}");
+        // Nodes kept through an update keep their task.
+        for t in kept.iter().filter(|t| tasks.contains(*t)) {
+            assert!(t.ends_with(".1"), "{t}");
+        }
+        let statuses = history(&c);
+        assert_eq!(
+            &statuses[statuses.len() - 2..],
+            ["updating", "ready"],
+            "{statuses:?}"
+        );
+    }
+    let log = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+    for node in ["node2", "node3", "node4"] {
+        assert!(log.contains(&format!("node {node} drained")), "{log}");
+    }
 
     destroy(&s, &id).await;
     wait_status(&s, &id, "destroyed", 60).await;

@@ -328,3 +328,52 @@ impl Drop for TeardownOnPanic {
         }
     }
 }
+
+/// The Docker container running the executor `executor_id` (our task id), on real Mesos
+/// (`mesos-*`) or mesos-local (`paaslocal-*`): both give the executor `MESOS_EXECUTOR_ID`.
+pub fn container_of(executor_id: &str) -> String {
+    let ids = Command::new("docker")
+        .args(["ps", "-q"])
+        .output()
+        .expect("docker ps");
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        let env = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .Config.Env}}{{println .}}{{end}}",
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        if String::from_utf8_lossy(&env.stdout)
+            .lines()
+            .any(|l| l == format!("MESOS_EXECUTOR_ID={executor_id}"))
+        {
+            return id.to_owned();
+        }
+    }
+    panic!("no container runs executor {executor_id}");
+}
+
+/// `docker kill` of the container running `executor_id`.
+pub fn docker_kill(executor_id: &str) {
+    let out = Command::new("docker")
+        .args(["kill", &container_of(executor_id)])
+        .output()
+        .expect("docker kill");
+    assert!(out.status.success(), "docker kill {executor_id}: {out:?}");
+}
+
+/// `PATCH /clusters/{id}` with new options, expecting 202; the answer's JSON.
+pub async fn patch(s: &Server, id: &str, options: Value) -> Value {
+    let r = call(
+        "PATCH",
+        &s.api(&format!("/clusters/{id}")),
+        serde_json::json!({ "options": options }).to_string(),
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()
+}

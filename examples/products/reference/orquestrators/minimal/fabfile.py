@@ -2,8 +2,10 @@
 """Orchestration script of the reference product.
 
 Called by the orchestrator as `fabfile.py start` once every service of the cluster is
-configured, started and ready, and as `fabfile.py stop` when the cluster is destroyed (best
-effort, while its nodes are being killed). It reads the cluster description from the file
+configured, started and ready (again after a node was replaced or the cluster was updated),
+as `fabfile.py stop-node NODE` before an update removes NODE (best effort), and as
+`fabfile.py stop` when the cluster is destroyed (best effort, while its nodes are being
+killed). It reads the cluster description from the file
 named by $CLUSTER_JSON and prints a summary (stored, served at /clusters/{id}/logs).
 Environment: CLUSTER_ID, CLUSTER_JSON, PAAS_API_URL. A non-zero exit fails the cluster.
 """
@@ -27,11 +29,18 @@ def stop(cluster):
     print(f"cluster {cluster['id']} stopping")
 
 
+def stop_node(cluster, node):
+    print(f"node {node} drained: it leaves cluster {cluster['id']}")
+
+
 def main():
     action = sys.argv[1] if len(sys.argv) > 1 else "start"
     with open(os.environ["CLUSTER_JSON"]) as f:
         cluster = json.load(f)
-    {"start": start, "stop": stop}[action](cluster)
+    if action == "stop-node" and len(sys.argv) == 3:
+        stop_node(cluster, sys.argv[2])
+    else:
+        {"start": start, "stop": stop}[action](cluster)
 
 
 if __name__ == "__main__":
