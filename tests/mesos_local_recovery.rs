@@ -300,7 +300,19 @@ async fn docker_kill_9_then_restart_removes_our_containers_and_frees_their_ports
 
     let second = launch_reference(s, 2).await;
     ready(s, &second).await;
-    assert_eq!(containers_of(&instance).len(), 2);
+    // The first cluster's tasks died with the old run: it heals (new attempts) by itself.
+    wait_for(s, &first, 180, "healed: ready with new attempts", |c| {
+        c["status"] == "ready"
+            && c["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().all(|n| n["attempt"] == 2))
+    })
+    .await;
+    assert_eq!(
+        containers_of(&instance).len(),
+        4,
+        "the new cluster's 2 and the healed cluster's 2, nothing else"
+    );
 
     // A clean stop removes them too.
     let status = s.sigterm();

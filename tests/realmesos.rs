@@ -476,6 +476,53 @@ async fn the_reference_product_scales_3_to_5_to_2_and_its_peers_follow() {
         assert!(log.contains(&format!("node {node} drained")), "{log}");
     }
 
+    // A node replaced on request: a new attempt, the old task gone, peers following.
+    let r = common::call(
+        "POST",
+        &s.api(&format!("/clusters/{id}/nodes/node1/replace")),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["generation"], 4);
+    let c = wait_for(&s, &id, 120, "ready at generation 4", |c| {
+        c["status"] == "ready" && c["generation"] == 4
+    })
+    .await;
+    assert_eq!(c["nodes"][1]["attempt"], 2, "{c:#}");
+    assert!(
+        c["replacements"].is_null(),
+        "a requested replacement is not a failure"
+    );
+    let tasks = task_ids(&c);
+    wait_containers(
+        |r| {
+            r.iter()
+                .filter(|e| e.starts_with(&id))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                == tasks
+        },
+        60,
+        "exactly the new attempt",
+    )
+    .await;
+    assert_eq!(peers_named_by(&c["nodes"][1]).await, ["node0", "node1"]);
+    let r = common::call(
+        "POST",
+        &s.api(&format!("/clusters/{id}/nodes/node7/replace")),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "not_found".to_owned()),
+        "{}",
+        r.text()
+    );
+
     destroy(&s, &id).await;
     wait_status(&s, &id, "destroyed", 60).await;
     wait_containers(|r| !r.iter().any(|e| e.starts_with(&id)), 60, "gone").await;

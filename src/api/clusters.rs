@@ -25,7 +25,7 @@ use crate::domain::heal::{Replacement, RestartPolicy};
 use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::options::OptionsError;
-use crate::domain::update::{Retiring, UpdateError, UpdateRequest, Updated};
+use crate::domain::update::{ReplaceError, Retiring, UpdateError, UpdateRequest, Updated};
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
 use crate::registry::{StoreError, Update};
 
@@ -310,6 +310,63 @@ pub(super) async fn delete(
             StatusCode::ACCEPTED,
             &json!({"id": id, "status": c.status, "url": url}),
         ),
+        &url,
+    ))
+}
+
+/// `POST /clusters/{id}/nodes/{node}/replace`: the node's task is killed and the node runs
+/// again as a new attempt, possibly on another agent; 202 with the new generation.
+pub(super) async fn replace_node(
+    state: &AppState,
+    who: &Principal,
+    id: ClusterId,
+    node: Name,
+) -> Result<Resp, ApiError> {
+    own_cluster(state, who, id).await?;
+    let now = Timestamp::now();
+    let name = node.to_string();
+    let refused: Arc<std::sync::Mutex<Option<ReplaceError>>> = Arc::default();
+    let seen = Arc::clone(&refused);
+    let c = blocking(state, move |s| {
+        s.update_cluster(id, &mut |c| match c.replace_node(&name, &now) {
+            Ok(_) => Ok(Update::Write),
+            Err(e) => {
+                let message = e.to_string();
+                *seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                Err(message)
+            }
+        })
+    })
+    .await;
+    let refusal = refused
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let c = match (c, refusal) {
+        (Ok(c), _) => c,
+        (Err(_), Some(ReplaceError::UnknownNode(n))) => {
+            return Err(ApiError::NotFound(format!("cluster {id} has no node {n}")));
+        }
+        (Err(_), Some(ReplaceError::NotReady(status))) => {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "cluster {id} is {status}; only a ready cluster can have a node replaced \
+                     (refused, not queued: retry once it is ready)"
+                ),
+                details: Some(json!({"status": status})),
+            });
+        }
+        (Err(e), None) => return Err(e),
+    };
+    tracing::info!(cluster_id = %id, node = %node, generation = c.generation, "node replacement requested");
+    state.backend.wake(id);
+    let url = cluster_url(id);
+    let body =
+        json!({"id": id, "status": c.status, "generation": c.generation, "node": node, "url": url});
+    Ok(with_location(
+        json_response(StatusCode::ACCEPTED, &body),
         &url,
     ))
 }

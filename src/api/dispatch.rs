@@ -73,6 +73,9 @@ pub(super) async fn dispatch(
         (Endpoint::ClusterServices { id }, Some(who)) => clusters::services(state, &who, id).await,
         (Endpoint::ClusterEvents { id }, Some(who)) => clusters::events(state, &who, id).await,
         (Endpoint::ClusterLogs { id }, Some(who)) => clusters::logs(state, &who, id).await,
+        (Endpoint::ReplaceNode { id, node }, Some(who)) => {
+            clusters::replace_node(state, &who, id, node).await
+        }
         // Cluster endpoints answer per owner. Were one ever declared public, it fails
         // closed: no caller, no cluster.
         (_, None) => Err(ApiError::Unauthorized(

@@ -62,6 +62,10 @@ pub enum Endpoint {
     ClusterLogs {
         id: ClusterId,
     },
+    ReplaceNode {
+        id: ClusterId,
+        node: Name,
+    },
     Health,
     HealthReady,
     Metrics,
@@ -184,6 +188,14 @@ impl Endpoint {
                     _ => (&[Method::GET, Method::PATCH, Method::DELETE], None),
                 }
             }
+            (["clusters", id, "nodes", node, "replace"], m) => {
+                let (id, node) = (cluster(id)?, name(node)?);
+                if *m == Method::POST {
+                    (&[], Some(Endpoint::ReplaceNode { id, node }))
+                } else {
+                    (&[Method::POST], None)
+                }
+            }
             (["clusters", id, sub], m) => {
                 let id = cluster(id)?;
                 let ep = match *sub {
@@ -228,7 +240,8 @@ impl Endpoint {
             | Endpoint::ClusterNodes { .. }
             | Endpoint::ClusterServices { .. }
             | Endpoint::ClusterEvents { .. }
-            | Endpoint::ClusterLogs { .. } => Access::User,
+            | Endpoint::ClusterLogs { .. }
+            | Endpoint::ReplaceNode { .. } => Access::User,
             // Templates and options are read by every user who launches; the orchestration
             // script is code we execute, so only admins may read it as well as write it.
             Endpoint::GetPart { part, .. } => match part {
@@ -268,6 +281,7 @@ impl Endpoint {
             Endpoint::ClusterServices { .. } => "getClusterServices",
             Endpoint::ClusterEvents { .. } => "getClusterEvents",
             Endpoint::ClusterLogs { .. } => "getClusterLogs",
+            Endpoint::ReplaceNode { .. } => "replaceNode",
             Endpoint::Health => "health",
             Endpoint::HealthReady => "healthReady",
             Endpoint::Metrics => "metrics",
@@ -330,6 +344,7 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), User),
         route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), User),
         route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), User),
+        route!(POST "/clusters/{id}/nodes/{node}/replace" "replaceNode" "Replace a node with a new attempt (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
         route!(GET "/health" "health" "Liveness, with readiness details", None, 200 Some("Health"), Public),
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
@@ -595,6 +610,7 @@ mod tests {
                     .replace("{name}", "a")
                     .replace("{version}", "1")
                     .replace("{id}", ID)
+                    .replace("{node}", "node1")
             );
             let ep = Endpoint::parse(&r.method, &path)
                 .unwrap_or_else(|e| panic!("{} {path}: {e:?}", r.method));
@@ -656,6 +672,13 @@ mod tests {
             (Endpoint::ClusterServices { id }, Access::User),
             (Endpoint::ClusterEvents { id }, Access::User),
             (Endpoint::ClusterLogs { id }, Access::User),
+            (
+                Endpoint::ReplaceNode {
+                    id,
+                    node: Name::parse("node1").unwrap(),
+                },
+                Access::User,
+            ),
         ];
         for (p, get) in [
             (Part::Template, Access::User),

@@ -134,6 +134,17 @@ pub enum ClustersCmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Replace a node of a ready cluster with a new attempt (possibly on another agent).
+    Replace {
+        id: String,
+        node: String,
+        /// Follow the status until the cluster is `ready` again (exit 0) or `failed` (exit 1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Change options of a ready cluster (the others keep their values). Refused (409)
     /// unless the cluster is ready: a change during another one is not queued.
     Update {
@@ -489,6 +500,27 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
         } => {
             let changes = parse_opts(&opts)?;
             change(c, &id, changes, wait.then(|| Duration::from_secs(timeout))).await?;
+        }
+        ClustersCmd::Replace {
+            id,
+            node,
+            wait,
+            timeout,
+        } => {
+            let path = format!("/clusters/{id}/nodes/{node}/replace");
+            let v = c.json("POST", &path, None).await?;
+            let generation = v["generation"].as_u64().unwrap_or(0);
+            println!(
+                "cluster {id} {}: replacing {node} (generation {generation})",
+                s(&v["status"])
+            );
+            if wait {
+                let goal = Goal {
+                    status: "ready",
+                    generation,
+                };
+                follow(c, &id, goal, Duration::from_secs(timeout)).await?;
+            }
         }
         ClustersCmd::Delete { id, wait } => {
             let v = c.json("DELETE", &format!("/clusters/{id}"), None).await?;

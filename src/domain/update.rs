@@ -162,6 +162,66 @@ impl UpdateRequest<'_> {
     }
 }
 
+/// Why a node cannot be replaced on request; the cluster is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("the cluster is {0}; only a ready cluster can have a node replaced")]
+    NotReady(ClusterStatus),
+    #[error("the cluster has no node {0:?}")]
+    UnknownNode(String),
+}
+
+impl Cluster {
+    /// `POST …/nodes/{node}/replace`: the node's current task retires (already drained: the
+    /// user asked for it) and the node is queued as a new attempt, possibly on another
+    /// agent. The cluster goes `updating` (a new generation) and is configured again once
+    /// the new attempt runs and the old one is gone. A requested replacement does not count
+    /// against the restart policy.
+    ///
+    /// # Errors
+    /// [`ReplaceError`]; the cluster is then untouched.
+    pub fn replace_node(&mut self, name: &str, now: &Timestamp) -> Result<u32, ReplaceError> {
+        if self.node(name).is_none() {
+            return Err(ReplaceError::UnknownNode(name.to_owned()));
+        }
+        if self.desired != Desired::Running || self.status != ClusterStatus::Ready {
+            return Err(ReplaceError::NotReady(self.status));
+        }
+        let Some(n) = self.nodes.iter_mut().find(|n| n.name.as_str() == name) else {
+            return Err(ReplaceError::UnknownNode(name.to_owned()));
+        };
+        let old = n.clone();
+        n.status = super::NodeStatus::Queued;
+        n.task_id = None;
+        n.agent_id = None;
+        n.host = None;
+        n.address = None;
+        n.agent_port = None;
+        n.ports.clear();
+        n.not_before = None;
+        n.message = Some(format!(
+            "attempt {} replaced on request; attempt {} queued",
+            old.attempt,
+            old.attempt + 1
+        ));
+        let attempt = old.attempt + 1;
+        if old.status.has_task() {
+            self.retiring.push(Retiring {
+                node: old,
+                drained: true,
+            });
+        }
+        self.generation += 1;
+        let why = format!(
+            "generation {}: replacing node {name} with attempt {attempt}",
+            self.generation
+        );
+        // invariant: `ready --UpdateRequested--> updating` is in the table (checked above).
+        let _ = self.apply(ClusterEvent::UpdateRequested, Some(why), now.clone());
+        Ok(attempt)
+    }
+}
+
 /// The fields of a node's spec that differ (what a rolling replacement would change).
 fn spec_differences(old: &Node, new: &Node) -> Vec<&'static str> {
     let mut d = Vec::new();
@@ -311,6 +371,40 @@ mod tests {
         assert_eq!(
             c2.services[0].start.as_ref().unwrap().argv(),
             ["/bin/sh", "-c", "run b"]
+        );
+    }
+
+    #[test]
+    fn a_node_replaced_on_request_retires_its_task_and_is_queued_again() {
+        let mut c = running(2);
+        c.nodes[1].attempt = 1;
+        let before = c.clone();
+        assert_eq!(
+            c.replace_node("node9", &Timestamp("t1".into())),
+            Err(ReplaceError::UnknownNode("node9".into()))
+        );
+        assert_eq!(c, before);
+        assert_eq!(c.replace_node("node1", &Timestamp("t1".into())), Ok(2));
+        assert_eq!(c.status, ClusterStatus::Updating);
+        assert_eq!(c.generation, 2);
+        let n1 = c.node("node1").unwrap();
+        assert_eq!(
+            (n1.status, n1.task_id.as_deref(), n1.attempt),
+            (NodeStatus::Queued, None, 1)
+        );
+        assert_eq!(c.retiring.len(), 1);
+        assert!(
+            c.retiring[0].drained,
+            "no drain hook for a requested replacement"
+        );
+        assert_eq!(c.retiring[0].node.task_id.as_deref(), Some("node1.1"));
+        assert!(
+            c.replacements.is_empty(),
+            "not counted against the restart policy"
+        );
+        assert_eq!(
+            c.replace_node("node0", &Timestamp("t2".into())),
+            Err(ReplaceError::NotReady(ClusterStatus::Updating))
         );
     }
 
