@@ -163,7 +163,8 @@ impl TaskId {
     /// API and the scheduler (one unreadable record), for a value that was already dead:
     /// Mesos updates and reconciliation answers are routed by parsing their task id, so
     /// none could ever have reached the node through it. What reading it as `None` costs is
-    /// only the KILL by that id on destroy; the node keeps its status and everything else.
+    /// only the KILL by that id (on destroy, on failure, for a retired node), and the id is
+    /// gone from the record at its next write; the node keeps its status and all else.
     /// Parseable ids read back exactly, so a record writes back the same strings.
     ///
     /// # Errors
