@@ -1166,7 +1166,7 @@ async fn update_of_a_ready_cluster_answers_202_with_the_new_generation() {
             .update_cluster(id.parse().unwrap(), &mut |c| {
                 for n in &mut c.nodes {
                     n.status = NodeStatus::Running;
-                    n.task_id = Some(format!("{}.{}.1", c.id, n.name));
+                    n.task_id = Some(format!("{}.{}.1", c.id, n.name).parse().unwrap());
                 }
                 c.status = ClusterStatus::Ready;
                 Ok(Update::Write)

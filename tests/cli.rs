@@ -218,7 +218,7 @@ fn scale_and_update_through_the_cli() {
             .update_cluster(id.parse().unwrap(), &mut |c| {
                 for n in &mut c.nodes {
                     n.status = NodeStatus::Running;
-                    n.task_id = Some(format!("{}.{}.1", c.id, n.name));
+                    n.task_id = Some(format!("{}.{}.1", c.id, n.name).parse().unwrap());
                 }
                 c.status = ClusterStatus::Ready;
                 Ok(Update::Write)

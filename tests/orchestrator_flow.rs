@@ -14,7 +14,9 @@ use std::time::Duration;
 use paas::domain::cluster::{ClusterSpec, Command};
 use paas::domain::lifecycle::ClusterEvent;
 use paas::domain::template::Renderer;
-use paas::domain::{Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, Timestamp};
+use paas::domain::{
+    Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, TaskId, Timestamp,
+};
 use paas::executor::exits::ExitBook;
 use paas::executor::nodeagent::{AgentSettings, NodeAgentHandle};
 use paas::metrics::Metrics;
@@ -112,7 +114,7 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
     }
     c.apply(ClusterEvent::PlacementStarted, None, t()).unwrap();
     let mut agents = Vec::new();
-    for (i, n) in c.nodes.iter_mut().enumerate() {
+    for n in &mut c.nodes {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let settings = AgentSettings {
             cluster_id: id.to_string(),
@@ -123,7 +125,11 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
         };
         let h = NodeAgentHandle::start(listener, settings, ExitBook::new()).unwrap();
         n.status = NodeStatus::Running;
-        n.task_id = Some(format!("task-{i}"));
+        n.task_id = Some(TaskId {
+            cluster: id,
+            node: n.name.clone(),
+            attempt: 1,
+        });
         n.host = Some("localhost".into());
         n.address = Some("127.0.0.1".into());
         n.ports = [("http".to_owned(), free_port())].into();

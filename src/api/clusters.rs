@@ -574,6 +574,7 @@ pub(super) async fn logs(
 mod tests {
     use super::*;
     use crate::domain::cluster::ClusterSpec;
+    use crate::domain::{AgentId, TaskId};
 
     /// A cluster with every optional field set, as far as the scheduler and the
     /// orchestrator would have taken it.
@@ -607,8 +608,12 @@ mod tests {
         });
         let n = &mut c.nodes[0];
         n.host = Some("h1".into());
-        n.task_id = Some("t1".into());
-        n.agent_id = Some("a1".into());
+        n.task_id = Some(TaskId {
+            cluster: ClusterId(uuid::Uuid::from_u128(7)),
+            node: n.name.clone(),
+            attempt: 1,
+        });
+        n.agent_id = Some(AgentId::new("a1"));
         n.ports.insert("http".into(), 31000);
         c
     }

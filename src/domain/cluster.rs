@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::Timestamp;
 use super::heal::{Replacement, RestartPolicy};
-use super::ids::{ClusterId, Name};
+use super::ids::{AgentId, ClusterId, Name, TaskId};
 use super::lifecycle::{ClusterEvent, ClusterStatus, InvalidTransition, NodeStatus};
 use super::update::Retiring;
 
@@ -304,8 +304,12 @@ pub struct Node {
     pub host: Option<String>,
     /// Agent IP address, once placed (all node containers use HOST networking).
     pub address: Option<String>,
-    pub task_id: Option<String>,
-    pub agent_id: Option<String>,
+    /// The task of the node's current attempt, once placed. Stored as its string; an
+    /// unreadable stored one reads as `None` (see [`TaskId::deserialize_lenient`]).
+    #[serde(default, deserialize_with = "TaskId::deserialize_lenient")]
+    pub task_id: Option<TaskId>,
+    /// The agent the current attempt was placed on (or last reported from).
+    pub agent_id: Option<AgentId>,
     /// The port of the node's NodeAgent (its executor's gRPC server), once placed. Reached at
     /// `address:agent_port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -767,6 +771,69 @@ mod tests {
         );
         let text = serde_json::to_string(&c).unwrap();
         let back: Cluster = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+    }
+
+    /// A placed node as the previous `Option<String>` fields stored it, byte for byte.
+    const STORED_NODE: &str = r#"{"name":"a","status":"running","docker_image":"i","cpu":1.0,"mem":1.0,"disk":0.0,"port_names":["http"],"ports":{"http":31000},"services":[],"host":"h1","address":"10.0.0.1","task_id":"0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.a.3","agent_id":"0f8e-S12","agent_port":31001,"attempt":3}"#;
+
+    #[test]
+    fn a_node_round_trips_through_json_with_the_same_strings() {
+        let n: Node = serde_json::from_str(STORED_NODE).unwrap();
+        let tid = n.task_id.as_ref().unwrap();
+        assert_eq!(
+            (
+                tid.cluster.to_string().as_str(),
+                tid.node.as_str(),
+                tid.attempt
+            ),
+            ("0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10", "a", 3)
+        );
+        assert_eq!(n.agent_id, Some(AgentId::new("0f8e-S12")));
+        assert_eq!(serde_json::to_string(&n).unwrap(), STORED_NODE);
+        let back: Node = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+        assert_eq!(back, n);
+
+        // An unplaced node keeps serving explicit nulls.
+        let s = spec(json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}})).unwrap();
+        let v = serde_json::to_value(&s.nodes[0]).unwrap();
+        assert_eq!(
+            (&v["task_id"], &v["agent_id"]),
+            (&Value::Null, &Value::Null)
+        );
+        assert!(v.as_object().unwrap().contains_key("task_id"));
+    }
+
+    /// A stored task id that is not ours reads as no task id, and the rest of the record
+    /// still reads (see [`TaskId::deserialize_lenient`] for why).
+    #[test]
+    fn an_unreadable_stored_task_id_does_not_hide_the_record() {
+        let mut v: Value = serde_json::from_str(STORED_NODE).unwrap();
+        v["task_id"] = json!("task-1");
+        let n: Node = serde_json::from_value(v).unwrap();
+        assert_eq!(n.task_id, None);
+        assert_eq!(
+            (
+                n.status,
+                n.agent_id.as_ref().map(AgentId::as_str),
+                n.attempt
+            ),
+            (NodeStatus::Running, Some("0f8e-S12"), 3)
+        );
+        let mut c = Cluster::new(
+            ClusterId::random(),
+            "alice".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            spec(json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}})).unwrap(),
+            "secret".into(),
+            Timestamp("2026-01-01T00:00:00.000Z".into()),
+        );
+        let mut record = serde_json::to_value(&c).unwrap();
+        record["nodes"][0]["task_id"] = json!("0B0D2E63-7C2A-4F4B-9A55-2D0F7C3B1A10.a.1");
+        let back: Cluster = serde_json::from_value(record).unwrap();
+        c.nodes[0].task_id = None;
         assert_eq!(back, c);
     }
 

@@ -1,9 +1,9 @@
-//! Identifiers: validated names, cluster ids and reversible Mesos task ids.
+//! Identifiers: validated names, cluster ids, reversible Mesos task ids and Mesos agent ids.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 /// Longest accepted name. Long enough for any product, version or node name; short enough
@@ -128,7 +128,10 @@ pub struct TaskId {
 pub struct ForeignTaskId(pub String);
 
 impl TaskId {
-    /// Parses a task id produced by [`TaskId`]'s `Display`.
+    /// Parses a task id produced by [`TaskId`]'s `Display`, and only such one: parsing is
+    /// canonical, so that `TaskId::parse(s)?.to_string() == s`. Two typed task ids are then
+    /// equal exactly when their strings are, as Mesos (which compares bytes) sees them: an
+    /// upper-case uuid or a zero-padded attempt names another task, not ours.
     ///
     /// # Errors
     /// [`ForeignTaskId`] for anything else, e.g. another framework's task.
@@ -137,17 +140,108 @@ impl TaskId {
         let (uuid, rest) = (s.get(..36).ok_or_else(bad)?, s.get(36..).ok_or_else(bad)?);
         let rest = rest.strip_prefix('.').ok_or_else(bad)?;
         let (node, attempt) = rest.rsplit_once('.').ok_or_else(bad)?;
+        // `Uuid::parse_str` accepts upper-case hex, `u32::from_str` a `+` and leading zeros:
+        // none of them is what `Display` writes.
+        let canonical_uuid = !uuid.bytes().any(|b| b.is_ascii_uppercase());
+        let canonical_attempt = attempt.bytes().all(|b| b.is_ascii_digit())
+            && (attempt == "0" || !attempt.starts_with('0'));
+        if !(canonical_uuid && canonical_attempt) {
+            return Err(bad());
+        }
         Ok(Self {
             cluster: uuid.parse().map_err(|_| bad())?,
             node: Name::parse(node).map_err(|_| bad())?,
             attempt: attempt.parse().map_err(|_| bad())?,
         })
     }
+
+    /// Reads a stored `Option<task id>` leniently: a string that is not one of our task ids
+    /// reads as `None` instead of failing the whole record it sits in.
+    ///
+    /// Every version of paas has written task ids with [`TaskId`]'s `Display`, so such a
+    /// string is a hand edit or damage. Refusing it would hide the whole cluster from the
+    /// API and the scheduler (one unreadable record), for a value that was already dead:
+    /// Mesos updates and reconciliation answers are routed by parsing their task id, so
+    /// none could ever have reached the node through it. What reading it as `None` costs is
+    /// only the KILL by that id (on destroy, on failure, for a retired node), and the id is
+    /// gone from the record at its next write; the node keeps its status and all else.
+    /// Parseable ids read back exactly, so a record writes back the same strings.
+    ///
+    /// # Errors
+    /// Only if the value is neither a string nor null.
+    pub fn deserialize_lenient<'de, D>(d: D) -> Result<Option<Self>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        Ok(Option::<String>::deserialize(d)?.and_then(|s| Self::parse(&s).ok()))
+    }
 }
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.cluster, self.node, self.attempt)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = ForeignTaskId;
+    fn from_str(s: &str) -> Result<Self, ForeignTaskId> {
+        Self::parse(s)
+    }
+}
+
+/// Stored and served as its string, `<cluster-id>.<node>.<attempt>`.
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Strict: a string that is not one of our task ids is an error (see
+/// [`TaskId::deserialize_lenient`] for stored records).
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Mesos agent id (`AgentID.value`), as Mesos hands it out: opaque, never parsed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AgentId(String);
+
+impl AgentId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for AgentId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for AgentId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<AgentId> for String {
+    fn from(a: AgentId) -> String {
+        a.0
     }
 }
 
@@ -199,5 +293,74 @@ mod tests {
         ] {
             assert!(TaskId::parse(s).is_err(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_parses() {
+        let ours = "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.node.1";
+        assert_eq!(TaskId::parse(ours).unwrap().to_string(), ours);
+        assert_eq!(
+            TaskId::parse("0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.node.0")
+                .unwrap()
+                .attempt,
+            0
+        );
+        // Each names another Mesos task than `ours` would, yet `Uuid`/`u32` parsing accepts it.
+        for s in [
+            "0B0D2E63-7C2A-4F4B-9A55-2D0F7C3B1A10.node.1",
+            "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.node.01",
+            "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.node.+1",
+            "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.node.",
+        ] {
+            assert!(TaskId::parse(s).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn task_ids_are_stored_as_their_string() {
+        let text = "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.worker.1.3";
+        let id = TaskId::parse(text).unwrap();
+        assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::json!(text));
+        let back: TaskId = serde_json::from_value(serde_json::json!(text)).unwrap();
+        assert_eq!(back, id);
+        assert!(serde_json::from_value::<TaskId>(serde_json::json!("t1")).is_err());
+    }
+
+    #[test]
+    fn stored_task_ids_are_read_leniently() {
+        #[derive(Deserialize)]
+        struct Record {
+            #[serde(default, deserialize_with = "TaskId::deserialize_lenient")]
+            task_id: Option<TaskId>,
+        }
+        let read = |v: serde_json::Value| serde_json::from_value::<Record>(v).map(|r| r.task_id);
+        let text = "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10.node.2";
+        assert_eq!(
+            read(serde_json::json!({"task_id": text})).unwrap(),
+            Some(TaskId::parse(text).unwrap())
+        );
+        assert_eq!(read(serde_json::json!({"task_id": null})).unwrap(), None);
+        assert_eq!(read(serde_json::json!({})).unwrap(), None);
+        assert_eq!(
+            read(serde_json::json!({"task_id": "t1-1234"})).unwrap(),
+            None,
+            "not ours: readable, as no task id"
+        );
+        assert!(read(serde_json::json!({"task_id": 7})).is_err());
+    }
+
+    #[test]
+    fn agent_ids_display_and_store_as_given() {
+        let a = AgentId::new("8f1c-S0");
+        assert_eq!(a.to_string(), "8f1c-S0");
+        assert_eq!(a.as_str(), "8f1c-S0");
+        assert_eq!(format!("agent {a}"), "agent 8f1c-S0");
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!("8f1c-S0")
+        );
+        let back: AgentId = serde_json::from_str("\"8f1c-S0\"").unwrap();
+        assert_eq!(back, a);
+        assert_eq!(AgentId::from("x"), AgentId::new(String::from("x")));
     }
 }

@@ -17,7 +17,7 @@ pub mod template;
 pub mod update;
 
 pub use cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, ScriptState, Service};
-pub use ids::{ClusterId, Name, NameError, TaskId};
+pub use ids::{AgentId, ClusterId, Name, NameError, TaskId};
 pub use lifecycle::{ClusterStatus, NodeStatus};
 pub use product::{Part, Product};
 

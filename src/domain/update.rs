@@ -258,7 +258,7 @@ fn describe(added: &[Name], removed: &[Name]) -> String {
 mod tests {
     use super::*;
     use crate::domain::launch_request::{Fresh, LaunchRequest};
-    use crate::domain::{ClusterId, NodeStatus};
+    use crate::domain::{ClusterId, NodeStatus, TaskId};
     use serde_json::json;
 
     const TEMPLATE: &str = r#"{"nodes": {
@@ -300,12 +300,22 @@ mod tests {
             now: Timestamp("t0".into()),
         };
         let mut c = req.cluster(&r, fresh).unwrap();
+        let id = c.id;
         for n in &mut c.nodes {
             n.status = NodeStatus::Running;
-            n.task_id = Some(format!("{}.1", n.name));
+            n.task_id = Some(task_id(id, &n.name));
         }
         c.status = ClusterStatus::Ready;
         c
+    }
+
+    /// Attempt 1 of node `node`.
+    fn task_id(cluster: ClusterId, node: &Name) -> TaskId {
+        TaskId {
+            cluster,
+            node: node.clone(),
+            attempt: 1,
+        }
     }
 
     fn update(c: &mut Cluster, changes: Value) -> Result<Updated, UpdateError> {
@@ -334,8 +344,8 @@ mod tests {
         assert!(u.removed.is_empty() && u.changed);
         assert_eq!(names(&c), ["node0", "node1", "node2", "node3"]);
         assert_eq!(
-            c.nodes[0].task_id.as_deref(),
-            Some("node0.1"),
+            c.nodes[0].task_id,
+            Some(task_id(c.id, &c.nodes[0].name)),
             "kept as it was"
         );
         assert_eq!(c.nodes[3].status, NodeStatus::Queued);

@@ -70,11 +70,12 @@ pub fn plan(c: &Cluster, has_script: bool) -> Vec<Step> {
 /// [`ConfigureProgress::generation`]): an update or a replaced node starts it over.
 pub fn generation(c: &Cluster) -> Vec<String> {
     std::iter::once(format!("generation {}", c.generation))
-        .chain(
-            c.nodes
-                .iter()
-                .map(|n| n.task_id.clone().unwrap_or_default()),
-        )
+        .chain(c.nodes.iter().map(|n| {
+            n.task_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        }))
         .collect()
 }
 
@@ -164,7 +165,7 @@ mod tests {
     use super::*;
     use crate::domain::cluster::ClusterSpec;
     use crate::domain::lifecycle::ClusterEvent;
-    use crate::domain::{ClusterId, Name, Timestamp};
+    use crate::domain::{ClusterId, Name, Node, TaskId, Timestamp};
     use serde_json::{Map, json};
 
     fn cluster() -> Cluster {
@@ -195,12 +196,21 @@ mod tests {
             t(),
         );
         c.apply(ClusterEvent::PlacementStarted, None, t()).unwrap();
-        for (i, n) in c.nodes.iter_mut().enumerate() {
+        for n in &mut c.nodes {
             n.status = NodeStatus::Running;
-            n.task_id = Some(format!("task{i}"));
+            n.task_id = Some(task(c.id, n, 1));
         }
         c.apply(ClusterEvent::AllRunning, None, t()).unwrap();
         c
+    }
+
+    /// The task id of `node`'s attempt `attempt`.
+    fn task(cluster: ClusterId, node: &Node, attempt: u32) -> TaskId {
+        TaskId {
+            cluster,
+            node: node.name.clone(),
+            attempt,
+        }
     }
 
     fn keys(c: &Cluster, script: bool) -> Vec<String> {
@@ -260,7 +270,7 @@ mod tests {
         p.script = ScriptState::Started;
         c.configure = Some(p);
         assert!(matches!(decide(&c, true), Action::Run(_)));
-        c.nodes[1].task_id = Some("task1-attempt2".into());
+        c.nodes[1].task_id = Some(task(c.id, &c.nodes[1], 2));
         assert_eq!(decide(&c, true), Action::Begin);
         let fresh = fresh_progress(&c, c.configure.as_ref());
         assert!(fresh.done.is_empty());
@@ -285,7 +295,7 @@ mod tests {
             "the new node is not placed yet"
         );
         c.nodes[1].status = NodeStatus::Running;
-        c.nodes[1].task_id = Some("task1-attempt2".into());
+        c.nodes[1].task_id = Some(task(c.id, &c.nodes[1], 2));
         assert_eq!(
             decide(&c, true),
             Action::Begin,

@@ -30,7 +30,9 @@ use super::task_updates::{Applied, Observed, apply_update};
 use super::tasks::TaskTemplate;
 use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};
-use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp};
+use crate::domain::{
+    AgentId, Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp,
+};
 use crate::metrics::Metrics;
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::scheduler::{Call, Event, call, event};
@@ -66,7 +68,7 @@ struct Session {
     stream_id: StreamId,
     framework_id: Option<mesos::FrameworkId>,
     /// Tasks explicitly reconciled and not answered yet; launches wait while non-empty.
-    reconciling: HashMap<String, Option<String>>,
+    reconciling: HashMap<TaskId, Option<AgentId>>,
     reconcile_started: Instant,
     reconcile_sent: Instant,
     reconcile_round: u32,
@@ -340,7 +342,7 @@ impl Driver {
             .filter(|c| !c.retiring.is_empty())
             .map(|c| c.id)
             .collect();
-        let tasks: HashMap<String, Option<String>> = clusters
+        let tasks: HashMap<TaskId, Option<AgentId>> = clusters
             .iter()
             .flat_map(|c| c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node)))
             .filter(|n| n.status.has_task())
@@ -378,25 +380,33 @@ impl Driver {
             "Task status updates received, by state.",
             &[("state", state.as_str_name())],
         );
-        let obs = Observed {
-            task_id: status.task_id.value.clone(),
-            state,
-            reason: status
-                .reason
-                .and_then(|r| mesos::task_status::Reason::try_from(r).ok()),
-            message: status.message.clone(),
-            agent_id: status.agent_id.as_ref().map(|a| a.value.clone()),
-        };
-        if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
-            tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");
-            self.status.send_modify(|st| st.reconciling = false);
-        }
-        let agent_id = obs.agent_id.clone().unwrap_or_default();
-        match TaskId::parse(&obs.task_id) {
+        let agent_id = status
+            .agent_id
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        // The one place a Mesos task id becomes ours (or is found not to be).
+        match TaskId::parse(&status.task_id.value) {
             Err(_) => {
-                tracing::warn!(task_id = %obs.task_id, %agent_id, "update for a task that is not ours; acknowledged and ignored");
+                tracing::warn!(task_id = %status.task_id.value, %agent_id, "update for a task that is not ours; acknowledged and ignored");
             }
             Ok(tid) => {
+                let obs = Observed {
+                    task_id: tid.clone(),
+                    state,
+                    reason: status
+                        .reason
+                        .and_then(|r| mesos::task_status::Reason::try_from(r).ok()),
+                    message: status.message.clone(),
+                    agent_id: status
+                        .agent_id
+                        .as_ref()
+                        .map(|a| AgentId::new(a.value.clone())),
+                };
+                if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
+                    tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");
+                    self.status.send_modify(|st| st.reconciling = false);
+                }
                 let node = tid.node.to_string();
                 let o = obs.clone();
                 let now = Timestamp::now();
@@ -443,7 +453,7 @@ impl Driver {
                             Applied::Stale if !state.is_terminal() => {
                                 // Not in the desired state: an older attempt that came back.
                                 tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, "a stale attempt runs; killing it");
-                                self.kill(s, &obs.task_id, Some(agent_id.clone())).await;
+                                self.kill(s, &obs.task_id, obs.agent_id.as_ref()).await;
                             }
                             _ => {}
                         }
@@ -460,7 +470,7 @@ impl Driver {
                     Err(DriverError::Store(StoreError::NotFound(_))) => {
                         tracing::warn!(cluster_id = %cluster_id, task_id = %obs.task_id, %agent_id, "update for a cluster we do not know; killing the task");
                         if !state.is_terminal() {
-                            self.kill(s, &obs.task_id, Some(agent_id.clone())).await;
+                            self.kill(s, &obs.task_id, obs.agent_id.as_ref()).await;
                         }
                     }
                     Err(e) => return Err(e),
@@ -512,14 +522,9 @@ impl Driver {
             self.retiring.remove(&c.id);
         }
         for r in c.retiring.iter().filter(|r| r.drained) {
-            if let Some(t) = r
-                .node
-                .task_id
-                .as_deref()
-                .filter(|_| r.node.status.has_task())
-            {
+            if let Some(t) = r.node.task_id.as_ref().filter(|_| r.node.status.has_task()) {
                 tracing::info!(cluster_id = %c.id, node = %r.node.name, task_id = %t, "killing a node the update removed");
-                self.kill(s, t, r.node.agent_id.clone()).await;
+                self.kill(s, t, r.node.agent_id.as_ref()).await;
             }
         }
     }
@@ -733,10 +738,10 @@ impl Driver {
         }
         let launched = a.tasks.len();
         let offers_used = a.offer_ids.len();
-        let task_ids: Vec<(String, String)> = a
+        let task_ids: Vec<(TaskId, AgentId)> = a
             .tasks
             .iter()
-            .map(|l| (l.task.task_id.value.clone(), a.agent_id.clone()))
+            .map(|l| (l.task_id.clone(), AgentId::new(a.agent_id.clone())))
             .collect();
         let accept = a.into_call(BUSY_REFUSE);
         if self
@@ -837,8 +842,8 @@ impl Driver {
             s.reconciling
                 .iter()
                 .map(|(t, a)| call::reconcile::Task {
-                    task_id: mesos::TaskId { value: t.clone() },
-                    agent_id: a.clone().map(|value| mesos::AgentId { value }),
+                    task_id: mesos::TaskId::from(t.to_string()),
+                    agent_id: a.as_ref().map(|a| mesos::AgentId::from(a.as_str())),
                 })
                 .collect()
         } else {
@@ -888,20 +893,18 @@ impl Driver {
         let nodes = c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node));
         for n in nodes.filter(|n| n.status.has_task()) {
             if let Some(t) = &n.task_id {
-                tracing::info!(cluster_id = %c.id, node = %n.name, task_id = %t, agent_id = ?n.agent_id, "killing");
-                self.kill(s, t, n.agent_id.clone()).await;
+                tracing::info!(cluster_id = %c.id, node = %n.name, task_id = %t, agent_id = ?n.agent_id.as_ref().map(AgentId::as_str), "killing");
+                self.kill(s, t, n.agent_id.as_ref()).await;
             }
         }
     }
 
-    async fn kill(&self, s: &Session, task_id: &str, agent_id: Option<String>) {
+    async fn kill(&self, s: &Session, task_id: &TaskId, agent_id: Option<&AgentId>) {
         let kill = call::Kill {
-            task_id: mesos::TaskId {
-                value: task_id.to_owned(),
-            },
+            task_id: mesos::TaskId::from(task_id.to_string()),
             agent_id: agent_id
-                .filter(|a| !a.is_empty())
-                .map(|value| mesos::AgentId { value }),
+                .filter(|a| !a.as_str().is_empty())
+                .map(|a| mesos::AgentId::from(a.as_str())),
             kill_policy: None,
         };
         if self

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::lifecycle::ClusterEvent;
-use crate::domain::{Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp};
+use crate::domain::{
+    AgentId, Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp,
+};
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::scheduler::call;
 use crate::registry::Update;
@@ -76,7 +78,7 @@ pub fn gangs(clusters: &[Cluster]) -> Vec<Gang<NodeKey>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
     pub node: String,
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub hostname: String,
     pub address: String,
     pub ports: Vec<u16>,
@@ -102,7 +104,7 @@ pub fn placements(
         for p in &acc.placements {
             out.entry(p.key.cluster).or_default().push(Placed {
                 node: p.key.node.clone(),
-                agent_id: acc.agent_id.clone(),
+                agent_id: AgentId::new(acc.agent_id.clone()),
                 hostname: acc.hostname.clone(),
                 address: address.clone(),
                 ports: p.allotment.ports.clone(),
@@ -129,14 +131,11 @@ pub fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) ->
             continue;
         }
         n.attempt += 1;
-        n.task_id = Some(
-            TaskId {
-                cluster: id,
-                node: n.name.clone(),
-                attempt: n.attempt,
-            }
-            .to_string(),
-        );
+        n.task_id = Some(TaskId {
+            cluster: id,
+            node: n.name.clone(),
+            attempt: n.attempt,
+        });
         n.status = NodeStatus::Staging;
         n.agent_id = Some(p.agent_id.clone());
         n.host = Some(p.hostname.clone());
@@ -278,6 +277,8 @@ pub struct AcceptCall {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
     pub key: NodeKey,
+    /// The recorded task id `task` carries, typed (reconciled if the ACCEPT may be lost).
+    pub task_id: TaskId,
     pub task: mesos::TaskInfo,
 }
 
@@ -341,12 +342,21 @@ pub fn accepts(
                 // Only nodes this round moved to staging on this agent (not skipped because
                 // the cluster was destroyed meanwhile).
                 if node.status != NodeStatus::Staging
-                    || node.agent_id.as_deref() != Some(acc.agent_id.as_str())
+                    || node.agent_id.as_ref().map(AgentId::as_str) != Some(acc.agent_id.as_str())
                 {
                     continue;
                 }
+                // [`record_placements`] stages a node only together with its task id; one
+                // without could only launch under an empty id, which Mesos refuses.
+                let Some(task_id) = node.task_id.clone() else {
+                    continue;
+                };
                 match task_info(c, node, &p.allotment, &acc.agent_id, &mut offered, tpl) {
-                    Ok(task) => tasks.push(Launch { key: p.key, task }),
+                    Ok(task) => tasks.push(Launch {
+                        key: p.key,
+                        task_id,
+                        task,
+                    }),
                     Err(error) => unbuilt.push(Unbuilt { key: p.key, error }),
                 }
             }
@@ -513,7 +523,12 @@ mod tests {
         ));
         let a = c.node("a").unwrap();
         assert_eq!(a.status, NodeStatus::Staging);
-        let tid = TaskId::parse(a.task_id.as_deref().unwrap()).unwrap();
+        let tid = a.task_id.clone().unwrap();
+        assert_eq!(
+            TaskId::parse(&tid.to_string()),
+            Ok(tid.clone()),
+            "reversible"
+        );
         assert_eq!(
             (tid.cluster, tid.node.as_str(), tid.attempt),
             (c.id, "a", 1)

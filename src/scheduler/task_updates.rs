@@ -3,7 +3,7 @@
 
 use crate::domain::heal::Loss;
 use crate::domain::lifecycle::ClusterEvent;
-use crate::domain::{Cluster, ClusterStatus, Desired, NodeStatus, Timestamp};
+use crate::domain::{AgentId, Cluster, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp};
 use crate::proto::mesos::v1::TaskState;
 use crate::proto::mesos::v1::task_status::Reason;
 
@@ -27,14 +27,15 @@ pub fn node_status(state: TaskState) -> NodeStatus {
     }
 }
 
-/// One task status, reduced to what the records keep.
+/// One task status about one of our tasks, reduced to what the records keep. The driver
+/// parses the task id once, on arrival; a status whose id is not ours never becomes one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub state: TaskState,
     pub reason: Option<Reason>,
     pub message: Option<String>,
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
 }
 
 impl Observed {
@@ -77,14 +78,14 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
     if let Some(i) = c
         .retiring
         .iter()
-        .position(|r| r.node.task_id.as_deref() == Some(obs.task_id.as_str()))
+        .position(|r| r.node.task_id.as_ref() == Some(&obs.task_id))
     {
         return retiring_update(c, i, new, obs, now);
     }
     let Some(n) = c.node_mut(node) else {
         return Applied::Ignored("no such node");
     };
-    if n.task_id.as_deref() != Some(obs.task_id.as_str()) {
+    if n.task_id.as_ref() != Some(&obs.task_id) {
         return Applied::Stale;
     }
     if n.status.is_terminal() && !new.is_terminal() {
@@ -194,6 +195,23 @@ mod tests {
     use crate::domain::{ClusterId, Name};
     use serde_json::{Map, json};
 
+    const CLUSTER: ClusterId = ClusterId(uuid::Uuid::from_u128(0x0b0d));
+
+    /// The task id a test's short label stands for: `t<i>` is attempt 1 of node `n<i>`,
+    /// `t1b` attempt 2 of `n1`, `old` attempt 0 of `n0`.
+    fn tid(label: &str) -> TaskId {
+        let (node, attempt) = match label {
+            "old" => ("n0".to_owned(), 0),
+            "t1b" => ("n1".to_owned(), 2),
+            l => (format!("n{}", &l[1..]), 1),
+        };
+        TaskId {
+            cluster: CLUSTER,
+            node: Name::parse(&node).unwrap(),
+            attempt,
+        }
+    }
+
     fn cluster(n: usize) -> Cluster {
         let nodes: Map<String, serde_json::Value> = (0..n)
             .map(|i| {
@@ -205,7 +223,7 @@ mod tests {
             .collect();
         let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
         let mut c = Cluster::new(
-            ClusterId::random(),
+            CLUSTER,
             "u".into(),
             Name::parse("p").unwrap(),
             Name::parse("1").unwrap(),
@@ -217,7 +235,7 @@ mod tests {
         c.apply(ClusterEvent::PlacementStarted, None, ts()).unwrap();
         for (i, node) in c.nodes.iter_mut().enumerate() {
             node.status = NodeStatus::Staging;
-            node.task_id = Some(format!("t{i}"));
+            node.task_id = Some(tid(&format!("t{i}")));
         }
         c
     }
@@ -228,7 +246,7 @@ mod tests {
 
     fn obs(task: &str, state: TaskState) -> Observed {
         Observed {
-            task_id: task.into(),
+            task_id: tid(task),
             state,
             reason: None,
             message: None,
@@ -251,7 +269,10 @@ mod tests {
         assert_eq!(c.status, ClusterStatus::Scheduling);
         apply_update(&mut c, "n1", &obs("t1", TaskState::TaskRunning), &ts());
         assert_eq!(c.status, ClusterStatus::Scheduled);
-        assert_eq!(c.nodes[1].agent_id.as_deref(), Some("a1"));
+        assert_eq!(
+            c.nodes[1].agent_id.as_ref().map(AgentId::as_str),
+            Some("a1")
+        );
     }
 
     #[test]
@@ -318,10 +339,7 @@ mod tests {
         assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Requeued);
         assert_eq!(c.status, ClusterStatus::Scheduling);
         let n1 = c.node("n1").unwrap();
-        assert_eq!(
-            (n1.status, n1.task_id.as_deref()),
-            (NodeStatus::Queued, None)
-        );
+        assert_eq!((n1.status, n1.task_id.as_ref()), (NodeStatus::Queued, None));
         assert!(
             n1.message
                 .as_deref()
@@ -356,7 +374,7 @@ mod tests {
         assert_eq!(c.status, ClusterStatus::Healing);
         let n1 = c.node("n1").unwrap();
         assert_eq!(
-            (n1.status, n1.task_id.as_deref(), n1.attempt),
+            (n1.status, n1.task_id.as_ref(), n1.attempt),
             (NodeStatus::Queued, None, 1),
             "queued; the placement makes attempt 2"
         );
@@ -370,7 +388,7 @@ mod tests {
         );
         let n1 = c.node_mut("n1").unwrap();
         n1.status = NodeStatus::Staging;
-        n1.task_id = Some("t1b".into());
+        n1.task_id = Some(tid("t1b"));
         apply_update(&mut c, "n1", &obs("t1b", TaskState::TaskRunning), &ts());
         assert_eq!(c.status, ClusterStatus::Healing, "configured again first");
         let last = c.history.last().unwrap();

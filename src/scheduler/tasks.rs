@@ -33,7 +33,11 @@ pub fn task_info(
     tpl: &TaskTemplate,
 ) -> Result<mesos::TaskInfo, Shortage> {
     // invariant: the driver persisted the task id before building the TaskInfo.
-    let task_id = node.task_id.clone().unwrap_or_default();
+    let task_id = node
+        .task_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let mut task_res = offered.scalar("cpus", allotment.task.cpus)?;
     task_res.extend(offered.scalar("mem", allotment.task.mem)?);
     task_res.extend(offered.scalar("disk", allotment.task.disk)?);
