@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(c.generation, 2);
         let n1 = c.node("node1").unwrap();
         assert_eq!(
-            (n1.status, n1.task_id.as_deref(), n1.attempt),
+            (n1.status, n1.task_id.as_ref(), n1.attempt),
             (NodeStatus::Queued, None, 1)
         );
         assert_eq!(c.retiring.len(), 1);
@@ -407,7 +407,8 @@ mod tests {
             c.retiring[0].drained,
             "no drain hook for a requested replacement"
         );
-        assert_eq!(c.retiring[0].node.task_id.as_deref(), Some("node1.1"));
+        let old = c.retiring[0].node.task_id.as_ref().map(ToString::to_string);
+        assert_eq!(old, Some(format!("{}.node1.1", c.id)));
         assert!(
             c.replacements.is_empty(),
             "not counted against the restart policy"
