@@ -164,7 +164,7 @@ async fn day2(s: &Server) -> Day2 {
         let running = loop {
             let running: Vec<String> = common::running_executors()
                 .into_iter()
-                .chain(local_executors())
+                .chain(common::executors_named("paaslocal-"))
                 .filter(|e| e.starts_with(&id))
                 .collect();
             if running.len() == tasks.len() || Instant::now() > deadline {
@@ -193,31 +193,6 @@ async fn day2(s: &Server) -> Day2 {
         scaled,
         refused,
     }
-}
-
-/// Executor ids of mesos-local's running containers (`paaslocal-*`).
-fn local_executors() -> Vec<String> {
-    let ids = std::process::Command::new("docker")
-        .args(["ps", "-q", "--filter", "name=paaslocal-"])
-        .output()
-        .expect("docker ps");
-    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let out = std::process::Command::new("docker")
-        .args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}"])
-        .args(&ids)
-        .output()
-        .expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("MESOS_EXECUTOR_ID="))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn statuses(c: &Value) -> Vec<String> {

@@ -36,6 +36,18 @@ fn start(data: &std::path::Path, master: &str) -> Server {
     Server::start(data, &["--master", master, "--node-image", &node_image()])
 }
 
+/// `start`, subscribed, with the framework torn down at the master if the test panics (so a
+/// failure leaves no container running).
+async fn start_guarded(data: &std::path::Path, master: &str) -> (Server, common::TeardownOnPanic) {
+    let s = start(data, master);
+    let h = wait_subscribed(&s, 30).await;
+    let teardown = common::TeardownOnPanic {
+        master: master.to_owned(),
+        framework_id: h["mesos"]["framework_id"].as_str().unwrap().to_owned(),
+    };
+    (s, teardown)
+}
+
 async fn wait_subscribed(s: &Server, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -335,12 +347,7 @@ async fn a_killed_node_container_is_replaced_and_its_peers_follow() {
     let Some(m) = master() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &m);
-    let h = wait_subscribed(&s, 30).await;
-    let _teardown = common::TeardownOnPanic {
-        master: m.clone(),
-        framework_id: h["mesos"]["framework_id"].as_str().unwrap().to_owned(),
-    };
+    let (s, _teardown) = start_guarded(dir.path(), &m).await;
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 3}"#).await;
     let before = wait_status(&s, &id, "ready", 120).await;
@@ -417,12 +424,7 @@ async fn the_reference_product_scales_3_to_5_to_2_and_its_peers_follow() {
     let Some(m) = master() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &m);
-    let h = wait_subscribed(&s, 30).await;
-    let _teardown = common::TeardownOnPanic {
-        master: m.clone(),
-        framework_id: h["mesos"]["framework_id"].as_str().unwrap().to_owned(),
-    };
+    let (s, _teardown) = start_guarded(dir.path(), &m).await;
     register_reference(&s, &[]).await;
     let id = launch(&s, r#"{"size": 3}"#).await;
     let first = wait_status(&s, &id, "ready", 120).await;

@@ -286,8 +286,14 @@ pub fn task_ids(c: &Value) -> BTreeSet<String> {
 
 /// Executor ids (= our task ids) of the running Mesos Docker containers.
 pub fn running_executors() -> BTreeSet<String> {
+    executors_named("mesos-")
+}
+
+/// Executor ids (= our task ids) of the running Docker containers whose name starts with
+/// `prefix`: `mesos-` on real Mesos, `paaslocal-` on mesos-local.
+pub fn executors_named(prefix: &str) -> BTreeSet<String> {
     let ids = Command::new("docker")
-        .args(["ps", "-q", "--filter", "name=mesos-"])
+        .args(["ps", "-q", "--filter", &format!("name={prefix}")])
         .output()
         .expect("docker ps");
     let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
