@@ -61,6 +61,8 @@ pub struct ClusterView<'a> {
     generation: u64,
     #[serde(skip_serializing_if = "<[Retiring]>::is_empty")]
     retiring: &'a [Retiring],
+    #[serde(skip_serializing_if = "<[Name]>::is_empty")]
+    restarts: &'a [Name],
     url: String,
 }
 
@@ -89,6 +91,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             replacements,
             generation,
             retiring,
+            restarts,
         } = c;
         Self {
             id: *id,
@@ -110,6 +113,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             replacements,
             generation: *generation,
             retiring,
+            restarts,
             url: cluster_url(*id),
         }
     }
@@ -314,13 +318,23 @@ pub(super) async fn delete(
     ))
 }
 
-/// `POST /clusters/{id}/nodes/{node}/replace`: the node's task is killed and the node runs
-/// again as a new attempt, possibly on another agent; 202 with the new generation.
-pub(super) async fn replace_node(
+/// What a user asks of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NodeAction {
+    /// `POST …/nodes/{node}/replace`: the node's task is killed and the node runs again as
+    /// a new attempt, possibly on another agent.
+    Replace,
+    /// `POST …/nodes/{node}/restart`: the node's services are restarted in place.
+    Restart,
+}
+
+/// `POST /clusters/{id}/nodes/{node}/replace|restart`: 202 with the new generation.
+pub(super) async fn node_action(
     state: &AppState,
     who: &Principal,
     id: ClusterId,
     node: Name,
+    action: NodeAction,
 ) -> Result<Resp, ApiError> {
     own_cluster(state, who, id).await?;
     let now = Timestamp::now();
@@ -328,15 +342,18 @@ pub(super) async fn replace_node(
     let refused: Arc<std::sync::Mutex<Option<ReplaceError>>> = Arc::default();
     let seen = Arc::clone(&refused);
     let c = blocking(state, move |s| {
-        s.update_cluster(id, &mut |c| match c.replace_node(&name, &now) {
-            Ok(_) => Ok(Update::Write),
-            Err(e) => {
+        s.update_cluster(id, &mut |c| {
+            let done = match action {
+                NodeAction::Replace => c.replace_node(&name, &now).map(drop),
+                NodeAction::Restart => c.restart_node(&name, &now),
+            };
+            done.map(|()| Update::Write).map_err(|e| {
                 let message = e.to_string();
                 *seen
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-                Err(message)
-            }
+                message
+            })
         })
     })
     .await;
@@ -353,14 +370,14 @@ pub(super) async fn replace_node(
             return Err(ApiError::Conflict {
                 message: format!(
                     "cluster {id} is {status}; only a ready cluster can have a node replaced \
-                     (refused, not queued: retry once it is ready)"
+                     or restarted (refused, not queued: retry once it is ready)"
                 ),
                 details: Some(json!({"status": status})),
             });
         }
         (Err(e), None) => return Err(e),
     };
-    tracing::info!(cluster_id = %id, node = %node, generation = c.generation, "node replacement requested");
+    tracing::info!(cluster_id = %id, node = %node, ?action, generation = c.generation, "node action requested");
     state.backend.wake(id);
     let url = cluster_url(id);
     let body =

@@ -74,7 +74,10 @@ pub(super) async fn dispatch(
         (Endpoint::ClusterEvents { id }, Some(who)) => clusters::events(state, &who, id).await,
         (Endpoint::ClusterLogs { id }, Some(who)) => clusters::logs(state, &who, id).await,
         (Endpoint::ReplaceNode { id, node }, Some(who)) => {
-            clusters::replace_node(state, &who, id, node).await
+            clusters::node_action(state, &who, id, node, clusters::NodeAction::Replace).await
+        }
+        (Endpoint::RestartNode { id, node }, Some(who)) => {
+            clusters::node_action(state, &who, id, node, clusters::NodeAction::Restart).await
         }
         // Cluster endpoints answer per owner. Were one ever declared public, it fails
         // closed: no caller, no cluster.

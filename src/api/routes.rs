@@ -66,6 +66,10 @@ pub enum Endpoint {
         id: ClusterId,
         node: Name,
     },
+    RestartNode {
+        id: ClusterId,
+        node: Name,
+    },
     Health,
     HealthReady,
     Metrics,
@@ -188,10 +192,24 @@ impl Endpoint {
                     _ => (&[Method::GET, Method::PATCH, Method::DELETE], None),
                 }
             }
-            (["clusters", id, "nodes", node, "replace"], m) => {
+            (
+                [
+                    "clusters",
+                    id,
+                    "nodes",
+                    node,
+                    verb @ ("replace" | "restart"),
+                ],
+                m,
+            ) => {
                 let (id, node) = (cluster(id)?, name(node)?);
+                let ep = if *verb == "replace" {
+                    Endpoint::ReplaceNode { id, node }
+                } else {
+                    Endpoint::RestartNode { id, node }
+                };
                 if *m == Method::POST {
-                    (&[], Some(Endpoint::ReplaceNode { id, node }))
+                    (&[], Some(ep))
                 } else {
                     (&[Method::POST], None)
                 }
@@ -241,7 +259,8 @@ impl Endpoint {
             | Endpoint::ClusterServices { .. }
             | Endpoint::ClusterEvents { .. }
             | Endpoint::ClusterLogs { .. }
-            | Endpoint::ReplaceNode { .. } => Access::User,
+            | Endpoint::ReplaceNode { .. }
+            | Endpoint::RestartNode { .. } => Access::User,
             // Templates and options are read by every user who launches; the orchestration
             // script is code we execute, so only admins may read it as well as write it.
             Endpoint::GetPart { part, .. } => match part {
@@ -282,6 +301,7 @@ impl Endpoint {
             Endpoint::ClusterEvents { .. } => "getClusterEvents",
             Endpoint::ClusterLogs { .. } => "getClusterLogs",
             Endpoint::ReplaceNode { .. } => "replaceNode",
+            Endpoint::RestartNode { .. } => "restartNode",
             Endpoint::Health => "health",
             Endpoint::HealthReady => "healthReady",
             Endpoint::Metrics => "metrics",
@@ -345,6 +365,7 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), User),
         route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), User),
         route!(POST "/clusters/{id}/nodes/{node}/replace" "replaceNode" "Replace a node with a new attempt (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
+        route!(POST "/clusters/{id}/nodes/{node}/restart" "restartNode" "Restart a node's services in place (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
         route!(GET "/health" "health" "Liveness, with readiness details", None, 200 Some("Health"), Public),
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
@@ -674,6 +695,13 @@ mod tests {
             (Endpoint::ClusterLogs { id }, Access::User),
             (
                 Endpoint::ReplaceNode {
+                    id,
+                    node: Name::parse("node1").unwrap(),
+                },
+                Access::User,
+            ),
+            (
+                Endpoint::RestartNode {
                     id,
                     node: Name::parse("node1").unwrap(),
                 },

@@ -145,6 +145,17 @@ pub enum ClustersCmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Restart a node's services in place (same task, same ports).
+    Restart {
+        id: String,
+        node: String,
+        /// Follow the status until the cluster is `ready` again (exit 0) or `failed` (exit 1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Change options of a ready cluster (the others keep their values). Refused (409)
     /// unless the cluster is ready: a change during another one is not queued.
     Update {
@@ -507,20 +518,29 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
             wait,
             timeout,
         } => {
-            let path = format!("/clusters/{id}/nodes/{node}/replace");
-            let v = c.json("POST", &path, None).await?;
-            let generation = v["generation"].as_u64().unwrap_or(0);
-            println!(
-                "cluster {id} {}: replacing {node} (generation {generation})",
-                s(&v["status"])
-            );
-            if wait {
-                let goal = Goal {
-                    status: "ready",
-                    generation,
-                };
-                follow(c, &id, goal, Duration::from_secs(timeout)).await?;
-            }
+            node_action(
+                c,
+                &id,
+                &node,
+                "replace",
+                wait.then(|| Duration::from_secs(timeout)),
+            )
+            .await?
+        }
+        ClustersCmd::Restart {
+            id,
+            node,
+            wait,
+            timeout,
+        } => {
+            node_action(
+                c,
+                &id,
+                &node,
+                "restart",
+                wait.then(|| Duration::from_secs(timeout)),
+            )
+            .await?
         }
         ClustersCmd::Delete { id, wait } => {
             let v = c.json("DELETE", &format!("/clusters/{id}"), None).await?;
@@ -589,6 +609,33 @@ async fn change(
         return Ok(());
     }
     println!("cluster {id} {} (generation {generation})", s(&v["status"]));
+    if let Some(timeout) = wait {
+        let goal = Goal {
+            status: "ready",
+            generation,
+        };
+        follow(c, id, goal, timeout).await?;
+    }
+    Ok(())
+}
+
+/// `POST /clusters/{id}/nodes/{node}/{verb}` (`replace` or `restart`), then, with a wait,
+/// follows the cluster until it is `ready` at the new generation.
+async fn node_action(
+    c: &Client,
+    id: &str,
+    node: &str,
+    verb: &str,
+    wait: Option<Duration>,
+) -> Result<(), CliError> {
+    let v = c
+        .json("POST", &format!("/clusters/{id}/nodes/{node}/{verb}"), None)
+        .await?;
+    let generation = v["generation"].as_u64().unwrap_or(0);
+    println!(
+        "cluster {id} {}: {verb} {node} (generation {generation})",
+        s(&v["status"])
+    );
     if let Some(timeout) = wait {
         let goal = Goal {
             status: "ready",

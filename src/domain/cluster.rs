@@ -490,6 +490,10 @@ pub struct Cluster {
     /// Nodes an update removed whose tasks are still to be drained and killed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retiring: Vec<Retiring>,
+    /// Nodes whose services a user asked to restart in place; the orchestrator stops them
+    /// and removes the node from here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Name>,
 }
 
 fn first_generation() -> u64 {
@@ -609,6 +613,7 @@ impl Cluster {
             replacements: Vec::new(),
             generation: 1,
             retiring: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 

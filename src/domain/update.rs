@@ -222,6 +222,33 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `POST …/nodes/{node}/restart`: the node's services are restarted in place (same task,
+    /// same ports): the orchestrator stops them, then configures the cluster again, which
+    /// starts them and checks them. The cluster goes `updating` (a new generation).
+    ///
+    /// # Errors
+    /// [`ReplaceError`]; the cluster is then untouched.
+    pub fn restart_node(&mut self, name: &str, now: &Timestamp) -> Result<(), ReplaceError> {
+        let Some(node) = self.node(name) else {
+            return Err(ReplaceError::UnknownNode(name.to_owned()));
+        };
+        if self.desired != Desired::Running || self.status != ClusterStatus::Ready {
+            return Err(ReplaceError::NotReady(self.status));
+        }
+        let node = node.name.clone();
+        self.restarts.push(node);
+        self.generation += 1;
+        let why = format!(
+            "generation {}: restarting the services of node {name}",
+            self.generation
+        );
+        // invariant: `ready --UpdateRequested--> updating` is in the table (checked above).
+        let _ = self.apply(ClusterEvent::UpdateRequested, Some(why), now.clone());
+        Ok(())
+    }
+}
+
 /// The fields of a node's spec that differ (what a rolling replacement would change).
 fn spec_differences(old: &Node, new: &Node) -> Vec<&'static str> {
     let mut d = Vec::new();
@@ -417,6 +444,22 @@ mod tests {
             c.replace_node("node0", &Timestamp("t2".into())),
             Err(ReplaceError::NotReady(ClusterStatus::Updating))
         );
+    }
+
+    #[test]
+    fn a_node_restart_is_recorded_for_the_orchestrator() {
+        let mut c = running(2);
+        let before = c.clone();
+        assert_eq!(
+            c.restart_node("node9", &Timestamp("t1".into())),
+            Err(ReplaceError::UnknownNode("node9".into()))
+        );
+        assert_eq!(c, before);
+        c.restart_node("node1", &Timestamp("t1".into())).unwrap();
+        assert_eq!(c.status, ClusterStatus::Updating);
+        assert_eq!(c.generation, 2);
+        assert_eq!(c.restarts, [Name::parse("node1").unwrap()]);
+        assert_eq!(c.nodes, before.nodes, "same tasks, same ports");
     }
 
     #[test]

@@ -287,6 +287,26 @@ impl NodeClient {
         Ok(service_state(st))
     }
 
+    /// Stops the supervised service `name` (TERM, then KILL after the agent's grace period);
+    /// a service that does not run is left as it is.
+    ///
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable.
+    pub async fn stop_service(&self, name: &str) -> Result<ServiceState, AgentCallError> {
+        let mut req = Request::new(pb::StopServiceRequest {
+            name: name.to_owned(),
+            grace_ms: 0,
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        let mut c = self.inner.clone();
+        let st = c
+            .stop_service(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        Ok(service_state(st))
+    }
+
     /// # Errors
     /// [`AgentCallError::Call`] when the agent is unreachable.
     pub async fn inspect_service(&self, name: &str) -> Result<ServiceState, AgentCallError> {

@@ -239,6 +239,7 @@ impl Controller {
                     self.promote(&c, c.status, cancel).await?;
                 }
                 Action::Drain(node) => self.drain(&c, &node, script_bytes).await?,
+                Action::StopServices(node) => self.stop_services(&c, &node).await?,
                 Action::Finish => self.finish(&c).await?,
                 Action::Promote => {
                     self.promote(&c, ClusterStatus::Configured, cancel).await?;
@@ -488,6 +489,51 @@ impl Controller {
         })
         .await?;
         info!(cluster_id = %c.id, node, "drained; the scheduler removes it");
+        Ok(())
+    }
+
+    /// Stops the services of `node` (a restart asked for by a user; configuring again, which
+    /// follows, starts them), best effort, then records the request done.
+    async fn stop_services(&self, c: &Cluster, node: &str) -> Result<(), WorkError> {
+        if let Some(n) = c.node(node) {
+            match self.agent(c, n) {
+                Ok(agent) => {
+                    for s in c
+                        .services
+                        .iter()
+                        .filter(|s| s.nodes.iter().any(|x| x.as_str() == node))
+                    {
+                        if let Err(e) = agent.stop_service(s.name.as_str()).await {
+                            self.log(
+                                c.id,
+                                &format!("restart: cannot stop {} on {node}: {e}", s.name),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                Err(f) => {
+                    self.log(c.id, &format!("restart: {node} unreachable: {}", f.cause))
+                        .await;
+                }
+            }
+        }
+        let name = node.to_owned();
+        self.update(c.id, move |c| {
+            let before = c.restarts.len();
+            c.restarts.retain(|n| n.as_str() != name);
+            if c.restarts.len() == before {
+                Update::Keep
+            } else {
+                Update::Write
+            }
+        })
+        .await?;
+        self.log(
+            c.id,
+            &format!("restart: services of {node} stopped; configuring again"),
+        )
+        .await;
         Ok(())
     }
 

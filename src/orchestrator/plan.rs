@@ -99,6 +99,9 @@ pub enum Action {
     /// An update removed this node: run the product's drain hook (`SCRIPT stop-node NODE`),
     /// then let the scheduler kill it.
     Drain(String),
+    /// A user asked to restart this node's services: stop them; configuring again starts
+    /// them.
+    StopServices(String),
 }
 
 /// The next action for `c`. `has_script`: the product has an orchestration script.
@@ -129,6 +132,9 @@ pub fn decide(c: &Cluster, has_script: bool) -> Action {
         ClusterStatus::Healing | ClusterStatus::Updating => {
             if let Some(r) = c.retiring.iter().find(|r| !r.drained) {
                 return Action::Drain(r.node.name.to_string());
+            }
+            if let Some(n) = c.restarts.first() {
+                return Action::StopServices(n.to_string());
             }
             let converged =
                 c.retiring.is_empty() && c.nodes.iter().all(|n| n.status == NodeStatus::Running);
