@@ -525,6 +525,24 @@ async fn the_reference_product_scales_3_to_5_to_2_and_its_peers_follow() {
         r.text()
     );
 
+    // A restart in place: same tasks, the services stopped and started again, ready.
+    let before = task_ids(&c);
+    let r = common::call(
+        "POST",
+        &s.api(&format!("/clusters/{id}/nodes/node0/restart")),
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let c = wait_for(&s, &id, 120, "ready at generation 5", |c| {
+        c["status"] == "ready" && c["generation"] == 5
+    })
+    .await;
+    assert_eq!(task_ids(&c), before, "a restart keeps the tasks");
+    let log = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+    assert!(log.contains("restart: services of node0 stopped"), "{log}");
+
     destroy(&s, &id).await;
     wait_status(&s, &id, "destroyed", 60).await;
     wait_containers(|r| !r.iter().any(|e| e.starts_with(&id)), 60, "gone").await;
