@@ -1138,6 +1138,33 @@ async fn update_refuses_bad_requests_and_clusters_that_are_not_ready() {
         assert_eq!(r.status, 405, "{path}");
         assert_eq!(r.headers["allow"], "GET", "{path}");
     }
+    // Node actions: 404 for an unknown node or another user's cluster, 409 unless ready,
+    // 405 for another method; nothing changes.
+    let before = record(&s, &id, &alice).await;
+    for verb in ["replace", "restart"] {
+        let path = s.api(&format!("/clusters/{id}/nodes/node1/{verb}"));
+        let r = call("POST", &path, "", &alice).await;
+        assert_eq!((r.status, r.code().as_str()), (409, "conflict"), "{verb}");
+        assert!(r.text().contains("only a ready cluster"), "{}", r.text());
+        let r = call("POST", &path, "", &bob).await;
+        assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{verb}");
+        let unknown = s.api(&format!("/clusters/{id}/nodes/node9/{verb}"));
+        let r = call("POST", &unknown, "", &alice).await;
+        assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{verb}");
+        let r = call("GET", &path, "", &alice).await;
+        assert_eq!(r.status, 405, "{verb}");
+        assert_eq!(r.headers["allow"], "POST", "{verb}");
+        let r = call(
+            "POST",
+            &s.api(&format!("/clusters/{id}/nodes/Bad!/{verb}")),
+            "",
+            &alice,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{verb}: {}", r.text());
+    }
+    assert_eq!(record(&s, &id, &alice).await, before);
+
     assert_eq!(record(&s, &id, &alice).await, record(&s, &id, &admin).await);
     let c: Value = serde_json::from_str(&record(&s, &id, &alice).await).unwrap();
     assert_eq!(
