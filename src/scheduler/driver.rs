@@ -866,6 +866,13 @@ impl Driver {
         {
             self.kill_or_defer(s, c).await;
         }
+        // A failed cluster holds nothing, also when it failed before a restart of ours.
+        for c in clusters
+            .iter()
+            .filter(|c| c.status == ClusterStatus::Failed && c.has_tasks())
+        {
+            self.kill_cluster(s, c).await;
+        }
         Ok(())
     }
 

@@ -396,6 +396,17 @@ mod tests {
     }
 
     #[test]
+    fn a_launch_lost_to_reconciliation_is_placed_again_without_failing() {
+        // Persisted, then `serve` died before the ACCEPT: the master never heard of the task.
+        let mut c = cluster(2);
+        let mut o = obs("t1", TaskState::TaskLost);
+        o.reason = Some(Reason::Reconciliation);
+        assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Replaced);
+        assert_eq!(c.status, ClusterStatus::Scheduling);
+        assert_eq!(c.node("n1").unwrap().status, NodeStatus::Queued);
+    }
+
+    #[test]
     fn a_retiring_node_is_dropped_once_its_task_ends() {
         use crate::domain::update::Retiring;
         let mut c = cluster(2);
