@@ -8,6 +8,10 @@
 //!   `ready` (printing the time from POST to ready), runs `srun -N 2 hostname` on the
 //!   controller through its NodeAgent, checks one line per compute node, destroys the cluster
 //!   and checks no container of it is left.
+//! - `slurm_scales_on_real_mesos`: size 2, `ready`; `PATCH {"options": {"size": 3}}` →
+//!   `ready` at generation 2 (printing the time from PATCH to ready); `sinfo` on the controller
+//!   lists 3 compute nodes, all idle, and `srun -N 3` runs on all three (slurm.conf changed
+//!   on the controller and on the kept compute nodes, so their daemons were restarted).
 //! - `slurm_failures_are_clear_on_real_mesos`: a missing product image and a size the agent
 //!   cannot hold each end with a reason that says why, and leave no container behind.
 //!
@@ -25,6 +29,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use common::get;
 use common::product::*;
 use paas::domain::template::Renderer;
 use paas::orchestrator::facts::{cluster_facts, render_argv, render_files};
@@ -53,12 +58,18 @@ fn template_renders_slurm_conf_with_every_node() {
     let facts = cluster_facts(&c);
     let r = Renderer::files();
     let svc = |name: &str| c.services.iter().find(|s| s.name.as_str() == name).unwrap();
-    let files = render_files(&r, &facts, svc("slurm"), &c.nodes[2]).unwrap();
-    let conf = files
-        .iter()
-        .find(|f| f.path == "/etc/slurm/slurm.conf")
-        .unwrap();
-    let conf = String::from_utf8(conf.content.clone()).unwrap();
+    // slurm.conf belongs to the daemon of each node (a change restarts it there), and is the
+    // same on every node.
+    let conf_of = |service: &str, node: usize| {
+        let files = render_files(&r, &facts, svc(service), &c.nodes[node]).unwrap();
+        assert_eq!(files.len(), 1, "{service}: only slurm.conf");
+        assert_eq!(files[0].path, "/etc/slurm/slurm.conf");
+        assert_eq!(files[0].mode, 0o644);
+        String::from_utf8(files[0].content.clone()).unwrap()
+    };
+    let conf = conf_of("compute", 2);
+    assert_eq!(conf, conf_of("controller", 0));
+    assert!(conf.starts_with("# slurm.conf of paas cluster"), "{conf}");
     for line in [
         "SlurmctldHost=localhost(127.0.0.1)",
         "SlurmctldPort=31000",
@@ -147,6 +158,66 @@ async fn slurm_cluster_on_real_mesos() {
     assert_eq!(names, BTreeSet::from(["compute1", "compute2"]));
 
     P.destroy_ready(s, &id, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slurm_scales_on_real_mesos() {
+    let Some(mut r) = P.on_real_mesos().await else {
+        return;
+    };
+    let s = &mut r.server;
+    let (id, _) = P
+        .launch_to_ready(s, json!({"size": 2, "image": r.image}))
+        .await;
+    let secret = secret_via_store(s, &r.master, &id).await;
+    let c = wait(s, &id, Instant::now(), 60, |c| c["status"] == "ready").await;
+    let before = run(
+        &agent(&c, "controller", &secret),
+        &["sinfo", "--Node", "--noheader"],
+    )
+    .await;
+    eprintln!("$ sinfo --Node --noheader   (size 2)\n{before}");
+
+    let c = P.update_to_ready(s, &id, json!({"size": 3})).await;
+    assert_eq!(c["generation"], 2, "{c:#}");
+    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+    for line in [
+        "service controller on controller: files changed, restart done",
+        "service compute on compute1: files changed, restart done",
+        "service compute on compute2: files changed, restart done",
+    ] {
+        assert!(logs.contains(line), "missing {line:?} in:\n{logs}");
+    }
+    assert!(
+        !logs.contains("on compute3: files changed"),
+        "the new node is started, not restarted:\n{logs}"
+    );
+    let ctl = agent(&c, "controller", &secret);
+    let sinfo = run(&ctl, &["sinfo", "--Node", "--noheader", "--format=%N %t"]).await;
+    eprintln!("$ sinfo --Node --noheader --format='%N %t'   (size 3)\n{sinfo}");
+    let nodes: BTreeSet<(&str, &str)> = sinfo.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from([
+            ("compute1", "idle"),
+            ("compute2", "idle"),
+            ("compute3", "idle")
+        ]),
+        "{sinfo}"
+    );
+    let names = run(
+        &ctl,
+        &["srun", "-N", "3", "-l", "printenv", "SLURMD_NODENAME"],
+    )
+    .await;
+    eprintln!("$ srun -N 3 -l printenv SLURMD_NODENAME\n{names}");
+    let names: BTreeSet<&str> = names
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(names, BTreeSet::from(["compute1", "compute2", "compute3"]));
+
+    P.destroy_ready(s, &id, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

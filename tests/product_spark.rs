@@ -9,6 +9,10 @@
 //!   ALIVE workers, runs SparkPi (`spark-submit pi.py`, client mode) on the master through its
 //!   NodeAgent, checks the printed estimate of pi, destroys the cluster and checks no container
 //!   of it is left.
+//! - `spark_scales_on_real_mesos`: size 1, `ready`; `PATCH {"options": {"size": 2}}` → `ready`
+//!   at generation 2 (printing the time from PATCH to ready); the master's JSON status lists 2
+//!   ALIVE workers. The new worker registers by itself: no file changed on the kept nodes
+//!   (none names the workers), so no service was reloaded or restarted.
 //!
 //! Environment: `MESOS_MASTER` (unset: the real-Mesos test prints why and passes, or fails when
 //! `CI` is set); `PAAS_NODE_IMAGE` (node image for `--node-image`, also where the product image
@@ -188,6 +192,61 @@ async fn spark_cluster_on_real_mesos() {
         .parse()
         .unwrap();
     assert!((3.0..3.3).contains(&pi), "pi = {pi}");
+
+    P.destroy_ready(s, &id, 3).await;
+}
+
+/// The ALIVE workers in the master's JSON status, straight from its web UI port.
+async fn alive_workers(c: &serde_json::Value) -> Vec<String> {
+    let m = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "master")
+        .unwrap();
+    let status = get(&format!(
+        "http://{}:{}/json/",
+        m["address"].as_str().unwrap(),
+        m["ports"]["webui"]
+    ))
+    .await
+    .json();
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "ALIVE")
+        .map(|w| format!("{}:{}", w["host"].as_str().unwrap_or("?"), w["port"]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spark_scales_on_real_mesos() {
+    let Some(mut r) = P.on_real_mesos().await else {
+        return;
+    };
+    let s = &mut r.server;
+    let (id, c) = P
+        .launch_to_ready(s, json!({"size": 1, "image": r.image}))
+        .await;
+    let before = alive_workers(&c).await;
+    eprintln!("size 1: ALIVE workers {before:?}");
+    assert_eq!(before.len(), 1);
+
+    let c = P.update_to_ready(s, &id, json!({"size": 2})).await;
+    assert_eq!(c["generation"], 2, "{c:#}");
+    let after = alive_workers(&c).await;
+    eprintln!("size 2: ALIVE workers {after:?}");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.contains(&before[0]),
+        "the first worker stays: {after:?}"
+    );
+    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+    assert!(
+        !logs.contains("files changed"),
+        "no file of a kept node changed:\n{logs}"
+    );
 
     P.destroy_ready(s, &id, 3).await;
 }

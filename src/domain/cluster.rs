@@ -6,7 +6,7 @@
 //! { "nodes":    { "<node>": { "docker_image", "cpu", "mem", "disk"?, "ports"?, "services": [...],
 //!                             "env"?, "command"?, "volumes"?, "tags"? } },
 //!   "services": { "<service>": { "nodes"?: [...], "files"?: [{path, template}], "start"?,
-//!                                "ready"?, ...properties } } }
+//!                                "ready"?, "reload"?, ...properties } } }
 //! ```
 //! `ports` is a list of port names (`["http", "rpc"]`) or a count (`2` → `p0`, `p1`); each
 //! gets a port from the offer. A service's node list is the union of its `nodes` and the
@@ -125,6 +125,8 @@ struct ServiceSpec {
     start: Option<Command>,
     #[serde(default)]
     ready: Option<Command>,
+    #[serde(default)]
+    reload: Option<Command>,
     #[serde(flatten)]
     properties: Map<String, Value>,
 }
@@ -225,12 +227,16 @@ impl ClusterSpec {
             if s.ready.as_ref().is_some_and(Command::is_empty) {
                 return Err(invalid(format!("{path}.ready"), "is empty"));
             }
+            if s.reload.as_ref().is_some_and(Command::is_empty) {
+                return Err(invalid(format!("{path}.reload"), "is empty"));
+            }
             out_services.push(Service {
                 name,
                 nodes: Vec::new(),
                 files: s.files,
                 start: s.start,
                 ready: s.ready,
+                reload: s.reload,
                 properties: s.properties,
                 declared_nodes: s.nodes,
             });
@@ -425,6 +431,10 @@ pub struct Service {
     pub start: Option<Command>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Command>,
+    /// Run on a node, on a later configure, when the content of the service's files changed
+    /// there (e.g. `scontrol reconfigure`); without it the service is restarted instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Command>,
     /// Free-form service properties from the template (e.g. `dfs.blocksize`).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub properties: Map<String, Value>,
@@ -515,6 +525,12 @@ pub struct ConfigureProgress {
     pub current: Option<String>,
     /// Where the orchestration script stands: once started, its `stop` is owed on destroy.
     pub script: ScriptState,
+    /// What was last pushed to each node: task id → file path → content digest. Carried over
+    /// to the next configure (for the tasks that still run), so a later configure pushes only
+    /// changed files and tells their service (`reload`, else a restart). A new task (empty
+    /// disk) has no entry: everything is pushed to it, and its service starts afresh.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pushed: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Where a cluster's orchestration script stands. Only moves forward.
@@ -545,6 +561,8 @@ struct ConfigureProgressRecord {
     script_started: bool,
     #[serde(default)]
     stop_done: bool,
+    #[serde(default)]
+    pushed: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl From<ConfigureProgressRecord> for ConfigureProgress {
@@ -559,6 +577,7 @@ impl From<ConfigureProgressRecord> for ConfigureProgress {
             done: r.done,
             current: r.current,
             script: r.script.unwrap_or(legacy),
+            pushed: r.pushed,
         }
     }
 }
@@ -676,7 +695,7 @@ mod tests {
                 "w0": {"docker_image": "img:1", "cpu": 0.5, "mem": 256, "services": ["workers"]}
             },
             "services": {
-                "workers": {"start": "run", "ready": ["true"], "dfs.blocksize": 64},
+                "workers": {"start": "run", "ready": ["true"], "reload": ["kill", "-HUP", "1"], "dfs.blocksize": 64},
                 "head": {"nodes": ["head"], "files": [{"path": "/etc/x.conf", "template": "{{x}}"}]}
             },
             "dnsname": "abc"
@@ -696,6 +715,11 @@ mod tests {
             ["w1", "w0"]
         );
         assert_eq!(s.services[0].properties["dfs.blocksize"], json!(64));
+        assert!(!s.services[0].properties.contains_key("reload"));
+        assert_eq!(
+            s.services[0].reload.as_ref().map(Command::argv),
+            Some(vec!["kill".to_owned(), "-HUP".into(), "1".into()])
+        );
         assert_eq!(s.services[1].nodes.len(), 1);
         assert_eq!(s.extra["dnsname"], "abc");
         assert!(s.nodes.iter().all(|n| n.status == NodeStatus::Queued));
@@ -746,6 +770,10 @@ mod tests {
             (
                 json!({"nodes": {"a": node}, "services": {"s": {"start": ""}}}),
                 "services.s.start",
+            ),
+            (
+                json!({"nodes": {"a": node}, "services": {"s": {"reload": []}}}),
+                "services.s.reload",
             ),
             (json!({"nodes": {"a": node}, "services": []}), "services"),
         ];

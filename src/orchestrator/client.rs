@@ -287,17 +287,21 @@ impl NodeClient {
         Ok(service_state(st))
     }
 
-    /// Stops the supervised service `name` (TERM, then KILL after the agent's grace period);
-    /// a service that does not run is left as it is.
+    /// Stops the supervised service `name` (SIGTERM to its process group, SIGKILL after
+    /// `grace`) and returns once it has exited; a service that does not run is left as it is.
     ///
     /// # Errors
     /// [`AgentCallError::Call`] when the agent is unreachable.
-    pub async fn stop_service(&self, name: &str) -> Result<ServiceState, AgentCallError> {
+    pub async fn stop_service(
+        &self,
+        name: &str,
+        grace: Duration,
+    ) -> Result<ServiceState, AgentCallError> {
         let mut req = Request::new(pb::StopServiceRequest {
             name: name.to_owned(),
-            grace_ms: 0,
+            grace_ms: u32::try_from(grace.as_millis()).unwrap_or(u32::MAX).max(1),
         });
-        req.set_timeout(CALL_TIMEOUT);
+        req.set_timeout(CALL_TIMEOUT + grace);
         let mut c = self.inner.clone();
         let st = c
             .stop_service(req)

@@ -23,7 +23,10 @@ use tracing::{debug, info, warn};
 use super::OrchestratorConfig;
 use super::client::{AgentCallError, NodeClient, ServiceState};
 use super::facts::{cluster_facts, render_argv, render_files};
-use super::plan::{Action, Step, StepKind, decide, fresh_progress, generation};
+use super::plan::{
+    Action, FileChange, FollowUp, Step, StepKind, decide, digest, file_change, follow_up,
+    fresh_progress, generation,
+};
 use super::script::{self, ScriptError, ScriptRun};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::template::Renderer;
@@ -41,6 +44,12 @@ pub enum WorkError {
     #[error("cancelled")]
     Cancelled,
 }
+
+/// How long a restarted service gets to stop before it is killed.
+const RESTART_GRACE: Duration = Duration::from_secs(10);
+
+/// Files a step pushed, to record: `(task id, path, content digest)`.
+type Pushed = Vec<(String, String, String)>;
 
 /// A step that failed: the cluster's reason is built from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +327,7 @@ impl Controller {
         let result = if is_script {
             self.script_start(&marked, script.unwrap_or_default(), cancel)
                 .await?
+                .map(|()| Vec::new())
         } else {
             tokio::select! {
                 r = self.node_step(&marked, step) => r,
@@ -334,7 +344,7 @@ impl Controller {
             ],
         );
         match result {
-            Ok(()) => {
+            Ok(pushed) => {
                 let took = started.elapsed();
                 let (k, g) = (key.clone(), generation.clone());
                 self.update(c.id, move |c| {
@@ -344,6 +354,13 @@ impl Controller {
                     let Some(p) = c.configure.as_mut() else {
                         return Update::Keep;
                     };
+                    // With the step: a crash before this write pushes (and tells) again.
+                    for (task, path, d) in &pushed {
+                        p.pushed
+                            .entry(task.clone())
+                            .or_default()
+                            .insert(path.clone(), d.clone());
+                    }
                     if !p.is_done(&k) {
                         p.done.push(k.clone());
                     }
@@ -503,7 +520,7 @@ impl Controller {
                         .iter()
                         .filter(|s| s.nodes.iter().any(|x| x.as_str() == node))
                     {
-                        if let Err(e) = agent.stop_service(s.name.as_str()).await {
+                        if let Err(e) = agent.stop_service(s.name.as_str(), RESTART_GRACE).await {
                             self.log(
                                 c.id,
                                 &format!("restart: cannot stop {} on {node}: {e}", s.name),
@@ -574,7 +591,7 @@ impl Controller {
 
     // ----- steps on nodes -------------------------------------------------------------------
 
-    async fn node_step(&self, c: &Cluster, step: &Step) -> Result<(), StepFailure> {
+    async fn node_step(&self, c: &Cluster, step: &Step) -> Result<Pushed, StepFailure> {
         let Some(svc) = step
             .service
             .as_deref()
@@ -587,32 +604,116 @@ impl Controller {
         };
         match step.kind {
             StepKind::Files => self.push_files(c, svc).await,
-            StepKind::Start => self.start(c, svc).await,
-            StepKind::Ready => self.ready(c, svc, self.cfg.ready_timeout).await,
-            StepKind::Script => Ok(()),
+            StepKind::Start => self.start(c, svc).await.map(|()| Vec::new()),
+            StepKind::Ready => self
+                .ready(c, svc, self.cfg.ready_timeout)
+                .await
+                .map(|()| Vec::new()),
+            StepKind::Script => Ok(Vec::new()),
         }
     }
 
-    /// Renders every file for every node first (a template error pushes nothing), then pushes.
-    async fn push_files(&self, c: &Cluster, svc: &Service) -> Result<(), StepFailure> {
+    /// Renders every file for every node first (a template error pushes nothing), then pushes
+    /// what differs from what the node's task last got, and tells the service where a file
+    /// changed ([`follow_up`]). Returns what was pushed, to be recorded with the step.
+    async fn push_files(&self, c: &Cluster, svc: &Service) -> Result<Pushed, StepFailure> {
         let facts = cluster_facts(c);
+        let empty = Default::default();
+        let pushed = c.configure.as_ref().map_or(&empty, |p| &p.pushed);
         let mut work = Vec::new();
         for node in nodes_of(c, svc) {
             let files = render_files(&self.renderer, &facts, svc, node)
                 .map_err(|e| StepFailure::on(node, e.to_string()))?;
-            work.push((node, files));
+            let task = node
+                .task_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let files: Vec<_> = files
+                .into_iter()
+                .map(|f| {
+                    let d = digest(&f.content);
+                    let change = file_change(pushed, &task, &f.path, &d);
+                    (f, d, change)
+                })
+                .collect();
+            let follow = follow_up(svc, files.iter().map(|(_, _, ch)| *ch));
+            work.push((node, task, files, follow));
         }
-        let results = join_all(work.into_iter().map(|(node, files)| async move {
-            let agent = self.agent(c, node)?;
-            for f in files {
-                self.retry(|| agent.put_file(&f.path, f.mode, f.content.clone()))
-                    .await
-                    .map_err(|e| StepFailure::on(node, format!("cannot write {}: {e}", f.path)))?;
-            }
-            Ok(())
-        }))
+        let results = join_all(
+            work.into_iter()
+                .map(|(node, task, files, follow)| async move {
+                    let agent = self.agent(c, node)?;
+                    let mut done = Vec::new();
+                    for (f, d, change) in files {
+                        if change != FileChange::Same {
+                            self.retry(|| agent.put_file(&f.path, f.mode, f.content.clone()))
+                                .await
+                                .map_err(|e| {
+                                    StepFailure::on(node, format!("cannot write {}: {e}", f.path))
+                                })?;
+                        }
+                        done.push((task.clone(), f.path, d));
+                    }
+                    self.tell(c, svc, node, &agent, follow).await?;
+                    Ok(done)
+                }),
+        )
         .await;
-        results.into_iter().collect()
+        let mut all = Vec::new();
+        for r in results {
+            all.extend(r?);
+        }
+        Ok(all)
+    }
+
+    /// After a changed file was pushed to `node`: runs the service's `reload` there, or
+    /// restarts its `start` process (stop, then start with the same argv).
+    async fn tell(
+        &self,
+        c: &Cluster,
+        svc: &Service,
+        node: &Node,
+        agent: &NodeClient,
+        follow: FollowUp,
+    ) -> Result<(), StepFailure> {
+        let (what, cmd) = match (follow, &svc.reload, &svc.start) {
+            (FollowUp::Reload, Some(cmd), _) => ("reload", cmd),
+            (FollowUp::Restart, _, Some(cmd)) => ("restart", cmd),
+            _ => return Ok(()),
+        };
+        let argv = render_argv(&self.renderer, &cluster_facts(c), svc, node, &cmd.argv())
+            .map_err(|e| StepFailure::on(node, format!("{what}: {e}")))?;
+        info!(cluster_id = %c.id, node = %node.name, service = %svc.name, what, "files changed; telling the service");
+        if follow == FollowUp::Reload {
+            let out = self
+                .retry(|| agent.run(&argv, self.cfg.ready_timeout))
+                .await
+                .map_err(|e| StepFailure::on(node, format!("cannot run reload {argv:?}: {e}")))?;
+            if !out.ended.success() {
+                return Err(StepFailure::on(
+                    node,
+                    format!("reload {argv:?} {}: {}", out.ended, out.tail(5)),
+                ));
+            }
+        } else {
+            let name = svc.name.as_str();
+            self.retry(|| agent.stop_service(name, RESTART_GRACE))
+                .await
+                .map_err(|e| StepFailure::on(node, format!("cannot stop {name}: {e}")))?;
+            self.retry(|| agent.start_service(name, &argv))
+                .await
+                .map_err(|e| StepFailure::on(node, format!("cannot restart {argv:?}: {e}")))?;
+        }
+        self.log(
+            c.id,
+            &format!(
+                "service {} on {}: files changed, {what} done",
+                svc.name, node.name
+            ),
+        )
+        .await;
+        Ok(())
     }
 
     async fn start(&self, c: &Cluster, svc: &Service) -> Result<(), StepFailure> {

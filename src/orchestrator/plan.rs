@@ -6,8 +6,17 @@
 //! nodes), `start/<svc>` (start its `start` command as a supervised service on its nodes),
 //! `ready/<svc>` (poll its `ready` check on its nodes); then `script/start` when the product has
 //! an orchestration script. Steps without content (no files, no start, no ready) are left out.
+//!
+//! A later configure (healing, updating) runs every step again, and `files/<svc>` pushes only
+//! what changed: a file whose content differs from what was pushed to the same task before
+//! (see [`ConfigureProgress::pushed`]) is pushed, and then the service is told on that node
+//! ([`follow_up`]: its `reload` when it has one, else a restart of its `start` process).
 
-use crate::domain::{Cluster, ClusterStatus, ConfigureProgress, Desired, NodeStatus, ScriptState};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::domain::{
+    Cluster, ClusterStatus, ConfigureProgress, Desired, NodeStatus, ScriptState, Service,
+};
 
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,12 +166,87 @@ fn next_step(c: &Cluster, p: &ConfigureProgress, has_script: bool) -> Action {
 }
 
 /// Fresh progress for `c`. `previous` keeps the fact that a script was started (its `stop`
-/// is still owed after a relaunch).
+/// is still owed after a relaunch), and what was pushed to the tasks that still run.
 pub fn fresh_progress(c: &Cluster, previous: Option<&ConfigureProgress>) -> ConfigureProgress {
+    let tasks: BTreeSet<String> = c
+        .nodes
+        .iter()
+        .filter_map(|n| n.task_id.as_ref().map(ToString::to_string))
+        .collect();
     ConfigureProgress {
         generation: generation(c),
         script: previous.map_or(ScriptState::NotStarted, |p| p.script),
+        pushed: previous
+            .map(|p| {
+                p.pushed
+                    .iter()
+                    .filter(|(task, _)| tasks.contains(task.as_str()))
+                    .map(|(task, files)| (task.clone(), files.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
         ..Default::default()
+    }
+}
+
+/// The digest recorded for a pushed file's content: FNV-1a 64, in hex. It detects edits, not
+/// attacks (the content comes from our own rendering), and is stable across builds.
+pub fn digest(content: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in content {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// How a rendered file compares with what was last pushed to the same task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChange {
+    /// Never pushed to this task (a new node, or a file new in the template): push it; the
+    /// service's `start` step starts it with the file in place.
+    New,
+    /// Pushed before with other content: push it, then tell the service.
+    Changed,
+    /// Pushed before with this content: nothing to do.
+    Same,
+}
+
+/// See [`FileChange`]. `pushed` is [`ConfigureProgress::pushed`].
+pub fn file_change(
+    pushed: &BTreeMap<String, BTreeMap<String, String>>,
+    task: &str,
+    path: &str,
+    digest: &str,
+) -> FileChange {
+    match pushed.get(task).and_then(|files| files.get(path)) {
+        None => FileChange::New,
+        Some(d) if d == digest => FileChange::Same,
+        Some(_) => FileChange::Changed,
+    }
+}
+
+/// What a node's service needs after its files were pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Nothing changed under a running service (or nothing runs to tell).
+    Nothing,
+    /// Run the service's `reload` command on the node.
+    Reload,
+    /// Stop the service's `start` process and start it again, so it reads its files anew.
+    Restart,
+}
+
+/// The follow-up of pushing files with these `changes` to one node of `svc`: only a file that
+/// [`FileChange::Changed`] calls for one (a new file is read by the start that follows).
+pub fn follow_up(svc: &Service, changes: impl IntoIterator<Item = FileChange>) -> FollowUp {
+    if !changes.into_iter().any(|c| c == FileChange::Changed) {
+        return FollowUp::Nothing;
+    }
+    match (&svc.reload, &svc.start) {
+        (Some(_), _) => FollowUp::Reload,
+        (None, Some(_)) => FollowUp::Restart,
+        (None, None) => FollowUp::Nothing,
     }
 }
 
@@ -312,6 +396,83 @@ mod tests {
         p.done = plan(&c, true).iter().map(Step::key).collect();
         c.configure = Some(p);
         assert_eq!(decide(&c, true), Action::Finish);
+    }
+
+    #[test]
+    fn only_changed_files_on_the_same_task_call_for_a_follow_up() {
+        let pushed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::from([(
+            "task0".to_owned(),
+            BTreeMap::from([("/a".to_owned(), digest(b"one"))]),
+        )]);
+        for (task, path, content, want) in [
+            ("task0", "/a", "one", FileChange::Same),
+            ("task0", "/a", "two", FileChange::Changed),
+            ("task0", "/b", "one", FileChange::New),
+            ("task0-attempt2", "/a", "two", FileChange::New),
+        ] {
+            let got = file_change(&pushed, task, path, &digest(content.as_bytes()));
+            assert_eq!(got, want, "{task} {path} {content}");
+        }
+        assert_ne!(digest(b""), digest(b"\0"));
+        assert_eq!(
+            digest(b"a"),
+            "af63dc4c8601ec8c",
+            "FNV-1a 64, stable across builds"
+        );
+
+        let c = cluster();
+        let svc = |name: &str| {
+            let mut s = c
+                .services
+                .iter()
+                .find(|s| s.name.as_str() == name)
+                .unwrap()
+                .clone();
+            s.reload = None;
+            s
+        };
+        let mut with_reload = svc("head");
+        with_reload.reload = Some(serde_json::from_value(json!(["/reload"])).unwrap());
+        use FileChange::{Changed, New, Same};
+        for (s, changes, want) in [
+            (&with_reload, vec![Same, Changed], FollowUp::Reload),
+            (&svc("head"), vec![Changed], FollowUp::Restart),
+            (&svc("empty"), vec![Changed], FollowUp::Nothing),
+            (&with_reload, vec![New, Same], FollowUp::Nothing),
+            (&svc("head"), vec![], FollowUp::Nothing),
+        ] {
+            assert_eq!(
+                follow_up(s, changes.clone()),
+                want,
+                "{} {changes:?}",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn fresh_progress_keeps_what_was_pushed_to_tasks_that_still_run() {
+        let mut c = cluster();
+        let mut p = fresh_progress(&c, None);
+        let t0 = c.nodes[0].task_id.as_ref().unwrap().to_string();
+        let t1 = c.nodes[1].task_id.as_ref().unwrap().to_string();
+        for t in [t0.as_str(), t1.as_str(), "gone"] {
+            p.pushed
+                .entry(t.into())
+                .or_default()
+                .insert("/a".into(), digest(t.as_bytes()));
+        }
+        c.nodes[1].task_id = Some(task(c.id, &c.nodes[1], 2));
+        let fresh = fresh_progress(&c, Some(&p));
+        assert_eq!(fresh.pushed.keys().collect::<Vec<_>>(), [&t0]);
+        // Records written before digests were kept read as "nothing pushed yet".
+        let old: ConfigureProgress =
+            serde_json::from_value(json!({"generation": ["g"], "done": [], "script": "started"}))
+                .unwrap();
+        assert!(old.pushed.is_empty());
+        let back: ConfigureProgress =
+            serde_json::from_value(serde_json::to_value(&fresh).unwrap()).unwrap();
+        assert_eq!(back, fresh);
     }
 
     #[test]

@@ -121,6 +121,35 @@ impl Product {
         (id, c)
     }
 
+    /// `PATCH /clusters/{id}` with `{"options": changes}` (202 with a new generation), then
+    /// waits until the cluster is `ready` at that generation, printing the time from PATCH to
+    /// ready; returns the record.
+    pub async fn update_to_ready(&self, s: &Server, id: &str, changes: Value) -> Value {
+        let t0 = Instant::now();
+        let r = call(
+            "PATCH",
+            &s.api(&format!("/clusters/{id}")),
+            json!({ "options": changes }).to_string(),
+            &[JSON],
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let generation = r.json()["generation"].as_u64().expect("generation");
+        let c = wait(s, id, t0, 600, |c| {
+            c["status"] == "failed" || (c["status"] == "ready" && c["generation"] == generation)
+        })
+        .await;
+        let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+        assert_eq!(c["status"], "ready", "{c:#}\nlogs:\n{logs}");
+        eprintln!(
+            "{} {changes}: PATCH → ready (generation {generation}) in {:.1?}",
+            self.name,
+            t0.elapsed()
+        );
+        eprintln!("--- /logs of {id}:\n{logs}---");
+        c
+    }
+
     /// Checks that each of the cluster's `nodes` runs in its own container, destroys the
     /// cluster (no container of it may be left) and checks the script's `stop` ran.
     pub async fn destroy_ready(&self, s: &Server, id: &str, nodes: usize) {
