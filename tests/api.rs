@@ -1179,28 +1179,13 @@ async fn update_refuses_bad_requests_and_clusters_that_are_not_ready() {
 /// queued and the running ones kept. Bad options are refused first and change nothing.
 #[tokio::test]
 async fn update_of_a_ready_cluster_answers_202_with_the_new_generation() {
-    use paas::domain::{ClusterStatus, NodeStatus};
-    use paas::registry::{SledStore, Store, Update};
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut s = Server::start(&data, &[]);
     register_reference(&s, &[]).await;
     let id = launch(&s, 2, &[JSON]).await;
     s.sigterm();
-    {
-        let store = SledStore::open(&data).unwrap();
-        store
-            .update_cluster(id.parse().unwrap(), &mut |c| {
-                for n in &mut c.nodes {
-                    n.status = NodeStatus::Running;
-                    n.task_id = Some(format!("{}.{}.1", c.id, n.name).parse().unwrap());
-                }
-                c.status = ClusterStatus::Ready;
-                Ok(Update::Write)
-            })
-            .unwrap();
-    }
+    common::make_ready_in_store(&data, &id);
     let s = Server::start(&data, &[]);
     let url = s.api(&format!("/clusters/{id}"));
     assert_eq!(cluster(&s, &id).await["status"], "ready");

@@ -154,9 +154,6 @@ fn products_and_clusters_through_the_cli() {
 /// change is accepted and `--wait` follows `updating` as progress.
 #[test]
 fn scale_and_update_through_the_cli() {
-    use paas::domain::{ClusterStatus, NodeStatus};
-    use paas::registry::{SledStore, Store, Update};
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut s = Server::start(&data, &[]);
@@ -212,19 +209,7 @@ fn scale_and_update_through_the_cli() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --opt \"size\""));
 
     s.sigterm();
-    {
-        let store = SledStore::open(&data).unwrap();
-        store
-            .update_cluster(id.parse().unwrap(), &mut |c| {
-                for n in &mut c.nodes {
-                    n.status = NodeStatus::Running;
-                    n.task_id = Some(format!("{}.{}.1", c.id, n.name).parse().unwrap());
-                }
-                c.status = ClusterStatus::Ready;
-                Ok(Update::Write)
-            })
-            .unwrap();
-    }
+    common::make_ready_in_store(&data, &id);
     let s = Server::start(&data, &[]);
     let url = s.url.as_str();
 

@@ -334,6 +334,20 @@ pub struct Node {
 }
 
 impl Node {
+    /// Forgets the node's placement and task and queues it for the next placement (the one
+    /// way a node goes back to `queued`: a launch not delivered, a lost task, a replacement).
+    pub fn requeue(&mut self, not_before: Option<Timestamp>, message: String) {
+        self.status = NodeStatus::Queued;
+        self.task_id = None;
+        self.agent_id = None;
+        self.host = None;
+        self.address = None;
+        self.agent_port = None;
+        self.ports.clear();
+        self.not_before = not_before;
+        self.message = Some(message);
+    }
+
     fn from_spec(
         name: Name,
         n: NodeSpec,

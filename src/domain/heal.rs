@@ -175,18 +175,11 @@ impl Cluster {
                     cause: cause.to_owned(),
                 });
                 if let Some(n) = self.node_mut(name) {
-                    n.status = NodeStatus::Queued;
-                    n.task_id = None;
-                    n.agent_id = None;
-                    n.host = None;
-                    n.address = None;
-                    n.agent_port = None;
-                    n.ports.clear();
-                    n.not_before = Some(not_before.clone());
-                    n.message = Some(format!(
+                    let why = format!(
                         "attempt {attempt} lost ({cause}); attempt {} queued",
                         attempt + 1
-                    ));
+                    );
+                    n.requeue(Some(not_before.clone()), why);
                 }
                 let why = format!(
                     "node {node_name} lost ({cause}); replacing it with attempt {}",

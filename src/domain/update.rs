@@ -191,19 +191,14 @@ impl Cluster {
             return Err(ReplaceError::UnknownNode(name.to_owned()));
         };
         let old = n.clone();
-        n.status = super::NodeStatus::Queued;
-        n.task_id = None;
-        n.agent_id = None;
-        n.host = None;
-        n.address = None;
-        n.agent_port = None;
-        n.ports.clear();
-        n.not_before = None;
-        n.message = Some(format!(
-            "attempt {} replaced on request; attempt {} queued",
-            old.attempt,
-            old.attempt + 1
-        ));
+        n.requeue(
+            None,
+            format!(
+                "attempt {} replaced on request; attempt {} queued",
+                old.attempt,
+                old.attempt + 1
+            ),
+        );
         let attempt = old.attempt + 1;
         if old.status.has_task() {
             self.retiring.push(Retiring {

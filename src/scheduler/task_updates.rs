@@ -94,16 +94,10 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         return Applied::Ignored("non-terminal update after a terminal one");
     }
     if n.status == NodeStatus::Staging && requeue_allowed && never_launched(obs) {
-        n.status = NodeStatus::Queued;
-        n.task_id = None;
-        n.agent_id = None;
-        n.host = None;
-        n.address = None;
-        n.ports.clear();
-        n.message = Some(format!(
-            "launch not delivered, queued again: {}",
-            obs.describe()
-        ));
+        n.requeue(
+            None,
+            format!("launch not delivered, queued again: {}", obs.describe()),
+        );
         return Applied::Requeued;
     }
     let message = Some(obs.describe());

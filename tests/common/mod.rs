@@ -383,3 +383,22 @@ pub async fn patch(s: &Server, id: &str, options: Value) -> Value {
     assert_eq!(r.status, 202, "{}", r.text());
     r.json()
 }
+
+/// Marks a stored cluster `ready` with every node running as attempt 1, as the scheduler and
+/// orchestrator would: for tests without Mesos. `serve` must be stopped (sled locks its
+/// data directory).
+pub fn make_ready_in_store(data: &Path, id: &str) {
+    use paas::domain::{ClusterStatus, NodeStatus};
+    use paas::registry::{SledStore, Store, Update};
+    let store = SledStore::open(data).expect("open the store");
+    store
+        .update_cluster(id.parse().expect("cluster id"), &mut |c| {
+            for n in &mut c.nodes {
+                n.status = NodeStatus::Running;
+                n.task_id = Some(format!("{}.{}.1", c.id, n.name).parse().expect("task id"));
+            }
+            c.status = ClusterStatus::Ready;
+            Ok(Update::Write)
+        })
+        .expect("update the stored cluster");
+}
