@@ -790,6 +790,15 @@ mod tests {
                 "services.s.reload",
             ),
             (json!({"nodes": {"a": node}, "services": []}), "services"),
+            (
+                json!({"nodes": {"a": node}, "restart": {"max_restarts": 1, "colour": 2}}),
+                "restart",
+            ),
+            (
+                json!({"nodes": {"a": node}, "restart": {"window_secs": 0}}),
+                "restart",
+            ),
+            (json!({"nodes": {"a": node}, "restart": 3}), "restart"),
         ];
         for (v, path) in cases {
             match spec(v.clone()) {
