@@ -4,8 +4,9 @@
 //!
 //! Scenarios: launch to `ready`; five clusters at once; destroy; resources exhausted, the
 //! cluster waits and says why, then proceeds once another is destroyed. Day 2: a node's
-//! container is killed and the cluster heals by itself; the cluster is scaled 2 → 3 → 1;
-//! an update that would change a running node's spec is refused and changes nothing. (A framework
+//! container is killed and the cluster heals by itself; the cluster is scaled 2 → 3, its
+//! nodes' spec is changed (a rolling update, one node down at a time), and it is scaled to 1;
+//! an update with an option of the wrong type is refused and changes nothing. (A framework
 //! restart is in `tests/realmesos.rs`: mesos-local lives inside `paas serve`, so restarting
 //! the framework restarts it too and there is nothing to compare.)
 //!
@@ -64,8 +65,13 @@ struct Day2 {
     healed: (u64, bool),
     /// `(generation, node count, running containers)` once ready after each scale.
     scaled: Vec<(u64, usize, usize)>,
-    /// The refused spec change: its status, error code, and whether the record is unchanged.
+    /// A refused update (an option of the wrong type): its status, error code, and whether
+    /// the record is unchanged.
     refused: (u16, String, bool),
+    /// The rolling update of every node's spec (`cpu`) on 3 nodes: whether every node's
+    /// attempt grew by exactly one, whether every node has the new spec, and the most nodes
+    /// seen down at once.
+    rolled: (bool, bool, usize),
 }
 
 async fn suite(s: &Server) -> Outcome {
@@ -149,50 +155,81 @@ async fn day2(s: &Server) -> Day2 {
     );
     eprintln!("  healed after {:.1} s", t.elapsed().as_secs_f64());
 
-    let mut scaled = Vec::new();
-    for size in [3, 1] {
-        let t = Instant::now();
-        let g = common::patch(s, &id, serde_json::json!({ "size": size })).await["generation"]
-            .as_u64()
-            .unwrap_or_default();
-        let c = wait_for(s, &id, 120, "ready at the new generation", |c| {
-            c["status"] == "ready" && c["generation"] == g
-        })
-        .await;
-        let tasks = common::task_ids(&c);
-        let deadline = Instant::now() + std::time::Duration::from_secs(60);
-        let running = loop {
-            let running: Vec<String> = common::running_executors()
-                .into_iter()
-                .chain(common::executors_named("paaslocal-"))
-                .filter(|e| e.starts_with(&id))
-                .collect();
-            if running.len() == tasks.len() || Instant::now() > deadline {
-                break running;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        };
-        scaled.push((g, c["nodes"].as_array().map_or(0, Vec::len), running.len()));
-        eprintln!("  scaled to {size} in {:.1} s", t.elapsed().as_secs_f64());
-    }
+    let mut scaled = vec![scale(s, &id, 3).await];
 
     let before = get(&s.api(&format!("/clusters/{id}"))).await.json();
     let r = common::call(
         "PATCH",
         &s.api(&format!("/clusters/{id}")),
-        r#"{"options": {"cpu": 0.2}}"#,
+        r#"{"options": {"cpu": "lots"}}"#,
         &[common::JSON],
     )
     .await;
     let after = get(&s.api(&format!("/clusters/{id}"))).await.json();
     let refused = (r.status, r.code(), before == after);
+
+    let t = Instant::now();
+    let attempts = |c: &Value| -> Vec<u64> {
+        c["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| n["attempt"].as_u64().unwrap_or_default())
+            .collect()
+    };
+    let (c, most_down) =
+        common::update_watching_down(s, &id, serde_json::json!({"cpu": 0.2}), 240).await;
+    let grew = attempts(&c)
+        .iter()
+        .zip(attempts(&before))
+        .all(|(now, was)| *now == was + 1);
+    let all_new = c["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|n| n["cpu"] == 0.2);
+    let rolled = (grew, all_new, most_down);
+    eprintln!(
+        "  rolled 3 nodes one at a time in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    scaled.push(scale(s, &id, 1).await);
     destroy(s, &id).await;
     wait_status(s, &id, "destroyed", 90).await;
     Day2 {
         healed,
         scaled,
         refused,
+        rolled,
     }
+}
+
+/// Scales the cluster to `size` and waits for it: `(generation, nodes, running containers)`.
+async fn scale(s: &Server, id: &str, size: u64) -> (u64, usize, usize) {
+    let t = Instant::now();
+    let g = common::patch(s, id, serde_json::json!({ "size": size })).await["generation"]
+        .as_u64()
+        .unwrap_or_default();
+    let c = wait_for(s, id, 120, "ready at the new generation", |c| {
+        c["status"] == "ready" && c["generation"] == g
+    })
+    .await;
+    let tasks = common::task_ids(&c);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let running = loop {
+        let running: Vec<String> = common::running_executors()
+            .into_iter()
+            .chain(common::executors_named("paaslocal-"))
+            .filter(|e| e.starts_with(id))
+            .collect();
+        if running.len() == tasks.len() || Instant::now() > deadline {
+            break running;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    eprintln!("  scaled to {size} in {:.1} s", t.elapsed().as_secs_f64());
+    (g, c["nodes"].as_array().map_or(0, Vec::len), running.len())
 }
 
 fn statuses(c: &Value) -> Vec<String> {
@@ -221,8 +258,9 @@ fn expected() -> Outcome {
         exhausted: ("scheduling".into(), true, "ready".into()),
         day2: Day2 {
             healed: (2, true),
-            scaled: vec![(2, 3, 3), (3, 1, 1)],
-            refused: (422, "unsupported_change".into(), true),
+            scaled: vec![(2, 3, 3), (4, 1, 1)],
+            refused: (400, "invalid_options".into(), true),
+            rolled: (true, true, 1),
         },
     }
 }

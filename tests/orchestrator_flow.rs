@@ -411,3 +411,65 @@ async fn a_restart_mid_configuration_resumes_without_redoing_finished_steps() {
     run.stop().await;
     teardown(f).await;
 }
+
+/// Stops node1's NodeAgent, as when its container is killed, and waits until the
+/// orchestrator has configured the head (so the next step, on node1, is the one that fails).
+async fn lose_node1_mid_configure(f: &mut Fixture, loss_grace: Duration) -> Running {
+    f.agents.remove(1).shutdown().await;
+    let mut cfg = config(f.dir.path());
+    cfg.agent_wait = Duration::from_millis(500);
+    cfg.loss_grace = loss_grace;
+    let run = start(f, cfg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !log(f).contains("step ready/head done") {
+        assert!(tokio::time::Instant::now() < deadline, "log:\n{}", log(f));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_on_a_node_lost_mid_configure_heals_instead_of_failing() {
+    let mut f = fixture(2, None, |_| {}).await;
+    let run = lose_node1_mid_configure(&mut f, Duration::from_secs(20)).await;
+    // The scheduler learns of the loss a moment after the step failed (TASK_FAILED).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    f.store
+        .update_cluster(f.id, &mut |c| {
+            let _ = c.node_lost("node1", "TASK_FAILED: container killed", &Timestamp::now());
+            Ok(Update::Write)
+        })
+        .unwrap();
+    let c = wait(&f, 30, |_| {
+        log(&f).contains("lost meanwhile: healing instead")
+    })
+    .await;
+    assert_eq!(c.status, ClusterStatus::Healing, "{:?}", c.reason);
+    assert_eq!(c.node("node1").unwrap().status, NodeStatus::Queued);
+    let log = log(&f);
+    assert!(
+        log.contains("configure step files/workers failed on node node1"),
+        "{log}"
+    );
+    run.stop().await;
+    assert_eq!(
+        f.store.cluster(f.id).unwrap().unwrap().status,
+        ClusterStatus::Healing
+    );
+    teardown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_on_an_unreachable_node_nobody_reports_lost_fails_the_cluster() {
+    let mut f = fixture(2, None, |_| {}).await;
+    let run = lose_node1_mid_configure(&mut f, Duration::from_secs(1)).await;
+    let c = wait(&f, 30, terminal).await;
+    assert_eq!(c.status, ClusterStatus::Failed);
+    let reason = c.reason.unwrap();
+    assert!(
+        reason.contains("configure step files/workers failed on node node1"),
+        "{reason}"
+    );
+    run.stop().await;
+    teardown(f).await;
+}

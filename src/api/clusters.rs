@@ -63,6 +63,9 @@ pub struct ClusterView<'a> {
     retiring: &'a [Retiring],
     #[serde(skip_serializing_if = "<[Name]>::is_empty")]
     restarts: &'a [Name],
+    /// The nodes a rolling update still has to replace, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rolling: Vec<&'a str>,
     url: String,
 }
 
@@ -92,6 +95,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             generation,
             retiring,
             restarts,
+            rolling,
         } = c;
         Self {
             id: *id,
@@ -114,6 +118,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             generation: *generation,
             retiring,
             restarts,
+            rolling: rolling.iter().map(|n| n.name.as_str()).collect(),
             url: cluster_url(*id),
         }
     }
@@ -495,8 +500,8 @@ pub(super) async fn update(
     ))
 }
 
-/// An update the cluster refused: 409 unless ready, 400 for bad options, 422 for what
-/// cannot be done with valid ones.
+/// An update the cluster refused: 409 unless ready, 400 for bad options or a template that
+/// fails with them.
 fn update_error(id: ClusterId, e: UpdateError) -> ApiError {
     match e {
         UpdateError::NotReady(status) => ApiError::Conflict {
@@ -508,23 +513,6 @@ fn update_error(id: ClusterId, e: UpdateError) -> ApiError {
         },
         UpdateError::Options(e) => options_error(&e),
         UpdateError::Render(e) => render_error(e),
-        UpdateError::NodeSpecChanged(nodes) => {
-            let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-            let message = format!(
-                "these options change the spec of running nodes ({}); \
-                 replacing running nodes (a rolling update) is not supported yet",
-                names.join(", ")
-            );
-            let details: Map<String, Value> = nodes
-                .into_iter()
-                .map(|(n, fields)| (n, json!(fields)))
-                .collect();
-            ApiError::Unprocessable {
-                code: "unsupported_change",
-                message,
-                details: Some(json!({"nodes": details})),
-            }
-        }
     }
 }
 
@@ -688,16 +676,6 @@ mod tests {
                 .contains("is updating; only a ready cluster can be updated"),
             "{e}"
         );
-        let e = update_error(
-            id,
-            UpdateError::NodeSpecChanged(vec![("node0".into(), vec!["cpu", "mem"])]),
-        );
-        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let ApiError::Unprocessable { code, details, .. } = e else {
-            panic!("422")
-        };
-        assert_eq!(code, "unsupported_change");
-        assert_eq!(details, Some(json!({"nodes": {"node0": ["cpu", "mem"]}})));
     }
 
     #[test]

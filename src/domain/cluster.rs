@@ -518,6 +518,10 @@ pub struct Cluster {
     /// and removes the node from here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<Name>,
+    /// Nodes whose spec an update changed, in their new spec: each replaces the running node
+    /// of its name, one at a time (see [`Cluster::roll_next`]), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolling: Vec<Node>,
 }
 
 fn first_generation() -> u64 {
@@ -647,6 +651,7 @@ impl Cluster {
             generation: 1,
             retiring: Vec::new(),
             restarts: Vec::new(),
+            rolling: Vec::new(),
         }
     }
 

@@ -9,8 +9,12 @@
 //!   once every node runs and no node retires, the orchestrator configures the cluster again
 //!   (files that name peers follow) and it goes `updating → ready`.
 //!
-//! A node whose own spec changed (image, cpu, mem, …) would need a rolling replacement; that
-//! is refused for now with the nodes and fields named, and nothing changes.
+//! - Nodes whose own spec changed (image, cpu, mem, env, …) keep running as they are; their
+//!   new spec waits in [`Cluster::rolling`]. Once the cluster has converged and is configured,
+//!   the orchestrator replaces them one at a time ([`Cluster::roll_next`]): the old task goes,
+//!   a new attempt with the new spec is placed and configured (its `ready` checks pass) before
+//!   the next one goes. So at most one node is down at any moment, like Marathon's rolling
+//!   restart with `minimumHealthCapacity` 1 minus one node.
 //!
 //! Pure, like [`super::launch_request`]: the caller loads the parts and stores the result.
 
@@ -59,9 +63,6 @@ pub enum UpdateError {
     Options(#[source] OptionsError),
     #[error("the template failed with these options")]
     Render(#[source] RenderError),
-    /// Nodes kept by the update whose own spec would change: `(node, fields)`.
-    #[error("changing a running node's spec (rolling replacement) is not supported yet")]
-    NodeSpecChanged(Vec<(String, Vec<&'static str>)>),
 }
 
 /// What an update did.
@@ -70,6 +71,8 @@ pub struct Updated {
     pub generation: u64,
     pub added: Vec<Name>,
     pub removed: Vec<Name>,
+    /// Kept nodes whose spec changed: replaced one at a time.
+    pub rolled: Vec<Name>,
     /// `false` when the new options equal the current ones: nothing was written.
     pub changed: bool,
 }
@@ -99,23 +102,12 @@ impl UpdateRequest<'_> {
                 generation: c.generation,
                 added: Vec::new(),
                 removed: Vec::new(),
+                rolled: Vec::new(),
                 changed: false,
             });
         }
         let ctx = spec_context(&options, c.id, &c.owner, self.product, self.node_image);
         let spec = render_spec(renderer, self.template, &ctx).map_err(UpdateError::Render)?;
-        let changed_nodes: Vec<(String, Vec<&'static str>)> = spec
-            .nodes
-            .iter()
-            .filter_map(|new| {
-                let old = c.node(new.name.as_str())?;
-                let fields = spec_differences(old, new);
-                (!fields.is_empty()).then(|| (new.name.to_string(), fields))
-            })
-            .collect();
-        if !changed_nodes.is_empty() {
-            return Err(UpdateError::NodeSpecChanged(changed_nodes));
-        }
         let added: Vec<Name> = spec
             .nodes
             .iter()
@@ -123,12 +115,20 @@ impl UpdateRequest<'_> {
             .map(|n| n.name.clone())
             .collect();
         let mut kept = Vec::with_capacity(spec.nodes.len());
+        let mut rolling = Vec::new();
         for new in spec.nodes {
             match c.nodes.iter().position(|n| n.name == new.name) {
-                Some(i) => kept.push(c.nodes.swap_remove(i)),
+                Some(i) => {
+                    let old = c.nodes.swap_remove(i);
+                    if !same_spec(&old, &new) {
+                        rolling.push(new);
+                    }
+                    kept.push(old);
+                }
                 None => kept.push(new),
             }
         }
+        let rolled: Vec<Name> = rolling.iter().map(|n| n.name.clone()).collect();
         let removed: Vec<Name> = c.nodes.iter().map(|n| n.name.clone()).collect();
         // A retiring node without a task has nothing to drain or kill.
         c.retiring.extend(
@@ -141,12 +141,13 @@ impl UpdateRequest<'_> {
                 }),
         );
         c.nodes = kept;
+        c.rolling = rolling;
         c.services = spec.services;
         c.restart = spec.restart;
         c.extra = spec.extra;
         c.options = options;
         c.generation += 1;
-        let what = describe(&added, &removed);
+        let what = describe(&added, &removed, &rolled);
         // invariant: `ready --UpdateRequested--> updating` is in the table (checked above).
         let _ = c.apply(
             ClusterEvent::UpdateRequested,
@@ -157,6 +158,7 @@ impl UpdateRequest<'_> {
             generation: c.generation,
             added,
             removed,
+            rolled,
             changed: true,
         })
     }
@@ -187,25 +189,7 @@ impl Cluster {
         if self.desired != Desired::Running || self.status != ClusterStatus::Ready {
             return Err(ReplaceError::NotReady(self.status));
         }
-        let Some(n) = self.nodes.iter_mut().find(|n| n.name.as_str() == name) else {
-            return Err(ReplaceError::UnknownNode(name.to_owned()));
-        };
-        let old = n.clone();
-        n.requeue(
-            None,
-            format!(
-                "attempt {} replaced on request; attempt {} queued",
-                old.attempt,
-                old.attempt + 1
-            ),
-        );
-        let attempt = old.attempt + 1;
-        if old.status.has_task() {
-            self.retiring.push(Retiring {
-                node: old,
-                drained: true,
-            });
-        }
+        let attempt = self.new_attempt(name, None, "replaced on request");
         self.generation += 1;
         let why = format!(
             "generation {}: replacing node {name} with attempt {attempt}",
@@ -214,6 +198,50 @@ impl Cluster {
         // invariant: `ready --UpdateRequested--> updating` is in the table (checked above).
         let _ = self.apply(ClusterEvent::UpdateRequested, Some(why), now.clone());
         Ok(attempt)
+    }
+}
+
+impl Cluster {
+    /// Replaces the next node of [`Cluster::rolling`] by a new attempt with its new spec:
+    /// the running task retires (nothing to drain: the node comes back), the node is queued
+    /// for placement. The orchestrator calls it only when the cluster has converged and the
+    /// previous replacement passed its checks. Returns the node and its new attempt, or
+    /// `None` when nothing is left to roll.
+    pub fn roll_next(&mut self) -> Option<(Name, u32)> {
+        let next = (!self.rolling.is_empty()).then(|| self.rolling.remove(0))?;
+        let name = next.name.clone();
+        if self.node(name.as_str()).is_none() {
+            return self.roll_next();
+        }
+        let attempt = self.new_attempt(name.as_str(), Some(next), "replaced with its new spec");
+        Some((name, attempt))
+    }
+
+    /// Queues a new attempt of the node `name` (which exists), optionally with a new spec;
+    /// its current task, if any, retires without a drain. Returns the new attempt number.
+    fn new_attempt(&mut self, name: &str, spec: Option<Node>, why: &str) -> u32 {
+        let Some(n) = self.nodes.iter_mut().find(|n| n.name.as_str() == name) else {
+            return 0;
+        };
+        let old = n.clone();
+        if let Some(spec) = spec {
+            *n = Node {
+                attempt: old.attempt,
+                ..spec
+            };
+        }
+        let attempt = old.attempt + 1;
+        n.requeue(
+            None,
+            format!("attempt {} {why}; attempt {attempt} queued", old.attempt),
+        );
+        if old.status.has_task() {
+            self.retiring.push(Retiring {
+                node: old,
+                drained: true,
+            });
+        }
+        attempt
     }
 }
 
@@ -244,36 +272,37 @@ impl Cluster {
     }
 }
 
-/// The fields of a node's spec that differ (what a rolling replacement would change).
-fn spec_differences(old: &Node, new: &Node) -> Vec<&'static str> {
-    let mut d = Vec::new();
-    let mut check = |same: bool, field: &'static str| {
-        if !same {
-            d.push(field);
-        }
-    };
-    check(old.docker_image == new.docker_image, "docker_image");
-    check(old.cpu == new.cpu, "cpu");
-    check(old.mem == new.mem, "mem");
-    check(old.disk == new.disk, "disk");
-    check(old.port_names == new.port_names, "ports");
-    check(old.services == new.services, "services");
-    check(old.env == new.env, "env");
-    check(old.command == new.command, "command");
-    check(old.volumes == new.volumes, "volumes");
-    check(old.tags == new.tags, "tags");
-    check(old.extra == new.extra, "extra");
-    d
+/// Whether two nodes ask for the same thing (everything but what was observed of them).
+fn same_spec(old: &Node, new: &Node) -> bool {
+    old.docker_image == new.docker_image
+        && old.cpu == new.cpu
+        && old.mem == new.mem
+        && old.disk == new.disk
+        && old.port_names == new.port_names
+        && old.services == new.services
+        && old.env == new.env
+        && old.command == new.command
+        && old.volumes == new.volumes
+        && old.tags == new.tags
+        && old.extra == new.extra
 }
 
-fn describe(added: &[Name], removed: &[Name]) -> String {
+fn describe(added: &[Name], removed: &[Name], rolled: &[Name]) -> String {
     let list = |v: &[Name]| v.iter().map(Name::as_str).collect::<Vec<_>>().join(", ");
-    match (added.is_empty(), removed.is_empty()) {
-        (true, true) => "options changed; configuring again".to_owned(),
-        (false, true) => format!("adding {}", list(added)),
-        (true, false) => format!("removing {}", list(removed)),
-        (false, false) => format!("adding {}; removing {}", list(added), list(removed)),
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("adding {}", list(added)));
     }
+    if !removed.is_empty() {
+        parts.push(format!("removing {}", list(removed)));
+    }
+    if !rolled.is_empty() {
+        parts.push(format!("replacing {} one at a time", list(rolled)));
+    }
+    if parts.is_empty() {
+        return "options changed; configuring again".to_owned();
+    }
+    parts.join("; ")
 }
 
 #[cfg(test)]
@@ -458,12 +487,56 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_node_spec_rolls_one_node_at_a_time() {
+        let mut c = running(2);
+        let before = c.nodes.clone();
+        let u = update(&mut c, json!({"cpu": 0.5, "size": 3})).unwrap();
+        assert_eq!((u.added.len(), u.rolled.len()), (1, 2));
+        assert_eq!(
+            c.nodes[..2],
+            before[..],
+            "the running nodes keep running as they are"
+        );
+        assert_eq!(
+            c.nodes[2].cpu, 0.5,
+            "an added node gets the new spec at once"
+        );
+        let rolling: Vec<_> = c.rolling.iter().map(|n| (n.name.as_str(), n.cpu)).collect();
+        assert_eq!(rolling, [("node0", 0.5), ("node1", 0.5)]);
+        assert_eq!(
+            c.history.last().unwrap().message.as_deref(),
+            Some("generation 2: adding node2; replacing node0, node1 one at a time")
+        );
+        c.nodes[0].attempt = 1;
+        assert_eq!(c.roll_next(), Some((Name::parse("node0").unwrap(), 2)));
+        let n0 = c.node("node0").unwrap();
+        assert_eq!(
+            (n0.status, n0.cpu, n0.attempt),
+            (NodeStatus::Queued, 0.5, 1)
+        );
+        assert_eq!(
+            c.node("node1").unwrap().status,
+            NodeStatus::Running,
+            "one at a time"
+        );
+        assert_eq!(c.retiring.len(), 1);
+        assert!(c.retiring[0].drained, "the node comes back: no drain hook");
+        assert_eq!(c.retiring[0].node.cpu, 0.1, "the old task retires");
+        assert_eq!(c.rolling.len(), 1);
+        assert_eq!(
+            c.roll_next().map(|(n, _)| n.to_string()),
+            Some("node1".into())
+        );
+        assert_eq!(c.roll_next(), None);
+    }
+
+    #[test]
     fn refused_updates_change_nothing() {
         let c0 = running(2);
         let cases = [
             (json!({"size": "x"}), "Options"),
             (json!({"colour": 1}), "Options"),
-            (json!({"cpu": 0.5}), "NodeSpecChanged"),
+            (json!({"cpu": -1}), "Render"),
         ];
         for (changes, want) in cases {
             let mut c = c0.clone();
@@ -471,15 +544,6 @@ mod tests {
             assert!(format!("{err:?}").starts_with(want), "{changes}: {err:?}");
             assert_eq!(c, c0, "{changes}: untouched");
         }
-        let mut c = c0.clone();
-        let err = update(&mut c, json!({"cpu": 0.5})).unwrap_err();
-        assert_eq!(
-            err,
-            UpdateError::NodeSpecChanged(vec![
-                ("node0".into(), vec!["cpu"]),
-                ("node1".into(), vec!["cpu"])
-            ])
-        );
         let mut c = c0.clone();
         let same = update(&mut c, json!({"size": 2})).unwrap();
         assert!(!same.changed);

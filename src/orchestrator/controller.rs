@@ -249,6 +249,7 @@ impl Controller {
                 }
                 Action::Drain(node) => self.drain(&c, &node, script_bytes).await?,
                 Action::StopServices(node) => self.stop_services(&c, &node).await?,
+                Action::Roll(node) => self.roll(&c, &node).await?,
                 Action::Finish => self.finish(&c).await?,
                 Action::Promote => {
                     self.promote(&c, ClusterStatus::Configured, cancel).await?;
@@ -373,10 +374,54 @@ impl Controller {
             }
             Err(failure) => {
                 let reason = failure.reason(&key);
-                self.fail(c.id, &generation, reason).await?;
+                if self.lost_meanwhile(&marked, &failure, &generation).await? {
+                    self.log(
+                        c.id,
+                        &format!("{reason}; its node was lost meanwhile: healing instead"),
+                    )
+                    .await;
+                } else {
+                    self.fail(c.id, &generation, reason).await?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether a step failed because its node's task ended under it (a container killed
+    /// mid-step): its NodeAgent does not answer, and within `loss_grace` the scheduler
+    /// reports the loss, which queues a new attempt and changes the generation. The cluster
+    /// then heals instead of failing. A NodeAgent that answers means the failure is the
+    /// step's own.
+    async fn lost_meanwhile(
+        &self,
+        c: &Cluster,
+        failure: &StepFailure,
+        generation: &[String],
+    ) -> Result<bool, WorkError> {
+        let Some(node) = failure.node.as_deref().and_then(|n| c.node(n)) else {
+            return Ok(false);
+        };
+        if let Ok(agent) = self.agent(c, node) {
+            let health = tokio::time::timeout(self.cfg.check_timeout, agent.health()).await;
+            if matches!(health, Ok(Ok(_))) {
+                return Ok(false);
+            }
+        }
+        let deadline = Instant::now() + self.cfg.loss_grace;
+        loop {
+            let id = c.id;
+            let Some(now) = self.blocking(move |s| s.cluster(id)).await? else {
+                return Ok(true);
+            };
+            if now.desired != Desired::Running || super::plan::generation(&now) != generation {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// `configuring → configured`: every step is done.
@@ -551,6 +596,38 @@ impl Controller {
             &format!("restart: services of {node} stopped; configuring again"),
         )
         .await;
+        Ok(())
+    }
+
+    /// Replaces the next node of a rolling update (see [`Cluster::roll_next`]): its task
+    /// goes and a new attempt with the new spec is queued; the next decision waits until it
+    /// runs and is configured.
+    async fn roll(&self, c: &Cluster, node: &str) -> Result<(), WorkError> {
+        let seen = generation(c);
+        let expected = node.to_owned();
+        let left = c.rolling.len();
+        let c = self
+            .update(c.id, move |c| {
+                let next = c.rolling.first().map(|n| n.name.as_str());
+                if generation(c) != seen || next != Some(expected.as_str()) {
+                    return Update::Keep;
+                }
+                let _ = c.roll_next();
+                Update::Write
+            })
+            .await?;
+        if c.rolling.len() < left {
+            let attempt = c.node(node).map_or(0, |n| n.attempt + 1);
+            info!(cluster_id = %c.id, node, attempt, "rolling update: replacing a node");
+            self.log(
+                c.id,
+                &format!(
+                    "update: replacing {node} with its new spec (attempt {attempt}); {} more to go",
+                    c.rolling.len()
+                ),
+            )
+            .await;
+        }
         Ok(())
     }
 
@@ -972,6 +1049,7 @@ fn still_configuring(c: &Cluster, generation: &[String]) -> bool {
         && c.configure
             .as_ref()
             .is_some_and(|p| p.generation == generation)
+        && super::plan::generation(c) == generation
 }
 
 /// The cluster is still in `status` with the same node tasks, so a check's verdict applies

@@ -51,6 +51,9 @@ pub struct OrchestratorConfig {
     /// How long a node agent may stay unreachable before a step fails (it starts with the
     /// node's task, a moment after TASK_RUNNING).
     pub agent_wait: Duration,
+    /// How long a step that failed on an unreachable node waits for the scheduler to report
+    /// the node's task lost (the cluster then heals) before the failure fails the cluster.
+    pub loss_grace: Duration,
     /// How long a service's `ready` check may keep failing before the cluster fails.
     pub ready_timeout: Duration,
     /// Pause between two `ready` attempts on one node.
@@ -73,6 +76,7 @@ impl OrchestratorConfig {
             api_url: api_url.into(),
             scan_interval: Duration::from_secs(5),
             agent_wait: Duration::from_secs(60),
+            loss_grace: Duration::from_secs(15),
             ready_timeout: Duration::from_secs(120),
             ready_interval: Duration::from_secs(1),
             check_timeout: Duration::from_secs(10),

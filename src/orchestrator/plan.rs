@@ -111,6 +111,10 @@ pub enum Action {
     /// A user asked to restart this node's services: stop them; configuring again starts
     /// them.
     StopServices(String),
+    /// Every node runs and is configured, and an update changed some nodes' spec: replace
+    /// the next of them (see [`Cluster::roll_next`]). Configuring again after it is placed
+    /// checks it before the next one goes.
+    Roll(String),
 }
 
 /// The next action for `c`. `has_script`: the product has an orchestration script.
@@ -149,7 +153,12 @@ pub fn decide(c: &Cluster, has_script: bool) -> Action {
                 c.retiring.is_empty() && c.nodes.iter().all(|n| n.status == NodeStatus::Running);
             match progress {
                 _ if !converged => Action::Idle,
-                Some(p) if p.generation == generation(c) => next_step(c, p, has_script),
+                Some(p) if p.generation == generation(c) => match next_step(c, p, has_script) {
+                    Action::Finish if !c.rolling.is_empty() => {
+                        Action::Roll(c.rolling[0].name.to_string())
+                    }
+                    next => next,
+                },
                 _ => Action::Begin,
             }
         }
@@ -396,6 +405,64 @@ mod tests {
         p.done = plan(&c, true).iter().map(Step::key).collect();
         c.configure = Some(p);
         assert_eq!(decide(&c, true), Action::Finish);
+    }
+
+    #[test]
+    fn a_rolling_update_replaces_one_node_per_configured_round() {
+        let mut c = cluster();
+        let done = |c: &mut Cluster| {
+            let mut p = fresh_progress(c, c.configure.as_ref());
+            p.done = plan(c, true).iter().map(Step::key).collect();
+            c.configure = Some(p);
+        };
+        done(&mut c);
+        for e in [
+            ClusterEvent::ConfigureStarted,
+            ClusterEvent::Configured,
+            ClusterEvent::Ready,
+        ] {
+            c.apply(e, None, Timestamp("t".into())).unwrap();
+        }
+        c.apply(ClusterEvent::UpdateRequested, None, Timestamp("t".into()))
+            .unwrap();
+        c.rolling = c
+            .nodes
+            .iter()
+            .map(|n| Node {
+                mem: 99.0,
+                ..n.clone()
+            })
+            .collect();
+        c.generation += 1;
+        assert_eq!(
+            decide(&c, true),
+            Action::Begin,
+            "the new generation is configured first"
+        );
+        done(&mut c);
+        let first = c.nodes[0].name.to_string();
+        c.nodes[0].attempt = 1;
+        assert_eq!(decide(&c, true), Action::Roll(first.clone()));
+        let (name, attempt) = c.roll_next().unwrap();
+        assert_eq!((name.as_str(), attempt), (first.as_str(), 2));
+        assert_eq!(
+            decide(&c, true),
+            Action::Idle,
+            "waits for the old task to go"
+        );
+        c.retiring.clear();
+        assert_eq!(decide(&c, true), Action::Idle, "and for the new one to run");
+        c.nodes[0].status = NodeStatus::Running;
+        c.nodes[0].task_id = Some(task(c.id, &c.nodes[0], 2));
+        assert_eq!(
+            decide(&c, true),
+            Action::Begin,
+            "the new node is configured and checked"
+        );
+        done(&mut c);
+        assert_eq!(decide(&c, true), Action::Roll(c.nodes[1].name.to_string()));
+        c.rolling.clear();
+        assert_eq!(decide(&c, true), Action::Finish, "nothing left: promote");
     }
 
     #[test]

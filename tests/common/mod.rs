@@ -402,3 +402,36 @@ pub fn make_ready_in_store(data: &Path, id: &str) {
         })
         .expect("update the stored cluster");
 }
+
+/// `PATCH`es the options of a ready cluster and watches the update to its end (`ready` at the
+/// new generation, nothing left to roll), polling every 100 ms. Returns the final record and
+/// the most nodes seen not `running` at once (a rolling update keeps that at 1).
+pub async fn update_watching_down(
+    s: &Server,
+    id: &str,
+    options: Value,
+    secs: u64,
+) -> (Value, usize) {
+    let g = patch(s, id, options).await["generation"].clone();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut most_down = 0;
+    loop {
+        let c = cluster(s, id).await;
+        let down = c["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["status"] != "running")
+            .count();
+        most_down = most_down.max(down);
+        assert_ne!(c["status"], "failed", "the update failed: {c:#}");
+        if c["status"] == "ready" && c["generation"] == g && c.get("rolling").is_none() {
+            return (c, most_down);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster {id} not ready at generation {g} after {secs} s: {c:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
