@@ -68,11 +68,7 @@ type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
 
 impl SledStore {
     /// Creates a cluster under the catalog lock, after `guard` (if any) saw every cluster.
-    fn create(
-        &self,
-        c: &Cluster,
-        guard: Option<&ClusterGuard<'_>>,
-    ) -> Result<(), StoreError> {
+    fn create(&self, c: &Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
         let _catalog = self.lock_catalog();
         if !self
             .products
