@@ -113,10 +113,21 @@ struct ServeArgs {
     /// every request is the anonymous admin, which is only allowed on a loopback address.
     #[arg(long, env = "PAAS_TOKENS")]
     tokens: Option<PathBuf>,
-    /// Allow anonymous admin access on a non-loopback address (no token file). Dangerous:
-    /// anyone who can reach the port can upload scripts that the framework executes.
+    /// Allow anonymous admin access without a token file on a non-loopback address, or
+    /// against a real Mesos (`--master URL`). Dangerous: anyone who reaches the port, a job
+    /// in a cluster node included, can upload scripts that the framework executes.
     #[arg(long, env = "PAAS_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
+    /// Time a client has to send a request's headers, and then its body (408 after it).
+    #[arg(long, env = "PAAS_BODY_TIMEOUT", default_value = "30s")]
+    body_timeout: humantime::Duration,
+    /// Open connections allowed per client IP address (0 = no cap); one more is answered
+    /// 429 and closed.
+    #[arg(long, env = "PAAS_MAX_CONNS_PER_CLIENT", default_value_t = api::DEFAULT_MAX_CONNS_PER_CLIENT)]
+    max_conns_per_client: usize,
+    /// How long destroyed clusters (their record, events and logs) are kept before purging.
+    #[arg(long, env = "PAAS_RETENTION", default_value = "7d")]
+    retention: humantime::Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAAS_MAX_BODY", default_value_t = api::DEFAULT_MAX_BODY)]
     max_body: usize,
@@ -166,10 +177,21 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // A real Mesos runs other people's jobs on hosts that reach this port (node containers
+    // use the host network): anonymous admin there needs an explicit yes.
+    let real_master = args.master.as_deref().filter(|m| *m != "none");
     let auth = match &args.tokens {
         Some(path) => Auth::from_file(path)?,
+        None if real_master.is_some() && !args.allow_anonymous => bail!(
+            "refusing to serve without --tokens against a real Mesos master ({}): every job \
+             in a cluster node could call this API as admin. Pass --tokens FILE, or \
+             --allow-anonymous to accept that",
+            real_master.unwrap_or_default()
+        ),
         None if args.listen.ip().is_loopback() || args.allow_anonymous => {
-            if !args.listen.ip().is_loopback() {
+            if args.listen.ip().is_loopback() {
+                tracing::warn!(listen = %args.listen, "no --tokens: every request from this machine is the anonymous admin (loopback Host and Origin only)");
+            } else {
                 tracing::warn!(listen = %args.listen, "anonymous admin access on a non-loopback address (--allow-anonymous)");
             }
             Auth::Anonymous
@@ -239,7 +261,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
         renderer: Renderer::spec(),
         node_image: args.node_image.clone(),
+        limits: api::Limits {
+            body_timeout: args.body_timeout.into(),
+            max_conns_per_client: args.max_conns_per_client,
+            anonymous_hosts: if args.listen.ip().is_loopback() {
+                api::HostPolicy::Loopback
+            } else {
+                api::HostPolicy::IpLiterals
+            },
+        },
     });
+    api::retention::spawn(
+        store.clone(),
+        args.retention.into(),
+        shutdown.clone(),
+        &tracker,
+    );
     tokio::spawn(signal_shutdown(shutdown.clone()));
     // Tests start the server on port 0 and read the real address from this line.
     tracing::info!(listen = %local, data = %args.data.display(), "paas serving on http://{local}{}", api::routes::BASE);

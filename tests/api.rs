@@ -761,23 +761,39 @@ async fn users_see_only_their_own_clusters() {
         .json();
     assert_eq!(c["owner"], "alice");
 
-    for path in [
-        format!("/clusters/{id}"),
-        format!("/clusters/{id}/nodes"),
-        format!("/clusters/{id}/events"),
-        format!("/clusters/{id}/logs"),
+    // Every cluster route, every method: another user's cluster is a 404, and stays as it
+    // was (tests/security_api.rs walks the whole route table the same way).
+    let before = call("GET", &s.api(&format!("/clusters/{id}")), "", &alice)
+        .await
+        .text();
+    for (method, path, body) in [
+        ("GET", format!("/clusters/{id}"), ""),
+        (
+            "PATCH",
+            format!("/clusters/{id}"),
+            r#"{"options": {"size": 2}}"#,
+        ),
+        ("DELETE", format!("/clusters/{id}"), ""),
+        ("GET", format!("/clusters/{id}/nodes"), ""),
+        ("GET", format!("/clusters/{id}/services"), ""),
+        ("GET", format!("/clusters/{id}/events"), ""),
+        ("GET", format!("/clusters/{id}/logs"), ""),
+        ("POST", format!("/clusters/{id}/nodes/node0/replace"), ""),
+        ("POST", format!("/clusters/{id}/nodes/node0/restart"), ""),
     ] {
+        let r = call(method, &s.api(&path), body, &bob).await;
         assert_eq!(
-            call("GET", &s.api(&path), "", &bob).await.status,
-            404,
-            "{path}"
+            (r.status, r.code().as_str()),
+            (404, "not_found"),
+            "{method} {path}"
         );
     }
     assert_eq!(
-        call("DELETE", &s.api(&format!("/clusters/{id}")), "", &bob)
+        call("GET", &s.api(&format!("/clusters/{id}")), "", &alice)
             .await
-            .status,
-        404
+            .text(),
+        before,
+        "bob changed nothing"
     );
     assert_eq!(
         call("GET", &s.api("/clusters"), "", &bob).await.json()["clusters"],

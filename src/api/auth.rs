@@ -1,8 +1,11 @@
 //! Bearer-token authentication with two roles.
 //!
 //! The token file has one `token,user,role` line per token (`role` is `admin` or `user`);
-//! blank lines and lines starting with `#` are ignored. Without a token file every request
-//! is the anonymous admin, which `serve` allows only on a loopback address.
+//! blank lines and lines starting with `#` are ignored. Optional `key=value` columns after
+//! the role set the user's quotas (`clusters`, `nodes`, `cpus`, `mem` in MB), e.g.
+//! `tok…,alice,user,clusters=2,nodes=8`. A user with several tokens may state a quota on
+//! any of their lines, but never two different values for one key. Without a token file
+//! every request is the anonymous admin, which `serve` allows only on a loopback address.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +14,7 @@ use http::HeaderMap;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::quota::Quota;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +56,11 @@ impl Principal {
 pub enum Auth {
     /// No token file: everyone is the admin `anonymous`.
     Anonymous,
-    Tokens(HashMap<String, Principal>),
+    Tokens {
+        tokens: HashMap<String, Principal>,
+        /// Per user; a user without an entry has no limits.
+        quotas: HashMap<String, Quota>,
+    },
 }
 
 /// A token file that cannot be used.
@@ -87,6 +95,7 @@ impl Auth {
     /// [`TokenFileError::Line`] names the first bad line.
     pub fn parse(text: &str) -> Result<Self, TokenFileError> {
         let mut tokens = HashMap::new();
+        let mut quotas: HashMap<String, Quota> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -97,8 +106,8 @@ impl Auth {
                 why: why.to_owned(),
             };
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let [token, user, role] = fields[..] else {
-                return Err(bad("expected token,user,role"));
+            let [token, user, role, ref limits @ ..] = fields[..] else {
+                return Err(bad("expected token,user,role[,quota=value...]"));
             };
             if token.len() < 16 {
                 return Err(bad("token is shorter than 16 characters"));
@@ -123,8 +132,24 @@ impl Auth {
             {
                 return Err(bad("duplicate token"));
             }
+            let mut line_quota = Quota::default();
+            for column in limits {
+                line_quota.set(column).map_err(|why| bad(&why))?;
+            }
+            let user_quota = quotas.entry(user.to_owned()).or_default();
+            merge(user_quota, &line_quota)
+                .map_err(|key| bad(&format!("user {user} already has another {key} quota")))?;
         }
-        Ok(Auth::Tokens(tokens))
+        quotas.retain(|_, q| !q.is_unlimited());
+        Ok(Auth::Tokens { tokens, quotas })
+    }
+
+    /// The quota of `user`, if they have one.
+    pub fn quota(&self, user: &str) -> Option<&Quota> {
+        match self {
+            Auth::Anonymous => None,
+            Auth::Tokens { quotas, .. } => quotas.get(user),
+        }
     }
 
     /// Who sent a request with these headers.
@@ -139,7 +164,7 @@ impl Auth {
                     role: Role::Admin,
                 });
             }
-            Auth::Tokens(t) => t,
+            Auth::Tokens { tokens, .. } => tokens,
         };
         let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
             ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
@@ -157,6 +182,28 @@ impl Auth {
             .cloned()
             .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))
     }
+}
+
+/// Adds the limits of `line` to `user`'s; the key set twice with different values, if any.
+fn merge(user: &mut Quota, line: &Quota) -> Result<(), &'static str> {
+    fn one<T: PartialEq + Copy>(
+        have: &mut Option<T>,
+        new: Option<T>,
+        key: &'static str,
+    ) -> Result<(), &'static str> {
+        match (*have, new) {
+            (Some(a), Some(b)) if a != b => Err(key),
+            (None, Some(b)) => {
+                *have = Some(b);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    one(&mut user.clusters, line.clusters, "clusters")?;
+    one(&mut user.nodes, line.nodes, "nodes")?;
+    one(&mut user.cpus, line.cpus, "cpus")?;
+    one(&mut user.mem, line.mem, "mem")
 }
 
 #[cfg(test)]
@@ -212,12 +259,40 @@ mod tests {
             ("longenoughtoken-123,u,root", 1),
             ("longenoughtoken-123,,user", 1),
             ("longenoughtoken-123,u,user\nlongenoughtoken-123,v,user", 2),
+            ("longenoughtoken-123,u,user,gpus=1", 1),
+            ("longenoughtoken-123,u,user,nodes=x", 1),
+            ("longenoughtoken-123,u,user,nodes", 1),
+            (
+                "longenoughtoken-123,u,user,nodes=2\nlongenoughtoken-456,u,user,nodes=3",
+                2,
+            ),
         ] {
             match Auth::parse(text) {
                 Err(TokenFileError::Line { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn quotas_come_from_extra_columns_per_user() {
+        let auth = Auth::parse(
+            "a-token-0123456789abc,alice,user,clusters=2,nodes=4\n\
+             b-token-0123456789abc,alice,user,nodes=4,cpus=2.5,mem=4096\n\
+             c-token-0123456789abc,bob,user\n",
+        )
+        .unwrap();
+        assert_eq!(
+            auth.quota("alice"),
+            Some(&Quota {
+                clusters: Some(2),
+                nodes: Some(4),
+                cpus: Some(2.5),
+                mem: Some(4096.0)
+            })
+        );
+        assert_eq!(auth.quota("bob"), None, "no columns, no limits");
+        assert_eq!(Auth::Anonymous.quota("anonymous"), None);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use super::error::ApiError;
 /// A complete response.
 pub(crate) type Resp = Response<Full<Bytes>>;
 
-/// Reads the whole body, refusing more than the limit with 413.
+/// Reads the whole body, refusing more than the limit with 413, and a body that has not
+/// arrived within the read timeout with 408 (a client trickling bytes must not hold a
+/// connection and a task forever).
 pub(super) async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let limit = state.max_body;
     let declared = req
@@ -28,7 +30,12 @@ pub(super) async fn read_body(state: &AppState, req: Request<Incoming>) -> Resul
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge(limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let timeout = state.limits.body_timeout;
+    let read = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect());
+    let Ok(read) = read.await else {
+        return Err(ApiError::BodyTimeout(timeout));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -43,8 +50,9 @@ pub(super) async fn read_body(state: &AppState, req: Request<Incoming>) -> Resul
     }
 }
 
-/// Accepts JSON bodies sent as JSON, as form-less text, or with no type at all (`curl -d`
-/// without `-H`); refuses types that are clearly something else.
+/// Accepts JSON bodies sent as JSON, as bytes, or with no type at all; refuses everything
+/// else, the form and text types a browser sends cross-site without asking first included
+/// (so a web page cannot make a visitor's browser call us).
 pub(super) fn check_json_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
     let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -60,8 +68,6 @@ pub(super) fn check_json_content_type(req: &Request<Incoming>) -> Result<(), Api
     let ok = ct.is_empty()
         || ct == "application/json"
         || ct.ends_with("+json")
-        || ct == "text/plain"
-        || ct == "application/x-www-form-urlencoded"
         || ct == "application/octet-stream";
     if ok {
         Ok(())

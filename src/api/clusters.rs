@@ -18,6 +18,7 @@ use super::body::{
 };
 use super::error::ApiError;
 use super::products::{get_product, load_options, load_template};
+use super::quota::{QuotaExceeded, Usage};
 use super::routes::BASE;
 use super::{AppState, blocking};
 use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
@@ -162,7 +163,34 @@ pub(super) async fn launch(
         .map_err(launch_error)?;
     let id = cluster.id;
     let nodes = cluster.nodes.len();
-    blocking(state, move |s| s.create_cluster(&cluster)).await?;
+    match state.auth.quota(&who.user).copied() {
+        None => blocking(state, move |s| s.create_cluster(&cluster)).await?,
+        Some(quota) => {
+            // Checked in the store's critical section of creates, against every cluster
+            // as it is then: concurrent launches cannot both fit into one free slot.
+            let asks = Usage::of(&cluster);
+            let user = who.user.clone();
+            let created = blocking(state, move |s| {
+                let over = std::cell::RefCell::new(None);
+                let stored = s.create_cluster_checked(&cluster, &|all| {
+                    let has = Usage::of_owner(&user, all);
+                    quota.check(&user, has, asks).map_err(|e| {
+                        let message = e.to_string();
+                        *over.borrow_mut() = Some(e);
+                        message
+                    })
+                });
+                match (stored, over.into_inner()) {
+                    (Err(StoreError::Rejected(_)), Some(e)) => Ok(Err(e)),
+                    (stored, _) => stored.map(Ok),
+                }
+            })
+            .await?;
+            if let Err(e) = created {
+                return Err(quota_exceeded(e.to_string()));
+            }
+        }
+    }
     tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
     state.backend.wake(id);
     let url = cluster_url(id);
@@ -173,6 +201,14 @@ pub(super) async fn launch(
         ),
         &url,
     ))
+}
+
+/// 403 `quota_exceeded`, naming the limit.
+fn quota_exceeded(message: String) -> ApiError {
+    ApiError::Refused {
+        code: "quota_exceeded",
+        message,
+    }
 }
 
 /// A NodeAgent secret: two v4 UUIDs (244 random bits) as 64 hex digits.
@@ -443,7 +479,17 @@ pub(super) async fn update(
     let doc = load_options(state, name, version).await?;
     let shared = Arc::clone(state);
     let now = Timestamp::now();
-    let (result, c) = blocking(state, move |s| {
+    let quota = state.auth.quota(&current.owner).copied();
+    let owner = current.owner.clone();
+    let over: Arc<std::sync::Mutex<Option<QuotaExceeded>>> = Arc::default();
+    let seen_over = Arc::clone(&over);
+    let outcome = blocking(state, move |s| {
+        // What the owner's *other* clusters hold, read just before the compare-and-swap.
+        // (A launch of the same owner racing this update may slip between the two.)
+        let others = match quota {
+            None => Usage::default(),
+            Some(_) => Usage::of_owner(&owner, s.clusters()?.iter().filter(|c| c.id != id)),
+        };
         let request = UpdateRequest {
             product: &product,
             template: &template,
@@ -455,9 +501,26 @@ pub(super) async fn update(
         // afresh from the record it is given, and only the last run's outcome counts.
         let mut result: Option<Result<Updated, UpdateError>> = None;
         let stored = s.update_cluster(id, &mut |c| {
+            let before = Usage::of(c);
             let r = request.apply(&shared.renderer, c, &now);
+            *seen_over
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             let outcome = match &r {
-                Ok(u) if u.changed => Ok(Update::Write),
+                Ok(u) if u.changed => {
+                    // Scaling up must fit the owner's quota; nothing is written otherwise.
+                    let asks = Usage::of(c).beyond(before);
+                    match quota.map(|q| q.check(&owner, others.plus(before), asks)) {
+                        Some(Err(e)) => {
+                            let message = e.to_string();
+                            *seen_over
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                            Err(message)
+                        }
+                        _ => Ok(Update::Write),
+                    }
+                }
                 Ok(_) => Ok(Update::Keep),
                 Err(e) => Err(e.to_string()),
             };
@@ -470,7 +533,15 @@ pub(super) async fn update(
             Err(e) => Err(e),
         }
     })
-    .await?;
+    .await;
+    if let Some(e) = over
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        return Err(quota_exceeded(e.to_string()));
+    }
+    let (result, c) = outcome?;
     let (updated, c) = match (result, c) {
         (Some(Ok(u)), Some(c)) => (u, c),
         (Some(Err(e)), _) => return Err(update_error(id, e)),

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use http::Request;
 use hyper::body::Incoming;
 
-use super::auth::Principal;
+use super::auth::{Auth, Principal};
 use super::body::Resp;
 use super::error::ApiError;
+use super::guard::{check_anonymous_request, check_not_form};
 use super::routes::{Access, Endpoint, RouteError};
 use super::{AppState, clusters, ops, products};
 
@@ -20,6 +21,12 @@ pub(super) async fn dispatch(
     state: &Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<(Resp, &'static str), ApiError> {
+    // Before routing: an anonymous server is everyone's admin, so it answers only what
+    // cannot come from a web page elsewhere (a rebound DNS name, a foreign origin).
+    if let Auth::Anonymous = state.auth {
+        check_anonymous_request(req.headers(), state.limits.anonymous_hosts)?;
+    }
+    check_not_form(req.method(), req.headers())?;
     let ep = Endpoint::parse(req.method(), req.uri().path()).map_err(|e| match e {
         RouteError::NotFound => ApiError::NotFound(format!(
             "no route for {} {}",
@@ -35,8 +42,8 @@ pub(super) async fn dispatch(
     // The one access check: every handler below runs only if it passed.
     let who = authorize(state, ep.access(), &req)?;
     let resp = match (ep, who) {
-        (Endpoint::Health, _) => ops::health(state, false),
-        (Endpoint::HealthReady, _) => ops::health(state, true),
+        (Endpoint::Health, _) => ops::health(state, false, sees_details(state, &req)),
+        (Endpoint::HealthReady, _) => ops::health(state, true, sees_details(state, &req)),
         (Endpoint::Metrics, _) => ops::metrics(state).await,
         (Endpoint::OpenApi, _) => ops::openapi(),
         (Endpoint::ListProducts, _) => products::list(state).await,
@@ -108,4 +115,14 @@ fn authorize(
         }
     };
     Ok(Some(who))
+}
+
+/// Whether this request may see the framework's details on `/health` (framework id, master,
+/// last error): an admin token, or any request to an anonymous server (where everyone is
+/// the admin). A missing or wrong token is not an error here: it just sees up or down.
+fn sees_details(state: &AppState, req: &Request<Incoming>) -> bool {
+    state
+        .auth
+        .authenticate(req.headers())
+        .is_ok_and(|who| who.is_admin())
 }

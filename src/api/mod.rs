@@ -11,9 +11,12 @@ mod body;
 mod clusters;
 mod dispatch;
 pub mod error;
+pub mod guard;
 pub mod openapi;
 mod ops;
 mod products;
+pub mod quota;
+pub mod retention;
 pub mod routes;
 
 use std::convert::Infallible;
@@ -37,9 +40,39 @@ use crate::registry::{self, Store, StoreError};
 
 pub use auth::{Auth, Principal, Role};
 pub use error::ApiError;
+pub use guard::HostPolicy;
 
 /// Default largest request body, in bytes.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// Default time a client has to send a request's headers, and then its body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default cap of open connections per client address.
+pub const DEFAULT_MAX_CONNS_PER_CLIENT: usize = 64;
+
+/// What keeps one client from exhausting the server, and what an anonymous server answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers, and then (separately) its
+    /// body: 408 and the connection closed after it.
+    pub body_timeout: Duration,
+    /// Open connections per client IP address; one more is answered 429 and closed
+    /// (0 = no cap).
+    pub max_conns_per_client: usize,
+    /// The `Host` headers an anonymous server answers (unused with tokens).
+    pub anonymous_hosts: HostPolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_conns_per_client: DEFAULT_MAX_CONNS_PER_CLIENT,
+            anonymous_hosts: HostPolicy::Loopback,
+        }
+    }
+}
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,10 +121,24 @@ pub struct AppState {
     pub renderer: Renderer,
     /// The default node image, offered to templates as `{{node_image}}`.
     pub node_image: String,
+    pub limits: Limits,
+}
+
+/// The answer to a connection over the per-client cap, written before it is closed.
+fn too_many_connections() -> Vec<u8> {
+    let body = br#"{"error": {"code": "too_many_connections", "message": "too many open connections from this address"}}"#;
+    let mut out = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets in-flight requests
-/// finish (up to 30 s).
+/// finish (up to 30 s). Each client address may hold `state.limits.max_conns_per_client`
+/// connections; headers and bodies must arrive within `state.limits.body_timeout`.
 ///
 /// # Errors
 /// None today; accept errors are logged and retried. The signature leaves room for fatal
@@ -102,6 +149,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limiter = guard::ConnLimiter::new(state.limits.max_conns_per_client);
+    let read_timeout = state.limits.body_timeout;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -115,6 +164,17 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let Some(slot) = limiter.admit(peer.ip()) else {
+            // Best effort and never blocking: a fresh socket's send buffer is empty.
+            let _ = stream.try_write(&too_many_connections());
+            state.metrics.inc(
+                "paas_http_connections_refused_total",
+                "Connections closed at once: the client already had the most allowed.",
+                &[],
+            );
+            tracing::debug!(%peer, "connection refused: per-client cap reached");
+            continue;
+        };
         let state = state.clone();
         let svc = service_fn(move |req| {
             let state = state.clone();
@@ -122,10 +182,11 @@ pub async fn serve(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(read_timeout)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -127,7 +127,7 @@ fn schemas() -> Value {
         "NodeList": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}},
         "ServiceList": {"type": "object", "properties": {"services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}}},
         "EventList": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
-        "Health": {"type": "object", "properties": {"status": s("string"), "ready": s("boolean"), "mesos": s("object")}},
+        "Health": {"type": "object", "description": "Without an admin token only `status`; the rest is for admins.", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["up", "down"]}, "ready": s("boolean"), "detail": s("string"), "mesos": s("object"), "version": s("string")}},
     })
 }
 

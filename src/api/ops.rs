@@ -1,5 +1,6 @@
 //! Operational endpoints, all public: liveness and readiness, Prometheus metrics, and the
-//! OpenAPI document.
+//! OpenAPI document. `/health` tells only up or down unless the caller is an admin: the
+//! framework id and the master URL are what it takes to fail the framework over.
 
 use http::StatusCode;
 use serde_json::json;
@@ -9,17 +10,23 @@ use super::error::ApiError;
 use super::{AppState, blocking};
 use crate::domain::ClusterStatus;
 
-pub(super) fn health(state: &AppState, strict: bool) -> Result<Resp, ApiError> {
+/// `/health` (always 200 while serving) and `/health/ready` (`strict`: 503 unless ready).
+/// `status` is `up` when the framework can do its job (ready), else `down`; `details` adds
+/// the readiness explanation, the scheduler's facts and the version.
+pub(super) fn health(state: &AppState, strict: bool, details: bool) -> Result<Resp, ApiError> {
     let r = state.backend.readiness();
     let status = if strict && !r.ready {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    Ok(json_response(
-        status,
-        &json!({"status": "ok", "ready": r.ready, "detail": r.detail, "mesos": r.mesos, "version": env!("CARGO_PKG_VERSION")}),
-    ))
+    let up = if r.ready { "up" } else { "down" };
+    let body = if details {
+        json!({"status": up, "ready": r.ready, "detail": r.detail, "mesos": r.mesos, "version": env!("CARGO_PKG_VERSION")})
+    } else {
+        json!({"status": up})
+    };
+    Ok(json_response(status, &body))
 }
 
 pub(super) async fn metrics(state: &AppState) -> Result<Resp, ApiError> {

@@ -115,6 +115,14 @@ impl Store for MemoryStore {
     }
 
     fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
+        self.create_cluster_checked(c, &|_| Ok(()))
+    }
+
+    fn create_cluster_checked(
+        &self,
+        c: &Cluster,
+        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
         let mut g = self.lock();
         if !g
             .products
@@ -128,8 +136,26 @@ impl Store for MemoryStore {
         if g.clusters.contains_key(&c.id) {
             return Err(StoreError::AlreadyExists(format!("cluster {}", c.id)));
         }
+        let all: Vec<Cluster> = g.clusters.values().cloned().collect();
+        guard(&all).map_err(StoreError::Rejected)?;
         g.clusters.insert(c.id, c.clone());
         Ok(())
+    }
+
+    fn purge_cluster(
+        &self,
+        id: ClusterId,
+        guard: &dyn Fn(&Cluster) -> bool,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        match g.clusters.get(&id) {
+            Some(c) if guard(c) => {
+                g.clusters.remove(&id);
+                g.logs.remove(&id);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError> {

@@ -19,6 +19,10 @@
 //! A cluster is one value on purpose: every update rewrites it whole, so there is never a
 //! half-written cluster, and the scheduler's read-modify-write is a compare-and-swap.
 //!
+//! Everything stored per cluster lives under its uuid in `clusters` (record, status
+//! history = `/events`, secret) and `logs`; [`Store::purge_cluster`] removes both in one
+//! transaction. A new per-cluster key must be added there too.
+//!
 //! # Durability
 //! Every write returns only after it is on disk (`fsync`). Concurrent writers share flushes
 //! (group commit, see [`sled_store`]), so a burst of writes costs far fewer fsyncs than
@@ -136,6 +140,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AlreadyExists`] on an id clash, [`StoreError::NotFound`] if the product
     /// is gone.
     fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError>;
+    /// [`Store::create_cluster`] after `guard` has seen every stored cluster and agreed, in
+    /// the same critical section as every other create: two concurrent launches cannot both
+    /// pass a check (a quota) that only one of them fits.
+    ///
+    /// # Errors
+    /// As [`Store::create_cluster`], or [`StoreError::Rejected`] from `guard` (nothing is
+    /// written).
+    fn create_cluster_checked(
+        &self,
+        c: &Cluster,
+        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+    ) -> Result<(), StoreError>;
     /// # Errors
     /// Storage or decoding errors.
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError>;
@@ -154,6 +170,18 @@ pub trait Store: Send + Sync + 'static {
         id: ClusterId,
         f: &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
     ) -> Result<Cluster, StoreError>;
+    /// Removes a cluster and everything stored under its id (its record with the status
+    /// history, its logs) in one atomic step, if `guard` accepts the record as it is at
+    /// that moment (so a concurrent write cannot be purged unseen). Whether it was purged;
+    /// an unknown id is `false`.
+    ///
+    /// # Errors
+    /// Storage or decoding errors; nothing is removed then.
+    fn purge_cluster(
+        &self,
+        id: ClusterId,
+        guard: &dyn Fn(&Cluster) -> bool,
+    ) -> Result<bool, StoreError>;
     /// Appends orchestrator output for a cluster.
     ///
     /// # Errors

@@ -62,6 +62,36 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// A check over every stored cluster that may refuse a write (see
+/// [`Store::create_cluster_checked`]).
+type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
+
+impl SledStore {
+    /// Creates a cluster under the catalog lock, after `guard` (if any) saw every cluster.
+    fn create(&self, c: &Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
+        let _catalog = self.lock_catalog();
+        if !self
+            .products
+            .contains_key(product_key(&c.product, &c.version))?
+        {
+            return Err(StoreError::NotFound(format!(
+                "product {}/{}",
+                c.product, c.version
+            )));
+        }
+        if let Some(guard) = guard {
+            if self.clusters.contains_key(c.id.to_string())? {
+                return Err(StoreError::AlreadyExists(format!("cluster {}", c.id)));
+            }
+            guard(&self.clusters()?).map_err(StoreError::Rejected)?;
+        }
+        self.clusters
+            .compare_and_swap(c.id.to_string(), None::<&[u8]>, Some(encode(c)))?
+            .map_err(|_| StoreError::AlreadyExists(format!("cluster {}", c.id)))?;
+        self.durable()
+    }
+}
+
 impl Store for SledStore {
     fn create_product(&self, p: &Product) -> Result<(), StoreError> {
         let key = product_key(&p.name, &p.version);
@@ -155,20 +185,45 @@ impl Store for SledStore {
     }
 
     fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
-        let _catalog = self.lock_catalog();
-        if !self
-            .products
-            .contains_key(product_key(&c.product, &c.version))?
-        {
-            return Err(StoreError::NotFound(format!(
-                "product {}/{}",
-                c.product, c.version
-            )));
+        self.create(c, None)
+    }
+
+    fn create_cluster_checked(
+        &self,
+        c: &Cluster,
+        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        self.create(c, Some(guard))
+    }
+
+    fn purge_cluster(
+        &self,
+        id: ClusterId,
+        guard: &dyn Fn(&Cluster) -> bool,
+    ) -> Result<bool, StoreError> {
+        let key = id.to_string();
+        // One transaction over both trees: the record and its logs go together or not at
+        // all, and the record the guard judged is the one removed (sled serialises
+        // transactions against the compare-and-swap writers of `update_cluster`).
+        let purged = (&self.clusters, &self.logs)
+            .transaction(|(clusters, logs)| {
+                let Some(bytes) = clusters.get(key.as_bytes())? else {
+                    return Ok(false);
+                };
+                let c: Cluster =
+                    decode(key.as_bytes(), &bytes).map_err(ConflictableTransactionError::Abort)?;
+                if !guard(&c) {
+                    return Ok(false);
+                }
+                clusters.remove(key.as_bytes())?;
+                logs.remove(key.as_bytes())?;
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if purged {
+            self.durable()?;
         }
-        self.clusters
-            .compare_and_swap(c.id.to_string(), None::<&[u8]>, Some(encode(c)))?
-            .map_err(|_| StoreError::AlreadyExists(format!("cluster {}", c.id)))?;
-        self.durable()
+        Ok(purged)
     }
 
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError> {

@@ -53,6 +53,7 @@ pub fn run(store: &dyn Store) {
     clusters(store);
     delete_guard(store);
     logs_and_meta(store);
+    checked_create_and_purge(store);
 }
 
 fn products(store: &dyn Store) {
@@ -262,4 +263,51 @@ fn logs_and_meta(store: &dyn Store) {
         Some("abc-0001")
     );
     store.flush().unwrap();
+}
+
+fn checked_create_and_purge(store: &dyn Store) {
+    store.create_product(&product("q", "1")).unwrap();
+    let first = cluster("q", "1", "2026-04-01T00:00:00.000Z");
+    store.create_cluster(&first).unwrap();
+    // The guard sees every stored cluster; its refusal writes nothing.
+    let second = cluster("q", "1", "2026-04-02T00:00:00.000Z");
+    let seen = std::cell::Cell::new(0);
+    let err = store.create_cluster_checked(&second, &|all| {
+        seen.set(all.iter().filter(|c| c.product == name("q")).count());
+        Err("quota".into())
+    });
+    assert!(matches!(err, Err(StoreError::Rejected(m)) if m == "quota"));
+    assert_eq!(seen.get(), 1);
+    assert!(store.cluster(second.id).unwrap().is_none());
+    store.create_cluster_checked(&second, &|_| Ok(())).unwrap();
+    assert!(matches!(
+        store.create_cluster_checked(&second, &|_| Ok(())),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.create_cluster_checked(&cluster("nope", "1", "x"), &|_| Ok(())),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A purge takes the record and its logs together, only if the guard agrees.
+    store.append_log(first.id, b"output\n").unwrap();
+    store.append_log(second.id, b"kept\n").unwrap();
+    assert!(!store.purge_cluster(first.id, &|_| false).unwrap());
+    assert!(store.cluster(first.id).unwrap().is_some());
+    assert_eq!(store.log(first.id).unwrap(), b"output\n");
+    let judged = std::cell::RefCell::new(None);
+    assert!(
+        store
+            .purge_cluster(first.id, &|c| {
+                *judged.borrow_mut() = Some(c.id);
+                true
+            })
+            .unwrap()
+    );
+    assert_eq!(*judged.borrow(), Some(first.id));
+    assert!(store.cluster(first.id).unwrap().is_none());
+    assert!(store.log(first.id).unwrap().is_empty());
+    assert!(!store.purge_cluster(first.id, &|_| true).unwrap(), "gone");
+    assert!(store.cluster(second.id).unwrap().is_some(), "others stay");
+    assert_eq!(store.log(second.id).unwrap(), b"kept\n");
 }

@@ -48,6 +48,20 @@ impl Server {
                     &["--master", "none"][..]
                 },
             )
+            // `serve` refuses a real master without tokens unless told; tests that are not
+            // about auth say so (tests/security_api.rs checks the refusal itself).
+            .args(
+                if extra
+                    .windows(2)
+                    .any(|w| w[0] == "--master" && w[1] != "none")
+                    && !extra.contains(&"--tokens")
+                    && !extra.contains(&"--allow-anonymous")
+                {
+                    &["--allow-anonymous"][..]
+                } else {
+                    &[][..]
+                },
+            )
             .env("RUST_LOG", "info")
             .env_remove("MESOS_MASTER")
             .env_remove("PAAS_TOKENS")
