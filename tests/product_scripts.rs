@@ -148,6 +148,17 @@ async fn scripts_summarise_their_cluster() {
             "{}:\n{out}",
             p.name
         );
-        assert_eq!(out, "unknown action 'restart' (start, stop)\n");
+        assert_eq!(out, "unknown action 'restart' (start, stop, stop-node)\n");
+
+        let last = &c.nodes.last().unwrap().name;
+        let (ended, out) = go(&format!("stop-node {last}")).await;
+        assert!(ended.success(), "{} stop-node {ended:?}:\n{out}", p.name);
+        assert!(
+            out.starts_with(&format!("{}: {last} leaves the cluster", p.name)),
+            "{out}"
+        );
+        let (ended, out) = go("stop-node").await;
+        assert_eq!(ended, paas::orchestrator::client::Ended::Code(2), "{out}");
+        assert!(out.contains("wrong arguments"), "{out}");
     }
 }

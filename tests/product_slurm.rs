@@ -11,7 +11,8 @@
 //! - `slurm_scales_on_real_mesos`: size 2, `ready`; `PATCH {"options": {"size": 3}}` →
 //!   `ready` at generation 2 (printing the time from PATCH to ready); `sinfo` on the controller
 //!   lists 3 compute nodes, all idle, and `srun -N 3` runs on all three (slurm.conf changed
-//!   on the controller and on the kept compute nodes, so their daemons were restarted).
+//!   on the controller and on the kept compute nodes, so their daemons were restarted); then
+//!   `{"size": 2}`: compute3 is drained and removed, and `sinfo` lists 2 compute nodes again.
 //! - `slurm_failures_are_clear_on_real_mesos`: a missing product image and a size the agent
 //!   cannot hold each end with a reason that says why, and leave no container behind.
 //!
@@ -217,7 +218,25 @@ async fn slurm_scales_on_real_mesos() {
         .collect();
     assert_eq!(names, BTreeSet::from(["compute1", "compute2", "compute3"]));
 
-    P.destroy_ready(s, &id, 4).await;
+    // And back to 2: compute3 is drained (`stop-node compute3`) and killed; slurm.conf loses it.
+    let c = P.update_to_ready(s, &id, json!({"size": 2})).await;
+    assert_eq!(c["generation"], 3, "{c:#}");
+    let logs = get(&s.api(&format!("/clusters/{id}/logs"))).await.text();
+    assert!(
+        logs.contains("slurm: compute3 leaves the cluster"),
+        "the drain hook ran:\n{logs}"
+    );
+    let ctl = agent(&c, "controller", &secret);
+    let sinfo = run(&ctl, &["sinfo", "--Node", "--noheader", "--format=%N %t"]).await;
+    eprintln!("$ sinfo --Node --noheader --format='%N %t'   (size 2 again)\n{sinfo}");
+    let nodes: BTreeSet<(&str, &str)> = sinfo.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from([("compute1", "idle"), ("compute2", "idle")]),
+        "{sinfo}"
+    );
+
+    P.destroy_ready(s, &id, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -20,7 +20,8 @@ def addr(node):
 
 
 def main(actions):
-    """Runs `actions[argv[1]]` (default `start`) on the cluster record in $CLUSTER_JSON.
+    """Runs `actions[argv[1]]` (default `start`) on the cluster record in $CLUSTER_JSON,
+    with the further arguments after it (`stop-node NODE`).
 
     Its return value is the exit status: non-zero fails the cluster.
     """
@@ -30,4 +31,8 @@ def main(actions):
     if action not in actions:
         print(f"unknown action {action!r} ({', '.join(actions)})")
         return 2
-    return actions[action](cluster)
+    try:
+        return actions[action](cluster, *sys.argv[2:])
+    except TypeError as e:
+        print(f"action {action!r}: wrong arguments {sys.argv[2:]}: {e}")
+        return 2

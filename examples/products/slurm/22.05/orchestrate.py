@@ -30,7 +30,8 @@ def addr(node):
 
 
 def main(actions):
-    """Runs `actions[argv[1]]` (default `start`) on the cluster record in $CLUSTER_JSON.
+    """Runs `actions[argv[1]]` (default `start`) on the cluster record in $CLUSTER_JSON,
+    with the further arguments after it (`stop-node NODE`).
 
     Its return value is the exit status: non-zero fails the cluster.
     """
@@ -40,7 +41,11 @@ def main(actions):
     if action not in actions:
         print(f"unknown action {action!r} ({', '.join(actions)})")
         return 2
-    return actions[action](cluster)
+    try:
+        return actions[action](cluster, *sys.argv[2:])
+    except TypeError as e:
+        print(f"action {action!r}: wrong arguments {sys.argv[2:]}: {e}")
+        return 2
 # ----- end examples/products/orchestrate_common.py -----
 
 
@@ -63,10 +68,19 @@ def start(cluster):
     return 0
 
 
+def stop_node(cluster, node):
+    """An update removes `node` (a scale-down). Its slurmd goes with its task; the next
+    configure pushes a slurm.conf without it and restarts slurmctld, which then forgets it.
+    Jobs still running on it end with the node (Slurm requeues batch jobs of a node that
+    goes down, as it does for any failed node)."""
+    print(f"slurm: {node} leaves the cluster; slurm.conf follows at the next configure")
+    return 0
+
+
 def stop(cluster):
     print(f"slurm cluster {cluster['id']} stopping")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main({"start": start, "stop": stop}))
+    sys.exit(main({"start": start, "stop": stop, "stop-node": stop_node}))

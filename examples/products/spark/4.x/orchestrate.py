@@ -31,7 +31,8 @@ def addr(node):
 
 
 def main(actions):
-    """Runs `actions[argv[1]]` (default `start`) on the cluster record in $CLUSTER_JSON.
+    """Runs `actions[argv[1]]` (default `start`) on the cluster record in $CLUSTER_JSON,
+    with the further arguments after it (`stop-node NODE`).
 
     Its return value is the exit status: non-zero fails the cluster.
     """
@@ -41,7 +42,11 @@ def main(actions):
     if action not in actions:
         print(f"unknown action {action!r} ({', '.join(actions)})")
         return 2
-    return actions[action](cluster)
+    try:
+        return actions[action](cluster, *sys.argv[2:])
+    except TypeError as e:
+        print(f"action {action!r}: wrong arguments {sys.argv[2:]}: {e}")
+        return 2
 # ----- end examples/products/orchestrate_common.py -----
 
 
@@ -65,10 +70,17 @@ def start(cluster):
     return 0
 
 
+def stop_node(cluster, node):
+    """An update removes worker `node` (a scale-down). Its worker goes with its task; the
+    master marks it DEAD after spark.worker.timeout and reschedules its executors elsewhere."""
+    print(f"spark: {node} leaves the cluster; the master reschedules its executors")
+    return 0
+
+
 def stop(cluster):
     print(f"spark cluster {cluster['id']} stopping")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main({"start": start, "stop": stop}))
+    sys.exit(main({"start": start, "stop": stop, "stop-node": stop_node}))
