@@ -590,3 +590,72 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rendered specs
+
+/// Spec-shaped JSON: `nodes` and `services` objects whose entries mix the fields a node or a
+/// service has with arbitrary values, so that every field's validation is reached.
+fn spec_value() -> impl Strategy<Value = Value> {
+    let field = prop_oneof![
+        Just("docker_image"),
+        Just("cpu"),
+        Just("mem"),
+        Just("disk"),
+        Just("ports"),
+        Just("services"),
+        Just("env"),
+        Just("command"),
+        Just("volumes"),
+        Just("tags"),
+        Just("nodes"),
+        Just("files"),
+        Just("start"),
+        Just("ready"),
+        Just("reload"),
+        Just("host_path"),
+        Just("container_path"),
+        Just("mode"),
+        Just("path"),
+        Just("template"),
+    ]
+    .prop_map(str::to_owned);
+    let entry = proptest::collection::btree_map(field, json_value(), 0..8)
+        .prop_map(|m| Value::Object(m.into_iter().collect()));
+    let name = prop_oneof![Just("n0".to_owned()), Just("s".to_owned()), any::<String>()];
+    let table = proptest::collection::btree_map(name, entry, 0..3)
+        .prop_map(|m| Value::Object(m.into_iter().collect()));
+    let part = prop_oneof![
+        Just("nodes"),
+        Just("services"),
+        Just("restart"),
+        Just("dnsname"),
+    ];
+    proptest::collection::btree_map(part, prop_oneof![3 => table, 1 => json_value()], 0..4)
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever a template renders, the spec parser gives a spec or an error naming a path,
+    /// never a panic; and a spec keeps every node it was given.
+    #[test]
+    fn rendered_specs_parse_or_name_the_problem(
+        spec in prop_oneof![3 => spec_value(), 1 => json_value()],
+        text in any::<String>(),
+    ) {
+        use paas::domain::cluster::{ClusterSpec, SpecError};
+        match ClusterSpec::parse(&spec.to_string()) {
+            Ok(parsed) => {
+                let given = spec.get("nodes").and_then(Value::as_object).map_or(0, Map::len);
+                prop_assert_eq!(parsed.nodes.len(), given);
+            }
+            Err(SpecError::Invalid { path, why }) => {
+                prop_assert!(!path.is_empty() && !why.is_empty());
+            }
+            Err(SpecError::Json(e)) => prop_assert!(false, "valid JSON refused as JSON: {e}"),
+        }
+        prop_assert!(ClusterSpec::parse(&text).is_err() || serde_json::from_str::<Value>(&text).is_ok());
+    }
+}
