@@ -8,6 +8,11 @@
 //!
 //! Both run in strict mode: an undefined variable is an error, never an empty string.
 //!
+//! Inline partials (`{{#*inline "p"}}…{{/inline}}`, `{{> p}}`) must have literal names and
+//! must not include themselves, directly or through each other: handlebars has no depth
+//! limit, and a recursive partial overflows the stack, which aborts the whole process (not a
+//! panic that could be caught). [`Renderer::render`] checks this before rendering.
+//!
 //! Helpers: `range a b` (the integers a..b), `add`, `sub`, `mul`, `json` (a value as JSON
 //! text; use `{{{json x}}}`), `join list sep` and `hostports list port-name` (`host:port,…`
 //! for a list of nodes). `eq`, `ne`, `lt`, `gt`, `and`, `or`, `not` are built in, as are
@@ -18,6 +23,7 @@ use handlebars::{
     ScopedJson, handlebars_helper,
 };
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The largest `range` a template may ask for. It bounds what one user's options can make a
 /// template do (a `size` of a billion must be an error, not an out-of-memory).
@@ -98,12 +104,122 @@ impl Renderer {
     /// [`TemplateError`] on a syntax error, an undefined variable, a bad helper call or an
     /// oversized result.
     pub fn render(&self, template: &str, ctx: &Value) -> Result<String, TemplateError> {
+        check_partials(&handlebars::Template::compile(template)?)?;
         let out = self.hbs.render_template(template, ctx)?;
         if out.len() > MAX_RENDERED {
             return Err(TemplateError::TooLarge);
         }
         Ok(out)
     }
+}
+
+/// Refuses partials that could recurse: a dynamic partial or inline-partial name, or an
+/// inline partial that includes itself, directly or through others. Conservative: a cycle
+/// that data would end (a partial walking a tree) is refused too.
+fn check_partials(template: &handlebars::Template) -> Result<(), TemplateError> {
+    // Inline partial name → the partial names its bodies include.
+    let mut includes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    collect_partials(template, None, &mut includes)?;
+    // Depth-first search for a cycle; `path` is the chain of partials being expanded.
+    fn visit(
+        name: &str,
+        includes: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Result<(), TemplateError> {
+        if let Some(at) = path.iter().position(|p| p == name) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(name.to_owned());
+            return Err(TemplateError::Render(format!(
+                "partial {name:?} includes itself ({})",
+                cycle.join(" → ")
+            )));
+        }
+        if done.contains(name) {
+            return Ok(());
+        }
+        path.push(name.to_owned());
+        for next in includes.get(name).into_iter().flatten() {
+            visit(next, includes, path, done)?;
+        }
+        path.pop();
+        done.insert(name.to_owned());
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for name in includes.keys() {
+        visit(name, &includes, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
+/// Records, for the inline partial `within` (if any), every partial `template` includes, and
+/// the same for every inline partial it defines.
+fn collect_partials(
+    template: &handlebars::Template,
+    within: Option<&str>,
+    includes: &mut BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), TemplateError> {
+    use handlebars::template::{Parameter, TemplateElement as E};
+    // The name a partial is looked up by, unless it is computed while rendering.
+    let literal = |p: &Parameter| match p {
+        Parameter::Name(_) | Parameter::Path(_) => p.as_name().map(str::to_owned),
+        Parameter::Literal(Value::String(s)) => Some(s.clone()),
+        Parameter::Literal(other) => Some(other.to_string()),
+        // A subexpression, or a kind a later handlebars adds.
+        _ => None,
+    };
+    for element in &template.elements {
+        match element {
+            E::HelperBlock(h) => {
+                for t in h.template.iter().chain(&h.inverse) {
+                    collect_partials(t, within, includes)?;
+                }
+            }
+            E::DecoratorBlock(d) | E::DecoratorExpression(d)
+                if d.name.as_name() == Some("inline") =>
+            {
+                let Some(Parameter::Literal(Value::String(name))) = d.params.first() else {
+                    return Err(TemplateError::Render(
+                        "an inline partial needs a literal string name".to_owned(),
+                    ));
+                };
+                includes.entry(name.clone()).or_default();
+                if let Some(body) = &d.template {
+                    collect_partials(body, Some(name), includes)?;
+                }
+            }
+            E::PartialExpression(d) | E::PartialBlock(d) => {
+                let name = literal(&d.name).ok_or_else(|| {
+                    TemplateError::Render("a partial name must be literal".to_owned())
+                })?;
+                if let Some(within) = within {
+                    includes.entry(within.to_owned()).or_default().insert(name);
+                }
+                if let Some(body) = &d.template {
+                    collect_partials(body, within, includes)?;
+                }
+            }
+            E::DecoratorBlock(d) => {
+                if let Some(body) = &d.template {
+                    collect_partials(body, within, includes)?;
+                }
+            }
+            E::RawString(_)
+            | E::HtmlExpression(_)
+            | E::Expression(_)
+            | E::DecoratorExpression(_)
+            | E::Comment(_) => {}
+            // A kind a later handlebars adds might include partials: refuse it until this
+            // walk knows it.
+            _ => {
+                return Err(TemplateError::Render(
+                    "unsupported template element".to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn json_string_escape(s: &str) -> String {
@@ -285,6 +401,35 @@ mod tests {
         assert_eq!(
             r.render("{{hostports nodes \"http\"}}", &ctx).unwrap(),
             "127.0.0.1:31000,127.0.0.1:31001"
+        );
+    }
+
+    #[test]
+    fn recursive_partials_are_refused_before_rendering() {
+        // Each of these overflowed the stack (a process abort) before the check.
+        for t in [
+            r#"{{#*inline "p"}}x{{> p}}{{/inline}}{{> p}}"#,
+            r#"{{#*inline "a"}}{{> b}}{{/inline}}{{#*inline "b"}}{{#each x}}{{> a}}{{/each}}{{/inline}}{{> a}}"#,
+            r#"{{#*inline "p"}}{{#> q}}{{> p}}{{/q}}{{/inline}}{{> p}}"#,
+            r#"{{#*inline "p"}}{{~> p~}}{{/inline}}{{> p}}"#,
+        ] {
+            let err = Renderer::files().render(t, &json!({"x": [1]})).unwrap_err();
+            assert!(
+                matches!(&err, TemplateError::Render(m) if m.contains("includes itself")),
+                "{t}: {err}"
+            );
+        }
+        for t in [r#"{{> (concat "p")}}"#, r#"{{#*inline name}}x{{/inline}}"#] {
+            assert!(
+                Renderer::files().render(t, &json!({"name": "p"})).is_err(),
+                "{t}"
+            );
+        }
+        // Partials that do not recurse still work, as the Slurm template uses them.
+        let ok = r#"{{#*inline "a"}}[{{> b}}]{{/inline}}{{#*inline "b"}}{{this}}{{/inline}}{{#each x}}{{> a}}{{/each}}{{> b}}"#;
+        assert_eq!(
+            Renderer::files().render(ok, &json!({"x": [1, 2]})).unwrap(),
+            "[1][2][object]"
         );
     }
 }
