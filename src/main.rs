@@ -243,6 +243,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut orch_cfg = OrchestratorConfig::new(format!("http://{api_host}{}", api::routes::BASE));
     orch_cfg.ready_timeout = args.ready_timeout.into();
     orch_cfg.script_timeout = args.script_timeout.into();
+    orch_cfg.scheduler = scheduler.as_ref().map(Scheduler::waker);
     let orchestrator = Orchestrator::spawn(
         orch_cfg,
         store.clone(),

@@ -311,6 +311,7 @@ async fn the_suite_on_real_mesos() {
         dir.path(),
         &["--master", &master, "--node-image", &node_image()],
     );
+    let _teardown = common::TeardownOnPanic::of(&s, &master).await;
     eprintln!("real Mesos:");
     let got = suite(&s).await;
     assert_eq!(got, expected());

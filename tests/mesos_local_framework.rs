@@ -31,8 +31,12 @@ impl Local {
 }
 
 async fn local(work: &std::path::Path) -> Local {
+    local_with(work, ContainerizerMode::Process).await
+}
+
+async fn local_with(work: &std::path::Path, containerizer: ContainerizerMode) -> Local {
     let mut cfg = LocalConfig::new(work);
-    cfg.containerizer = ContainerizerMode::Process;
+    cfg.containerizer = containerizer;
     cfg.executor_path = Some(env!("CARGO_BIN_EXE_paas").into());
     cfg.agents = 2;
     // Ports below the 31000+ that real Mesos agents (and other checkouts' tests) use on
@@ -212,6 +216,79 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
         (snap.executors == 0 && snap.tasks.is_empty()).then_some(())
     })
     .await;
+    drop(s);
+    l.stop().await;
+}
+
+/// Gang placement over several agents (one real agent is all `../shared/realmesos` runs with
+/// the Docker containerizer, so this runs on mesos-local with two agents of 1 cpu, and
+/// simulated executors: placement is what is under test, and two agents on one host would
+/// hand out the same host ports). A cluster of 3 nodes of 0.4 cpu (+0.05 for each executor)
+/// fits no single agent: it is placed across both, all together. A second cluster of 2 such
+/// nodes then fits only in part (one node's worth is left on one agent): it waits, holding
+/// no task at all, and is placed whole once the first is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_spans_agents_and_a_cluster_that_fits_in_part_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = local_with(&dir.path().join("mesos"), ContainerizerMode::Simulated).await;
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--master", &l.handle.master_url],
+    );
+    register_reference(&s, &[]).await;
+    let launch = async |size: u32| {
+        let body = format!(r#"{{"size": {size}, "cpu": 0.4}}"#);
+        let r = call("POST", &s.api("/products/reference/1.0.0"), body, &[JSON]).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let placed = async |id: &str| {
+        let ns = nodes(&s, id).await;
+        ns.iter().all(|n| n["status"] == "running").then(|| {
+            ns.iter()
+                .map(|n| n["agent_id"].to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+
+    let a = launch(3).await;
+    let agents = wait_for(30, "cluster A placed", async || placed(&a).await).await;
+    let distinct: std::collections::BTreeSet<_> = agents.iter().collect();
+    assert_eq!(distinct.len(), 2, "3 nodes over both agents: {agents:?}");
+
+    let b = launch(2).await;
+    let c = wait_for(30, "cluster B to wait with its reason", async || {
+        let c = cluster(&s, &b).await;
+        c["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cpus"))
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(c["status"], "scheduling", "{c:#}");
+    // Several allocation rounds later, B still holds nothing, not even the node that fits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = l.handle.snapshot().await.unwrap();
+    let of_b = snap
+        .tasks
+        .iter()
+        .filter(|t| t.task_id.starts_with(&b))
+        .count();
+    assert_eq!(of_b, 0, "B holds part of an agent: {snap:?}");
+    assert_eq!(snap.tasks.len(), 3, "{snap:?}");
+
+    let r = call("DELETE", &s.api(&format!("/clusters/{a}")), "", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let agents = wait_for(30, "cluster B placed once A is gone", async || {
+        placed(&b).await
+    })
+    .await;
+    assert_eq!(agents.len(), 2);
+    let snap = l.handle.snapshot().await.unwrap();
+    assert!(
+        snap.tasks.iter().all(|t| t.task_id.starts_with(&b)),
+        "only B's tasks are left: {snap:?}"
+    );
     drop(s);
     l.stop().await;
 }

@@ -118,6 +118,7 @@ fn schemas() -> Value {
             "options": s("object"), "status": {"type": "string", "enum": ["registered", "scheduling", "scheduled", "configuring", "configured", "ready", "healing", "updating", "failed", "destroying", "destroyed"]},
             "generation": {"type": "integer", "description": "grows with every change of the desired spec (launch = 1)"},
             "retiring": {"type": "array", "description": "nodes an update removed whose tasks are being drained and killed", "items": {"type": "object", "properties": {"node": {"$ref": "#/components/schemas/Node"}, "drained": s("boolean")}}},
+            "rolling": {"type": "array", "description": "nodes a rolling update still replaces, one at a time, in this order", "items": s("string")},
             "reason": s("string"), "desired": {"type": "string", "enum": ["running", "destroyed"]},
             "created_at": ts, "updated_at": ts, "url": s("string"),
             "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},

@@ -617,6 +617,10 @@ impl Controller {
             })
             .await?;
         if c.rolling.len() < left {
+            if let Some(scheduler) = &self.cfg.scheduler {
+                // A closed channel means the scheduler is shutting down.
+                let _ = scheduler.send(c.id);
+            }
             let attempt = c.node(node).map_or(0, |n| n.attempt + 1);
             info!(cluster_id = %c.id, node, attempt, "rolling update: replacing a node");
             self.log(

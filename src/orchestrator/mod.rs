@@ -68,6 +68,9 @@ pub struct OrchestratorConfig {
     pub max_concurrent: usize,
     /// Where scripts and their `CLUSTER_JSON` are written (a private subdirectory per run).
     pub work_dir: PathBuf,
+    /// Wakes the scheduler for a cluster whose nodes the orchestrator queued or retired (a
+    /// rolling update's next node); `None` without a scheduler.
+    pub scheduler: Option<mpsc::UnboundedSender<ClusterId>>,
 }
 
 impl OrchestratorConfig {
@@ -84,6 +87,7 @@ impl OrchestratorConfig {
             stop_timeout: Duration::from_secs(30),
             max_concurrent: 16,
             work_dir: std::env::temp_dir(),
+            scheduler: None,
         }
     }
 }

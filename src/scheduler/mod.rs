@@ -127,6 +127,12 @@ impl Scheduler {
     }
 
     /// The desired state of `cluster` changed.
+    /// A sender of wake-ups, for another part that changes what should run (the
+    /// orchestrator, when a rolling update queues a node's new attempt).
+    pub fn waker(&self) -> mpsc::UnboundedSender<ClusterId> {
+        self.wake.clone()
+    }
+
     pub fn wake(&self, cluster: ClusterId) {
         // A closed channel means the scheduler is shutting down; nothing to wake.
         let _ = self.wake.send(cluster);

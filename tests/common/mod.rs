@@ -337,6 +337,29 @@ pub struct TeardownOnPanic {
     pub framework_id: String,
 }
 
+impl TeardownOnPanic {
+    /// Waits (up to 30 s) until `s` has subscribed to `master`, then guards its framework.
+    pub async fn of(s: &Server, master: &str) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h = get(&s.api("/health")).await.json();
+            if let Some(id) = h["mesos"]["framework_id"].as_str()
+                && h["mesos"]["subscribed"] == true
+            {
+                return Self {
+                    master: master.to_owned(),
+                    framework_id: id.to_owned(),
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not subscribed after 30 s: {h:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 impl Drop for TeardownOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
