@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Templates refer to it as `{{node_image}}`. Build it with deploy/images/build-node-image.sh.
     #[arg(long, env = "PAAS_NODE_IMAGE", default_value = "paas-node:latest")]
     node_image: String,
+    /// A host directory node volumes may mount (repeatable). A template volume whose
+    /// `host_path` is not inside one of these is refused at launch (403); without any, no
+    /// host volume is allowed. Must be absolute.
+    #[arg(long, value_parser = absolute_dir)]
+    volume_root: Vec<PathBuf>,
     /// Mesos role the framework subscribes with.
     #[arg(long, env = "PAAS_ROLE", default_value = "*")]
     role: String,
@@ -239,6 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
         renderer: Renderer::spec(),
         node_image: args.node_image.clone(),
+        volume_roots: args.volume_root.clone(),
     });
     tokio::spawn(signal_shutdown(shutdown.clone()));
     // Tests start the server on port 0 and read the real address from this line.
@@ -325,5 +331,16 @@ impl Backend for Framework {
                 }
             }
         }
+    }
+}
+
+/// `--volume-root`: an absolute path (checked lexically; the agents' file systems are not ours
+/// to look at).
+fn absolute_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!("{s:?} is not an absolute path"))
     }
 }

@@ -61,7 +61,7 @@ fn template_renders_slurm_conf_with_every_node() {
     // slurm.conf belongs to the daemon of each node (a change restarts it there), and is the
     // same on every node.
     let conf_of = |service: &str, node: usize| {
-        let files = render_files(&r, &facts, svc(service), &c.nodes[node]).unwrap();
+        let files = render_files(&r, &facts, &c.secrets, svc(service), &c.nodes[node]).unwrap();
         assert_eq!(files.len(), 1, "{service}: only slurm.conf");
         assert_eq!(files[0].path, "/etc/slurm/slurm.conf");
         assert_eq!(files[0].mode, 0o644);
@@ -86,7 +86,7 @@ fn template_renders_slurm_conf_with_every_node() {
     }
     // One munge key, the same on every node.
     let key = |node: usize| {
-        render_files(&r, &facts, svc("slurm"), &c.nodes[node])
+        render_files(&r, &facts, &c.secrets, svc("slurm"), &c.nodes[node])
             .unwrap()
             .into_iter()
             .find(|f| f.path == "/etc/paas/munge.key")

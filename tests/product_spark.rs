@@ -63,7 +63,7 @@ fn template_renders_spark_config_pointing_at_the_master() {
     let r = Renderer::files();
     let svc = |name: &str| c.services.iter().find(|s| s.name.as_str() == name).unwrap();
     let file = |node: usize, path: &str| {
-        let f = render_files(&r, &facts, svc("spark"), &c.nodes[node]).unwrap();
+        let f = render_files(&r, &facts, &c.secrets, svc("spark"), &c.nodes[node]).unwrap();
         let f = f.into_iter().find(|f| f.path == path).unwrap();
         String::from_utf8(f.content).unwrap()
     };

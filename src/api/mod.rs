@@ -88,6 +88,9 @@ pub struct AppState {
     pub renderer: Renderer,
     /// The default node image, offered to templates as `{{node_image}}`.
     pub node_image: String,
+    /// `serve --volume-root`: the only host directories node volumes may mount (none: no
+    /// host volumes at all).
+    pub volume_roots: Vec<std::path::PathBuf>,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets in-flight requests

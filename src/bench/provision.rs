@@ -107,6 +107,7 @@ pub async fn run(
         max_body: api::DEFAULT_MAX_BODY,
         renderer: Renderer::spec(),
         node_image: "bench".into(),
+        volume_roots: Vec::new(),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
     let client = crate::cli::Client::new(&format!("http://{addr}"), None);
