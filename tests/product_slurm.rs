@@ -95,6 +95,15 @@ fn template_renders_slurm_conf_with_every_node() {
     assert_eq!(key(0).content, key(3).content);
     assert!(key(0).content.len() >= 32, "munge wants 32 bytes or more");
     assert_eq!(key(0).mode, 0o400);
+    // The key is the cluster's random secret, not something derived from public values
+    // (cluster id, product, version, owner): another cluster has another key.
+    let secret = &c.secrets["munge_key"];
+    assert_eq!(key(0).content, format!("{secret}\n").into_bytes());
+    let other = P.rendered_cluster(json!({"size": 3}), |i, _| 31000 + i as u16);
+    assert_ne!(&other.secrets["munge_key"], secret);
+    for public in [c.id.to_string(), c.owner.clone()] {
+        assert!(!secret.contains(&public));
+    }
     // Each slurmd is started under its own node name; the ready check wants every node idle.
     let compute = svc("compute");
     let start = render_argv(

@@ -70,7 +70,13 @@ impl Product {
         let fresh = Fresh {
             id: ClusterId::random(),
             secret: "secret".into(),
-            make_secret: || format!("{:032x}", rand::random::<u128>()),
+            make_secret: || {
+                format!(
+                    "{:032x}{:032x}",
+                    rand::random::<u128>(),
+                    rand::random::<u128>()
+                )
+            },
             now: Timestamp("t".into()),
         };
         let mut c = request
