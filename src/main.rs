@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Templates refer to it as `{{node_image}}`. Build it with deploy/images/build-node-image.sh.
     #[arg(long, env = "PAAS_NODE_IMAGE", default_value = "paas-node:latest")]
     node_image: String,
+    /// A host directory node volumes may mount (repeatable). A template volume whose
+    /// `host_path` is not inside one of these is refused at launch (403); without any, no
+    /// host volume is allowed. Must be absolute.
+    #[arg(long, value_parser = absolute_dir)]
+    volume_root: Vec<PathBuf>,
     /// Mesos role the framework subscribes with.
     #[arg(long, env = "PAAS_ROLE", default_value = "*")]
     role: String,
@@ -271,6 +276,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 api::HostPolicy::IpLiterals
             },
         },
+        volume_roots: args.volume_root.clone(),
     });
     api::retention::spawn(
         store.clone(),
@@ -363,5 +369,16 @@ impl Backend for Framework {
                 }
             }
         }
+    }
+}
+
+/// `--volume-root`: an absolute path (checked lexically; the agents' file systems are not ours
+/// to look at).
+fn absolute_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!("{s:?} is not an absolute path"))
     }
 }

@@ -62,7 +62,7 @@ fn template_renders_slurm_conf_with_every_node() {
     // slurm.conf belongs to the daemon of each node (a change restarts it there), and is the
     // same on every node.
     let conf_of = |service: &str, node: usize| {
-        let files = render_files(&r, &facts, svc(service), &c.nodes[node]).unwrap();
+        let files = render_files(&r, &facts, &c.secrets, svc(service), &c.nodes[node]).unwrap();
         assert_eq!(files.len(), 1, "{service}: only slurm.conf");
         assert_eq!(files[0].path, "/etc/slurm/slurm.conf");
         assert_eq!(files[0].mode, 0o644);
@@ -87,7 +87,7 @@ fn template_renders_slurm_conf_with_every_node() {
     }
     // One munge key, the same on every node.
     let key = |node: usize| {
-        render_files(&r, &facts, svc("slurm"), &c.nodes[node])
+        render_files(&r, &facts, &c.secrets, svc("slurm"), &c.nodes[node])
             .unwrap()
             .into_iter()
             .find(|f| f.path == "/etc/paas/munge.key")
@@ -96,6 +96,15 @@ fn template_renders_slurm_conf_with_every_node() {
     assert_eq!(key(0).content, key(3).content);
     assert!(key(0).content.len() >= 32, "munge wants 32 bytes or more");
     assert_eq!(key(0).mode, 0o400);
+    // The key is the cluster's random secret, not something derived from public values
+    // (cluster id, product, version, owner): another cluster has another key.
+    let secret = &c.secrets["munge_key"];
+    assert_eq!(key(0).content, format!("{secret}\n").into_bytes());
+    let other = P.rendered_cluster(json!({"size": 3}), |i, _| 31000 + i as u16);
+    assert_ne!(&other.secrets["munge_key"], secret);
+    for public in [c.id.to_string(), c.owner.clone()] {
+        assert!(!secret.contains(&public));
+    }
     // Each slurmd is started under its own node name; the ready check wants every node idle.
     let compute = svc("compute");
     let start = render_argv(

@@ -7,8 +7,9 @@
 //!   containerizer, `paas serve` registers the product through REST, launches size 2, waits for
 //!   `ready` (printing the time from POST to ready), checks the master's JSON status lists 2
 //!   ALIVE workers, runs SparkPi (`spark-submit pi.py`, client mode) on the master through its
-//!   NodeAgent, checks the printed estimate of pi, destroys the cluster and checks no container
-//!   of it is left.
+//!   NodeAgent, checks the printed estimate of pi, checks that a `spark-submit` with another
+//!   `spark.authenticate.secret` is refused (RPC authentication is on), destroys the cluster
+//!   and checks no container of it is left.
 //! - `spark_scales_on_real_mesos`: size 1, `ready`; `PATCH {"options": {"size": 2}}` → `ready`
 //!   at generation 2 (printing the time from PATCH to ready); the master's JSON status lists 2
 //!   ALIVE workers. The new worker registers by itself: no file changed on the kept nodes
@@ -63,7 +64,7 @@ fn template_renders_spark_config_pointing_at_the_master() {
     let r = Renderer::files();
     let svc = |name: &str| c.services.iter().find(|s| s.name.as_str() == name).unwrap();
     let file = |node: usize, path: &str| {
-        let f = render_files(&r, &facts, svc("spark"), &c.nodes[node]).unwrap();
+        let f = render_files(&r, &facts, &c.secrets, svc("spark"), &c.nodes[node]).unwrap();
         let f = f.into_iter().find(|f| f.path == path).unwrap();
         String::from_utf8(f.content).unwrap()
     };
@@ -76,6 +77,16 @@ fn template_renders_spark_config_pointing_at_the_master() {
             "{defaults}"
         );
         assert!(defaults.lines().any(|l| l == "spark.executor.memory 512m"));
+        // RPC authentication with the cluster's own random secret, on every node.
+        let secret = &c.secrets["spark_auth"];
+        assert_eq!(secret.len(), 64);
+        assert!(defaults.lines().any(|l| l == "spark.authenticate true"));
+        assert!(
+            defaults
+                .lines()
+                .any(|l| l == format!("spark.authenticate.secret {secret}")),
+            "{defaults}"
+        );
     }
     let env = file(2, "/etc/spark/spark-env.sh");
     assert!(
@@ -193,7 +204,33 @@ async fn spark_cluster_on_real_mesos() {
         .unwrap();
     assert!((3.0..3.3).contains(&pi), "pi = {pi}");
 
+    // RPC authentication is on: a driver with another secret does not get in.
+    let wrong = "spark-submit --conf spark.authenticate.secret=not-the-cluster-secret \
+                 /usr/local/lib/paas-spark/pi.py 1 2>&1; echo exit=$?";
+    let out = run(&master_agent, &["timeout", "110", "sh", "-c", wrong]).await;
+    let why: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("Exception:") || l.contains("uth"))
+        .take(12)
+        .collect();
+    eprintln!(
+        "$ spark-submit with a wrong secret\n{}\n…\n{}",
+        why.join("\n"),
+        tail(&out, 3)
+    );
+    assert!(!out.contains("Pi is roughly"), "{out}");
+    assert!(!out.contains("exit=0"), "{out}");
+    assert!(
+        out.contains("SaslException"),
+        "refused by authentication: {out}"
+    );
+
     P.destroy_ready(s, &id, 3).await;
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The ALIVE workers in the master's JSON status, straight from its web UI port.

@@ -9,7 +9,9 @@
 //! are written (a failure prints its shrunk input; add it as a unit test).
 
 use bytes::Bytes;
-use paas::domain::launch_request::{Fresh, LaunchError, LaunchRequest, check_template};
+use paas::domain::launch_request::{
+    Caller, Fresh, LaunchError, LaunchRequest, Policy, check_template,
+};
 use paas::domain::options::OptionsDoc;
 use paas::domain::template::{Renderer, TemplateError};
 use paas::domain::{ClusterId, Name, Product, Timestamp};
@@ -456,10 +458,17 @@ fn product() -> Product {
     }
 }
 
+/// An admin launch with no volume roots (the templates here mount nothing).
+const ADMIN: Policy<'static> = Policy {
+    caller: Caller::Admin,
+    volume_roots: &[],
+};
+
 fn fresh() -> Fresh {
     Fresh {
         id: ClusterId(uuid::Uuid::from_u128(11)),
         secret: "not-a-real-secret".into(),
+        make_secret: || "0".repeat(64),
         now: Timestamp("2026-12-01T12:00:00.000Z".into()),
     }
 }
@@ -516,6 +525,7 @@ proptest! {
             user_options: &user,
             owner: &owner,
             node_image: "paas-node:test",
+            policy: ADMIN,
         };
         match request.cluster(&Renderer::spec(), fresh()) {
             Ok(cluster) => {
@@ -580,6 +590,7 @@ proptest! {
             user_options: &user,
             owner: &owner,
             node_image: "paas-node:test",
+            policy: ADMIN,
         };
         match request.cluster(&Renderer::spec(), fresh()) {
             Ok(cluster) => prop_assert!(!cluster.nodes.is_empty()),
@@ -587,6 +598,9 @@ proptest! {
                 TestCaseError::fail(format!("{f}; options error {e}"))
             })?,
             Err(LaunchError::Render(_)) => {}
+            Err(e @ (LaunchError::AdminOnly(_) | LaunchError::Volume(_))) => {
+                prop_assert!(false, "an admin launch of a shipped product: {e}");
+            }
         }
     }
 }

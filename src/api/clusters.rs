@@ -23,7 +23,9 @@ use super::routes::BASE;
 use super::{AppState, blocking};
 use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
 use crate::domain::heal::{Replacement, RestartPolicy};
-use crate::domain::launch_request::{Fresh, LaunchError, LaunchRequest, RenderError};
+use crate::domain::launch_request::{
+    Caller, Fresh, LaunchError, LaunchRequest, Policy, RenderError,
+};
 use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::options::OptionsError;
 use crate::domain::update::{ReplaceError, Retiring, UpdateError, UpdateRequest, Updated};
@@ -90,6 +92,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             history,
             extra,
             secret: _,
+            secrets: _,
             configure,
             restart,
             replacements,
@@ -152,10 +155,12 @@ pub(super) async fn launch(
         user_options: &user_opts,
         owner: &who.user,
         node_image: &state.node_image,
+        policy: policy(state, who),
     };
     let fresh = Fresh {
         id: ClusterId::random(),
         secret: new_secret(),
+        make_secret: new_template_secret,
         now: Timestamp::now(),
     };
     let cluster = request
@@ -220,13 +225,48 @@ fn new_secret() -> String {
     )
 }
 
+/// A template secret: 32 bytes of the OS random source as 64 hex digits (e.g. a MUNGE key,
+/// which wants at least 32 bytes).
+fn new_template_secret() -> String {
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 32];
+    if rand::rngs::OsRng.try_fill_bytes(&mut bytes).is_err() {
+        // The OS random source failing is not something to serve around: the v4 UUIDs below
+        // come from the same source through `getrandom`, which panics itself on failure.
+        return new_secret();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What `who` may ask of a launch or an update on this server.
+fn policy<'a>(state: &'a AppState, who: &Principal) -> Policy<'a> {
+    Policy {
+        caller: if who.is_admin() {
+            Caller::Admin
+        } else {
+            Caller::User
+        },
+        volume_roots: &state.volume_roots,
+    }
+}
+
 /// Bad options are the request's fault (400, every bad key listed); a template that fails
 /// with valid options cannot be acted on (422).
 fn launch_error(e: LaunchError) -> ApiError {
     match e {
         LaunchError::Options(e) => options_error(&e),
         LaunchError::Render(e) => render_error(e),
+        LaunchError::AdminOnly(keys) => admin_only_error(&keys),
+        LaunchError::Volume(e) => ApiError::Forbidden(e.to_string()),
     }
+}
+
+/// 403 naming the `advanced` options a user tried to set.
+fn admin_only_error(keys: &[String]) -> ApiError {
+    ApiError::Forbidden(format!(
+        "only an admin may set the advanced options: {}",
+        keys.join(", ")
+    ))
 }
 
 /// 400 `invalid_options`, the same for a launch and an update.
@@ -478,6 +518,7 @@ pub(super) async fn update(
     let template = load_template(state, name, version).await?;
     let doc = load_options(state, name, version).await?;
     let shared = Arc::clone(state);
+    let caller = who.clone();
     let now = Timestamp::now();
     let quota = state.auth.quota(&current.owner).copied();
     let owner = current.owner.clone();
@@ -496,6 +537,8 @@ pub(super) async fn update(
             options: &doc,
             changes: &changes,
             node_image: &shared.node_image,
+            policy: policy(&shared, &caller),
+            make_secret: new_template_secret,
         };
         // The closure may run more than once (on a lost compare-and-swap); each run decides
         // afresh from the record it is given, and only the last run's outcome counts.
@@ -584,6 +627,8 @@ fn update_error(id: ClusterId, e: UpdateError) -> ApiError {
         },
         UpdateError::Options(e) => options_error(&e),
         UpdateError::Render(e) => render_error(e),
+        UpdateError::AdminOnly(keys) => admin_only_error(&keys),
+        UpdateError::Volume(e) => ApiError::Forbidden(e.to_string()),
     }
 }
 

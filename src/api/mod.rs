@@ -121,6 +121,9 @@ pub struct AppState {
     pub renderer: Renderer,
     /// The default node image, offered to templates as `{{node_image}}`.
     pub node_image: String,
+    /// `serve --volume-root`: the only host directories node volumes may mount (none: no
+    /// host volumes at all).
+    pub volume_roots: Vec<std::path::PathBuf>,
     pub limits: Limits,
 }
 

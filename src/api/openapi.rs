@@ -98,8 +98,9 @@ fn schemas() -> Value {
         "OptionsDoc": {"type": "object", "additionalProperties": false, "properties": {
             "required": {"type": "object", "description": "keys the user must give; each value is an example fixing the type"},
             "optional": {"type": "object", "description": "defaults"},
-            "advanced": {"type": "object", "description": "defaults for expert settings"},
-            "descriptions": {"type": "object"}}},
+            "advanced": {"type": "object", "description": "defaults for expert settings; only an admin may set them (403 for users)"},
+            "descriptions": {"type": "object"},
+            "enum": {"type": "object", "description": "option → the values it may take (any section)"}}},
         "LaunchOptions": {"type": "object", "description": "option values; numbers may be numeric strings", "additionalProperties": true},
         "LaunchAccepted": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "status": s("string"), "url": s("string")}},
         "ClusterUpdate": {"type": "object", "required": ["options"], "additionalProperties": false, "properties": {

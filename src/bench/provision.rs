@@ -108,6 +108,7 @@ pub async fn run(
         renderer: Renderer::spec(),
         node_image: "bench".into(),
         limits: api::Limits::default(),
+        volume_roots: Vec::new(),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
     let client = crate::cli::Client::new(&format!("http://{addr}"), None);

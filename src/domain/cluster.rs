@@ -499,6 +499,11 @@ pub struct Cluster {
     pub extra: Map<String, Value>,
     /// Shared secret for the NodeAgent gRPC port of this cluster's executors. Never served.
     pub secret: String,
+    /// The template's secrets by name (e.g. `munge_key`), made at launch from the OS random
+    /// source. Only configure-time file templates see them; never served, never in
+    /// `CLUSTER_JSON`, never in a node's spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// How far the orchestrator got configuring the cluster; only the orchestrator writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configure: Option<ConfigureProgress>,
@@ -645,6 +650,7 @@ impl Cluster {
             }],
             extra: spec.extra,
             secret,
+            secrets: BTreeMap::new(),
             configure: None,
             restart: spec.restart,
             replacements: Vec::new(),

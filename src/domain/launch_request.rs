@@ -2,10 +2,21 @@
 //! product's options document, render the product's template with them, parse the rendered
 //! spec, and record the new cluster with its NodeAgent secret.
 //!
+//! What the caller may ask for is checked here too ([`Policy`]): only an admin sets
+//! `advanced` options, and node volumes must lie inside the server's `--volume-root`s.
+//!
+//! Templates may declare per-cluster secrets (`"secrets": ["munge_key"]` at the top of the
+//! rendered spec). Each is made at launch by the caller's random source and kept in
+//! [`Cluster::secrets`]; only configure-time *file* templates see them (`{{secrets.munge_key}}`),
+//! never the spec phase, commands, the API or `CLUSTER_JSON`.
+//!
 //! Pure: the caller loads the product's parts, and passes in the new cluster's id, its
-//! secret and the clock, so every step is table-testable. Storing the record and waking the
+//! secret, its secret source and the clock, so every step is table-testable. Storing the record and waking the
 //! scheduler are the caller's. (Not to be confused with [`super::launch`], the payload that
 //! one node's task carries to its executor.)
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
@@ -14,7 +25,39 @@ use super::cluster::{Cluster, ClusterSpec, SpecError};
 use super::ids::ClusterId;
 use super::options::{OptionsDoc, OptionsError};
 use super::product::Product;
-use super::template::{Renderer, TemplateError};
+use super::template::{Renderer, TemplateError, shield, unshield_value};
+
+/// The most secrets one template may declare.
+pub const MAX_SECRETS: usize = 16;
+
+/// Whether the caller may set `advanced` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    User,
+}
+
+/// What the server allows a launch or an update, decided at the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    pub caller: Caller,
+    /// The directories (absolute) inside which a node volume's `host_path` may lie. Empty:
+    /// no volume with a host path is allowed.
+    pub volume_roots: &'a [PathBuf],
+}
+
+/// A node volume outside every allowed root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "node {node}: volume host_path {host_path:?} is not inside an allowed volume root ({roots}); \
+     the server allows host volumes only under its --volume-root directories"
+)]
+pub struct VolumeError {
+    pub node: String,
+    pub host_path: String,
+    /// The allowed roots, comma-separated, or `none`.
+    pub roots: String,
+}
 
 /// What a launch asks for, and the product parts it is launched from.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +73,7 @@ pub struct LaunchRequest<'a> {
     pub owner: &'a str,
     /// The default node image, offered to templates as `{{node_image}}`.
     pub node_image: &'a str,
+    pub policy: Policy<'a>,
 }
 
 /// The parts of a new cluster that the caller chooses: they are random or read a clock.
@@ -38,6 +82,8 @@ pub struct Fresh {
     pub id: ClusterId,
     /// The shared secret of the cluster's NodeAgent ports. Must be unguessable.
     pub secret: String,
+    /// Makes one template secret; must draw from the OS random source.
+    pub make_secret: fn() -> String,
     pub now: Timestamp,
 }
 
@@ -50,6 +96,16 @@ pub enum RenderError {
     Spec(#[source] SpecError),
 }
 
+/// A rendered spec and the secrets it declares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub spec: ClusterSpec,
+    /// The names in the template's `"secrets"`, in order, without repeats.
+    pub secrets: Vec<String>,
+    /// Every `(node, host_path)` of the spec's volumes.
+    pub host_paths: Vec<(String, String)>,
+}
+
 /// Why a launch request cannot become a cluster.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LaunchError {
@@ -59,6 +115,12 @@ pub enum LaunchError {
     /// The options fit, but the template fails with them.
     #[error("the template failed with these options")]
     Render(#[source] RenderError),
+    /// A user set `advanced` options (named), which only an admin may set.
+    #[error("only an admin may set the advanced options {}", .0.join(", "))]
+    AdminOnly(Vec<String>),
+    /// The rendered spec mounts a host path outside the allowed roots.
+    #[error(transparent)]
+    Volume(VolumeError),
 }
 
 impl LaunchRequest<'_> {
@@ -68,6 +130,12 @@ impl LaunchRequest<'_> {
     /// [`LaunchError::Options`] when the options do not fit the document,
     /// [`LaunchError::Render`] when the template fails with them or renders no valid spec.
     pub fn cluster(&self, renderer: &Renderer, fresh: Fresh) -> Result<Cluster, LaunchError> {
+        if self.policy.caller != Caller::Admin {
+            let advanced = self.options.admin_only(self.user_options);
+            if !advanced.is_empty() {
+                return Err(LaunchError::AdminOnly(advanced));
+            }
+        }
         let options = self
             .options
             .resolve(self.user_options)
@@ -79,18 +147,76 @@ impl LaunchRequest<'_> {
             self.product,
             self.node_image,
         );
-        let spec = render_spec(renderer, self.template, &ctx).map_err(LaunchError::Render)?;
-        Ok(Cluster::new(
+        let rendered = render_spec(renderer, self.template, &ctx).map_err(LaunchError::Render)?;
+        check_volumes(&rendered.host_paths, self.policy.volume_roots)
+            .map_err(LaunchError::Volume)?;
+        let mut c = Cluster::new(
             fresh.id,
             self.owner.to_owned(),
             self.product.name.clone(),
             self.product.version.clone(),
             options,
-            spec,
+            rendered.spec,
             fresh.secret,
             fresh.now,
-        ))
+        );
+        c.secrets = rendered
+            .secrets
+            .into_iter()
+            .map(|name| (name, (fresh.make_secret)()))
+            .collect();
+        Ok(c)
     }
+}
+
+/// Checks that every `(node, host_path)` lies inside one of `roots`, after resolving `.` and
+/// `..` lexically (so `/data/../etc` is `/etc`, and `/data2` is not inside `/data`).
+///
+/// # Errors
+/// [`VolumeError`] naming the first node and path outside.
+pub fn check_volumes(
+    host_paths: &[(String, String)],
+    roots: &[PathBuf],
+) -> Result<(), VolumeError> {
+    for (node, host_path) in host_paths {
+        let inside = normalize(Path::new(host_path)).is_some_and(|p| {
+            roots
+                .iter()
+                .filter_map(|r| normalize(r))
+                .any(|r| p.starts_with(r))
+        });
+        if !inside {
+            let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+            return Err(VolumeError {
+                node: node.clone(),
+                host_path: host_path.clone(),
+                roots: if roots.is_empty() {
+                    "none".into()
+                } else {
+                    roots.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `p` absolute with `.` and `..` resolved lexically; `None` for a relative path.
+fn normalize(p: &Path) -> Option<PathBuf> {
+    if !p.is_absolute() {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(out)
 }
 
 /// Renders `template` with the defaults (and required examples) of `options`, as a launch
@@ -113,7 +239,7 @@ pub fn check_template(
         product,
         node_image,
     );
-    render_spec(renderer, template, &ctx)
+    render_spec(renderer, template, &ctx).map(|r| r.spec)
 }
 
 /// What a spec-phase template sees: `opts`, `cluster_id`, `user`, `product`, `version` and
@@ -128,15 +254,140 @@ pub(crate) fn spec_context(
     json!({"opts": opts, "cluster_id": id.to_string(), "user": user, "product": product.name, "version": product.version, "node_image": node_image})
 }
 
+/// Renders the spec phase with a [`shield`]ed context, takes out the declared secrets, and
+/// unshields every string but the file-phase templates (file paths and texts, `start`,
+/// `ready`, `reload`), which keep their values shielded until the file phase has run.
 pub(crate) fn render_spec(
     renderer: &Renderer,
     template: &str,
     ctx: &Value,
-) -> Result<ClusterSpec, RenderError> {
-    let rendered = renderer
-        .render(template, ctx)
+) -> Result<Rendered, RenderError> {
+    let text = renderer
+        .render(template, &shield(ctx))
         .map_err(RenderError::Template)?;
-    ClusterSpec::parse(&rendered).map_err(RenderError::Spec)
+    let mut v: Value = serde_json::from_str(&text)
+        .map_err(|e| RenderError::Spec(SpecError::Json(e.to_string())))?;
+    let secrets = match &mut v {
+        Value::Object(top) => take_secrets(top).map_err(RenderError::Spec)?,
+        _ => Vec::new(),
+    };
+    unshield_plain(&mut v);
+    let host_paths = host_paths(&v);
+    let spec = ClusterSpec::parse(&v.to_string()).map_err(RenderError::Spec)?;
+    Ok(Rendered {
+        spec,
+        secrets,
+        host_paths,
+    })
+}
+
+/// Removes and checks the top-level `"secrets"`: a list of at most [`MAX_SECRETS`] names of
+/// `[a-z0-9_]`, up to 64 characters.
+fn take_secrets(top: &mut Map<String, Value>) -> Result<Vec<String>, SpecError> {
+    let bad = |why: String| SpecError::Invalid {
+        path: "secrets".into(),
+        why,
+    };
+    let list = match top.remove("secrets") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("must be a list of secret names".into())),
+    };
+    let mut names: Vec<String> = Vec::with_capacity(list.len());
+    for v in list {
+        let Some(name) = v.as_str().map(super::template::unshield) else {
+            return Err(bad("must be a list of secret names".into()));
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(bad(format!(
+                "{name:?} is not a name of [a-z0-9_], 1 to 64 long"
+            )));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.len() > MAX_SECRETS {
+        return Err(bad(format!(
+            "declares {} secrets; the limit is {MAX_SECRETS}",
+            names.len()
+        )));
+    }
+    Ok(names)
+}
+
+/// The keys of a service whose strings the file phase renders.
+const FILE_PHASE_KEYS: [&str; 4] = ["files", "start", "ready", "reload"];
+
+/// [`unshield_value`] on everything but the file-phase templates of each service.
+fn unshield_plain(v: &mut Value) {
+    let Value::Object(top) = v else {
+        return unshield_value(v);
+    };
+    for (k, part) in top.iter_mut() {
+        match (k.as_str(), part) {
+            ("services", Value::Object(services)) => {
+                for service in services.values_mut() {
+                    let Value::Object(props) = service else {
+                        unshield_value(service);
+                        continue;
+                    };
+                    for (key, prop) in props.iter_mut() {
+                        match (key.as_str(), prop) {
+                            ("files", Value::Array(files)) => files
+                                .iter_mut()
+                                .filter_map(Value::as_object_mut)
+                                .flat_map(|f| f.iter_mut())
+                                .filter(|(k, _)| !matches!(k.as_str(), "path" | "template"))
+                                .for_each(|(_, v)| unshield_value(v)),
+                            (key, _) if FILE_PHASE_KEYS.contains(&key) => {}
+                            (_, prop) => unshield_value(prop),
+                        }
+                    }
+                }
+            }
+            (_, part) => unshield_value(part),
+        }
+    }
+}
+
+/// Every `(node, host_path)` in `nodes.*.volumes[*]`.
+fn host_paths(v: &Value) -> Vec<(String, String)> {
+    let Some(nodes) = v.get("nodes").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    nodes
+        .iter()
+        .flat_map(|(name, n)| {
+            n.get("volumes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|vol| vol.get("host_path")?.as_str())
+                .map(move |p| (name.clone(), p.to_owned()))
+        })
+        .collect()
+}
+
+/// The secrets a cluster keeps after an update that declares `wanted`: the ones it has, and a
+/// new one (from `make`) for each newly declared name. A secret is never rotated by an update.
+pub(crate) fn keep_secrets(
+    current: &BTreeMap<String, String>,
+    wanted: &[String],
+    make: fn() -> String,
+) -> BTreeMap<String, String> {
+    wanted
+        .iter()
+        .map(|name| {
+            let value = current.get(name).cloned().unwrap_or_else(make);
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -169,6 +420,7 @@ mod tests {
         Fresh {
             id: ClusterId(uuid::Uuid::from_u128(7)),
             secret: "s3cret".into(),
+            make_secret: || "k".repeat(64),
             now: Timestamp("2026-12-01T12:00:00.000Z".into()),
         }
     }
@@ -185,6 +437,10 @@ mod tests {
             user_options: &user_options,
             owner: "alice",
             node_image: "img:1",
+            policy: Policy {
+                caller: Caller::User,
+                volume_roots: &[],
+            },
         }
         .cluster(&Renderer::spec(), fresh())
     }
@@ -224,6 +480,7 @@ mod tests {
             LaunchError::Options(o) => format!("options {:?} {:?}", o.missing, o.unknown),
             LaunchError::Render(RenderError::Template(_)) => "template".into(),
             LaunchError::Render(RenderError::Spec(_)) => "spec".into(),
+            LaunchError::AdminOnly(_) | LaunchError::Volume(_) => "policy".into(),
         };
         let cases = [
             (TEMPLATE, json!({}), r#"options ["size"] []"#),

@@ -4,6 +4,14 @@
 //! `required` is an example that fixes the key's type; values in `optional` and `advanced`
 //! are defaults. Users override defaults; numbers may arrive as JSON numbers or as numeric
 //! strings (the seed shows both `"size": "2"` and httpie's `size:=2`).
+//!
+//! Two more rules keep a user inside what the product's author allowed:
+//! - `advanced` options are the admin's: a user who sets one is refused (the caller answers
+//!   403); see [`OptionsDoc::admin_only`].
+//! - `"enum": {"key": [allowed, …]}` lists the values an option may take, in any section.
+//!
+//! String values (at any depth) may not hold control characters: a newline in a value would
+//! become a new line of a config file.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +31,9 @@ pub struct OptionsDoc {
     /// Free text per key, shown to users; never interpreted.
     #[serde(default)]
     pub descriptions: Map<String, Value>,
+    /// The values an option may take: option → non-empty list (each of the option's type).
+    #[serde(default, rename = "enum", skip_serializing_if = "Map::is_empty")]
+    pub allowed: Map<String, Value>,
 }
 
 /// The JSON type an option must have, taken from its example or default value.
@@ -94,6 +105,8 @@ pub enum OptionsDocError {
     Null(String),
     #[error("option name {0:?} is empty or has control characters")]
     BadKey(String),
+    #[error("enum {0:?}: {1}")]
+    Enum(String, String),
 }
 
 /// What is wrong with a user's options, every key listed (never just the first).
@@ -105,6 +118,12 @@ pub struct OptionsError {
     pub unknown: Vec<String>,
     /// Keys whose value has the wrong type, with the type expected.
     pub wrong_type: BTreeMap<String, OptionKind>,
+    /// Keys whose value is not one of the product's `enum`, with the values allowed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_allowed: BTreeMap<String, Vec<Value>>,
+    /// Keys whose value holds a control character (a newline, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub control_characters: Vec<String>,
 }
 
 impl std::fmt::Display for OptionsError {
@@ -135,6 +154,23 @@ impl std::fmt::Display for OptionsError {
                 .collect();
             parts.push(format!("wrong type: {}", list.join(", ")));
         }
+        if !self.not_allowed.is_empty() {
+            let list: Vec<String> = self
+                .not_allowed
+                .iter()
+                .map(|(k, allowed)| {
+                    let values: Vec<String> = allowed.iter().map(Value::to_string).collect();
+                    format!("{k} (allowed: {})", values.join(", "))
+                })
+                .collect();
+            parts.push(format!("value not allowed: {}", list.join("; ")));
+        }
+        if !self.control_characters.is_empty() {
+            parts.push(format!(
+                "control characters (e.g. a newline) in: {}",
+                self.control_characters.join(", ")
+            ));
+        }
         f.write_str(&parts.join("; "))
     }
 }
@@ -164,7 +200,39 @@ impl OptionsDoc {
                 return Err(OptionsDocError::Null(k.clone()));
             }
         }
+        for (k, list) in &doc.allowed {
+            let bad = |why: &str| Err(OptionsDocError::Enum(k.clone(), why.to_owned()));
+            let Some(kind) = doc.example(k).and_then(OptionKind::of) else {
+                return bad("is not an option of this document");
+            };
+            let Some(values) = list.as_array().filter(|a| !a.is_empty()) else {
+                return bad("must be a non-empty list of allowed values");
+            };
+            if values.iter().any(|v| kind.coerce(v).is_none()) {
+                return bad("every allowed value must have the option's type");
+            }
+            let default = doc.optional.get(k).or_else(|| doc.advanced.get(k));
+            if default.is_some_and(|d| !is_one_of(kind, d, values)) {
+                return bad("the option's default is not one of the allowed values");
+            }
+        }
         Ok(doc)
+    }
+
+    /// The example or default value of `key`, which fixes its type.
+    fn example(&self, key: &str) -> Option<&Value> {
+        self.required
+            .get(key)
+            .or_else(|| self.optional.get(key))
+            .or_else(|| self.advanced.get(key))
+    }
+
+    /// The `advanced` options among `user`'s keys: only an admin may set them.
+    pub fn admin_only(&self, user: &Map<String, Value>) -> Vec<String> {
+        user.keys()
+            .filter(|k| self.advanced.contains_key(*k))
+            .cloned()
+            .collect()
     }
 
     fn sections(&self) -> impl Iterator<Item = (&String, &Value)> {
@@ -195,12 +263,7 @@ impl OptionsDoc {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (k, v) in user {
-            let Some(example) = self
-                .required
-                .get(k)
-                .or_else(|| self.optional.get(k))
-                .or_else(|| self.advanced.get(k))
-            else {
+            let Some(example) = self.example(k) else {
                 err.unknown.push(k.clone());
                 continue;
             };
@@ -209,8 +272,17 @@ impl OptionsDoc {
                 continue;
             };
             match kind.coerce(v) {
+                Some(v) if has_control_char(&v) => err.control_characters.push(k.clone()),
                 Some(v) => {
-                    out.insert(k.clone(), v);
+                    let allowed = self.allowed.get(k).and_then(Value::as_array);
+                    match allowed {
+                        Some(list) if !is_one_of(kind, &v, list) => {
+                            err.not_allowed.insert(k.clone(), list.clone());
+                        }
+                        _ => {
+                            out.insert(k.clone(), v);
+                        }
+                    }
                 }
                 None => {
                     err.wrong_type.insert(k.clone(), kind);
@@ -228,6 +300,32 @@ impl OptionsDoc {
         } else {
             Err(err)
         }
+    }
+}
+
+/// Whether `v`, taken as `kind`, equals one of `allowed` (numbers by value: `2` is `2.0`).
+fn is_one_of(kind: OptionKind, v: &Value, allowed: &[Value]) -> bool {
+    let Some(v) = kind.coerce(v) else {
+        return false;
+    };
+    allowed
+        .iter()
+        .filter_map(|a| kind.coerce(a))
+        .any(|a| match (&a, &v) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+            _ => a == v,
+        })
+}
+
+/// Whether a string anywhere in `v` (keys included) holds a control character.
+fn has_control_char(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.chars().any(char::is_control),
+        Value::Array(a) => a.iter().any(has_control_char),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| k.chars().any(char::is_control) || has_control_char(v)),
+        _ => false,
     }
 }
 
@@ -328,6 +426,70 @@ mod tests {
             assert!(OptionsDoc::from_value(c.clone()).is_err(), "{c}");
         }
         assert!(OptionsDoc::from_value(json!({})).is_ok());
+    }
+
+    #[test]
+    fn advanced_options_are_named_for_the_admin_check() {
+        let user = obj(json!({"size": 2, "heap": 1, "extra": [], "cpu": 1}));
+        assert_eq!(doc().admin_only(&user), ["heap", "extra"]);
+        assert!(doc().admin_only(&obj(json!({"size": 2}))).is_empty());
+    }
+
+    #[test]
+    fn enums_are_enforced_and_named_with_their_values() {
+        let d = OptionsDoc::from_value(json!({
+            "required": {"size": 1},
+            "optional": {"mode": "fast", "cpu": 0.5},
+            "enum": {"mode": ["fast", "safe"], "size": [1, 2, 3], "cpu": [0.5, 1]}
+        }))
+        .unwrap();
+        let ok = d
+            .resolve(&obj(json!({"size": "2", "mode": "safe", "cpu": 1.0})))
+            .unwrap();
+        assert_eq!(ok["size"], json!(2));
+        let err = d
+            .resolve(&obj(json!({"size": 4, "mode": "evil"})))
+            .unwrap_err();
+        assert_eq!(
+            err.not_allowed,
+            BTreeMap::from([
+                ("mode".to_owned(), vec![json!("fast"), json!("safe")]),
+                ("size".to_owned(), vec![json!(1), json!(2), json!(3)])
+            ])
+        );
+        let text = err.to_string();
+        assert!(text.contains(r#"mode (allowed: "fast", "safe")"#), "{text}");
+        assert!(text.contains("size (allowed: 1, 2, 3)"), "{text}");
+    }
+
+    #[test]
+    fn bad_enums_are_refused_at_upload() {
+        for bad in [
+            json!({"optional": {"a": "x"}, "enum": {"b": ["x"]}}),
+            json!({"optional": {"a": "x"}, "enum": {"a": []}}),
+            json!({"optional": {"a": "x"}, "enum": {"a": "x"}}),
+            json!({"optional": {"a": "x"}, "enum": {"a": ["y"]}}),
+            json!({"optional": {"a": 1}, "enum": {"a": [1, "two"]}}),
+        ] {
+            let e = OptionsDoc::from_value(bad.clone()).unwrap_err();
+            assert!(matches!(e, OptionsDocError::Enum(..)), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_at_any_depth() {
+        let err = doc()
+            .resolve(&obj(json!({
+                "size": 1, "name": "{{cluster_id}}\nSlurmUser=evil", "extra": ["a\rb"]
+            })))
+            .unwrap_err();
+        assert_eq!(err.control_characters, ["name", "extra"]);
+        assert!(err.to_string().contains("control characters"), "{err}");
+        assert!(
+            doc()
+                .resolve(&obj(json!({"size": 1, "name": "a {{b}} c"})))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -13,6 +13,23 @@
 //! limit, and a recursive partial overflows the stack, which aborts the whole process (not a
 //! panic that could be caught). [`Renderer::render`] checks this before rendering.
 //!
+//! **A value is never evaluated as a template.** The spec phase's output is itself template
+//! text for the file phase, so a value that reaches it (an option `{{cluster_id}}`) would be
+//! evaluated there. [`shield`] therefore maps `{` and `\` in every string of the spec-phase
+//! context to private-use characters ([`SHIELDED_BRACE`], [`SHIELDED_BACKSLASH`]): the file
+//! phase sees no `{{` that came from a value, and [`unshield`] turns them back, in the spec's
+//! plain fields right after the spec phase and in the file phase's output.
+//!
+//! Rendering writes into a bounded buffer: output beyond [`MAX_RENDERED`] stops the render
+//! there (an `{{#each}}` blow-up cannot allocate more than the limit). Partial blocks
+//! (`{{#> p}}…{{/p}}`) are refused, because handlebars renders their body into an unbounded
+//! buffer of its own.
+//!
+//! File-phase escaping helpers, for values that reach a config file or a script:
+//! `{{word x}}` (a single token: only `[A-Za-z0-9._:/@%+=,-]`, else an error; for `key=value`
+//! files such as `slurm.conf` and `spark-defaults.conf`) and `{{quote x}}` (a POSIX shell word,
+//! single-quoted when needed). Both refuse control characters, so a value never adds a line.
+//!
 //! Helpers: `range a b` (the integers a..b), `add`, `sub`, `mul`, `json` (a value as JSON
 //! text; use `{{{json x}}}`), `join list sep` and `hostports list port-name` (`host:port,…`
 //! for a list of nodes). `eq`, `ne`, `lt`, `gt`, `and`, `or`, `not` are built in, as are
@@ -29,8 +46,13 @@ use std::collections::{BTreeMap, BTreeSet};
 /// template do (a `size` of a billion must be an error, not an out-of-memory).
 pub const MAX_RANGE: i64 = 10_000;
 
-/// The largest rendered output accepted, in bytes.
+/// The largest rendered output accepted, in bytes. Enforced while rendering.
 pub const MAX_RENDERED: usize = 16 << 20;
+
+/// What a `{` of a value becomes between the two phases (a private-use character).
+pub const SHIELDED_BRACE: char = '\u{E000}';
+/// What a `\` of a value becomes between the two phases.
+pub const SHIELDED_BACKSLASH: char = '\u{E001}';
 
 /// Why a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,10 +100,13 @@ impl Renderer {
         r
     }
 
-    /// The file-phase renderer: plain text, nothing escaped.
+    /// The file-phase renderer: plain text, nothing escaped; `quote` and `word` escape what
+    /// a file needs.
     pub fn files() -> Self {
         let mut r = Self::base();
         r.hbs.register_escape_fn(handlebars::no_escape);
+        r.hbs.register_helper("quote", Box::new(Quote::Shell));
+        r.hbs.register_helper("word", Box::new(Quote::Word));
         r
     }
 
@@ -98,18 +123,115 @@ impl Renderer {
         Self { hbs }
     }
 
-    /// Renders `template` with `ctx`.
+    /// Renders `template` with `ctx`, stopping as soon as the output passes [`MAX_RENDERED`].
     ///
     /// # Errors
-    /// [`TemplateError`] on a syntax error, an undefined variable, a bad helper call or an
-    /// oversized result.
+    /// [`TemplateError`] on a syntax error, an undefined variable, a bad helper call, a
+    /// partial block or an oversized result.
     pub fn render(&self, template: &str, ctx: &Value) -> Result<String, TemplateError> {
-        check_partials(&handlebars::Template::compile(template)?)?;
-        let out = self.hbs.render_template(template, ctx)?;
-        if out.len() > MAX_RENDERED {
-            return Err(TemplateError::TooLarge);
+        if has_partial_block(template) {
+            return Err(TemplateError::Render(
+                "partial blocks ({{#> name}}…{{/name}}) are not supported; use {{> name}}".into(),
+            ));
         }
-        Ok(out)
+        check_partials(&handlebars::Template::compile(template)?)?;
+        let mut out = Bounded::default();
+        match self.hbs.render_template_to_write(template, ctx, &mut out) {
+            Ok(()) => {}
+            Err(_) if out.overflowed => return Err(TemplateError::TooLarge),
+            Err(e) => return Err(e.into()),
+        }
+        String::from_utf8(out.buf)
+            .map_err(|_| TemplateError::Render("rendered output is not UTF-8".into()))
+    }
+}
+
+/// A buffer that refuses to grow past [`MAX_RENDERED`]: the write that would pass it fails,
+/// which aborts the render.
+#[derive(Default)]
+struct Bounded {
+    buf: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(data.len()) > MAX_RENDERED {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered output too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether `template` opens a partial block (`{{#> name}}`, `{{~#> name}}`).
+fn has_partial_block(template: &str) -> bool {
+    template.match_indices("{{").any(|(i, _)| {
+        template[i + 2..]
+            .trim_start_matches(['{', '~'])
+            .trim_start()
+            .starts_with("#>")
+    })
+}
+
+/// `ctx` with every `{` and `\` of its strings (and object keys) replaced by
+/// [`SHIELDED_BRACE`] and [`SHIELDED_BACKSLASH`]: what the spec phase renders with, so that no
+/// value can write `{{` into text that the file phase evaluates. A shielding character already
+/// in a value becomes U+FFFD, so [`unshield`] gives back exactly the value's other characters.
+pub fn shield(ctx: &Value) -> Value {
+    fn text(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                '{' => SHIELDED_BRACE,
+                '\\' => SHIELDED_BACKSLASH,
+                SHIELDED_BRACE | SHIELDED_BACKSLASH => '\u{FFFD}',
+                c => c,
+            })
+            .collect()
+    }
+    match ctx {
+        Value::String(s) => Value::String(text(s)),
+        Value::Array(a) => Value::Array(a.iter().map(shield).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (text(k), shield(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Undoes [`shield`] in a text: the shielding characters become `{` and `\` again.
+pub fn unshield(s: &str) -> String {
+    if !s.contains([SHIELDED_BRACE, SHIELDED_BACKSLASH]) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| match c {
+            SHIELDED_BRACE => '{',
+            SHIELDED_BACKSLASH => '\\',
+            c => c,
+        })
+        .collect()
+}
+
+/// Undoes [`shield`] in every string and object key of `v`.
+pub fn unshield_value(v: &mut Value) {
+    match v {
+        Value::String(s) => *s = unshield(s),
+        Value::Array(a) => a.iter_mut().for_each(unshield_value),
+        Value::Object(m) => {
+            let old = std::mem::take(m);
+            *m = old
+                .into_iter()
+                .map(|(k, mut v)| {
+                    unshield_value(&mut v);
+                    (unshield(&k), v)
+                })
+                .collect();
+        }
+        _ => {}
     }
 }
 
@@ -273,6 +395,77 @@ fn arith(
     }
 }
 
+/// The file-phase escaping helpers (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+enum Quote {
+    /// `{{quote x}}`: a POSIX shell word; single-quoted unless every character is safe.
+    Shell,
+    /// `{{word x}}`: a single token of safe characters, taken as it is; anything else is an
+    /// error.
+    Word,
+}
+
+impl Quote {
+    fn name(self) -> &'static str {
+        match self {
+            Quote::Shell => "quote",
+            Quote::Word => "word",
+        }
+    }
+}
+
+/// Characters a value may hold and stay one token in a shell line or a `key=value` file.
+fn is_safe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._:/@%+=,-".contains(c)
+}
+
+impl HelperDef for Quote {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let p = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex(self.name(), 0))?;
+        // Name the expression, never the value: the value may be a secret.
+        let what = p.relative_path().map_or("its argument", String::as_str);
+        let text = match p.value() {
+            Value::String(s) => s.clone(),
+            v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+            _ => {
+                return Err(RenderErrorReason::Other(format!(
+                    "{}: {what} is not a string, number or boolean",
+                    self.name()
+                ))
+                .into());
+            }
+        };
+        if text.chars().any(char::is_control) {
+            return Err(RenderErrorReason::Other(format!(
+                "{}: {what} has a control character (e.g. a newline)",
+                self.name()
+            ))
+            .into());
+        }
+        let safe = !text.is_empty() && text.chars().all(is_safe_char);
+        let out = match self {
+            Quote::Word if safe => text,
+            Quote::Word => {
+                return Err(RenderErrorReason::Other(format!(
+                    "word: {what} is empty or has a character outside [A-Za-z0-9._:/@%+=,-]"
+                ))
+                .into());
+            }
+            Quote::Shell if safe => text,
+            Quote::Shell => format!("'{}'", text.replace('\'', r"'\''")),
+        };
+        Ok(ScopedJson::Derived(Value::String(out)))
+    }
+}
+
 /// `range start end` → `[start, …, end-1]`, refusing more than [`MAX_RANGE`] elements.
 struct RangeHelper;
 
@@ -406,11 +599,11 @@ mod tests {
 
     #[test]
     fn recursive_partials_are_refused_before_rendering() {
-        // Each of these overflowed the stack (a process abort) before the check.
+        // Each of these overflowed the stack (a process abort) before the check. (Recursion
+        // through a partial block is refused as a partial block.)
         for t in [
             r#"{{#*inline "p"}}x{{> p}}{{/inline}}{{> p}}"#,
             r#"{{#*inline "a"}}{{> b}}{{/inline}}{{#*inline "b"}}{{#each x}}{{> a}}{{/each}}{{/inline}}{{> a}}"#,
-            r#"{{#*inline "p"}}{{#> q}}{{> p}}{{/q}}{{/inline}}{{> p}}"#,
             r#"{{#*inline "p"}}{{~> p~}}{{/inline}}{{> p}}"#,
         ] {
             let err = Renderer::files().render(t, &json!({"x": [1]})).unwrap_err();
@@ -430,6 +623,97 @@ mod tests {
         assert_eq!(
             Renderer::files().render(ok, &json!({"x": [1, 2]})).unwrap(),
             "[1][2][object]"
+        );
+    }
+
+    #[test]
+    fn output_stops_at_the_limit_while_rendering() {
+        // 10 000 × 10 000 × 10 bytes would be 1 GB.
+        let t = "{{#each (range 0 10000)}}{{#each (range 0 10000)}}0123456789{{/each}}{{/each}}";
+        let err = Renderer::files().render(t, &json!({})).unwrap_err();
+        assert_eq!(err, TemplateError::TooLarge);
+        let at_limit = format!(
+            "{{{{#each (range 0 {})}}}}{}{{{{/each}}}}",
+            1 << 10,
+            "x".repeat(MAX_RENDERED >> 10)
+        );
+        assert_eq!(
+            Renderer::spec()
+                .render(&at_limit, &json!({}))
+                .unwrap()
+                .len(),
+            MAX_RENDERED
+        );
+    }
+
+    #[test]
+    fn partial_blocks_are_refused() {
+        for t in [
+            "{{#> p}}x{{/p}}",
+            "a {{~ #> p}}x{{/p}}",
+            "{{{{raw}}}}{{/raw}}{{ #>p}}{{/p}}",
+        ] {
+            assert!(
+                matches!(Renderer::files().render(t, &json!({})), Err(TemplateError::Render(m)) if m.contains("partial blocks")),
+                "{t}"
+            );
+        }
+        let ok = "{{#*inline \"p\"}}P{{/inline}}{{> p}}";
+        assert_eq!(Renderer::files().render(ok, &json!({})).unwrap(), "P");
+    }
+
+    #[test]
+    fn shielded_values_survive_the_file_phase_literally() {
+        let value = "{{cluster_id}} \\{{x}} {{> p}} \u{E000}";
+        let ctx = json!({"opts": {"v": value, "{{k}}": 1}, "cluster_id": "C"});
+        // The spec phase writes the value into a file template; the file phase must not
+        // evaluate it.
+        let spec = Renderer::spec()
+            .render(r#"{"t": "v={{opts.v}} id=\{{cluster_id}}"}"#, &shield(&ctx))
+            .unwrap();
+        let mut parsed: Value = serde_json::from_str(&spec).unwrap();
+        let template = parsed["t"].as_str().unwrap().to_owned();
+        let out = Renderer::files().render(&template, &ctx).unwrap();
+        assert_eq!(
+            unshield(&out),
+            "v={{cluster_id}} \\{{x}} {{> p}} \u{FFFD} id=C"
+        );
+        unshield_value(&mut parsed);
+        assert_eq!(
+            parsed["t"],
+            "v={{cluster_id}} \\{{x}} {{> p}} \u{FFFD} id={{cluster_id}}"
+        );
+        let mut keys = shield(&ctx);
+        unshield_value(&mut keys);
+        assert_eq!(keys["opts"]["{{k}}"], 1);
+    }
+
+    #[test]
+    fn quote_and_word_escape_or_refuse() {
+        let ctx = json!({"plain": "a.b-c:1/2", "spaced": "it's a b", "nl": "a\nb", "n": 3, "empty": "", "list": []});
+        let r = Renderer::files();
+        let q = |t: &str| r.render(t, &ctx);
+        assert_eq!(
+            q("{{quote plain}} {{word plain}} {{word n}}").unwrap(),
+            "a.b-c:1/2 a.b-c:1/2 3"
+        );
+        assert_eq!(q("{{quote spaced}}").unwrap(), r"'it'\''s a b'");
+        assert_eq!(q("{{quote empty}}").unwrap(), "''");
+        for bad in [
+            "{{quote nl}}",
+            "{{word nl}}",
+            "{{word spaced}}",
+            "{{word empty}}",
+            "{{quote list}}",
+        ] {
+            let e = q(bad).unwrap_err().to_string();
+            assert!(e.contains("quote:") || e.contains("word:"), "{bad}: {e}");
+        }
+        assert!(
+            q("{{word nl}}")
+                .unwrap_err()
+                .to_string()
+                .contains("nl has a control character")
         );
     }
 }

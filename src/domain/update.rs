@@ -23,7 +23,10 @@ use serde_json::{Map, Value};
 
 use super::cluster::{Cluster, Node};
 use super::ids::Name;
-use super::launch_request::{RenderError, render_spec, spec_context};
+use super::launch_request::{
+    Caller, Policy, RenderError, VolumeError, check_volumes, keep_secrets, render_spec,
+    spec_context,
+};
 use super::lifecycle::{ClusterEvent, ClusterStatus};
 use super::options::{OptionsDoc, OptionsError};
 use super::product::Product;
@@ -50,6 +53,10 @@ pub struct UpdateRequest<'a> {
     pub changes: &'a Map<String, Value>,
     /// The default node image, as at launch.
     pub node_image: &'a str,
+    /// What the caller may change (advanced options, volume roots), as at launch.
+    pub policy: Policy<'a>,
+    /// Makes a secret that the new spec declares and the cluster does not have yet.
+    pub make_secret: fn() -> String,
 }
 
 /// Why an update cannot be applied; the cluster is left as it was.
@@ -63,6 +70,12 @@ pub enum UpdateError {
     Options(#[source] OptionsError),
     #[error("the template failed with these options")]
     Render(#[source] RenderError),
+    /// A user changed `advanced` options (named), which only an admin may set.
+    #[error("only an admin may set the advanced options {}", .0.join(", "))]
+    AdminOnly(Vec<String>),
+    /// The new spec mounts a host path outside the allowed roots.
+    #[error(transparent)]
+    Volume(VolumeError),
 }
 
 /// What an update did.
@@ -91,6 +104,12 @@ impl UpdateRequest<'_> {
         if c.desired != Desired::Running || c.status != ClusterStatus::Ready {
             return Err(UpdateError::NotReady(c.status));
         }
+        if self.policy.caller != Caller::Admin {
+            let advanced = self.options.admin_only(self.changes);
+            if !advanced.is_empty() {
+                return Err(UpdateError::AdminOnly(advanced));
+            }
+        }
         let mut wanted = c.options.clone();
         wanted.extend(self.changes.iter().map(|(k, v)| (k.clone(), v.clone())));
         let options = self
@@ -107,7 +126,10 @@ impl UpdateRequest<'_> {
             });
         }
         let ctx = spec_context(&options, c.id, &c.owner, self.product, self.node_image);
-        let spec = render_spec(renderer, self.template, &ctx).map_err(UpdateError::Render)?;
+        let rendered = render_spec(renderer, self.template, &ctx).map_err(UpdateError::Render)?;
+        check_volumes(&rendered.host_paths, self.policy.volume_roots)
+            .map_err(UpdateError::Volume)?;
+        let spec = rendered.spec;
         let added: Vec<Name> = spec
             .nodes
             .iter()
@@ -142,6 +164,7 @@ impl UpdateRequest<'_> {
         );
         c.nodes = kept;
         c.rolling = rolling;
+        c.secrets = keep_secrets(&c.secrets, &rendered.secrets, self.make_secret);
         c.services = spec.services;
         c.restart = spec.restart;
         c.extra = spec.extra;
@@ -318,6 +341,11 @@ mod tests {
         {{/each}}
       }, "services": {"s": {"start": "run {{opts.flag}}"}}}"#;
 
+    const USER: Policy<'static> = Policy {
+        caller: Caller::User,
+        volume_roots: &[],
+    };
+
     fn product() -> Product {
         serde_json::from_value(json!({
             "name": "p", "version": "1", "description": "",
@@ -344,10 +372,12 @@ mod tests {
             user_options: &user,
             owner: "alice",
             node_image: "img",
+            policy: USER,
         };
         let fresh = Fresh {
             id: ClusterId::random(),
             secret: "s".into(),
+            make_secret: || "x".repeat(64),
             now: Timestamp("t0".into()),
         };
         let mut c = req.cluster(&r, fresh).unwrap();
@@ -378,6 +408,8 @@ mod tests {
             options: &d,
             changes: &changes,
             node_image: "img",
+            policy: USER,
+            make_secret: || "x".repeat(64),
         };
         req.apply(&Renderer::spec(), c, &Timestamp("t1".into()))
     }

@@ -703,7 +703,7 @@ impl Controller {
         let pushed = c.configure.as_ref().map_or(&empty, |p| &p.pushed);
         let mut work = Vec::new();
         for node in nodes_of(c, svc) {
-            let files = render_files(&self.renderer, &facts, svc, node)
+            let files = render_files(&self.renderer, &facts, &c.secrets, svc, node)
                 .map_err(|e| StepFailure::on(node, e.to_string()))?;
             let task = node
                 .task_id
@@ -1066,11 +1066,14 @@ fn nodes_of<'a>(c: &'a Cluster, svc: &'a Service) -> impl Iterator<Item = &'a No
     svc.nodes.iter().filter_map(|n| c.node(n.as_str()))
 }
 
-/// The full cluster description for `CLUSTER_JSON`: the record as served, without its secret.
+/// The full cluster description for `CLUSTER_JSON`: the record as served, without its
+/// NodeAgent secret and its template secrets (the script is the product's, but its output
+/// is served at `/logs`).
 pub fn cluster_json(c: &Cluster) -> Vec<u8> {
     let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.remove("secret");
+        m.remove("secrets");
     }
     // invariant: a serde_json::Value always serialises.
     serde_json::to_vec_pretty(&v).unwrap_or_default()

@@ -12,6 +12,7 @@
 //! | `services` | by name: `{name, nodes: [node…], node_names: [..], properties}` |
 //! | `service` | the service whose file this is (same shape) |
 //! | `node` | the node the file is being written to (same shape as in `nodes`) |
+//! | `secrets` | the cluster's template secrets by name (file *contents* only; not paths or commands) |
 //!
 //! So `{{hostports services.workers.nodes "http"}}` gives `10.0.0.1:31000,10.0.0.2:31001`,
 //! and `{{#each nodes}}{{name}}={{address}}:{{ports.http}}{{#unless @last}},{{/unless}}{{/each}}`
@@ -20,12 +21,20 @@
 //! `["/paas", "node-tool", "serve", "--config", "/etc/{{node.name}}.conf"]`).
 //!
 //! Inside a product template these expressions are written `\{{node.name}}`: the launch-time
-//! phase turns `\{{` into a literal `{{` for this phase to fill in.
+//! phase turns `\{{` into a literal `{{` for this phase to fill in. Values the launch-time
+//! phase wrote into these templates were shielded there (see [`crate::domain::template`]), so
+//! they are never evaluated here; every output is unshielded after rendering.
+//!
+//! Where an option reaches a config file, use the escaping helpers: `\{{word opts.x}}` for a
+//! `key=value` file, `\{{quote opts.x}}` for a shell script. Secrets only reach file contents:
+//! a path or a command line is visible in process lists, logs and error messages.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
 use crate::domain::cluster::FileSpec;
-use crate::domain::template::{Renderer, TemplateError};
+use crate::domain::template::{Renderer, TemplateError, unshield};
 use crate::domain::{Cluster, Node, Service};
 
 /// A file ready to be pushed to one node.
@@ -112,21 +121,27 @@ pub fn cluster_facts(c: &Cluster) -> Value {
     })
 }
 
-/// Renders `service`'s files for `node` with `facts` (from [`cluster_facts`]).
+/// Renders `service`'s files for `node` with `facts` (from [`cluster_facts`]); the contents
+/// also see the cluster's `secrets`.
 ///
 /// # Errors
 /// [`FactsError`] naming the file: an undefined variable, a syntax error, a bad path or mode.
 pub fn render_files(
     renderer: &Renderer,
     facts: &Value,
+    secrets: &BTreeMap<String, String>,
     service: &Service,
     node: &Node,
 ) -> Result<Vec<RenderedFile>, FactsError> {
     let ctx = context(facts, service, node);
+    let mut with_secrets = ctx.clone();
+    if let Value::Object(m) = &mut with_secrets {
+        m.insert("secrets".into(), json!(secrets));
+    }
     service
         .files
         .iter()
-        .map(|f| render_one(renderer, &ctx, f))
+        .map(|f| render_one(renderer, &ctx, &with_secrets, f))
         .collect()
 }
 
@@ -143,15 +158,16 @@ pub fn render_argv(
     argv: &[String],
 ) -> Result<Vec<String>, FactsError> {
     if !argv.iter().any(|a| a.contains("{{")) {
-        return Ok(argv.to_vec());
+        return Ok(argv.iter().map(|a| unshield(a)).collect());
     }
     let ctx = context(facts, service, node);
     argv.iter()
         .map(|a| {
             renderer
                 .render(a, &ctx)
+                .map(|out| unshield(&out))
                 .map_err(|source| FactsError::Command {
-                    arg: a.clone(),
+                    arg: unshield(a),
                     source,
                 })
         })
@@ -173,19 +189,29 @@ fn context(facts: &Value, service: &Service, node: &Node) -> Value {
     ctx
 }
 
-fn render_one(renderer: &Renderer, ctx: &Value, f: &FileSpec) -> Result<RenderedFile, FactsError> {
+/// Renders one file: its path with `ctx`, its content with `with_secrets`.
+fn render_one(
+    renderer: &Renderer,
+    ctx: &Value,
+    with_secrets: &Value,
+    f: &FileSpec,
+) -> Result<RenderedFile, FactsError> {
     let template = |source| FactsError::Template {
-        path: f.path.clone(),
+        path: unshield(&f.path),
         source,
     };
-    let path = renderer.render(&f.path, ctx).map_err(template)?;
+    let path = unshield(&renderer.render(&f.path, ctx).map_err(template)?);
     if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
         return Err(FactsError::Path {
-            path: f.path.clone(),
+            path: unshield(&f.path),
             rendered: path,
         });
     }
-    let content = renderer.render(&f.template, ctx).map_err(template)?;
+    let content = unshield(
+        &renderer
+            .render(&f.template, with_secrets)
+            .map_err(template)?,
+    );
     let mode = parse_mode(f.mode.as_ref()).ok_or_else(|| FactsError::Mode {
         path: f.path.clone(),
         mode: f.mode.as_ref().map(Value::to_string).unwrap_or_default(),
@@ -258,6 +284,7 @@ mod tests {
         render_files(
             &Renderer::files(),
             &cluster_facts(c),
+            &c.secrets,
             &c.services[0],
             &c.nodes[node],
         )
@@ -358,7 +385,7 @@ mod reference_product {
         let head = &c.services[0];
         let workers = &c.services[1];
         assert_eq!(head.name.as_str(), "head");
-        let f = render_files(&Renderer::files(), &facts, head, &c.nodes[0]).unwrap();
+        let f = render_files(&Renderer::files(), &facts, &c.secrets, head, &c.nodes[0]).unwrap();
         let text = String::from_utf8(f[0].content.clone()).unwrap();
         assert!(
             text.contains(
@@ -366,7 +393,7 @@ mod reference_product {
             ),
             "{text}"
         );
-        let f = render_files(&Renderer::files(), &facts, workers, &c.nodes[2]).unwrap();
+        let f = render_files(&Renderer::files(), &facts, &c.secrets, workers, &c.nodes[2]).unwrap();
         let text = String::from_utf8(f[0].content.clone()).unwrap();
         assert!(
             text.contains("name = node2\nlisten = 127.0.0.1:31002\npeers = node0@127.0.0.1:31000,node1@127.0.0.1:31001,node2@127.0.0.1:31002\n"),

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use paas::domain::cluster::ClusterSpec;
+use paas::domain::launch_request::{Caller, Fresh, LaunchRequest, Policy};
 use paas::domain::options::OptionsDoc;
 use paas::domain::template::Renderer;
-use paas::domain::{Cluster, ClusterId, Name, Timestamp};
+use paas::domain::{Cluster, ClusterId, Timestamp};
 use paas::orchestrator::client::NodeClient;
 use paas::registry::{SledStore, Store};
 use serde_json::Value;
@@ -48,27 +48,40 @@ impl Product {
     pub fn rendered_cluster(&self, opts: Value, port: impl Fn(usize, usize) -> u16) -> Cluster {
         let doc = OptionsDoc::from_value(serde_json::from_str(&self.read("options.json")).unwrap())
             .unwrap();
-        let opts = doc
-            .resolve(opts.as_object().expect("options are an object"))
-            .unwrap();
-        let id = ClusterId::random();
-        let ctx = json!({"opts": opts, "cluster_id": id.to_string(), "user": "alice",
-                         "product": self.name, "version": self.version,
-                         "node_image": "paas-node:x"});
-        let rendered = Renderer::spec()
-            .render(&self.read("template.json"), &ctx)
-            .unwrap();
-        let spec = ClusterSpec::parse(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
-        let mut c = Cluster::new(
-            id,
-            "alice".into(),
-            Name::parse(self.name).unwrap(),
-            Name::parse(self.version).unwrap(),
-            opts,
-            spec,
-            "secret".into(),
-            Timestamp("t".into()),
-        );
+        let product: paas::domain::Product = serde_json::from_value(json!({
+            "name": self.name, "version": self.version, "description": "",
+            "created_at": "t", "updated_at": "t",
+            "parts": {"template": true, "options": true, "orchestrator": true}
+        }))
+        .unwrap();
+        let template = self.read("template.json");
+        let request = LaunchRequest {
+            product: &product,
+            template: &template,
+            options: &doc,
+            user_options: opts.as_object().expect("options are an object"),
+            owner: "alice",
+            node_image: "paas-node:x",
+            policy: Policy {
+                caller: Caller::Admin,
+                volume_roots: &[],
+            },
+        };
+        let fresh = Fresh {
+            id: ClusterId::random(),
+            secret: "secret".into(),
+            make_secret: || {
+                format!(
+                    "{:032x}{:032x}",
+                    rand::random::<u128>(),
+                    rand::random::<u128>()
+                )
+            },
+            now: Timestamp("t".into()),
+        };
+        let mut c = request
+            .cluster(&Renderer::spec(), fresh)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
         for (i, n) in c.nodes.iter_mut().enumerate() {
             n.address = Some("127.0.0.1".into());
             n.ports = n
