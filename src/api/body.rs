@@ -54,17 +54,9 @@ pub(super) async fn read_body(state: &AppState, req: Request<Incoming>) -> Resul
 /// else, the form and text types a browser sends cross-site without asking first included
 /// (so a web page cannot make a visitor's browser call us).
 pub(super) fn check_json_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+    let Some(ct) = media_type(req.headers()) else {
         return Ok(());
     };
-    let ct = ct
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
     let ok = ct.is_empty()
         || ct == "application/json"
         || ct.ends_with("+json")
@@ -76,6 +68,21 @@ pub(super) fn check_json_content_type(req: &Request<Incoming>) -> Result<(), Api
             "expected application/json, got {ct}"
         )))
     }
+}
+
+/// The request's media type (`Content-Type` without its parameters), lower case; `None`
+/// without the header, empty when it is not text.
+pub(super) fn media_type(headers: &http::HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?;
+    Some(
+        ct.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Parses JSON, naming the line and column of a syntax error.

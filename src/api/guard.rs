@@ -90,15 +90,7 @@ pub fn check_anonymous_request(headers: &HeaderMap, policy: HostPolicy) -> Resul
 /// Content types a browser may send cross-site without asking first (CORS "simple"
 /// requests). No JSON endpoint takes them, so a form on another site cannot call one.
 pub fn is_form_like(headers: &HeaderMap) -> Option<String> {
-    let ct = headers.get(header::CONTENT_TYPE)?;
-    let ct = ct
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = super::body::media_type(headers)?;
     matches!(
         ct.as_str(),
         "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
