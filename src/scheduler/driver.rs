@@ -30,6 +30,7 @@ use super::task_updates::{Applied, Observed, apply_update};
 use super::tasks::TaskTemplate;
 use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};
+use crate::domain::launch::NodeRunning;
 use crate::domain::{
     AgentId, Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp,
 };
@@ -402,6 +403,12 @@ impl Driver {
                         .agent_id
                         .as_ref()
                         .map(|a| AgentId::new(a.value.clone())),
+                    agent_cert_sha256: status
+                        .data
+                        .as_deref()
+                        .filter(|_| state == mesos::TaskState::TaskRunning)
+                        .and_then(NodeRunning::parse)
+                        .map(|r| r.agent_cert_sha256),
                 };
                 if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
                     tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");
