@@ -111,11 +111,12 @@ impl Driver {
         let tpl = TaskTemplate {
             kill_grace: cfg.kill_grace,
         };
+        let transport = Transport::default().with_credentials(cfg.credentials.clone());
         Self {
             cfg,
             store,
             metrics,
-            transport: Transport::default(),
+            transport,
             status,
             wake,
             shutdown,
@@ -229,6 +230,11 @@ impl Driver {
             roles: vec![self.cfg.role.clone()],
             hostname: self.cfg.hostname.clone(),
             webui_url: self.cfg.webui_url.clone(),
+            principal: self
+                .cfg
+                .credentials
+                .as_ref()
+                .map(|c| c.principal().to_owned()),
             capabilities: vec![Capability {
                 r#type: Some(capability::Type::MultiRole as i32),
             }],
