@@ -428,3 +428,38 @@ async fn the_framework_authenticates_and_mesos_shows_no_secret() {
     }
     s.stop();
 }
+
+/// Bad credential flags stop `serve` before it starts anything, with a message that says why.
+#[test]
+fn bad_credential_flags_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.secret");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("missing.secret");
+    let (empty, missing) = (empty.display().to_string(), missing.display().to_string());
+    for (args, says) in [
+        (
+            vec!["--principal", "paas"],
+            "--principal needs --secret-file",
+        ),
+        (
+            vec!["--principal", "paas", "--secret-file", &missing],
+            "missing.secret",
+        ),
+        (
+            vec!["--principal", "paas", "--secret-file", &empty],
+            "the secret is empty",
+        ),
+        (
+            vec!["--principal", "a:b", "--secret-file", &empty],
+            "without ':'",
+        ),
+    ] {
+        let data = dir.path().join("data");
+        let err = common::Server::try_start(&data, &args)
+            .err()
+            .unwrap_or_else(|| panic!("{args:?} must be refused"));
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!data.exists(), "{args:?} must change nothing");
+    }
+}
