@@ -237,7 +237,7 @@ impl NodeAgentHandle {
                 &identity.key_pem,
             ))
             .timeout(TLS_HANDSHAKE_TIMEOUT);
-        let server = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder()
             .tls_config(tls)
             .map_err(NodeAgentError::Tls)?;
         let local_addr = listener
@@ -268,7 +268,6 @@ impl NodeAgentHandle {
         );
         let stopped = stop.clone();
         info!(cluster_id = %inner.settings.cluster_id, node = %inner.settings.node, listen = %local_addr, cert_sha256 = %identity.sha256, "NodeAgent serving (TLS)");
-        let mut server = server;
         tracker.spawn(async move {
             let result = server
                 .add_service(svc)
