@@ -114,6 +114,14 @@ struct ServeArgs {
     /// Unix user the node executors run as on the agents.
     #[arg(long, env = "PAAS_MESOS_USER", default_value = "root")]
     mesos_user: String,
+    /// The framework's principal at the master (`FrameworkInfo.principal`); with
+    /// --secret-file, every scheduler call authenticates as it (HTTP basic auth), as a master
+    /// with --authenticate_http_frameworks requires.
+    #[arg(long, env = "PAAS_MESOS_PRINCIPAL")]
+    principal: Option<String>,
+    /// File holding the principal's secret (the whole file, less a trailing newline).
+    #[arg(long, env = "PAAS_MESOS_SECRET_FILE", requires = "principal")]
+    secret_file: Option<PathBuf>,
     /// Token file: one `token,user,role` line per token, role `admin` or `user`. Without it
     /// every request is the anonymous admin, which is only allowed on a loopback address.
     #[arg(long, env = "PAAS_TOKENS")]
@@ -182,6 +190,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Read before anything starts, so a bad secret file changes nothing.
+    let credentials = framework_credentials(&args)?;
     // A real Mesos runs other people's jobs on hosts that reach this port (node containers
     // use the host network): anonymous admin there needs an explicit yes.
     let real_master = args.master.as_deref().filter(|m| *m != "none");
@@ -231,6 +241,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.role = args.role.clone();
         cfg.user = args.mesos_user.clone();
         cfg.webui_url = Some(format!("http://{local}{}/health", api::routes::BASE));
+        cfg.credentials = credentials.clone();
         Scheduler::spawn(
             cfg,
             store.clone(),
@@ -293,6 +304,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.flush()?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// The framework's credentials from `--principal` and `--secret-file`. A principal alone is
+/// refused: a master that authenticates frameworks needs the secret, and one that does not
+/// has no use for a principal we cannot prove.
+fn framework_credentials(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<paas::scheduler::transport::Credentials>> {
+    let (Some(principal), Some(path)) = (&args.principal, &args.secret_file) else {
+        if args.principal.is_some() {
+            bail!("--principal needs --secret-file (the principal's secret)");
+        }
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the framework secret from {}", path.display()))?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    Ok(Some(
+        paas::scheduler::transport::Credentials::new(principal, secret)
+            .with_context(|| format!("the framework secret in {}", path.display()))?,
+    ))
 }
 
 /// Client errors are for people: print the message alone and exit 1.

@@ -321,3 +321,53 @@ async fn executor_without_checkpointing_kills_its_node_and_exits_on_stream_loss(
     // Nothing reaches an agent that is gone; no call may have been attempted meanwhile.
     assert!(rx.try_recv().is_err());
 }
+
+/// The executor's NodeAgent serves TLS with a certificate made at start, and TASK_RUNNING
+/// carries its SHA-256: a client pinned to it gets through, one pinned to anything else does
+/// not, even with the right secret.
+#[tokio::test]
+async fn running_reports_the_node_agent_certificate_pin() {
+    let (agent, mut rx) = fake_agent().await;
+    let shutdown = CancellationToken::new();
+    let executor = tokio::spawn(paas::executor::run(config(agent, true), shutdown.clone()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut ev = launch("t1", "exec sleep 30");
+    if let Some(l) = ev.launch.as_mut() {
+        let mut data: NodeLaunch =
+            serde_json::from_slice(l.task.data.as_deref().expect("data")).expect("launch");
+        data.agent_port = Some(port);
+        data.secret = "tls-test-secret".into();
+        l.task.data = Some(serde_json::to_vec(&data).expect("json"));
+    }
+    let (_, events) = expect_subscribe(&mut rx).await;
+    events.send(subscribed()).unwrap();
+    events.send(ev).unwrap();
+    let running = expect_update(&mut rx).await;
+    assert_eq!(running.state(), mesos::TaskState::TaskRunning);
+    let pin = paas::domain::launch::NodeRunning::parse(running.data.as_deref().unwrap_or_default())
+        .expect("TASK_RUNNING data names the certificate pin")
+        .agent_cert_sha256;
+
+    let client = |pin: &str| {
+        paas::orchestrator::client::NodeClient::new("127.0.0.1", port, "tls-test-secret", Some(pin))
+            .expect("client")
+    };
+    let health = client(&pin).health().await.expect("pinned call");
+    assert_eq!(health.node, "n1");
+    let other = "0".repeat(64);
+    let err = client(&other)
+        .health()
+        .await
+        .expect_err("another pin is refused");
+    assert!(
+        matches!(err, paas::orchestrator::client::AgentCallError::Call { .. }),
+        "{err}"
+    );
+
+    shutdown.cancel();
+    events.send(acknowledged(&running)).unwrap();
+    let _ = tokio::time::timeout(STEP, executor).await;
+}

@@ -119,6 +119,15 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
         },
     )
     .await;
+    // mesos-local carries the executor's TASK_RUNNING `data` through: the NodeAgent's
+    // certificate pin is on every node.
+    for n in nodes(&s, &id).await {
+        assert_eq!(
+            n["agent_cert_sha256"].as_str().map(str::len),
+            Some(64),
+            "{n:#}"
+        );
+    }
     let snap = l.handle.snapshot().await.unwrap();
     assert_eq!(snap.tasks.len(), 2);
     assert!(

@@ -134,6 +134,7 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
         n.address = Some("127.0.0.1".into());
         n.ports = [("http".to_owned(), free_port())].into();
         n.agent_port = Some(h.local_addr().port());
+        n.agent_cert_sha256 = Some(h.cert_sha256().to_owned());
         agents.push(h);
     }
     c.apply(ClusterEvent::AllRunning, None, t()).unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use paas::executor::exits::ExitBook;
 use paas::executor::nodeagent::{AgentSettings, NodeAgentHandle};
-use paas::orchestrator::client::{Ended, NodeClient, ServiceState};
+use paas::orchestrator::client::{Ended, NodeClient, ServiceState, pinned_endpoint};
 use paas::proto::paas::nodeagent::v1 as pb;
 use pb::node_agent_client::NodeAgentClient;
 use tonic::Code;
@@ -29,7 +29,20 @@ async fn agent(dir: &std::path::Path) -> NodeAgentHandle {
 }
 
 fn client(h: &NodeAgentHandle, secret: &str) -> NodeClient {
-    NodeClient::new("127.0.0.1", h.local_addr().port(), secret).unwrap()
+    NodeClient::new(
+        "127.0.0.1",
+        h.local_addr().port(),
+        secret,
+        Some(h.cert_sha256()),
+    )
+    .unwrap()
+}
+
+/// A raw tonic client over TLS pinned to the agent's certificate, carrying no secret.
+async fn raw_client(h: &NodeAgentHandle) -> NodeAgentClient<tonic::transport::Channel> {
+    let (_, endpoint) =
+        pinned_endpoint("127.0.0.1", h.local_addr().port(), Some(h.cert_sha256())).unwrap();
+    NodeAgentClient::new(endpoint.connect().await.unwrap())
 }
 
 fn argv(v: &[&str]) -> Vec<String> {
@@ -40,12 +53,11 @@ fn argv(v: &[&str]) -> Vec<String> {
 async fn calls_need_the_cluster_secret() {
     let dir = tempfile::tempdir().unwrap();
     let h = agent(dir.path()).await;
-    let url = format!("http://{}", h.local_addr());
 
     // Right secret, either header.
     let ok = client(&h, SECRET).health().await.unwrap();
     assert_eq!((ok.cluster_id.as_str(), ok.node.as_str()), ("c1", "node0"));
-    let mut raw = NodeAgentClient::connect(url.clone()).await.unwrap();
+    let mut raw = raw_client(&h).await;
     let mut req = tonic::Request::new(pb::HealthRequest {});
     req.metadata_mut()
         .insert("x-paas-secret", SECRET.parse().unwrap());
@@ -168,9 +180,7 @@ async fn put_file_and_run_commands() {
 async fn run_streams_output_then_the_exit() {
     let dir = tempfile::tempdir().unwrap();
     let h = agent(dir.path()).await;
-    let mut raw = NodeAgentClient::connect(format!("http://{}", h.local_addr()))
-        .await
-        .unwrap();
+    let mut raw = raw_client(&h).await;
     let mut req = tonic::Request::new(pb::RunRequest {
         argv: argv(&["/bin/sh", "-c", "echo one; echo two >&2; exit 7"]),
         ..Default::default()
@@ -225,9 +235,7 @@ async fn services_start_idempotently_stop_and_die_with_the_agent() {
     );
 
     // Stop: SIGTERM ends it; the status says how, with its output.
-    let mut raw = NodeAgentClient::connect(format!("http://{}", h.local_addr()))
-        .await
-        .unwrap();
+    let mut raw = raw_client(&h).await;
     let mut req = tonic::Request::new(pb::StopServiceRequest {
         name: "web".into(),
         grace_ms: 2000,

@@ -145,16 +145,23 @@ async fn reference_clusters_on_real_mesos() {
     assert!(logs.contains("service workers: node1, node2"), "{logs}");
     // A NodeAgent call without the secret is refused.
     let node = &c["nodes"][0];
-    let addr = format!(
-        "http://{}:{}",
+    // Over TLS pinned to the certificate the executor reported in TASK_RUNNING.
+    let (_, endpoint) = paas::orchestrator::client::pinned_endpoint(
         node["address"].as_str().unwrap(),
-        node["agent_port"]
-            .as_u64()
-            .expect("agent_port on the node record")
-    );
-    let mut raw = pb::node_agent_client::NodeAgentClient::connect(addr)
-        .await
-        .unwrap();
+        u16::try_from(
+            node["agent_port"]
+                .as_u64()
+                .expect("agent_port on the node record"),
+        )
+        .unwrap(),
+        Some(
+            node["agent_cert_sha256"]
+                .as_str()
+                .expect("the NodeAgent's certificate pin on the node record"),
+        ),
+    )
+    .unwrap();
+    let mut raw = pb::node_agent_client::NodeAgentClient::new(endpoint.connect().await.unwrap());
     let err = raw
         .health(tonic::Request::new(pb::HealthRequest {}))
         .await

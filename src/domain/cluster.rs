@@ -320,6 +320,10 @@ pub struct Node {
     /// `address:agent_port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_port: Option<u16>,
+    /// The pin of the NodeAgent's TLS certificate (lowercase hex SHA-256), from the
+    /// executor's TASK_RUNNING; the orchestrator calls the agent only once it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_cert_sha256: Option<String>,
     /// Launch attempts so far; part of the task id.
     #[serde(default)]
     pub attempt: u32,
@@ -426,6 +430,7 @@ impl Node {
             task_id: None,
             agent_id: None,
             agent_port: None,
+            agent_cert_sha256: None,
             attempt: 0,
             not_before: None,
             message: None,

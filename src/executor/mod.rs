@@ -8,8 +8,9 @@
 //! terminal and acknowledged, on SHUTDOWN, or when the agent is gone for good.
 //!
 //! On LAUNCH it also starts the [`nodeagent`] gRPC server the orchestrator talks to (on the
-//! launch's `agent_port`, guarded by the cluster secret); the processes it supervises are killed
-//! with the task. The executor must not depend on `api` or `scheduler`.
+//! launch's `agent_port`, over TLS with a certificate made at start, whose SHA-256 goes to the
+//! scheduler in TASK_RUNNING's `data`; every call guarded by the cluster secret); the processes
+//! it supervises are killed with the task. The executor must not depend on `api` or `scheduler`.
 //!
 //! [`nodetool`] (`paas node-tool`) also runs on the nodes: tiny commands for node images that
 //! hold nothing but `/paas`.

@@ -1,9 +1,11 @@
 //! The NodeAgent gRPC server (`paas.nodeagent.v1.NodeAgent`) that each node's executor runs
 //! for the orchestrator: put files, run commands, and supervise named long-running processes.
 //!
-//! Owns: the secret check (an interceptor; every call, `Health` included), the processes it
-//! starts (each the leader of its own process group) and their exit statuses. It does not own
-//! the node's own command or anything Mesos: that is the supervisor's.
+//! Owns: the TLS identity (a fresh key and self-signed certificate per start; the
+//! orchestrator pins its SHA-256, which the executor reports in TASK_RUNNING's `data`), the
+//! secret check (an interceptor; every call, `Health` included), the processes it starts
+//! (each the leader of its own process group) and their exit statuses. It does not own the
+//! node's own command or anything Mesos: that is the supervisor's.
 //!
 //! # Who reaps whom
 //! The executor is PID 1 of its container and reaps every orphan with `waitpid(-1)`, which
@@ -56,6 +58,11 @@ pub const MAX_MESSAGE: usize = 24 << 20;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// Safety net for a SIGCHLD that was coalesced away.
 const REAP_FALLBACK: Duration = Duration::from_secs(1);
+/// A client that opens a connection and never finishes its TLS handshake is dropped after this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The name in the agent's certificate. Clients pin the certificate itself, not a name, so it
+/// only has to be the same on both sides (it is the SNI the orchestrator sends).
+pub const CERT_NAME: &str = "paas-nodeagent";
 
 /// Errors of the agent's own setup; request failures are gRPC statuses.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +75,50 @@ pub enum NodeAgentError {
     },
     #[error("refusing to serve the NodeAgent without a cluster secret")]
     NoSecret,
+    #[error("cannot make the NodeAgent's TLS certificate")]
+    Certificate(#[source] rcgen::Error),
+    #[error("cannot set up TLS for the NodeAgent")]
+    Tls(#[source] tonic::transport::Error),
+}
+
+// ----- TLS identity -----------------------------------------------------------------------
+
+/// The NodeAgent's TLS key and self-signed certificate, made fresh at every start: the key
+/// never leaves the executor's memory, and the orchestrator trusts the certificate only
+/// through its fingerprint, which reaches it via Mesos (TASK_RUNNING `data`), not the network
+/// path it protects.
+pub struct TlsIdentity {
+    cert_pem: String,
+    key_pem: String,
+    sha256: String,
+}
+
+impl TlsIdentity {
+    /// A new P-256 key and a certificate for [`CERT_NAME`].
+    ///
+    /// # Errors
+    /// [`NodeAgentError::Certificate`] if the key or the certificate cannot be made.
+    pub fn generate() -> Result<Self, NodeAgentError> {
+        let certified = rcgen::generate_simple_self_signed(vec![CERT_NAME.to_owned()])
+            .map_err(NodeAgentError::Certificate)?;
+        Ok(Self {
+            sha256: cert_sha256(certified.cert.der()),
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+        })
+    }
+
+    /// The lowercase hex SHA-256 of the certificate (DER), as clients pin it.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// The lowercase hex SHA-256 of a DER certificate: the pin format shared with the
+/// orchestrator's client (which computes it again on its side).
+pub fn cert_sha256(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ----- authentication ---------------------------------------------------------------------
@@ -140,6 +191,8 @@ pub struct NodeAgentHandle {
     reaper: tokio::task::JoinHandle<()>,
     reaper_stop: CancellationToken,
     local_addr: SocketAddr,
+    /// The pin of this start's certificate, reported to the scheduler in TASK_RUNNING.
+    cert_sha256: String,
 }
 
 impl NodeAgentHandle {
@@ -160,10 +213,12 @@ impl NodeAgentHandle {
         Self::start(listener, settings, exits)
     }
 
-    /// Starts serving on `listener` (tests pass one bound to port 0).
+    /// Starts serving on `listener` (tests pass one bound to port 0), over TLS with a fresh
+    /// certificate (see [`NodeAgentHandle::cert_sha256`]).
     ///
     /// # Errors
-    /// [`NodeAgentError::NoSecret`] for an empty secret.
+    /// [`NodeAgentError::NoSecret`] for an empty secret, [`NodeAgentError::Certificate`] or
+    /// [`NodeAgentError::Tls`] if the TLS identity cannot be made.
     pub fn start(
         listener: tokio::net::TcpListener,
         settings: AgentSettings,
@@ -172,6 +227,19 @@ impl NodeAgentHandle {
         if settings.secret.is_empty() {
             return Err(NodeAgentError::NoSecret);
         }
+        // One crypto provider is compiled in (ring); installing it as the process default
+        // keeps rustls from guessing. A second install fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let identity = TlsIdentity::generate()?;
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &identity.cert_pem,
+                &identity.key_pem,
+            ))
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        let mut server = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .map_err(NodeAgentError::Tls)?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| NodeAgentError::Bind {
@@ -199,9 +267,9 @@ impl NodeAgentHandle {
             check,
         );
         let stopped = stop.clone();
-        info!(cluster_id = %inner.settings.cluster_id, node = %inner.settings.node, listen = %local_addr, "NodeAgent serving");
+        info!(cluster_id = %inner.settings.cluster_id, node = %inner.settings.node, listen = %local_addr, cert_sha256 = %identity.sha256, "NodeAgent serving (TLS)");
         tracker.spawn(async move {
-            let result = tonic::transport::Server::builder()
+            let result = server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(listener),
@@ -219,7 +287,13 @@ impl NodeAgentHandle {
             reaper,
             reaper_stop,
             local_addr,
+            cert_sha256: identity.sha256,
         })
+    }
+
+    /// The SHA-256 of the agent's certificate (lowercase hex): what a client must pin.
+    pub fn cert_sha256(&self) -> &str {
+        &self.cert_sha256
     }
 
     /// The address actually bound.
@@ -674,25 +748,117 @@ fn file_path(p: &str) -> Result<PathBuf, Status> {
 
 /// Writes `content` to `path` through a temporary file and a rename, so a reader never sees
 /// half a file and a repeated call leaves the same result.
+///
+/// The parent directories are walked one component at a time from `/` with `O_NOFOLLOW`
+/// (created when missing), so a symlink anywhere above the file is refused instead of
+/// followed: a job on the node cannot redirect a pushed file outside the directory the
+/// orchestrator named. The file itself is replaced by the rename, never written through.
 fn write_file(path: &Path, mode: u32, content: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::ffi::OsStrExt;
     let name = path
         .file_name()
-        .ok_or_else(|| io::Error::other("no file name"))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.paas-{}", uuid::Uuid::new_v4().simple()));
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let parents: Vec<&std::ffi::OsStr> = path
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut dir = open_dir_nofollow(None, std::ffi::OsStr::new("/"))?;
+    let mut walked = PathBuf::from("/");
+    for part in parents {
+        walked.push(part);
+        let c = cstr(part.as_bytes())?;
+        // SAFETY: `dir` is an open directory descriptor and `c` a NUL-terminated name.
+        let made = unsafe { libc::mkdirat(dir_fd(&dir), c.as_ptr(), 0o755) };
+        if made != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+        }
+        dir = open_dir_nofollow(Some(&dir), part).map_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+                io::Error::other(format!(
+                    "{} is a symlink or not a directory; refusing to write through it",
+                    walked.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+    }
+    let tmp = format!(
+        ".{}.paas-{}",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let tmp_c = cstr(tmp.as_bytes())?;
+    let name_c = cstr(name.as_bytes())?;
+    // SAFETY: as above; O_EXCL|O_NOFOLLOW make a new regular file or fail.
+    let fd = unsafe {
+        libc::openat(
+            dir_fd(&dir),
+            tmp_c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let mut file =
+        std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     let result = (|| {
-        std::fs::write(&tmp, content)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, path)
+        io::Write::write_all(&mut file, content)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        // SAFETY: both names are NUL-terminated and relative to the same open directory.
+        let renamed =
+            unsafe { libc::renameat(dir_fd(&dir), tmp_c.as_ptr(), dir_fd(&dir), name_c.as_ptr()) };
+        if renamed == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dir_fd(&dir), tmp_c.as_ptr(), 0) };
     }
     result
+}
+
+fn dir_fd(dir: &OwnedFd) -> libc::c_int {
+    std::os::fd::AsRawFd::as_raw_fd(dir)
+}
+
+fn cstr(bytes: &[u8]) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(bytes).map_err(|_| io::Error::other("NUL byte in path"))
+}
+
+/// Opens directory `name` under `parent` (or the absolute `name`) without following a
+/// symlink in its last component.
+fn open_dir_nofollow(parent: Option<&OwnedFd>, name: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = cstr(name.as_bytes())?;
+    let at = parent.map_or(libc::AT_FDCWD, dir_fd);
+    // SAFETY: `at` is AT_FDCWD or an open directory, `c` NUL-terminated.
+    let fd = unsafe {
+        libc::openat(
+            at,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// The tonic service over [`Inner`].
@@ -869,6 +1035,37 @@ mod tests {
         for bad in ["etc/x", "/", "/a/../b", ""] {
             assert!(file_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn put_file_refuses_a_symlinked_parent_and_writes_nothing_outside() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let inside = root.path().join("etc");
+        std::os::unix::fs::symlink(outside.path(), &inside).unwrap();
+        let err = write_file(&inside.join("evil.conf"), 0o644, b"x").unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        // A symlink deeper down, below a real directory, is refused too.
+        std::fs::create_dir(root.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("real/link")).unwrap();
+        let deep = root.path().join("real/link/sub/evil.conf");
+        assert!(write_file(&deep, 0o644, b"x").is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        // Plain directories are made as needed; a symlinked *file* is replaced, not followed.
+        let target = outside.path().join("target");
+        std::fs::write(&target, "old").unwrap();
+        let file = root.path().join("real/new/dir/f.conf");
+        write_file(&file, 0o640, b"hello").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"hello");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        let link = root.path().join("real/file-link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_file(&link, 0o644, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
+        assert_eq!(std::fs::read(&link).unwrap(), b"new");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
     }
 
     #[test]

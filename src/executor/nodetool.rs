@@ -10,7 +10,7 @@
 //! ```
 //!
 //! - `serve --config F`: answers every HTTP request on the `listen` port (all interfaces)
-//!   with `200` and the node's name;
+//!   with `200` and the node's name (one thread; each connection is a task with a timeout);
 //! - `probe --config F`: asks every peer and exits 0 only if each answers with its own name,
 //!   which proves the peers reach each other on their allocated ports.
 
@@ -140,6 +140,12 @@ impl PeersFile {
     }
 }
 
+/// How long one connection may take to send its request before it is answered anyway.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once; more wait in the listen backlog. Each is a task, not a
+/// thread, so idle connections cost a socket and a little memory, and cannot starve the rest.
+const MAX_CONNECTIONS: usize = 512;
+
 fn serve(p: &PeersFile, config: PathBuf) -> Result<(), NodeToolError> {
     let port: u16 = p
         .listen
@@ -152,30 +158,59 @@ fn serve(p: &PeersFile, config: PathBuf) -> Result<(), NodeToolError> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let listener =
         TcpListener::bind(addr).map_err(|source| NodeToolError::Listen { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| NodeToolError::Listen { addr, source })?;
     println!("node-tool: {} serving on {addr}", p.name);
-    let name = format!("{}\n", p.name);
+    // One thread: every connection is a task on a current-thread runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| NodeToolError::Listen { addr, source })?;
+    let name: std::sync::Arc<str> = format!("{}\n", p.name).into();
     let config = std::sync::Arc::new(config);
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let (name, config) = (name.clone(), config.clone());
-        std::thread::spawn(move || {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            // Read what came so the peer is not reset; only `GET /config` is told apart.
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            let body = if buf[..n].starts_with(b"GET /config ") {
-                std::fs::read_to_string(config.as_path()).unwrap_or_else(|e| format!("{e}\n"))
-            } else {
-                name
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| NodeToolError::Listen { addr, source })?;
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return Ok(());
             };
-            let resp = format!(
-                "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes());
-        });
-    }
-    Ok(())
+            let Ok((conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let (name, config) = (name.clone(), config.clone());
+            tokio::spawn(async move {
+                answer(conn, &name, &config).await;
+                drop(slot);
+            });
+        }
+    })
+}
+
+/// Answers one connection: the peers file for `GET /config`, else the node's name.
+async fn answer(mut conn: tokio::net::TcpStream, name: &str, config: &Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read what came so the peer is not reset; only `GET /config` is told apart.
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(REQUEST_TIMEOUT, conn.read(&mut buf))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let body = if buf[..n].starts_with(b"GET /config ") {
+        tokio::fs::read_to_string(config)
+            .await
+            .unwrap_or_else(|e| format!("{e}\n"))
+    } else {
+        name.to_owned()
+    };
+    let resp = format!(
+        "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.write_all(resp.as_bytes())).await;
 }
 
 /// Asks every peer; returns how many answered correctly.
@@ -286,6 +321,21 @@ mod tests {
             resp.ends_with("\r\n\r\nname = node0\n# pushed again\n"),
             "{resp:?}"
         );
+        // Many idle connections (a slow or hostile client) do not stop it from answering:
+        // each waits out its own timeout on the one thread.
+        let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+        let before = threads();
+        let idle: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        // Accepted in order: once the probe is answered, all 300 are held by the server.
+        assert_eq!(probe(&me, Duration::from_secs(5)).unwrap(), 1);
+        let during = threads();
+        assert!(
+            during < before + 150,
+            "no thread per connection: {before} threads before, {during} with 300 idle connections"
+        );
+        drop(idle);
         let wrong = PeersFile {
             peers: vec![("node9".into(), format!("127.0.0.1:{port}"))],
             ..me

@@ -21,7 +21,7 @@ use super::exits::ExitBook;
 use super::nodeagent::{AgentSettings, NodeAgentHandle};
 use super::process::{self, Exit};
 use super::state::{Kill, Reporter, Run, TaskBook, epoch_seconds};
-use crate::domain::launch::NodeLaunch;
+use crate::domain::launch::{NodeLaunch, NodeRunning};
 use crate::proto::mesos::v1::executor::{Call, Event, call, event};
 use crate::proto::mesos::v1::framework_info::capability::Type as Capability;
 use crate::proto::mesos::v1::task_status::Reason;
@@ -598,7 +598,7 @@ impl Supervisor {
         message: Option<String>,
         reason: Option<Reason>,
     ) {
-        let status = self.reporter.status(
+        let mut status = self.reporter.status(
             task_id,
             state,
             message,
@@ -606,6 +606,16 @@ impl Supervisor {
             uuid::Uuid::new_v4(),
             epoch_seconds(SystemTime::now()),
         );
+        // TASK_RUNNING carries the NodeAgent's certificate pin to the scheduler (a pin is
+        // public; what matters is that it reaches the orchestrator through Mesos).
+        if state == TaskState::TaskRunning
+            && let Some(agent) = &self.node_agent
+        {
+            let running = NodeRunning {
+                agent_cert_sha256: agent.cert_sha256().to_owned(),
+            };
+            status.data = serde_json::to_vec(&running).ok();
+        }
         let (cluster_id, node) = self
             .book
             .get(task_id)

@@ -1,12 +1,16 @@
-//! The orchestrator's NodeAgent client: one lazily connected gRPC channel per node, every call
-//! carrying the cluster secret. Converts the wire types into plain results at this edge.
+//! The orchestrator's NodeAgent client: one lazily connected gRPC channel per node, over TLS
+//! pinned to the certificate the node's executor reported (its SHA-256, from TASK_RUNNING's
+//! `data`; no CA, no names), every call carrying the cluster secret. Converts the wire types
+//! into plain results at this edge.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_rustls::rustls;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::proto::paas::nodeagent::v1 as pb;
@@ -20,6 +24,9 @@ const CALL_SLACK: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest message either way (a rendered file); the agent accepts as much.
 const MAX_MESSAGE: usize = 24 << 20;
+/// The server name sent in the TLS handshake; the executor's certificate carries it, though
+/// only the pin decides (`executor::nodeagent::CERT_NAME`, not imported across modules).
+const AGENT_CERT_NAME: &str = "paas-nodeagent";
 
 /// Why a NodeAgent call failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +39,18 @@ pub enum AgentCallError {
     },
     #[error("the cluster secret cannot be sent as metadata")]
     Secret,
+    /// The node's executor has not reported its certificate yet (no TASK_RUNNING with a pin):
+    /// without it there is nothing to trust, so no call is made.
+    #[error("node agent at {addr}: no certificate pin on record yet")]
+    NoPin { addr: String },
+    #[error("node agent at {addr}: certificate pin {pin:?} is not a lowercase hex SHA-256")]
+    BadPin { addr: String, pin: String },
+    #[error("node agent at {addr}: TLS setup failed")]
+    Tls {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// The call reached no agent or was refused; `retryable` says whether trying again may help
     /// (the agent is starting, the network blinked).
     #[error("node agent at {addr}: {code:?}: {message}")]
@@ -161,24 +180,20 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client for the agent at `host:port`. Connects on first use.
+    /// A client for the agent at `host:port`, whose certificate must have the SHA-256
+    /// `cert_sha256` (lowercase hex, as the executor reports it). Connects on first use.
     ///
     /// # Errors
-    /// [`AgentCallError::Address`] for an unusable address, [`AgentCallError::Secret`] for a
-    /// secret that is not valid header text.
-    pub fn new(host: &str, port: u16, secret: &str) -> Result<Self, AgentCallError> {
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| AgentCallError::Address {
-                addr: addr.clone(),
-                source,
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+    /// [`AgentCallError::NoPin`] without a pin (the node has not reported running yet),
+    /// [`AgentCallError::BadPin`] for a malformed one, [`AgentCallError::Address`] for an
+    /// unusable address, [`AgentCallError::Secret`] for a secret that is not valid header text.
+    pub fn new(
+        host: &str,
+        port: u16,
+        secret: &str,
+        cert_sha256: Option<&str>,
+    ) -> Result<Self, AgentCallError> {
+        let (addr, endpoint) = pinned_endpoint(host, port, cert_sha256)?;
         let bearer: MetadataValue<Ascii> = format!("Bearer {secret}")
             .parse()
             .map_err(|_| AgentCallError::Secret)?;
@@ -336,6 +351,114 @@ fn service_state(st: pb::ServiceStatus) -> ServiceState {
             output_tail: tail_lines(&String::from_utf8_lossy(&st.output_tail), 5),
         },
         pb::ServiceState::Unknown | pb::ServiceState::Unspecified => ServiceState::Unknown,
+    }
+}
+
+/// The gRPC endpoint of the agent at `host:port` over TLS that trusts only the certificate
+/// with SHA-256 `cert_sha256`, and its `host:port` for messages. It carries no secret: callers
+/// add it (tests use it to make raw calls).
+///
+/// # Errors
+/// As [`NodeClient::new`], but never [`AgentCallError::Secret`].
+pub fn pinned_endpoint(
+    host: &str,
+    port: u16,
+    cert_sha256: Option<&str>,
+) -> Result<(String, Endpoint), AgentCallError> {
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let Some(pin) = cert_sha256 else {
+        return Err(AgentCallError::NoPin { addr });
+    };
+    let verifier = PinnedCert::new(pin).ok_or_else(|| AgentCallError::BadPin {
+        addr: addr.clone(),
+        pin: pin.to_owned(),
+    })?;
+    let tls = ClientTlsConfig::new().domain_name(AGENT_CERT_NAME);
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|source| AgentCallError::Address {
+            addr: addr.clone(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .tls_config_with_verifier(tls, Arc::new(verifier))
+        .map_err(|source| AgentCallError::Tls {
+            addr: addr.clone(),
+            source,
+        })?;
+    Ok((addr, endpoint))
+}
+
+/// Trusts exactly one certificate: the one whose SHA-256 the node's executor reported. No CA,
+/// no name or date checks (the certificate is made fresh by the executor and pinned for the
+/// life of its task); the handshake signatures are still verified with the certificate's key,
+/// so only the holder of the key the executor made can answer.
+#[derive(Debug)]
+struct PinnedCert {
+    sha256: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl PinnedCert {
+    /// `None` unless `pin` is 64 lowercase hex digits.
+    fn new(pin: &str) -> Option<Self> {
+        if pin.len() != 64 || !pin.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(pin.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self {
+            sha256,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if got.as_ref() == self.sha256 {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

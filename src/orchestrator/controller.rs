@@ -891,7 +891,8 @@ impl Controller {
                 "no NodeAgent address on record (address and agent port are set when the node is placed)",
             ));
         };
-        NodeClient::new(host, port, &c.secret).map_err(|e| StepFailure::on(node, e.to_string()))
+        NodeClient::new(host, port, &c.secret, node.agent_cert_sha256.as_deref())
+            .map_err(|e| StepFailure::on(node, e.to_string()))
     }
 
     /// Retries transient agent failures (not listening yet, network blips) for up to

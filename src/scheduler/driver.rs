@@ -30,6 +30,7 @@ use super::task_updates::{Applied, Observed, apply_update};
 use super::tasks::TaskTemplate;
 use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};
+use crate::domain::launch::NodeRunning;
 use crate::domain::{
     AgentId, Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp,
 };
@@ -110,11 +111,12 @@ impl Driver {
         let tpl = TaskTemplate {
             kill_grace: cfg.kill_grace,
         };
+        let transport = Transport::default().with_credentials(cfg.credentials.clone());
         Self {
             cfg,
             store,
             metrics,
-            transport: Transport::default(),
+            transport,
             status,
             wake,
             shutdown,
@@ -228,6 +230,11 @@ impl Driver {
             roles: vec![self.cfg.role.clone()],
             hostname: self.cfg.hostname.clone(),
             webui_url: self.cfg.webui_url.clone(),
+            principal: self
+                .cfg
+                .credentials
+                .as_ref()
+                .map(|c| c.principal().to_owned()),
             capabilities: vec![Capability {
                 r#type: Some(capability::Type::MultiRole as i32),
             }],
@@ -402,6 +409,12 @@ impl Driver {
                         .agent_id
                         .as_ref()
                         .map(|a| AgentId::new(a.value.clone())),
+                    agent_cert_sha256: status
+                        .data
+                        .as_deref()
+                        .filter(|_| state == mesos::TaskState::TaskRunning)
+                        .and_then(NodeRunning::parse)
+                        .map(|r| r.agent_cert_sha256),
                 };
                 if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
                     tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");

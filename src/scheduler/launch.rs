@@ -147,6 +147,8 @@ pub fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) ->
             .zip(p.ports.iter().copied())
             .collect();
         n.agent_port = p.agent_port;
+        // The new attempt's executor makes a new certificate; its TASK_RUNNING brings the pin.
+        n.agent_cert_sha256 = None;
         n.not_before = None;
         n.message = None;
         changed = true;

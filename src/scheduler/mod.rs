@@ -61,6 +61,9 @@ pub struct SchedulerConfig {
     /// Scheduler hostname shown in the Mesos UI.
     pub hostname: Option<String>,
     pub webui_url: Option<String>,
+    /// The framework's principal (`FrameworkInfo.principal`) and, with a secret, the basic
+    /// auth every call carries; `None` for a master that does not authenticate frameworks.
+    pub credentials: Option<transport::Credentials>,
 }
 
 impl SchedulerConfig {
@@ -83,6 +86,7 @@ impl SchedulerConfig {
             idle_refuse: Duration::from_secs(120),
             hostname: None,
             webui_url: None,
+            credentials: None,
         }
     }
 }

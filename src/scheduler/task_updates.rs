@@ -36,6 +36,10 @@ pub struct Observed {
     pub reason: Option<Reason>,
     pub message: Option<String>,
     pub agent_id: Option<AgentId>,
+    /// The NodeAgent's certificate pin from a TASK_RUNNING's `data` (see
+    /// [`NodeRunning`](crate::domain::launch::NodeRunning)); `None` for other updates and for
+    /// the master's reconciliation answers, which carry no data.
+    pub agent_cert_sha256: Option<String>,
 }
 
 impl Observed {
@@ -101,8 +105,16 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         return Applied::Requeued;
     }
     let message = Some(obs.describe());
-    if n.status == new && n.message == message {
+    // A RUNNING without a pin (a reconciliation answer) keeps the one on record.
+    let new_pin = obs
+        .agent_cert_sha256
+        .as_ref()
+        .filter(|p| new == NodeStatus::Running && n.agent_cert_sha256.as_ref() != Some(*p));
+    if n.status == new && n.message == message && new_pin.is_none() {
         return Applied::Ignored("duplicate");
+    }
+    if let Some(pin) = new_pin {
+        n.agent_cert_sha256 = Some(pin.clone());
     }
     n.status = new;
     n.message = message;
@@ -238,6 +250,19 @@ mod tests {
         Timestamp("2026-01-01T00:00:00.000Z".into())
     }
 
+    #[test]
+    fn running_records_the_agent_pin_and_a_pinless_running_keeps_it() {
+        let mut c = cluster(1);
+        let mut o = obs("t0", TaskState::TaskRunning);
+        o.agent_cert_sha256 = Some("ab".repeat(32));
+        assert_eq!(apply_update(&mut c, "n0", &o, &ts()), Applied::Changed);
+        assert_eq!(c.nodes[0].agent_cert_sha256, Some("ab".repeat(32)));
+        // The master's reconciliation answer has no data.
+        let bare = obs("t0", TaskState::TaskRunning);
+        apply_update(&mut c, "n0", &bare, &ts());
+        assert_eq!(c.nodes[0].agent_cert_sha256, Some("ab".repeat(32)));
+    }
+
     fn obs(task: &str, state: TaskState) -> Observed {
         Observed {
             task_id: tid(task),
@@ -245,6 +270,7 @@ mod tests {
             reason: None,
             message: None,
             agent_id: Some("a1".into()),
+            agent_cert_sha256: None,
         }
     }
 

@@ -8,6 +8,10 @@
 //! - [`Transport::call`] sends every other call over a **pooled** client
 //!   (`hyper_util::client::legacy`) with the stream id header, and maps the status code.
 //!
+//! With [`Credentials`], every request (SUBSCRIBE and every call) carries HTTP basic auth, as
+//! a master started with `--authenticate_http_frameworks` requires; a 401 becomes
+//! [`TransportError::Unauthorized`].
+//!
 //! This module moves opaque bytes. It does not encode or decode `Call`/`Event` (the caller
 //! does, with protobuf or JSON, and says which through [`ContentType`]), does not retry or
 //! back off, and does not watch heartbeats: those are decisions of the event loop, which
@@ -19,9 +23,10 @@ use std::str::FromStr;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use futures_util::Stream;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, LOCATION};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -216,6 +221,62 @@ impl fmt::Display for StreamId {
     }
 }
 
+/// The framework's principal and secret for the master's HTTP framework authentication
+/// (`--authenticate_http_frameworks`, basic authenticator). `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    principal: String,
+    /// The ready `Authorization: Basic …` value, marked sensitive (hyper keeps it out of
+    /// HPACK tables; we keep it out of logs).
+    header: HeaderValue,
+}
+
+impl Credentials {
+    /// # Errors
+    /// [`TransportError::InvalidCredentials`] for an empty principal or secret, a principal
+    /// with `:` (basic auth could not carry it), or text that is not a valid header value.
+    pub fn new(principal: &str, secret: &str) -> Result<Self, TransportError> {
+        let bad = |reason: &str| TransportError::InvalidCredentials {
+            principal: principal.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if principal.is_empty()
+            || principal.contains(':')
+            || principal.chars().any(char::is_control)
+        {
+            return Err(bad(
+                "the principal must be non-empty, without ':' or control characters",
+            ));
+        }
+        if secret.is_empty() {
+            return Err(bad("the secret is empty"));
+        }
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"));
+        let mut header = HeaderValue::from_str(&format!("Basic {token}"))
+            .map_err(|_| bad("not valid header text"))?;
+        header.set_sensitive(true);
+        Ok(Self {
+            principal: principal.to_owned(),
+            header,
+        })
+    }
+
+    /// The principal, also sent as `FrameworkInfo.principal`.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("principal", &self.principal)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Knobs of the transport. [`Default`] follows the Mesos docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
@@ -250,6 +311,18 @@ pub enum TransportError {
     InvalidEndpoint { input: String, reason: String },
     #[error("invalid Mesos-Stream-Id {value:?}")]
     InvalidStreamId { value: String },
+    #[error("invalid framework credentials for principal {principal:?}: {reason}")]
+    InvalidCredentials { principal: String, reason: String },
+    /// 401: the master authenticates frameworks and refused ours (no credentials, or wrong
+    /// ones). Retrying cannot help until the principal or secret changes.
+    #[error(
+        "{endpoint} answered 401 unauthorized: the master refused the framework's credentials ({hint}): {body}"
+    )]
+    Unauthorized {
+        endpoint: String,
+        hint: &'static str,
+        body: String,
+    },
     #[error("cannot connect to {endpoint}")]
     Connect {
         endpoint: String,
@@ -327,6 +400,8 @@ impl TransportError {
             Self::Status { status, .. } => status.is_server_error(),
             Self::InvalidEndpoint { .. }
             | Self::InvalidStreamId { .. }
+            | Self::InvalidCredentials { .. }
+            | Self::Unauthorized { .. }
             | Self::BadRedirect { .. }
             | Self::MissingStreamId { .. }
             | Self::UnexpectedContentType { .. } => false,
@@ -337,6 +412,7 @@ impl TransportError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Unavailable { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
+            Self::Unauthorized { .. } => Some(StatusCode::UNAUTHORIZED),
             Self::Status { status, .. } => Some(*status),
             _ => None,
         }
@@ -446,6 +522,8 @@ pub struct Transport {
     /// Pooled connections for ordinary calls, never for SUBSCRIBE.
     client: Client<HttpConnector, Full<Bytes>>,
     config: TransportConfig,
+    /// Sent as basic auth on every request when set.
+    credentials: Option<Credentials>,
 }
 
 impl Default for Transport {
@@ -466,7 +544,26 @@ impl Transport {
             // Below the master's idle cut-off, so a pooled connection is rarely stale.
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { client, config }
+        Self {
+            client,
+            config,
+            credentials: None,
+        }
+    }
+
+    /// The same transport, authenticating every request as `credentials`.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Adds the `Authorization` header when the transport has credentials.
+    fn authorize(&self, builder: http::request::Builder) -> http::request::Builder {
+        match &self.credentials {
+            Some(c) => builder.header(AUTHORIZATION, c.header.clone()),
+            None => builder,
+        }
     }
 
     /// The limits in force.
@@ -528,7 +625,7 @@ impl Transport {
             }
             if status != StatusCode::OK {
                 let text = error_text(response, &endpoint, self.config.call_timeout).await;
-                return Err(status_error(&endpoint, status, text));
+                return Err(self.status_error(&endpoint, status, text));
             }
             return self.accept_stream(endpoint, response, connection, content_type);
         }
@@ -549,7 +646,8 @@ impl Transport {
         body: Bytes,
         content_type: ContentType,
     ) -> Result<(), TransportError> {
-        let request = Request::builder()
+        let request = self
+            .authorize(Request::builder())
             .method(Method::POST)
             .uri(leader.uri())
             .header(CONTENT_TYPE, content_type.header())
@@ -578,7 +676,7 @@ impl Transport {
                 return Ok(());
             }
             let text = read_text(response.into_body()).await;
-            Err(status_error(leader, status, text))
+            Err(self.status_error(leader, status, text))
         })
         .await
     }
@@ -616,7 +714,8 @@ impl Transport {
         let driver = AbortOnDropHandle::new(tokio::spawn(async move {
             let _ = connection.await;
         }));
-        let request = Request::builder()
+        let request = self
+            .authorize(Request::builder())
             .method(Method::POST)
             .uri(endpoint.path())
             .header(HOST, endpoint.authority())
@@ -684,6 +783,29 @@ async fn with_timeout<T>(
         })?
 }
 
+impl Transport {
+    fn status_error(
+        &self,
+        endpoint: &Endpoint,
+        status: StatusCode,
+        body: String,
+    ) -> TransportError {
+        if status == StatusCode::UNAUTHORIZED {
+            let hint = if self.credentials.is_some() {
+                "wrong principal or secret"
+            } else {
+                "none sent: start serve with --principal and --secret-file"
+            };
+            return TransportError::Unauthorized {
+                endpoint: endpoint.to_string(),
+                hint,
+                body,
+            };
+        }
+        status_error(endpoint, status, body)
+    }
+}
+
 fn status_error(endpoint: &Endpoint, status: StatusCode, body: String) -> TransportError {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         TransportError::Unavailable {
@@ -746,6 +868,7 @@ mod tests {
         accept: Option<String>,
         stream_id: Option<String>,
         host: Option<String>,
+        authorization: Option<String>,
         body: Bytes,
     }
 
@@ -780,6 +903,7 @@ mod tests {
                             accept: header(&ACCEPT),
                             stream_id: header(&STREAM_ID_HEADER),
                             host: header(&HOST),
+                            authorization: header(&AUTHORIZATION),
                             body: Bytes::new(),
                         };
                         seen.body = req.into_body().collect().await.unwrap().to_bytes();
@@ -1293,5 +1417,71 @@ mod tests {
         assert!(StreamId::parse("a\nb").is_err());
         assert_eq!(ContentType::Protobuf.to_string(), "application/x-protobuf");
         assert_eq!(ContentType::Json.as_str(), "application/json");
+    }
+
+    #[tokio::test]
+    async fn credentials_go_on_every_request_and_a_401_says_unauthorized() {
+        // A master that authenticates frameworks: 401 unless `paas:s3cret`.
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("paas:s3cret")
+        );
+        let (addr, log, _server) = serve(move |seen: Seen| {
+            let ok = seen.authorization.as_deref() == Some(want.as_str());
+            async move {
+                if ok {
+                    respond(202, "")
+                } else {
+                    respond(401, "")
+                }
+            }
+        })
+        .await;
+        let sid = StreamId::parse("s").unwrap();
+        let body = || Bytes::from_static(b"call");
+
+        let anonymous = Transport::default();
+        let err = anonymous
+            .subscribe(&endpoint(addr), body(), ContentType::Protobuf)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Unauthorized { .. }), "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("401 unauthorized"), "{err}");
+        assert!(err.to_string().contains("--secret-file"), "{err}");
+
+        let wrong =
+            Transport::default().with_credentials(Some(Credentials::new("paas", "nope").unwrap()));
+        let err = wrong
+            .call(&endpoint(addr), &sid, body(), ContentType::Protobuf)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("wrong principal or secret"),
+            "{err}"
+        );
+
+        let right = Transport::default()
+            .with_credentials(Some(Credentials::new("paas", "s3cret").unwrap()));
+        right
+            .call(&endpoint(addr), &sid, body(), ContentType::Protobuf)
+            .await
+            .unwrap();
+        // SUBSCRIBE carries it too (202 is not a stream, so it fails later, past the auth).
+        let err = right
+            .subscribe(&endpoint(addr), body(), ContentType::Protobuf)
+            .await
+            .unwrap_err();
+        assert!(!matches!(err, TransportError::Unauthorized { .. }), "{err}");
+        let seen = log.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0].authorization, None);
+        assert!(seen[2].authorization.is_some() && seen[3].authorization == seen[2].authorization);
+        // The secret never shows in Debug output.
+        let c = Credentials::new("paas", "s3cret").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        for (p, sec) in [("", "x"), ("a:b", "x"), ("paas", "")] {
+            assert!(Credentials::new(p, sec).is_err(), "{p:?} {sec:?}");
+        }
     }
 }

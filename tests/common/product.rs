@@ -453,6 +453,7 @@ pub fn agent(c: &Value, node: &str, secret: &str) -> NodeClient {
         n["address"].as_str().unwrap(),
         u16::try_from(n["agent_port"].as_u64().expect("agent_port")).unwrap(),
         secret,
+        n["agent_cert_sha256"].as_str(),
     )
     .unwrap()
 }
