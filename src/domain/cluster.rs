@@ -347,6 +347,7 @@ impl Node {
         self.host = None;
         self.address = None;
         self.agent_port = None;
+        self.agent_cert_sha256 = None;
         self.ports.clear();
         self.not_before = not_before;
         self.message = Some(message);
