@@ -139,6 +139,9 @@ impl Serve {
             .arg(data)
             .args(["--master", master, "--node-image", &node_image()])
             .args(["--ready-timeout", "2m"])
+            // No token file in this test: anonymous admin against a real master must be
+            // asked for.
+            .arg("--allow-anonymous")
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("MESOS_MASTER")
