@@ -47,25 +47,6 @@ fn node_image() -> String {
     std::env::var("PAAS_NODE_IMAGE").unwrap_or_else(|_| "paas-node:latest".into())
 }
 
-/// The framework id, once subscribed and reconciled.
-async fn wait_subscribed(s: &Server, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let h = get(&s.api("/health")).await.json();
-        if h["mesos"]["subscribed"] == true && h["mesos"]["reconciling"] == false {
-            return h["mesos"]["framework_id"]
-                .as_str()
-                .expect("framework id")
-                .to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not subscribed after {secs} s: {h:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// The one agent's free cpus (total minus used) and its used cpus.
 async fn agent_cpus(master: &str) -> (f64, f64) {
     let slaves = get(&format!("{master}/master/slaves")).await.json();
@@ -162,11 +143,7 @@ async fn two_clusters_that_fit_only_alone_run_in_turn_and_the_waiting_one_holds_
     let Some(m) = master() else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--master", &m, "--node-image", &node_image()]);
-    let framework_id = wait_subscribed(&s, 30).await;
-    let _teardown = common::TeardownOnPanic {
-        master: m.clone(),
-        framework_id,
-    };
+    let _teardown = common::TeardownOnPanic::of(&s, &m).await;
     register_reference(&s, &[]).await;
 
     // One cluster takes about 65 % of the agent's free cpus: one fits, two do not, and what

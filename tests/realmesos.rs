@@ -40,11 +40,7 @@ fn start(data: &std::path::Path, master: &str) -> Server {
 /// failure leaves no container running).
 async fn start_guarded(data: &std::path::Path, master: &str) -> (Server, common::TeardownOnPanic) {
     let s = start(data, master);
-    let h = wait_subscribed(&s, 30).await;
-    let teardown = common::TeardownOnPanic {
-        master: master.to_owned(),
-        framework_id: h["mesos"]["framework_id"].as_str().unwrap().to_owned(),
-    };
+    let teardown = common::TeardownOnPanic::of(&s, master).await;
     (s, teardown)
 }
 

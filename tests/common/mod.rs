@@ -338,13 +338,15 @@ pub struct TeardownOnPanic {
 }
 
 impl TeardownOnPanic {
-    /// Waits (up to 30 s) until `s` has subscribed to `master`, then guards its framework.
+    /// Waits (up to 30 s) until `s` has subscribed to `master` and finished reconciling,
+    /// then guards its framework.
     pub async fn of(s: &Server, master: &str) -> Self {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let h = get(&s.api("/health")).await.json();
             if let Some(id) = h["mesos"]["framework_id"].as_str()
                 && h["mesos"]["subscribed"] == true
+                && h["mesos"]["reconciling"] == false
             {
                 return Self {
                     master: master.to_owned(),
