@@ -4,8 +4,9 @@
 //!
 //! The test starts its OWN realmesos kit (`../shared/realmesos/start.sh`) on port 5151 with
 //! `MESOS_AUTHENTICATE_HTTP_FRAMEWORKS=true`, the basic authenticator and a credentials file,
-//! beside the shared kit on 5050: its own run directory, ports 33000-33200, and
-//! `MESOS_DOCKER_KILL_ORPHANS=false` so that neither kit kills the other's containers. It stops
+//! beside the shared kit on 5050: its own run directory, ports 32100-32300 (below the
+//! kernel's ephemeral range, 32768+, where an outgoing connection could hold a node's port),
+//! and `MESOS_DOCKER_KILL_ORPHANS=false` so that neither kit kills the other's containers. It stops
 //! that kit and removes the containers it started when it ends, also on panic.
 //!
 //! - `serve` without credentials, and with a wrong secret: no framework registers at the
@@ -55,7 +56,7 @@ impl Kit {
             .env("MESOS_DOCKER_KILL_ORPHANS", "false")
             .env(
                 "MESOS_RESOURCES",
-                "cpus:2;mem:4096;disk:10240;ports:[33000-33200]",
+                "cpus:2;mem:4096;disk:10240;ports:[32100-32300]",
             )
             .env("MESOS_AUTHENTICATE_HTTP_FRAMEWORKS", "true")
             .env("MESOS_HTTP_FRAMEWORK_AUTHENTICATORS", "basic")
