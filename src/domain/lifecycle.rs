@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Where a cluster is in its life. Who moves it: the registry (api) sets `Registered`, the
 /// scheduler `Scheduling`/`Scheduled`/`Destroyed`, the orchestrator
 /// `Configuring`/`Configured`/`Ready`; anyone may set `Failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterStatus {
     Registered,
@@ -158,7 +158,7 @@ impl std::str::FromStr for ClusterStatus {
 }
 
 /// A node's state: `queued` before placement, then the Mesos task state it last reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     Queued,

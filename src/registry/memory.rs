@@ -2,14 +2,25 @@
 //! benchmarks that measure the framework without storage costs.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{MAX_LOG, Store, StoreError, Update};
+use tokio::sync::broadcast;
+
+use super::{COMMIT_BUFFER, Commit, MAX_LOG, Store, StoreError, Update};
 use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
 
-#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    commits: broadcast::Sender<Commit>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            commits: broadcast::channel(COMMIT_BUFFER).0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -32,6 +43,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn subscribe(&self) -> broadcast::Receiver<Commit> {
+        self.commits.subscribe()
+    }
+
     fn create_product(&self, p: &Product) -> Result<(), StoreError> {
         let mut g = self.lock();
         let key = (p.name.clone(), p.version.clone());
@@ -139,6 +154,8 @@ impl Store for MemoryStore {
         let all: Vec<Cluster> = g.clusters.values().cloned().collect();
         guard(&all).map_err(StoreError::Rejected)?;
         g.clusters.insert(c.id, c.clone());
+        // Announced under the lock, so that commits arrive in the order they were made.
+        let _ = self.commits.send(Commit::Cluster(Arc::new(c.clone())));
         Ok(())
     }
 
@@ -152,6 +169,7 @@ impl Store for MemoryStore {
             Some(c) if guard(c) => {
                 g.clusters.remove(&id);
                 g.logs.remove(&id);
+                let _ = self.commits.send(Commit::Purged(id));
                 Ok(true)
             }
             _ => Ok(false),
@@ -184,6 +202,7 @@ impl Store for MemoryStore {
             Update::Keep => Ok(c),
             Update::Write => {
                 g.clusters.insert(id, c.clone());
+                let _ = self.commits.send(Commit::Cluster(Arc::new(c.clone())));
                 Ok(c)
             }
         }

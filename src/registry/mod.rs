@@ -66,6 +66,71 @@ pub enum StoreError {
     },
 }
 
+/// A committed change, announced on [`Store::subscribe`] once it is durable. Subscribers
+/// (the scheduler, the orchestrator) act on it at once instead of waiting for a scan; a
+/// subscriber that lags behind (`RecvError::Lagged`) rescans everything instead.
+#[derive(Debug, Clone)]
+pub enum Commit {
+    /// A cluster was created or changed: its record as committed.
+    Cluster(Arc<Cluster>),
+    /// A cluster and everything under it was removed.
+    Purged(ClusterId),
+}
+
+/// How many commits a subscriber may fall behind before it lags.
+pub const COMMIT_BUFFER: usize = 4096;
+
+/// Which clusters a page lists (every filter optional; all given ones must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub owner: Option<String>,
+    pub status: Option<crate::domain::ClusterStatus>,
+    pub product: Option<String>,
+    pub version: Option<String>,
+}
+
+impl ListFilter {
+    pub fn matches(&self, c: &Cluster) -> bool {
+        self.owner.as_deref().is_none_or(|o| c.owner == o)
+            && self.status.is_none_or(|s| c.status == s)
+            && self.product.as_deref().is_none_or(|p| c.product.as_str() == p)
+            && self.version.as_deref().is_none_or(|v| c.version.as_str() == v)
+    }
+}
+
+/// One page of clusters, oldest first, and the cursor of the next page (none at the end).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub clusters: Vec<Cluster>,
+    pub next: Option<String>,
+}
+
+/// Live counts kept by the store, for `/metrics` (no scan).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub clusters: std::collections::BTreeMap<crate::domain::ClusterStatus, u64>,
+    pub nodes: std::collections::BTreeMap<crate::domain::NodeStatus, u64>,
+}
+
+impl Counts {
+    /// Counts of `clusters` by scanning them (the reference the kept counts must equal).
+    pub fn of<'a>(clusters: impl IntoIterator<Item = &'a Cluster>) -> Self {
+        let mut out = Self::default();
+        for c in clusters {
+            *out.clusters.entry(c.status).or_default() += 1;
+            for n in &c.nodes {
+                *out.nodes.entry(n.status).or_default() += 1;
+            }
+        }
+        out
+    }
+}
+
+/// The cursor after `c` in the list order (created_at, then id).
+pub fn cursor_of(c: &Cluster) -> String {
+    format!("{}_{}", c.created_at, c.id)
+}
+
 /// What an update function decides about a record.
 pub enum Update {
     /// Write the (modified) record.
@@ -89,6 +154,12 @@ pub async fn call<T: Send + 'static>(
         .await
         .map_err(StoreError::Task)?
 }
+
+/// One entry of [`Store::update_clusters`].
+pub type BatchUpdate<'a> = (
+    ClusterId,
+    &'a mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+);
 
 /// Typed, durable storage for the whole system. Every method is synchronous and may block
 /// on disk; async callers use [`call`].
@@ -196,6 +267,47 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Storage errors.
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Commits announced from now on (see [`Commit`]).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Commit>;
+    /// [`Store::update_cluster`] for several clusters, made durable together (one flush for
+    /// the batch): each result is what `update_cluster` would return for that entry. The
+    /// scheduler applies a batch of task updates with it before acknowledging any of them.
+    fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
+        batch
+            .iter_mut()
+            .map(|(id, f)| self.update_cluster(*id, &mut **f))
+            .collect()
+    }
+    /// One page of the clusters that `filter` matches, oldest first, starting after
+    /// `cursor` (from [`cursor_of`] / [`Page::next`]); at most `limit`.
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    fn clusters_page(
+        &self,
+        filter: &ListFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let all = self.clusters()?;
+        let mut it = all
+            .into_iter()
+            .filter(|c| filter.matches(c))
+            .filter(|c| cursor.is_none_or(|k| cursor_of(c).as_str() > k));
+        let clusters: Vec<Cluster> = it.by_ref().take(limit).collect();
+        let next = match (clusters.last(), it.next()) {
+            (Some(last), Some(_)) => Some(cursor_of(last)),
+            _ => None,
+        };
+        Ok(Page { clusters, next })
+    }
+    /// Clusters and nodes by status.
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(Counts::of(&self.clusters()?))
+    }
     /// Flushes everything to disk (used at shutdown; writes are already durable).
     ///
     /// # Errors

@@ -6,7 +6,14 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{MAX_LOG, Store, StoreError, Update, decode, encode, part_key, product_key};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::{
+    COMMIT_BUFFER, Commit, MAX_LOG, Store, StoreError, Update, decode, encode, part_key,
+    product_key,
+};
 use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
 
 /// A sled database laid out as the module docs describe.
@@ -22,6 +29,7 @@ pub struct SledStore {
     /// not take it; they use compare-and-swap.
     catalog: Mutex<()>,
     commit: GroupCommit,
+    commits: broadcast::Sender<Commit>,
 }
 
 impl SledStore {
@@ -43,11 +51,17 @@ impl SledStore {
             db,
             catalog: Mutex::new(()),
             commit: GroupCommit::default(),
+            commits: broadcast::channel(COMMIT_BUFFER).0,
         })
     }
 
     fn durable(&self) -> Result<(), StoreError> {
         self.commit.sync(|| self.db.flush().map(drop))
+    }
+
+    /// Announces a durable commit (nobody listening is fine).
+    fn announce(&self, c: Commit) {
+        let _ = self.commits.send(c);
     }
 
     fn lock_catalog(&self) -> MutexGuard<'_, ()> {
@@ -88,7 +102,9 @@ impl SledStore {
         self.clusters
             .compare_and_swap(c.id.to_string(), None::<&[u8]>, Some(encode(c)))?
             .map_err(|_| StoreError::AlreadyExists(format!("cluster {}", c.id)))?;
-        self.durable()
+        self.durable()?;
+        self.announce(Commit::Cluster(Arc::new(c.clone())));
+        Ok(())
     }
 }
 
@@ -222,6 +238,7 @@ impl Store for SledStore {
             .map_err(tx_error)?;
         if purged {
             self.durable()?;
+            self.announce(Commit::Purged(id));
         }
         Ok(purged)
     }
@@ -270,6 +287,7 @@ impl Store for SledStore {
                 .is_ok()
             {
                 self.durable()?;
+                self.announce(Commit::Cluster(Arc::new(c.clone())));
                 return Ok(c);
             }
         }
@@ -305,6 +323,10 @@ impl Store for SledStore {
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.meta.insert(key, value.as_bytes())?;
         self.durable()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Commit> {
+        self.commits.subscribe()
     }
 
     fn flush(&self) -> Result<(), StoreError> {
