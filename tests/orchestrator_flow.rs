@@ -124,17 +124,17 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
             working_dir: Some(dir.path().to_owned()),
         };
         let h = NodeAgentHandle::start(listener, settings, ExitBook::new()).unwrap();
-        n.status = NodeStatus::Running;
-        n.task_id = Some(TaskId {
+        n.observed.status = NodeStatus::Running;
+        n.observed.task_id = Some(TaskId {
             cluster: id,
             node: n.name.clone(),
             attempt: 1,
         });
-        n.host = Some("localhost".into());
-        n.address = Some("127.0.0.1".into());
-        n.ports = [("http".to_owned(), free_port())].into();
-        n.agent_port = Some(h.local_addr().port());
-        n.agent_cert_sha256 = Some(h.cert_sha256().to_owned());
+        n.observed.host = Some("localhost".into());
+        n.observed.address = Some("127.0.0.1".into());
+        n.observed.ports = [("http".to_owned(), free_port())].into();
+        n.observed.agent_port = Some(h.local_addr().port());
+        n.observed.agent_cert_sha256 = Some(h.cert_sha256().to_owned());
         agents.push(h);
     }
     c.apply(ClusterEvent::AllRunning, None, t()).unwrap();
@@ -273,7 +273,7 @@ async fn reference_cluster_of_three_becomes_ready() {
     let ports: Vec<String> = c
         .nodes
         .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.ports["http"]))
+        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.observed.ports["http"]))
         .collect();
     assert!(
         conf.contains(&format!("peers = {}", ports.join(","))),
@@ -446,7 +446,7 @@ async fn a_step_on_a_node_lost_mid_configure_heals_instead_of_failing() {
     })
     .await;
     assert_eq!(c.status, ClusterStatus::Healing, "{:?}", c.reason);
-    assert_eq!(c.node("node1").unwrap().status, NodeStatus::Queued);
+    assert_eq!(c.node("node1").unwrap().observed.status, NodeStatus::Queued);
     let log = log(&f);
     assert!(
         log.contains("configure step files/workers failed on node node1"),

@@ -728,14 +728,14 @@ mod tests {
             ..Default::default()
         });
         let n = &mut c.nodes[0];
-        n.host = Some("h1".into());
-        n.task_id = Some(TaskId {
+        n.observed.host = Some("h1".into());
+        n.observed.task_id = Some(TaskId {
             cluster: ClusterId(uuid::Uuid::from_u128(7)),
             node: n.name.clone(),
             attempt: 1,
         });
-        n.agent_id = Some(AgentId::new("a1"));
-        n.ports.insert("http".into(), 31000);
+        n.observed.agent_id = Some(AgentId::new("a1"));
+        n.observed.ports.insert("http".into(), 31000);
         c
     }
 

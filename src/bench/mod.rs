@@ -156,7 +156,7 @@ fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchEr
     let (updates, wall) = parallel(&records, writers, |c| {
         for i in 0..c.nodes.len() {
             store.update_cluster(c.id, &mut |rec| {
-                rec.nodes[i].status = NodeStatus::Running;
+                rec.nodes[i].observed.status = NodeStatus::Running;
                 Ok(Update::Write)
             })?;
         }

@@ -284,19 +284,18 @@ impl ClusterSpec {
     }
 }
 
-/// A cluster's node: its spec, and what Mesos reported about its task.
+/// A cluster's node: its desired spec, written by the API (launch, update), and what was
+/// observed of its task ([`NodeObserved`]), written by the scheduler and the orchestrator.
+/// Stored and served as one flat JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub name: Name,
-    pub status: NodeStatus,
     pub docker_image: String,
     pub cpu: f64,
     pub mem: f64,
     pub disk: f64,
     /// The port names the node asked for, in order.
     pub port_names: Vec<String>,
-    /// Allocated ports by name; empty until the node is placed.
-    pub ports: BTreeMap<String, u16>,
     pub services: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -306,6 +305,21 @@ pub struct Node {
     pub volumes: Vec<Volume>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// What Mesos and the orchestrator observed of the node's current attempt.
+    #[serde(flatten)]
+    pub observed: NodeObserved,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+/// The observed state of a node: its placement, its task and what Mesos last said of it.
+/// Only the scheduler (and the orchestrator, for rolling updates) writes it; an update of
+/// the desired spec leaves it alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeObserved {
+    pub status: NodeStatus,
+    /// Allocated ports by name; empty until the node is placed.
+    pub ports: BTreeMap<String, u16>,
     /// Agent host name, once placed.
     pub host: Option<String>,
     /// Agent IP address, once placed (all node containers use HOST networking).
@@ -333,26 +347,39 @@ pub struct Node {
     /// The last Mesos message/reason about this node, or why it does not fit any offer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub extra: Map<String, Value>,
 }
 
-impl Node {
+impl NodeObserved {
+    /// A node not placed yet.
+    pub fn queued() -> Self {
+        Self {
+            status: NodeStatus::Queued,
+            ports: BTreeMap::new(),
+            host: None,
+            address: None,
+            task_id: None,
+            agent_id: None,
+            agent_port: None,
+            agent_cert_sha256: None,
+            attempt: 0,
+            not_before: None,
+            message: None,
+        }
+    }
+
     /// Forgets the node's placement and task and queues it for the next placement (the one
     /// way a node goes back to `queued`: a launch not delivered, a lost task, a replacement).
     pub fn requeue(&mut self, not_before: Option<Timestamp>, message: String) {
-        self.status = NodeStatus::Queued;
-        self.task_id = None;
-        self.agent_id = None;
-        self.host = None;
-        self.address = None;
-        self.agent_port = None;
-        self.agent_cert_sha256 = None;
-        self.ports.clear();
-        self.not_before = not_before;
-        self.message = Some(message);
+        *self = Self {
+            attempt: self.attempt,
+            not_before,
+            message: Some(message),
+            ..Self::queued()
+        };
     }
+}
 
+impl Node {
     fn from_spec(
         name: Name,
         n: NodeSpec,
@@ -414,27 +441,17 @@ impl Node {
         }
         Ok(Self {
             name,
-            status: NodeStatus::Queued,
             docker_image: n.docker_image,
             cpu: n.cpu,
             mem: n.mem,
             disk: n.disk,
             port_names,
-            ports: BTreeMap::new(),
             services: n.services,
             env: n.env,
             command: n.command,
             volumes: n.volumes,
             tags: n.tags,
-            host: None,
-            address: None,
-            task_id: None,
-            agent_id: None,
-            agent_port: None,
-            agent_cert_sha256: None,
-            attempt: 0,
-            not_before: None,
-            message: None,
+            observed: NodeObserved::queued(),
             extra: n.extra,
         })
     }
@@ -704,7 +721,7 @@ impl Cluster {
         self.nodes
             .iter()
             .chain(self.retiring.iter().map(|r| &r.node))
-            .any(|n| n.status.has_task())
+            .any(|n| n.observed.status.has_task())
     }
 }
 
@@ -753,7 +770,11 @@ mod tests {
         );
         assert_eq!(s.services[1].nodes.len(), 1);
         assert_eq!(s.extra["dnsname"], "abc");
-        assert!(s.nodes.iter().all(|n| n.status == NodeStatus::Queued));
+        assert!(
+            s.nodes
+                .iter()
+                .all(|n| n.observed.status == NodeStatus::Queued)
+        );
     }
 
     #[test]
@@ -853,7 +874,7 @@ mod tests {
     #[test]
     fn a_node_round_trips_through_json_with_the_same_strings() {
         let n: Node = serde_json::from_str(STORED_NODE).unwrap();
-        let tid = n.task_id.as_ref().unwrap();
+        let tid = n.observed.task_id.as_ref().unwrap();
         assert_eq!(
             (
                 tid.cluster.to_string().as_str(),
@@ -862,8 +883,12 @@ mod tests {
             ),
             ("0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10", "a", 3)
         );
-        assert_eq!(n.agent_id, Some(AgentId::new("0f8e-S12")));
-        assert_eq!(serde_json::to_string(&n).unwrap(), STORED_NODE);
+        assert_eq!(n.observed.agent_id, Some(AgentId::new("0f8e-S12")));
+        // The same fields and strings (the observed part is flattened; key order may differ).
+        assert_eq!(
+            serde_json::to_value(&n).unwrap(),
+            serde_json::from_str::<Value>(STORED_NODE).unwrap()
+        );
         let back: Node = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
         assert_eq!(back, n);
 
@@ -884,12 +909,12 @@ mod tests {
         let mut v: Value = serde_json::from_str(STORED_NODE).unwrap();
         v["task_id"] = json!("task-1");
         let n: Node = serde_json::from_value(v).unwrap();
-        assert_eq!(n.task_id, None);
+        assert_eq!(n.observed.task_id, None);
         assert_eq!(
             (
-                n.status,
-                n.agent_id.as_ref().map(AgentId::as_str),
-                n.attempt
+                n.observed.status,
+                n.observed.agent_id.as_ref().map(AgentId::as_str),
+                n.observed.attempt
             ),
             (NodeStatus::Running, Some("0f8e-S12"), 3)
         );
@@ -906,7 +931,7 @@ mod tests {
         let mut record = serde_json::to_value(&c).unwrap();
         record["nodes"][0]["task_id"] = json!("0B0D2E63-7C2A-4F4B-9A55-2D0F7C3B1A10.a.1");
         let back: Cluster = serde_json::from_value(record).unwrap();
-        c.nodes[0].task_id = None;
+        c.nodes[0].observed.task_id = None;
         assert_eq!(back, c);
     }
 

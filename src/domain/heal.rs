@@ -157,12 +157,12 @@ impl Cluster {
         let Some(node) = self.node(name) else {
             return Loss::NotHealed;
         };
-        let (node_name, attempt) = (node.name.clone(), node.attempt);
+        let (node_name, attempt) = (node.name.clone(), node.observed.attempt);
         prune(&mut self.replacements, &self.restart, now);
         match decide(&self.restart, &self.replacements, &node_name, cause, now) {
             HealDecision::GiveUp { reason } => {
                 if let Some(n) = self.node_mut(name) {
-                    n.message = Some(cause.to_owned());
+                    n.observed.message = Some(cause.to_owned());
                 }
                 let _ = self.apply(ClusterEvent::Failed, Some(reason), now.clone());
                 Loss::ClusterFailed
@@ -179,7 +179,7 @@ impl Cluster {
                         "attempt {attempt} lost ({cause}); attempt {} queued",
                         attempt + 1
                     );
-                    n.requeue(Some(not_before.clone()), why);
+                    n.observed.requeue(Some(not_before.clone()), why);
                 }
                 let why = format!(
                     "node {node_name} lost ({cause}); replacing it with attempt {}",
@@ -196,7 +196,8 @@ impl Cluster {
     /// True while some node of the cluster waits for its backoff at `now`.
     pub fn backing_off(&self, now: &Timestamp) -> bool {
         self.nodes.iter().any(|n| {
-            n.status == NodeStatus::Queued && n.not_before.as_ref().is_some_and(|t| t > now)
+            n.observed.status == NodeStatus::Queued
+                && n.observed.not_before.as_ref().is_some_and(|t| t > now)
         })
     }
 
@@ -205,7 +206,10 @@ impl Cluster {
         matches!(
             self.status,
             ClusterStatus::Healing | ClusterStatus::Updating
-        ) && self.nodes.iter().all(|n| n.status == NodeStatus::Running)
+        ) && self
+            .nodes
+            .iter()
+            .all(|n| n.observed.status == NodeStatus::Running)
     }
 }
 

@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(names, ["n0", "n1"]);
         let n = &c.nodes[0];
         assert_eq!((n.docker_image.as_str(), n.cpu), ("img:1", 0.5));
-        assert_eq!(n.status, NodeStatus::Queued);
+        assert_eq!(n.observed.status, NodeStatus::Queued);
         assert_eq!(
             n.tags,
             ["alice", "reference-1.0.0", &f.id.to_string()],

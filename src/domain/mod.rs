@@ -16,7 +16,9 @@ pub mod product;
 pub mod template;
 pub mod update;
 
-pub use cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, ScriptState, Service};
+pub use cluster::{
+    Cluster, ConfigureProgress, Desired, HistoryEntry, Node, NodeObserved, ScriptState, Service,
+};
 pub use ids::{AgentId, ClusterId, Name, NameError, TaskId};
 pub use lifecycle::{ClusterStatus, NodeStatus};
 pub use product::{Part, Product};

@@ -156,7 +156,7 @@ impl UpdateRequest<'_> {
         c.retiring.extend(
             std::mem::take(&mut c.nodes)
                 .into_iter()
-                .filter(|n| n.status.has_task())
+                .filter(|n| n.observed.status.has_task())
                 .map(|node| Retiring {
                     node,
                     drained: false,
@@ -247,18 +247,19 @@ impl Cluster {
             return 0;
         };
         let old = n.clone();
-        if let Some(spec) = spec {
-            *n = Node {
-                attempt: old.attempt,
-                ..spec
-            };
+        if let Some(mut spec) = spec {
+            spec.observed.attempt = old.observed.attempt;
+            *n = spec;
         }
-        let attempt = old.attempt + 1;
-        n.requeue(
+        let attempt = old.observed.attempt + 1;
+        n.observed.requeue(
             None,
-            format!("attempt {} {why}; attempt {attempt} queued", old.attempt),
+            format!(
+                "attempt {} {why}; attempt {attempt} queued",
+                old.observed.attempt
+            ),
         );
-        if old.status.has_task() {
+        if old.observed.status.has_task() {
             self.retiring.push(Retiring {
                 node: old,
                 drained: true,
@@ -295,19 +296,11 @@ impl Cluster {
     }
 }
 
-/// Whether two nodes ask for the same thing (everything but what was observed of them).
+/// Whether two nodes ask for the same thing: equal but for what was observed of them.
 fn same_spec(old: &Node, new: &Node) -> bool {
-    old.docker_image == new.docker_image
-        && old.cpu == new.cpu
-        && old.mem == new.mem
-        && old.disk == new.disk
-        && old.port_names == new.port_names
-        && old.services == new.services
-        && old.env == new.env
-        && old.command == new.command
-        && old.volumes == new.volumes
-        && old.tags == new.tags
-        && old.extra == new.extra
+    let mut old = old.clone();
+    old.observed = new.observed.clone();
+    old == *new
 }
 
 fn describe(added: &[Name], removed: &[Name], rolled: &[Name]) -> String {
@@ -383,8 +376,8 @@ mod tests {
         let mut c = req.cluster(&r, fresh).unwrap();
         let id = c.id;
         for n in &mut c.nodes {
-            n.status = NodeStatus::Running;
-            n.task_id = Some(task_id(id, &n.name));
+            n.observed.status = NodeStatus::Running;
+            n.observed.task_id = Some(task_id(id, &n.name));
         }
         c.status = ClusterStatus::Ready;
         c
@@ -427,11 +420,11 @@ mod tests {
         assert!(u.removed.is_empty() && u.changed);
         assert_eq!(names(&c), ["node0", "node1", "node2", "node3"]);
         assert_eq!(
-            c.nodes[0].task_id,
+            c.nodes[0].observed.task_id,
             Some(task_id(c.id, &c.nodes[0].name)),
             "kept as it was"
         );
-        assert_eq!(c.nodes[3].status, NodeStatus::Queued);
+        assert_eq!(c.nodes[3].observed.status, NodeStatus::Queued);
         assert_eq!(c.status, ClusterStatus::Updating);
         assert_eq!(c.options["size"], json!(4));
         let last = c.history.last().unwrap();
@@ -444,8 +437,8 @@ mod tests {
     #[test]
     fn scaling_down_retires_the_removed_nodes() {
         let mut c = running(3);
-        c.nodes[2].status = NodeStatus::Queued; // never placed: nothing to drain
-        c.nodes[2].task_id = None;
+        c.nodes[2].observed.status = NodeStatus::Queued; // never placed: nothing to drain
+        c.nodes[2].observed.task_id = None;
         let mut c2 = c.clone();
         let u = update(&mut c, json!({"size": 1})).unwrap();
         assert_eq!(u.removed.len(), 2);
@@ -470,7 +463,7 @@ mod tests {
     #[test]
     fn a_node_replaced_on_request_retires_its_task_and_is_queued_again() {
         let mut c = running(2);
-        c.nodes[1].attempt = 1;
+        c.nodes[1].observed.attempt = 1;
         let before = c.clone();
         assert_eq!(
             c.replace_node("node9", &Timestamp("t1".into())),
@@ -482,7 +475,11 @@ mod tests {
         assert_eq!(c.generation, 2);
         let n1 = c.node("node1").unwrap();
         assert_eq!(
-            (n1.status, n1.task_id.as_ref(), n1.attempt),
+            (
+                n1.observed.status,
+                n1.observed.task_id.as_ref(),
+                n1.observed.attempt
+            ),
             (NodeStatus::Queued, None, 1)
         );
         assert_eq!(c.retiring.len(), 1);
@@ -490,7 +487,12 @@ mod tests {
             c.retiring[0].drained,
             "no drain hook for a requested replacement"
         );
-        let old = c.retiring[0].node.task_id.as_ref().map(ToString::to_string);
+        let old = c.retiring[0]
+            .node
+            .observed
+            .task_id
+            .as_ref()
+            .map(ToString::to_string);
         assert_eq!(old, Some(format!("{}.node1.1", c.id)));
         assert!(
             c.replacements.is_empty(),
@@ -518,6 +520,30 @@ mod tests {
         assert_eq!(c.nodes, before.nodes, "same tasks, same ports");
     }
 
+    /// The two writers stay apart: an update writes the desired spec, never what was
+    /// observed of a node that stays (its task, agent, ports, attempt).
+    #[test]
+    fn an_update_leaves_the_observed_state_of_kept_nodes_alone() {
+        for changes in [
+            json!({"size": 4}),
+            json!({"size": 1}),
+            json!({"cpu": 0.5}),
+            json!({"flag": "b", "size": 3}),
+        ] {
+            let mut c = running(2);
+            for (i, n) in c.nodes.iter_mut().enumerate() {
+                n.observed.attempt = 3;
+                n.observed.ports.insert("http".into(), 31000 + i as u16);
+                n.observed.agent_id = Some("agent-1".into());
+            }
+            let before: Vec<_> = c.nodes.iter().map(|n| n.observed.clone()).collect();
+            update(&mut c, changes.clone()).unwrap();
+            for (n, old) in c.nodes.iter().zip(&before) {
+                assert_eq!(&n.observed, old, "{changes}: node {}", n.name);
+            }
+        }
+    }
+
     #[test]
     fn a_changed_node_spec_rolls_one_node_at_a_time() {
         let mut c = running(2);
@@ -539,15 +565,15 @@ mod tests {
             c.history.last().unwrap().message.as_deref(),
             Some("generation 2: adding node2; replacing node0, node1 one at a time")
         );
-        c.nodes[0].attempt = 1;
+        c.nodes[0].observed.attempt = 1;
         assert_eq!(c.roll_next(), Some((Name::parse("node0").unwrap(), 2)));
         let n0 = c.node("node0").unwrap();
         assert_eq!(
-            (n0.status, n0.cpu, n0.attempt),
+            (n0.observed.status, n0.cpu, n0.observed.attempt),
             (NodeStatus::Queued, 0.5, 1)
         );
         assert_eq!(
-            c.node("node1").unwrap().status,
+            c.node("node1").unwrap().observed.status,
             NodeStatus::Running,
             "one at a time"
         );

@@ -621,7 +621,7 @@ impl Controller {
                 // A closed channel means the scheduler is shutting down.
                 let _ = scheduler.send(c.id);
             }
-            let attempt = c.node(node).map_or(0, |n| n.attempt + 1);
+            let attempt = c.node(node).map_or(0, |n| n.observed.attempt + 1);
             info!(cluster_id = %c.id, node, attempt, "rolling update: replacing a node");
             self.log(
                 c.id,
@@ -706,6 +706,7 @@ impl Controller {
             let files = render_files(&self.renderer, &facts, &c.secrets, svc, node)
                 .map_err(|e| StepFailure::on(node, e.to_string()))?;
             let task = node
+                .observed
                 .task_id
                 .as_ref()
                 .map(ToString::to_string)
@@ -884,15 +885,24 @@ impl Controller {
     }
 
     fn agent(&self, c: &Cluster, node: &Node) -> Result<NodeClient, StepFailure> {
-        let host = node.address.as_deref().or(node.host.as_deref());
-        let (Some(host), Some(port)) = (host, node.agent_port) else {
+        let host = node
+            .observed
+            .address
+            .as_deref()
+            .or(node.observed.host.as_deref());
+        let (Some(host), Some(port)) = (host, node.observed.agent_port) else {
             return Err(StepFailure::on(
                 node,
                 "no NodeAgent address on record (address and agent port are set when the node is placed)",
             ));
         };
-        NodeClient::new(host, port, &c.secret, node.agent_cert_sha256.as_deref())
-            .map_err(|e| StepFailure::on(node, e.to_string()))
+        NodeClient::new(
+            host,
+            port,
+            &c.secret,
+            node.observed.agent_cert_sha256.as_deref(),
+        )
+        .map_err(|e| StepFailure::on(node, e.to_string()))
     }
 
     /// Retries transient agent failures (not listening yet, network blips) for up to

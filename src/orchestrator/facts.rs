@@ -70,12 +70,12 @@ pub enum FactsError {
 pub fn node_facts(n: &Node) -> Value {
     json!({
         "name": n.name,
-        "host": n.host,
-        "address": n.address.as_deref().or(n.host.as_deref()),
-        "ports": n.ports,
+        "host": n.observed.host,
+        "address": n.observed.address.as_deref().or(n.observed.host.as_deref()),
+        "ports": n.observed.ports,
         "services": n.services,
-        "agent_port": n.agent_port,
-        "status": n.status,
+        "agent_port": n.observed.agent_port,
+        "status": n.observed.status,
     })
 }
 
@@ -272,10 +272,10 @@ mod tests {
             Timestamp("t".into()),
         );
         for (i, n) in c.nodes.iter_mut().enumerate() {
-            n.host = Some("localhost".into());
-            n.address = Some("127.0.0.1".into());
-            n.ports = [("http".to_owned(), 31000 + i as u16)].into();
-            n.agent_port = Some(32000 + i as u16);
+            n.observed.host = Some("localhost".into());
+            n.observed.address = Some("127.0.0.1".into());
+            n.observed.ports = [("http".to_owned(), 31000 + i as u16)].into();
+            n.observed.agent_port = Some(32000 + i as u16);
         }
         c
     }
@@ -378,8 +378,8 @@ mod reference_product {
             Timestamp("t".into()),
         );
         for (i, n) in c.nodes.iter_mut().enumerate() {
-            n.address = Some("127.0.0.1".into());
-            n.ports = [("http".to_owned(), 31000 + i as u16)].into();
+            n.observed.address = Some("127.0.0.1".into());
+            n.observed.ports = [("http".to_owned(), 31000 + i as u16)].into();
         }
         let facts = cluster_facts(&c);
         let head = &c.services[0];

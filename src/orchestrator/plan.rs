@@ -80,7 +80,8 @@ pub fn plan(c: &Cluster, has_script: bool) -> Vec<Step> {
 pub fn generation(c: &Cluster) -> Vec<String> {
     std::iter::once(format!("generation {}", c.generation))
         .chain(c.nodes.iter().map(|n| {
-            n.task_id
+            n.observed
+                .task_id
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default()
@@ -131,7 +132,11 @@ pub fn decide(c: &Cluster, has_script: bool) -> Action {
     match c.status {
         // The scheduler only says `scheduled` when every node runs; checking again keeps a
         // hand-edited or stale record from sending us to nodes that are not there.
-        ClusterStatus::Scheduled if c.nodes.iter().all(|n| n.status == NodeStatus::Running) => {
+        ClusterStatus::Scheduled
+            if c.nodes
+                .iter()
+                .all(|n| n.observed.status == NodeStatus::Running) =>
+        {
             Action::Begin
         }
         ClusterStatus::Configuring => match progress {
@@ -149,8 +154,10 @@ pub fn decide(c: &Cluster, has_script: bool) -> Action {
             if let Some(n) = c.restarts.first() {
                 return Action::StopServices(n.to_string());
             }
-            let converged =
-                c.retiring.is_empty() && c.nodes.iter().all(|n| n.status == NodeStatus::Running);
+            let converged = c.retiring.is_empty()
+                && c.nodes
+                    .iter()
+                    .all(|n| n.observed.status == NodeStatus::Running);
             match progress {
                 _ if !converged => Action::Idle,
                 Some(p) if p.generation == generation(c) => match next_step(c, p, has_script) {
@@ -180,7 +187,7 @@ pub fn fresh_progress(c: &Cluster, previous: Option<&ConfigureProgress>) -> Conf
     let tasks: BTreeSet<String> = c
         .nodes
         .iter()
-        .filter_map(|n| n.task_id.as_ref().map(ToString::to_string))
+        .filter_map(|n| n.observed.task_id.as_ref().map(ToString::to_string))
         .collect();
     ConfigureProgress {
         generation: generation(c),
@@ -296,8 +303,8 @@ mod tests {
         );
         c.apply(ClusterEvent::PlacementStarted, None, t()).unwrap();
         for n in &mut c.nodes {
-            n.status = NodeStatus::Running;
-            n.task_id = Some(task(c.id, n, 1));
+            n.observed.status = NodeStatus::Running;
+            n.observed.task_id = Some(task(c.id, n, 1));
         }
         c.apply(ClusterEvent::AllRunning, None, t()).unwrap();
         c
@@ -369,7 +376,7 @@ mod tests {
         p.script = ScriptState::Started;
         c.configure = Some(p);
         assert!(matches!(decide(&c, true), Action::Run(_)));
-        c.nodes[1].task_id = Some(task(c.id, &c.nodes[1], 2));
+        c.nodes[1].observed.task_id = Some(task(c.id, &c.nodes[1], 2));
         assert_eq!(decide(&c, true), Action::Begin);
         let fresh = fresh_progress(&c, c.configure.as_ref());
         assert!(fresh.done.is_empty());
@@ -386,15 +393,15 @@ mod tests {
         c.configure = Some(p);
         c.apply(ClusterEvent::NodeLost, None, Timestamp("t".into()))
             .unwrap();
-        c.nodes[1].status = NodeStatus::Queued;
-        c.nodes[1].task_id = None;
+        c.nodes[1].observed.status = NodeStatus::Queued;
+        c.nodes[1].observed.task_id = None;
         assert_eq!(
             decide(&c, true),
             Action::Idle,
             "the new node is not placed yet"
         );
-        c.nodes[1].status = NodeStatus::Running;
-        c.nodes[1].task_id = Some(task(c.id, &c.nodes[1], 2));
+        c.nodes[1].observed.status = NodeStatus::Running;
+        c.nodes[1].observed.task_id = Some(task(c.id, &c.nodes[1], 2));
         assert_eq!(
             decide(&c, true),
             Action::Begin,
@@ -441,7 +448,7 @@ mod tests {
         );
         done(&mut c);
         let first = c.nodes[0].name.to_string();
-        c.nodes[0].attempt = 1;
+        c.nodes[0].observed.attempt = 1;
         assert_eq!(decide(&c, true), Action::Roll(first.clone()));
         let (name, attempt) = c.roll_next().unwrap();
         assert_eq!((name.as_str(), attempt), (first.as_str(), 2));
@@ -452,8 +459,8 @@ mod tests {
         );
         c.retiring.clear();
         assert_eq!(decide(&c, true), Action::Idle, "and for the new one to run");
-        c.nodes[0].status = NodeStatus::Running;
-        c.nodes[0].task_id = Some(task(c.id, &c.nodes[0], 2));
+        c.nodes[0].observed.status = NodeStatus::Running;
+        c.nodes[0].observed.task_id = Some(task(c.id, &c.nodes[0], 2));
         assert_eq!(
             decide(&c, true),
             Action::Begin,
@@ -521,15 +528,15 @@ mod tests {
     fn fresh_progress_keeps_what_was_pushed_to_tasks_that_still_run() {
         let mut c = cluster();
         let mut p = fresh_progress(&c, None);
-        let t0 = c.nodes[0].task_id.as_ref().unwrap().to_string();
-        let t1 = c.nodes[1].task_id.as_ref().unwrap().to_string();
+        let t0 = c.nodes[0].observed.task_id.as_ref().unwrap().to_string();
+        let t1 = c.nodes[1].observed.task_id.as_ref().unwrap().to_string();
         for t in [t0.as_str(), t1.as_str(), "gone"] {
             p.pushed
                 .entry(t.into())
                 .or_default()
                 .insert("/a".into(), digest(t.as_bytes()));
         }
-        c.nodes[1].task_id = Some(task(c.id, &c.nodes[1], 2));
+        c.nodes[1].observed.task_id = Some(task(c.id, &c.nodes[1], 2));
         let fresh = fresh_progress(&c, Some(&p));
         assert_eq!(fresh.pushed.keys().collect::<Vec<_>>(), [&t0]);
         // Records written before digests were kept read as "nothing pushed yet".
@@ -545,7 +552,7 @@ mod tests {
     #[test]
     fn not_ours_or_not_yet() {
         let mut c = cluster();
-        c.nodes[0].status = NodeStatus::Staging;
+        c.nodes[0].observed.status = NodeStatus::Staging;
         assert_eq!(
             decide(&c, true),
             Action::Idle,

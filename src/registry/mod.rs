@@ -93,8 +93,14 @@ impl ListFilter {
     pub fn matches(&self, c: &Cluster) -> bool {
         self.owner.as_deref().is_none_or(|o| c.owner == o)
             && self.status.is_none_or(|s| c.status == s)
-            && self.product.as_deref().is_none_or(|p| c.product.as_str() == p)
-            && self.version.as_deref().is_none_or(|v| c.version.as_str() == v)
+            && self
+                .product
+                .as_deref()
+                .is_none_or(|p| c.product.as_str() == p)
+            && self
+                .version
+                .as_deref()
+                .is_none_or(|v| c.version.as_str() == v)
     }
 }
 
@@ -119,7 +125,7 @@ impl Counts {
         for c in clusters {
             *out.clusters.entry(c.status).or_default() += 1;
             for n in &c.nodes {
-                *out.nodes.entry(n.status).or_default() += 1;
+                *out.nodes.entry(n.observed.status).or_default() += 1;
             }
         }
         out

@@ -199,7 +199,7 @@ fn clusters(store: &dyn Store) {
                 for _ in 0..25 {
                     store
                         .update_cluster(c0.id, &mut |c| {
-                            c.nodes[0].attempt += 1;
+                            c.nodes[0].observed.attempt += 1;
                             Ok(Update::Write)
                         })
                         .unwrap();
@@ -207,7 +207,12 @@ fn clusters(store: &dyn Store) {
             });
         }
     });
-    assert_eq!(store.cluster(c0.id).unwrap().unwrap().nodes[0].attempt, 100);
+    assert_eq!(
+        store.cluster(c0.id).unwrap().unwrap().nodes[0]
+            .observed
+            .attempt,
+        100
+    );
 }
 
 fn delete_guard(store: &dyn Store) {

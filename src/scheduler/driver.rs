@@ -352,8 +352,13 @@ impl Driver {
         let tasks: HashMap<TaskId, Option<AgentId>> = clusters
             .iter()
             .flat_map(|c| c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node)))
-            .filter(|n| n.status.has_task())
-            .filter_map(|n| n.task_id.clone().map(|t| (t, n.agent_id.clone())))
+            .filter(|n| n.observed.status.has_task())
+            .filter_map(|n| {
+                n.observed
+                    .task_id
+                    .clone()
+                    .map(|t| (t, n.observed.agent_id.clone()))
+            })
             .collect();
         s.reconciling = tasks;
         s.reconcile_started = Instant::now();
@@ -535,9 +540,15 @@ impl Driver {
             self.retiring.remove(&c.id);
         }
         for r in c.retiring.iter().filter(|r| r.drained) {
-            if let Some(t) = r.node.task_id.as_ref().filter(|_| r.node.status.has_task()) {
+            if let Some(t) = r
+                .node
+                .observed
+                .task_id
+                .as_ref()
+                .filter(|_| r.node.observed.status.has_task())
+            {
                 tracing::info!(cluster_id = %c.id, node = %r.node.name, task_id = %t, "killing a node the update removed");
-                self.kill(s, t, r.node.agent_id.as_ref()).await;
+                self.kill(s, t, r.node.observed.agent_id.as_ref()).await;
             }
         }
     }
@@ -649,7 +660,11 @@ impl Driver {
         if plan.unplaced.is_empty() {
             // Everything placed: clusters with no queued node leave the pending set.
             for (id, c) in &recorded {
-                if !c.nodes.iter().any(|n| n.status == NodeStatus::Queued) {
+                if !c
+                    .nodes
+                    .iter()
+                    .any(|n| n.observed.status == NodeStatus::Queued)
+                {
                     self.pending.remove(id);
                 }
             }
@@ -674,7 +689,7 @@ impl Driver {
                     let ends = c
                         .nodes
                         .iter()
-                        .filter_map(|n| n.not_before.as_ref()?.millis());
+                        .filter_map(|n| n.observed.not_before.as_ref()?.millis());
                     if let Some(left) = ends.map(|t| t.saturating_sub(now_ms)).min() {
                         let left = Duration::from_millis(left);
                         backoff = Some(backoff.map_or(left, |b| b.min(left)));
@@ -911,10 +926,10 @@ impl Driver {
 
     async fn kill_cluster(&self, s: &Session, c: &Cluster) {
         let nodes = c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node));
-        for n in nodes.filter(|n| n.status.has_task()) {
-            if let Some(t) = &n.task_id {
-                tracing::info!(cluster_id = %c.id, node = %n.name, task_id = %t, agent_id = ?n.agent_id.as_ref().map(AgentId::as_str), "killing");
-                self.kill(s, t, n.agent_id.as_ref()).await;
+        for n in nodes.filter(|n| n.observed.status.has_task()) {
+            if let Some(t) = &n.observed.task_id {
+                tracing::info!(cluster_id = %c.id, node = %n.name, task_id = %t, agent_id = ?n.observed.agent_id.as_ref().map(AgentId::as_str), "killing");
+                self.kill(s, t, n.observed.agent_id.as_ref()).await;
             }
         }
     }

@@ -45,7 +45,9 @@ pub fn wants_placement(c: &Cluster) -> bool {
                 | ClusterStatus::Healing
                 | ClusterStatus::Updating
         )
-        && c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
+        && c.nodes
+            .iter()
+            .any(|n| n.observed.status == NodeStatus::Queued)
 }
 
 /// One gang per cluster that wants placement: its queued nodes, placed all together or not
@@ -58,7 +60,7 @@ pub fn gangs(clusters: &[Cluster]) -> Vec<Gang<NodeKey>> {
             nodes: c
                 .nodes
                 .iter()
-                .filter(|n| n.status == NodeStatus::Queued)
+                .filter(|n| n.observed.status == NodeStatus::Queued)
                 .map(|n| NodeNeed {
                     key: NodeKey {
                         cluster: c.id,
@@ -127,30 +129,30 @@ pub fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) ->
         let Some(n) = c.node_mut(&p.node) else {
             continue;
         };
-        if n.status != NodeStatus::Queued {
+        if n.observed.status != NodeStatus::Queued {
             continue;
         }
-        n.attempt += 1;
-        n.task_id = Some(TaskId {
+        n.observed.attempt += 1;
+        n.observed.task_id = Some(TaskId {
             cluster: id,
             node: n.name.clone(),
-            attempt: n.attempt,
+            attempt: n.observed.attempt,
         });
-        n.status = NodeStatus::Staging;
-        n.agent_id = Some(p.agent_id.clone());
-        n.host = Some(p.hostname.clone());
-        n.address = Some(p.address.clone());
-        n.ports = n
+        n.observed.status = NodeStatus::Staging;
+        n.observed.agent_id = Some(p.agent_id.clone());
+        n.observed.host = Some(p.hostname.clone());
+        n.observed.address = Some(p.address.clone());
+        n.observed.ports = n
             .port_names
             .iter()
             .cloned()
             .zip(p.ports.iter().copied())
             .collect();
-        n.agent_port = p.agent_port;
+        n.observed.agent_port = p.agent_port;
         // The new attempt's executor makes a new certificate; its TASK_RUNNING brings the pin.
-        n.agent_cert_sha256 = None;
-        n.not_before = None;
-        n.message = None;
+        n.observed.agent_cert_sha256 = None;
+        n.observed.not_before = None;
+        n.observed.message = None;
         changed = true;
     }
     if !changed {
@@ -159,7 +161,10 @@ pub fn record_placements(c: &mut Cluster, placed: &[Placed], now: &Timestamp) ->
     if c.status == ClusterStatus::Registered {
         let _ = c.apply(ClusterEvent::PlacementStarted, None, now.clone());
     }
-    if !c.nodes.iter().any(|n| n.status == NodeStatus::Queued)
+    if !c
+        .nodes
+        .iter()
+        .any(|n| n.observed.status == NodeStatus::Queued)
         && c.reason
             .as_deref()
             .is_some_and(|r| r.starts_with("waiting"))
@@ -244,9 +249,10 @@ pub fn record_waiting(c: &mut Cluster, waiting: &Waiting, now: &Timestamp) -> Up
     let mut changed = false;
     for (name, message) in &waiting.nodes {
         if let Some(n) = c.node_mut(name).filter(|n| {
-            n.status == NodeStatus::Queued && n.message.as_deref() != Some(message.as_str())
+            n.observed.status == NodeStatus::Queued
+                && n.observed.message.as_deref() != Some(message.as_str())
         }) {
-            n.message = Some(message.clone());
+            n.observed.message = Some(message.clone());
             changed = true;
         }
     }
@@ -343,14 +349,15 @@ pub fn accepts(
                 };
                 // Only nodes this round moved to staging on this agent (not skipped because
                 // the cluster was destroyed meanwhile).
-                if node.status != NodeStatus::Staging
-                    || node.agent_id.as_ref().map(AgentId::as_str) != Some(acc.agent_id.as_str())
+                if node.observed.status != NodeStatus::Staging
+                    || node.observed.agent_id.as_ref().map(AgentId::as_str)
+                        != Some(acc.agent_id.as_str())
                 {
                     continue;
                 }
                 // [`record_placements`] stages a node only together with its task id; one
                 // without could only launch under an empty id, which Mesos refuses.
-                let Some(task_id) = node.task_id.clone() else {
+                let Some(task_id) = node.observed.task_id.clone() else {
                     continue;
                 };
                 match task_info(c, node, &p.allotment, &acc.agent_id, &mut offered, tpl) {
@@ -524,8 +531,8 @@ mod tests {
             Update::Write
         ));
         let a = c.node("a").unwrap();
-        assert_eq!(a.status, NodeStatus::Staging);
-        let tid = a.task_id.clone().unwrap();
+        assert_eq!(a.observed.status, NodeStatus::Staging);
+        let tid = a.observed.task_id.clone().unwrap();
         assert_eq!(
             TaskId::parse(&tid.to_string()),
             Ok(tid.clone()),
@@ -536,7 +543,7 @@ mod tests {
             (c.id, "a", 1)
         );
         assert_eq!(
-            a.ports,
+            a.observed.ports,
             BTreeMap::from([("http".to_owned(), 31000), ("rpc".to_owned(), 31001)])
         );
         assert_eq!(c.status, ClusterStatus::Scheduling);
@@ -552,7 +559,7 @@ mod tests {
             record_placements(&mut d, &[placed("a")], &Timestamp("t1".into())),
             Update::Keep
         ));
-        assert_eq!(d.node("a").unwrap().status, NodeStatus::Queued);
+        assert_eq!(d.node("a").unwrap().observed.status, NodeStatus::Queued);
     }
 
     #[test]
@@ -574,7 +581,7 @@ mod tests {
             Some("waiting for resources: node b needs cpus 9")
         );
         assert_eq!(
-            c.node("b").unwrap().message.as_deref(),
+            c.node("b").unwrap().observed.message.as_deref(),
             Some("waiting for resources: needs cpus 9")
         );
         assert_eq!(c.status, ClusterStatus::Scheduling);
@@ -613,7 +620,7 @@ mod tests {
     }
 
     fn statuses(c: &Cluster) -> Vec<NodeStatus> {
-        c.nodes.iter().map(|n| n.status).collect()
+        c.nodes.iter().map(|n| n.observed.status).collect()
     }
 
     #[test]
@@ -656,9 +663,10 @@ mod tests {
             assert_eq!(c.reason.as_deref(), Some(want));
             assert_eq!(c.status, ClusterStatus::Scheduling);
             assert!(c.nodes.iter().all(|n| {
-                n.status == NodeStatus::Queued
-                    && n.task_id.is_none()
-                    && n.message
+                n.observed.status == NodeStatus::Queued
+                    && n.observed.task_id.is_none()
+                    && n.observed
+                        .message
                         .as_deref()
                         .is_some_and(|m| m.starts_with("waiting for resources: "))
             }));
@@ -680,7 +688,7 @@ mod tests {
             young
                 .nodes
                 .iter()
-                .all(|n| n.task_id.is_none() && n.ports.is_empty())
+                .all(|n| n.observed.task_id.is_none() && n.observed.ports.is_empty())
         );
         assert!(
             young
@@ -763,7 +771,7 @@ mod tests {
                 name: "a node recorded on another agent is not launched here",
                 tamper: |r| {
                     let c = r.values_mut().next().unwrap();
-                    c.node_mut("b").unwrap().agent_id = Some("elsewhere".into());
+                    c.node_mut("b").unwrap().observed.agent_id = Some("elsewhere".into());
                 },
                 want: vec![("a1", vec!["a"])],
                 unbuilt: 0,
@@ -772,7 +780,7 @@ mod tests {
                 name: "a node that is no longer staging is not launched",
                 tamper: |r| {
                     let c = r.values_mut().next().unwrap();
-                    c.node_mut("a").unwrap().status = NodeStatus::Queued;
+                    c.node_mut("a").unwrap().observed.status = NodeStatus::Queued;
                 },
                 want: vec![("a1", vec!["b"])],
                 unbuilt: 0,
@@ -832,7 +840,11 @@ mod tests {
         assert_eq!(amount(&exec.resources, "cpus"), 0.1);
         assert_eq!(ports(&exec.resources), [31002]);
         // The recorded NodeAgent port is the executor's.
-        let node = recorded[&clusters[0].id].node("a").unwrap().agent_port;
+        let node = recorded[&clusters[0].id]
+            .node("a")
+            .unwrap()
+            .observed
+            .agent_port;
         assert_eq!(node, Some(31002));
     }
 

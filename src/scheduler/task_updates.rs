@@ -82,23 +82,23 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
     if let Some(i) = c
         .retiring
         .iter()
-        .position(|r| r.node.task_id.as_ref() == Some(&obs.task_id))
+        .position(|r| r.node.observed.task_id.as_ref() == Some(&obs.task_id))
     {
         return retiring_update(c, i, new, obs, now);
     }
     let Some(n) = c.node_mut(node) else {
         return Applied::Ignored("no such node");
     };
-    if n.task_id.as_ref() != Some(&obs.task_id) {
+    if n.observed.task_id.as_ref() != Some(&obs.task_id) {
         return Applied::Stale;
     }
-    if n.status.is_terminal() && !new.is_terminal() {
+    if n.observed.status.is_terminal() && !new.is_terminal() {
         // Updates of one task arrive in order, but reconciliation answers and retried
         // updates can trail a terminal one. A terminal task stays terminal for us.
         return Applied::Ignored("non-terminal update after a terminal one");
     }
-    if n.status == NodeStatus::Staging && requeue_allowed && never_launched(obs) {
-        n.requeue(
+    if n.observed.status == NodeStatus::Staging && requeue_allowed && never_launched(obs) {
+        n.observed.requeue(
             None,
             format!("launch not delivered, queued again: {}", obs.describe()),
         );
@@ -106,20 +106,19 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
     }
     let message = Some(obs.describe());
     // A RUNNING without a pin (a reconciliation answer) keeps the one on record.
-    let new_pin = obs
-        .agent_cert_sha256
-        .as_ref()
-        .filter(|p| new == NodeStatus::Running && n.agent_cert_sha256.as_ref() != Some(*p));
-    if n.status == new && n.message == message && new_pin.is_none() {
+    let new_pin = obs.agent_cert_sha256.as_ref().filter(|p| {
+        new == NodeStatus::Running && n.observed.agent_cert_sha256.as_ref() != Some(*p)
+    });
+    if n.observed.status == new && n.observed.message == message && new_pin.is_none() {
         return Applied::Ignored("duplicate");
     }
     if let Some(pin) = new_pin {
-        n.agent_cert_sha256 = Some(pin.clone());
+        n.observed.agent_cert_sha256 = Some(pin.clone());
     }
-    n.status = new;
-    n.message = message;
+    n.observed.status = new;
+    n.observed.message = message;
     if let Some(a) = &obs.agent_id {
-        n.agent_id = Some(a.clone());
+        n.observed.agent_id = Some(a.clone());
     }
     let name = n.name.clone();
     let t = now.clone();
@@ -139,7 +138,9 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
         };
     } else if new == NodeStatus::Running
         && c.status == ClusterStatus::Scheduling
-        && c.nodes.iter().all(|n| n.status == NodeStatus::Running)
+        && c.nodes
+            .iter()
+            .all(|n| n.observed.status == NodeStatus::Running)
     {
         let _ = c.apply(ClusterEvent::AllRunning, None, t);
     } else if new == NodeStatus::Running && c.healed_nodes_run() {
@@ -162,12 +163,12 @@ fn retiring_update(
     now: &Timestamp,
 ) -> Applied {
     let n = &mut c.retiring[i].node;
-    if n.status == new {
+    if n.observed.status == new {
         return Applied::Ignored("duplicate");
     }
     if !new.is_terminal() {
-        n.status = new;
-        n.message = Some(obs.describe());
+        n.observed.status = new;
+        n.observed.message = Some(obs.describe());
         return Applied::Changed;
     }
     c.retiring.remove(i);
@@ -240,8 +241,8 @@ mod tests {
         );
         c.apply(ClusterEvent::PlacementStarted, None, ts()).unwrap();
         for (i, node) in c.nodes.iter_mut().enumerate() {
-            node.status = NodeStatus::Staging;
-            node.task_id = Some(tid(&format!("t{i}")));
+            node.observed.status = NodeStatus::Staging;
+            node.observed.task_id = Some(tid(&format!("t{i}")));
         }
         c
     }
@@ -256,11 +257,11 @@ mod tests {
         let mut o = obs("t0", TaskState::TaskRunning);
         o.agent_cert_sha256 = Some("ab".repeat(32));
         assert_eq!(apply_update(&mut c, "n0", &o, &ts()), Applied::Changed);
-        assert_eq!(c.nodes[0].agent_cert_sha256, Some("ab".repeat(32)));
+        assert_eq!(c.nodes[0].observed.agent_cert_sha256, Some("ab".repeat(32)));
         // The master's reconciliation answer has no data.
         let bare = obs("t0", TaskState::TaskRunning);
         apply_update(&mut c, "n0", &bare, &ts());
-        assert_eq!(c.nodes[0].agent_cert_sha256, Some("ab".repeat(32)));
+        assert_eq!(c.nodes[0].observed.agent_cert_sha256, Some("ab".repeat(32)));
     }
 
     fn obs(task: &str, state: TaskState) -> Observed {
@@ -271,6 +272,36 @@ mod tests {
             message: None,
             agent_id: Some("a1".into()),
             agent_cert_sha256: None,
+        }
+    }
+
+    /// The two writers stay apart: a task update writes what was observed of a node, never
+    /// its desired spec, whatever the state it reports.
+    #[test]
+    fn a_task_update_never_changes_a_node_spec() {
+        let spec_of = |c: &Cluster| -> Vec<crate::domain::Node> {
+            c.nodes
+                .iter()
+                .map(|n| crate::domain::Node {
+                    observed: crate::domain::NodeObserved::queued(),
+                    ..n.clone()
+                })
+                .collect()
+        };
+        for state in [
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskFailed,
+            TaskState::TaskLost,
+            TaskState::TaskKilled,
+            TaskState::TaskDropped,
+            TaskState::TaskUnreachable,
+            TaskState::TaskFinished,
+        ] {
+            let mut c = cluster(2);
+            let before = spec_of(&c);
+            apply_update(&mut c, "n0", &obs("t0", state), &ts());
+            assert_eq!(spec_of(&c), before, "{state:?}");
         }
     }
 
@@ -290,7 +321,7 @@ mod tests {
         apply_update(&mut c, "n1", &obs("t1", TaskState::TaskRunning), &ts());
         assert_eq!(c.status, ClusterStatus::Scheduled);
         assert_eq!(
-            c.nodes[1].agent_id.as_ref().map(AgentId::as_str),
+            c.nodes[1].observed.agent_id.as_ref().map(AgentId::as_str),
             Some("a1")
         );
     }
@@ -319,7 +350,7 @@ mod tests {
             apply_update(&mut c, "n0", &obs("t0", TaskState::TaskRunning), &ts()),
             Applied::Ignored(_)
         ));
-        assert_eq!(c.nodes[0].status, NodeStatus::Killed);
+        assert_eq!(c.nodes[0].observed.status, NodeStatus::Killed);
     }
 
     #[test]
@@ -359,9 +390,13 @@ mod tests {
         assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Requeued);
         assert_eq!(c.status, ClusterStatus::Scheduling);
         let n1 = c.node("n1").unwrap();
-        assert_eq!((n1.status, n1.task_id.as_ref()), (NodeStatus::Queued, None));
+        assert_eq!(
+            (n1.observed.status, n1.observed.task_id.as_ref()),
+            (NodeStatus::Queued, None)
+        );
         assert!(
-            n1.message
+            n1.observed
+                .message
                 .as_deref()
                 .unwrap()
                 .contains("REASON_INVALID_OFFERS")
@@ -387,18 +422,22 @@ mod tests {
             apply_update(&mut c, n, &obs(t, TaskState::TaskRunning), &ts());
         }
         c.status = ClusterStatus::Ready;
-        c.nodes[1].attempt = 1;
+        c.nodes[1].observed.attempt = 1;
         let mut o = obs("t1", TaskState::TaskFailed);
         o.message = Some("container killed".into());
         assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Replaced);
         assert_eq!(c.status, ClusterStatus::Healing);
         let n1 = c.node("n1").unwrap();
         assert_eq!(
-            (n1.status, n1.task_id.as_ref(), n1.attempt),
+            (
+                n1.observed.status,
+                n1.observed.task_id.as_ref(),
+                n1.observed.attempt
+            ),
             (NodeStatus::Queued, None, 1),
             "queued; the placement makes attempt 2"
         );
-        assert!(n1.not_before.is_some(), "a backoff is set");
+        assert!(n1.observed.not_before.is_some(), "a backoff is set");
         assert_eq!(c.replacements.len(), 1);
         assert!(c.replacements[0].cause.contains("container killed"));
         // The old task's later updates are ignored; the new attempt's RUNNING is recorded.
@@ -407,8 +446,8 @@ mod tests {
             Applied::Stale
         );
         let n1 = c.node_mut("n1").unwrap();
-        n1.status = NodeStatus::Staging;
-        n1.task_id = Some(tid("t1b"));
+        n1.observed.status = NodeStatus::Staging;
+        n1.observed.task_id = Some(tid("t1b"));
         apply_update(&mut c, "n1", &obs("t1b", TaskState::TaskRunning), &ts());
         assert_eq!(c.status, ClusterStatus::Healing, "configured again first");
         let last = c.history.last().unwrap();
@@ -423,7 +462,7 @@ mod tests {
         o.reason = Some(Reason::Reconciliation);
         assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Replaced);
         assert_eq!(c.status, ClusterStatus::Scheduling);
-        assert_eq!(c.node("n1").unwrap().status, NodeStatus::Queued);
+        assert_eq!(c.node("n1").unwrap().observed.status, NodeStatus::Queued);
     }
 
     #[test]
@@ -443,7 +482,7 @@ mod tests {
             apply_update(&mut c, "n1", &obs("t1", TaskState::TaskKilling), &ts()),
             Applied::Changed
         );
-        assert_eq!(c.retiring[0].node.status, NodeStatus::Killing);
+        assert_eq!(c.retiring[0].node.observed.status, NodeStatus::Killing);
         assert_eq!(
             apply_update(&mut c, "n1", &obs("t1", TaskState::TaskKilled), &ts()),
             Applied::Changed

@@ -34,6 +34,7 @@ pub fn task_info(
 ) -> Result<mesos::TaskInfo, Shortage> {
     // invariant: the driver persisted the task id before building the TaskInfo.
     let task_id = node
+        .observed
         .task_id
         .as_ref()
         .map(ToString::to_string)
@@ -52,7 +53,7 @@ pub fn task_info(
         node: node.name.to_string(),
         command: node.command.clone(),
         env: node.env.clone(),
-        ports: node.ports.clone(),
+        ports: node.observed.ports.clone(),
         agent_port: allotment.executor_ports.first().copied(),
         secret: cluster.secret.clone(),
     };

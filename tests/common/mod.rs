@@ -433,8 +433,9 @@ pub fn make_ready_in_store(data: &Path, id: &str) {
     store
         .update_cluster(id.parse().expect("cluster id"), &mut |c| {
             for n in &mut c.nodes {
-                n.status = NodeStatus::Running;
-                n.task_id = Some(format!("{}.{}.1", c.id, n.name).parse().expect("task id"));
+                n.observed.status = NodeStatus::Running;
+                n.observed.task_id =
+                    Some(format!("{}.{}.1", c.id, n.name).parse().expect("task id"));
             }
             c.status = ClusterStatus::Ready;
             Ok(Update::Write)

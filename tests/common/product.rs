@@ -83,8 +83,8 @@ impl Product {
             .cluster(&Renderer::spec(), fresh)
             .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
         for (i, n) in c.nodes.iter_mut().enumerate() {
-            n.address = Some("127.0.0.1".into());
-            n.ports = n
+            n.observed.address = Some("127.0.0.1".into());
+            n.observed.ports = n
                 .port_names
                 .iter()
                 .enumerate()
