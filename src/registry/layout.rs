@@ -193,31 +193,17 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Map, json};
-
     use super::*;
-    use crate::domain::cluster::ClusterSpec;
-    use crate::domain::{ClusterStatus, Name, NodeStatus, Timestamp};
+    use crate::domain::{ClusterStatus, Name, NodeStatus};
+    use crate::registry::suite::cluster_with;
 
     fn cluster() -> Cluster {
-        let spec = ClusterSpec::parse(
-            &json!({"nodes": {
-                "a": {"docker_image": "i", "cpu": 1, "mem": 1},
-                "b": {"docker_image": "i", "cpu": 1, "mem": 1},
-                "c": {"docker_image": "i", "cpu": 1, "mem": 1},
-            }})
-            .to_string(),
-        )
-        .unwrap();
-        Cluster::new(
-            ClusterId::random(),
-            "alice".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Map::new(),
-            spec,
-            "s".into(),
-            Timestamp("2026-01-01T00:00:00.000Z".into()),
+        cluster_with(
+            "alice",
+            "p",
+            "1",
+            "2026-01-01T00:00:00.000Z",
+            &["a", "b", "c"],
         )
     }
 

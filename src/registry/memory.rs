@@ -218,17 +218,12 @@ impl Store for MemoryStore {
             Some(k) => std::ops::Bound::Excluded(k.to_owned()),
             None => std::ops::Bound::Unbounded,
         };
-        let mut matching = g
+        let matching = g
             .order
             .range((start, std::ops::Bound::Unbounded))
             .filter_map(|(_, id)| g.clusters.get(id))
             .filter(|c| filter.matches(c));
-        let clusters: Vec<Cluster> = matching.by_ref().take(limit).cloned().collect();
-        let next = match (clusters.last(), matching.next()) {
-            (Some(last), Some(_)) => Some(cursor_of(last)),
-            _ => None,
-        };
-        Ok(Page { clusters, next })
+        Ok(Page::of(matching, limit))
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

@@ -137,6 +137,19 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+impl Page {
+    /// The page of the first `limit` clusters of `matching` (in list order), with `next` if
+    /// more follow.
+    pub(crate) fn of<'a>(mut matching: impl Iterator<Item = &'a Cluster>, limit: usize) -> Page {
+        let clusters: Vec<Cluster> = matching.by_ref().take(limit).cloned().collect();
+        let next = match (clusters.last(), matching.next()) {
+            (Some(last), Some(_)) => Some(cursor_of(last)),
+            _ => None,
+        };
+        Page { clusters, next }
+    }
+}
+
 /// Live counts kept by the store, for `/metrics` (no scan).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -369,16 +382,12 @@ pub trait Store: Send + Sync + 'static {
             check_cursor(k)?;
         }
         let all = self.clusters()?;
-        let mut it = all
-            .into_iter()
-            .filter(|c| filter.matches(c))
-            .filter(|c| cursor.is_none_or(|k| cursor_of(c).as_str() > k));
-        let clusters: Vec<Cluster> = it.by_ref().take(limit).collect();
-        let next = match (clusters.last(), it.next()) {
-            (Some(last), Some(_)) => Some(cursor_of(last)),
-            _ => None,
-        };
-        Ok(Page { clusters, next })
+        Ok(Page::of(
+            all.iter()
+                .filter(|c| cursor.is_none_or(|k| cursor_of(c).as_str() > k))
+                .filter(|c| filter.matches(c)),
+            limit,
+        ))
     }
     /// Clusters and nodes by status: equal to [`Counts::of`] every stored cluster. The sled
     /// store keeps them in memory (counted once at open, then moved on every commit), so

@@ -1081,31 +1081,15 @@ mod tests {
 
     #[test]
     fn opening_converts_the_first_layout_once() {
-        use serde_json::{Map, json};
-
-        use crate::domain::cluster::ClusterSpec;
-
         let dir = tempfile::tempdir().unwrap();
-        let spec = ClusterSpec::parse(
-            &json!({"nodes": {
-                "x": {"docker_image": "i", "cpu": 1, "mem": 1},
-                "y": {"docker_image": "i", "cpu": 1, "mem": 1},
-                "z": {"docker_image": "i", "cpu": 1, "mem": 1},
-            }})
-            .to_string(),
-        )
-        .unwrap();
         let clusters: Vec<Cluster> = (0..5)
             .map(|i| {
-                let mut c = Cluster::new(
-                    ClusterId::random(),
-                    ["alice", "bob"][i % 2].into(),
-                    Name::parse("p").unwrap(),
-                    Name::parse("1").unwrap(),
-                    Map::new(),
-                    spec.clone(),
-                    "s".into(),
-                    Timestamp(format!("2026-01-01T00:00:0{i}.000Z")),
+                let mut c = super::super::suite::cluster_with(
+                    ["alice", "bob"][i % 2],
+                    "p",
+                    "1",
+                    &format!("2026-01-01T00:00:0{i}.000Z"),
+                    &["x", "y", "z"],
                 );
                 if i % 2 == 1 {
                     c.status = ClusterStatus::Ready;

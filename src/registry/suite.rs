@@ -31,14 +31,19 @@ fn cluster(n: &str, v: &str, at: &str) -> Cluster {
 }
 
 fn cluster_of(owner: &str, n: &str, v: &str, at: &str) -> Cluster {
-    let spec = ClusterSpec::parse(
-        &json!({"nodes": {
-            "a": {"docker_image": "i", "cpu": 1, "mem": 1},
-            "b": {"docker_image": "i", "cpu": 2, "mem": 2},
-        }})
-        .to_string(),
-    )
-    .unwrap();
+    cluster_with(owner, n, v, at, &["a", "b"])
+}
+
+/// A new cluster of product `n`/`v` with the nodes `nodes`, created at `at`.
+pub fn cluster_with(owner: &str, n: &str, v: &str, at: &str, nodes: &[&str]) -> Cluster {
+    let nodes: Map<String, serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            let node = json!({"docker_image": "i", "cpu": 1, "mem": 1});
+            (n.to_string(), node)
+        })
+        .collect();
+    let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
     Cluster::new(
         ClusterId::random(),
         owner.into(),
