@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
-use super::{COMMIT_BUFFER, Commit, MAX_LOG, Store, StoreError, Update};
+use super::{
+    COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError, Update,
+    check_cursor, check_node_names, cursor_of,
+};
 use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
 
 pub struct MemoryStore {
@@ -28,6 +31,8 @@ struct Inner {
     products: BTreeMap<(Name, Name), Product>,
     parts: BTreeMap<(Name, Name, &'static str), Vec<u8>>,
     clusters: BTreeMap<ClusterId, Cluster>,
+    /// The clusters in list order: [`cursor_of`] → id.
+    order: BTreeMap<String, ClusterId>,
     logs: BTreeMap<ClusterId, Vec<u8>>,
     meta: BTreeMap<String, String>,
 }
@@ -151,9 +156,17 @@ impl Store for MemoryStore {
         if g.clusters.contains_key(&c.id) {
             return Err(StoreError::AlreadyExists(format!("cluster {}", c.id)));
         }
-        let all: Vec<Cluster> = g.clusters.values().cloned().collect();
-        guard(&all).map_err(StoreError::Rejected)?;
+        check_node_names(c)?;
+        let owned: Vec<Cluster> = g
+            .order
+            .values()
+            .filter_map(|id| g.clusters.get(id))
+            .filter(|o| o.owner == c.owner)
+            .cloned()
+            .collect();
+        guard(&owned).map_err(StoreError::Rejected)?;
         g.clusters.insert(c.id, c.clone());
+        g.order.insert(cursor_of(c), c.id);
         // Announced under the lock, so that commits arrive in the order they were made.
         let _ = self.commits.send(Commit::Cluster(Arc::new(c.clone())));
         Ok(())
@@ -167,6 +180,8 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         match g.clusters.get(&id) {
             Some(c) if guard(c) => {
+                let cursor = cursor_of(c);
+                g.order.remove(&cursor);
                 g.clusters.remove(&id);
                 g.logs.remove(&id);
                 let _ = self.commits.send(Commit::Purged(id));
@@ -181,9 +196,38 @@ impl Store for MemoryStore {
     }
 
     fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
-        let mut all: Vec<Cluster> = self.lock().clusters.values().cloned().collect();
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(all)
+        let g = self.lock();
+        Ok(g.order
+            .values()
+            .filter_map(|id| g.clusters.get(id))
+            .cloned()
+            .collect())
+    }
+
+    fn clusters_page(
+        &self,
+        filter: &ListFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        if let Some(k) = cursor {
+            check_cursor(k)?;
+        }
+        let g = self.lock();
+        let start = match cursor {
+            Some(k) => std::ops::Bound::Excluded(k.to_owned()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let matching = g
+            .order
+            .range((start, std::ops::Bound::Unbounded))
+            .filter_map(|(_, id)| g.clusters.get(id))
+            .filter(|c| filter.matches(c));
+        Ok(Page::of(matching, limit))
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(Counts::of(self.lock().clusters.values()))
     }
 
     fn update_cluster(
@@ -198,9 +242,18 @@ impl Store for MemoryStore {
             .ok_or_else(|| StoreError::NotFound(format!("cluster {id}")))?;
         // Work on a copy so that a refusal leaves the stored record untouched.
         let mut c = current.clone();
+        let was = cursor_of(current);
         match f(&mut c).map_err(StoreError::Rejected)? {
             Update::Keep => Ok(c),
             Update::Write => {
+                if c.id != id {
+                    return Err(StoreError::Rejected(format!(
+                        "an update of cluster {id} cannot change its id"
+                    )));
+                }
+                check_node_names(&c)?;
+                g.order.remove(&was);
+                g.order.insert(cursor_of(&c), id);
                 g.clusters.insert(id, c.clone());
                 let _ = self.commits.send(Commit::Cluster(Arc::new(c.clone())));
                 Ok(c)

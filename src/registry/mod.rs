@@ -5,29 +5,47 @@
 //!
 //! # Keyspace (sled trees)
 //!
-//! | tree       | key                          | value                                   |
-//! |------------|------------------------------|-----------------------------------------|
-//! | `products` | `<name>\0<version>`          | [`Product`] as JSON                     |
-//! | `parts`    | `<name>\0<version>\0<part>`  | raw bytes of the template/options/script|
-//! | `clusters` | `<cluster uuid>`             | [`Cluster`] as JSON (nodes included)    |
-//! | `logs`     | `<cluster uuid>`             | orchestrator output, raw bytes          |
-//! | `meta`     | e.g. `framework_id`          | UTF-8 text                              |
+//! | tree         | key                          | value                                        |
+//! |--------------|------------------------------|----------------------------------------------|
+//! | `products`   | `<name>\0<version>`          | [`Product`] as JSON                          |
+//! | `parts`      | `<name>\0<version>\0<part>`  | raw bytes of the template/options/script     |
+//! | `clusters`   | `<cluster uuid>`             | the cluster's *head* as JSON (below)         |
+//! | `nodes`      | `<cluster uuid>\0<node>`     | one [`crate::domain::Node`] as JSON          |
+//! | `by_created` | `<created_at>_<uuid>`        | `<uuid>` (the [`cursor_of`] order)           |
+//! | `by_owner`   | `<owner>\0<created_at>_<uuid>`| `<uuid>`                                     |
+//! | `by_status`  | `<status>\0<created_at>_<uuid>`| `<uuid>`                                    |
+//! | `logs`       | `<cluster uuid>`             | orchestrator output, raw bytes               |
+//! | `meta`       | e.g. `framework_id`          | UTF-8 text                                   |
 //!
 //! Names cannot contain `\0` (see [`crate::domain::Name`]), so the separator is unambiguous
 //! and a prefix scan on `<name>\0` finds exactly one product's versions.
 //!
-//! A cluster is one value on purpose: every update rewrites it whole, so there is never a
-//! half-written cluster, and the scheduler's read-modify-write is a compare-and-swap.
+//! A cluster is stored as its head and one record per node, so that a node's status update
+//! writes that node and the head, not every node. The head is
+//! `{"rev": n, "nodes": [<node names in order>], "cluster": <the Cluster with "nodes": []>}`:
+//! the node names give the order and the keys of the node records (sled transactions cannot
+//! scan a prefix), and `rev` grows by one on every commit of the cluster, so an unchanged head
+//! proves that nothing of the cluster changed (see [`sled_store`] for how readers and writers
+//! use it). Every commit writes the head, its changed node records and the moved index keys
+//! in one sled transaction: there is never a half-written cluster.
 //!
-//! Everything stored per cluster lives under its uuid in `clusters` (record, status
-//! history = `/events`, secret) and `logs`; [`Store::purge_cluster`] removes both in one
-//! transaction. A new per-cluster key must be added there too.
+//! The three index trees hold one key per cluster each and are written in the same
+//! transactions; [`Store::clusters_page`] walks the most selective one. The meta key
+//! `store_layout` = `2` records that the data written by the first layout (the whole cluster
+//! as one JSON value in `clusters`, no index) was converted on open (see
+//! [`sled_store::SledStore::open_with`]).
+//!
+//! Everything stored per cluster lives under its uuid in `clusters`, `nodes`, the indexes
+//! (record, nodes, status history = `/events`, secret) and `logs`;
+//! [`Store::purge_cluster`] removes them all in one transaction. A new per-cluster key must
+//! be added there too.
 //!
 //! # Durability
 //! Every write returns only after it is on disk (`fsync`). Concurrent writers share flushes
 //! (group commit, see [`sled_store`]), so a burst of writes costs far fewer fsyncs than
 //! writes, yet a 2xx never precedes its flush.
 
+mod layout;
 pub mod memory;
 pub mod sled_store;
 #[cfg(test)]
@@ -41,7 +59,7 @@ pub use memory::MemoryStore;
 
 /// Most orchestrator output kept per cluster; older output is cut from the front.
 pub const MAX_LOG: usize = 1 << 20;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, StoreOptions};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +76,9 @@ pub enum StoreError {
     /// The blocking store call panicked or its runtime shut down (see [`call`]).
     #[error("store task did not finish")]
     Task(#[source] tokio::task::JoinError),
+    /// A page cursor that [`cursor_of`] cannot have made (a client's bad input: a 400).
+    #[error("bad page cursor {0:?}: expected <created_at>_<cluster uuid>, as a page's next")]
+    BadCursor(String),
     #[error("stored record {key} is corrupt")]
     Corrupt {
         key: String,
@@ -69,6 +90,11 @@ pub enum StoreError {
 /// A committed change, announced on [`Store::subscribe`] once it is durable. Subscribers
 /// (the scheduler, the orchestrator) act on it at once instead of waiting for a scan; a
 /// subscriber that lags behind (`RecvError::Lagged`) rescans everything instead.
+///
+/// The announcements of one cluster arrive in commit order. A commit that a newer commit of
+/// the same cluster overtook on its way to disk is not announced at all (the newer record
+/// is, and it is what the cluster is): a subscriber never sees a cluster go back to an older
+/// record, but it may not see every intermediate one.
 #[derive(Debug, Clone)]
 pub enum Commit {
     /// A cluster was created or changed: its record as committed.
@@ -111,6 +137,19 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+impl Page {
+    /// The page of the first `limit` clusters of `matching` (in list order), with `next` if
+    /// more follow.
+    pub(crate) fn of<'a>(mut matching: impl Iterator<Item = &'a Cluster>, limit: usize) -> Page {
+        let clusters: Vec<Cluster> = matching.by_ref().take(limit).cloned().collect();
+        let next = match (clusters.last(), matching.next()) {
+            (Some(last), Some(_)) => Some(cursor_of(last)),
+            _ => None,
+        };
+        Page { clusters, next }
+    }
+}
+
 /// Live counts kept by the store, for `/metrics` (no scan).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -132,9 +171,38 @@ impl Counts {
     }
 }
 
-/// The cursor after `c` in the list order (created_at, then id).
+/// The cursor after `c` in the list order: `<created_at>_<uuid>`, compared as bytes. For the
+/// fixed-width RFC 3339 timestamps the api writes, that is created_at, then id.
 pub fn cursor_of(c: &Cluster) -> String {
     format!("{}_{}", c.created_at, c.id)
+}
+
+/// Checks that `cursor` has the shape [`cursor_of`] gives: a non-empty timestamp, `_`, and a
+/// cluster uuid in its canonical (lowercase, hyphenated) form. A well-formed cursor of a
+/// cluster that no longer exists is fine: the page starts after where it would be.
+///
+/// # Errors
+/// [`StoreError::BadCursor`].
+pub fn check_cursor(cursor: &str) -> Result<(), StoreError> {
+    let bad = || StoreError::BadCursor(cursor.to_owned());
+    let (at, id) = cursor.rsplit_once('_').ok_or_else(bad)?;
+    let parsed: ClusterId = id.parse().map_err(|_| bad())?;
+    if at.is_empty() || at.contains('\0') || parsed.to_string() != id {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Refuses a cluster whose nodes share a name: a node is stored under its name.
+pub(crate) fn check_node_names(c: &Cluster) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(c.nodes.len());
+    match c.nodes.iter().find(|n| !seen.insert(n.name.as_str())) {
+        Some(n) => Err(StoreError::Rejected(format!(
+            "cluster {} has two nodes named {}",
+            c.id, n.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What an update function decides about a record.
@@ -198,9 +266,10 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Storage errors.
     fn part(&self, name: &Name, version: &Name, part: Part) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Deletes a product and its parts, atomically. `guard` sees every cluster first and may
-    /// refuse (e.g. live clusters still use the product); the check and the delete are one
-    /// critical section, so a concurrent launch cannot slip in between.
+    /// Deletes a product and its parts, atomically. `guard` first sees every cluster of that
+    /// product and version and may refuse (e.g. live clusters still use it); the check and
+    /// the delete are one critical section with every create, so a concurrent launch cannot
+    /// slip in between. There is no index by product: this reads every cluster head.
     ///
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Rejected`] from `guard`.
@@ -217,9 +286,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AlreadyExists`] on an id clash, [`StoreError::NotFound`] if the product
     /// is gone.
     fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError>;
-    /// [`Store::create_cluster`] after `guard` has seen every stored cluster and agreed, in
-    /// the same critical section as every other create: two concurrent launches cannot both
-    /// pass a check (a quota) that only one of them fits.
+    /// [`Store::create_cluster`] after `guard` has seen the stored clusters of the new
+    /// cluster's owner (`c.owner`; every one of them, in any status, oldest first) and agreed,
+    /// in the same critical section as every other create: two concurrent launches cannot
+    /// both pass a check (a per-owner quota) that only one of them fits. The guard sees no
+    /// other owner's cluster: checks across owners do not belong here.
     ///
     /// # Errors
     /// As [`Store::create_cluster`], or [`StoreError::Rejected`] from `guard` (nothing is
@@ -232,7 +303,8 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Storage or decoding errors.
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError>;
-    /// Every cluster, oldest first.
+    /// Every cluster, oldest first (in [`cursor_of`] order). Loads every record: paths that
+    /// run often use [`Store::clusters_page`] or [`Store::counts`] instead.
     ///
     /// # Errors
     /// Storage or decoding errors.
@@ -248,7 +320,7 @@ pub trait Store: Send + Sync + 'static {
         f: &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
     ) -> Result<Cluster, StoreError>;
     /// Removes a cluster and everything stored under its id (its record with the status
-    /// history, its logs) in one atomic step, if `guard` accepts the record as it is at
+    /// history, its nodes, its index entries, its logs) in one atomic step, if `guard` accepts the record as it is at
     /// that moment (so a concurrent write cannot be purged unseen). Whether it was purged;
     /// an unknown id is `false`.
     ///
@@ -278,6 +350,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::update_cluster`] for several clusters, made durable together (one flush for
     /// the batch): each result is what `update_cluster` would return for that entry. The
     /// scheduler applies a batch of task updates with it before acknowledging any of them.
+    /// Entries apply in order (two entries of one cluster see each other's writes); the
+    /// commits are announced after the one flush.
     fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
         batch
             .iter_mut()
@@ -285,29 +359,39 @@ pub trait Store: Send + Sync + 'static {
             .collect()
     }
     /// One page of the clusters that `filter` matches, oldest first, starting after
-    /// `cursor` (from [`cursor_of`] / [`Page::next`]); at most `limit`.
+    /// `cursor` (from [`cursor_of`] / [`Page::next`]); at most `limit`. `next` is set when
+    /// more clusters match after the page. A cursor past the end gives an empty page; a
+    /// `limit` of 0 an empty page without `next`.
+    ///
+    /// The sled store walks the owner index if `owner` is given, else the status index if
+    /// `status` is, else the creation order, and checks the other filters on each cluster's
+    /// head: the work is bounded by the page size, except that clusters the index yields but
+    /// the other filters refuse are read too (a filter by product or version alone walks
+    /// every cluster from the cursor on).
     ///
     /// # Errors
-    /// Storage or decoding errors.
+    /// [`StoreError::BadCursor`] if `cursor` is not one [`cursor_of`] makes (nothing is
+    /// read), or storage or decoding errors.
     fn clusters_page(
         &self,
         filter: &ListFilter,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page, StoreError> {
+        if let Some(k) = cursor {
+            check_cursor(k)?;
+        }
         let all = self.clusters()?;
-        let mut it = all
-            .into_iter()
-            .filter(|c| filter.matches(c))
-            .filter(|c| cursor.is_none_or(|k| cursor_of(c).as_str() > k));
-        let clusters: Vec<Cluster> = it.by_ref().take(limit).collect();
-        let next = match (clusters.last(), it.next()) {
-            (Some(last), Some(_)) => Some(cursor_of(last)),
-            _ => None,
-        };
-        Ok(Page { clusters, next })
+        Ok(Page::of(
+            all.iter()
+                .filter(|c| cursor.is_none_or(|k| cursor_of(c).as_str() > k))
+                .filter(|c| filter.matches(c)),
+            limit,
+        ))
     }
-    /// Clusters and nodes by status.
+    /// Clusters and nodes by status: equal to [`Counts::of`] every stored cluster. The sled
+    /// store keeps them in memory (counted once at open, then moved on every commit), so
+    /// this never reads the disk.
     ///
     /// # Errors
     /// Storage or decoding errors.

@@ -1,20 +1,70 @@
 //! The sled implementation of [`Store`], with group commit.
+//!
+//! # Reading and writing a cluster
+//! A cluster is a head and one record per node (see the keyspace in [`super`]). A reader
+//! reads the head, the node records it names, then the head again: every commit writes a
+//! head of a new revision, so the same head bytes twice prove that the nodes read in between
+//! belong to it (otherwise it reads again). A writer reads the same way, runs the caller's
+//! function on the assembled cluster outside any lock, then commits in one sled transaction
+//! that first checks that the head is still the one it read (otherwise it starts over, as a
+//! lost compare-and-swap would) and writes its plan: the new head, the node records whose
+//! encoding changed, the removed ones and the moved index keys. sled runs transactions one
+//! at a time, which is why the caller's function (template rendering, say) runs outside.
+//!
+//! # After a commit
+//! - **Durable**: a write returns once a flush covered it. Flushes are shared (group commit);
+//!   no lock is held across one, so concurrent writers, launches included, share them.
+//! - **Announced** in commit order per cluster (see [`Commit`]): each commit takes a sequence
+//!   number inside its transaction, and a commit overtaken by a newer one of the same
+//!   cluster before its flush returned is not announced.
+//! - **Counted**: the counts by status are kept in memory, counted once at open and moved by
+//!   every commit from the old statuses to the new, so [`Store::counts`] reads no disk.
 
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-
-use std::sync::Arc;
-
+use serde::de::Error as _;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::{IVec, Transactional};
 use tokio::sync::broadcast;
 
-use super::{
-    COMMIT_BUFFER, Commit, MAX_LOG, Store, StoreError, Update, decode, encode, part_key,
-    product_key,
+use super::layout::{
+    Head, LAYOUT, LAYOUT_KEY, Plan, Snapshot, node_key, owner_prefix, status_prefix,
 };
-use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
+use super::{
+    BatchUpdate, COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError,
+    Update, check_cursor, check_node_names, cursor_of, decode, encode, part_key, product_key,
+};
+use crate::domain::{
+    Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp,
+};
+
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most memory sled's page cache may take (sled's `cache_capacity`; sled's own
+    /// default is 1 GB). The store keeps no record in memory beyond it: what else it holds
+    /// grows with the concurrent calls, not with the clusters stored.
+    pub cache_bytes: u64,
+}
+
+impl StoreOptions {
+    /// 64 MiB: the records a busy framework touches stay cached; the rest is on disk.
+    pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
 
 /// A sled database laid out as the module docs describe.
 pub struct SledStore {
@@ -22,50 +72,382 @@ pub struct SledStore {
     products: sled::Tree,
     parts: sled::Tree,
     clusters: sled::Tree,
+    nodes: sled::Tree,
+    by_created: sled::Tree,
+    by_owner: sled::Tree,
+    by_status: sled::Tree,
     logs: sled::Tree,
     meta: sled::Tree,
     /// Serialises the checks that span trees: "create a cluster only if its product exists"
-    /// against "delete a product only if no live cluster uses it". Per-cluster updates do
-    /// not take it; they use compare-and-swap.
+    /// (and "only if the owner's quota allows it") against "delete a product only if no live
+    /// cluster uses it". Held for the check and the in-memory commit, never across a flush:
+    /// a committed cluster is visible to the next holder before it is durable. Per-cluster
+    /// updates do not take it.
     catalog: Mutex<()>,
     commit: GroupCommit,
-    commits: broadcast::Sender<Commit>,
+    announcer: Announcer,
+    tally: Mutex<Tally>,
 }
 
+/// The trees of one cluster commit, in the order of [`Views`].
+type ClusterTrees<'a> = (
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+);
+/// clusters, nodes, by_created, by_owner, by_status, logs, inside a transaction.
+type Views = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
 impl SledStore {
-    /// Opens (or creates) the store in directory `path`.
+    /// Opens (or creates) the store in directory `path` with the default options.
     ///
     /// # Errors
-    /// sled errors, e.g. the directory is locked by another process.
+    /// As [`SledStore::open_with`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in directory `path`. Data of the first layout (each
+    /// cluster one JSON value, no index) is converted first, one transaction per cluster, so
+    /// an open interrupted midway resumes where it stopped; then the counts are taken (every
+    /// head and node record is read once).
+    ///
+    /// # Errors
+    /// sled errors, e.g. the directory is locked by another process;
+    /// [`StoreError::Corrupt`] if a stored cluster cannot be read.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(options.cache_bytes)
             .open()?;
-        Ok(Self {
+        let store = Self {
             products: db.open_tree("products")?,
             parts: db.open_tree("parts")?,
             clusters: db.open_tree("clusters")?,
+            nodes: db.open_tree("nodes")?,
+            by_created: db.open_tree("by_created")?,
+            by_owner: db.open_tree("by_owner")?,
+            by_status: db.open_tree("by_status")?,
             logs: db.open_tree("logs")?,
             meta: db.open_tree("meta")?,
             db,
             catalog: Mutex::new(()),
             commit: GroupCommit::default(),
-            commits: broadcast::channel(COMMIT_BUFFER).0,
-        })
+            announcer: Announcer::default(),
+            tally: Mutex::default(),
+        };
+        let converted = store.migrate()?;
+        if converted > 0 {
+            tracing::info!(converted, "clusters converted to the per-node store layout");
+        }
+        *store.lock_tally() = store.count()?;
+        Ok(store)
+    }
+
+    /// Converts every cluster stored by the first layout; a no-op once [`LAYOUT_KEY`] says
+    /// so. Idempotent: a cluster already converted (its value is a head) is skipped.
+    fn migrate(&self) -> Result<usize, StoreError> {
+        if self.meta.get(LAYOUT_KEY)?.as_deref() == Some(LAYOUT.as_bytes()) {
+            return Ok(0);
+        }
+        // The keys first: the conversion rewrites the tree it walks.
+        let keys = self
+            .clusters
+            .iter()
+            .keys()
+            .collect::<Result<Vec<IVec>, _>>()?;
+        let mut converted = 0;
+        for key in keys {
+            let Some(bytes) = self.clusters.get(&key)? else {
+                continue;
+            };
+            if Head::decode(&key, &bytes).is_ok() {
+                continue;
+            }
+            let mut c: Cluster = decode(&key, &bytes)?;
+            if c.id.to_string().as_bytes() != key.as_ref() {
+                return Err(corrupt(&key, "the cluster's id is not its key"));
+            }
+            check_node_names(&c)?;
+            let plan = Plan::write(None, &mut c, 1);
+            // Replaces exactly the first-layout value read above.
+            if self.commit(c.id, Some(&bytes), &plan)?.is_some() {
+                converted += 1;
+            }
+        }
+        self.meta.insert(LAYOUT_KEY, LAYOUT)?;
+        self.db.flush()?;
+        Ok(converted)
+    }
+
+    /// Counts every stored cluster and node by status (at open).
+    fn count(&self) -> Result<Tally, StoreError> {
+        let mut tally = Tally::default();
+        for kv in self.clusters.iter() {
+            let (k, v) = kv?;
+            *tally
+                .clusters
+                .entry(Head::decode(&k, &v)?.cluster.status)
+                .or_default() += 1;
+        }
+        for kv in self.nodes.iter() {
+            let (k, v) = kv?;
+            *tally
+                .nodes
+                .entry(decode::<Node>(&k, &v)?.status)
+                .or_default() += 1;
+        }
+        Ok(tally)
     }
 
     fn durable(&self) -> Result<(), StoreError> {
         self.commit.sync(|| self.db.flush().map(drop))
     }
 
-    /// Announces a durable commit (nobody listening is fine).
-    fn announce(&self, c: Commit) {
-        let _ = self.commits.send(c);
-    }
-
     fn lock_catalog(&self) -> MutexGuard<'_, ()> {
         self.catalog.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_tally(&self) -> MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cluster_trees(&self) -> ClusterTrees<'_> {
+        (
+            &self.clusters,
+            &self.nodes,
+            &self.by_created,
+            &self.by_owner,
+            &self.by_status,
+            &self.logs,
+        )
+    }
+
+    /// Reads cluster `id` consistently (see the module docs). `None` if it does not exist,
+    /// or if its head does not match `filter` (then its nodes are not read).
+    fn read(
+        &self,
+        id: ClusterId,
+        filter: Option<&ListFilter>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let key = id.to_string();
+        loop {
+            let Some(head_bytes) = self.clusters.get(&key)? else {
+                return Ok(None);
+            };
+            let head = Head::decode(key.as_bytes(), &head_bytes)?;
+            if filter.is_some_and(|f| !f.matches(&head.cluster)) {
+                return Ok(None);
+            }
+            let mut nodes = Vec::with_capacity(head.nodes.len());
+            let mut missing = None;
+            for name in &head.nodes {
+                let k = node_key(id, name);
+                match self.nodes.get(&k)? {
+                    Some(v) => nodes.push(v),
+                    None => {
+                        missing = Some(k);
+                        break;
+                    }
+                }
+            }
+            if self.clusters.get(&key)?.as_ref() != Some(&head_bytes) {
+                // A commit came between the reads: read the new revision.
+                continue;
+            }
+            if let Some(k) = missing {
+                return Err(corrupt(&k, "the node record its cluster names is missing"));
+            }
+            return Snapshot::assemble(id, head_bytes, head, nodes).map(Some);
+        }
+    }
+
+    /// Whether cluster `id` exists and its head matches `filter` (nodes are not read).
+    fn head_matches(&self, id: ClusterId, filter: &ListFilter) -> Result<bool, StoreError> {
+        let key = id.to_string();
+        Ok(match self.clusters.get(&key)? {
+            Some(v) => filter.matches(&Head::decode(key.as_bytes(), &v)?.cluster),
+            None => false,
+        })
+    }
+
+    /// Commits `plan` for cluster `id` in one transaction if its head is still `expected`
+    /// (`None`: there is none). The commit's sequence number, or `None` if the head is not
+    /// the one expected (nothing is written).
+    fn commit(
+        &self,
+        id: ClusterId,
+        expected: Option<&IVec>,
+        plan: &Plan,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = id.to_string();
+        let value = key.as_bytes();
+        self.cluster_trees()
+            .transaction(|t: &Views| {
+                if t.0.get(value)?.as_ref() != expected {
+                    return Ok(None);
+                }
+                apply(t, value, plan)?;
+                // Taken inside the transaction: sled runs one at a time, so the numbers
+                // follow the commit order.
+                Ok(Some(self.announcer.next_seq()))
+            })
+            .map_err(tx_error)
+    }
+
+    /// One read-modify-write, committed but not yet durable nor announced.
+    fn update_one(
+        &self,
+        id: ClusterId,
+        f: &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+    ) -> Result<Outcome, StoreError> {
+        loop {
+            let Some(snap) = self.read(id, None)? else {
+                return Err(StoreError::NotFound(format!("cluster {id}")));
+            };
+            // Work on a copy: the snapshot is what the commit checks and moves the counts from.
+            let mut c = snap.cluster.clone();
+            match f(&mut c).map_err(StoreError::Rejected)? {
+                Update::Keep => return Ok(Outcome::Kept(c)),
+                Update::Write => {}
+            }
+            if c.id != id {
+                return Err(StoreError::Rejected(format!(
+                    "an update of cluster {id} cannot change its id"
+                )));
+            }
+            check_node_names(&c)?;
+            let plan = Plan::write(Some(&snap), &mut c, snap.rev + 1);
+            let Some(seq) = self.commit(id, Some(&snap.head), &plan)? else {
+                // A concurrent writer changed the cluster since we read it: redo `f` on the
+                // new record rather than overwrite theirs.
+                continue;
+            };
+            self.lock_tally()
+                .shift(Some(&Statuses::of(&snap.cluster)), Some(&Statuses::of(&c)));
+            return Ok(Outcome::Written { cluster: c, seq });
+        }
+    }
+
+    /// Every cluster of `owner`, oldest first (from the owner index).
+    fn owned_by(&self, owner: &str) -> Result<Vec<Cluster>, StoreError> {
+        let filter = ListFilter {
+            owner: Some(owner.to_owned()),
+            ..ListFilter::default()
+        };
+        let mut out = Vec::new();
+        for kv in self.by_owner.scan_prefix(owner_prefix(owner)) {
+            let (k, v) = kv?;
+            if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
+                out.push(s.cluster);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
+    fn create(&self, c: &Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
+        check_node_names(c)?;
+        let mut record = c.clone();
+        let plan = Plan::write(None, &mut record, 1);
+        let exists = || StoreError::AlreadyExists(format!("cluster {}", c.id));
+        let ticket = self.announcer.enter(c.id);
+        let seq = {
+            let _catalog = self.lock_catalog();
+            if !self
+                .products
+                .contains_key(product_key(&c.product, &c.version))?
+            {
+                return Err(StoreError::NotFound(format!(
+                    "product {}/{}",
+                    c.product, c.version
+                )));
+            }
+            if let Some(guard) = guard {
+                if self.clusters.contains_key(c.id.to_string())? {
+                    return Err(exists());
+                }
+                guard(&self.owned_by(&c.owner)?).map_err(StoreError::Rejected)?;
+            }
+            let seq = self.commit(c.id, None, &plan)?.ok_or_else(exists)?;
+            self.lock_tally().shift(None, Some(&Statuses::of(c)));
+            seq
+        };
+        // The lock is released before the flush: the cluster is committed, so the next
+        // holder (a `delete_product` of its product, another launch of its owner) sees it,
+        // and sled's flush writes the log in order, so nothing committed after it can reach
+        // the disk without it.
+        self.durable()?;
+        ticket.announce(seq, Commit::Cluster(Arc::new(record)));
+        Ok(())
+    }
+}
+
+/// A check over the clusters of the new cluster's owner that may refuse a create (see
+/// [`Store::create_cluster_checked`]).
+type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
+
+/// What [`SledStore::update_one`] did.
+enum Outcome {
+    Kept(Cluster),
+    Written { cluster: Cluster, seq: u64 },
+}
+
+/// Writes `plan` for the cluster under `key` inside a transaction.
+fn apply(t: &Views, key: &[u8], plan: &Plan) -> Result<(), UnabortableTransactionError> {
+    let (clusters, nodes, by_created, by_owner, by_status, logs) = t;
+    match &plan.head {
+        Some(head) => {
+            clusters.insert(key, head.as_slice())?;
+        }
+        None => {
+            clusters.remove(key)?;
+            logs.remove(key)?;
+        }
+    }
+    for (k, v) in &plan.put_nodes {
+        nodes.insert(k.as_slice(), v.as_slice())?;
+    }
+    for k in &plan.remove_nodes {
+        nodes.remove(k.as_slice())?;
+    }
+    // Removed first: a key both removed and inserted (the same owner) ends inserted.
+    if let Some(i) = &plan.remove_index {
+        by_created.remove(i.created.as_slice())?;
+        by_owner.remove(i.owner.as_slice())?;
+        by_status.remove(i.status.as_slice())?;
+    }
+    if let Some(i) = &plan.insert_index {
+        by_created.insert(i.created.as_slice(), key)?;
+        by_owner.insert(i.owner.as_slice(), key)?;
+        by_status.insert(i.status.as_slice(), key)?;
+    }
+    Ok(())
+}
+
+/// The cluster an index entry points to.
+fn index_id(key: &[u8], value: &[u8]) -> Result<ClusterId, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| corrupt(key, "an index entry does not hold a cluster id"))
+}
+
+fn corrupt(key: &[u8], what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        source: serde_json::Error::custom(what),
     }
 }
 
@@ -76,35 +458,11 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
-/// A check over every stored cluster that may refuse a write (see
-/// [`Store::create_cluster_checked`]).
-type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
-
-impl SledStore {
-    /// Creates a cluster under the catalog lock, after `guard` (if any) saw every cluster.
-    fn create(&self, c: &Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
-        let _catalog = self.lock_catalog();
-        if !self
-            .products
-            .contains_key(product_key(&c.product, &c.version))?
-        {
-            return Err(StoreError::NotFound(format!(
-                "product {}/{}",
-                c.product, c.version
-            )));
-        }
-        if let Some(guard) = guard {
-            if self.clusters.contains_key(c.id.to_string())? {
-                return Err(StoreError::AlreadyExists(format!("cluster {}", c.id)));
-            }
-            guard(&self.clusters()?).map_err(StoreError::Rejected)?;
-        }
-        self.clusters
-            .compare_and_swap(c.id.to_string(), None::<&[u8]>, Some(encode(c)))?
-            .map_err(|_| StoreError::AlreadyExists(format!("cluster {}", c.id)))?;
-        self.durable()?;
-        self.announce(Commit::Cluster(Arc::new(c.clone())));
-        Ok(())
+/// The error of each write of a batch whose shared flush failed.
+fn flush_failed(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Sled(e) => StoreError::Sled(e.clone()),
+        other => StoreError::Sled(sled::Error::ReportableBug(other.to_string())),
     }
 }
 
@@ -182,11 +540,19 @@ impl Store for SledStore {
         if !self.products.contains_key(&pkey)? {
             return Err(StoreError::NotFound(format!("product {name}/{version}")));
         }
-        let users: Vec<Cluster> = self
-            .clusters()?
-            .into_iter()
-            .filter(|c| &c.product == name && &c.version == version)
-            .collect();
+        // No index by product: every head is read, the nodes only of the product's clusters.
+        let filter = ListFilter {
+            product: Some(name.to_string()),
+            version: Some(version.to_string()),
+            ..ListFilter::default()
+        };
+        let mut users = Vec::new();
+        for kv in self.by_created.iter() {
+            let (k, v) = kv?;
+            if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
+                users.push(s.cluster);
+            }
+        }
         guard(&users).map_err(StoreError::Rejected)?;
         (&self.products, &self.parts)
             .transaction(|(products, parts)| {
@@ -217,50 +583,39 @@ impl Store for SledStore {
         id: ClusterId,
         guard: &dyn Fn(&Cluster) -> bool,
     ) -> Result<bool, StoreError> {
-        let key = id.to_string();
-        // One transaction over both trees: the record and its logs go together or not at
-        // all, and the record the guard judged is the one removed (sled serialises
-        // transactions against the compare-and-swap writers of `update_cluster`).
-        let purged = (&self.clusters, &self.logs)
-            .transaction(|(clusters, logs)| {
-                let Some(bytes) = clusters.get(key.as_bytes())? else {
-                    return Ok(false);
-                };
-                let c: Cluster =
-                    decode(key.as_bytes(), &bytes).map_err(ConflictableTransactionError::Abort)?;
-                if !guard(&c) {
-                    return Ok(false);
-                }
-                clusters.remove(key.as_bytes())?;
-                logs.remove(key.as_bytes())?;
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if purged {
-            self.durable()?;
-            self.announce(Commit::Purged(id));
-        }
-        Ok(purged)
+        let ticket = self.announcer.enter(id);
+        // One transaction removes the head, the nodes, the index keys and the logs, only if
+        // the head is still the one the guard judged.
+        let (seq, old) = loop {
+            let Some(snap) = self.read(id, None)? else {
+                return Ok(false);
+            };
+            if !guard(&snap.cluster) {
+                return Ok(false);
+            }
+            if let Some(seq) = self.commit(id, Some(&snap.head), &Plan::purge(id, &snap))? {
+                break (seq, snap.cluster);
+            }
+        };
+        self.lock_tally().shift(Some(&Statuses::of(&old)), None);
+        self.durable()?;
+        ticket.announce(seq, Commit::Purged(id));
+        Ok(true)
     }
 
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError> {
-        let key = id.to_string();
-        self.clusters
-            .get(&key)?
-            .map(|v| decode(key.as_bytes(), &v))
-            .transpose()
+        Ok(self.read(id, None)?.map(|s| s.cluster))
     }
 
     fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
-        let mut all = self
-            .clusters
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode::<Cluster>(&k, &v)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        let mut all = Vec::new();
+        for kv in self.by_created.iter() {
+            let (k, v) = kv?;
+            // A cluster purged since the index was read is simply not listed.
+            if let Some(s) = self.read(index_id(&k, &v)?, None)? {
+                all.push(s.cluster);
+            }
+        }
         Ok(all)
     }
 
@@ -269,28 +624,96 @@ impl Store for SledStore {
         id: ClusterId,
         f: &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
     ) -> Result<Cluster, StoreError> {
-        let key = id.to_string();
-        loop {
-            let Some(old) = self.clusters.get(&key)? else {
-                return Err(StoreError::NotFound(format!("cluster {id}")));
-            };
-            let mut c: Cluster = decode(key.as_bytes(), &old)?;
-            match f(&mut c).map_err(StoreError::Rejected)? {
-                Update::Keep => return Ok(c),
-                Update::Write => {}
-            }
-            // A concurrent writer changed the record since we read it: redo `f` on the new
-            // value rather than overwrite theirs.
-            if self
-                .clusters
-                .compare_and_swap(&key, Some(&old), Some(encode(&c)))?
-                .is_ok()
-            {
+        let ticket = self.announcer.enter(id);
+        match self.update_one(id, f)? {
+            Outcome::Kept(c) => Ok(c),
+            Outcome::Written { cluster, seq } => {
                 self.durable()?;
-                self.announce(Commit::Cluster(Arc::new(c.clone())));
-                return Ok(c);
+                ticket.announce(seq, Commit::Cluster(Arc::new(cluster.clone())));
+                Ok(cluster)
             }
         }
+    }
+
+    fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut written = Vec::new();
+        for (i, (id, f)) in batch.iter_mut().enumerate() {
+            let ticket = self.announcer.enter(*id);
+            results.push(match self.update_one(*id, &mut **f) {
+                Ok(Outcome::Kept(c)) => Ok(c),
+                Ok(Outcome::Written { cluster, seq }) => {
+                    written.push((i, ticket, seq));
+                    Ok(cluster)
+                }
+                Err(e) => Err(e),
+            });
+        }
+        if written.is_empty() {
+            return results;
+        }
+        // One flush makes the whole batch durable; only then is any of it announced.
+        match self.durable() {
+            Ok(()) => {
+                for (i, ticket, seq) in written {
+                    if let Some(Ok(c)) = results.get(i) {
+                        ticket.announce(seq, Commit::Cluster(Arc::new(c.clone())));
+                    }
+                }
+            }
+            Err(e) => {
+                for (i, _, _) in written {
+                    results[i] = Err(flush_failed(&e));
+                }
+            }
+        }
+        results
+    }
+
+    fn clusters_page(
+        &self,
+        filter: &ListFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        if let Some(k) = cursor {
+            check_cursor(k)?;
+        }
+        // The most selective index that the filter allows; the other filters are checked on
+        // each head the walk yields.
+        let (tree, prefix) = match (&filter.owner, filter.status) {
+            (Some(owner), _) => (&self.by_owner, owner_prefix(owner)),
+            (None, Some(status)) => (&self.by_status, status_prefix(status)),
+            (None, None) => (&self.by_created, Vec::new()),
+        };
+        let start = match cursor {
+            Some(k) => Bound::Excluded([prefix.as_slice(), k.as_bytes()].concat()),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut page = Page::default();
+        for kv in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id = index_id(&k, &v)?;
+            if page.clusters.len() == limit {
+                // One more match is all `next` needs: its head, not its nodes.
+                if self.head_matches(id, filter)? {
+                    page.next = page.clusters.last().map(cursor_of);
+                    break;
+                }
+                continue;
+            }
+            if let Some(s) = self.read(id, Some(filter))? {
+                page.clusters.push(s.cluster);
+            }
+        }
+        Ok(page)
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(self.lock_tally().counts())
     }
 
     fn append_log(&self, id: ClusterId, data: &[u8]) -> Result<(), StoreError> {
@@ -326,12 +749,155 @@ impl Store for SledStore {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Commit> {
-        self.commits.subscribe()
+        self.announcer.sender.subscribe()
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// The statuses of one cluster and its nodes: what the counts count of it.
+struct Statuses {
+    cluster: ClusterStatus,
+    nodes: Vec<NodeStatus>,
+}
+
+impl Statuses {
+    fn of(c: &Cluster) -> Self {
+        Self {
+            cluster: c.status,
+            nodes: c.nodes.iter().map(|n| n.status).collect(),
+        }
+    }
+}
+
+/// The kept counts. Signed: two commits of one cluster may move its counts in either order
+/// (each after its own transaction), and a count may dip below zero for that moment.
+#[derive(Default)]
+struct Tally {
+    clusters: BTreeMap<ClusterStatus, i64>,
+    nodes: BTreeMap<NodeStatus, i64>,
+}
+
+impl Tally {
+    /// Moves one cluster from `old` (none: it is new) to `new` (none: it is gone).
+    fn shift(&mut self, old: Option<&Statuses>, new: Option<&Statuses>) {
+        if let Some(old) = old {
+            *self.clusters.entry(old.cluster).or_default() -= 1;
+            for s in &old.nodes {
+                *self.nodes.entry(*s).or_default() -= 1;
+            }
+        }
+        if let Some(new) = new {
+            *self.clusters.entry(new.cluster).or_default() += 1;
+            for s in &new.nodes {
+                *self.nodes.entry(*s).or_default() += 1;
+            }
+        }
+    }
+
+    /// As [`Counts::of`] gives them: no status of count zero.
+    fn counts(&self) -> Counts {
+        fn positive<K: Ord + Copy>(m: &BTreeMap<K, i64>) -> BTreeMap<K, u64> {
+            m.iter()
+                .filter_map(|(k, n)| u64::try_from(*n).ok().filter(|n| *n > 0).map(|n| (*k, n)))
+                .collect()
+        }
+        Counts {
+            clusters: positive(&self.clusters),
+            nodes: positive(&self.nodes),
+        }
+    }
+}
+
+/// Announces commits, per cluster in commit order (see [`Commit`]).
+struct Announcer {
+    sender: broadcast::Sender<Commit>,
+    /// The last sequence number taken (see [`SledStore::commit`]).
+    seq: AtomicU64,
+    /// The clusters with a write on its way (entered, not yet announced or abandoned): how
+    /// many, and the newest commit of it announced. An entry lives only while a write is on
+    /// its way, so this holds as many clusters as there are concurrent writers.
+    on_the_way: Mutex<HashMap<ClusterId, OnTheWay>>,
+}
+
+#[derive(Default)]
+struct OnTheWay {
+    writers: usize,
+    announced: u64,
+}
+
+impl Default for Announcer {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(COMMIT_BUFFER).0,
+            seq: AtomicU64::new(0),
+            on_the_way: Mutex::default(),
+        }
+    }
+}
+
+impl Announcer {
+    /// A write of cluster `id` begins; entered before its transaction, so that a commit
+    /// announced meanwhile is remembered until this one is done.
+    fn enter(&self, id: ClusterId) -> Ticket<'_> {
+        self.lock().entry(id).or_default().writers += 1;
+        Ticket {
+            announcer: self,
+            id,
+            commit: None,
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ClusterId, OnTheWay>> {
+        self.on_the_way
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn leave(&self, id: ClusterId, commit: Option<(u64, Commit)>) {
+        let mut on_the_way = self.lock();
+        let Some(slot) = on_the_way.get_mut(&id) else {
+            return;
+        };
+        if let Some((seq, commit)) = commit {
+            // Sent under the lock, so that two announcements of one cluster cannot cross.
+            if seq > slot.announced {
+                slot.announced = seq;
+                // Nobody listening is fine.
+                let _ = self.sender.send(commit);
+            }
+        }
+        slot.writers -= 1;
+        if slot.writers == 0 {
+            on_the_way.remove(&id);
+        }
+    }
+}
+
+/// One write on its way; leaves the announcer when dropped, announcing its commit if given.
+struct Ticket<'a> {
+    announcer: &'a Announcer,
+    id: ClusterId,
+    commit: Option<(u64, Commit)>,
+}
+
+impl Ticket<'_> {
+    /// Announces the durable commit `seq`, unless a newer one of the cluster was.
+    fn announce(mut self, seq: u64, commit: Commit) {
+        self.commit = Some((seq, commit));
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.announcer.leave(self.id, self.commit.take());
     }
 }
 
@@ -353,6 +919,8 @@ struct CommitState {
     flushing: bool,
     /// The last flush failed: every ticket it covered gets the error.
     failed_upto: u64,
+    /// Flushes made so far (what a batch costs, for tests).
+    flushes: u64,
 }
 
 impl GroupCommit {
@@ -381,6 +949,7 @@ impl GroupCommit {
             let result = flush();
             s = lock();
             s.flushing = false;
+            s.flushes += 1;
             match result {
                 Ok(()) => s.durable = s.durable.max(upto),
                 Err(e) => {
@@ -415,6 +984,206 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         assert!(store.cluster(id).unwrap().is_some());
         assert_eq!(store.products().unwrap().len(), 1);
+    }
+
+    fn flushes(store: &SledStore) -> u64 {
+        store.commit.state.lock().unwrap().flushes
+    }
+
+    #[test]
+    fn a_batch_costs_one_flush_and_is_announced_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let first = super::super::suite::seed(&store);
+        let others: Vec<ClusterId> = (0..4)
+            .map(|_| {
+                let mut c = store.cluster(first).unwrap().unwrap();
+                c.id = ClusterId::random();
+                store.create_cluster(&c).unwrap();
+                c.id
+            })
+            .collect();
+        let mut rx = store.subscribe();
+        let before = flushes(&store);
+        type F = Box<dyn FnMut(&mut Cluster) -> Result<Update, String>>;
+        let mut fs: Vec<F> = (0..5)
+            .map(|_| {
+                Box::new(|c: &mut Cluster| -> Result<Update, String> {
+                    c.nodes[0].status = NodeStatus::Running;
+                    Ok(Update::Write)
+                }) as F
+            })
+            .collect();
+        let mut batch: Vec<BatchUpdate<'_>> = Vec::new();
+        for (id, f) in std::iter::once(first)
+            .chain(others.iter().copied())
+            .zip(fs.iter_mut())
+        {
+            batch.push((id, &mut **f));
+        }
+        let results = store.update_clusters(&mut batch);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(flushes(&store) - before, 1, "one flush for 5 writes");
+        let mut announced = 0;
+        while let Ok(Commit::Cluster(c)) = rx.try_recv() {
+            assert_eq!(c.nodes[0].status, NodeStatus::Running);
+            announced += 1;
+        }
+        assert_eq!(announced, 5);
+
+        // A batch that writes nothing does not flush.
+        let mut keep = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Keep) };
+        let mut missing = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Write) };
+        let mut batch: [BatchUpdate<'_>; 2] =
+            [(first, &mut keep), (ClusterId::random(), &mut missing)];
+        let before = flushes(&store);
+        let results = store.update_clusters(&mut batch);
+        assert!(results[0].is_ok() && matches!(results[1], Err(StoreError::NotFound(_))));
+        assert_eq!(flushes(&store), before);
+    }
+
+    #[test]
+    fn counts_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            super::super::suite::mixed_sequence(&store);
+            super::super::suite::assert_counts(&store);
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        super::super::suite::assert_counts(&store);
+        assert!(!store.counts().unwrap().clusters.is_empty());
+        super::super::suite::mixed_sequence(&store);
+        super::super::suite::assert_counts(&store);
+    }
+
+    /// Every key and value of one tree.
+    type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Every key and value of every tree, by tree name.
+    fn raw(dir: &Path) -> BTreeMap<Vec<u8>, Entries> {
+        let db = sled::open(dir).unwrap();
+        db.tree_names()
+            .into_iter()
+            .map(|name| {
+                let tree = db.open_tree(&name).unwrap();
+                let kvs = tree
+                    .iter()
+                    .map(|kv| {
+                        let (k, v) = kv.unwrap();
+                        (k.to_vec(), v.to_vec())
+                    })
+                    .collect();
+                (name.to_vec(), kvs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn opening_converts_the_first_layout_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clusters: Vec<Cluster> = (0..5)
+            .map(|i| {
+                let mut c = super::super::suite::cluster_with(
+                    ["alice", "bob"][i % 2],
+                    "p",
+                    "1",
+                    &format!("2026-01-01T00:00:0{i}.000Z"),
+                    &["x", "y", "z"],
+                );
+                if i % 2 == 1 {
+                    c.status = ClusterStatus::Ready;
+                    c.nodes[1].status = NodeStatus::Running;
+                }
+                c
+            })
+            .collect();
+        // The first layout, written raw: each cluster whole under its id, no index.
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("clusters").unwrap();
+            for c in &clusters {
+                tree.insert(c.id.to_string(), encode(c)).unwrap();
+            }
+            db.open_tree("logs")
+                .unwrap()
+                .insert(clusters[0].id.to_string(), b"out".as_slice())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let check = |store: &SledStore| {
+            for c in &clusters {
+                assert_eq!(store.cluster(c.id).unwrap().as_ref(), Some(c));
+            }
+            assert_eq!(store.clusters().unwrap(), clusters, "oldest first");
+            let bobs = store
+                .clusters_page(
+                    &ListFilter {
+                        owner: Some("bob".into()),
+                        ..ListFilter::default()
+                    },
+                    10,
+                    None,
+                )
+                .unwrap();
+            let ids: Vec<ClusterId> = bobs.clusters.iter().map(|c| c.id).collect();
+            assert_eq!(ids, [clusters[1].id, clusters[3].id]);
+            let ready = store
+                .clusters_page(
+                    &ListFilter {
+                        status: Some(ClusterStatus::Ready),
+                        ..ListFilter::default()
+                    },
+                    1,
+                    None,
+                )
+                .unwrap();
+            assert_eq!(ready.clusters[0].id, clusters[1].id);
+            assert_eq!(ready.next, Some(cursor_of(&clusters[1])));
+            assert_eq!(store.counts().unwrap(), Counts::of(&clusters));
+            assert_eq!(store.log(clusters[0].id).unwrap(), b"out");
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            check(&store);
+        }
+        let converted = raw(dir.path());
+        assert_eq!(converted[b"nodes".as_slice()].len(), 15);
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            check(&store);
+        }
+        assert_eq!(raw(dir.path()), converted, "a second open changes nothing");
+
+        // An open that stopped before recording the layout converts nothing twice.
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().remove(LAYOUT_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            check(&store);
+        }
+        assert_eq!(raw(dir.path()), converted);
+    }
+
+    #[test]
+    fn a_corrupt_record_fails_the_open_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("clusters")
+                .unwrap()
+                .insert("some-id", b"{not json".as_slice())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "some-id"),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("opened"),
+        }
     }
 
     #[test]

@@ -2,9 +2,13 @@
 
 use serde_json::{Map, json};
 
-use super::{MAX_LOG, Store, StoreError, Update};
+use super::{
+    BatchUpdate, Commit, Counts, ListFilter, MAX_LOG, Store, StoreError, Update, cursor_of,
+};
 use crate::domain::cluster::ClusterSpec;
-use crate::domain::{Cluster, ClusterId, ClusterStatus, Name, Part, Product, Timestamp};
+use crate::domain::{
+    Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, Timestamp,
+};
 
 fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
@@ -23,13 +27,26 @@ fn product(n: &str, v: &str) -> Product {
 }
 
 fn cluster(n: &str, v: &str, at: &str) -> Cluster {
-    let spec = ClusterSpec::parse(
-        &json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}}).to_string(),
-    )
-    .unwrap();
+    cluster_of("alice", n, v, at)
+}
+
+fn cluster_of(owner: &str, n: &str, v: &str, at: &str) -> Cluster {
+    cluster_with(owner, n, v, at, &["a", "b"])
+}
+
+/// A new cluster of product `n`/`v` with the nodes `nodes`, created at `at`.
+pub fn cluster_with(owner: &str, n: &str, v: &str, at: &str, nodes: &[&str]) -> Cluster {
+    let nodes: Map<String, serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            let node = json!({"docker_image": "i", "cpu": 1, "mem": 1});
+            (n.to_string(), node)
+        })
+        .collect();
+    let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
     Cluster::new(
         ClusterId::random(),
-        "alice".into(),
+        owner.into(),
         name(n),
         name(v),
         Map::new(),
@@ -54,6 +71,22 @@ pub fn run(store: &dyn Store) {
     delete_guard(store);
     logs_and_meta(store);
     checked_create_and_purge(store);
+    node_changes(store);
+    reads_are_consistent(store);
+    batches(store);
+    commits_in_order(store);
+    pages(store);
+    mixed_sequence(store);
+    assert_counts(store);
+}
+
+/// The kept counts equal the counts of every stored cluster.
+pub fn assert_counts(store: &dyn Store) {
+    assert_eq!(
+        store.counts().unwrap(),
+        Counts::of(&store.clusters().unwrap()),
+        "kept counts"
+    );
 }
 
 fn products(store: &dyn Store) {
@@ -274,15 +307,26 @@ fn checked_create_and_purge(store: &dyn Store) {
     store.create_product(&product("q", "1")).unwrap();
     let first = cluster("q", "1", "2026-04-01T00:00:00.000Z");
     store.create_cluster(&first).unwrap();
-    // The guard sees every stored cluster; its refusal writes nothing.
+    let elsewhere = cluster_of("bob", "q", "1", "2026-04-01T12:00:00.000Z");
+    store.create_cluster(&elsewhere).unwrap();
+    // The guard sees every stored cluster of the owner, and only those; its refusal writes
+    // nothing.
+    let alices: Vec<ClusterId> = store
+        .clusters()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.owner == "alice")
+        .map(|c| c.id)
+        .collect();
     let second = cluster("q", "1", "2026-04-02T00:00:00.000Z");
-    let seen = std::cell::Cell::new(0);
-    let err = store.create_cluster_checked(&second, &|all| {
-        seen.set(all.iter().filter(|c| c.product == name("q")).count());
+    let seen = std::cell::RefCell::new(Vec::new());
+    let err = store.create_cluster_checked(&second, &|owned| {
+        *seen.borrow_mut() = owned.iter().map(|c| c.id).collect();
         Err("quota".into())
     });
     assert!(matches!(err, Err(StoreError::Rejected(m)) if m == "quota"));
-    assert_eq!(seen.get(), 1);
+    assert_eq!(*seen.borrow(), alices, "the owner's clusters, oldest first");
+    assert!(seen.borrow().contains(&first.id));
     assert!(store.cluster(second.id).unwrap().is_none());
     store.create_cluster_checked(&second, &|_| Ok(())).unwrap();
     assert!(matches!(
@@ -315,4 +359,392 @@ fn checked_create_and_purge(store: &dyn Store) {
     assert!(!store.purge_cluster(first.id, &|_| true).unwrap(), "gone");
     assert!(store.cluster(second.id).unwrap().is_some(), "others stay");
     assert_eq!(store.log(second.id).unwrap(), b"kept\n");
+}
+
+/// Nodes removed, added and reordered by an update read back as written; the other nodes
+/// are untouched.
+fn node_changes(store: &dyn Store) {
+    store.create_product(&product("n", "1")).unwrap();
+    let c = cluster("n", "1", "2026-05-01T00:00:00.000Z");
+    store.create_cluster(&c).unwrap();
+    let written = store
+        .update_cluster(c.id, &mut |c| {
+            let mut added = c.nodes[0].clone();
+            added.name = name("z");
+            added.status = NodeStatus::Running;
+            c.nodes.remove(0);
+            c.nodes.insert(0, added);
+            c.nodes[1].status = NodeStatus::Staging;
+            Ok(Update::Write)
+        })
+        .unwrap();
+    let names: Vec<&str> = written.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["z", "b"]);
+    assert_eq!(store.cluster(c.id).unwrap().unwrap(), written);
+    assert_eq!(
+        serde_json::to_string(&store.cluster(c.id).unwrap().unwrap()).unwrap(),
+        serde_json::to_string(&written).unwrap()
+    );
+    // Two nodes of one name are refused; nothing is written.
+    let err = store.update_cluster(c.id, &mut |c| {
+        let twin = c.nodes[0].clone();
+        c.nodes.push(twin);
+        Ok(Update::Write)
+    });
+    assert!(matches!(err, Err(StoreError::Rejected(_))), "{err:?}");
+    assert_eq!(store.cluster(c.id).unwrap().unwrap(), written);
+    let err = store.update_cluster(c.id, &mut |c| {
+        c.id = ClusterId::random();
+        Ok(Update::Write)
+    });
+    assert!(matches!(err, Err(StoreError::Rejected(_))), "{err:?}");
+    assert_eq!(store.cluster(c.id).unwrap().unwrap(), written);
+    assert_counts(store);
+}
+
+/// Each entry of a batch gets what `update_cluster` would give it, in order.
+fn batches(store: &dyn Store) {
+    store.create_product(&product("bt", "1")).unwrap();
+    let a = cluster("bt", "1", "2026-06-01T00:00:00.000Z");
+    let b = cluster("bt", "1", "2026-06-02T00:00:00.000Z");
+    store.create_cluster(&a).unwrap();
+    store.create_cluster(&b).unwrap();
+    let mut schedule = |c: &mut Cluster| -> Result<Update, String> {
+        c.status = ClusterStatus::Scheduling;
+        Ok(Update::Write)
+    };
+    let mut refuse = |c: &mut Cluster| -> Result<Update, String> {
+        c.status = ClusterStatus::Failed;
+        Err("no".to_string())
+    };
+    let mut keep = |c: &mut Cluster| -> Result<Update, String> {
+        c.status = ClusterStatus::Failed;
+        Ok(Update::Keep)
+    };
+    // Sees the first entry's write.
+    let mut run_a = |c: &mut Cluster| -> Result<Update, String> {
+        assert_eq!(c.status, ClusterStatus::Scheduling);
+        c.nodes[1].status = NodeStatus::Running;
+        Ok(Update::Write)
+    };
+    let mut never = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Write) };
+    let unknown = ClusterId::random();
+    let mut batch: [BatchUpdate<'_>; 5] = [
+        (a.id, &mut schedule),
+        (unknown, &mut never),
+        (b.id, &mut refuse),
+        (a.id, &mut keep),
+        (a.id, &mut run_a),
+    ];
+    let results = store.update_clusters(&mut batch);
+    assert_eq!(results.len(), 5);
+    let stored_a = store.cluster(a.id).unwrap().unwrap();
+    assert_eq!(
+        results[0].as_ref().unwrap().status,
+        ClusterStatus::Scheduling
+    );
+    assert!(matches!(&results[1], Err(StoreError::NotFound(_))));
+    assert!(matches!(&results[2], Err(StoreError::Rejected(m)) if m == "no"));
+    // Keep returns the record as `f` left it, and writes nothing.
+    assert_eq!(results[3].as_ref().unwrap().status, ClusterStatus::Failed);
+    assert_eq!(results[4].as_ref().unwrap(), &stored_a);
+    assert_eq!(stored_a.status, ClusterStatus::Scheduling);
+    assert_eq!(stored_a.nodes[1].status, NodeStatus::Running);
+    assert_eq!(
+        store.cluster(b.id).unwrap().unwrap(),
+        b,
+        "refused: untouched"
+    );
+    assert!(store.update_clusters(&mut []).is_empty());
+    assert_counts(store);
+}
+
+/// A subscriber sees one cluster's commits in commit order, and its last commit.
+fn commits_in_order(store: &dyn Store) {
+    store.create_product(&product("co", "1")).unwrap();
+    let c = cluster("co", "1", "2026-07-01T00:00:00.000Z");
+    let mut rx = store.subscribe();
+    store.create_cluster(&c).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    store
+                        .update_cluster(c.id, &mut |c| {
+                            c.nodes[0].attempt += 1;
+                            Ok(Update::Write)
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert!(store.purge_cluster(c.id, &|_| true).unwrap());
+    let mut attempts = Vec::new();
+    let mut purged = false;
+    while let Ok(commit) = rx.try_recv() {
+        match commit {
+            Commit::Cluster(r) if r.id == c.id => {
+                assert!(!purged, "a commit after the purge");
+                attempts.push(r.nodes[0].attempt);
+            }
+            Commit::Purged(id) if id == c.id => purged = true,
+            _ => {}
+        }
+    }
+    assert!(purged);
+    assert_eq!(attempts.first(), Some(&0), "the create");
+    assert_eq!(attempts.last(), Some(&80), "the last commit");
+    assert!(
+        attempts.windows(2).all(|w| w[0] < w[1]),
+        "in commit order: {attempts:?}"
+    );
+}
+
+/// Pages of every filter, at several sizes, walked with their cursors, list exactly the
+/// clusters that a scan of every cluster finds, in the same order.
+fn pages(store: &dyn Store) {
+    store.create_product(&product("pg", "1")).unwrap();
+    store.create_product(&product("pg", "2")).unwrap();
+    let owners = ["alice", "bob", "carol"];
+    for i in 0..12 {
+        let version = if i % 4 == 0 { "2" } else { "1" };
+        let c = cluster_of(
+            owners[i % 3],
+            "pg",
+            version,
+            &format!("2026-08-01T00:00:{i:02}.000Z"),
+        );
+        store.create_cluster(&c).unwrap();
+        if i % 2 == 1 {
+            store
+                .update_cluster(c.id, &mut |c| {
+                    c.status = ClusterStatus::Scheduling;
+                    Ok(Update::Write)
+                })
+                .unwrap();
+        }
+    }
+    let filters = [
+        ListFilter::default(),
+        ListFilter {
+            owner: Some("bob".into()),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            status: Some(ClusterStatus::Scheduling),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            product: Some("pg".into()),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            version: Some("2".into()),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            owner: Some("alice".into()),
+            status: Some(ClusterStatus::Scheduling),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            status: Some(ClusterStatus::Registered),
+            product: Some("pg".into()),
+            version: Some("1".into()),
+            ..ListFilter::default()
+        },
+        ListFilter {
+            owner: Some("nobody".into()),
+            ..ListFilter::default()
+        },
+    ];
+    let all = store.clusters().unwrap();
+    for filter in &filters {
+        let expected: Vec<ClusterId> = all
+            .iter()
+            .filter(|c| filter.matches(c))
+            .map(|c| c.id)
+            .collect();
+        for limit in [1, 2, 5, 1000] {
+            let mut listed = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .clusters_page(filter, limit, cursor.as_deref())
+                    .unwrap();
+                assert!(page.clusters.len() <= limit);
+                assert!(page.clusters.iter().all(|c| filter.matches(c)));
+                listed.extend(page.clusters.iter().map(|c| c.id));
+                match page.next {
+                    Some(next) => {
+                        assert_eq!(page.clusters.len(), limit, "only a last page is short");
+                        assert_eq!(Some(&next), page.clusters.last().map(cursor_of).as_ref());
+                        cursor = Some(next);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(listed, expected, "{filter:?}, limit {limit}");
+        }
+    }
+    // Pages hold whole records.
+    let first = store
+        .clusters_page(&filters[1], 1, None)
+        .unwrap()
+        .clusters
+        .remove(0);
+    assert_eq!(Some(&first), all.iter().find(|c| c.id == first.id));
+
+    // Empty pages: nothing matches, a cursor past the end, a limit of 0.
+    let none = store.clusters_page(&filters[7], 10, None).unwrap();
+    assert!(none.clusters.is_empty() && none.next.is_none());
+    let end = format!("9999-12-31T23:59:59.999Z_{}", ClusterId::random());
+    let past = store
+        .clusters_page(&ListFilter::default(), 10, Some(&end))
+        .unwrap();
+    assert!(past.clusters.is_empty() && past.next.is_none());
+    let zero = store
+        .clusters_page(&ListFilter::default(), 0, None)
+        .unwrap();
+    assert!(zero.clusters.is_empty() && zero.next.is_none());
+    // A cursor of a cluster that is gone still says where to go on.
+    let (gone, after) = (&all[all.len() - 2], &all[all.len() - 1]);
+    assert!(store.purge_cluster(gone.id, &|_| true).unwrap());
+    let page = store
+        .clusters_page(&ListFilter::default(), 10, Some(&cursor_of(gone)))
+        .unwrap();
+    let ids: Vec<ClusterId> = page.clusters.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [after.id]);
+
+    // A cursor that `cursor_of` cannot have made is an error.
+    let id = ClusterId::random();
+    for bad in [
+        String::new(),
+        "garbage".to_string(),
+        format!("_{id}"),
+        "2026-01-01T00:00:00.000Z_not-a-uuid".to_string(),
+        format!("2026-01-01T00:00:00.000Z_{}", id.to_string().to_uppercase()),
+        format!("2026-01-01T00:00:00.000Z_{}", id.0.simple()),
+    ] {
+        assert!(
+            matches!(
+                store.clusters_page(&ListFilter::default(), 10, Some(&bad)),
+                Err(StoreError::BadCursor(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+/// Creates, status updates of clusters and nodes, node changes and purges in a mix: the
+/// kept counts follow each step.
+pub fn mixed_sequence(store: &dyn Store) {
+    if store.product(&name("mx"), &name("1")).unwrap().is_none() {
+        store.create_product(&product("mx", "1")).unwrap();
+    }
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let c = cluster_of(
+            if i % 2 == 0 { "alice" } else { "bob" },
+            "mx",
+            "1",
+            &format!("2026-09-01T00:00:{i:02}.000Z"),
+        );
+        store.create_cluster(&c).unwrap();
+        ids.push(c.id);
+    }
+    assert_counts(store);
+    let statuses = [NodeStatus::Staging, NodeStatus::Running, NodeStatus::Failed];
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .update_cluster(*id, &mut |c| {
+                c.nodes[i % 2].status = statuses[i % 3];
+                if i % 3 == 0 {
+                    c.status = ClusterStatus::Ready;
+                }
+                if i == 4 {
+                    c.nodes.pop();
+                }
+                Ok(Update::Write)
+            })
+            .unwrap();
+        assert_counts(store);
+    }
+    let mut more = |c: &mut Cluster| -> Result<Update, String> {
+        let mut n = c.nodes[0].clone();
+        n.name = name("extra");
+        n.status = NodeStatus::Lost;
+        c.nodes.push(n);
+        c.status = ClusterStatus::Healing;
+        Ok(Update::Write)
+    };
+    let mut fail = |c: &mut Cluster| -> Result<Update, String> {
+        c.status = ClusterStatus::Failed;
+        Ok(Update::Write)
+    };
+    let mut batch: [BatchUpdate<'_>; 2] = [(ids[1], &mut more), (ids[2], &mut fail)];
+    let results = store.update_clusters(&mut batch);
+    assert!(results.iter().all(Result::is_ok));
+    assert_counts(store);
+    assert!(store.purge_cluster(ids[0], &|_| true).unwrap());
+    assert!(!store.purge_cluster(ids[3], &|_| false).unwrap());
+    assert_counts(store);
+}
+
+/// Readers racing writers that change every node (and add and remove one) never see a mix
+/// of two commits, nor a node its cluster does not name.
+fn reads_are_consistent(store: &dyn Store) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    store.create_product(&product("rc", "1")).unwrap();
+    let c = cluster("rc", "1", "2026-05-02T00:00:00.000Z");
+    store.create_cluster(&c).unwrap();
+    let done = AtomicBool::new(false);
+    let check = |c: &Cluster| {
+        assert!(
+            c.nodes
+                .iter()
+                .all(|n| u64::from(n.attempt) + 1 == c.generation),
+            "a torn read: generation {}, nodes {:?}",
+            c.generation,
+            c.nodes.iter().map(|n| n.attempt).collect::<Vec<_>>()
+        );
+    };
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    check(&store.cluster(c.id).unwrap().unwrap());
+                    for c in store.clusters().unwrap().iter().filter(|o| o.id == c.id) {
+                        check(c);
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            for i in 0..100 {
+                store
+                    .update_cluster(c.id, &mut |c| {
+                        c.generation += 1;
+                        if i % 2 == 0 {
+                            let mut t = c.nodes[0].clone();
+                            t.name = name("t");
+                            c.nodes.push(t);
+                        } else {
+                            c.nodes.retain(|n| n.name.as_str() != "t");
+                        }
+                        for n in &mut c.nodes {
+                            n.attempt = u32::try_from(c.generation - 1).unwrap();
+                        }
+                        Ok(Update::Write)
+                    })
+                    .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+    });
+    let last = store.cluster(c.id).unwrap().unwrap();
+    check(&last);
+    assert_eq!(last.generation, 101);
+    assert_eq!(last.nodes.len(), 2);
 }
