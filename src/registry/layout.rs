@@ -241,7 +241,7 @@ mod tests {
         let c = cluster();
         let old = stored(&c, 1);
         let mut new = c.clone();
-        new.nodes[1].status = NodeStatus::Running;
+        new.nodes[1].observed.status = NodeStatus::Running;
         let plan = Plan::write(Some(&old), &mut new, 2);
         assert!(plan.head.is_some());
         let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();

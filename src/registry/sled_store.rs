@@ -205,7 +205,7 @@ impl SledStore {
             let (k, v) = kv?;
             *tally
                 .nodes
-                .entry(decode::<Node>(&k, &v)?.status)
+                .entry(decode::<Node>(&k, &v)?.observed.status)
                 .or_default() += 1;
         }
         Ok(tally)
@@ -768,7 +768,7 @@ impl Statuses {
     fn of(c: &Cluster) -> Self {
         Self {
             cluster: c.status,
-            nodes: c.nodes.iter().map(|n| n.status).collect(),
+            nodes: c.nodes.iter().map(|n| n.observed.status).collect(),
         }
     }
 }
@@ -1009,7 +1009,7 @@ mod tests {
         let mut fs: Vec<F> = (0..5)
             .map(|_| {
                 Box::new(|c: &mut Cluster| -> Result<Update, String> {
-                    c.nodes[0].status = NodeStatus::Running;
+                    c.nodes[0].observed.status = NodeStatus::Running;
                     Ok(Update::Write)
                 }) as F
             })
@@ -1026,7 +1026,7 @@ mod tests {
         assert_eq!(flushes(&store) - before, 1, "one flush for 5 writes");
         let mut announced = 0;
         while let Ok(Commit::Cluster(c)) = rx.try_recv() {
-            assert_eq!(c.nodes[0].status, NodeStatus::Running);
+            assert_eq!(c.nodes[0].observed.status, NodeStatus::Running);
             announced += 1;
         }
         assert_eq!(announced, 5);
@@ -1093,7 +1093,7 @@ mod tests {
                 );
                 if i % 2 == 1 {
                     c.status = ClusterStatus::Ready;
-                    c.nodes[1].status = NodeStatus::Running;
+                    c.nodes[1].observed.status = NodeStatus::Running;
                 }
                 c
             })

@@ -371,10 +371,10 @@ fn node_changes(store: &dyn Store) {
         .update_cluster(c.id, &mut |c| {
             let mut added = c.nodes[0].clone();
             added.name = name("z");
-            added.status = NodeStatus::Running;
+            added.observed.status = NodeStatus::Running;
             c.nodes.remove(0);
             c.nodes.insert(0, added);
-            c.nodes[1].status = NodeStatus::Staging;
+            c.nodes[1].observed.status = NodeStatus::Staging;
             Ok(Update::Write)
         })
         .unwrap();
@@ -424,7 +424,7 @@ fn batches(store: &dyn Store) {
     // Sees the first entry's write.
     let mut run_a = |c: &mut Cluster| -> Result<Update, String> {
         assert_eq!(c.status, ClusterStatus::Scheduling);
-        c.nodes[1].status = NodeStatus::Running;
+        c.nodes[1].observed.status = NodeStatus::Running;
         Ok(Update::Write)
     };
     let mut never = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Write) };
@@ -449,7 +449,7 @@ fn batches(store: &dyn Store) {
     assert_eq!(results[3].as_ref().unwrap().status, ClusterStatus::Failed);
     assert_eq!(results[4].as_ref().unwrap(), &stored_a);
     assert_eq!(stored_a.status, ClusterStatus::Scheduling);
-    assert_eq!(stored_a.nodes[1].status, NodeStatus::Running);
+    assert_eq!(stored_a.nodes[1].observed.status, NodeStatus::Running);
     assert_eq!(
         store.cluster(b.id).unwrap().unwrap(),
         b,
@@ -471,7 +471,7 @@ fn commits_in_order(store: &dyn Store) {
                 for _ in 0..20 {
                     store
                         .update_cluster(c.id, &mut |c| {
-                            c.nodes[0].attempt += 1;
+                            c.nodes[0].observed.attempt += 1;
                             Ok(Update::Write)
                         })
                         .unwrap();
@@ -486,7 +486,7 @@ fn commits_in_order(store: &dyn Store) {
         match commit {
             Commit::Cluster(r) if r.id == c.id => {
                 assert!(!purged, "a commit after the purge");
-                attempts.push(r.nodes[0].attempt);
+                attempts.push(r.nodes[0].observed.attempt);
             }
             Commit::Purged(id) if id == c.id => purged = true,
             _ => {}
@@ -659,7 +659,7 @@ pub fn mixed_sequence(store: &dyn Store) {
     for (i, id) in ids.iter().enumerate() {
         store
             .update_cluster(*id, &mut |c| {
-                c.nodes[i % 2].status = statuses[i % 3];
+                c.nodes[i % 2].observed.status = statuses[i % 3];
                 if i % 3 == 0 {
                     c.status = ClusterStatus::Ready;
                 }
@@ -674,7 +674,7 @@ pub fn mixed_sequence(store: &dyn Store) {
     let mut more = |c: &mut Cluster| -> Result<Update, String> {
         let mut n = c.nodes[0].clone();
         n.name = name("extra");
-        n.status = NodeStatus::Lost;
+        n.observed.status = NodeStatus::Lost;
         c.nodes.push(n);
         c.status = ClusterStatus::Healing;
         Ok(Update::Write)
@@ -704,10 +704,13 @@ fn reads_are_consistent(store: &dyn Store) {
         assert!(
             c.nodes
                 .iter()
-                .all(|n| u64::from(n.attempt) + 1 == c.generation),
+                .all(|n| u64::from(n.observed.attempt) + 1 == c.generation),
             "a torn read: generation {}, nodes {:?}",
             c.generation,
-            c.nodes.iter().map(|n| n.attempt).collect::<Vec<_>>()
+            c.nodes
+                .iter()
+                .map(|n| n.observed.attempt)
+                .collect::<Vec<_>>()
         );
     };
     std::thread::scope(|s| {
@@ -734,7 +737,7 @@ fn reads_are_consistent(store: &dyn Store) {
                             c.nodes.retain(|n| n.name.as_str() != "t");
                         }
                         for n in &mut c.nodes {
-                            n.attempt = u32::try_from(c.generation - 1).unwrap();
+                            n.observed.attempt = u32::try_from(c.generation - 1).unwrap();
                         }
                         Ok(Update::Write)
                     })
