@@ -4,7 +4,9 @@
 //!
 //! No orphan: the child is stopped by its PID when the [`ChildProc`] is dropped (the end of
 //! a run, an error, or Ctrl-C, which drops the benchmark's future), first with SIGTERM, then
-//! SIGKILL; and the kernel sends it SIGTERM if this process dies first (`PR_SET_PDEATHSIG`).
+//! SIGKILL; and the kernel kills it (SIGKILL, `PR_SET_PDEATHSIG`) if this process dies
+//! first. SIGKILL there, not SIGTERM: a `serve` whose reader was killed mid-burst was seen to
+//! keep serving after a SIGTERM, and an orphan is worse than a leftover directory in /tmp.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -63,7 +65,7 @@ impl ChildProc {
         // `block_on`, which lives as long as the process.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
