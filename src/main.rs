@@ -19,6 +19,11 @@ use paas::orchestrator::{Orchestrator, OrchestratorConfig};
 use paas::registry::{SledStore, Store};
 use paas::scheduler::{Scheduler, SchedulerConfig};
 
+/// With `--features dhat-heap`, every allocation goes through dhat, which profiles `serve`.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[derive(Parser)]
 #[command(
     name = "paas",
@@ -154,6 +159,10 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Written to ./dhat-heap.json when dropped, at the end of `main`: `serve` must end by
+    // SIGTERM or Ctrl-C (a clean shutdown), not be killed.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = matches!(cli.command, Command::Serve(_)).then(dhat::Profiler::new_heap);
     if matches!(
         cli.command,
         Command::Products { .. } | Command::Clusters { .. }

@@ -3,9 +3,18 @@
 //! - `registry`: durable cluster writes (create, then one status update per node, as the
 //!   scheduler does) with concurrent writers sharing fsyncs, on a real sled directory.
 //! - `offers`: pure offer evaluation at scale.
-//! - `provision`: whole launches on simulated agents (see [`provision`]).
+//! - `provision`: whole launches on simulated agents in another process (see [`provision`]).
+//! - `api`: `GET /clusters/{id}` against a bare hyper server with the same bytes ([`api`]).
+//! - `restart` and `launches`: a child server on a big store ([`restart`]).
+//!
+//! Servers under measurement run as child processes ([`child`]), stopped by their PID at
+//! the end, on error and on Ctrl-C. Nothing here asserts a time.
 
+pub mod api;
+pub mod child;
+pub mod load;
 pub mod provision;
+pub mod restart;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,18 +41,51 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 16)]
         writers: usize,
     },
-    /// Launches through the REST API onto mesos-local's simulated agents: nodes launched per
-    /// second and POST → all-running latency.
-    Provision {
-        #[arg(long, default_value_t = 100)]
-        agents: usize,
-        #[arg(long, default_value_t = 100)]
-        clusters: usize,
-        #[arg(long, default_value_t = 10)]
+    /// Launches through the REST API of a framework in this process onto simulated agents
+    /// in another one: nodes running per second, POST → all-running latency, and the
+    /// framework's CPU per node.
+    Provision(provision::Options),
+    /// `GET /clusters/{id}` of `paas serve` against a bare hyper server answering the same
+    /// bytes, with the same client in the same run: req/s of each and their ratio.
+    Api {
+        /// Nodes of the reference cluster served (3: about 3.4 KB, as in issue 12).
+        #[arg(long, default_value_t = 3)]
         size: usize,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds of each measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Measurements of each server, alternating.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// Writes a store of `--nodes` nodes (10 per cluster), then times `paas serve --master
+    /// none` on it until it serves, and prints its idle RSS.
+    Restart {
+        #[arg(long, default_value_t = 100_000)]
+        nodes: usize,
+        /// Concurrent writers while the store is written.
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+    },
+    /// Durable launches (POST) against `paas serve --master none`: launches/s, then the
+    /// server's RSS, `GET /clusters` and `/metrics` on what they made.
+    Launches {
+        #[arg(long, default_value_t = 35_000)]
+        count: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Nodes per launched reference cluster.
+        #[arg(long, default_value_t = 2)]
+        size: usize,
+    },
+    /// The bare hyper server of `bench api` (run by it as a child).
+    #[command(hide = true)]
+    BareServer {
+        /// The bytes to answer.
+        #[arg(long)]
+        body: std::path::PathBuf,
     },
     /// Offer evaluation: place pending nodes on offers.
     Offers {
@@ -65,20 +107,50 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error("provision")]
     Provision(#[from] provision::ProvisionError),
+    #[error("a child process")]
+    Child(#[from] child::ChildError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("interrupted (Ctrl-C); child processes stopped")]
+    Interrupted,
 }
 
-/// Runs one benchmark and prints its numbers.
+/// Runs one benchmark and prints its numbers. Ctrl-C drops the run, which stops its child
+/// processes.
 ///
 /// # Errors
-/// [`BenchError`] if the store cannot be opened or written.
+/// [`BenchError`] if something cannot be set up, or [`BenchError::Interrupted`].
 pub async fn run(cmd: BenchCmd) -> Result<(), BenchError> {
+    tokio::select! {
+        r = run_one(cmd) => r,
+        _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
+    }
+}
+
+async fn run_one(cmd: BenchCmd) -> Result<(), BenchError> {
     match cmd {
-        BenchCmd::Provision {
-            agents,
-            clusters,
+        BenchCmd::Provision(o) => Ok(provision::run(o).await?),
+        BenchCmd::Api {
             size,
-            timeout,
-        } => Ok(provision::run(agents, clusters, size, Duration::from_secs(timeout)).await?),
+            connections,
+            seconds,
+            rounds,
+        } => {
+            api::run(api::Options {
+                size,
+                connections,
+                duration: Duration::from_secs(seconds),
+                rounds,
+            })
+            .await
+        }
+        BenchCmd::Restart { nodes, writers } => restart::restart(nodes, writers).await,
+        BenchCmd::Launches {
+            count,
+            connections,
+            size,
+        } => restart::launches(count, connections, size).await,
+        BenchCmd::BareServer { body } => api::bare_server(&body).await,
         BenchCmd::Registry {
             clusters,
             nodes,
@@ -114,11 +186,10 @@ fn cluster(nodes: usize) -> Cluster {
     )
 }
 
-fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchError> {
-    let dir = tempfile_dir()?;
-    let store = Arc::new(SledStore::open(&dir)?);
+/// The product the clusters of [`cluster`] belong to.
+fn product() -> Product {
     let now = Timestamp::now();
-    store.create_product(&Product {
+    Product {
         name: Name::parse("bench").expect("name"),
         version: Name::parse("1").expect("name"),
         description: String::new(),
@@ -126,7 +197,14 @@ fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchEr
         created_at: now.clone(),
         updated_at: now,
         parts: Default::default(),
-    })?;
+    }
+}
+
+fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchError> {
+    let dir = temp_dir("registry")?;
+    let _cleanup = RemoveDir(dir.clone());
+    let store = Arc::new(SledStore::open(&dir)?);
+    store.create_product(&product())?;
     let records: Vec<Cluster> = (0..clusters).map(|_| cluster(nodes)).collect();
     let bytes = serde_json::to_vec(&records[0])
         .map(|v| v.len())
@@ -174,8 +252,6 @@ fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchEr
         total,
         wall.as_secs_f64()
     );
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -234,10 +310,24 @@ fn report(what: &str, lat: &[Duration]) {
     );
 }
 
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("paas-bench-{}", uuid::Uuid::new_v4().simple()));
+/// A fresh directory for one run of benchmark `what`.
+fn temp_dir(what: &str) -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "paas-bench-{what}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Removes a benchmark's directory when dropped: declared before what uses the directory
+/// (a store, a child server), it is dropped after them.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn offer_eval(n_offers: usize, n_nodes: usize, rounds: usize) {

@@ -1,13 +1,18 @@
-//! `paas bench provision`: the framework's own cost at scale. mesos-local simulates the
-//! agents (its `simulated` containerizer reports RUNNING at once and starts no process), so
-//! what is measured is ours: the REST launch, template rendering, the durable registry,
-//! offer evaluation, launches, and status-update handling through a real sled store and
-//! real HTTP on loopback.
+//! `paas bench provision`: the framework's own cost at scale. The framework (REST API,
+//! durable registry, scheduler) runs in this process; the master runs in another one: a
+//! child `paas serve --local-containerizer simulated --local-agents N` (whose mesos-local
+//! reports RUNNING at once and starts no process), or `--master URL`. So the CPU time of
+//! this process, read from `/proc/self/stat`, is the framework's (plus the benchmark's own
+//! HTTP client), and the master's is reported apart. `--in-process` runs mesos-local in this
+//! process instead, as the first version of this benchmark did.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +22,9 @@ use crate::domain::{ClusterId, ClusterStatus};
 use crate::mesos_local::resources::Quantities;
 use crate::mesos_local::{self, ContainerizerMode, LocalConfig};
 use crate::metrics::Metrics;
-use crate::registry::{SledStore, Store};
+use crate::registry::{self, Commit, SledStore, Store};
+
+use super::child::{ChildError, ChildProc, cpu_of, master_in};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 
 /// Errors of the provisioning benchmark.
@@ -27,6 +34,8 @@ pub enum ProvisionError {
     Setup(String),
     #[error("timed out after {0:?} with {1} of {2} clusters scheduled")]
     Timeout(Duration, usize, usize),
+    #[error("the master's process")]
+    Child(#[from] ChildError),
 }
 
 struct Wake(Scheduler);
@@ -47,45 +56,101 @@ impl Backend for Wake {
 // Spaces keep `{ {{` from reading as a triple-stash.
 const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "bench", "cpu": 0.01, "mem": 1, "ports": ["p"]}{{/each}} } }"#;
 
+/// What to run (the flags of `paas bench provision`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// The master to use. Without it, a child `paas serve --local-containerizer simulated
+    /// --local-agents <agents>` runs one (stopped at the end).
+    #[arg(long, conflicts_with = "in_process")]
+    pub master: Option<String>,
+    /// Run mesos-local in this process instead (the CPU measured is then both's).
+    #[arg(long)]
+    pub in_process: bool,
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub clusters: usize,
+    #[arg(long, default_value_t = 10)]
+    pub size: usize,
+    /// Launch POSTs in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
 /// Runs the benchmark and prints its numbers.
 ///
 /// # Errors
 /// [`ProvisionError`] when something cannot be set up or the clusters do not all run.
-pub async fn run(
-    agents: usize,
-    clusters: usize,
-    size: usize,
-    timeout: Duration,
-) -> Result<(), ProvisionError> {
+pub async fn run(o: Options) -> Result<(), ProvisionError> {
     let setup = |e: &dyn std::fmt::Display| ProvisionError::Setup(e.to_string());
-    let dir = std::env::temp_dir().join(format!(
-        "paas-bench-provision-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| setup(&e))?;
+    let dir = super::temp_dir("provision").map_err(|e| setup(&e))?;
+    let _cleanup = super::RemoveDir(dir.clone());
     let shutdown = CancellationToken::new();
+    // An early return (an error, Ctrl-C) stops every task started below.
+    let _stop = shutdown.clone().drop_guard();
     let tracker = TaskTracker::new();
     // Each node takes one port and its executor another; size the agents to hold them all.
-    let per_agent = (clusters * size).div_ceil(agents.max(1)) + 1;
+    let agents = o.agents.max(1);
+    let per_agent = (o.clusters * o.size).div_ceil(agents) + 1;
     let ports = (per_agent * 2 + 10).min(60_000);
-    let mut cfg = LocalConfig::new(dir.join("mesos-local"));
-    cfg.agents = agents;
-    cfg.containerizer = ContainerizerMode::Simulated;
-    cfg.resources = Quantities::parse(&format!(
+    let resources = format!(
         "cpus:{};mem:{};disk:1000;ports:[2000-{}]",
         per_agent as f64 * 0.1 + 1.0,
         per_agent * 40 + 64,
         2000 + ports
-    ))
-    .map_err(|e| setup(&e))?;
-    let local = mesos_local::start(cfg, shutdown.clone(), &tracker)
-        .await
-        .map_err(|e| setup(&e))?;
+    );
+    let mut master_proc = None;
+    let (master, where_) = match (&o.master, o.in_process) {
+        (Some(m), _) => (m.clone(), format!("the master at {m}")),
+        (None, true) => {
+            let mut cfg = LocalConfig::new(dir.join("mesos-local"));
+            cfg.agents = agents;
+            cfg.containerizer = ContainerizerMode::Simulated;
+            cfg.resources = Quantities::parse(&resources).map_err(|e| setup(&e))?;
+            let local = mesos_local::start(cfg, shutdown.clone(), &tracker)
+                .await
+                .map_err(|e| setup(&e))?;
+            (
+                local.master_url,
+                format!("{agents} simulated agents in this process"),
+            )
+        }
+        (None, false) => {
+            let data = dir.join("master").display().to_string();
+            let agents_arg = agents.to_string();
+            let mut child = ChildProc::spawn(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                &data,
+                "--local-containerizer",
+                "simulated",
+                "--local-agents",
+                &agents_arg,
+                "--local-resources",
+                &resources,
+            ])?;
+            let line = child.wait_line("mesos-local started", Duration::from_secs(60))?;
+            let url = master_in(&line)
+                .ok_or_else(|| ProvisionError::Setup(format!("no master URL in {line:?}")))?;
+            child.serving_url(Duration::from_secs(60))?;
+            let where_ = format!(
+                "{agents} simulated agents in a child `paas serve` (pid {})",
+                child.pid()
+            );
+            master_proc = Some(child);
+            (url, where_)
+        }
+    };
 
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data")).map_err(|e| setup(&e))?);
     let metrics = Arc::new(Metrics::new());
-    let mut scfg = SchedulerConfig::new(local.master_url.clone());
+    let mut scfg = SchedulerConfig::new(master);
     scfg.executor.cpus = 0.01;
     scfg.executor.mem = 1.0;
     let scheduler = Scheduler::spawn(
@@ -111,7 +176,7 @@ pub async fn run(
         volume_roots: Vec::new(),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
-    let client = crate::cli::Client::new(&format!("http://{addr}"), None);
+    let client = Arc::new(crate::cli::Client::new(&format!("http://{addr}"), None));
 
     client
         .post_json("/products", json!({"name": "bench", "version": "1"}))
@@ -128,75 +193,151 @@ pub async fn run(
         )
         .await
         .map_err(|e| setup(&e))?;
+    let (clusters, size) = (o.clusters, o.size);
+    let timeout = Duration::from_secs(o.timeout);
+    let nodes = clusters * size;
     println!(
-        "provision: {agents} simulated agents, {clusters} clusters × {size} nodes = {} nodes (sled in {})",
-        clusters * size,
-        dir.display()
+        "provision: {where_}; {clusters} clusters × {size} nodes = {nodes} nodes, {} launch POSTs in flight",
+        o.concurrency
     );
 
     let start = Instant::now();
-    let mut posted: Vec<(ClusterId, Instant)> = Vec::with_capacity(clusters);
-    for _ in 0..clusters {
-        let t = Instant::now();
-        let v: Value = client
-            .post_json("/products/bench/1", json!({"size": size}))
-            .await
-            .map_err(|e| setup(&e))?;
-        let id = v["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ProvisionError::Setup(format!("bad launch answer {v}")))?;
-        posted.push((id, t));
+    let deadline = start + timeout;
+    let collector = tracker.spawn(collect(
+        store.clone(),
+        store.subscribe(),
+        clusters,
+        deadline,
+    ));
+    let cpu_start = cpu_of("/proc/self/stat");
+    let master_cpu_start = master_proc.as_ref().and_then(ChildProc::cpu);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..o.concurrency.max(1) {
+        let (client, next) = (client.clone(), next.clone());
+        posters.spawn(async move {
+            let mut posted = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < clusters {
+                let t = Instant::now();
+                let v: Value = client
+                    .post_json("/products/bench/1", json!({"size": size}))
+                    .await
+                    .map_err(|e| ProvisionError::Setup(format!("launch: {e}")))?;
+                let id: ClusterId = v["id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| ProvisionError::Setup(format!("bad launch answer {v}")))?;
+                posted.push((id, t));
+            }
+            Ok::<_, ProvisionError>(posted)
+        });
+    }
+    let mut posted = Vec::with_capacity(clusters);
+    while let Some(r) = posters.join_next().await {
+        posted.extend(r.map_err(|e| setup(&e))??);
     }
     let post_wall = start.elapsed();
-    // Poll the store: a cluster's first observation as `scheduled` ends its latency.
-    let mut done: Vec<Option<Duration>> = vec![None; clusters];
-    let deadline = start + timeout;
-    while done.iter().any(Option::is_none) {
-        for (i, (id, t)) in posted.iter().enumerate() {
-            if done[i].is_none() {
-                let id = *id;
-                let s = store.clone();
-                let c = tokio::task::spawn_blocking(move || s.cluster(id))
-                    .await
-                    .map_err(|e| setup(&e))?
-                    .map_err(|e| setup(&e))?;
-                if c.is_some_and(|c| c.status == ClusterStatus::Scheduled) {
-                    done[i] = Some(t.elapsed());
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            let n = done.iter().filter(|d| d.is_some()).count();
-            shutdown.cancel();
-            return Err(ProvisionError::Timeout(timeout, n, clusters));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let wall = start.elapsed();
-    let mut lat: Vec<f64> = done
+    let (done, lagged) = collector.await.map_err(|e| setup(&e))?;
+    let cpu = cpu_start
+        .zip(cpu_of("/proc/self/stat"))
+        .map(|(a, b)| b.saturating_sub(a));
+    let master_cpu = master_cpu_start
+        .zip(master_proc.as_ref().and_then(ChildProc::cpu))
+        .map(|(a, b)| b.saturating_sub(a));
+    let mut lat: Vec<f64> = posted
         .iter()
-        .flatten()
+        .filter_map(|(id, t)| done.get(id).map(|d| d.saturating_duration_since(*t)))
         .map(|d| d.as_secs_f64() * 1e3)
         .collect();
+    if lat.len() < clusters {
+        return Err(ProvisionError::Timeout(timeout, lat.len(), clusters));
+    }
+    let wall = done.values().max().map_or(start.elapsed(), |last| {
+        last.saturating_duration_since(start)
+    });
     lat.sort_by(f64::total_cmp);
     let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    let nodes = clusters * size;
     println!(
-        "  all {nodes} nodes running after {:.2} s: {:.0} nodes launched/s (POSTs took {:.2} s)",
+        "  all {nodes} nodes running {:.2} s after the first POST: {:.0} nodes/s (the POSTs took {:.2} s)",
         wall.as_secs_f64(),
         nodes as f64 / wall.as_secs_f64(),
         post_wall.as_secs_f64()
     );
     println!(
-        "  POST → all-running per cluster: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "  POST → all running, per cluster: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         pct(0.5),
         pct(0.99),
         pct(1.0)
     );
+    let per_node = |d: Duration| d.as_secs_f64() * 1e3 / nodes.max(1) as f64;
+    if let Some(cpu) = cpu {
+        let what = if o.in_process {
+            "framework + mesos-local (both in this process)"
+        } else {
+            "framework (this process: API, store, scheduler, and this benchmark's HTTP client)"
+        };
+        println!(
+            "  CPU of the {what}: {:.2} s, {:.3} ms per node",
+            cpu.as_secs_f64(),
+            per_node(cpu)
+        );
+    }
+    if let Some(cpu) = master_cpu {
+        println!(
+            "  CPU of the master's process (mesos-local and its idle framework): {:.2} s, {:.3} ms per node",
+            cpu.as_secs_f64(),
+            per_node(cpu)
+        );
+    }
+    if lagged > 0 {
+        println!(
+            "  (the commit subscription lagged {lagged} times; those clusters' ends were taken at the rescan, a little late)"
+        );
+    }
     shutdown.cancel();
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(master_proc);
     Ok(())
+}
+
+/// When each cluster is first committed as scheduled (every node running), until `want`
+/// are, or `deadline`; and how often the subscription lagged (then a scan catches up).
+async fn collect(
+    store: Arc<dyn Store>,
+    mut commits: tokio::sync::broadcast::Receiver<Commit>,
+    want: usize,
+    deadline: Instant,
+) -> (HashMap<ClusterId, Instant>, u64) {
+    let running = |s: ClusterStatus| {
+        matches!(
+            s,
+            ClusterStatus::Scheduled
+                | ClusterStatus::Configuring
+                | ClusterStatus::Configured
+                | ClusterStatus::Ready
+        )
+    };
+    let mut done = HashMap::with_capacity(want);
+    let mut lagged = 0;
+    while done.len() < want {
+        match tokio::time::timeout_at(deadline.into(), commits.recv()).await {
+            Err(_) | Ok(Err(RecvError::Closed)) => break,
+            Ok(Ok(Commit::Cluster(c))) if running(c.status) => {
+                done.entry(c.id).or_insert_with(Instant::now);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(RecvError::Lagged(_))) => {
+                lagged += 1;
+                let Ok(all) = registry::call(&store, |s| s.clusters()).await else {
+                    continue;
+                };
+                let now = Instant::now();
+                for c in all.iter().filter(|c| running(c.status)) {
+                    done.entry(c.id).or_insert(now);
+                }
+            }
+        }
+    }
+    (done, lagged)
 }

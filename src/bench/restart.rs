@@ -1,0 +1,190 @@
+//! `paas bench restart` and `paas bench launches`: a child `paas serve --master none` on a
+//! big store. `restart` writes the store first (through [`SledStore`], as the server would),
+//! then times the child until it serves; `launches` fills it through the API with durable
+//! launches. Both print the child's resident memory.
+//!
+//! With `--master none` there is no scheduler, so nothing is reconciled: "serving" is the
+//! whole of a restart there. What is measured: the first `/health` answer (the store is
+//! open: recovered, migrated, indexed), then the first `/metrics` (counts of every cluster
+//! and node) and the first `GET /clusters`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::api::{LAUNCH, addr_of, expect_ok, register_reference};
+use super::child::{ChildProc, mb};
+use super::load::{self, Load, Stop};
+use super::{BenchError, RemoveDir, cluster, parallel, product, temp_dir};
+use crate::api::routes::BASE;
+use crate::domain::{AgentId, ClusterStatus, NodeStatus, TaskId};
+use crate::registry::{SledStore, Store};
+
+/// Nodes per cluster in the store `restart` writes.
+pub const NODES_PER_CLUSTER: usize = 10;
+
+/// Runs `restart`: writes `nodes` nodes, restarts on them, prints the numbers.
+///
+/// # Errors
+/// [`BenchError`] when the store cannot be written or the server started.
+pub async fn restart(nodes: usize, writers: usize) -> Result<(), BenchError> {
+    let dir = temp_dir("restart")?;
+    let _cleanup = RemoveDir(dir.clone());
+    let data = dir.join("data");
+    let clusters = nodes.div_ceil(NODES_PER_CLUSTER);
+    let write = Instant::now();
+    {
+        let store = Arc::new(SledStore::open(&data)?);
+        store.create_product(&product())?;
+        let records: Vec<_> = (0..clusters).map(|_| running_cluster()).collect();
+        parallel(&records, writers, |c| store.create_cluster(c))?;
+        store.flush()?;
+    }
+    println!(
+        "restart: {clusters} clusters × {NODES_PER_CLUSTER} nodes, every node running, written in {:.1} s ({} writers); {:.0} MB on disk",
+        write.elapsed().as_secs_f64(),
+        writers,
+        mb(dir_size(&data))
+    );
+
+    let start = Instant::now();
+    let (server, url) = ChildProc::serve(&data, &["--master", "none"], Duration::from_secs(300))?;
+    let addr = addr_of(&url)?;
+    let listening = start.elapsed();
+    loop {
+        match load::fetch(
+            addr,
+            http::Method::GET,
+            &format!("{BASE}/health"),
+            Bytes::new(),
+        )
+        .await
+        {
+            Ok((s, _)) if s.is_success() => break,
+            _ if start.elapsed() > Duration::from_secs(300) => {
+                return Err(BenchError::Setup(
+                    "/health did not answer 200 in 300 s".into(),
+                ));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    let health = start.elapsed();
+    println!(
+        "  `paas serve --master none` listening {:.2} s after its start, /health 200 after {:.2} s (nothing to reconcile without a master)",
+        listening.as_secs_f64(),
+        health.as_secs_f64()
+    );
+    timed_get(addr, "/metrics").await?;
+    // Paged once the listing pages (issue 12); every record before.
+    timed_get(addr, "/clusters").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "  RSS of the server, idle 2 s later: {:.0} MB",
+        server.rss().map_or(0.0, mb)
+    );
+    Ok(())
+}
+
+/// Runs `launches`: `count` durable launches of the reference product over `connections`
+/// connections, then the listing and `/metrics` on what they made.
+///
+/// # Errors
+/// [`BenchError`] when the server cannot be started or set up.
+pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(), BenchError> {
+    let dir = temp_dir("launches")?;
+    let _cleanup = RemoveDir(dir.clone());
+    let (server, url) = ChildProc::serve(
+        &dir.join("data"),
+        &["--master", "none"],
+        Duration::from_secs(60),
+    )?;
+    let addr = addr_of(&url)?;
+    register_reference(addr).await?;
+    println!(
+        "launches: {count} launches of the reference product (size {size}) over {connections} connections, `paas serve --master none` (pid {}); RSS before: {:.0} MB",
+        server.pid(),
+        server.rss().map_or(0.0, mb)
+    );
+    let out = load::run(&Load {
+        addr,
+        method: http::Method::POST,
+        path: format!("{BASE}{LAUNCH}"),
+        body: Bytes::from(format!(r#"{{"size": {size}}}"#)),
+        connections,
+        stop: Stop::Count(count),
+    })
+    .await;
+    println!(
+        "  {} launched in {:.2} s: {:.0} launches/s ({} failed{}); RSS after: {:.0} MB",
+        out.ok,
+        out.wall.as_secs_f64(),
+        out.per_sec(),
+        out.failed,
+        out.first_failure
+            .map(|f| format!(": {f}"))
+            .unwrap_or_default(),
+        server.rss().map_or(0.0, mb)
+    );
+    timed_get(addr, "/clusters").await?;
+    timed_get(addr, "/metrics").await?;
+    println!(
+        "  RSS after these reads: {:.0} MB",
+        server.rss().map_or(0.0, mb)
+    );
+    Ok(())
+}
+
+/// GETs `path` once and prints how long it took and what it returned.
+async fn timed_get(addr: std::net::SocketAddr, path: &str) -> Result<(), BenchError> {
+    let t = Instant::now();
+    let body = expect_ok(addr, http::Method::GET, path, Bytes::new()).await?;
+    let took = t.elapsed();
+    let listed = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["clusters"].as_array().map(Vec::len))
+        .map(|n| format!(", {n} clusters listed"))
+        .unwrap_or_default();
+    println!(
+        "  GET {path}: {:.1} ms ({} bytes{listed})",
+        took.as_secs_f64() * 1e3,
+        body.len()
+    );
+    Ok(())
+}
+
+/// A cluster as the store holds it once every node runs: placed, with a task and ports.
+fn running_cluster() -> crate::domain::Cluster {
+    let mut c = cluster(NODES_PER_CLUSTER);
+    c.status = ClusterStatus::Ready;
+    let id = c.id;
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        n.status = NodeStatus::Running;
+        n.host = Some("localhost".into());
+        n.address = Some("127.0.0.1".into());
+        n.task_id = Some(TaskId {
+            cluster: id,
+            node: n.name.clone(),
+            attempt: 0,
+        });
+        n.agent_id = Some(AgentId::new(format!("agent-{}", i % 100)));
+        n.ports.insert("http".into(), 31_000 + i as u16);
+    }
+    c
+}
+
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
