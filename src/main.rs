@@ -16,7 +16,7 @@ use paas::domain::template::Renderer;
 use paas::executor::nodetool::NodeTool;
 use paas::metrics::Metrics;
 use paas::orchestrator::{Orchestrator, OrchestratorConfig};
-use paas::registry::{SledStore, Store};
+use paas::registry::{SledStore, Store, StoreOptions};
 use paas::scheduler::{Scheduler, SchedulerConfig};
 
 /// With `--features dhat-heap`, every allocation goes through dhat, which profiles `serve`.
@@ -149,6 +149,11 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAAS_MAX_BODY", default_value_t = api::DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// Memory of the store's page cache, in MiB (sled's cache). Records beyond it are read
+    /// from disk; the store keeps no other per-cluster state in memory.
+    #[arg(long, env = "PAAS_STORE_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    store_cache_mb: u64,
     /// How long a service's `ready` check may keep failing before its cluster fails.
     #[arg(long, env = "PAAS_READY_TIMEOUT", default_value = "2m")]
     ready_timeout: humantime::Duration,
@@ -226,8 +231,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&args.data)
-            .with_context(|| format!("opening the store in {}", args.data.display()))?,
+        SledStore::open_with(
+            &args.data,
+            StoreOptions {
+                cache_bytes: args.store_cache_mb << 20,
+            },
+        )
+        .with_context(|| format!("opening the store in {}", args.data.display()))?,
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -19,6 +19,18 @@
 //!   cluster before its flush returned is not announced.
 //! - **Counted**: the counts by status are kept in memory, counted once at open and moved by
 //!   every commit from the old statuses to the new, so [`Store::counts`] reads no disk.
+//!
+//! # Known cost: sled transactions wait for a running flush
+//! In sled 0.34 every transaction takes a process-wide write lock, and `Db::flush` holds the
+//! read side of it for the whole fsync (and, once a transaction has run, every get takes the
+//! read side too). So a commit that arrives during a flush waits for it, and concurrent
+//! single-write callers share fewer flushes than the compare-and-swap writes of the first
+//! layout did (see the numbers of `paas bench registry` in the commit log). A batch
+//! ([`Store::update_clusters`]) commits all its entries before its one flush and does not pay
+//! this. The way out keeps the head as the only commit point: node records written under
+//! versioned keys before a compare-and-swap of the head, one lock per cluster instead of a
+//! transaction, the superseded versions removed after it, and leftovers of a crash removed
+//! at open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
