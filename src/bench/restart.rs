@@ -160,16 +160,16 @@ fn running_cluster() -> crate::domain::Cluster {
     c.status = ClusterStatus::Ready;
     let id = c.id;
     for (i, n) in c.nodes.iter_mut().enumerate() {
-        n.status = NodeStatus::Running;
-        n.host = Some("localhost".into());
-        n.address = Some("127.0.0.1".into());
-        n.task_id = Some(TaskId {
+        n.observed.status = NodeStatus::Running;
+        n.observed.host = Some("localhost".into());
+        n.observed.address = Some("127.0.0.1".into());
+        n.observed.task_id = Some(TaskId {
             cluster: id,
             node: n.name.clone(),
             attempt: 0,
         });
-        n.agent_id = Some(AgentId::new(format!("agent-{}", i % 100)));
-        n.ports.insert("http".into(), 31_000 + i as u16);
+        n.observed.agent_id = Some(AgentId::new(format!("agent-{}", i % 100)));
+        n.observed.ports.insert("http".into(), 31_000 + i as u16);
     }
     c
 }
