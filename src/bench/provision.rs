@@ -109,6 +109,7 @@ pub async fn run(
         node_image: "bench".into(),
         limits: api::Limits::default(),
         volume_roots: Vec::new(),
+        views: api::views::Views::spawn(store.as_ref(), shutdown.clone(), &tracker),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
     let client = crate::cli::Client::new(&format!("http://{addr}"), None);
