@@ -675,6 +675,18 @@ fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
+/// A server with the users of [`tokens_file`] and the reference product; the headers of
+/// the admin, Alice and Bob.
+async fn token_server(dir: &std::path::Path) -> (Server, [[(&'static str, &'static str); 2]; 3]) {
+    let tokens = tokens_file(dir);
+    let s = Server::start(&dir.join("data"), &["--tokens", tokens.to_str().unwrap()]);
+    let admin = [("authorization", "Bearer admin-token-0123456789"), JSON];
+    let alice = [("authorization", "Bearer alice-token-0123456789"), JSON];
+    let bob = [("authorization", "Bearer bob-token-012345678901"), JSON];
+    register_reference(&s, &admin).await;
+    (s, [admin, alice, bob])
+}
+
 #[tokio::test]
 async fn users_see_only_their_own_clusters() {
     let dir = tempfile::tempdir().unwrap();
@@ -940,6 +952,7 @@ async fn health_metrics_and_openapi() {
         "{text}"
     );
     assert!(text.contains("paas_products 1"), "{text}");
+    assert!(text.contains("paas_nodes{status=\"queued\"} 1\n"), "{text}");
     assert!(
         text.contains("paas_http_requests_total{operation=\"launchCluster\",class=\"2xx\"} 1"),
         "{text}"
@@ -1074,15 +1087,7 @@ async fn refused(
 #[tokio::test]
 async fn update_refuses_bad_requests_and_clusters_that_are_not_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = tokens_file(dir.path());
-    let s = Server::start(
-        &dir.path().join("data"),
-        &["--tokens", tokens.to_str().unwrap()],
-    );
-    let admin = [("authorization", "Bearer admin-token-0123456789"), JSON];
-    let alice = [("authorization", "Bearer alice-token-0123456789"), JSON];
-    let bob = [("authorization", "Bearer bob-token-012345678901"), JSON];
-    register_reference(&s, &admin).await;
+    let (s, [admin, alice, bob]) = token_server(dir.path()).await;
     let id = launch(&s, 2, &alice).await;
     let size5 = r#"{"options": {"size": 5}}"#;
 
@@ -1300,4 +1305,217 @@ async fn update_of_a_ready_cluster_answers_202_with_the_new_generation() {
         m.contains("paas_http_requests_total{operation=\"updateCluster\",class=\"2xx\"} 3"),
         "{m}"
     );
+}
+
+/// Every page of `GET /clusters` from `query` on, following `next` and checking that the
+/// `Link` header says the same; the clusters in the order served.
+async fn all_pages(s: &Server, query: &str, auth: &[(&str, &str)]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut url = s.api(&format!("/clusters?{query}"));
+    loop {
+        let r = call("GET", &url, "", auth).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        let page = r.json();
+        out.extend(page["clusters"].as_array().unwrap().iter().cloned());
+        let link = r
+            .headers
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let Some(next) = page["next"].as_str() else {
+            assert!(page.get("next").is_none(), "no null next: {page}");
+            assert_eq!(link, None, "no Link on the last page");
+            return out;
+        };
+        let link = link.expect("a Link header when there is a next page");
+        let target = link
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+            .unwrap_or_else(|| panic!("Link {link}"));
+        assert!(
+            target.ends_with(&format!("cursor={next}")),
+            "{link} vs {next}"
+        );
+        url = format!("{}{target}", s.url);
+    }
+}
+
+/// The ids of `clusters`, checking that they are served oldest first (creation time, then
+/// id) and each once.
+fn in_order(clusters: &[Value]) -> Vec<String> {
+    let keys: Vec<(String, String)> = clusters
+        .iter()
+        .map(|c| {
+            (
+                c["created_at"].as_str().unwrap().to_owned(),
+                c["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for w in keys.windows(2) {
+        assert!(w[0] < w[1], "out of order or repeated: {w:?}");
+    }
+    keys.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Launches `n` one-node reference clusters, several at a time; their ids.
+async fn launch_many(s: &Server, n: usize, auth: &[(&str, &str)]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
+        let launches = chunk.iter().map(|_| launch(s, 1, auth));
+        ids.extend(futures_util::future::join_all(launches).await);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn paging_through_250_clusters_yields_each_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    register_reference(&s, &[]).await;
+    let launched = launch_many(&s, 250, &[JSON]).await;
+
+    let first = get(&s.api("/clusters")).await.json();
+    assert_eq!(
+        first["clusters"].as_array().unwrap().len(),
+        100,
+        "default limit"
+    );
+    let pages = all_pages(&s, "limit=100", &[]).await;
+    let ids = in_order(&pages);
+    assert_eq!(ids.len(), 250);
+    let mut want = launched.clone();
+    want.sort();
+    let mut got = ids.clone();
+    got.sort();
+    assert_eq!(got, want, "every launched cluster, once");
+    // Other page sizes list the same clusters in the same order.
+    for limit in [7, 249, 250, 1000] {
+        let other = all_pages(&s, &format!("limit={limit}"), &[]).await;
+        assert_eq!(in_order(&other), ids, "limit={limit}");
+    }
+    let r = get(&s.api("/clusters?limit=1000")).await;
+    assert!(r.headers.get("link").is_none());
+    assert!(r.json().get("next").is_none());
+}
+
+#[tokio::test]
+async fn pages_keep_filters_and_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, [admin, alice, bob]) = token_server(dir.path()).await;
+    let alices = launch_many(&s, 23, &alice).await;
+    let bobs = launch_many(&s, 17, &bob).await;
+    // Every third of Alice's clusters destroyed (no Mesos: at once).
+    let destroyed: Vec<&String> = alices.iter().step_by(3).collect();
+    for id in &destroyed {
+        let r = call("DELETE", &s.api(&format!("/clusters/{id}")), "", &alice).await;
+        assert_eq!(r.status, 202);
+    }
+    let sorted = |v: Vec<String>| {
+        let mut v = v;
+        v.sort();
+        v
+    };
+
+    // A user pages through exactly their own clusters, whatever the page size.
+    for limit in [1, 4, 100] {
+        let mine = in_order(&all_pages(&s, &format!("limit={limit}"), &alice).await);
+        assert_eq!(sorted(mine), sorted(alices.clone()), "limit={limit}");
+        let theirs = in_order(&all_pages(&s, &format!("limit={limit}"), &bob).await);
+        assert_eq!(sorted(theirs), sorted(bobs.clone()), "limit={limit}");
+    }
+    // Asking for another owner's clusters shows nothing; one's own owner name is fine.
+    assert!(all_pages(&s, "owner=alice&limit=2", &bob).await.is_empty());
+    assert_eq!(all_pages(&s, "owner=bob&limit=2", &bob).await.len(), 17);
+    // A cursor from Alice's listing does not show Bob Alice's clusters.
+    let r = call("GET", &s.api("/clusters?limit=2"), "", &alice)
+        .await
+        .json();
+    let cursor = r["next"].as_str().unwrap().to_owned();
+    for c in all_pages(&s, &format!("limit=2&cursor={cursor}"), &bob).await {
+        assert_eq!(c["owner"], "bob");
+    }
+
+    // Filters hold on every page; an admin sees every owner and may pick one.
+    let dead = all_pages(&s, "status=destroyed&limit=2", &alice).await;
+    assert!(dead.iter().all(|c| c["status"] == "destroyed"));
+    assert_eq!(
+        sorted(in_order(&dead)),
+        sorted(destroyed.iter().map(|s| s.to_string()).collect())
+    );
+    let live = all_pages(
+        &s,
+        "status=registered&product=reference&version=1.0.0&limit=3",
+        &alice,
+    )
+    .await;
+    assert_eq!(live.len(), alices.len() - destroyed.len());
+    assert!(
+        all_pages(&s, "product=other&limit=3", &alice)
+            .await
+            .is_empty()
+    );
+    assert_eq!(in_order(&all_pages(&s, "limit=6", &admin).await).len(), 40);
+    let only_bob = all_pages(&s, "owner=bob&limit=5", &admin).await;
+    assert_eq!(sorted(in_order(&only_bob)), sorted(bobs.clone()));
+    let bobs_dead = all_pages(&s, "owner=bob&status=destroyed", &admin).await;
+    assert!(bobs_dead.is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_limit_or_cursor_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    register_reference(&s, &[]).await;
+    launch(&s, 1, &[JSON]).await;
+    for (query, says) in [
+        ("limit=0", "limit must be a whole number from 1 to 1000"),
+        ("limit=1001", "not \"1001\""),
+        ("limit=ten", "not \"ten\""),
+        ("limit=-3", "not \"-3\""),
+        ("limit=1&limit=2", "given twice"),
+        ("cursor=", "invalid cursor"),
+        ("cursor=abc", "pass back the \"next\" value"),
+        (
+            "cursor=2026-01-01T00:00:00.000Z_not-a-uuid",
+            "invalid cursor",
+        ),
+        ("cursor=%zz", "not valid percent-encoding"),
+    ] {
+        let r = get(&s.api(&format!("/clusters?{query}"))).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid_filter"),
+            "{query}"
+        );
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+    // A well-formed cursor past the end is an empty last page.
+    let r =
+        get(&s
+            .api("/clusters?cursor=9999-01-01T00:00:00.000Z_0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"clusters": []}));
+}
+
+/// A cluster read once (and so served from the encoded views afterwards) is served as it is
+/// after every change: each write is seen by the next read.
+#[tokio::test]
+async fn a_read_after_a_write_sees_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    register_reference(&s, &[]).await;
+    let id = launch(&s, 2, &[JSON]).await;
+    let url = s.api(&format!("/clusters/{id}"));
+    let first = get(&url).await;
+    assert_eq!(get(&url).await.body, first.body, "the same bytes twice");
+    assert_eq!(first.headers["content-type"], "application/json");
+    assert_eq!(first.json()["status"], "registered");
+    let r = call("DELETE", &url, "", &[]).await;
+    assert_eq!(r.status, 202);
+    let after = get(&url).await.json();
+    assert_eq!(after["status"], "destroyed");
+    assert_eq!(after["desired"], "destroyed");
+    assert_eq!(get(&url).await.json(), after);
 }

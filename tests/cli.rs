@@ -259,3 +259,57 @@ fn scale_and_update_through_the_cli() {
     let listed = ok(url, &["clusters", "list", "--status", "updating"]);
     assert!(listed.contains(&id), "{listed}");
 }
+
+/// `clusters list` follows the cursors past the server's largest page (1000) and prints
+/// every cluster once; `--limit` prints the first ones and the cursor to go on from.
+#[tokio::test]
+async fn clusters_list_pages_through_everything_or_takes_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let url = s.url.as_str();
+    common::register_reference(&s, &[]).await;
+    let n = 1010;
+    let mut ids = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let launches = chunk.iter().map(|_| common::launch(&s, r#"{"size": 1}"#));
+        ids.extend(futures_util::future::join_all(launches).await);
+    }
+    let rows = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    let all = rows(&ok(url, &["clusters", "list"]));
+    assert_eq!(all.len(), n);
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    ids.sort();
+    assert_eq!(unique, ids, "every cluster, once");
+
+    let out = paas(url, &["clusters", "list", "--limit", "5"]);
+    assert!(out.status.success());
+    assert_eq!(rows(&String::from_utf8_lossy(&out.stdout)), all[..5]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let cursor = err
+        .trim()
+        .strip_prefix("more clusters follow: add --cursor ")
+        .unwrap_or_else(|| panic!("{err}"));
+    let next = ok(
+        url,
+        &["clusters", "list", "--limit", "5", "--cursor", cursor],
+    );
+    assert_eq!(rows(&next), all[5..10]);
+    let rest = paas(
+        url,
+        &["clusters", "list", "--limit", "2000", "--cursor", cursor],
+    );
+    assert_eq!(rows(&String::from_utf8_lossy(&rest.stdout)), all[5..]);
+    assert!(rest.stderr.is_empty(), "the end: no cursor");
+    assert!(
+        !paas(url, &["clusters", "list", "--limit", "0"])
+            .status
+            .success()
+    );
+}

@@ -145,6 +145,25 @@ pub(super) fn with_location(mut resp: Resp, location: &str) -> Resp {
     resp
 }
 
+/// Adds `Link: <url>; rel="next"` (RFC 8288), the next page of a list.
+pub(super) fn with_link_next(mut resp: Resp, url: &str) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+        resp.headers_mut().insert(header::LINK, v);
+    }
+    resp
+}
+
+/// A response of JSON already encoded.
+pub(super) fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// A JSON response, pretty-printed (people read these with curl).
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Resp {
     // invariant: our response bodies are plain serde values with string keys.

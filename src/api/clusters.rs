@@ -6,20 +6,24 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
 use super::body::{
-    Resp, check_json_content_type, json_response, object, parse_json, raw_response, read_body,
-    with_location,
+    Resp, check_json_content_type, json_bytes_response, json_response, object, parse_json,
+    raw_response, read_body, with_link_next, with_location,
 };
 use super::error::ApiError;
+use super::paging::ListQuery;
 use super::products::{get_product, load_options, load_template};
 use super::quota::{QuotaExceeded, Usage};
 use super::routes::BASE;
+use super::views::Lookup;
 use super::{AppState, blocking};
 use crate::domain::cluster::{Cluster, ConfigureProgress, Desired, HistoryEntry, Node, Service};
 use crate::domain::heal::{Replacement, RestartPolicy};
@@ -67,9 +71,35 @@ pub struct ClusterView<'a> {
     #[serde(skip_serializing_if = "<[Name]>::is_empty")]
     restarts: &'a [Name],
     /// The nodes a rolling update still has to replace, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    rolling: Vec<&'a str>,
-    url: String,
+    #[serde(skip_serializing_if = "NodeNames::is_empty")]
+    rolling: NodeNames<'a>,
+    url: ClusterUrl,
+}
+
+/// Serialises as the names of some nodes (no list of them is built).
+#[derive(Debug)]
+struct NodeNames<'a>(&'a [Node]);
+
+impl NodeNames<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for NodeNames<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| n.name.as_str()))
+    }
+}
+
+/// Serialises as a cluster's URL, written straight into the output.
+#[derive(Debug)]
+struct ClusterUrl(ClusterId);
+
+impl Serialize for ClusterUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{BASE}/clusters/{}", self.0))
+    }
 }
 
 impl<'a> From<&'a Cluster> for ClusterView<'a> {
@@ -122,8 +152,8 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             generation: *generation,
             retiring,
             restarts,
-            rolling: rolling.iter().map(|n| n.name.as_str()).collect(),
-            url: cluster_url(*id),
+            rolling: NodeNames(rolling),
+            url: ClusterUrl(*id),
         }
     }
 }
@@ -303,59 +333,62 @@ async fn own_cluster(
     let c = blocking(state, move |s| s.cluster(id)).await?;
     match c {
         Some(c) if who.is_admin() || c.owner == who.user => Ok(c),
-        _ => Err(ApiError::NotFound(format!("cluster {id} not found"))),
+        _ => Err(cluster_not_found(id)),
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ClusterFilter {
-    product: Option<String>,
-    version: Option<String>,
-    status: Option<String>,
-    owner: Option<String>,
+/// The answer for a cluster that does not exist or is not the caller's (the same, so a
+/// user cannot probe for others' ids).
+fn cluster_not_found(id: ClusterId) -> ApiError {
+    ApiError::NotFound(format!("cluster {id} not found"))
 }
 
-/// `GET /clusters`: the caller's clusters (every cluster for an admin), filtered by the query.
+/// One page of `GET /clusters`, as served.
+#[derive(Serialize)]
+struct ClusterPage<'a> {
+    clusters: Vec<ClusterView<'a>>,
+    /// The cursor of the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<&'a str>,
+}
+
+/// `GET /clusters`: one page of the caller's clusters (every owner's for an admin), oldest
+/// first, filtered by the query; `next` and a `Link: <…>; rel="next"` header when there is
+/// more.
 pub(super) async fn list(
     state: &AppState,
     who: &Principal,
     query: Option<&str>,
 ) -> Result<Resp, ApiError> {
-    let f: ClusterFilter = match query {
-        None | Some("") => ClusterFilter::default(),
-        Some(q) => parse_query(q)?,
-    };
-    let status = f
-        .status
-        .as_deref()
-        .map(|s| {
-            s.parse::<ClusterStatus>().map_err(|()| {
-                ApiError::bad_request("invalid_filter", format!("unknown status {s:?}"))
-            })
-        })
-        .transpose()?;
-    let all = blocking(state, |s| s.clusters()).await?;
-    let views: Vec<ClusterView> = all
-        .iter()
-        .filter(|c| who.is_admin() || c.owner == who.user)
-        .filter(|c| f.product.as_deref().is_none_or(|p| c.product.as_str() == p))
-        .filter(|c| f.version.as_deref().is_none_or(|v| c.version.as_str() == v))
-        .filter(|c| f.owner.as_deref().is_none_or(|o| c.owner == o))
-        .filter(|c| status.is_none_or(|s| c.status == s))
-        .map(ClusterView::from)
-        .collect();
-    Ok(json_response(StatusCode::OK, &json!({"clusters": views})))
-}
-
-fn parse_query(q: &str) -> Result<ClusterFilter, ApiError> {
-    let mut m = Map::new();
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.insert(k.to_owned(), Value::String(v.to_owned()));
+    let mut q = ListQuery::parse(query)
+        .map_err(|e| ApiError::bad_request("invalid_filter", e.to_string()))?;
+    if !who.is_admin() {
+        // A user sees only their own clusters, whatever the query asks.
+        match q.filter.owner.as_deref() {
+            Some(o) if o != who.user => {
+                let empty = ClusterPage {
+                    clusters: Vec::new(),
+                    next: None,
+                };
+                return Ok(json_response(StatusCode::OK, &empty));
+            }
+            _ => q.filter.owner = Some(who.user.clone()),
+        }
     }
-    serde_json::from_value(Value::Object(m))
-        .map_err(|e| ApiError::bad_request("invalid_filter", format!("invalid query: {e}")))
+    let (filter, limit, cursor) = (q.filter.clone(), q.limit, q.cursor.clone());
+    let page = blocking(state, move |s| {
+        s.clusters_page(&filter, limit, cursor.as_deref())
+    })
+    .await?;
+    let body = ClusterPage {
+        clusters: page.clusters.iter().map(ClusterView::from).collect(),
+        next: page.next.as_deref(),
+    };
+    let resp = json_response(StatusCode::OK, &body);
+    Ok(match &page.next {
+        None => resp,
+        Some(next) => with_link_next(resp, &format!("{BASE}/clusters?{}", q.next_query(next))),
+    })
 }
 
 /// `DELETE /clusters/{id}`: records the wish to destroy and wakes the core; 202.
@@ -529,7 +562,7 @@ pub(super) async fn update(
         // (A launch of the same owner racing this update may slip between the two.)
         let others = match quota {
             None => Usage::default(),
-            Some(_) => Usage::of_owner(&owner, s.clusters()?.iter().filter(|c| c.id != id)),
+            Some(_) => Usage::of_owner_in(s, &owner, Some(id))?,
         };
         let request = UpdateRequest {
             product: &product,
@@ -632,16 +665,34 @@ fn update_error(id: ClusterId, e: UpdateError) -> ApiError {
     }
 }
 
-/// `GET /clusters/{id}`: the full record, without its secret.
+/// `GET /clusters/{id}`: the full record, without its secret. Served from the encoded
+/// views ([`Views`](super::views::Views)) when they hold it; the caller's right to see the
+/// cluster is checked either way.
 pub(super) async fn get(
     state: &AppState,
     who: &Principal,
     id: ClusterId,
 ) -> Result<Resp, ApiError> {
-    Ok(json_response(
-        StatusCode::OK,
-        &ClusterView::from(&own_cluster(state, who, id).await?),
-    ))
+    let ticket = match state.views.get(id, who) {
+        Lookup::Hit(body) => return Ok(json_bytes_response(StatusCode::OK, body)),
+        Lookup::Hidden => return Err(cluster_not_found(id)),
+        Lookup::Miss(ticket) => ticket,
+    };
+    let c = own_cluster(state, who, id).await?;
+    let body = Bytes::from(encode_view(&c));
+    state.views.put(id, &c.owner, body.clone(), ticket);
+    Ok(json_bytes_response(StatusCode::OK, body))
+}
+
+/// The served JSON of `c` (pretty, as every response), written into one buffer sized for
+/// it up front.
+fn encode_view(c: &Cluster) -> Vec<u8> {
+    // About 1 KiB of record and 1 KiB a node, history and services included; a rare
+    // larger one grows the buffer once or twice.
+    let mut buf = Vec::with_capacity(1024 + 1024 * c.nodes.len());
+    // invariant: a view is plain serde data with string keys; writing to a Vec cannot fail.
+    serde_json::to_writer_pretty(&mut buf, &ClusterView::from(c)).expect("view serialises");
+    buf
 }
 
 /// `GET /clusters/{id}/nodes`.

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::routes::{Access, BASE, ROUTES};
 
 /// Builds the document.
@@ -30,7 +31,11 @@ pub fn document() -> Value {
             };
         }
         if r.operation_id == "listClusters" {
-            op["parameters"] = json!(["product", "version", "status", "owner"].map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})));
+            let mut params: Vec<Value> = ["product", "version", "status", "owner"].map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})).into();
+            params.push(json!({"name": "limit", "in": "query", "required": false, "description": format!("clusters per page, 1 to {MAX_LIMIT} (400 invalid_filter otherwise)"), "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}));
+            params.push(json!({"name": "cursor", "in": "query", "required": false, "description": "where the page starts: the `next` of the previous page (400 invalid_filter for anything else)", "schema": {"type": "string"}}));
+            op["parameters"] = Value::Array(params);
+            op["responses"]["200"]["headers"] = json!({"Link": {"description": "`<url>; rel=\"next\"`: the next page, only when there is one", "schema": {"type": "string"}}});
         }
         let entry = paths
             .entry(format!("{BASE}{}", r.path))
@@ -125,7 +130,9 @@ fn schemas() -> Value {
             "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
             "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
             "history": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
-        "ClusterList": {"type": "object", "properties": {"clusters": {"type": "array", "items": {"$ref": "#/components/schemas/Cluster"}}}},
+        "ClusterList": {"type": "object", "description": "One page of clusters, oldest first (creation time, then id).", "required": ["clusters"], "properties": {
+            "clusters": {"type": "array", "items": {"$ref": "#/components/schemas/Cluster"}},
+            "next": {"type": "string", "description": "the cursor of the next page; absent (never null) on the last page"}}},
         "NodeList": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}},
         "ServiceList": {"type": "object", "properties": {"services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}}},
         "EventList": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},

@@ -7,7 +7,11 @@
 
 use std::fmt;
 
-use crate::domain::{Cluster, ClusterStatus};
+use crate::domain::{Cluster, ClusterId, ClusterStatus};
+use crate::registry::{ListFilter, Store, StoreError};
+
+/// Clusters read per page when adding up an owner's usage.
+const USAGE_PAGE: usize = 500;
 
 /// Limits of one user; `None` = no limit on that resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -50,6 +54,38 @@ impl Usage {
             .filter(|c| c.owner == owner)
             .map(Usage::of)
             .fold(Usage::default(), |a, b| a.plus(b))
+    }
+
+    /// What `owner`'s clusters other than `except` hold, read from the store a page at a
+    /// time through the owner filter: only the owner's clusters are read, and never all of
+    /// them at once.
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    pub fn of_owner_in(
+        store: &dyn Store,
+        owner: &str,
+        except: Option<ClusterId>,
+    ) -> Result<Usage, StoreError> {
+        let filter = ListFilter {
+            owner: Some(owner.to_owned()),
+            ..ListFilter::default()
+        };
+        let mut total = Usage::default();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store.clusters_page(&filter, USAGE_PAGE, cursor.as_deref())?;
+            total = page
+                .clusters
+                .iter()
+                .filter(|c| Some(c.id) != except)
+                .map(Usage::of)
+                .fold(total, Usage::plus);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(total),
+            }
+        }
     }
 
     /// Both together.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::{Cluster, ClusterStatus};
-use crate::registry::{self, Store, StoreError};
+use crate::registry::{self, ListFilter, Store, StoreError};
 
 /// Default time a destroyed cluster is kept.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -40,24 +40,42 @@ pub fn expired(c: &Cluster, now_ms: u64, retention: Duration) -> bool {
 /// Purges every cluster [`expired`] at `now_ms`; how many went. Each purge re-checks its
 /// cluster inside the store's transaction, so one revived or rewritten meanwhile stays.
 ///
+/// Only destroyed clusters are read, a page at a time (the store's status filter), so the
+/// sweep's memory stays bounded however many clusters are stored. Purging a cluster of the
+/// current page does not move the cursor, which points past the page.
+///
 /// # Errors
 /// The first store error; clusters purged before it stay purged.
 pub fn sweep(store: &dyn Store, now_ms: u64, retention: Duration) -> Result<usize, StoreError> {
+    let filter = ListFilter {
+        status: Some(ClusterStatus::Destroyed),
+        ..ListFilter::default()
+    };
     let mut purged = 0;
-    for c in store.clusters()? {
-        if c.status == ClusterStatus::Destroyed && destroyed_at(&c).is_none() {
-            tracing::warn!(cluster_id = %c.id, "destroyed cluster without a readable time; kept");
-            continue;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.clusters_page(&filter, SWEEP_PAGE, cursor.as_deref())?;
+        for c in &page.clusters {
+            if destroyed_at(c).is_none() {
+                tracing::warn!(cluster_id = %c.id, "destroyed cluster without a readable time; kept");
+                continue;
+            }
+            if expired(c, now_ms, retention)
+                && store.purge_cluster(c.id, &|now| expired(now, now_ms, retention))?
+            {
+                tracing::info!(cluster_id = %c.id, "destroyed cluster purged after retention");
+                purged += 1;
+            }
         }
-        if expired(&c, now_ms, retention)
-            && store.purge_cluster(c.id, &|now| expired(now, now_ms, retention))?
-        {
-            tracing::info!(cluster_id = %c.id, "destroyed cluster purged after retention");
-            purged += 1;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(purged),
         }
     }
-    Ok(purged)
 }
+
+/// Destroyed clusters read per page by the sweep.
+const SWEEP_PAGE: usize = 200;
 
 /// How often the sweep runs: a quarter of the retention, between 100 ms and 10 min.
 pub fn sweep_interval(retention: Duration) -> Duration {
@@ -123,6 +141,19 @@ mod tests {
         )
     }
 
+    /// The product of [`cluster`].
+    fn product() -> Product {
+        Product {
+            name: Name::parse("p").unwrap(),
+            version: Name::parse("1").unwrap(),
+            description: String::new(),
+            logo_url: None,
+            created_at: at(0),
+            updated_at: at(0),
+            parts: Default::default(),
+        }
+    }
+
     fn destroy(c: &mut Cluster, when: u64) {
         c.apply(ClusterEvent::DestroyRequested, None, at(when))
             .unwrap();
@@ -137,17 +168,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let now = Timestamp::now().millis().unwrap();
-        store
-            .create_product(&Product {
-                name: Name::parse("p").unwrap(),
-                version: Name::parse("1").unwrap(),
-                description: String::new(),
-                logo_url: None,
-                created_at: at(0),
-                updated_at: at(0),
-                parts: Default::default(),
-            })
-            .unwrap();
+        store.create_product(&product()).unwrap();
         let old_live = cluster(now - 100 * HOUR);
         let mut old_dead = cluster(now - 100 * HOUR);
         destroy(&mut old_dead, now - 50 * HOUR);
@@ -177,6 +198,26 @@ mod tests {
         drop(store);
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.clusters().unwrap().len(), 1, "purges are durable");
+    }
+
+    /// More destroyed clusters than one page of the sweep: it pages through them all, and
+    /// purging the clusters of a page does not make it skip any of the next.
+    #[test]
+    fn the_sweep_pages_through_every_destroyed_cluster() {
+        let store = crate::registry::MemoryStore::new();
+        store.create_product(&product()).unwrap();
+        let n = 2 * SWEEP_PAGE + 17;
+        for i in 0..n as u64 {
+            let mut dead = cluster(i);
+            destroy(&mut dead, HOUR);
+            store.create_cluster(&dead).unwrap();
+            store.create_cluster(&cluster(i)).unwrap();
+        }
+        let retention = Duration::from_millis(HOUR);
+        assert_eq!(sweep(&store, 2 * HOUR, retention).unwrap(), n);
+        let left = store.clusters().unwrap();
+        assert_eq!(left.len(), n);
+        assert!(left.iter().all(|c| c.status != ClusterStatus::Destroyed));
     }
 
     #[test]

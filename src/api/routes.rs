@@ -356,7 +356,7 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("text"), Admin),
         route!(PUT "/products/{name}/{version}/orchestrator" "putOrchestrator" "Alias of /orquestrator", Some("raw"), 200 Some("Product"), Admin),
         route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), Admin),
-        route!(GET "/clusters" "listClusters" "List clusters (own clusters; admins see all)", None, 200 Some("ClusterList"), User),
+        route!(GET "/clusters" "listClusters" "List clusters a page at a time (own clusters; admins see all)", None, 200 Some("ClusterList"), User),
         route!(GET "/clusters/{id}" "getCluster" "Get the full cluster record", None, 200 Some("Cluster"), User),
         route!(PATCH "/clusters/{id}" "updateCluster" "Change a ready cluster's options (scale, update): 202 with the new generation, 200 when nothing changes, 409 unless ready (not queued)", Some("ClusterUpdate"), 202 Some("UpdateAccepted"), User),
         route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), User),

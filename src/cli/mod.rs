@@ -101,6 +101,13 @@ pub enum ClustersCmd {
         status: Option<String>,
         #[arg(long)]
         product: Option<String>,
+        /// Print at most this many clusters (default: every one, fetched a page at a time);
+        /// when more remain, the cursor to continue with goes to stderr.
+        #[arg(long)]
+        limit: Option<std::num::NonZeroUsize>,
+        /// Start after this cursor (the one a `--limit` listing printed).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show a cluster: status, nodes and services.
     Get { id: String },
@@ -428,24 +435,22 @@ pub fn parse_opts(opts: &[String]) -> Result<Map<String, Value>, CliError> {
 /// [`CliError`]; with `--wait`, also a failed cluster or a timeout.
 pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
     match cmd {
-        ClustersCmd::List { status, product } => {
-            let mut q = Vec::new();
+        ClustersCmd::List {
+            status,
+            product,
+            limit,
+            cursor,
+        } => {
+            let mut filters = Vec::new();
             if let Some(s) = status {
-                q.push(format!("status={s}"));
+                filters.push(format!("status={s}"));
             }
             if let Some(p) = product {
-                q.push(format!("product={p}"));
+                filters.push(format!("product={p}"));
             }
-            let path = if q.is_empty() {
-                "/clusters".to_owned()
-            } else {
-                format!("/clusters?{}", q.join("&"))
-            };
-            let v = c.json("GET", &path, None).await?;
-            let rows: Vec<Vec<String>> = v["clusters"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let (clusters, more) = list_clusters(c, &filters, limit, cursor).await?;
+            let rows: Vec<Vec<String>> = clusters
+                .iter()
                 .map(|c| {
                     vec![
                         s(&c["id"]),
@@ -464,6 +469,9 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
                     &rows
                 )
             );
+            if let Some(next) = more {
+                eprintln!("more clusters follow: add --cursor {next}");
+            }
         }
         ClustersCmd::Get { id } => print!(
             "{}",
@@ -576,6 +584,48 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Largest page the server serves (`GET /clusters?limit=`).
+const MAX_PAGE: usize = 1000;
+
+/// `GET /clusters` with `filters` (`key=value`), page after page from `cursor`: every
+/// cluster, or the first `limit`. Also the cursor to continue with when `limit` stopped it
+/// before the end.
+///
+/// # Errors
+/// [`CliError`] of any page; [`CliError::Decode`] for an answer without a `clusters` list.
+async fn list_clusters(
+    c: &Client,
+    filters: &[String],
+    limit: Option<std::num::NonZeroUsize>,
+    mut cursor: Option<String>,
+) -> Result<(Vec<Value>, Option<String>), CliError> {
+    let mut out = Vec::new();
+    loop {
+        let want = limit.map_or(MAX_PAGE, |l| (l.get() - out.len()).min(MAX_PAGE));
+        if want == 0 {
+            return Ok((out, cursor));
+        }
+        let mut q = filters.to_vec();
+        q.push(format!("limit={want}"));
+        if let Some(k) = &cursor {
+            q.push(format!("cursor={k}"));
+        }
+        let mut v = c
+            .json("GET", &format!("/clusters?{}", q.join("&")), None)
+            .await?;
+        let Value::Array(page) = v["clusters"].take() else {
+            return Err(CliError::Decode(
+                "no \"clusters\" list in the answer".into(),
+            ));
+        };
+        out.extend(page);
+        cursor = v["next"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            return Ok((out, None));
+        }
+    }
 }
 
 /// The body of `PATCH /clusters/{id}`.
