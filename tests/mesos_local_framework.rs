@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{JSON, Server, call, get, register_reference};
+use common::{JSON, Server, call, get, register_reference, repo_root};
 use paas::mesos_local::{self, ContainerizerMode, LocalConfig, MesosLocal, Quantities, Snapshot};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,29 @@ async fn wait_for<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T
     }
 }
 
+/// Replaces the reference template with one whose services run on this host (process
+/// containerizer): the binary under test instead of the image's `/paas`, files under `dir`
+/// (one directory per node) instead of `/etc/reference`. The orchestrator configures the
+/// cluster the moment every node runs, so the nodes must be configurable.
+async fn runnable_here(s: &Server, dir: &std::path::Path) {
+    let template =
+        std::fs::read_to_string(repo_root().join("examples/products/reference/minimal.json"))
+            .unwrap()
+            .replace(
+                "/etc/reference",
+                &format!("{}/\\{{{{node.name}}}}", dir.display()),
+            )
+            .replace("\"/paas\"", &format!("{:?}", env!("CARGO_BIN_EXE_paas")));
+    let r = call(
+        "PUT",
+        &s.api("/products/reference/1.0.0/template"),
+        template,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 async fn cluster(s: &Server, id: &str) -> Value {
     get(&s.api(&format!("/clusters/{id}"))).await.json()
 }
@@ -98,6 +121,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
         &["--master", &l.handle.master_url],
     );
     register_reference(&s, &[]).await;
+    runnable_here(&s, dir.path()).await;
     let r = call(
         "POST",
         &s.api("/products/reference/1.0.0"),
@@ -110,12 +134,11 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
 
     wait_for(
         60,
-        "the cluster to be scheduled with 2 running nodes",
+        "the cluster to be ready with 2 running nodes",
         async || {
             let c = cluster(&s, &id).await;
             let ns = nodes(&s, &id).await;
-            (c["status"] == "scheduled" && ns.iter().all(|n| n["status"] == "running"))
-                .then_some(())
+            (c["status"] == "ready" && ns.iter().all(|n| n["status"] == "running")).then_some(())
         },
     )
     .await;
@@ -145,7 +168,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
     .await;
     assert_eq!(fid2, fid, "resubscribed with the same framework id");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster(&s, &id).await["status"], "scheduled");
+    assert_eq!(cluster(&s, &id).await["status"], "ready");
     assert!(
         nodes(&s, &id)
             .await
@@ -164,7 +187,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
     assert_eq!(fid3, fid);
     assert_eq!(l.handle.snapshot().await.unwrap().master_id, master);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster(&s, &id).await["status"], "scheduled");
+    assert_eq!(cluster(&s, &id).await["status"], "ready");
 
     // 3. An agent is lost: its nodes are lost (TASK_LOST) and replaced on the other agent
     //    by new attempts; the cluster heals instead of failing.
