@@ -99,8 +99,9 @@ pub struct Driver {
     metrics: Arc<Metrics>,
     transport: Transport,
     status: watch::Sender<SchedulerStatus>,
-    /// The store's commits: what the api and the orchestrator want reaches us here.
-    commits: broadcast::Receiver<Commit>,
+    /// The store's commits: what the api and the orchestrator want reaches us here. `None`
+    /// once they ended (the store is gone: only at shutdown); the sweeps go on.
+    commits: Option<broadcast::Receiver<Commit>>,
     shutdown: CancellationToken,
     /// Clusters that may have queued nodes. Rebuilt from the store on every SUBSCRIBED and
     /// kept by commits and placements, so an offer round costs O(pending), not O(all).
@@ -127,7 +128,7 @@ impl Driver {
         shutdown: CancellationToken,
     ) -> Self {
         // Subscribed here, before the task starts: no commit from now on is missed.
-        let commits = store.subscribe();
+        let commits = Some(store.subscribe());
         let tpl = TaskTemplate {
             kill_grace: cfg.kill_grace,
         };
@@ -193,7 +194,7 @@ impl Driver {
             .await?
             .filter(|f| !f.is_empty());
         // What was committed while no session ran is read from the store at SUBSCRIBED.
-        self.commits = self.commits.resubscribe();
+        self.commits = self.commits.as_ref().map(broadcast::Receiver::resubscribe);
         let body = self.subscribe_call(fid.as_deref()).encode_to_vec();
         let sub = tokio::select! {
             () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -220,7 +221,12 @@ impl Driver {
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-                r = self.commits.recv() => self.on_commit(&mut s, r).await?,
+                Some(r) = async {
+                    match self.commits.as_mut() {
+                        Some(rx) => Some(rx.recv().await),
+                        None => None,
+                    }
+                } => self.on_commit(&mut s, r).await?,
                 r = tokio::time::timeout(s.heartbeat_timeout, records.next_record()) => match r {
                     Err(_) => return Ok(SessionEnd::Reconnect(format!("no event, not even a heartbeat, for {:?}", s.heartbeat_timeout))),
                     Ok(None) => return Ok(SessionEnd::Reconnect(CLOSED.into())),
@@ -622,8 +628,8 @@ impl Driver {
                 Ok(())
             }
             Err(broadcast::error::RecvError::Closed) => {
-                // Only when the store is gone, i.e. at shutdown; stop listening.
-                self.commits = self.commits.resubscribe();
+                tracing::warn!("the store's commit notifications ended; the sweeps go on");
+                self.commits = None;
                 Ok(())
             }
         }
