@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use paas::api::{self, AppState, Auth, Backend, Readiness};
-use paas::domain::ClusterId;
 use paas::domain::template::Renderer;
 use paas::executor::nodetool::NodeTool;
 use paas::metrics::Metrics;
@@ -278,8 +277,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut orch_cfg = OrchestratorConfig::new(format!("http://{api_host}{}", api::routes::BASE));
     orch_cfg.ready_timeout = args.ready_timeout.into();
     orch_cfg.script_timeout = args.script_timeout.into();
-    orch_cfg.scheduler = scheduler.as_ref().map(Scheduler::waker);
-    let orchestrator = Orchestrator::spawn(
+    Orchestrator::spawn(
         orch_cfg,
         store.clone(),
         metrics.clone(),
@@ -288,10 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let state = Arc::new(AppState {
         store: store.clone(),
-        backend: Arc::new(Framework {
-            scheduler,
-            orchestrator,
-        }),
+        backend: Arc::new(Framework { scheduler }),
         auth,
         metrics,
         max_body: args.max_body,
@@ -387,21 +382,12 @@ async fn signal_shutdown(token: CancellationToken) {
     token.cancel();
 }
 
-/// The api's view of the core: the scheduler when there is a master, and the orchestrator.
+/// The api's view of the core: the scheduler when there is a master.
 struct Framework {
     scheduler: Option<Scheduler>,
-    orchestrator: Orchestrator,
 }
 
 impl Backend for Framework {
-    fn wake(&self, cluster: ClusterId) {
-        if let Some(s) = &self.scheduler {
-            s.wake(cluster);
-        }
-        // A destroy owes `SCRIPT stop`; the orchestrator notices it from the record.
-        self.orchestrator.wake(cluster);
-    }
-
     fn readiness(&self) -> Readiness {
         match &self.scheduler {
             None => api::StoreOnly.readiness(),

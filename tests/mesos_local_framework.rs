@@ -71,6 +71,22 @@ async fn wait_for<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T
     }
 }
 
+/// Replaces the reference template with its nodes alone: the orchestrator configures the
+/// cluster the moment every node runs, and the reference services (the image's `/paas` on
+/// fixed host ports) cannot run on the process containerizer. With nothing to configure,
+/// the cluster is `ready` once its script ran.
+async fn nodes_only(s: &Server) {
+    const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"node{{this}}": {"docker_image": "{{../node_image}}", "cpu": {{../opts.cpu}}, "mem": {{../opts.mem}}, "disk": 0, "ports": ["http"]}{{/each}} } }"#;
+    let r = call(
+        "PUT",
+        &s.api("/products/reference/1.0.0/template"),
+        TEMPLATE,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 async fn cluster(s: &Server, id: &str) -> Value {
     get(&s.api(&format!("/clusters/{id}"))).await.json()
 }
@@ -98,6 +114,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
         &["--master", &l.handle.master_url],
     );
     register_reference(&s, &[]).await;
+    nodes_only(&s).await;
     let r = call(
         "POST",
         &s.api("/products/reference/1.0.0"),
@@ -110,12 +127,11 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
 
     wait_for(
         60,
-        "the cluster to be scheduled with 2 running nodes",
+        "the cluster to be ready with 2 running nodes",
         async || {
             let c = cluster(&s, &id).await;
             let ns = nodes(&s, &id).await;
-            (c["status"] == "scheduled" && ns.iter().all(|n| n["status"] == "running"))
-                .then_some(())
+            (c["status"] == "ready" && ns.iter().all(|n| n["status"] == "running")).then_some(())
         },
     )
     .await;
@@ -145,7 +161,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
     .await;
     assert_eq!(fid2, fid, "resubscribed with the same framework id");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster(&s, &id).await["status"], "scheduled");
+    assert_eq!(cluster(&s, &id).await["status"], "ready");
     assert!(
         nodes(&s, &id)
             .await
@@ -164,7 +180,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
     assert_eq!(fid3, fid);
     assert_eq!(l.handle.snapshot().await.unwrap().master_id, master);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster(&s, &id).await["status"], "scheduled");
+    assert_eq!(cluster(&s, &id).await["status"], "ready");
 
     // 3. An agent is lost: its nodes are lost (TASK_LOST) and replaced on the other agent
     //    by new attempts; the cluster heals instead of failing.

@@ -21,7 +21,9 @@ use paas::executor::exits::ExitBook;
 use paas::executor::nodeagent::{AgentSettings, NodeAgentHandle};
 use paas::metrics::Metrics;
 use paas::orchestrator::{Orchestrator, OrchestratorConfig};
+use paas::proto::mesos::v1::TaskState;
 use paas::registry::{MemoryStore, Store, Update};
+use paas::scheduler::task_updates::{Observed, apply_update};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -163,24 +165,19 @@ fn config(dir: &std::path::Path) -> OrchestratorConfig {
 struct Running {
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    orchestrator: Orchestrator,
 }
 
 fn start(f: &Fixture, cfg: OrchestratorConfig) -> Running {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let orchestrator = Orchestrator::spawn(
+    Orchestrator::spawn(
         cfg,
         f.store.clone(),
         Arc::new(Metrics::new()),
         shutdown.clone(),
         &tracker,
     );
-    Running {
-        shutdown,
-        tracker,
-        orchestrator,
-    }
+    Running { shutdown, tracker }
 }
 
 impl Running {
@@ -290,7 +287,7 @@ async fn reference_cluster_of_three_becomes_ready() {
             Ok(Update::Write)
         })
         .unwrap();
-    run.orchestrator.wake(f.id);
+    // No wake-up: the orchestrator sees the destroy's commit.
     wait(&f, 20, |c| {
         c.configure
             .as_ref()
@@ -302,6 +299,107 @@ async fn reference_cluster_of_three_becomes_ready() {
         log2.contains(&format!("cluster {} stopping", f.id)),
         "{log2}"
     );
+    run.stop().await;
+    teardown(f).await;
+}
+
+/// Issue 12: "all RUNNING → `configuring`" waited for the 5 s scan. With the scan an hour
+/// apart, only the commit of the last TASK_RUNNING can start the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_of_the_last_running_node_starts_configuration_without_a_scan() {
+    let script = reference_script();
+    // The last node still starts: the cluster is `scheduling`, nothing to configure yet.
+    let f = fixture(3, Some(&script), |c| {
+        c.status = ClusterStatus::Scheduling;
+        if let Some(n) = c.nodes.last_mut() {
+            n.observed.status = NodeStatus::Starting;
+        }
+    })
+    .await;
+    // A `scheduled` cluster stored before the start, only the first scan can find: once
+    // it moves, that scan is over and the next one is an hour away.
+    let mut sentinel = f.store.cluster(f.id).unwrap().unwrap();
+    sentinel.id = ClusterId::random();
+    sentinel.status = ClusterStatus::Scheduled;
+    // It must not reach (and disturb) the nodes of the cluster under test.
+    for n in &mut sentinel.nodes {
+        n.observed.status = NodeStatus::Running;
+        n.observed.agent_port = None;
+        n.observed.address = None;
+    }
+    f.store.create_cluster(&sentinel).unwrap();
+    let mut cfg = config(f.dir.path());
+    cfg.scan_interval = Duration::from_secs(3600);
+    // The sentinel's steps find no agent: let them fail soon.
+    cfg.agent_wait = Duration::from_millis(500);
+    cfg.loss_grace = Duration::ZERO;
+    let run = start(&f, cfg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while f.store.cluster(sentinel.id).unwrap().unwrap().status == ClusterStatus::Scheduled {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first scan never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        f.store.cluster(f.id).unwrap().unwrap().status,
+        ClusterStatus::Scheduling
+    );
+
+    // The scheduler's write of the last TASK_RUNNING, through its own update function.
+    let last = f
+        .store
+        .cluster(f.id)
+        .unwrap()
+        .unwrap()
+        .nodes
+        .last()
+        .unwrap()
+        .clone();
+    let obs = Observed {
+        task_id: last.observed.task_id.clone().unwrap(),
+        state: TaskState::TaskRunning,
+        reason: None,
+        message: None,
+        agent_id: None,
+        agent_cert_sha256: None,
+    };
+    let c = f
+        .store
+        .update_cluster(f.id, &mut |c| {
+            apply_update(c, last.name.as_str(), &obs, &Timestamp::now());
+            Ok(Update::Write)
+        })
+        .unwrap();
+    assert_eq!(c.status, ClusterStatus::Scheduled);
+
+    let c = wait(&f, 60, terminal).await;
+    assert_eq!(
+        c.status,
+        ClusterStatus::Ready,
+        "{:?}\n{}",
+        c.reason,
+        log(&f)
+    );
+    let statuses: Vec<_> = c.history.iter().map(|h| h.status).collect();
+    assert!(
+        statuses.ends_with(&[
+            ClusterStatus::Scheduled,
+            ClusterStatus::Configuring,
+            ClusterStatus::Configured,
+            ClusterStatus::Ready
+        ]),
+        "{statuses:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while f.store.cluster(sentinel.id).unwrap().unwrap().status != ClusterStatus::Failed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sentinel never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     run.stop().await;
     teardown(f).await;
 }

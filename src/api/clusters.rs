@@ -1,8 +1,8 @@
 //! Cluster handlers: launch, list, read, update and destroy clusters, each limited to its
 //! owner (admins see every cluster; another user's cluster is a 404).
 //!
-//! The api only records the *desired* state and wakes the core; the scheduler and the
-//! orchestrator move the cluster along.
+//! The api only records the *desired* state; the scheduler and the orchestrator see the
+//! commit and move the cluster along.
 
 use std::sync::Arc;
 
@@ -158,7 +158,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
     }
 }
 
-/// `POST /products/{name}/{version}`: records a cluster of the product and wakes the core;
+/// `POST /products/{name}/{version}`: records a cluster of the product;
 /// 202 with its URL.
 pub(super) async fn launch(
     state: &AppState,
@@ -227,7 +227,6 @@ pub(super) async fn launch(
         }
     }
     tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
-    state.backend.wake(id);
     let url = cluster_url(id);
     Ok(with_location(
         json_response(
@@ -391,7 +390,7 @@ pub(super) async fn list(
     })
 }
 
-/// `DELETE /clusters/{id}`: records the wish to destroy and wakes the core; 202.
+/// `DELETE /clusters/{id}`: records the wish to destroy; 202.
 pub(super) async fn delete(
     state: &AppState,
     who: &Principal,
@@ -421,7 +420,6 @@ pub(super) async fn delete(
     })
     .await?;
     tracing::info!(cluster_id = %id, status = %c.status, "cluster destroy requested");
-    state.backend.wake(id);
     let url = cluster_url(id);
     Ok(with_location(
         json_response(
@@ -492,7 +490,6 @@ pub(super) async fn node_action(
         (Err(e), None) => return Err(e),
     };
     tracing::info!(cluster_id = %id, node = %node, ?action, generation = c.generation, "node action requested");
-    state.backend.wake(id);
     let url = cluster_url(id);
     let body =
         json!({"id": id, "status": c.status, "generation": c.generation, "node": node, "url": url});
@@ -640,7 +637,6 @@ pub(super) async fn update(
         removed = updated.removed.len(),
         "cluster update requested"
     );
-    state.backend.wake(id);
     Ok(with_location(
         json_response(StatusCode::ACCEPTED, &body),
         &url,

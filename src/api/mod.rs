@@ -2,8 +2,8 @@
 //! encode), the one error→status mapping, authentication and the OpenAPI document.
 //!
 //! The api writes *desired* state only (products, "cluster X wanted", "cluster X should go
-//! away") and wakes the core through [`Backend`]. It never talks to Mesos and never imports
-//! the scheduler, so stateless api replicas in front of one framework process would be a
+//! away"); the core learns of it from the store's commit notifications, and [`Backend`] only
+//! tells how the core is doing. It never talks to Mesos and never imports the scheduler, so stateless api replicas in front of one framework process would be a
 //! wiring change.
 
 pub mod auth;
@@ -35,7 +35,6 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::ClusterId;
 use crate::domain::template::Renderer;
 use crate::metrics::Metrics;
 use crate::registry::{self, Store, StoreError};
@@ -79,10 +78,9 @@ impl Default for Limits {
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The api's only way into the core (scheduler and orchestrator).
+/// What the api asks of the core (scheduler and orchestrator): only how it is doing. What
+/// it should do, the core reads from the store's commits.
 pub trait Backend: Send + Sync + 'static {
-    /// The desired state of `cluster` changed (launched or to be destroyed).
-    fn wake(&self, cluster: ClusterId);
     /// Whether the framework can do its job now (e.g. subscribed to Mesos).
     fn readiness(&self) -> Readiness;
 }
@@ -102,7 +100,6 @@ pub struct Readiness {
 pub struct StoreOnly;
 
 impl Backend for StoreOnly {
-    fn wake(&self, _: ClusterId) {}
     fn readiness(&self) -> Readiness {
         Readiness {
             ready: true,

@@ -38,12 +38,10 @@ pub enum ProvisionError {
     Child(#[from] ChildError),
 }
 
-struct Wake(Scheduler);
+/// The scheduler's readiness; it learns of launches from the store's commits.
+struct Subscribed(Scheduler);
 
-impl Backend for Wake {
-    fn wake(&self, cluster: ClusterId) {
-        self.0.wake(cluster);
-    }
+impl Backend for Subscribed {
     fn readiness(&self) -> Readiness {
         Readiness {
             ready: self.0.status().subscribed,
@@ -166,7 +164,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
     let addr = listener.local_addr().map_err(|e| setup(&e))?;
     let state = Arc::new(AppState {
         store: store.clone(),
-        backend: Arc::new(Wake(scheduler)),
+        backend: Arc::new(Subscribed(scheduler)),
         auth: Auth::Anonymous,
         metrics,
         max_body: api::DEFAULT_MAX_BODY,

@@ -1,5 +1,6 @@
-//! The orchestrator's loop: which clusters to work on (wake-ups and a periodic scan), one
-//! worker per cluster, and the execution of each [`Action`] against the store and the nodes.
+//! The orchestrator's loop: which clusters to work on (the store's commit notifications, a
+//! periodic scan as a safety net), one worker per cluster, and the execution of each
+//! [`Action`] against the store and the nodes.
 //!
 //! Ordering rules:
 //! - a step is marked `current` before it runs and `done` after it succeeded, each a
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +35,7 @@ use crate::domain::{
     Cluster, ClusterId, ClusterStatus, Desired, Node, Part, ScriptState, Service, Timestamp,
 };
 use crate::metrics::Metrics;
-use crate::registry::{self, Store, StoreError, Update};
+use crate::registry::{self, Commit, Store, StoreError, Update};
 
 /// Why a worker stopped early. Step failures are not errors: they fail the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +119,11 @@ impl Controller {
         }
     }
 
-    /// Runs until shutdown.
-    pub(super) async fn run(self, mut wake: mpsc::UnboundedReceiver<ClusterId>) {
+    /// Runs until shutdown. `commits` is subscribed before the first scan, so no commit
+    /// falls between the scan and the notifications.
+    pub(super) async fn run(self, commits: broadcast::Receiver<Commit>) {
         let this = Arc::new(self);
+        let mut commits = Some(commits);
         let mut in_flight: HashMap<ClusterId, InFlight> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ClusterId>();
         let mut tick = tokio::time::interval(this.cfg.scan_interval);
@@ -129,14 +132,25 @@ impl Controller {
         loop {
             let clusters: Vec<Cluster> = tokio::select! {
                 () = this.shutdown.cancelled() => break,
-                _ = tick.tick() => match this.blocking(|s| s.clusters()).await {
-                    Ok(all) => all,
-                    Err(e) => {
-                        warn!(error = %e, "orchestrator scan failed; retrying at the next one");
+                _ = tick.tick() => this.scan().await,
+                r = next_commit(&mut commits) => match r {
+                    // The committed record is the one to look at: no store read.
+                    Ok(Commit::Cluster(c)) => {
+                        this.consider(&c, &mut in_flight, &done_tx);
+                        continue;
+                    }
+                    // A worker of a purged cluster finds it gone and stops by itself.
+                    Ok(Commit::Purged(_)) => continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        debug!(missed, "commit notifications lagged; scanning now");
+                        this.scan().await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        warn!("the store's commit notifications ended; the periodic scan goes on");
+                        commits = None;
                         continue;
                     }
                 },
-                Some(id) = wake.recv() => this.load(id).await,
                 Some(id) = done_rx.recv() => {
                     in_flight.remove(&id);
                     this.load(id).await
@@ -150,6 +164,17 @@ impl Controller {
             w.cancel.cancel();
         }
         debug!("orchestrator stopped");
+    }
+
+    /// Every cluster, or none when the store cannot be read (the next scan retries).
+    async fn scan(&self) -> Vec<Cluster> {
+        match self.blocking(|s| s.clusters()).await {
+            Ok(all) => all,
+            Err(e) => {
+                warn!(error = %e, "orchestrator scan failed; retrying at the next one");
+                Vec::new()
+            }
+        }
     }
 
     async fn load(&self, id: ClusterId) -> Vec<Cluster> {
@@ -617,10 +642,6 @@ impl Controller {
             })
             .await?;
         if c.rolling.len() < left {
-            if let Some(scheduler) = &self.cfg.scheduler {
-                // A closed channel means the scheduler is shutting down.
-                let _ = scheduler.send(c.id);
-            }
             let attempt = c.node(node).map_or(0, |n| n.observed.attempt + 1);
             info!(cluster_id = %c.id, node, attempt, "rolling update: replacing a node");
             self.log(
@@ -1099,4 +1120,13 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+/// The next commit, or never once the notifications have ended (`None`).
+async fn next_commit(
+    commits: &mut Option<broadcast::Receiver<Commit>>,
+) -> Result<Commit, broadcast::error::RecvError> {
+    match commits {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -7,8 +7,9 @@
 //! - [`script`]: the product's orchestration script, run on this host;
 //! - [`controller`]: the loop that ties them to the store.
 //!
-//! Like a kube-rs controller, the loop is woken per cluster (a channel, from the api) and by a
-//! periodic scan of the store, and calls an idempotent reconcile that looks at the stored
+//! Like a kube-rs controller, the loop is woken per cluster by the store's commit notifications
+//! ([`Store::subscribe`]; the committed record itself, no read) and by a periodic scan of the
+//! store (a safety net, also run at once when the notifications lag), and calls an idempotent reconcile that looks at the stored
 //! record and does the *next* thing. Progress lives on the record
 //! ([`crate::domain::ConfigureProgress`]), so a restarted `paas serve` resumes at the first
 //! unfinished step. Every step is idempotent: files are rewritten whole, services are started
@@ -18,8 +19,8 @@
 //! stay in the foreground. A `start` that exits 0 (a daemonizing script) is fine; one that
 //! exits non-zero fails the `ready` step at once with its output.
 //!
-//! It never talks to Mesos. On destroy the api marks the cluster and wakes the scheduler and us
-//! together; the scheduler holds the kills of a cluster whose `SCRIPT stop` is owed until we
+//! It never talks to Mesos. On destroy the api marks the cluster; the scheduler and we both see
+//! the commit; the scheduler holds the kills of a cluster whose `SCRIPT stop` is owed until we
 //! record it done (at most 45 s), so the script can still reach the nodes.
 
 pub mod client;
@@ -32,11 +33,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::ClusterId;
 use crate::metrics::Metrics;
 use crate::registry::Store;
 
@@ -46,7 +45,8 @@ pub struct OrchestratorConfig {
     /// Base URL of the REST API, passed to scripts as `PAAS_API_URL`
     /// (e.g. `http://127.0.0.1:5000/bigdata/api/v1`).
     pub api_url: String,
-    /// How often the store is scanned for clusters to work on (besides wake-ups).
+    /// How often the store is scanned for clusters to work on (besides commit notifications,
+    /// which make it a safety net).
     pub scan_interval: Duration,
     /// How long a node agent may stay unreachable before a step fails (it starts with the
     /// node's task, a moment after TASK_RUNNING).
@@ -68,9 +68,6 @@ pub struct OrchestratorConfig {
     pub max_concurrent: usize,
     /// Where scripts and their `CLUSTER_JSON` are written (a private subdirectory per run).
     pub work_dir: PathBuf,
-    /// Wakes the scheduler for a cluster whose nodes the orchestrator queued or retired (a
-    /// rolling update's next node); `None` without a scheduler.
-    pub scheduler: Option<mpsc::UnboundedSender<ClusterId>>,
 }
 
 impl OrchestratorConfig {
@@ -87,20 +84,18 @@ impl OrchestratorConfig {
             stop_timeout: Duration::from_secs(30),
             max_concurrent: 16,
             work_dir: std::env::temp_dir(),
-            scheduler: None,
         }
     }
 }
 
-/// A running orchestrator.
-#[derive(Clone)]
-pub struct Orchestrator {
-    wake: mpsc::UnboundedSender<ClusterId>,
-}
+/// A running orchestrator. It needs no handle to be reached: it follows the store's commits.
+#[derive(Debug, Clone, Copy)]
+pub struct Orchestrator;
 
 impl Orchestrator {
     /// Starts the controller on `tracker`; it stops (killing running scripts) when `shutdown`
-    /// is cancelled. Work in flight is resumed from the store by the next start.
+    /// is cancelled. Work in flight is resumed from the store by the next start. It subscribes
+    /// to the store's commits before returning, so every commit from then on reaches it.
     pub fn spawn(
         cfg: OrchestratorConfig,
         store: Arc<dyn Store>,
@@ -108,16 +103,9 @@ impl Orchestrator {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
-        let (wake, wake_rx) = mpsc::unbounded_channel();
+        let commits = store.subscribe();
         let ctl = controller::Controller::new(cfg, store, metrics, shutdown, tracker.clone());
-        tracker.spawn(ctl.run(wake_rx));
-        Self { wake }
-    }
-
-    /// Something about `cluster` changed (launched, destroyed): look at it now rather than at
-    /// the next scan.
-    pub fn wake(&self, cluster: ClusterId) {
-        // A closed channel means the orchestrator is shutting down; nothing to wake.
-        let _ = self.wake.send(cluster);
+        tracker.spawn(ctl.run(commits));
+        Self
     }
 }

@@ -6,21 +6,30 @@
 //!   launches it, so a crash between the two leaves a task we know about and reconcile.
 //! - An update is persisted **before** it is acknowledged, so a crash loses no update:
 //!   Mesos resends whatever we did not acknowledge.
+//! - Events are handled in the order the master sent them. What already arrived is taken as
+//!   one batch (up to [`MAX_BATCH`]); a run of consecutive UPDATEs in it is applied with one
+//!   [`Store::update_clusters`] (one flush), and only then are its ACKs sent, concurrently.
+//!   Any other event ends the run: the updates before it are applied and acknowledged first.
 //! - After every SUBSCRIBED nothing launches until explicit reconciliation of every known
 //!   task has answered (or timed out).
+//!
+//! What should run comes from the store's commit notifications ([`Store::subscribe`]): a
+//! committed cluster that wants placement, is being destroyed or has nodes retiring is acted
+//! on at once, from the committed record itself; any other commit costs a few comparisons.
 //!
 //! Each offer round places every pending cluster's queued nodes all together or not at all
 //! (oldest cluster first, [`offers::evaluate_gangs`]); a cluster that does not fit waits,
 //! says why, and holds nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use prost::Message;
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +37,7 @@ use super::launch;
 use super::offers::{self, OfferView};
 use super::task_updates::{Applied, Observed, apply_update};
 use super::tasks::TaskTemplate;
-use super::transport::{ContentType, Endpoint, StreamId, Transport, TransportError};
+use super::transport::{ContentType, Endpoint, RecordStream, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};
 use crate::domain::launch::NodeRunning;
 use crate::domain::{
@@ -37,7 +46,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::scheduler::{Call, Event, call, event};
-use crate::registry::{self, Store, StoreError, Update};
+use crate::registry::{self, BatchUpdate, Commit, Store, StoreError, Update};
 
 const FRAMEWORK_ID_KEY: &str = "framework_id";
 /// Filter for the unused part of offers while nodes still wait: short, so that freed
@@ -48,6 +57,11 @@ const KILL_SWEEP: Duration = Duration::from_secs(30);
 /// Longest wait for the orchestrator's `SCRIPT stop` before a destroyed cluster's nodes are
 /// killed anyway (its own stop timeout is shorter).
 const STOP_SCRIPT_GRACE: Duration = Duration::from_secs(45);
+/// Most events taken from the stream before acting on them: a burst is handled as one
+/// batch, yet a flood cannot hold the loop (commits, ticks) for long.
+pub const MAX_BATCH: usize = 256;
+/// Most ACKs of one batch in flight at once (each takes a pooled connection to the master).
+const MAX_ACKS_IN_FLIGHT: usize = 32;
 
 /// Errors that end a session; the loop resubscribes after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +99,17 @@ pub struct Driver {
     metrics: Arc<Metrics>,
     transport: Transport,
     status: watch::Sender<SchedulerStatus>,
-    wake: mpsc::UnboundedReceiver<ClusterId>,
+    /// The store's commits: what the api and the orchestrator want reaches us here. `None`
+    /// once they ended (the store is gone: only at shutdown); the sweeps go on.
+    commits: Option<broadcast::Receiver<Commit>>,
     shutdown: CancellationToken,
     /// Clusters that may have queued nodes. Rebuilt from the store on every SUBSCRIBED and
-    /// kept by wakes and placements, so an offer round costs O(pending), not O(all).
+    /// kept by commits and placements, so an offer round costs O(pending), not O(all).
     pending: BTreeSet<ClusterId>,
+    /// Destroyed clusters whose kills were sent (or deferred) this session: their later
+    /// commits (our own status writes among them) do not send the kills again. The periodic
+    /// sweep repeats what was lost. Emptied as their tasks end.
+    destroying: HashSet<ClusterId>,
     /// Destroyed clusters whose `SCRIPT stop` is still owed: their kills wait until the
     /// orchestrator has run it, or until the deadline.
     deferred_kills: HashMap<ClusterId, Instant>,
@@ -105,9 +125,10 @@ impl Driver {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         status: watch::Sender<SchedulerStatus>,
-        wake: mpsc::UnboundedReceiver<ClusterId>,
         shutdown: CancellationToken,
     ) -> Self {
+        // Subscribed here, before the task starts: no commit from now on is missed.
+        let commits = Some(store.subscribe());
         let tpl = TaskTemplate {
             kill_grace: cfg.kill_grace,
         };
@@ -118,9 +139,10 @@ impl Driver {
             metrics,
             transport,
             status,
-            wake,
+            commits,
             shutdown,
             pending: BTreeSet::new(),
+            destroying: HashSet::new(),
             deferred_kills: HashMap::new(),
             retiring: BTreeSet::new(),
             tpl,
@@ -171,6 +193,8 @@ impl Driver {
             .blocking(|s| s.meta(FRAMEWORK_ID_KEY))
             .await?
             .filter(|f| !f.is_empty());
+        // What was committed while no session ran is read from the store at SUBSCRIBED.
+        self.commits = self.commits.as_ref().map(broadcast::Receiver::resubscribe);
         let body = self.subscribe_call(fid.as_deref()).encode_to_vec();
         let sub = tokio::select! {
             () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -197,19 +221,27 @@ impl Driver {
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-                Some(id) = self.wake.recv() => self.on_wake(&mut s, id).await?,
+                Some(r) = async {
+                    match self.commits.as_mut() {
+                        Some(rx) => Some(rx.recv().await),
+                        None => None,
+                    }
+                } => self.on_commit(&mut s, r).await?,
                 r = tokio::time::timeout(s.heartbeat_timeout, records.next_record()) => match r {
                     Err(_) => return Ok(SessionEnd::Reconnect(format!("no event, not even a heartbeat, for {:?}", s.heartbeat_timeout))),
-                    Ok(None) => return Ok(SessionEnd::Reconnect("the master closed the event stream".into())),
+                    Ok(None) => return Ok(SessionEnd::Reconnect(CLOSED.into())),
                     Ok(Some(Err(e))) => return Err(e.into()),
-                    Ok(Some(Ok(bytes))) => match Event::decode(bytes) {
-                        Ok(ev) => {
-                            if let Some(end) = self.on_event(&mut s, ev).await? {
-                                return Ok(end);
-                            }
+                    Ok(Some(Ok(bytes))) => {
+                        let (events, stream_end) = take_buffered(&mut records, bytes);
+                        if let Some(end) = self.on_events(&mut s, events).await? {
+                            return Ok(end);
                         }
-                        Err(e) => tracing::warn!(error = %e, "undecodable event from the master; skipped"),
-                    },
+                        match stream_end {
+                            Some(Ok(())) => return Ok(SessionEnd::Reconnect(CLOSED.into())),
+                            Some(Err(e)) => return Err(e.into()),
+                            None => {}
+                        }
+                    }
                 },
                 _ = tick.tick() => self.on_tick(&mut s).await?,
             }
@@ -254,6 +286,34 @@ impl Driver {
     // -----------------------------------------------------------------------------------
     // Events
 
+    /// Handles one batch of events in order; a run of consecutive UPDATEs is applied and
+    /// acknowledged together, before the event that ends it.
+    async fn on_events(
+        &mut self,
+        s: &mut Session,
+        events: Vec<Event>,
+    ) -> Result<Option<SessionEnd>, DriverError> {
+        let mut updates = Vec::new();
+        for ev in events {
+            if ev.r#type == Some(event::Type::Update as i32) {
+                if let Some(u) = ev.update {
+                    updates.push(u.status);
+                }
+                continue;
+            }
+            if !updates.is_empty() {
+                self.on_updates(s, std::mem::take(&mut updates)).await?;
+            }
+            if let Some(end) = self.on_event(s, ev).await? {
+                return Ok(Some(end));
+            }
+        }
+        if !updates.is_empty() {
+            self.on_updates(s, updates).await?;
+        }
+        Ok(None)
+    }
+
     async fn on_event(
         &mut self,
         s: &mut Session,
@@ -272,7 +332,7 @@ impl Driver {
             }
             Some(event::Type::Update) => {
                 if let Some(u) = ev.update {
-                    self.on_update(s, u.status).await?;
+                    self.on_updates(s, vec![u.status]).await?;
                 }
             }
             Some(event::Type::Rescind) => {
@@ -380,78 +440,47 @@ impl Driver {
         self.revive_or_suppress(s).await
     }
 
-    async fn on_update(
+    /// Records a run of task updates, then acknowledges them: every update of one cluster
+    /// is applied in one read-modify-write, all clusters in one [`Store::update_clusters`]
+    /// (one flush), and only after that flush are the ACKs sent, concurrently. An update
+    /// whose write failed is not acknowledged (Mesos resends it) and ends the session.
+    async fn on_updates(
         &mut self,
         s: &mut Session,
-        status: mesos::TaskStatus,
+        statuses: Vec<mesos::TaskStatus>,
     ) -> Result<(), DriverError> {
-        let state =
-            mesos::TaskState::try_from(status.state).unwrap_or(mesos::TaskState::TaskUnknown);
-        self.metrics.inc(
-            "paas_task_updates_total",
-            "Task status updates received, by state.",
-            &[("state", state.as_str_name())],
-        );
-        let agent_id = status
-            .agent_id
-            .as_ref()
-            .map(|a| a.value.clone())
-            .unwrap_or_default();
-        // The one place a Mesos task id becomes ours (or is found not to be).
-        match TaskId::parse(&status.task_id.value) {
-            Err(_) => {
-                tracing::warn!(task_id = %status.task_id.value, %agent_id, "update for a task that is not ours; acknowledged and ignored");
-            }
-            Ok(tid) => {
-                let obs = Observed {
-                    task_id: tid.clone(),
-                    state,
-                    reason: status
-                        .reason
-                        .and_then(|r| mesos::task_status::Reason::try_from(r).ok()),
-                    message: status.message.clone(),
-                    agent_id: status
-                        .agent_id
-                        .as_ref()
-                        .map(|a| AgentId::new(a.value.clone())),
-                    agent_cert_sha256: status
-                        .data
-                        .as_deref()
-                        .filter(|_| state == mesos::TaskState::TaskRunning)
-                        .and_then(NodeRunning::parse)
-                        .map(|r| r.agent_cert_sha256),
-                };
-                if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
-                    tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");
-                    self.status.send_modify(|st| st.reconciling = false);
-                }
-                let node = tid.node.to_string();
-                let o = obs.clone();
-                let now = Timestamp::now();
-                // What the (last run of the) pure update decided; read after the write.
-                let decided = Arc::new(std::sync::Mutex::new(Applied::Ignored("not applied")));
-                let seen = decided.clone();
-                let result = self
-                    .blocking(move |st| {
-                        st.update_cluster(tid.cluster, &mut |c| {
-                            let applied = apply_update(c, &node, &o, &now);
-                            let write = matches!(
-                                applied,
-                                Applied::Changed | Applied::Requeued | Applied::Replaced
-                            );
-                            *seen
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = applied;
-                            Ok(if write { Update::Write } else { Update::Keep })
-                        })
-                    })
-                    .await;
-                let applied = decided
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+        let seen: Vec<Seen> = statuses.iter().map(|st| self.observe(s, st)).collect();
+        let ours: Vec<(ClusterId, String, Observed)> = seen
+            .iter()
+            .filter_map(|o| o.ours.as_ref())
+            .map(|obs| {
+                let (c, node) = (obs.task_id.cluster, obs.task_id.node.to_string());
+                (c, node, obs.clone())
+            })
+            .collect();
+        let groups = group_by_cluster(ours.iter().map(|(id, _, _)| *id));
+        let now = Timestamp::now();
+        let (results, mut decided) = self
+            .blocking(move |st| Ok(apply_batch(st, &ours, &groups, &now)))
+            .await?;
+
+        let mut failed: Option<DriverError> = None;
+        let mut acks = Vec::with_capacity(statuses.len());
+        let mut ours_seen = 0;
+        for (status, o) in statuses.into_iter().zip(seen) {
+            let state = o.state;
+            let agent_id = status
+                .agent_id
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default();
+            if let Some(obs) = o.ours {
+                let i = ours_seen;
+                ours_seen += 1;
+                let applied = decided[i].take().unwrap_or(Applied::Ignored("not applied"));
+                let tid = &obs.task_id;
                 let cluster_id = tid.cluster;
-                match result {
+                match &results[i] {
                     Ok(c) => {
                         tracing::info!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), cluster_status = %c.status, "task update");
                         if c.status.is_terminal() || c.desired == Desired::Destroyed {
@@ -477,58 +506,170 @@ impl Driver {
                         }
                         // A failed cluster holds nothing: what is left of it is killed.
                         if c.status == ClusterStatus::Failed && c.has_tasks() {
-                            self.kill_cluster(s, &c).await;
+                            self.kill_cluster(s, c).await;
                         }
                         // A task that runs for a cluster that should be gone (it launched
                         // while the destroy was requested) is killed now.
                         if c.desired == Desired::Destroyed && !state.is_terminal() {
-                            self.kill_or_defer(s, &c).await;
+                            self.kill_or_defer(s, c).await;
                         }
                     }
-                    Err(DriverError::Store(StoreError::NotFound(_))) => {
+                    Err(StoreError::NotFound(_)) => {
                         tracing::warn!(cluster_id = %cluster_id, task_id = %obs.task_id, %agent_id, "update for a cluster we do not know; killing the task");
                         if !state.is_terminal() {
                             self.kill(s, &obs.task_id, obs.agent_id.as_ref()).await;
                         }
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // Not persisted, so not acknowledged: the master resends it.
+                        if failed.is_none() {
+                            failed = Some(DriverError::Store(clone_store_error(e)));
+                        }
+                        continue;
+                    }
                 }
             }
+            // Persisted (or deliberately ignored): now, and only now, acknowledge.
+            if let (Some(uuid), Some(agent)) = (status.uuid, status.agent_id) {
+                acks.push(call::Acknowledge {
+                    agent_id: agent,
+                    task_id: status.task_id,
+                    uuid,
+                });
+            }
         }
-        // Persisted (or deliberately ignored): now, and only now, acknowledge.
-        if let (Some(uuid), Some(agent)) = (status.uuid, status.agent_id) {
-            let ack = call::Acknowledge {
-                agent_id: agent,
-                task_id: status.task_id,
-                uuid,
-            };
-            self.send(s, call::Type::Acknowledge, |c| c.acknowledge = Some(ack))
-                .await;
+        self.acknowledge(s, acks).await;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    async fn on_wake(&mut self, s: &mut Session, id: ClusterId) -> Result<(), DriverError> {
-        let Some(c) = self.blocking(move |st| st.cluster(id)).await? else {
-            return Ok(());
+    /// What one status says, before anything is written: counts it, turns its task id into
+    /// ours (or finds it is not), and ticks off explicit reconciliation.
+    fn observe(&mut self, s: &mut Session, status: &mesos::TaskStatus) -> Seen {
+        let state =
+            mesos::TaskState::try_from(status.state).unwrap_or(mesos::TaskState::TaskUnknown);
+        self.metrics.inc(
+            "paas_task_updates_total",
+            "Task status updates received, by state.",
+            &[("state", state.as_str_name())],
+        );
+        // The one place a Mesos task id becomes ours (or is found not to be).
+        let Ok(tid) = TaskId::parse(&status.task_id.value) else {
+            let agent_id = status
+                .agent_id
+                .as_ref()
+                .map(|a| a.value.as_str())
+                .unwrap_or_default();
+            tracing::warn!(task_id = %status.task_id.value, %agent_id, "update for a task that is not ours; acknowledged and ignored");
+            return Seen { state, ours: None };
         };
-        if c.desired == Desired::Destroyed {
-            self.pending.remove(&id);
-            if s.framework_id.is_some() {
-                self.kill_or_defer(s, &c).await;
-            }
-            return Ok(());
+        let obs = Observed {
+            task_id: tid,
+            state,
+            reason: status
+                .reason
+                .and_then(|r| mesos::task_status::Reason::try_from(r).ok()),
+            message: status.message.clone(),
+            agent_id: status
+                .agent_id
+                .as_ref()
+                .map(|a| AgentId::new(a.value.clone())),
+            agent_cert_sha256: status
+                .data
+                .as_deref()
+                .filter(|_| state == mesos::TaskState::TaskRunning)
+                .and_then(NodeRunning::parse)
+                .map(|r| r.agent_cert_sha256),
+        };
+        if s.reconciling.remove(&obs.task_id).is_some() && s.reconciling.is_empty() {
+            tracing::info!(after = ?s.reconcile_started.elapsed(), "explicit reconciliation complete; launches may proceed");
+            self.status.send_modify(|st| st.reconciling = false);
         }
-        if launch::wants_placement(&c) {
-            self.pending.insert(id);
-            if s.framework_id.is_some() {
-                self.revive_or_suppress(s).await?;
+        Seen {
+            state,
+            ours: Some(obs),
+        }
+    }
+
+    /// Sends the ACKs of a batch, at most [`MAX_ACKS_IN_FLIGHT`] at once over the pooled
+    /// transport. A lost ACK costs a resent update, which applies as a duplicate.
+    async fn acknowledge(&self, s: &Session, acks: Vec<call::Acknowledge>) {
+        futures_util::stream::iter(acks)
+            .map(|ack| async move {
+                self.send(s, call::Type::Acknowledge, |c| c.acknowledge = Some(ack))
+                    .await
+            })
+            .buffer_unordered(MAX_ACKS_IN_FLIGHT)
+            .for_each(|_| async {})
+            .await;
+    }
+
+    /// A commit of the store. Only a cluster that wants placement, is being destroyed or has
+    /// nodes retiring is acted on, from the committed record (no store read); for any other
+    /// (our own status writes, mostly) this is a few comparisons.
+    async fn on_commit(
+        &mut self,
+        s: &mut Session,
+        commit: Result<Commit, broadcast::error::RecvError>,
+    ) -> Result<(), DriverError> {
+        match commit {
+            Ok(Commit::Cluster(c)) => self.on_cluster(s, &c).await,
+            Ok(Commit::Purged(id)) => {
+                self.pending.remove(&id);
+                self.retiring.remove(&id);
+                self.destroying.remove(&id);
+                self.deferred_kills.remove(&id);
+                Ok(())
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Some commits are lost to us: the store has the truth.
+                tracing::debug!(missed, "commit notifications lagged; rescanning the store");
+                let clusters = self.blocking(|st| st.clusters()).await?;
+                for c in &clusters {
+                    self.on_cluster(s, c).await?;
+                }
+                Ok(())
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                tracing::warn!("the store's commit notifications ended; the sweeps go on");
+                self.commits = None;
+                Ok(())
             }
         }
-        if !c.retiring.is_empty() {
-            self.retiring.insert(id);
-            if s.framework_id.is_some() {
-                self.kill_drained(s, &c).await;
+    }
+
+    /// What a committed (or rescanned) cluster asks of the scheduler.
+    async fn on_cluster(&mut self, s: &mut Session, c: &Cluster) -> Result<(), DriverError> {
+        let subscribed = s.framework_id.is_some();
+        match interest(c) {
+            Interest::None => {}
+            Interest::Destroyed => {
+                self.pending.remove(&c.id);
+                if !c.has_tasks() {
+                    self.destroying.remove(&c.id);
+                } else if subscribed
+                    && (self.destroying.insert(c.id) || self.deferred_kills.contains_key(&c.id))
+                {
+                    // Once per destroy, and again while the kills wait for `SCRIPT stop`
+                    // (the orchestrator's commit that records it done releases them).
+                    self.kill_or_defer(s, c).await;
+                }
+            }
+            Interest::Active {
+                placement,
+                retiring,
+            } => {
+                if placement && (self.pending.insert(c.id) || s.suppressed) && subscribed {
+                    self.revive_or_suppress(s).await?;
+                }
+                if retiring {
+                    self.retiring.insert(c.id);
+                    if subscribed {
+                        self.kill_drained(s, c).await;
+                    }
+                }
             }
         }
         Ok(())
@@ -888,10 +1029,15 @@ impl Driver {
     }
 
     async fn kill_sweep(&mut self, s: &Session, clusters: &[Cluster]) -> Result<(), DriverError> {
+        // Rebuilt from the whole store: a cluster gone meanwhile leaves no entry behind.
+        self.destroying.clear();
         for c in clusters
             .iter()
             .filter(|c| c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying)
         {
+            if c.has_tasks() {
+                self.destroying.insert(c.id);
+            }
             self.kill_or_defer(s, c).await;
         }
         // A failed cluster holds nothing, also when it failed before a restart of ours.
@@ -998,4 +1144,312 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+const CLOSED: &str = "the master closed the event stream";
+
+/// One status as the batch sees it before the write.
+struct Seen {
+    state: mesos::TaskState,
+    /// `None` for a task id that is not ours: acknowledged, nothing written.
+    ours: Option<Observed>,
+}
+
+/// What a committed cluster is to the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interest {
+    /// Nothing to do (running as it should, or our own status write).
+    None,
+    /// Its tasks should go.
+    Destroyed,
+    /// It has queued nodes to place, drained nodes to kill, or both.
+    Active { placement: bool, retiring: bool },
+}
+
+/// Whether a committed cluster concerns the scheduler: pure and cheap, since every commit of
+/// the store goes through it.
+fn interest(c: &Cluster) -> Interest {
+    if c.desired == Desired::Destroyed {
+        return Interest::Destroyed;
+    }
+    let placement = launch::wants_placement(c);
+    let retiring = !c.retiring.is_empty();
+    if placement || retiring {
+        Interest::Active {
+            placement,
+            retiring,
+        }
+    } else {
+        Interest::None
+    }
+}
+
+/// `first` and every further event that already arrived (up to [`MAX_BATCH`] in all),
+/// decoded, and how the stream ended if it did meanwhile (`Some(Ok)`: closed; `Some(Err)`:
+/// failed). Never waits.
+fn take_buffered(
+    records: &mut RecordStream,
+    first: Bytes,
+) -> (Vec<Event>, Option<Result<(), TransportError>>) {
+    let mut events = Vec::new();
+    let mut next = Some(first);
+    let mut end = None;
+    let mut taken = 0;
+    while let Some(bytes) = next.take() {
+        taken += 1;
+        match Event::decode(bytes) {
+            Ok(ev) => events.push(ev),
+            Err(e) => tracing::warn!(error = %e, "undecodable event from the master; skipped"),
+        }
+        if taken >= MAX_BATCH {
+            break;
+        }
+        match records.try_next_record() {
+            None => {}
+            Some(Some(Ok(b))) => next = Some(b),
+            Some(Some(Err(e))) => end = Some(Err(e)),
+            Some(None) => end = Some(Ok(())),
+        }
+    }
+    (events, end)
+}
+
+/// The clusters of a run of updates in order of first appearance, each with the indices of
+/// its updates in arrival order: one read-modify-write per cluster applies them in order.
+fn group_by_cluster(ids: impl Iterator<Item = ClusterId>) -> Vec<(ClusterId, Vec<usize>)> {
+    let mut groups: Vec<(ClusterId, Vec<usize>)> = Vec::new();
+    let mut at: HashMap<ClusterId, usize> = HashMap::new();
+    for (i, id) in ids.enumerate() {
+        let g = *at.entry(id).or_insert_with(|| {
+            groups.push((id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    groups
+}
+
+/// Applies `updates` (cluster, node, observation) with one [`Store::update_clusters`]:
+/// per update, the cluster as written (or why not) and what [`apply_update`] decided (in
+/// its last run; `None` when it never ran).
+fn apply_batch(
+    st: &dyn Store,
+    updates: &[(ClusterId, String, Observed)],
+    groups: &[(ClusterId, Vec<usize>)],
+    now: &Timestamp,
+) -> (Vec<Result<Cluster, StoreError>>, Vec<Option<Applied>>) {
+    let mut decided: Vec<Vec<Applied>> = vec![Vec::new(); groups.len()];
+    let mut fns: Vec<_> = groups
+        .iter()
+        .zip(decided.iter_mut())
+        .map(|((_, idx), out)| {
+            move |c: &mut Cluster| -> Result<Update, String> {
+                // It may run again on a concurrent change: only its last run counts.
+                out.clear();
+                let mut write = false;
+                for &i in idx {
+                    let (_, node, o) = &updates[i];
+                    let applied = apply_update(c, node, o, now);
+                    write |= matches!(
+                        applied,
+                        Applied::Changed | Applied::Requeued | Applied::Replaced
+                    );
+                    out.push(applied);
+                }
+                Ok(if write { Update::Write } else { Update::Keep })
+            }
+        })
+        .collect();
+    let mut batch: Vec<BatchUpdate<'_>> = groups
+        .iter()
+        .zip(fns.iter_mut())
+        .map(|((id, _), f)| {
+            (
+                *id,
+                f as &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+            )
+        })
+        .collect();
+    let results = st.update_clusters(&mut batch);
+    drop(batch);
+    drop(fns);
+    let mut per_update: Vec<Result<Cluster, StoreError>> = Vec::with_capacity(updates.len());
+    let mut applied: Vec<Option<Applied>> = vec![None; updates.len()];
+    let mut slot: Vec<Option<Result<Cluster, StoreError>>> =
+        (0..updates.len()).map(|_| None).collect();
+    for (((_, idx), r), out) in groups.iter().zip(results).zip(decided) {
+        for (k, &i) in idx.iter().enumerate() {
+            applied[i] = out.get(k).cloned();
+            slot[i] = Some(match &r {
+                Ok(c) => Ok(c.clone()),
+                Err(e) => Err(clone_store_error(e)),
+            });
+        }
+    }
+    for r in slot {
+        // invariant: every update belongs to exactly one group, so every slot was filled.
+        per_update.push(r.unwrap_or_else(|| Err(StoreError::Rejected("not applied".into()))));
+    }
+    (per_update, applied)
+}
+
+/// A copy of a store error for each update of a cluster: the kind is what the driver acts
+/// on; a cause that cannot be copied is kept as text.
+fn clone_store_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound(what) => StoreError::NotFound(what.clone()),
+        StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
+        StoreError::Rejected(why) => StoreError::Rejected(why.clone()),
+        other => StoreError::Rejected(error_chain(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+    use crate::domain::cluster::ClusterSpec;
+    use crate::domain::lifecycle::ClusterEvent;
+    use crate::domain::{Name, NodeStatus};
+    use crate::registry::MemoryStore;
+
+    fn ts() -> Timestamp {
+        Timestamp("2026-01-01T00:00:00.000Z".into())
+    }
+
+    /// A `scheduling` cluster of `n` nodes, each staging its attempt 1.
+    fn staging(n: usize) -> Cluster {
+        let nodes: Map<String, serde_json::Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    json!({"docker_image": "i", "cpu": 1, "mem": 1}),
+                )
+            })
+            .collect();
+        let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
+        let mut c = Cluster::new(
+            ClusterId::random(),
+            "u".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            Map::new(),
+            spec,
+            "s".into(),
+            ts(),
+        );
+        c.apply(ClusterEvent::PlacementStarted, None, ts()).unwrap();
+        let id = c.id;
+        for n in &mut c.nodes {
+            n.observed.status = NodeStatus::Staging;
+            n.observed.task_id = Some(TaskId {
+                cluster: id,
+                node: n.name.clone(),
+                attempt: 1,
+            });
+        }
+        c
+    }
+
+    fn running(c: &Cluster, node: usize) -> (ClusterId, String, Observed) {
+        let n = &c.nodes[node];
+        let obs = Observed {
+            task_id: n.observed.task_id.clone().unwrap(),
+            state: mesos::TaskState::TaskRunning,
+            reason: None,
+            message: None,
+            agent_id: Some(AgentId::new("a1")),
+            agent_cert_sha256: None,
+        };
+        (c.id, n.name.to_string(), obs)
+    }
+
+    #[test]
+    fn updates_group_by_cluster_in_order_of_first_appearance() {
+        let (a, b) = (ClusterId::random(), ClusterId::random());
+        assert_eq!(
+            group_by_cluster([a, b, a, a, b].into_iter()),
+            [(a, vec![0, 2, 3]), (b, vec![1, 4])]
+        );
+        assert!(group_by_cluster(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
+        let store = MemoryStore::new();
+        store
+            .create_product(&crate::domain::Product {
+                name: Name::parse("p").unwrap(),
+                version: Name::parse("1").unwrap(),
+                description: String::new(),
+                logo_url: None,
+                created_at: ts(),
+                updated_at: ts(),
+                parts: Default::default(),
+            })
+            .unwrap();
+        let (c1, c2) = (staging(2), staging(1));
+        store.create_cluster(&c1).unwrap();
+        store.create_cluster(&c2).unwrap();
+        let mut commits = store.subscribe();
+        let gone = staging(1);
+        let updates = vec![
+            running(&c1, 0),
+            running(&c2, 0),
+            running(&gone, 0),
+            running(&c1, 1),
+            // A duplicate of the first: ignored, in the same write.
+            running(&c1, 0),
+        ];
+        let groups = group_by_cluster(updates.iter().map(|u| u.0));
+        let (results, applied) = apply_batch(&store, &updates, &groups, &ts());
+        assert_eq!(
+            applied,
+            [
+                Some(Applied::Changed),
+                Some(Applied::Changed),
+                None,
+                Some(Applied::Changed),
+                Some(Applied::Ignored("duplicate")),
+            ]
+        );
+        // Every update of c1 sees the cluster after all of them: every node runs.
+        for i in [0, 3, 4] {
+            let c = results[i].as_ref().unwrap();
+            assert_eq!(c.status, ClusterStatus::Scheduled);
+        }
+        assert_eq!(
+            results[1].as_ref().unwrap().status,
+            ClusterStatus::Scheduled
+        );
+        assert!(matches!(results[2], Err(StoreError::NotFound(_))));
+        // One commit per cluster written, not one per update.
+        let mut written = Vec::new();
+        while let Ok(Commit::Cluster(c)) = commits.try_recv() {
+            written.push(c.id);
+        }
+        assert_eq!(written, [c1.id, c2.id]);
+        assert_eq!(
+            store.cluster(c1.id).unwrap().unwrap().status,
+            ClusterStatus::Scheduled
+        );
+    }
+
+    #[test]
+    fn only_clusters_with_work_for_the_scheduler_interest_it() {
+        let mut c = staging(1);
+        // Staging, nothing queued: the scheduler's own write, nothing to do.
+        assert_eq!(interest(&c), Interest::None);
+        c.nodes[0].observed.status = NodeStatus::Queued;
+        assert_eq!(
+            interest(&c),
+            Interest::Active {
+                placement: true,
+                retiring: false
+            }
+        );
+        c.desired = Desired::Destroyed;
+        assert_eq!(interest(&c), Interest::Destroyed);
+    }
 }

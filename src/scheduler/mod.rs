@@ -9,8 +9,8 @@
 //! - [`task_updates`]: how Mesos task updates change a cluster (pure).
 //! - [`driver`]: the event loop that ties them to the store and the master.
 //!
-//! It never serves HTTP and never imports the api; the api reaches it through
-//! [`Scheduler::wake`] (via the api's `Backend` trait, implemented in `main`).
+//! It never serves HTTP and never imports the api: it learns what the api (or the
+//! orchestrator) wants from the store's commit notifications ([`Store::subscribe`]).
 
 /// RecordIO lives at the crate root (the executor uses it too); re-exported for callers
 /// that look for it here.
@@ -28,11 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::ClusterId;
 use crate::metrics::Metrics;
 use crate::registry::Store;
 
@@ -107,12 +106,13 @@ pub struct SchedulerStatus {
 
 /// A running scheduler.
 pub struct Scheduler {
-    wake: mpsc::UnboundedSender<ClusterId>,
     status: watch::Receiver<SchedulerStatus>,
 }
 
 impl Scheduler {
     /// Starts the scheduler's event loop on `tracker`; it stops when `shutdown` is cancelled.
+    /// It subscribes to the store's commits before returning, so every commit from then on
+    /// reaches it.
     pub fn spawn(
         cfg: SchedulerConfig,
         store: Arc<dyn Store>,
@@ -120,26 +120,13 @@ impl Scheduler {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
-        let (wake, wake_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(SchedulerStatus {
             master: cfg.master.clone(),
             ..Default::default()
         });
-        let driver = driver::Driver::new(cfg, store, metrics, status_tx, wake_rx, shutdown);
+        let driver = driver::Driver::new(cfg, store, metrics, status_tx, shutdown);
         tracker.spawn(driver.run());
-        Self { wake, status }
-    }
-
-    /// The desired state of `cluster` changed.
-    /// A sender of wake-ups, for another part that changes what should run (the
-    /// orchestrator, when a rolling update queues a node's new attempt).
-    pub fn waker(&self) -> mpsc::UnboundedSender<ClusterId> {
-        self.wake.clone()
-    }
-
-    pub fn wake(&self, cluster: ClusterId) {
-        // A closed channel means the scheduler is shutting down; nothing to wake.
-        let _ = self.wake.send(cluster);
+        Self { status }
     }
 
     pub fn status(&self) -> SchedulerStatus {

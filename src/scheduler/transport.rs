@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -462,6 +462,14 @@ impl RecordStream {
     /// heartbeat timer or shutdown without losing bytes.
     pub async fn next_record(&mut self) -> Option<Result<Bytes, TransportError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// The next record if one is ready now (already buffered, or its bytes already
+    /// arrived), without waiting: `None` when the next record would need waiting, else what
+    /// [`RecordStream::next_record`] would return. The event loop takes a whole burst with
+    /// it before acting on any of it.
+    pub fn try_next_record(&mut self) -> Option<Option<Result<Bytes, TransportError>>> {
+        self.next_record().now_or_never()
     }
 
     fn fail(&mut self, source: RecordIoError) -> Poll<Option<Result<Bytes, TransportError>>> {
@@ -1044,6 +1052,43 @@ mod tests {
         drop(tx);
         assert!(sub.records.next_record().await.is_none());
         assert!(sub.records.next_record().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn try_next_record_takes_what_arrived_and_never_waits() {
+        let (addr, _log, _server, mut streams) = leader(ContentType::Protobuf).await;
+        let mut sub = Transport::default()
+            .subscribe(&endpoint(addr), Bytes::new(), ContentType::Protobuf)
+            .await
+            .unwrap();
+        let tx = streams.recv().await.unwrap();
+        assert!(
+            sub.records.try_next_record().is_none(),
+            "nothing arrived yet"
+        );
+        // Three records and half of a fourth in one chunk: the event loop's burst.
+        chunk(
+            &tx,
+            b"1
+a1
+b1
+c1
+",
+        )
+        .await;
+        let first = sub.records.next_record().await.unwrap().unwrap();
+        assert_eq!(&first[..], b"a");
+        let mut rest = Vec::new();
+        while let Some(r) = sub.records.try_next_record() {
+            rest.push(r.unwrap().unwrap());
+        }
+        assert_eq!(rest, [&b"b"[..], &b"c"[..]]);
+        // The half record completes later and is then read the ordinary way.
+        chunk(&tx, b"d").await;
+        assert_eq!(&sub.records.next_record().await.unwrap().unwrap()[..], b"d");
+        drop(tx);
+        assert!(sub.records.next_record().await.is_none());
+        assert!(matches!(sub.records.try_next_record(), Some(None)));
     }
 
     #[tokio::test]

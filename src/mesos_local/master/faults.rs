@@ -65,6 +65,8 @@ pub struct TaskView {
     pub state: String,
     /// Status updates the agent holds for the task, the first one in flight.
     pub pending_updates: usize,
+    /// The state of the last update the framework acknowledged, if any.
+    pub acknowledged: Option<String>,
 }
 
 impl Master {
@@ -215,6 +217,7 @@ impl Master {
                 agent_id: self.agents[t.agent].id.clone(),
                 state: t.state.as_str_name().to_owned(),
                 pending_updates: t.pending.len(),
+                acknowledged: t.acknowledged.map(|s| s.as_str_name().to_owned()),
             })
             .collect();
         tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));

@@ -293,6 +293,9 @@ struct Task {
     released: bool,
     /// Update uuids already taken, so executor replays are idempotent.
     seen: HashSet<Vec<u8>>,
+    /// The state of the last update the framework acknowledged (shown in the state
+    /// endpoint, so a test can check that no acknowledged update was lost).
+    acknowledged: Option<TaskState>,
     /// Handed to the executor (LAUNCH sent).
     delivered: bool,
 }

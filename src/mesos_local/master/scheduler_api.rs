@@ -497,6 +497,7 @@ impl Master {
                 backoff: self.cfg.update_retry,
                 released: false,
                 seen: HashSet::new(),
+                acknowledged: None,
                 delivered: false,
             },
         );
@@ -828,6 +829,7 @@ impl Master {
             return;
         }
         let acked = task.pending.pop_front();
+        task.acknowledged = acked.as_ref().map(|s| s.state());
         task.retry_at = None;
         task.backoff = self.cfg.update_retry;
         if acked.is_some_and(|s| is_terminal(s.state)) {
