@@ -20,6 +20,7 @@ pub(super) const LAYOUT_KEY: &str = "store_layout";
 struct HeadOut<'a> {
     rev: u64,
     nodes: Vec<&'a str>,
+    versions: &'a [u64],
     cluster: &'a Cluster,
 }
 
@@ -29,6 +30,8 @@ pub(super) struct Head {
     /// One more on every commit of the cluster: an unchanged head means an unchanged cluster.
     pub rev: u64,
     pub nodes: Vec<String>,
+    /// The revision each node record was written at (part of its key).
+    pub versions: Vec<u64>,
     pub cluster: Cluster,
 }
 
@@ -43,9 +46,11 @@ impl Head {
     }
 }
 
-/// The key of a node record.
-pub(super) fn node_key(id: ClusterId, node: &str) -> Vec<u8> {
-    format!("{id}\0{node}").into_bytes()
+/// The key of a node record written at revision `version`. A record is never changed: a
+/// new encoding gets a new key, so a head always names records as they were when it was
+/// written.
+pub(super) fn node_key(id: ClusterId, node: &str, version: u64) -> Vec<u8> {
+    format!("{id}\0{node}\0{version:016x}").into_bytes()
 }
 
 /// The key of one cluster in each index.
@@ -79,11 +84,12 @@ pub(super) fn status_prefix(status: crate::domain::ClusterStatus) -> Vec<u8> {
 
 /// The encoded head of `c` at revision `rev`. Takes `c.nodes` out while encoding and puts
 /// them back.
-pub(super) fn encode_head(c: &mut Cluster, rev: u64) -> Vec<u8> {
+pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64]) -> Vec<u8> {
     let nodes = std::mem::take(&mut c.nodes);
     let head = encode(&HeadOut {
         rev,
         nodes: nodes.iter().map(|n| n.name.as_str()).collect(),
+        versions,
         cluster: c,
     });
     c.nodes = nodes;
@@ -96,6 +102,7 @@ pub(super) struct Snapshot {
     pub head: IVec,
     pub rev: u64,
     pub names: Vec<String>,
+    pub versions: Vec<u64>,
     pub nodes: Vec<IVec>,
     pub cluster: Cluster,
 }
@@ -112,13 +119,15 @@ impl Snapshot {
         cluster.nodes = head
             .nodes
             .iter()
+            .zip(&head.versions)
             .zip(&nodes)
-            .map(|(name, bytes)| decode::<Node>(&node_key(id, name), bytes))
+            .map(|((name, v), bytes)| decode::<Node>(&node_key(id, name, *v), bytes))
             .collect::<Result<_, _>>()?;
         Ok(Snapshot {
             head: head_bytes,
             rev: head.rev,
             names: head.nodes,
+            versions: head.versions,
             nodes,
             cluster,
         })
@@ -141,29 +150,37 @@ pub(super) struct Plan {
 impl Plan {
     /// The writes that turn `old` (none: a new cluster) into `new` at revision `rev`.
     pub fn write(old: Option<&Snapshot>, new: &mut Cluster, rev: u64) -> Plan {
-        let head = encode_head(new, rev);
-        let mut before: HashMap<&str, &IVec> = old
+        let mut before: HashMap<&str, (&IVec, u64)> = old
             .map(|o| {
                 o.names
                     .iter()
                     .map(String::as_str)
-                    .zip(o.nodes.iter())
+                    .zip(o.nodes.iter().zip(o.versions.iter().copied()))
                     .collect()
             })
             .unwrap_or_default();
         let id = new.id;
         let mut put_nodes = Vec::new();
+        let mut remove_nodes = Vec::new();
+        let mut versions = Vec::with_capacity(new.nodes.len());
         for n in &new.nodes {
             let bytes = encode(n);
             match before.remove(n.name.as_str()) {
-                Some(old) if old.as_ref() == bytes.as_slice() => {}
-                _ => put_nodes.push((node_key(id, n.name.as_str()), bytes)),
+                Some((old, v)) if old.as_ref() == bytes.as_slice() => versions.push(v),
+                was => {
+                    if let Some((_, v)) = was {
+                        remove_nodes.push(node_key(id, n.name.as_str(), v));
+                    }
+                    put_nodes.push((node_key(id, n.name.as_str(), rev), bytes));
+                    versions.push(rev);
+                }
             }
         }
         // What is left of `before` is gone from the cluster (sorted: a deterministic plan).
-        let mut gone: Vec<&str> = before.into_keys().collect();
+        let mut gone: Vec<(&str, u64)> = before.into_iter().map(|(n, (_, v))| (n, v)).collect();
         gone.sort_unstable();
-        let remove_nodes = gone.into_iter().map(|name| node_key(id, name)).collect();
+        remove_nodes.extend(gone.into_iter().map(|(name, v)| node_key(id, name, v)));
+        let head = encode_head(new, rev, &versions);
         let new_keys = IndexKeys::of(new);
         let old_keys = old.map(|o| IndexKeys::of(&o.cluster));
         let (remove_index, insert_index) = match old_keys {
@@ -184,7 +201,12 @@ impl Plan {
         Plan {
             head: None,
             put_nodes: Vec::new(),
-            remove_nodes: old.names.iter().map(|n| node_key(id, n)).collect(),
+            remove_nodes: old
+                .names
+                .iter()
+                .zip(&old.versions)
+                .map(|(n, v)| node_key(id, n, *v))
+                .collect(),
             remove_index: Some(IndexKeys::of(&old.cluster)),
             insert_index: None,
         }
@@ -210,7 +232,8 @@ mod tests {
     /// The snapshot a reader would take of `c` as written at `rev`.
     fn stored(c: &Cluster, rev: u64) -> Snapshot {
         let mut c = c.clone();
-        let head = encode_head(&mut c, rev);
+        let versions = vec![rev; c.nodes.len()];
+        let head = encode_head(&mut c, rev, &versions);
         let nodes: Vec<IVec> = c.nodes.iter().map(|n| IVec::from(encode(n))).collect();
         let h = Head::decode(b"k", &head).unwrap();
         Snapshot::assemble(c.id, IVec::from(head), h, nodes).unwrap()
@@ -245,8 +268,8 @@ mod tests {
         let plan = Plan::write(Some(&old), &mut new, 2);
         assert!(plan.head.is_some());
         let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(put, [node_key(c.id, "b").as_slice()]);
-        assert!(plan.remove_nodes.is_empty());
+        assert_eq!(put, [node_key(c.id, "b", 2).as_slice()]);
+        assert_eq!(plan.remove_nodes, [node_key(c.id, "b", 1)]);
         assert!(plan.remove_index.is_none() && plan.insert_index.is_none());
     }
 
@@ -275,8 +298,8 @@ mod tests {
         new.nodes.push(d);
         let plan = Plan::write(Some(&old), &mut new, 2);
         let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(put, [node_key(c.id, "d").as_slice()]);
-        assert_eq!(plan.remove_nodes, [node_key(c.id, "a")]);
+        assert_eq!(put, [node_key(c.id, "d", 2).as_slice()]);
+        assert_eq!(plan.remove_nodes, [node_key(c.id, "a", 1)]);
         assert_eq!(new, {
             let mut n = c.clone();
             let mut d = n.nodes.remove(0);

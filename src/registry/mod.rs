@@ -10,7 +10,7 @@
 //! | `products`   | `<name>\0<version>`          | [`Product`] as JSON                          |
 //! | `parts`      | `<name>\0<version>\0<part>`  | raw bytes of the template/options/script     |
 //! | `clusters`   | `<cluster uuid>`             | the cluster's *head* as JSON (below)         |
-//! | `nodes`      | `<cluster uuid>\0<node>`     | one [`crate::domain::Node`] as JSON          |
+//! | `nodes`      | `<uuid>\0<node>\0<rev, hex>` | one [`crate::domain::Node`] as JSON          |
 //! | `by_created` | `<created_at>_<uuid>`        | `<uuid>` (the [`cursor_of`] order)           |
 //! | `by_owner`   | `<owner>\0<created_at>_<uuid>`| `<uuid>`                                     |
 //! | `by_status`  | `<status>\0<created_at>_<uuid>`| `<uuid>`                                    |
@@ -22,23 +22,23 @@
 //!
 //! A cluster is stored as its head and one record per node, so that a node's status update
 //! writes that node and the head, not every node. The head is
-//! `{"rev": n, "nodes": [<node names in order>], "cluster": <the Cluster with "nodes": []>}`:
-//! the node names give the order and the keys of the node records (sled transactions cannot
-//! scan a prefix), and `rev` grows by one on every commit of the cluster, so an unchanged head
-//! proves that nothing of the cluster changed (see [`sled_store`] for how readers and writers
-//! use it). Every commit writes the head, its changed node records and the moved index keys
-//! in one sled transaction: there is never a half-written cluster.
+//! `{"rev": n, "nodes": [<names in order>], "versions": [<rev of each node record>],
+//! "cluster": <the Cluster with "nodes": []>}`: the names and versions give the order and
+//! the keys of the node records, and `rev` grows by one on every commit of the cluster. A
+//! node record is never rewritten: a changed node is written under a new key, and the head,
+//! written last, is the commit point, so there is never a half-written cluster (see
+//! [`sled_store`] for how readers and writers use it).
 //!
-//! The three index trees hold one key per cluster each and are written in the same
-//! transactions; [`Store::clusters_page`] walks the most selective one. The meta key
+//! The three index trees hold one key per cluster each, written by the same commits (the
+//! new key before the head, the old one removed after it); [`Store::clusters_page`] walks the most selective one. The meta key
 //! `store_layout` = `2` records that the data written by the first layout (the whole cluster
 //! as one JSON value in `clusters`, no index) was converted on open (see
 //! [`sled_store::SledStore::open_with`]).
 //!
 //! Everything stored per cluster lives under its uuid in `clusters`, `nodes`, the indexes
 //! (record, nodes, status history = `/events`, secret) and `logs`;
-//! [`Store::purge_cluster`] removes them all in one transaction. A new per-cluster key must
-//! be added there too.
+//! [`Store::purge_cluster`] removes them all in one commit (the head first). A new
+//! per-cluster key must be added there too.
 //!
 //! # Durability
 //! Every write returns only after it is on disk (`fsync`). Concurrent writers share flushes
