@@ -147,6 +147,9 @@ impl From<StoreError> for ApiError {
                 message: why,
                 details: None,
             },
+            StoreError::BadCursor(c) => {
+                ApiError::bad_request("invalid_filter", format!("invalid cursor {c:?}"))
+            }
             other => ApiError::Internal(Box::new(other)),
         }
     }

@@ -242,7 +242,7 @@ fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchEr
     })?;
     let per_update: Vec<Duration> = updates.iter().map(|d| *d / nodes.max(1) as u32).collect();
     report(
-        "node status updates (durable; one record rewrite each)",
+        "node status updates (durable; the node record and the head each)",
         &per_update,
     );
     let total = clusters * nodes;
