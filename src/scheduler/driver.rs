@@ -1306,11 +1306,7 @@ fn clone_store_error(e: &StoreError) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Map, json};
-
     use super::*;
-    use crate::domain::cluster::ClusterSpec;
-    use crate::domain::lifecycle::ClusterEvent;
     use crate::domain::{Name, NodeStatus};
     use crate::registry::MemoryStore;
 
@@ -1320,36 +1316,7 @@ mod tests {
 
     /// A `scheduling` cluster of `n` nodes, each staging its attempt 1.
     fn staging(n: usize) -> Cluster {
-        let nodes: Map<String, serde_json::Value> = (0..n)
-            .map(|i| {
-                (
-                    format!("n{i}"),
-                    json!({"docker_image": "i", "cpu": 1, "mem": 1}),
-                )
-            })
-            .collect();
-        let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
-        let mut c = Cluster::new(
-            ClusterId::random(),
-            "u".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Map::new(),
-            spec,
-            "s".into(),
-            ts(),
-        );
-        c.apply(ClusterEvent::PlacementStarted, None, ts()).unwrap();
-        let id = c.id;
-        for n in &mut c.nodes {
-            n.observed.status = NodeStatus::Staging;
-            n.observed.task_id = Some(TaskId {
-                cluster: id,
-                node: n.name.clone(),
-                attempt: 1,
-            });
-        }
-        c
+        super::super::task_updates::staging_cluster(ClusterId::random(), n)
     }
 
     fn running(c: &Cluster, node: usize) -> (ClusterId, String, Observed) {

@@ -195,12 +195,49 @@ fn never_launched(obs: &Observed) -> bool {
     obs.state == TaskState::TaskDropped || (obs.state == TaskState::TaskLost && transient)
 }
 
+/// For tests: a `scheduling` cluster `id` of `n` nodes `n0`, `n1`, …, each staging its
+/// attempt 1.
+#[cfg(test)]
+pub(crate) fn staging_cluster(id: crate::domain::ClusterId, n: usize) -> Cluster {
+    use crate::domain::cluster::ClusterSpec;
+    use crate::domain::{Name, TaskId};
+    use serde_json::{Map, json};
+    let nodes: Map<String, serde_json::Value> = (0..n)
+        .map(|i| {
+            (
+                format!("n{i}"),
+                json!({"docker_image": "i", "cpu": 1, "mem": 1}),
+            )
+        })
+        .collect();
+    let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
+    let now = Timestamp("2026-01-01T00:00:00.000Z".into());
+    let mut c = Cluster::new(
+        id,
+        "u".into(),
+        Name::parse("p").unwrap(),
+        Name::parse("1").unwrap(),
+        Map::new(),
+        spec,
+        "s".into(),
+        now.clone(),
+    );
+    c.apply(ClusterEvent::PlacementStarted, None, now).unwrap();
+    for node in &mut c.nodes {
+        node.observed.status = NodeStatus::Staging;
+        node.observed.task_id = Some(TaskId {
+            cluster: id,
+            node: node.name.clone(),
+            attempt: 1,
+        });
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::cluster::ClusterSpec;
     use crate::domain::{ClusterId, Name};
-    use serde_json::{Map, json};
 
     const CLUSTER: ClusterId = ClusterId(uuid::Uuid::from_u128(0x0b0d));
 
@@ -220,31 +257,7 @@ mod tests {
     }
 
     fn cluster(n: usize) -> Cluster {
-        let nodes: Map<String, serde_json::Value> = (0..n)
-            .map(|i| {
-                (
-                    format!("n{i}"),
-                    json!({"docker_image": "i", "cpu": 1, "mem": 1}),
-                )
-            })
-            .collect();
-        let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
-        let mut c = Cluster::new(
-            CLUSTER,
-            "u".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Map::new(),
-            spec,
-            "s".into(),
-            ts(),
-        );
-        c.apply(ClusterEvent::PlacementStarted, None, ts()).unwrap();
-        for (i, node) in c.nodes.iter_mut().enumerate() {
-            node.observed.status = NodeStatus::Staging;
-            node.observed.task_id = Some(tid(&format!("t{i}")));
-        }
-        c
+        staging_cluster(CLUSTER, n)
     }
 
     fn ts() -> Timestamp {
