@@ -18,6 +18,9 @@ if ! command -v http >/dev/null 2>&1; then
   python3 -m pip install -q httpie
 fi
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+# The product images' Debian base is made with debootstrap (deploy/images/base/build.sh);
+# installed here, once, before tests run in parallel.
+command -v debootstrap >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
 
 echo "== node image" >&2
 PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh)

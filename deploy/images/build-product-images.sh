@@ -32,6 +32,12 @@ triple=x86_64-unknown-linux-gnu
 log() { printf 'build-product-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# One build at a time on this host: tests start this script from parallel threads, and two
+# base builds would race for apt's lock and for the same image tags. A waiting caller then
+# finds the images built and reuses them.
+exec 9>"${TMPDIR:-/tmp}/paas-build-product-images.lock"
+flock 9
+
 tmp=()
 trap 'rm -rf "${tmp[@]}"' EXIT
 command -v docker >/dev/null || die "docker CLI not found"
