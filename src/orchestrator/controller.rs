@@ -35,7 +35,7 @@ use crate::domain::{
     Cluster, ClusterId, ClusterStatus, Desired, Node, Part, ScriptState, Service, Timestamp,
 };
 use crate::metrics::Metrics;
-use crate::registry::{self, Commit, Store, StoreError, Update};
+use crate::registry::{self, Commit, ListFilter, Store, StoreError, Update};
 
 /// Why a worker stopped early. Step failures are not errors: they fail the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,19 @@ struct InFlight {
     kind: WorkerKind,
     cancel: CancellationToken,
 }
+
+/// The statuses in which [`decide`] may have work: the only ones the periodic scan reads.
+const ACTIVE: [ClusterStatus; 6] = [
+    ClusterStatus::Scheduled,
+    ClusterStatus::Configuring,
+    ClusterStatus::Configured,
+    ClusterStatus::Healing,
+    ClusterStatus::Updating,
+    ClusterStatus::Destroying,
+];
+
+/// Clusters read per store call of the scan.
+const SCAN_PAGE: usize = 256;
 
 /// The controller; see the module docs.
 pub struct Controller {
@@ -167,14 +180,35 @@ impl Controller {
     }
 
     /// Every cluster, or none when the store cannot be read (the next scan retries).
+    /// The safety net behind the commit notifications: every cluster in a status that
+    /// [`decide`] may act on, read page by page through the store's status index, so that the
+    /// clusters at rest (`ready`, `destroyed`, `failed`, …) cost nothing however many.
     async fn scan(&self) -> Vec<Cluster> {
-        match self.blocking(|s| s.clusters()).await {
-            Ok(all) => all,
-            Err(e) => {
-                warn!(error = %e, "orchestrator scan failed; retrying at the next one");
-                Vec::new()
-            }
-        }
+        let found = self
+            .blocking(|s| {
+                let mut out = Vec::new();
+                for status in ACTIVE {
+                    let filter = ListFilter {
+                        status: Some(status),
+                        ..ListFilter::default()
+                    };
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let page = s.clusters_page(&filter, SCAN_PAGE, cursor.as_deref())?;
+                        out.extend(page.clusters);
+                        match page.next {
+                            Some(next) => cursor = Some(next),
+                            None => break,
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        found.unwrap_or_else(|e| {
+            warn!(error = %e, "orchestrator scan failed; retrying at the next one");
+            Vec::new()
+        })
     }
 
     async fn load(&self, id: ClusterId) -> Vec<Cluster> {
@@ -1128,5 +1162,35 @@ async fn next_commit(
     match commits {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NodeStatus;
+    use crate::scheduler::task_updates::staging_cluster;
+
+    /// The periodic scan reads only the `ACTIVE` statuses: in every other one, `decide` has
+    /// nothing to do for a cluster that should run, whatever its nodes do.
+    #[test]
+    fn the_scan_skips_only_statuses_without_work() {
+        for status in ClusterStatus::ALL {
+            if ACTIVE.contains(&status) {
+                continue;
+            }
+            for node in [NodeStatus::Running, NodeStatus::Queued, NodeStatus::Lost] {
+                let mut c = staging_cluster(ClusterId::random(), 2);
+                c.status = status;
+                for n in &mut c.nodes {
+                    n.observed.status = node;
+                }
+                assert_eq!(
+                    decide(&c, true),
+                    Action::Idle,
+                    "{status} with nodes {node:?}"
+                );
+            }
+        }
     }
 }
