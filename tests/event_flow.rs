@@ -185,18 +185,9 @@ async fn register_product(f: &Server) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-async fn poll<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls every 20 ms (see [`common::poll`]).
+async fn poll<T>(secs: u64, what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    common::poll(secs, Duration::from_millis(20), what, f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

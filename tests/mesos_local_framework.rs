@@ -57,18 +57,8 @@ async fn local_with(work: &std::path::Path, containerizer: ContainerizerMode) ->
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, for at most `secs`.
-async fn wait_for<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn wait_for<T>(secs: u64, what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    common::poll(secs, Duration::from_millis(200), what, f).await
 }
 
 /// Replaces the reference template with its nodes alone: the orchestrator configures the

@@ -246,6 +246,26 @@ pub async fn cluster(s: &Server, id: &str) -> Value {
     get(&s.api(&format!("/clusters/{id}"))).await.json()
 }
 
+/// Calls `f` every `every` until it returns `Some`, failing with `what` after `secs`.
+pub async fn poll<T>(
+    secs: u64,
+    every: Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls the cluster until `done` holds, failing with the last record after `secs`.
 pub async fn wait_for(
     s: &Server,
