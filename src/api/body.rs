@@ -14,8 +14,74 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 
-/// A complete response.
-pub(crate) type Resp = Response<Full<Bytes>>;
+/// A response: a complete body, or a stream (server-sent events, command output).
+pub(crate) type Resp = Response<Body>;
+
+/// A response body: either all of it at once (almost every route), or chunks sent as they
+/// come from a channel. The stream ends when every sender is dropped; a sender that finds
+/// the channel closed knows the client went away. No boxing: the complete case costs what
+/// `Full` costs.
+#[derive(Debug)]
+pub enum Body {
+    Full(Full<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// A body of these bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Body::Full(Full::new(bytes.into()))
+    }
+
+    /// No body at all (204).
+    pub fn empty() -> Self {
+        Body::Full(Full::new(Bytes::new()))
+    }
+
+    /// A streamed body and the sender that feeds it. `depth` chunks may wait unsent: the
+    /// sender decides what to do when they are full (wait, or drop a slow client).
+    pub fn channel(depth: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Self) {
+        let (tx, rx) = tokio::sync::mpsc::channel(depth);
+        (tx, Body::Stream(rx))
+    }
+}
+
+impl From<Full<Bytes>> for Body {
+    fn from(full: Full<Bytes>) -> Self {
+        Body::Full(full)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Body::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            Body::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(full) => full.is_end_stream(),
+            Body::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(full) => full.size_hint(),
+            Body::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// Reads the whole body, refusing more than the limit with 413, and a body that has not
 /// arrived within the read timeout with 408 (a client trickling bytes must not hold a
@@ -132,7 +198,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 pub(super) fn raw_response(body: Vec<u8>, content_type: &'static str) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Body::full(body));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
@@ -155,7 +221,7 @@ pub(super) fn with_link_next(mut resp: Resp, url: &str) -> Resp {
 
 /// A response of JSON already encoded.
 pub(super) fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -168,7 +234,7 @@ pub(super) fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Resp {
     // invariant: our response bodies are plain serde values with string keys.
     let bytes = serde_json::to_vec_pretty(body).expect("response serialises");
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(Body::full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,8 +1,6 @@
 //! The one place where an error becomes an HTTP status and body.
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::registry::StoreError;
@@ -100,7 +98,7 @@ impl ApiError {
     }
 
     /// The response for this error: `{"error": {"code", "message", "details"?}}`.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<super::body::Body> {
         let status = self.status();
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, source = ?cause.source(), "request failed");

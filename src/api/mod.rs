@@ -25,9 +25,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -205,7 +203,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<body::Body> {
     let method = req.method().clone();
     // Only the debug line below reads the path: no copy per request otherwise.
     let path = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().path().to_owned());

@@ -4,15 +4,14 @@
 //! An uploaded template or options document is checked against its counterpart, so a
 //! product never holds a pair that a launch with defaults could not render.
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::body::{
-    Resp, json_body, json_response, object, parse_json, raw_response, read_body, with_location,
+    Body, Resp, json_body, json_response, object, parse_json, raw_response, read_body,
+    with_location,
 };
 use super::error::ApiError;
 use super::routes::BASE;
@@ -146,7 +145,7 @@ pub(super) async fn delete(state: &AppState, name: Name, version: Name) -> Resul
     .await;
     match result {
         Ok(()) => {
-            let mut resp = Response::new(Full::new(Bytes::new()));
+            let mut resp = Response::new(Body::empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             Ok(resp)
         }
