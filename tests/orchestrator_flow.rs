@@ -65,6 +65,7 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
             created_at: t(),
             updated_at: t(),
             parts: Default::default(),
+            files: None,
         })
         .unwrap();
     if let Some(s) = script {

@@ -455,6 +455,7 @@ fn product() -> Product {
         created_at: now.clone(),
         updated_at: now,
         parts: Default::default(),
+        files: None,
     }
 }
 

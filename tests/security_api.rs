@@ -671,6 +671,26 @@ async fn destroyed_clusters_are_purged_after_the_retention_with_their_events_and
 // ---------------------------------------------------------------------------------------
 // The route table
 
+/// The reference product's folder as a bundle tar.
+fn reference_bundle() -> Vec<u8> {
+    let dir = repo_root().join("examples/products/reference");
+    let manifest = std::fs::read(dir.join("product.json")).unwrap();
+    let m = paas::api::bundle::Manifest::parse(&manifest).unwrap();
+    let files: Vec<(String, Vec<u8>)> = m
+        .paths()
+        .into_iter()
+        .map(|p| {
+            let data = std::fs::read(dir.join(&p)).unwrap();
+            (p, data)
+        })
+        .collect();
+    let list: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    paas::api::bundle::tar::write(&list).unwrap()
+}
+
 /// Who may call an operation. Cluster routes answer their owner and admins; another user
 /// gets 404 (the cluster's existence is not theirs to know).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -696,6 +716,8 @@ const TABLE: &[(&str, Who)] = &[
     ("getOptions", Who::AnyUser),
     ("putOrchestrator", Who::AdminOnly),
     ("getOrchestrator", Who::AdminOnly),
+    ("putBundle", Who::AdminOnly),
+    ("getBundle", Who::AdminOnly),
     ("listClusters", Who::AnyUser),
     ("getCluster", Who::OwnerOrAdmin),
     ("updateCluster", Who::OwnerOrAdmin),
@@ -784,9 +806,14 @@ async fn every_route_answers_no_token_users_other_users_and_admins_as_the_table_
                 "putTemplate" => part("minimal.json"),
                 "putOptions" => part("options/size.json"),
                 "putOrchestrator" => part("orquestrators/minimal/fabfile.py"),
+                "putBundle" => reference_bundle(),
                 _ => Vec::new(),
             };
-            let mut headers = vec![JSON];
+            let mut headers = if r.operation_id == "putBundle" {
+                vec![("content-type", "application/x-tar")]
+            } else {
+                vec![JSON]
+            };
             headers.extend(auth);
             let resp = call(r.method.as_str(), &url, body, &headers).await;
             let got = resp.status;

@@ -12,7 +12,7 @@ use super::body::Resp;
 use super::error::ApiError;
 use super::guard::{check_anonymous_request, check_not_form};
 use super::routes::{Access, Endpoint, RouteError};
-use super::{AppState, clusters, ops, products};
+use super::{AppState, bundle, clusters, ops, products};
 
 /// Routes, authenticates and runs one request. Returns the response and the operation id
 /// (for metrics). The state comes shared because an update renders the template inside the
@@ -69,6 +69,8 @@ pub(super) async fn dispatch(
             },
             _,
         ) => products::get_part(state, name, version, part).await,
+        (Endpoint::PutBundle { name, version }, _) => bundle::push(state, name, version, req).await,
+        (Endpoint::GetBundle { name, version }, _) => bundle::pull(state, name, version).await,
         (Endpoint::Launch { name, version }, Some(who)) => {
             clusters::launch(state, &who, name, version, req).await
         }

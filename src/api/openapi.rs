@@ -25,6 +25,9 @@ pub fn document() -> Value {
                 "raw" => {
                     json!({"required": true, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}})
                 }
+                "tar" => {
+                    json!({"required": true, "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}})
+                }
                 name => {
                     json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})
                 }
@@ -78,6 +81,9 @@ fn responses((status, schema): (u16, Option<&str>)) -> Value {
         None => json!({"description": "success"}),
         Some("text") => {
             json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        Some("tar") => {
+            json!({"description": "success", "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}})
         }
         Some(name) => {
             json!({"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})

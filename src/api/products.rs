@@ -20,19 +20,22 @@ use crate::domain::launch_request::{self, RenderError};
 use crate::domain::options::OptionsDoc;
 use crate::domain::{Name, Part, Product, Timestamp};
 
-fn product_url(p: &Product) -> String {
+/// Longest product description, in bytes.
+pub(super) const MAX_DESCRIPTION: usize = 4096;
+
+pub(super) fn product_url(p: &Product) -> String {
     format!("{BASE}/products/{}/{}", p.name, p.version)
 }
 
 /// The served form of a product: the record plus its URL.
 #[derive(Debug, Serialize)]
-struct ProductView<'a> {
+pub(super) struct ProductView<'a> {
     #[serde(flatten)]
     product: &'a Product,
     url: String,
 }
 
-fn product_view(p: &Product) -> ProductView<'_> {
+pub(super) fn product_view(p: &Product) -> ProductView<'_> {
     ProductView {
         product: p,
         url: product_url(p),
@@ -101,10 +104,10 @@ pub(super) async fn create(state: &AppState, req: Request<Incoming>) -> Result<R
     };
     let name = Name::parse(&p.name).map_err(|e| bad_name("name", e))?;
     let version = Name::parse(&p.version).map_err(|e| bad_name("version", e))?;
-    if p.description.len() > 4096 {
+    if p.description.len() > MAX_DESCRIPTION {
         return Err(ApiError::bad_request(
             "invalid_product",
-            "description is longer than 4096 bytes",
+            format!("description is longer than {MAX_DESCRIPTION} bytes"),
         ));
     }
     let now = Timestamp::now();
@@ -116,6 +119,7 @@ pub(super) async fn create(state: &AppState, req: Request<Incoming>) -> Result<R
         created_at: now.clone(),
         updated_at: now,
         parts: Default::default(),
+        files: None,
     };
     let stored = product.clone();
     blocking(state, move |s| s.create_product(&stored)).await?;
@@ -224,7 +228,7 @@ pub(super) async fn put_part(
 
 /// Checks that `template` renders with the defaults of `doc` into a valid spec, as a launch
 /// would; the error is the client's message.
-fn check_template(
+pub(super) fn check_template(
     state: &AppState,
     p: &Product,
     template: &str,
@@ -319,6 +323,7 @@ mod tests {
             created_at: now.clone(),
             updated_at: now,
             parts: Default::default(),
+            files: None,
         };
         p.parts.set(Part::Template);
         let mut want = serde_json::to_value(&p).unwrap();

@@ -151,6 +151,7 @@ mod tests {
             created_at: at(0),
             updated_at: at(0),
             parts: Default::default(),
+            files: None,
         }
     }
 

@@ -39,6 +39,15 @@ pub enum Endpoint {
         version: Name,
         part: Part,
     },
+    /// `PUT`: the whole product folder as one tar (manifest, template, options, script).
+    PutBundle {
+        name: Name,
+        version: Name,
+    },
+    GetBundle {
+        name: Name,
+        version: Name,
+    },
     ListClusters,
     GetCluster {
         id: ClusterId,
@@ -151,6 +160,14 @@ impl Endpoint {
                     Method::DELETE => (&[], Some(Endpoint::DeleteProduct { name, version })),
                     Method::POST => (&[], Some(Endpoint::Launch { name, version })),
                     _ => (&[Method::GET, Method::POST, Method::DELETE], None),
+                }
+            }
+            (["products", n, v, "bundle"], m) => {
+                let (name, version) = (name(n)?, name(v)?);
+                match *m {
+                    Method::GET => (&[], Some(Endpoint::GetBundle { name, version })),
+                    Method::PUT => (&[], Some(Endpoint::PutBundle { name, version })),
+                    _ => (&[Method::GET, Method::PUT], None),
                 }
             }
             (["products", n, v, p], m) => {
@@ -267,9 +284,12 @@ impl Endpoint {
                 Part::Template | Part::Options => Access::User,
                 Part::Orchestrator => Access::Admin,
             },
-            Endpoint::CreateProduct | Endpoint::DeleteProduct { .. } | Endpoint::PutPart { .. } => {
-                Access::Admin
-            }
+            // A bundle holds the orchestration script: admins only, both ways.
+            Endpoint::CreateProduct
+            | Endpoint::DeleteProduct { .. }
+            | Endpoint::PutPart { .. }
+            | Endpoint::PutBundle { .. }
+            | Endpoint::GetBundle { .. } => Access::Admin,
         }
     }
 
@@ -292,6 +312,8 @@ impl Endpoint {
                 Part::Options => "getOptions",
                 Part::Orchestrator => "getOrchestrator",
             },
+            Endpoint::PutBundle { .. } => "putBundle",
+            Endpoint::GetBundle { .. } => "getBundle",
             Endpoint::ListClusters => "listClusters",
             Endpoint::GetCluster { .. } => "getCluster",
             Endpoint::UpdateCluster { .. } => "updateCluster",
@@ -356,6 +378,8 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("text"), Admin),
         route!(PUT "/products/{name}/{version}/orchestrator" "putOrchestrator" "Alias of /orquestrator", Some("raw"), 200 Some("Product"), Admin),
         route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), Admin),
+        route!(PUT "/products/{name}/{version}/bundle" "putBundle" "Register or replace a product version with its whole folder (a tar of product.json, template, options and script), atomically: 201 when new, 200 when replaced; 400 invalid_bundle names every bad file", Some("tar"), 200 Some("Product"), Admin),
+        route!(GET "/products/{name}/{version}/bundle" "getBundle" "Download the product version as a folder in a tar (409 until every part is set)", None, 200 Some("tar"), Admin),
         route!(GET "/clusters" "listClusters" "List clusters a page at a time (own clusters; admins see all)", None, 200 Some("ClusterList"), User),
         route!(GET "/clusters/{id}" "getCluster" "Get the full cluster record", None, 200 Some("Cluster"), User),
         route!(PATCH "/clusters/{id}" "updateCluster" "Change a ready cluster's options (scale, update): 202 with the new generation, 200 when nothing changes, 409 unless ready (not queued)", Some("ClusterUpdate"), 202 Some("UpdateAccepted"), User),
@@ -684,6 +708,20 @@ mod tests {
                     version: n("1"),
                 },
                 Access::User,
+            ),
+            (
+                Endpoint::PutBundle {
+                    name: n("a"),
+                    version: n("1"),
+                },
+                Access::Admin,
+            ),
+            (
+                Endpoint::GetBundle {
+                    name: n("a"),
+                    version: n("1"),
+                },
+                Access::Admin,
             ),
             (Endpoint::ListClusters, Access::User),
             (Endpoint::GetCluster { id }, Access::User),

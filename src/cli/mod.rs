@@ -1,6 +1,7 @@
 //! The command-line client: `paas products …` and `paas clusters …`, a thin layer over the
 //! REST API (it never touches the store or Mesos, so it works against any `paas serve`).
 
+mod bundle;
 mod table;
 
 use std::io::{IsTerminal, Write};
@@ -88,6 +89,15 @@ pub enum ProductsCmd {
         name: String,
         version: String,
         part: String,
+    },
+    /// Register or update a product from its folder in one step (admin): `product.json`
+    /// and the template, options and script it names; nothing changes if any file is bad.
+    Push { dir: std::path::PathBuf },
+    /// Download a product version as a folder (admin), into DIR (default NAME-VERSION).
+    Pull {
+        name: String,
+        version: String,
+        dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -213,16 +223,29 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(u16, Bytes), CliError> {
+        self.send(method, path, body.map(|b| (b, "application/json")))
+            .await
+    }
+
+    /// [`Client::call`] with a body of any media type.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<(u16, Bytes), CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = http::Request::builder().method(method).uri(&url);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
+        let mut bytes = Bytes::new();
+        if let Some((b, ct)) = body {
+            req = req.header("content-type", ct);
+            bytes = b;
         }
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req
-            .body(Full::new(body.unwrap_or_default()))
+            .body(Full::new(bytes))
             .map_err(|e| CliError::Decode(e.to_string()))?;
         let resp = self
             .http
@@ -358,6 +381,8 @@ pub async fn products(c: &Client, cmd: ProductsCmd) -> Result<(), CliError> {
                 .await?;
             println!("deleted {name}/{version}");
         }
+        ProductsCmd::Push { dir } => bundle::push(c, &dir).await?,
+        ProductsCmd::Pull { name, version, dir } => bundle::pull(c, &name, &version, dir).await?,
         ProductsCmd::PutTemplate {
             name,
             version,

@@ -409,6 +409,7 @@ mod tests {
             created_at: now.clone(),
             updated_at: now,
             parts: Default::default(),
+            files: None,
         }
     }
 

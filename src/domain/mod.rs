@@ -21,7 +21,7 @@ pub use cluster::{
 };
 pub use ids::{AgentId, ClusterId, Name, NameError, TaskId};
 pub use lifecycle::{ClusterStatus, NodeStatus};
-pub use product::{Part, Product};
+pub use product::{BundleFiles, Part, Product};
 
 use serde::{Deserialize, Serialize};
 

@@ -70,4 +70,39 @@ pub struct Product {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub parts: Parts,
+    /// Where a bundle keeps each part (`product.json` names them), as the last bundle push
+    /// gave them; `None` for a product registered part by part, whose bundle uses
+    /// [`BundleFiles::default`]. Kept so that a pulled bundle has the folder's own names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BundleFiles>,
+}
+
+/// The paths of a bundle's three parts inside the bundle folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleFiles {
+    pub template: String,
+    pub options: String,
+    pub orchestrator: String,
+}
+
+impl Default for BundleFiles {
+    /// The names the Slurm and Spark examples use; `product.json` may name others.
+    fn default() -> Self {
+        Self {
+            template: "template.json".into(),
+            options: "options.json".into(),
+            orchestrator: "orchestrate.py".into(),
+        }
+    }
+}
+
+impl BundleFiles {
+    /// The path of `part`.
+    pub fn of(&self, part: Part) -> &str {
+        match part {
+            Part::Template => &self.template,
+            Part::Options => &self.options,
+            Part::Orchestrator => &self.orchestrator,
+        }
+    }
 }

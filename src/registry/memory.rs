@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 use super::{
-    COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError, Update,
+    COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError, Update, bundled,
     check_cursor, check_node_names, cursor_of,
 };
 use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
@@ -98,6 +98,24 @@ impl Store for MemoryStore {
             data.to_vec(),
         );
         Ok(p)
+    }
+
+    fn put_bundle(
+        &self,
+        p: &Product,
+        parts: &[(Part, &[u8])],
+    ) -> Result<(Product, bool), StoreError> {
+        let mut g = self.lock();
+        let key = (p.name.clone(), p.version.clone());
+        let old = g.products.get(&key);
+        let stored = bundled(p, old, parts);
+        let new = old.is_none();
+        for (part, data) in parts {
+            g.parts
+                .insert((key.0.clone(), key.1.clone(), part.as_str()), data.to_vec());
+        }
+        g.products.insert(key, stored.clone());
+        Ok((stored, new))
     }
 
     fn part(&self, name: &Name, version: &Name, part: Part) -> Result<Option<Vec<u8>>, StoreError> {

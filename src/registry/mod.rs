@@ -266,6 +266,18 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Storage errors.
     fn part(&self, name: &Name, version: &Name, part: Part) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Registers product `p` with every one of its parts (a bundle), or replaces an existing
+    /// version's record and parts, in one atomic commit: a reader sees the old product or the
+    /// new one, never a mix. An existing version keeps its `created_at`; every part in
+    /// `parts` is marked set. Returns the stored product and whether it is new.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn put_bundle(
+        &self,
+        p: &Product,
+        parts: &[(Part, &[u8])],
+    ) -> Result<(Product, bool), StoreError>;
     /// Deletes a product and its parts, atomically. `guard` first sees every cluster of that
     /// product and version and may refuse (e.g. live clusters still use it); the check and
     /// the delete are one critical section with every create, so a concurrent launch cannot
@@ -421,6 +433,20 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         key: String::from_utf8_lossy(key).replace('\0', "/"),
         source,
     })
+}
+
+/// The record [`Store::put_bundle`] stores: `p` with `parts` set, keeping the creation time
+/// and the set parts of the version it replaces (if any). One rule for every engine.
+pub(crate) fn bundled(p: &Product, old: Option<&Product>, parts: &[(Part, &[u8])]) -> Product {
+    let mut stored = p.clone();
+    if let Some(old) = old {
+        stored.created_at = old.created_at.clone();
+        stored.parts = old.parts;
+    }
+    for (part, _) in parts {
+        stored.parts.set(*part);
+    }
+    stored
 }
 
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {

@@ -45,7 +45,8 @@ use super::layout::{
 };
 use super::{
     BatchUpdate, COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError,
-    Update, check_cursor, check_node_names, cursor_of, decode, encode, part_key, product_key,
+    Update, bundled, check_cursor, check_node_names, cursor_of, decode, encode, part_key,
+    product_key,
 };
 use crate::domain::{
     Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp,
@@ -566,6 +567,31 @@ impl Store for SledStore {
                 parts.insert(part_key(name, version, part), data)?;
                 products.insert(pkey.as_slice(), encode(&p))?;
                 Ok(p)
+            })
+            .map_err(tx_error)?;
+        self.durable()?;
+        Ok(out)
+    }
+
+    fn put_bundle(
+        &self,
+        p: &Product,
+        parts: &[(Part, &[u8])],
+    ) -> Result<(Product, bool), StoreError> {
+        let pkey = product_key(&p.name, &p.version);
+        let out = (&self.products, &self.parts)
+            .transaction(|(products, tparts)| {
+                let old: Option<Product> = products
+                    .get(&pkey)?
+                    .map(|b| decode(&pkey, &b))
+                    .transpose()
+                    .map_err(ConflictableTransactionError::Abort)?;
+                let stored = bundled(p, old.as_ref(), parts);
+                for (part, data) in parts {
+                    tparts.insert(part_key(&p.name, &p.version, *part), *data)?;
+                }
+                products.insert(pkey.as_slice(), encode(&stored))?;
+                Ok((stored, old.is_none()))
             })
             .map_err(tx_error)?;
         self.durable()?;

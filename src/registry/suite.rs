@@ -23,6 +23,7 @@ fn product(n: &str, v: &str) -> Product {
         created_at: Timestamp("2026-01-01T00:00:00.000Z".into()),
         updated_at: Timestamp("2026-01-01T00:00:00.000Z".into()),
         parts: Default::default(),
+        files: None,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn seed(store: &dyn Store) -> ClusterId {
 pub fn run(store: &dyn Store) {
     products(store);
     parts(store);
+    bundles(store);
     clusters(store);
     delete_guard(store);
     logs_and_meta(store);
@@ -166,6 +168,44 @@ fn parts(store: &dyn Store) {
         Err(StoreError::NotFound(_))
     ));
     assert!(store.product(&name("zz"), &name("1")).unwrap().is_none());
+}
+
+/// A bundle creates a version with every part, and replacing it keeps its creation time.
+fn bundles(store: &dyn Store) {
+    let mut p = product("bundled", "1");
+    p.files = Some(crate::domain::BundleFiles::default());
+    let parts: [(Part, &[u8]); 3] = [
+        (Part::Template, b"t1"),
+        (Part::Options, b"{}"),
+        (Part::Orchestrator, b"s1"),
+    ];
+    let (stored, new) = store.put_bundle(&p, &parts).unwrap();
+    assert!(new);
+    assert!(stored.parts.template && stored.parts.options && stored.parts.orchestrator);
+    assert_eq!(store.product(&p.name, &p.version).unwrap().unwrap(), stored);
+    let mut again = p.clone();
+    again.description = "second".into();
+    again.created_at = Timestamp("2027-01-01T00:00:00.000Z".into());
+    again.updated_at = again.created_at.clone();
+    let (stored, new) = store
+        .put_bundle(&again, &[(Part::Template, b"t2")])
+        .unwrap();
+    assert!(!new);
+    assert_eq!(stored.created_at, p.created_at, "creation time is kept");
+    assert_eq!(stored.description, "second");
+    assert!(stored.parts.orchestrator, "parts it did not carry stay set");
+    let read = |part| store.part(&p.name, &p.version, part).unwrap().unwrap();
+    assert_eq!(read(Part::Template), b"t2");
+    assert_eq!(read(Part::Orchestrator), b"s1");
+    store
+        .delete_product(&p.name, &p.version, &|_| Ok(()))
+        .unwrap();
+    assert!(
+        store
+            .part(&p.name, &p.version, Part::Template)
+            .unwrap()
+            .is_none()
+    );
 }
 
 fn clusters(store: &dyn Store) {

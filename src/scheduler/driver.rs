@@ -1354,6 +1354,7 @@ mod tests {
                 created_at: ts(),
                 updated_at: ts(),
                 parts: Default::default(),
+                files: None,
             })
             .unwrap();
         let (c1, c2) = (staging(2), staging(1));

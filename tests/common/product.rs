@@ -230,31 +230,27 @@ impl Product {
         Some(image)
     }
 
-    /// Registers the product through REST exactly as the README's curl lines do.
+    /// Registers the product from its folder as the README does: `paas products push DIR`
+    /// (one bundle: `product.json`, template, options and script).
     pub async fn register(&self, s: &Server) {
-        let r = call(
-            "POST",
-            &s.api("/products"),
-            json!({"name": self.name, "version": self.version, "description": self.description})
-                .to_string(),
-            &[JSON],
-        )
-        .await;
-        assert_eq!(r.status, 201, "{}", r.text());
-        for (part, file) in [
-            ("template", "template.json"),
-            ("options", "options.json"),
-            ("orquestrator", "orchestrate.py"),
-        ] {
-            let r = call(
-                "PUT",
-                &s.api(&format!("/products/{}/{}/{part}", self.name, self.version)),
-                self.read(file),
-                &[JSON],
-            )
-            .await;
-            assert_eq!(r.status, 200, "{part}: {}", r.text());
-        }
+        let out = Command::new(env!("CARGO_BIN_EXE_paas"))
+            .args(["products", "push"])
+            .arg(self.dir())
+            .env("PAAS_URL", &s.url)
+            .env_remove("PAAS_TOKEN")
+            .output()
+            .expect("run paas products push");
+        assert!(
+            out.status.success(),
+            "paas products push: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = get(&s.api(&format!("/products/{}/{}", self.name, self.version))).await;
+        assert_eq!(r.json()["description"], self.description, "product.json");
+        assert_eq!(
+            r.json()["parts"],
+            json!({"template": true, "options": true, "orchestrator": true})
+        );
     }
 
     pub async fn launch(&self, s: &Server, opts: Value) -> String {
