@@ -339,9 +339,12 @@ pub struct Route {
     pub path: &'static str,
     pub operation_id: &'static str,
     pub summary: &'static str,
-    /// Name of the request body schema in `components.schemas`, if any; `raw` = any bytes.
+    /// Name of the request body schema in `components.schemas`, if any; `raw` = any bytes;
+    /// `tar` = a bundle.
     pub request: Option<&'static str>,
-    /// Success status and the response schema name (`None` = no body; `text` = plain text).
+    /// Success status and the response schema name (`None` = no body; `text` = plain text;
+    /// `part` = an uploaded part, text or bytes; `tar` = a bundle; `stream` = server-sent
+    /// events).
     pub response: (u16, Option<&'static str>),
     /// Who may call; always equal to [`Endpoint::access`] of the parsed route (tested).
     pub access: Access,
@@ -371,13 +374,13 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(DELETE "/products/{name}/{version}" "deleteProduct" "Delete a product version (409 while live clusters use it)", None, 204 None, Admin),
         route!(POST "/products/{name}/{version}" "launchCluster" "Launch a cluster with these options", Some("LaunchOptions"), 202 Some("LaunchAccepted"), User),
         route!(PUT "/products/{name}/{version}/template" "putTemplate" "Upload the handlebars cluster template", Some("raw"), 200 Some("Product"), Admin),
-        route!(GET "/products/{name}/{version}/template" "getTemplate" "Download the cluster template", None, 200 Some("text"), User),
+        route!(GET "/products/{name}/{version}/template" "getTemplate" "Download the cluster template", None, 200 Some("part"), User),
         route!(PUT "/products/{name}/{version}/options" "putOptions" "Upload the options document", Some("OptionsDoc"), 200 Some("Product"), Admin),
         route!(GET "/products/{name}/{version}/options" "getOptions" "Download the options document", None, 200 Some("OptionsDoc"), User),
         route!(PUT "/products/{name}/{version}/orquestrator" "putOrchestrator" "Upload the orchestration script (raw bytes; alias /orchestrator)", Some("raw"), 200 Some("Product"), Admin),
-        route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("text"), Admin),
+        route!(GET "/products/{name}/{version}/orquestrator" "getOrchestrator" "Download the orchestration script (alias /orchestrator)", None, 200 Some("part"), Admin),
         route!(PUT "/products/{name}/{version}/orchestrator" "putOrchestrator" "Alias of /orquestrator", Some("raw"), 200 Some("Product"), Admin),
-        route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("text"), Admin),
+        route!(GET "/products/{name}/{version}/orchestrator" "getOrchestrator" "Alias of /orquestrator", None, 200 Some("part"), Admin),
         route!(PUT "/products/{name}/{version}/bundle" "putBundle" "Register or replace a product version with its whole folder (a tar of product.json, template, options and script), atomically: 201 when new, 200 when replaced; 400 invalid_bundle names every bad file", Some("tar"), 200 Some("Product"), Admin),
         route!(GET "/products/{name}/{version}/bundle" "getBundle" "Download the product version as a folder in a tar (409 until every part is set)", None, 200 Some("tar"), Admin),
         route!(GET "/clusters" "listClusters" "List clusters a page at a time (own clusters; admins see all)", None, 200 Some("ClusterList"), User),
@@ -393,7 +396,7 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/health" "health" "Liveness: up or down (readiness details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503 (details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
-        route!(GET "/openapi.json" "openapi" "This document", None, 200 None, Public),
+        route!(GET "/openapi.json" "openapi" "This document", None, 200 Some("OpenApi"), Public),
     ]
 });
 

@@ -205,6 +205,25 @@ impl NodeStatus {
         )
     }
 
+    /// Every node status, in declaration order (the OpenAPI enum).
+    pub const ALL: [NodeStatus; 15] = [
+        NodeStatus::Queued,
+        NodeStatus::Staging,
+        NodeStatus::Starting,
+        NodeStatus::Running,
+        NodeStatus::Killing,
+        NodeStatus::Finished,
+        NodeStatus::Failed,
+        NodeStatus::Killed,
+        NodeStatus::Lost,
+        NodeStatus::Error,
+        NodeStatus::Dropped,
+        NodeStatus::Unreachable,
+        NodeStatus::Gone,
+        NodeStatus::GoneByOperator,
+        NodeStatus::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use NodeStatus as N;
         match self {
