@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bundle;
 pub mod cli;
 pub mod domain;
 pub mod executor;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{Resp, Server, call, repo_root};
-use paas::api::bundle::tar;
+use paas::bundle::tar;
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("authorization", "Bearer admin-token-0123456789");

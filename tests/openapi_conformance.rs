@@ -139,7 +139,7 @@ async fn setup(s: &Server, http: &Http) -> Known {
     let dir = repo_root().join("examples/products/reference");
     let read = |p: &str| std::fs::read(dir.join(p)).unwrap();
     let bundle = {
-        let m = paas::api::bundle::Manifest::parse(&read("product.json")).unwrap();
+        let m = paas::bundle::Manifest::parse(&read("product.json")).unwrap();
         let files: Vec<(String, Vec<u8>)> = m
             .paths()
             .into_iter()
@@ -149,7 +149,7 @@ async fn setup(s: &Server, http: &Http) -> Known {
             .iter()
             .map(|(p, d)| (p.as_str(), d.as_slice()))
             .collect();
-        paas::api::bundle::tar::write(&list).unwrap()
+        paas::bundle::tar::write(&list).unwrap()
     };
     let mut push = get("/bigdata/api/v1/products/reference/1.0.0/bundle");
     push.method = "PUT".into();
@@ -582,11 +582,7 @@ fn path_param(
 
 /// A body (and its Content-Type) for the operation's request body, if it has one: values
 /// from the schema, its example, a known good body, or junk.
-fn body(
-    doc: &Value,
-    op: &Value,
-    fixture: Option<Vec<u8>>,
-) -> Result<BoxedStrategy<Body>, String> {
+fn body(doc: &Value, op: &Value, fixture: Option<Vec<u8>>) -> Result<BoxedStrategy<Body>, String> {
     let Some(content) = op["requestBody"]["content"].as_object() else {
         return Ok(Just((Vec::new(), None)).boxed());
     };

@@ -675,7 +675,7 @@ async fn destroyed_clusters_are_purged_after_the_retention_with_their_events_and
 fn reference_bundle() -> Vec<u8> {
     let dir = repo_root().join("examples/products/reference");
     let manifest = std::fs::read(dir.join("product.json")).unwrap();
-    let m = paas::api::bundle::Manifest::parse(&manifest).unwrap();
+    let m = paas::bundle::Manifest::parse(&manifest).unwrap();
     let files: Vec<(String, Vec<u8>)> = m
         .paths()
         .into_iter()
@@ -688,7 +688,7 @@ fn reference_bundle() -> Vec<u8> {
         .iter()
         .map(|(p, d)| (p.as_str(), d.as_slice()))
         .collect();
-    paas::api::bundle::tar::write(&list).unwrap()
+    paas::bundle::tar::write(&list).unwrap()
 }
 
 /// Who may call an operation. Cluster routes answer their owner and admins; another user

@@ -6,15 +6,13 @@
 //! A push is all or nothing: every file is checked first (the manifest parses and names
 //! this product, the template compiles and renders with the options' defaults, the options
 //! document is valid, the script is there), every problem is reported at once, one per file,
-//! and only a bundle without any is stored, in one store commit.
-
-pub mod tar;
+//! and only a bundle without any is stored, in one store commit. The format itself (the
+//! manifest, the tar) is [`crate::bundle`], shared with the CLI.
 
 use std::collections::BTreeMap;
 
 use http::{HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -22,59 +20,9 @@ use super::blocking;
 use super::body::{Resp, json_response, media_type, raw_response, read_body, with_location};
 use super::error::ApiError;
 use super::products::{MAX_DESCRIPTION, check_template, get_product, product_url, product_view};
+use crate::bundle::{MANIFEST, Manifest, TAR, tar};
 use crate::domain::options::OptionsDoc;
-use crate::domain::{BundleFiles, Name, Part, Product, Timestamp};
-
-/// The manifest's path in every bundle.
-pub const MANIFEST: &str = "product.json";
-
-/// The media type of a bundle, both ways.
-pub const TAR: &str = "application/x-tar";
-
-/// `product.json`: the product version and where its three parts are in the folder. The
-/// paths default to [`BundleFiles::default`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    pub name: String,
-    pub version: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logo_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub orchestrator: Option<String>,
-}
-
-impl Manifest {
-    /// Parses `product.json`.
-    ///
-    /// # Errors
-    /// The reason, for the person who wrote the file: bad JSON, an unknown or mistyped key.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
-    }
-
-    /// Where the three parts are.
-    pub fn files(&self) -> BundleFiles {
-        let d = BundleFiles::default();
-        BundleFiles {
-            template: self.template.clone().unwrap_or(d.template),
-            options: self.options.clone().unwrap_or(d.options),
-            orchestrator: self.orchestrator.clone().unwrap_or(d.orchestrator),
-        }
-    }
-
-    /// Every file the bundle holds, the manifest first.
-    pub fn paths(&self) -> Vec<String> {
-        let f = self.files();
-        vec![MANIFEST.into(), f.template, f.options, f.orchestrator]
-    }
-}
+use crate::domain::{Name, Part, Product, Timestamp};
 
 /// A bundle that passed every check: the product record to store and its parts.
 #[derive(Debug)]

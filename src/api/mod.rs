@@ -8,7 +8,7 @@
 
 pub mod auth;
 mod body;
-pub mod bundle;
+mod bundle;
 mod clusters;
 mod dispatch;
 pub mod error;

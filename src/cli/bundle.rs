@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{CliError, Client, pretty};
-use crate::api::bundle::{MANIFEST, Manifest, TAR, tar};
+use crate::bundle::{MANIFEST, Manifest, TAR, tar};
 
 /// Packs `dir` (its `product.json` and the files it names) and pushes it.
 ///
