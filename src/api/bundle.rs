@@ -50,13 +50,18 @@ fn check(
         problems.insert(MANIFEST.into(), "missing: every bundle has one".into());
         return Err(problems);
     };
-    let manifest = match Manifest::parse(&manifest).and_then(|m| check_manifest(m, name, version)) {
+    // Without readable paths the other files cannot be found: stop there. Anything else
+    // wrong with the manifest is reported with the other files' problems.
+    let manifest = match Manifest::parse(&manifest).and_then(check_layout) {
         Ok(m) => m,
         Err(why) => {
             problems.insert(MANIFEST.into(), why);
             return Err(problems);
         }
     };
+    if let Err(why) = check_identity(&manifest, name, version) {
+        problems.insert(MANIFEST.into(), why);
+    }
     let layout = manifest.files();
     let product = Product {
         name: name.clone(),
@@ -112,8 +117,8 @@ fn check(
     }
 }
 
-/// The manifest's own rules: this product, valid names, distinct part paths.
-fn check_manifest(m: Manifest, name: &Name, version: &Name) -> Result<Manifest, String> {
+/// The manifest names this product, with a description of an allowed length.
+fn check_identity(m: &Manifest, name: &Name, version: &Name) -> Result<(), String> {
     if m.name != name.as_str() || m.version != version.as_str() {
         return Err(format!(
             "names {}/{} but the bundle is pushed to {name}/{version}",
@@ -125,10 +130,15 @@ fn check_manifest(m: Manifest, name: &Name, version: &Name) -> Result<Manifest, 
             "description is longer than {MAX_DESCRIPTION} bytes"
         ));
     }
+    Ok(())
+}
+
+/// The manifest's paths are relative, inside the folder, written plainly, and distinct.
+fn check_layout(m: Manifest) -> Result<Manifest, String> {
     let paths = m.paths();
     for (i, path) in paths.iter().enumerate().skip(1) {
         if paths[..i].contains(path) {
-            return Err(format!("{path:?} is named for two parts"));
+            return Err(format!("{path:?} is named for two files"));
         }
         if tar::check_path(path).map_err(|e| e.to_string())? != *path {
             return Err(format!(
@@ -345,7 +355,10 @@ mod tests {
     #[test]
     fn the_manifest_is_checked_first() {
         let only = |m: &str| run(&[("product.json", m)]).unwrap_err();
-        assert!(only(r#"{"name": "q", "version": "1"}"#)["product.json"].contains("pushed to p/1"));
+        // A manifest for another product is reported with the other files' problems.
+        let other = only(r#"{"name": "q", "version": "1"}"#);
+        assert!(other["product.json"].contains("pushed to p/1"));
+        assert!(other["template.json"].starts_with("missing"));
         assert!(
             only(r#"{"name": "p", "version": "1", "colour": 1}"#)["product.json"]
                 .contains("colour")

@@ -256,6 +256,34 @@ impl std::fmt::Display for NodeStatus {
 mod tests {
     use super::ClusterEvent as E;
     use super::ClusterStatus as S;
+    use super::NodeStatus;
+
+    /// `NodeStatus::ALL` holds every status once: a new variant does not compile here until
+    /// it has a place (and so reaches the OpenAPI enum).
+    #[test]
+    fn every_node_status_is_in_all() {
+        use NodeStatus as N;
+        let place = |s: NodeStatus| match s {
+            N::Queued => 0,
+            N::Staging => 1,
+            N::Starting => 2,
+            N::Running => 3,
+            N::Killing => 4,
+            N::Finished => 5,
+            N::Failed => 6,
+            N::Killed => 7,
+            N::Lost => 8,
+            N::Error => 9,
+            N::Dropped => 10,
+            N::Unreachable => 11,
+            N::Gone => 12,
+            N::GoneByOperator => 13,
+            N::Unknown => 14,
+        };
+        for (i, s) in NodeStatus::ALL.into_iter().enumerate() {
+            assert_eq!(place(s), i, "{s:?}");
+        }
+    }
 
     #[test]
     fn lifecycle_table() {
