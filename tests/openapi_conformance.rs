@@ -738,3 +738,49 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The validator refuses what a schema does not allow, so a passing run means something.
+#[test]
+fn the_validator_refuses_what_a_schema_does_not_allow() {
+    let doc = json!({"components": {"schemas": {"Name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 3}}}});
+    let schema = json!({
+        "type": "object", "required": ["name", "status"], "additionalProperties": false,
+        "properties": {
+            "name": {"$ref": "#/components/schemas/Name"},
+            "status": {"type": "string", "enum": ["up", "down"]},
+            "host": {"type": "string", "nullable": true},
+            "cmd": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "n": {"type": "integer", "minimum": 1}
+        }
+    });
+    let ok = |v: Value| validate(&doc, &schema, &v, "$");
+    assert_eq!(
+        ok(json!({"name": "abc", "status": "up", "host": null, "cmd": ["a"], "n": 1})),
+        Ok(())
+    );
+    for bad in [
+        json!({"name": "abc"}),
+        json!({"name": "abc", "status": "sideways"}),
+        json!({"name": "ABC", "status": "up"}),
+        json!({"name": "abcd", "status": "up"}),
+        json!({"name": "abc", "status": "up", "extra": 1}),
+        json!({"name": "abc", "status": "up", "cmd": 3}),
+        json!({"name": "abc", "status": "up", "n": 0}),
+        json!({"name": "abc", "status": "up", "n": 1.5}),
+        json!({"name": null, "status": "up"}),
+    ] {
+        assert!(ok(bad.clone()).is_err(), "{bad} passed");
+    }
+    let unknown = json!({"type": "string", "allOf": []});
+    assert!(
+        validate(&doc, &unknown, &json!("x"), "$")
+            .unwrap_err()
+            .contains("allOf")
+    );
+    let dangling = json!({"$ref": "#/components/schemas/Missing"});
+    assert!(
+        validate(&doc, &dangling, &json!(1), "$")
+            .unwrap_err()
+            .contains("missing")
+    );
+}
