@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::launch_query::MAX_PLACEMENT_TIMEOUT_S;
 use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::routes::{Access, BASE, ROUTES};
 
@@ -36,6 +37,12 @@ pub fn document() -> Value {
             params.push(json!({"name": "cursor", "in": "query", "required": false, "description": "where the page starts: the `next` of the previous page (400 invalid_filter for anything else)", "schema": {"type": "string"}}));
             op["parameters"] = Value::Array(params);
             op["responses"]["200"]["headers"] = json!({"Link": {"description": "`<url>; rel=\"next\"`: the next page, only when there is one", "schema": {"type": "string"}}});
+        }
+        if r.operation_id == "launchCluster"
+            && let Some(params) = op["parameters"].as_array_mut()
+        {
+            params.push(json!({"name": "dry_run", "in": "query", "required": false, "description": "true: render, validate and evaluate placement on the agents last seen; answer 200 with each node's fit and the smallest changes that would fit; create nothing", "schema": {"type": "boolean", "default": false}}));
+            params.push(json!({"name": "placement_timeout_s", "in": "query", "required": false, "description": format!("seconds the cluster may wait to be placed before it fails (default: serve --placement-timeout); 1 to {MAX_PLACEMENT_TIMEOUT_S} (400 invalid_query otherwise)"), "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PLACEMENT_TIMEOUT_S}}));
         }
         let entry = paths
             .entry(format!("{BASE}{}", r.path))
