@@ -155,6 +155,12 @@ async fn a_dry_run_places_each_node_or_names_the_smallest_change_and_stores_noth
         vec![("size".into(), json!(2)), ("cpu".into(), json!(0.45))]
     );
 
+    // A whole cpu per node (written as an integer; the option is a number) fits nowhere,
+    // at any size: only fewer cpus would, searched in thousandths.
+    let v = dry_run(&s, json!({"size": 3, "cpu": 1})).await.json();
+    assert_eq!(v["fits"], false);
+    assert_eq!(changes(&v), vec![("cpu".into(), json!(0.45))]);
+
     // 40 nodes of 0.5 cpus: fewer nodes fit (one of 0.55 cpus per agent), but no smaller
     // cpu or mem alone would (20 nodes per agent).
     let v = dry_run(&s, json!({"size": 40, "cpu": 0.5})).await.json();

@@ -170,7 +170,7 @@ impl Probe<'_, '_> {
     }
 
     fn change(&self, base: &Cluster, key: &str, value: &Value) -> Option<Change> {
-        let number = Number::of(value)?;
+        let number = Number::of(self.request.options.example(key)?, value)?;
         let effect = effect(base, &self.with(key, number.half()?)?)?;
         let (lo, hi) = number.search_range()?;
         let found = largest_fitting(lo, hi, |v| {
@@ -196,10 +196,16 @@ enum Number {
 }
 
 impl Number {
-    fn of(v: &Value) -> Option<Self> {
-        match v {
-            Value::Number(n) if n.is_i64() => n.as_i64().map(Self::Integer),
-            Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(Self::Real),
+    /// `v`, searched as the option's type (fixed by its `example` in the options document):
+    /// `cpu: 2` is searched in thousandths when the document's `cpu` is `0.1`.
+    fn of(example: &Value, v: &Value) -> Option<Self> {
+        match (example, v) {
+            (Value::Number(e), Value::Number(n)) if e.is_i64() || e.is_u64() => {
+                n.as_i64().map(Self::Integer)
+            }
+            (Value::Number(_), Value::Number(n)) => {
+                n.as_f64().filter(|f| f.is_finite()).map(Self::Real)
+            }
             _ => None,
         }
     }
@@ -334,19 +340,28 @@ mod tests {
 
     #[test]
     fn numbers_probe_at_half_and_search_below_the_value() {
-        let n = Number::of(&Value::from(5)).unwrap();
+        let int = |v: Value| Number::of(&Value::from(2), &v);
+        let real = |v: Value| Number::of(&Value::from(0.1), &v);
+        let n = int(Value::from(5)).unwrap();
         assert_eq!(n.half(), Some(Value::from(2)));
         assert_eq!(n.search_range(), Some((1, 4)));
         assert_eq!(n.at(3), Value::from(3));
-        let r = Number::of(&serde_json::json!(0.5)).unwrap();
+        let r = real(Value::from(0.5)).unwrap();
         assert_eq!(r.half(), Some(Value::from(0.25)));
         assert_eq!(r.search_range(), Some((1, 499)));
         assert_eq!(r.at(450), Value::from(0.45));
+        // A whole value of a number option is searched in thousandths too.
+        assert_eq!(
+            real(Value::from(2)).unwrap().search_range(),
+            Some((1, 1999))
+        );
         // Nothing below: no probe, no search.
-        assert_eq!(Number::of(&Value::from(1)).unwrap().half(), None);
-        assert_eq!(Number::of(&Value::from(1)).unwrap().search_range(), None);
-        assert_eq!(Number::of(&Value::from(-3)).unwrap().search_range(), None);
-        assert_eq!(Number::of(&serde_json::json!(0.001)).unwrap().half(), None);
-        assert_eq!(Number::of(&Value::from("5")), None);
+        assert_eq!(int(Value::from(1)).unwrap().half(), None);
+        assert_eq!(int(Value::from(1)).unwrap().search_range(), None);
+        assert_eq!(int(Value::from(-3)).unwrap().search_range(), None);
+        assert_eq!(real(Value::from(0.001)).unwrap().half(), None);
+        // Not numbers: not searched.
+        assert_eq!(int(Value::from("5")), None);
+        assert_eq!(Number::of(&Value::from("x"), &Value::from(5)), None);
     }
 }
