@@ -61,6 +61,9 @@ const STOP_SCRIPT_GRACE: Duration = Duration::from_secs(45);
 /// Most events taken from the stream before acting on them: a burst is handled as one
 /// batch, yet a flood cannot hold the loop (commits, ticks) for long.
 pub const MAX_BATCH: usize = 256;
+/// How long after SUBSCRIBED a launch may fail for want of offers when none came (a master
+/// without agents): a restart after the deadline of a launch still gives it a round.
+const OFFER_GRACE: Duration = Duration::from_secs(30);
 /// Most ACKs of one batch in flight at once (each takes a pooled connection to the master).
 const MAX_ACKS_IN_FLIGHT: usize = 32;
 
@@ -91,9 +94,13 @@ struct Session {
     last_implicit: Instant,
     last_kill_sweep: Instant,
     suppressed: bool,
-    /// An offer round came this session: the agents are in [`Driver::seen`]. Offers are
-    /// suppressed only after it, so that dry runs have agents to evaluate against.
+    /// An offer round was evaluated this session (after reconciliation): the agents are in
+    /// [`Driver::seen`], and every pending launch had a chance. Offers are suppressed only
+    /// after it, so that dry runs have agents to evaluate against.
     offers_seen: bool,
+    /// When SUBSCRIBED arrived: launches fail for want of offers only once the master had
+    /// [`OFFER_GRACE`] to send some.
+    subscribed_at: Instant,
     heartbeat_timeout: Duration,
 }
 
@@ -227,6 +234,7 @@ impl Driver {
             last_kill_sweep: now,
             suppressed: false,
             offers_seen: false,
+            subscribed_at: now,
             heartbeat_timeout: Duration::from_secs(75),
         };
         self.status
@@ -402,6 +410,7 @@ impl Driver {
                 .await?;
         }
         s.framework_id = Some(sub.framework_id);
+        s.subscribed_at = Instant::now();
         if let Some(h) = sub
             .heartbeat_interval_seconds
             .filter(|h| h.is_finite() && *h > 0.0)
@@ -749,7 +758,11 @@ impl Driver {
                 self.reconcile(s, true).await?;
             }
         }
-        self.expire_overdue().await?;
+        // Deadlines count only while we could place: subscribed, reconciled, and offered
+        // what the agents have (or given the time to be).
+        if s.reconciling.is_empty() && (s.offers_seen || s.subscribed_at.elapsed() >= OFFER_GRACE) {
+            self.expire_overdue().await?;
+        }
         if s.last_implicit.elapsed() >= self.cfg.reconcile_interval {
             s.last_implicit = Instant::now();
             self.reconcile(s, false).await?;
@@ -812,11 +825,11 @@ impl Driver {
         let all_ids = || offers.iter().map(|o| o.id.value.clone()).collect();
         let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
         let now = Timestamp::now();
-        s.offers_seen = true;
         if !s.reconciling.is_empty() {
             self.seen.record::<launch::NodeKey>(&views, &[], &now);
             return self.decline(s, all_ids(), BUSY_REFUSE).await;
         }
+        s.offers_seen = true;
         let (clusters, backoff) = self.pending_clusters().await?;
         // Offers must come back when a backoff ends, not after the idle filter.
         let idle_refuse = backoff.map_or(self.cfg.idle_refuse.as_secs_f64(), |b| {
