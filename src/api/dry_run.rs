@@ -338,6 +338,58 @@ fn round3(v: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// A cluster of `n` nodes of `cpu` and `mem`.
+    fn cluster(n: usize, cpu: f64, mem: f64) -> Cluster {
+        let nodes: Map<String, Value> = (0..n)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    serde_json::json!({"docker_image": "i", "cpu": cpu, "mem": mem}),
+                )
+            })
+            .collect();
+        let spec = crate::domain::cluster::ClusterSpec::parse(
+            &serde_json::json!({ "nodes": nodes }).to_string(),
+        )
+        .unwrap();
+        Cluster::new(
+            ClusterId::random(),
+            "u".into(),
+            crate::domain::Name::parse("p").unwrap(),
+            crate::domain::Name::parse("1").unwrap(),
+            Map::new(),
+            spec,
+            String::new(),
+            Timestamp::now(),
+        )
+    }
+
+    #[test]
+    fn an_option_set_lower_shows_what_it_drives() {
+        let base = cluster(3, 0.1, 64.0);
+        assert_eq!(effect(&base, &cluster(2, 0.1, 64.0)), Some(Effect::Nodes));
+        assert_eq!(effect(&base, &cluster(3, 0.1, 32.0)), Some(Effect::Mem));
+        assert_eq!(effect(&base, &cluster(3, 0.05, 64.0)), Some(Effect::Cpus));
+        // Unchanged, or more nodes: it drives none of them.
+        assert_eq!(effect(&base, &cluster(3, 0.1, 64.0)), None);
+        assert_eq!(effect(&base, &cluster(4, 0.01, 1.0)), None);
+    }
+
+    #[test]
+    fn a_change_reads_with_units() {
+        let c = cluster(2, 0.45, 480.0);
+        let t = |e| change_text("x", &Value::from(9), &Value::from(2), e, &c);
+        assert_eq!(t(Effect::Nodes), "x 2 instead of 9 (2 nodes)");
+        assert_eq!(
+            t(Effect::Mem),
+            "x 2 instead of 9 (480 MB mem per node at most)"
+        );
+        assert_eq!(
+            t(Effect::Cpus),
+            "x 2 instead of 9 (0.45 cpus per node at most)"
+        );
+    }
+
     #[test]
     fn numbers_probe_at_half_and_search_below_the_value() {
         let int = |v: Value| Number::of(&Value::from(2), &v);
