@@ -339,3 +339,35 @@ async fn a_dry_run_past_the_quota_is_refused_as_the_launch_would_be() {
     let r = call("POST", &url, r#"{"size": 2}"#, &alice).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// The same answers from a real Mesos master's offers (skipped without `MESOS_MASTER`): a
+/// small cluster fits, a huge one does not, and the size it suggests does fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_real_mesos_the_suggested_size_fits() {
+    let Some(master) = common::mesos_master(
+        "dry_run::on_real_mesos_the_suggested_size_fits",
+        "Run scripts/test.sh, or start ../shared/realmesos and export MESOS_MASTER.",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--master", &master]);
+    register_reference(&s, &[]).await;
+    let v = evaluated(&s, json!({"size": 1})).await;
+    assert_eq!(v["fits"], true, "{v:#}");
+
+    // Two ports per node: no agent range holds 2000 nodes.
+    let v = dry_run(&s, json!({"size": 2000})).await.json();
+    assert_eq!(v["fits"], false, "{v:#}");
+    let size = changes(&v)
+        .into_iter()
+        .find(|(option, _)| option == "size")
+        .and_then(|(_, to)| to.as_u64())
+        .unwrap_or_else(|| panic!("a size that fits: {v:#}"));
+    assert!((1..2000).contains(&size), "{v:#}");
+    let v = dry_run(&s, json!({"size": size})).await.json();
+    assert_eq!(v["fits"], true, "size {size}: {v:#}");
+    let v = dry_run(&s, json!({"size": size + 1})).await.json();
+    assert_eq!(v["fits"], false, "size {}: {v:#}", size + 1);
+    assert_eq!(clusters(&s).await, Vec::<Value>::new());
+}
