@@ -163,7 +163,8 @@ struct ServeArgs {
     /// How long a launch may wait to be placed before it fails with the reason it could
     /// not be (a launch may choose its own: `?placement_timeout_s=`). Counted from the
     /// launch, so a restart keeps it.
-    #[arg(long, env = "PAAS_PLACEMENT_TIMEOUT", default_value = "10m")]
+    #[arg(long, env = "PAAS_PLACEMENT_TIMEOUT",
+          default_value_t = paas::scheduler::DEFAULT_PLACEMENT_TIMEOUT.into())]
     placement_timeout: humantime::Duration,
 }
 
