@@ -93,7 +93,7 @@ pub(super) async fn answer(
     check_quota(state, who, &cluster).await?;
     let placement = state.backend.plan(&Demand::of(&cluster));
     let changes = match &placement {
-        Placement::Evaluated(e) if !e.fits() => probe.changes(&cluster),
+        Placement::Evaluated(e) if !e.fits() => cpu_bound(|| probe.changes(&cluster)),
         _ => Vec::new(),
     };
     let answer = Answer {
@@ -108,6 +108,16 @@ pub(super) async fn answer(
         changes,
     };
     Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// Runs `f`, which may render a template dozens of times, telling a multi-threaded runtime
+/// to move its other tasks off this worker meanwhile (the renders borrow the request, so
+/// they cannot go to the blocking pool). On a current-thread runtime it just runs.
+fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// The launch's quota check, read-only: what `who` holds now plus this cluster.
