@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use paas::api::{self, AppState, Auth, Backend, Readiness};
+use paas::domain::placement::{Demand, Placement};
 use paas::domain::template::Renderer;
 use paas::executor::nodetool::NodeTool;
 use paas::metrics::Metrics;
@@ -159,6 +160,12 @@ struct ServeArgs {
     /// Time limit of the orchestration script's `start`.
     #[arg(long, env = "PAAS_SCRIPT_TIMEOUT", default_value = "10m")]
     script_timeout: humantime::Duration,
+    /// How long a launch may wait to be placed before it fails with the reason it could
+    /// not be (a launch may choose its own: `?placement_timeout_s=`). Counted from the
+    /// launch, so a restart keeps it.
+    #[arg(long, env = "PAAS_PLACEMENT_TIMEOUT",
+          default_value_t = paas::scheduler::DEFAULT_PLACEMENT_TIMEOUT.into())]
+    placement_timeout: humantime::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -260,6 +267,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.user = args.mesos_user.clone();
         cfg.webui_url = Some(format!("http://{local}{}/health", api::routes::BASE));
         cfg.credentials = credentials.clone();
+        cfg.placement_timeout = args.placement_timeout.into();
         Scheduler::spawn(
             cfg,
             store.clone(),
@@ -407,6 +415,13 @@ impl Backend for Framework {
                     mesos: serde_json::to_value(&st).ok(),
                 }
             }
+        }
+    }
+
+    fn plan(&self, demands: &[Demand]) -> Placement {
+        match &self.scheduler {
+            None => api::StoreOnly.plan(demands),
+            Some(s) => s.plan(demands),
         }
     }
 }

@@ -18,7 +18,9 @@ use super::body::{
     Resp, check_json_content_type, json_bytes_response, json_response, object, parse_json,
     raw_response, read_body, with_link_next, with_location,
 };
+use super::dry_run;
 use super::error::ApiError;
+use super::launch_query::LaunchQuery;
 use super::paging::ListQuery;
 use super::products::{get_product, load_options, load_template};
 use super::quota::{QuotaExceeded, Usage};
@@ -73,6 +75,8 @@ pub struct ClusterView<'a> {
     /// The nodes a rolling update still has to replace, in order.
     #[serde(skip_serializing_if = "NodeNames::is_empty")]
     rolling: NodeNames<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement_timeout_s: Option<u64>,
     url: ClusterUrl,
 }
 
@@ -130,6 +134,7 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             retiring,
             restarts,
             rolling,
+            placement_timeout_s,
         } = c;
         Self {
             id: *id,
@@ -153,13 +158,15 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
             retiring,
             restarts,
             rolling: NodeNames(rolling),
+            placement_timeout_s: *placement_timeout_s,
             url: ClusterUrl(*id),
         }
     }
 }
 
 /// `POST /products/{name}/{version}`: records a cluster of the product;
-/// 202 with its URL.
+/// 202 with its URL. With `?dry_run=true`, 200 with where it would go, recording nothing
+/// ([`dry_run`]); `?placement_timeout_s=` gives it its own placement deadline.
 pub(super) async fn launch(
     state: &AppState,
     who: &Principal,
@@ -168,6 +175,8 @@ pub(super) async fn launch(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     check_json_content_type(&req)?;
+    let query = LaunchQuery::parse(req.uri().query())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     let body = read_body(state, req).await?;
     // An empty body means "all defaults".
     let user_opts = if body.iter().all(u8::is_ascii_whitespace) {
@@ -187,15 +196,19 @@ pub(super) async fn launch(
         node_image: &state.node_image,
         policy: policy(state, who),
     };
+    if query.dry_run {
+        return dry_run::answer(state, who, &request).await;
+    }
     let fresh = Fresh {
         id: ClusterId::random(),
         secret: new_secret(),
         make_secret: new_template_secret,
         now: Timestamp::now(),
     };
-    let cluster = request
+    let mut cluster = request
         .cluster(&state.renderer, fresh)
         .map_err(launch_error)?;
+    cluster.placement_timeout_s = query.placement_timeout_s;
     let id = cluster.id;
     let nodes = cluster.nodes.len();
     match state.auth.quota(&who.user).copied() {
@@ -238,7 +251,7 @@ pub(super) async fn launch(
 }
 
 /// 403 `quota_exceeded`, naming the limit.
-fn quota_exceeded(message: String) -> ApiError {
+pub(super) fn quota_exceeded(message: String) -> ApiError {
     ApiError::Refused {
         code: "quota_exceeded",
         message,
@@ -281,7 +294,7 @@ fn policy<'a>(state: &'a AppState, who: &Principal) -> Policy<'a> {
 
 /// Bad options are the request's fault (400, every bad key listed); a template that fails
 /// with valid options cannot be acted on (422).
-fn launch_error(e: LaunchError) -> ApiError {
+pub(super) fn launch_error(e: LaunchError) -> ApiError {
     match e {
         LaunchError::Options(e) => options_error(&e),
         LaunchError::Render(e) => render_error(e),

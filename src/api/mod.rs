@@ -11,8 +11,10 @@ mod body;
 mod bundle;
 mod clusters;
 mod dispatch;
+mod dry_run;
 pub mod error;
 pub mod guard;
+pub mod launch_query;
 pub mod openapi;
 mod ops;
 pub mod paging;
@@ -34,6 +36,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::placement::{Demand, Placement};
 use crate::domain::template::Renderer;
 use crate::metrics::Metrics;
 use crate::registry::{self, Store, StoreError};
@@ -77,11 +80,18 @@ impl Default for Limits {
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the api asks of the core (scheduler and orchestrator): only how it is doing. What
-/// it should do, the core reads from the store's commits.
+/// What the api asks of the core (scheduler and orchestrator): how it is doing, and where a
+/// dry run's nodes would go. What it should do, the core reads from the store's commits.
 pub trait Backend: Send + Sync + 'static {
     /// Whether the framework can do its job now (e.g. subscribed to Mesos).
     fn readiness(&self) -> Readiness;
+
+    /// Where `demands` would go on the agents as the core last saw them. Holds nothing and
+    /// changes nothing. A core without a scheduler has nothing to place with.
+    fn plan(&self, demands: &[Demand]) -> Placement {
+        let _ = demands;
+        Placement::NoScheduler
+    }
 }
 
 /// What `/health` reports about the core.

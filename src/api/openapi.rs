@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::launch_query::MAX_PLACEMENT_TIMEOUT_S;
 use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::products::MAX_DESCRIPTION;
 use super::routes::{Access, BASE, ROUTES, Route};
@@ -108,6 +109,10 @@ fn parameters(r: &Route) -> Value {
             q("cursor", json!({"type": "string"}), "where the page starts: the `next` of the previous page (400 invalid_filter for anything else)"),
         ]);
     }
+    if r.operation_id == "launchCluster" {
+        params.push(json!({"name": "dry_run", "in": "query", "required": false, "description": "true: render, validate and evaluate placement on the agents last seen; answer 200 with each node's fit and the smallest changes that would fit; create nothing (400 invalid_query unless true or false)", "schema": {"type": "boolean", "default": false}}));
+        params.push(json!({"name": "placement_timeout_s", "in": "query", "required": false, "description": format!("seconds the cluster may wait to be placed before it fails (default: serve --placement-timeout); 1 to {MAX_PLACEMENT_TIMEOUT_S} (400 invalid_query otherwise)"), "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PLACEMENT_TIMEOUT_S}}));
+    }
     Value::Array(params)
 }
 
@@ -146,6 +151,8 @@ fn more_successes(op: &str) -> &'static [(u16, Option<&'static str>)] {
     match op {
         // Nothing changed: the current generation.
         "updateCluster" => &[(200, Some("UpdateAccepted"))],
+        // `?dry_run=true`: the evaluation; nothing is created.
+        "launchCluster" => &[(200, Some("DryRun"))],
         // A bundle for a version that did not exist.
         "putBundle" => &[(201, Some("Product"))],
         _ => &[],
@@ -350,7 +357,25 @@ fn schemas() -> Value {
             "retiring": {"type": "array", "description": "nodes an update removed whose tasks are being drained and killed", "items": strict(&["node"], json!({"node": {"$ref": "#/components/schemas/Node"}, "drained": s("boolean")}))},
             "restarts": {"type": "array", "description": "nodes whose services are being restarted in place", "items": name},
             "rolling": {"type": "array", "description": "nodes a rolling update still replaces, one at a time, in this order", "items": name},
+            "placement_timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_PLACEMENT_TIMEOUT_S, "description": "this launch's own placement deadline (`?placement_timeout_s=`)"},
             "url": s("string")})),
+        "DryRun": strict(&["dry_run", "fits", "summary", "cluster", "placement", "changes"], json!({
+            "dry_run": {"type": "boolean", "enum": [true]},
+            "fits": {"type": "boolean", "nullable": true, "description": "null when placement was not evaluated (see `placement`)"},
+            "summary": s("string"),
+            "cluster": strict(&["nodes", "cpus", "mem_mb"], json!({"nodes": {"type": "integer", "minimum": 0}, "cpus": s("number"), "mem_mb": s("number")})),
+            "placement": {"type": "string", "enum": ["no_scheduler", "no_offers", "evaluated"]},
+            "agents": {"type": "integer", "minimum": 0}, "seen_at": ts,
+            "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/NodeFit"}},
+            "changes": {"type": "array", "items": strict(&["option", "from", "to", "effect", "text"], json!({
+                "option": s("string"), "from": {}, "to": {}, "effect": {"type": "string", "enum": ["nodes", "mem", "cpus"]}, "text": s("string")}))}})),
+        "NodeFit": strict(&["node", "needs", "fit"], json!({
+            "node": s("string"),
+            "needs": strict(&["cpus", "mem_mb", "disk_mb", "ports"], json!({"cpus": s("number"), "mem_mb": s("number"), "disk_mb": s("number"), "ports": {"type": "integer", "minimum": 0}})),
+            "fit": {"type": "string", "enum": ["agent", "none"]},
+            "agent_id": s("string"), "hostname": s("string"), "role": s("string"), "why": s("string"),
+            "closest": strict(&["agent_id", "hostname", "short"], json!({"agent_id": s("string"), "hostname": s("string"), "role": s("string"),
+                "short": {"type": "array", "items": strict(&["resource", "needed", "available"], json!({"resource": {"type": "string", "enum": ["cpus", "mem", "disk", "ports"]}, "needed": s("number"), "available": s("number")}))}}))})),
         "ClusterList": {"type": "object", "description": "One page of clusters, oldest first (creation time, then id).", "required": ["clusters"], "additionalProperties": false, "properties": {
             "clusters": {"type": "array", "items": {"$ref": "#/components/schemas/Cluster"}},
             "next": {"type": "string", "description": "the cursor of the next page; absent (never null) on the last page"}}},

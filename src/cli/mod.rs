@@ -2,6 +2,7 @@
 //! REST API (it never touches the store or Mesos, so it works against any `paas serve`).
 
 mod bundle;
+mod dry_run;
 mod table;
 
 use std::io::{IsTerminal, Write};
@@ -44,6 +45,8 @@ pub enum CliError {
     },
     #[error("timed out after {0:?} waiting for the cluster (last status: {1})")]
     Timeout(Duration, String),
+    #[error("the cluster would not fit; nothing was launched")]
+    WouldNotFit,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +141,14 @@ pub enum ClustersCmd {
         /// With --wait: give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Launch nothing: show where each node would go, or why it would not fit and what
+        /// would (exit 1 when it would not fit).
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
+        /// Fail the cluster if it is not placed within this many seconds (the server's
+        /// `--placement-timeout` otherwise).
+        #[arg(long, value_name = "SECONDS")]
+        placement_timeout: Option<u64>,
     },
     /// Change the number of nodes of a ready cluster (its `size` option). Refused (409)
     /// unless the cluster is ready: a change during another one is not queued.
@@ -509,11 +520,27 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
             wait,
             until,
             timeout,
+            dry_run,
+            placement_timeout,
         } => {
             let body = Value::Object(parse_opts(&opts)?);
-            let v = c
-                .json("POST", &format!("/products/{name}/{version}"), Some(body))
-                .await?;
+            let path = format!("/products/{name}/{version}");
+            if dry_run {
+                let v = c
+                    .json("POST", &format!("{path}?dry_run=true"), Some(body))
+                    .await?;
+                print!("{}", dry_run::render(&v));
+                return if dry_run::does_not_fit(&v) {
+                    Err(CliError::WouldNotFit)
+                } else {
+                    Ok(())
+                };
+            }
+            let path = match placement_timeout {
+                Some(t) => format!("{path}?placement_timeout_s={t}"),
+                None => path,
+            };
+            let v = c.json("POST", &path, Some(body)).await?;
             let id = s(&v["id"]);
             println!("cluster {id} {}", s(&v["status"]));
             if wait {

@@ -550,6 +550,11 @@ pub struct Cluster {
     /// of its name, one at a time (see [`Cluster::roll_next`]), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolling: Vec<Node>,
+    /// How long the launch may wait to be placed, in seconds, when the launch chose
+    /// (`?placement_timeout_s=`); otherwise the server's `--placement-timeout`. Counted
+    /// from `created_at`, so a restart keeps the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_timeout_s: Option<u64>,
 }
 
 fn first_generation() -> u64 {
@@ -681,6 +686,7 @@ impl Cluster {
             retiring: Vec::new(),
             restarts: Vec::new(),
             rolling: Vec::new(),
+            placement_timeout_s: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod launch;
 pub mod launch_request;
 pub mod lifecycle;
 pub mod options;
+pub mod placement;
 pub mod product;
 pub mod template;
 pub mod update;

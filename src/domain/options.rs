@@ -220,7 +220,7 @@ impl OptionsDoc {
     }
 
     /// The example or default value of `key`, which fixes its type.
-    fn example(&self, key: &str) -> Option<&Value> {
+    pub fn example(&self, key: &str) -> Option<&Value> {
         self.required
             .get(key)
             .or_else(|| self.optional.get(key))

@@ -33,12 +33,13 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::launch;
 use super::offers::{self, OfferView};
+use super::seen::SeenOffers;
 use super::task_updates::{Applied, Observed, apply_update};
 use super::tasks::TaskTemplate;
 use super::transport::{ContentType, Endpoint, RecordStream, StreamId, Transport, TransportError};
 use super::{SchedulerConfig, SchedulerStatus};
+use super::{deadline, launch};
 use crate::domain::launch::NodeRunning;
 use crate::domain::{
     AgentId, Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp,
@@ -60,6 +61,9 @@ const STOP_SCRIPT_GRACE: Duration = Duration::from_secs(45);
 /// Most events taken from the stream before acting on them: a burst is handled as one
 /// batch, yet a flood cannot hold the loop (commits, ticks) for long.
 pub const MAX_BATCH: usize = 256;
+/// How long after SUBSCRIBED a launch may fail for want of offers when none came (a master
+/// without agents): a restart after the deadline of a launch still gives it a round.
+const OFFER_GRACE: Duration = Duration::from_secs(30);
 /// Most ACKs of one batch in flight at once (each takes a pooled connection to the master).
 const MAX_ACKS_IN_FLIGHT: usize = 32;
 
@@ -90,6 +94,13 @@ struct Session {
     last_implicit: Instant,
     last_kill_sweep: Instant,
     suppressed: bool,
+    /// An offer round was evaluated this session (after reconciliation): the agents are in
+    /// [`Driver::seen`], and every pending launch had a chance. Offers are suppressed only
+    /// after it, so that dry runs have agents to evaluate against.
+    offers_seen: bool,
+    /// When SUBSCRIBED arrived: launches fail for want of offers only once the master had
+    /// [`OFFER_GRACE`] to send some.
+    subscribed_at: Instant,
     heartbeat_timeout: Duration,
 }
 
@@ -117,6 +128,8 @@ pub struct Driver {
     /// every one of them is gone.
     retiring: BTreeSet<ClusterId>,
     tpl: TaskTemplate,
+    /// The agents as each offer round left them, for dry runs.
+    seen: Arc<SeenOffers>,
 }
 
 impl Driver {
@@ -146,7 +159,14 @@ impl Driver {
             deferred_kills: HashMap::new(),
             retiring: BTreeSet::new(),
             tpl,
+            seen: Arc::default(),
         }
+    }
+
+    /// Shares the driver's view of the agents (what [`super::Scheduler::plan`] reads).
+    pub fn with_seen(mut self, seen: Arc<SeenOffers>) -> Self {
+        self.seen = seen;
+        self
     }
 
     /// Runs until shutdown: subscribe, serve the session, back off, resubscribe.
@@ -213,6 +233,8 @@ impl Driver {
             last_implicit: now,
             last_kill_sweep: now,
             suppressed: false,
+            offers_seen: false,
+            subscribed_at: now,
             heartbeat_timeout: Duration::from_secs(75),
         };
         self.status
@@ -344,6 +366,10 @@ impl Driver {
             }
             Some(event::Type::Failure) => {
                 if let Some(f) = ev.failure {
+                    // No executor: the agent itself is gone; dry runs no longer count it.
+                    if let (Some(agent), None) = (&f.agent_id, &f.executor_id) {
+                        self.seen.forget_agent(&agent.value);
+                    }
                     tracing::info!(agent_id = ?f.agent_id.map(|a| a.value), executor_id = ?f.executor_id.map(|e| e.value), status = ?f.status, "failure reported by the master");
                 }
             }
@@ -384,6 +410,7 @@ impl Driver {
                 .await?;
         }
         s.framework_id = Some(sub.framework_id);
+        s.subscribed_at = Instant::now();
         if let Some(h) = sub
             .heartbeat_interval_seconds
             .filter(|h| h.is_finite() && *h > 0.0)
@@ -731,6 +758,11 @@ impl Driver {
                 self.reconcile(s, true).await?;
             }
         }
+        // Deadlines count only while we could place: subscribed, reconciled, and offered
+        // what the agents have (or given the time to be).
+        if s.reconciling.is_empty() && (s.offers_seen || s.subscribed_at.elapsed() >= OFFER_GRACE) {
+            self.expire_overdue().await?;
+        }
         if s.last_implicit.elapsed() >= self.cfg.reconcile_interval {
             s.last_implicit = Instant::now();
             self.reconcile(s, false).await?;
@@ -739,6 +771,39 @@ impl Driver {
             s.last_kill_sweep = Instant::now();
             let clusters = self.blocking(|st| st.clusters()).await?;
             self.kill_sweep(s, &clusters).await?;
+        }
+        Ok(())
+    }
+
+    /// Fails the pending launches whose placement deadline passed ([`deadline`]), with the
+    /// last reason they waited for. One read per pending cluster per tick.
+    async fn expire_overdue(&mut self) -> Result<(), DriverError> {
+        let default = self.cfg.placement_timeout;
+        for id in self.pending.clone() {
+            let Some(c) = self.blocking(move |st| st.cluster(id)).await? else {
+                self.pending.remove(&id);
+                continue;
+            };
+            if !deadline::overdue(&c, default, Timestamp::now().millis().unwrap_or(0)) {
+                continue;
+            }
+            let now = Timestamp::now();
+            let expired = self
+                .blocking(move |st| {
+                    st.update_cluster(id, &mut |c| Ok(deadline::record_expired(c, default, &now)))
+                })
+                .await;
+            match expired {
+                Ok(c) if c.status == ClusterStatus::Failed => {
+                    tracing::info!(cluster_id = %id, reason = c.reason.as_deref().unwrap_or_default(), "launch not placed in time: failed");
+                    self.pending.remove(&id);
+                }
+                Ok(_) => {}
+                Err(DriverError::Store(StoreError::NotFound(_))) => {
+                    self.pending.remove(&id);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -758,9 +823,13 @@ impl Driver {
             offers.len() as f64,
         );
         let all_ids = || offers.iter().map(|o| o.id.value.clone()).collect();
+        let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
+        let now = Timestamp::now();
         if !s.reconciling.is_empty() {
+            self.seen.record::<launch::NodeKey>(&views, &[], &now);
             return self.decline(s, all_ids(), BUSY_REFUSE).await;
         }
+        s.offers_seen = true;
         let (clusters, backoff) = self.pending_clusters().await?;
         // Offers must come back when a backoff ends, not after the idle filter.
         let idle_refuse = backoff.map_or(self.cfg.idle_refuse.as_secs_f64(), |b| {
@@ -769,13 +838,14 @@ impl Driver {
         });
         let gangs = launch::gangs(&clusters);
         if gangs.is_empty() {
+            self.seen.record::<launch::NodeKey>(&views, &[], &now);
             self.decline(s, all_ids(), idle_refuse).await?;
             return self.revive_or_suppress(s).await;
         }
-        let views: Vec<OfferView> = offers.iter().map(OfferView::from_offer).collect();
         // Each cluster's queued nodes all together or not at all: a cluster that does not
         // fit holds nothing, so two that do not fit together cannot starve each other.
         let plan = offers::evaluate_gangs(&views, &gangs, &self.cfg.executor);
+        self.seen.record(&views, &plan.accepts, &now);
 
         // 1. Persist every placement before any ACCEPT.
         let recorded = self
@@ -990,6 +1060,7 @@ impl Driver {
             }
         } else if !want_offers
             && !s.suppressed
+            && s.offers_seen
             && s.reconciling.is_empty()
             && self
                 .send(s, call::Type::Suppress, |c| {

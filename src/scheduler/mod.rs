@@ -7,6 +7,8 @@
 //! - [`launch`]: what one round of offers records on the clusters and the ACCEPTs it sends
 //!   (pure); [`tasks`]: the TaskInfo of a node.
 //! - [`task_updates`]: how Mesos task updates change a cluster (pure).
+//! - [`seen`]: the agents as the last offers showed them, for dry runs; [`deadline`]: when a
+//!   launch that cannot be placed fails (pure).
 //! - [`driver`]: the event loop that ties them to the store and the master.
 //!
 //! It never serves HTTP and never imports the api: it learns what the api (or the
@@ -16,10 +18,12 @@
 /// that look for it here.
 pub use crate::recordio;
 
+pub mod deadline;
 pub mod driver;
 pub mod launch;
 pub mod offers;
 pub mod resources;
+pub mod seen;
 pub mod task_updates;
 pub mod tasks;
 pub mod transport;
@@ -32,8 +36,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::domain::placement::{Demand, Placement};
 use crate::metrics::Metrics;
 use crate::registry::Store;
+
+/// How long a launch waits to be placed by default: long enough for a busy cluster to free
+/// room, short enough that a launch that can never fit says so the same day.
+pub const DEFAULT_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// How the framework presents itself to Mesos and paces its work.
 #[derive(Debug, Clone)]
@@ -63,6 +72,9 @@ pub struct SchedulerConfig {
     /// The framework's principal (`FrameworkInfo.principal`) and, with a secret, the basic
     /// auth every call carries; `None` for a master that does not authenticate frameworks.
     pub credentials: Option<transport::Credentials>,
+    /// How long a launch may wait to be placed before it fails, unless the launch chose
+    /// its own ([`deadline`]).
+    pub placement_timeout: Duration,
 }
 
 impl SchedulerConfig {
@@ -86,6 +98,7 @@ impl SchedulerConfig {
             hostname: None,
             webui_url: None,
             credentials: None,
+            placement_timeout: DEFAULT_PLACEMENT_TIMEOUT,
         }
     }
 }
@@ -107,6 +120,10 @@ pub struct SchedulerStatus {
 /// A running scheduler.
 pub struct Scheduler {
     status: watch::Receiver<SchedulerStatus>,
+    /// The agents as the driver last saw them; dry runs read it.
+    seen: Arc<seen::SeenOffers>,
+    /// What each node's executor adds to a node, as the driver counts it.
+    executor: offers::ExecutorOverhead,
 }
 
 impl Scheduler {
@@ -124,9 +141,21 @@ impl Scheduler {
             master: cfg.master.clone(),
             ..Default::default()
         });
-        let driver = driver::Driver::new(cfg, store, metrics, status_tx, shutdown);
+        let seen = Arc::new(seen::SeenOffers::default());
+        let executor = cfg.executor;
+        let driver =
+            driver::Driver::new(cfg, store, metrics, status_tx, shutdown).with_seen(seen.clone());
         tracker.spawn(driver.run());
-        Self { status }
+        Self {
+            status,
+            seen,
+            executor,
+        }
+    }
+
+    /// Where `demands` would go on the agents as last seen; holds nothing.
+    pub fn plan(&self, demands: &[Demand]) -> Placement {
+        self.seen.plan(demands, &self.executor)
     }
 
     pub fn status(&self) -> SchedulerStatus {

@@ -51,6 +51,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::domain::placement::{Closest, Demand, Fit, Needs, NodeFit, Resource, Short};
 use crate::proto::mesos::v1 as mesos;
 
 /// Lowest port number we hand out; 0 is never a real port.
@@ -689,6 +690,96 @@ fn plural(n: u64) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------
+// Dry runs
+
+/// Where each of `demands` would go on `offers`, tried as a real round tries one cluster's
+/// nodes (first fit, in order): a node that fits names its agent, one that does not names
+/// what it needs and the agent that came closest. Unlike a round, the nodes that fit are
+/// reported even when others do not, so that a person sees the whole picture; the cluster
+/// would be placed when every node fits. One [`NodeFit`] per demand, in their order.
+pub fn dry_run(
+    offers: &[OfferView],
+    demands: &[Demand],
+    executor: &ExecutorOverhead,
+) -> Vec<NodeFit> {
+    let needs: Vec<NodeNeed<usize>> = demands
+        .iter()
+        .enumerate()
+        .map(|(i, d)| NodeNeed {
+            key: i,
+            cpus: d.cpus,
+            mem: d.mem,
+            disk: d.disk,
+            ports: d.ports,
+        })
+        .collect();
+    let plan = evaluate(offers, &needs, executor);
+    let exec = Milli::of(executor.cpus, executor.mem, executor.disk);
+    let with_executor = |d: &Demand| {
+        let total = Milli::of(d.cpus, d.mem, d.disk).plus(exec).resources();
+        Needs {
+            cpus: total.cpus,
+            mem_mb: total.mem,
+            disk_mb: total.disk,
+            ports: d.ports.saturating_add(executor.ports),
+        }
+    };
+    // Every need is either placed or unplaced, exactly once.
+    let mut fits: Vec<(usize, Fit)> = Vec::with_capacity(demands.len());
+    for a in &plan.accepts {
+        fits.extend(a.placements.iter().map(|p| {
+            (
+                p.key,
+                Fit::Agent {
+                    agent_id: a.agent_id.clone(),
+                    hostname: a.hostname.clone(),
+                    role: a.role.clone(),
+                },
+            )
+        }));
+    }
+    for u in plan.unplaced {
+        if let (Refusal::NoFit(n), Some(d)) = (u.reason, demands.get(u.key)) {
+            let closest = n.closest.map(|m| Closest {
+                agent_id: m.agent_id,
+                hostname: m.hostname,
+                role: m.role,
+                short: m.short.iter().map(Short::from).collect(),
+            });
+            fits.push((u.key, Fit::none(&with_executor(d), closest)));
+        }
+    }
+    fits.sort_by_key(|(i, _)| *i);
+    fits.into_iter()
+        .filter_map(|(i, fit)| {
+            demands.get(i).map(|d| NodeFit {
+                node: d.node.clone(),
+                needs: with_executor(d),
+                fit,
+            })
+        })
+        .collect()
+}
+
+impl From<&Shortfall> for Short {
+    fn from(s: &Shortfall) -> Self {
+        let (resource, needed, available) = match *s {
+            Shortfall::Cpus { needed, available } => (Resource::Cpus, needed, available),
+            Shortfall::Mem { needed, available } => (Resource::Mem, needed, available),
+            Shortfall::Disk { needed, available } => (Resource::Disk, needed, available),
+            Shortfall::Ports { needed, available } => {
+                (Resource::Ports, needed as f64, available as f64)
+            }
+        };
+        Short {
+            resource,
+            needed,
+            available,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The edge: protobuf in
 
 impl OfferView {
@@ -1159,6 +1250,60 @@ mod tests {
             plan.unplaced[0].reason.to_string(),
             "needs cpus 1, mem 50, disk 0, 0 ports (node + executor); none of 1 offer on 1 \
              agent/role pool fits; closest: agent a1 (a1.example, role r) has only cpus 0.5 of 1"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_names_each_nodes_agent_or_its_shortfall_with_the_executor() {
+        let offers = [
+            offer("o1", "a1", None, 1.0, 512.0),
+            offer("o2", "a2", None, 0.5, 256.0),
+        ];
+        let demand = |node: &str, cpus: f64, mem: f64| Demand {
+            node: node.into(),
+            cpus,
+            mem,
+            disk: 0.0,
+            ports: 1,
+        };
+        let fits = dry_run(
+            &offers,
+            &[
+                demand("big", 0.8, 400.0),
+                demand("small", 0.3, 100.0),
+                demand("huge", 0.9, 1000.0),
+            ],
+            &EXEC,
+        );
+        let names: Vec<&str> = fits.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(names, vec!["big", "small", "huge"], "the demands' order");
+        assert_eq!(
+            fits[0].needs,
+            Needs {
+                cpus: 0.9,
+                mem_mb: 464.0,
+                disk_mb: 0.0,
+                ports: 2
+            },
+            "node plus executor"
+        );
+        assert!(matches!(&fits[0].fit, Fit::Agent { agent_id, .. } if agent_id == "a1"));
+        // a1 has 0.1 cpus left after big: small goes to a2, whatever its order.
+        assert!(matches!(&fits[1].fit, Fit::Agent { agent_id, .. } if agent_id == "a2"));
+        let Fit::None { closest, why } = &fits[2].fit else {
+            panic!("huge fits nowhere: {:?}", fits[2]);
+        };
+        let closest = closest.as_ref().expect("agents were seen");
+        assert_eq!(closest.agent_id, "a1");
+        assert_eq!(
+            why,
+            "no agent has room for 1 cpus, 1064 MB mem, 2 ports after the nodes before it; \
+             closest: a1 (a1.example) has 0.1 of 1 cpus, 48 of 1064 MB mem"
+        );
+        // Without any offer, nothing is closest.
+        let fits = dry_run(&[], &[demand("n", 0.1, 1.0)], &EXEC);
+        assert!(
+            matches!(&fits[0].fit, Fit::None { closest: None, why } if why.starts_with("no agent seen"))
         );
     }
 
