@@ -193,6 +193,41 @@ pub fn check_cursor(cursor: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Clusters read per store call by [`each_in_statuses`].
+pub const SCAN_PAGE: usize = 256;
+
+/// Calls `f` on every cluster whose status is one of `statuses`, status by status and page
+/// by page through [`Store::clusters_page`] (the status index in the sled store). The
+/// periodic passes of the scheduler and the orchestrator use it, so that they cost what
+/// those statuses hold, not what the store holds (clusters at rest pile up), and hold one
+/// page at a time. A cluster that changes status meanwhile may be seen twice or not at all:
+/// every caller is a pass that runs again.
+///
+/// # Errors
+/// Storage or decoding errors (the pass stops there).
+pub fn each_in_statuses(
+    store: &dyn Store,
+    statuses: impl IntoIterator<Item = crate::domain::ClusterStatus>,
+    mut f: impl FnMut(Cluster),
+) -> Result<(), StoreError> {
+    for status in statuses {
+        let filter = ListFilter {
+            status: Some(status),
+            ..ListFilter::default()
+        };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store.clusters_page(&filter, SCAN_PAGE, cursor.as_deref())?;
+            page.clusters.into_iter().for_each(&mut f);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a cluster whose nodes share a name: a node is stored under its name.
 pub(crate) fn check_node_names(c: &Cluster) -> Result<(), StoreError> {
     let mut seen = std::collections::HashSet::with_capacity(c.nodes.len());

@@ -398,29 +398,16 @@ impl Driver {
         );
 
         // Offers die with the old connection; every known task is reconciled explicitly.
-        let clusters = self.blocking(|st| st.clusters()).await?;
-        self.pending = clusters
-            .iter()
-            .filter(|c| launch::wants_placement(c))
-            .map(|c| c.id)
-            .collect();
-        self.retiring = clusters
-            .iter()
-            .filter(|c| !c.retiring.is_empty())
-            .map(|c| c.id)
-            .collect();
-        let tasks: HashMap<TaskId, Option<AgentId>> = clusters
-            .iter()
-            .flat_map(|c| c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node)))
-            .filter(|n| n.observed.status.has_task())
-            .filter_map(|n| {
-                n.observed
-                    .task_id
-                    .clone()
-                    .map(|t| (t, n.observed.agent_id.clone()))
+        let known = self
+            .blocking(|st| {
+                let mut known = Known::default();
+                registry::each_in_statuses(st, live(), |c| known.add(&c))?;
+                Ok(known)
             })
-            .collect();
-        s.reconciling = tasks;
+            .await?;
+        self.pending = known.pending;
+        self.retiring = known.retiring;
+        s.reconciling = known.tasks;
         s.reconcile_started = Instant::now();
         s.reconcile_round = 0;
         if !s.reconciling.is_empty() {
@@ -436,7 +423,7 @@ impl Driver {
             st.reconciling = !s.reconciling.is_empty();
             st.last_error = None;
         });
-        self.kill_sweep(s, &clusters).await?;
+        self.kill_sweep(s).await?;
         self.revive_or_suppress(s).await
     }
 
@@ -624,9 +611,20 @@ impl Driver {
                 Ok(())
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Some commits are lost to us: the store has the truth.
+                // Some commits are lost to us: the store has the truth. A destroyed cluster
+                // has no task left (see `Known`), so nothing in it concerns us.
                 tracing::debug!(missed, "commit notifications lagged; rescanning the store");
-                let clusters = self.blocking(|st| st.clusters()).await?;
+                let clusters = self
+                    .blocking(|st| {
+                        let mut out = Vec::new();
+                        registry::each_in_statuses(st, live(), |c| {
+                            if interest(&c) != Interest::None {
+                                out.push(c);
+                            }
+                        })?;
+                        Ok(out)
+                    })
+                    .await?;
                 for c in &clusters {
                     self.on_cluster(s, c).await?;
                 }
@@ -737,8 +735,7 @@ impl Driver {
         }
         if s.last_kill_sweep.elapsed() >= KILL_SWEEP {
             s.last_kill_sweep = Instant::now();
-            let clusters = self.blocking(|st| st.clusters()).await?;
-            self.kill_sweep(s, &clusters).await?;
+            self.kill_sweep(s).await?;
         }
         Ok(())
     }
@@ -1028,24 +1025,32 @@ impl Driver {
         Ok(())
     }
 
-    async fn kill_sweep(&mut self, s: &Session, clusters: &[Cluster]) -> Result<(), DriverError> {
-        // Rebuilt from the whole store: a cluster gone meanwhile leaves no entry behind.
+    /// Kills what destroyed and failed clusters still run: the repair of lost KILLs, and of
+    /// what failed before a restart of ours. Reads only the [`SWEPT`] statuses.
+    async fn kill_sweep(&mut self, s: &Session) -> Result<(), DriverError> {
+        let targets = self
+            .blocking(|st| {
+                let mut out = Vec::new();
+                registry::each_in_statuses(st, SWEPT, |c| {
+                    if let Some(kind) = sweep(&c) {
+                        out.push((kind, c));
+                    }
+                })?;
+                Ok(out)
+            })
+            .await?;
+        // Rebuilt from the store: a cluster gone meanwhile leaves no entry behind.
         self.destroying.clear();
-        for c in clusters
-            .iter()
-            .filter(|c| c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying)
-        {
-            if c.has_tasks() {
-                self.destroying.insert(c.id);
+        for (kind, c) in &targets {
+            match kind {
+                Sweep::Destroy => {
+                    if c.has_tasks() {
+                        self.destroying.insert(c.id);
+                    }
+                    self.kill_or_defer(s, c).await;
+                }
+                Sweep::Failed => self.kill_cluster(s, c).await,
             }
-            self.kill_or_defer(s, c).await;
-        }
-        // A failed cluster holds nothing, also when it failed before a restart of ours.
-        for c in clusters
-            .iter()
-            .filter(|c| c.status == ClusterStatus::Failed && c.has_tasks())
-        {
-            self.kill_cluster(s, c).await;
         }
         Ok(())
     }
@@ -1181,6 +1186,62 @@ fn interest(c: &Cluster) -> Interest {
         }
     } else {
         Interest::None
+    }
+}
+
+/// What the pass after SUBSCRIBED takes from each live cluster: whether it wants placement
+/// or has nodes retiring, and its tasks to reconcile. A `destroyed` cluster has no task (it
+/// gets there only once every task ended, and a terminal task stays terminal) and wants
+/// nothing, so the pass reads every status but that one ([`live`]).
+#[derive(Debug, Default)]
+struct Known {
+    pending: BTreeSet<ClusterId>,
+    retiring: BTreeSet<ClusterId>,
+    tasks: HashMap<TaskId, Option<AgentId>>,
+}
+
+impl Known {
+    fn add(&mut self, c: &Cluster) {
+        if launch::wants_placement(c) {
+            self.pending.insert(c.id);
+        }
+        if !c.retiring.is_empty() {
+            self.retiring.insert(c.id);
+        }
+        let nodes = c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node));
+        for n in nodes.filter(|n| n.observed.status.has_task()) {
+            if let Some(t) = &n.observed.task_id {
+                self.tasks.insert(t.clone(), n.observed.agent_id.clone());
+            }
+        }
+    }
+}
+
+/// Every status but `destroyed`: what the pass after SUBSCRIBED and a rescan read.
+fn live() -> impl Iterator<Item = ClusterStatus> {
+    ClusterStatus::ALL.into_iter().filter(|s| s.is_live())
+}
+
+/// The statuses the kill sweep reads: [`sweep`] finds nothing in any other.
+const SWEPT: [ClusterStatus; 2] = [ClusterStatus::Destroying, ClusterStatus::Failed];
+
+/// Why the kill sweep kills a cluster's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Being destroyed (its kills may wait for `SCRIPT stop`).
+    Destroy,
+    /// Failed: a failed cluster holds nothing.
+    Failed,
+}
+
+/// What the kill sweep does about `c`, if anything.
+fn sweep(c: &Cluster) -> Option<Sweep> {
+    if c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying {
+        Some(Sweep::Destroy)
+    } else if c.status == ClusterStatus::Failed && c.has_tasks() {
+        Some(Sweep::Failed)
+    } else {
+        None
     }
 }
 
@@ -1401,6 +1462,85 @@ mod tests {
             store.cluster(c1.id).unwrap().unwrap().status,
             ClusterStatus::Scheduled
         );
+    }
+
+    /// The kill sweep reads only the `SWEPT` statuses: in every other one, whatever the
+    /// cluster wants and its nodes do, the sweep would do nothing.
+    #[test]
+    fn the_kill_sweep_skips_only_statuses_without_work() {
+        for status in ClusterStatus::ALL {
+            for desired in [Desired::Running, Desired::Destroyed] {
+                for node in [
+                    NodeStatus::Running,
+                    NodeStatus::Staging,
+                    NodeStatus::Killing,
+                ] {
+                    let mut c = staging(2);
+                    (c.status, c.desired) = (status, desired);
+                    for n in &mut c.nodes {
+                        n.observed.status = node;
+                    }
+                    if !SWEPT.contains(&status) {
+                        assert_eq!(sweep(&c), None, "{status} {desired:?} nodes {node:?}");
+                    }
+                }
+            }
+        }
+        let mut c = staging(1);
+        (c.status, c.desired) = (ClusterStatus::Destroying, Desired::Destroyed);
+        assert_eq!(sweep(&c), Some(Sweep::Destroy));
+        c.status = ClusterStatus::Failed;
+        assert_eq!(sweep(&c), Some(Sweep::Failed));
+        c.nodes[0].observed.status = NodeStatus::Killed;
+        assert_eq!(sweep(&c), None, "a failed cluster with no task left");
+    }
+
+    /// The pass after SUBSCRIBED (and a rescan) skips `destroyed`: a cluster gets there only
+    /// once its last task ended, and no later update gives it a task again, so it has nothing
+    /// to reconcile, place, kill or retire.
+    #[test]
+    fn a_destroyed_cluster_has_nothing_for_the_pass_after_subscribed() {
+        assert_eq!(
+            live().collect::<Vec<_>>(),
+            ClusterStatus::ALL
+                .into_iter()
+                .filter(|s| *s != ClusterStatus::Destroyed)
+                .collect::<Vec<_>>()
+        );
+        let mut c = staging(2);
+        let (n0, n1) = (running(&c, 0), running(&c, 1));
+        for (_, node, o) in [&n0, &n1] {
+            apply_update(&mut c, node, o, &ts());
+        }
+        let mut known = Known::default();
+        known.add(&c);
+        assert_eq!(
+            known.tasks.len(),
+            2,
+            "a running cluster's tasks are reconciled"
+        );
+
+        c.desired = Desired::Destroyed;
+        c.apply(
+            crate::domain::lifecycle::ClusterEvent::DestroyRequested,
+            None,
+            ts(),
+        )
+        .unwrap();
+        for (_, node, o) in [&n0, &n1] {
+            let killed = Observed {
+                state: mesos::TaskState::TaskKilled,
+                ..o.clone()
+            };
+            apply_update(&mut c, node, &killed, &ts());
+        }
+        assert_eq!(c.status, ClusterStatus::Destroyed);
+        // A RUNNING that trails the kill (a reconciliation answer) changes nothing.
+        apply_update(&mut c, &n0.1, &n0.2, &ts());
+        let mut known = Known::default();
+        known.add(&c);
+        assert!(known.tasks.is_empty() && known.pending.is_empty() && known.retiring.is_empty());
+        assert_eq!(sweep(&c), None);
     }
 
     #[test]
