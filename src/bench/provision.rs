@@ -371,7 +371,10 @@ async fn collect(
         lagged: 0,
     };
     let note = |seen: &mut Seen, id: ClusterId, status: S, at: Instant| {
-        if matches!(status, S::Scheduled | S::Configuring | S::Configured | S::Ready) {
+        if matches!(
+            status,
+            S::Scheduled | S::Configuring | S::Configured | S::Ready
+        ) {
             seen.running.entry(id).or_insert(at);
         }
         if configure && matches!(status, S::Configuring | S::Configured | S::Ready) {

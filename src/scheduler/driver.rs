@@ -844,47 +844,54 @@ impl Driver {
         Ok((clusters, backoff))
     }
 
-    /// Writes the placements, one store update per cluster, and returns the clusters as
-    /// recorded: only what is in there may be launched. A cluster deleted meanwhile is
-    /// left out.
+    /// Writes the placements of a round, every cluster in one [`Store::update_clusters`]
+    /// (one flush), and returns the clusters as recorded: only what is in there may be
+    /// launched. A cluster deleted meanwhile is left out.
     async fn persist_placements(
         &self,
         per_cluster: BTreeMap<ClusterId, Vec<launch::Placed>>,
     ) -> Result<HashMap<ClusterId, Cluster>, DriverError> {
-        let mut recorded = HashMap::new();
-        for (id, placed) in per_cluster {
-            let now = Timestamp::now();
-            let c = self
-                .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(launch::record_placements(c, &placed, &now)))
-                })
-                .await;
-            match c {
+        let now = Timestamp::now();
+        let written = self
+            .blocking(move |st| {
+                Ok(update_each(st, &per_cluster, |c, placed| {
+                    launch::record_placements(c, placed, &now)
+                }))
+            })
+            .await?;
+        let mut recorded = HashMap::with_capacity(written.len());
+        for (id, r) in written {
+            match r {
                 Ok(c) => {
                     recorded.insert(id, c);
                 }
-                Err(DriverError::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(recorded)
     }
 
-    /// Writes why nodes wait, one store update per cluster.
+    /// Writes why nodes wait, every cluster in one [`Store::update_clusters`].
     async fn persist_waiting(
         &self,
         per_cluster: BTreeMap<ClusterId, launch::Waiting>,
     ) -> Result<(), DriverError> {
-        for (id, waiting) in per_cluster {
-            let now = Timestamp::now();
-            match self
-                .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(launch::record_waiting(c, &waiting, &now)))
-                })
-                .await
-            {
-                Ok(_) | Err(DriverError::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
+        if per_cluster.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let written = self
+            .blocking(move |st| {
+                Ok(update_each(st, &per_cluster, |c, waiting| {
+                    launch::record_waiting(c, waiting, &now)
+                }))
+            })
+            .await?;
+        for (_, r) in written {
+            match r {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -1290,6 +1297,34 @@ fn group_by_cluster(ids: impl Iterator<Item = ClusterId>) -> Vec<(ClusterId, Vec
     groups
 }
 
+/// Applies `f` with each cluster's entry of `per_cluster` in one [`Store::update_clusters`]
+/// (one flush for all): each cluster's result, in the map's order.
+fn update_each<T>(
+    st: &dyn Store,
+    per_cluster: &BTreeMap<ClusterId, T>,
+    f: impl Fn(&mut Cluster, &T) -> Update,
+) -> Vec<(ClusterId, Result<Cluster, StoreError>)> {
+    let mut fns: Vec<_> = per_cluster
+        .values()
+        .map(|v| {
+            let f = &f;
+            move |c: &mut Cluster| -> Result<Update, String> { Ok(f(c, v)) }
+        })
+        .collect();
+    let mut batch: Vec<BatchUpdate<'_>> = per_cluster
+        .keys()
+        .zip(fns.iter_mut())
+        .map(|(id, f)| {
+            (
+                *id,
+                f as &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+            )
+        })
+        .collect();
+    let results = st.update_clusters(&mut batch);
+    per_cluster.keys().copied().zip(results).collect()
+}
+
 /// Applies `updates` (cluster, node, observation) with one [`Store::update_clusters`]:
 /// per update, the cluster as written (or why not) and what [`apply_update`] decided (in
 /// its last run; `None` when it never ran).
@@ -1403,8 +1438,8 @@ mod tests {
         assert!(group_by_cluster(std::iter::empty()).is_empty());
     }
 
-    #[test]
-    fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
+    /// A memory store with the product of [`staging`]'s clusters.
+    fn product_store() -> MemoryStore {
         let store = MemoryStore::new();
         store
             .create_product(&crate::domain::Product {
@@ -1417,6 +1452,12 @@ mod tests {
                 parts: Default::default(),
             })
             .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
+        let store = product_store();
         let (c1, c2) = (staging(2), staging(1));
         store.create_cluster(&c1).unwrap();
         store.create_cluster(&c2).unwrap();
@@ -1541,6 +1582,45 @@ mod tests {
         known.add(&c);
         assert!(known.tasks.is_empty() && known.pending.is_empty() && known.retiring.is_empty());
         assert_eq!(sweep(&c), None);
+    }
+
+    #[test]
+    fn update_each_writes_every_cluster_of_a_round_in_one_batch() {
+        let store = product_store();
+        let (a, b, gone) = (staging(1), staging(2), staging(1));
+        store.create_cluster(&a).unwrap();
+        store.create_cluster(&b).unwrap();
+        let mut commits = store.subscribe();
+        let per_cluster: BTreeMap<ClusterId, String> =
+            [(a.id, "wait a"), (b.id, "keep"), (gone.id, "x")]
+                .into_iter()
+                .map(|(id, m)| (id, m.to_owned()))
+                .collect();
+        let results = update_each(&store, &per_cluster, |c, m| {
+            if m == "keep" {
+                return Update::Keep;
+            }
+            c.nodes[0].observed.message = Some(m.clone());
+            Update::Write
+        });
+        let by_id: HashMap<ClusterId, Result<Cluster, StoreError>> = results.into_iter().collect();
+        assert_eq!(
+            by_id[&a.id].as_ref().unwrap().nodes[0]
+                .observed
+                .message
+                .as_deref(),
+            Some("wait a")
+        );
+        assert_eq!(
+            by_id[&b.id].as_ref().unwrap(),
+            &store.cluster(b.id).unwrap().unwrap()
+        );
+        assert!(matches!(by_id[&gone.id], Err(StoreError::NotFound(_))));
+        let mut written = Vec::new();
+        while let Ok(Commit::Cluster(c)) = commits.try_recv() {
+            written.push(c.id);
+        }
+        assert_eq!(written, [a.id], "the kept cluster is not written");
     }
 
     #[test]
