@@ -96,14 +96,14 @@ pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64]) -> Vec<u8
     head
 }
 
-/// A cluster as read at one revision: its bytes (to check that nothing changed since) and
-/// the assembled record.
+/// A cluster as read at one revision: its head's bytes (to check that nothing changed
+/// since) and the assembled record, whose nodes are its node records decoded, in the order
+/// of `names`.
 pub(super) struct Snapshot {
     pub head: IVec,
     pub rev: u64,
     pub names: Vec<String>,
     pub versions: Vec<u64>,
-    pub nodes: Vec<IVec>,
     pub cluster: Cluster,
 }
 
@@ -128,7 +128,6 @@ impl Snapshot {
             rev: head.rev,
             names: head.nodes,
             versions: head.versions,
-            nodes,
             cluster,
         })
     }
@@ -149,13 +148,17 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The writes that turn `old` (none: a new cluster) into `new` at revision `rev`.
+    ///
+    /// A node equal to its old record keeps that record: only changed nodes are encoded
+    /// (a status update of one node encodes one node, not all of them).
     pub fn write(old: Option<&Snapshot>, new: &mut Cluster, rev: u64) -> Plan {
-        let mut before: HashMap<&str, (&IVec, u64)> = old
+        // The snapshot's nodes are its records decoded, in the order of its names.
+        let mut before: HashMap<&str, (&Node, u64)> = old
             .map(|o| {
                 o.names
                     .iter()
                     .map(String::as_str)
-                    .zip(o.nodes.iter().zip(o.versions.iter().copied()))
+                    .zip(o.cluster.nodes.iter().zip(o.versions.iter().copied()))
                     .collect()
             })
             .unwrap_or_default();
@@ -164,14 +167,13 @@ impl Plan {
         let mut remove_nodes = Vec::new();
         let mut versions = Vec::with_capacity(new.nodes.len());
         for n in &new.nodes {
-            let bytes = encode(n);
             match before.remove(n.name.as_str()) {
-                Some((old, v)) if old.as_ref() == bytes.as_slice() => versions.push(v),
+                Some((old, v)) if old == n => versions.push(v),
                 was => {
                     if let Some((_, v)) = was {
                         remove_nodes.push(node_key(id, n.name.as_str(), v));
                     }
-                    put_nodes.push((node_key(id, n.name.as_str(), rev), bytes));
+                    put_nodes.push((node_key(id, n.name.as_str(), rev), encode(n)));
                     versions.push(rev);
                 }
             }

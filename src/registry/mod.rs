@@ -386,11 +386,15 @@ pub trait Store: Send + Sync + 'static {
     /// the batch): each result is what `update_cluster` would return for that entry. The
     /// scheduler applies a batch of task updates with it before acknowledging any of them.
     /// Entries apply in order (two entries of one cluster see each other's writes); the
-    /// commits are announced after the one flush.
-    fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
+    /// commits are announced after the one flush. A cluster written is shared with its
+    /// announcement ([`Commit::Cluster`]), not copied.
+    fn update_clusters(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> Vec<Result<Arc<Cluster>, StoreError>> {
         batch
             .iter_mut()
-            .map(|(id, f)| self.update_cluster(*id, &mut **f))
+            .map(|(id, f)| self.update_cluster(*id, &mut **f).map(Arc::new))
             .collect()
     }
     /// One page of the clusters that `filter` matches, oldest first, starting after

@@ -685,16 +685,19 @@ impl Store for SledStore {
         }
     }
 
-    fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
+    fn update_clusters(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> Vec<Result<Arc<Cluster>, StoreError>> {
         let mut results = Vec::with_capacity(batch.len());
         let mut written = Vec::new();
         for (i, (id, f)) in batch.iter_mut().enumerate() {
             let ticket = self.announcer.enter(*id);
             results.push(match self.update_one(*id, &mut **f) {
-                Ok(Outcome::Kept(c)) => Ok(c),
+                Ok(Outcome::Kept(c)) => Ok(Arc::new(c)),
                 Ok(Outcome::Written { cluster, seq }) => {
                     written.push((i, ticket, seq));
-                    Ok(cluster)
+                    Ok(Arc::new(cluster))
                 }
                 Err(e) => Err(e),
             });
@@ -707,7 +710,7 @@ impl Store for SledStore {
             Ok(()) => {
                 for (i, ticket, seq) in written {
                     if let Some(Ok(c)) = results.get(i) {
-                        ticket.announce(seq, Commit::Cluster(Arc::new(c.clone())));
+                        ticket.announce(seq, Commit::Cluster(Arc::clone(c)));
                     }
                 }
             }

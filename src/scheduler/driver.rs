@@ -862,8 +862,9 @@ impl Driver {
         let mut recorded = HashMap::with_capacity(written.len());
         for (id, r) in written {
             match r {
+                // The ACCEPTs are built from the records (a copy: the commit shares it).
                 Ok(c) => {
-                    recorded.insert(id, c);
+                    recorded.insert(id, Arc::unwrap_or_clone(c));
                 }
                 Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -1303,7 +1304,7 @@ fn update_each<T>(
     st: &dyn Store,
     per_cluster: &BTreeMap<ClusterId, T>,
     f: impl Fn(&mut Cluster, &T) -> Update,
-) -> Vec<(ClusterId, Result<Cluster, StoreError>)> {
+) -> Vec<(ClusterId, Result<Arc<Cluster>, StoreError>)> {
     let mut fns: Vec<_> = per_cluster
         .values()
         .map(|v| {
@@ -1333,7 +1334,7 @@ fn apply_batch(
     updates: &[(ClusterId, String, Observed)],
     groups: &[(ClusterId, Vec<usize>)],
     now: &Timestamp,
-) -> (Vec<Result<Cluster, StoreError>>, Vec<Option<Applied>>) {
+) -> (Vec<Result<Arc<Cluster>, StoreError>>, Vec<Option<Applied>>) {
     let mut decided: Vec<Vec<Applied>> = vec![Vec::new(); groups.len()];
     let mut fns: Vec<_> = groups
         .iter()
@@ -1369,15 +1370,15 @@ fn apply_batch(
     let results = st.update_clusters(&mut batch);
     drop(batch);
     drop(fns);
-    let mut per_update: Vec<Result<Cluster, StoreError>> = Vec::with_capacity(updates.len());
+    let mut per_update: Vec<Result<Arc<Cluster>, StoreError>> = Vec::with_capacity(updates.len());
     let mut applied: Vec<Option<Applied>> = vec![None; updates.len()];
-    let mut slot: Vec<Option<Result<Cluster, StoreError>>> =
+    let mut slot: Vec<Option<Result<Arc<Cluster>, StoreError>>> =
         (0..updates.len()).map(|_| None).collect();
     for (((_, idx), r), out) in groups.iter().zip(results).zip(decided) {
         for (k, &i) in idx.iter().enumerate() {
             applied[i] = out.get(k).cloned();
             slot[i] = Some(match &r {
-                Ok(c) => Ok(c.clone()),
+                Ok(c) => Ok(Arc::clone(c)),
                 Err(e) => Err(clone_store_error(e)),
             });
         }
@@ -1603,7 +1604,8 @@ mod tests {
             c.nodes[0].observed.message = Some(m.clone());
             Update::Write
         });
-        let by_id: HashMap<ClusterId, Result<Cluster, StoreError>> = results.into_iter().collect();
+        let by_id: HashMap<ClusterId, Result<Arc<Cluster>, StoreError>> =
+            results.into_iter().collect();
         assert_eq!(
             by_id[&a.id].as_ref().unwrap().nodes[0]
                 .observed
@@ -1612,8 +1614,8 @@ mod tests {
             Some("wait a")
         );
         assert_eq!(
-            by_id[&b.id].as_ref().unwrap(),
-            &store.cluster(b.id).unwrap().unwrap()
+            **by_id[&b.id].as_ref().unwrap(),
+            store.cluster(b.id).unwrap().unwrap()
         );
         assert!(matches!(by_id[&gone.id], Err(StoreError::NotFound(_))));
         let mut written = Vec::new();
