@@ -810,17 +810,24 @@ impl Driver {
         self.revive_or_suppress(s).await
     }
 
-    /// The pending clusters that still want placement, oldest first (launch order); the
-    /// others leave the pending set.
-    /// The pending clusters to place now, oldest first, and how long until the first
-    /// backoff of the others ends.
+    /// The pending clusters to place now, oldest first (launch order), and how long until
+    /// the first backoff of the others ends; the clusters that no longer want placement
+    /// leave the pending set. One store call reads them all.
     async fn pending_clusters(&mut self) -> Result<(Vec<Cluster>, Option<Duration>), DriverError> {
         let mut clusters = Vec::with_capacity(self.pending.len());
         let now = Timestamp::now();
         let now_ms = now.millis().unwrap_or(0);
         let mut backoff: Option<Duration> = None;
-        for id in self.pending.clone() {
-            match self.blocking(move |st| st.cluster(id)).await? {
+        let ids: Vec<ClusterId> = self.pending.iter().copied().collect();
+        let read = self
+            .blocking(move |st| {
+                ids.into_iter()
+                    .map(|id| Ok((id, st.cluster(id)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        for (id, c) in read {
+            match c {
                 // A replaced node waiting for its backoff keeps its cluster pending (and
                 // offers coming) until a later round.
                 Some(c) if launch::wants_placement(&c) && c.backing_off(&now) => {
