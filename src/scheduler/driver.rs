@@ -1305,13 +1305,16 @@ fn group_by_cluster(ids: impl Iterator<Item = ClusterId>) -> Vec<(ClusterId, Vec
     groups
 }
 
+/// A cluster as one entry of a batch wrote it (or kept it), or why not.
+type Written = Result<Arc<Cluster>, StoreError>;
+
 /// Applies `f` with each cluster's entry of `per_cluster` in one [`Store::update_clusters`]
 /// (one flush for all): each cluster's result, in the map's order.
 fn update_each<T>(
     st: &dyn Store,
     per_cluster: &BTreeMap<ClusterId, T>,
     f: impl Fn(&mut Cluster, &T) -> Update,
-) -> Vec<(ClusterId, Result<Arc<Cluster>, StoreError>)> {
+) -> Vec<(ClusterId, Written)> {
     let mut fns: Vec<_> = per_cluster
         .values()
         .map(|v| {
@@ -1341,7 +1344,7 @@ fn apply_batch(
     updates: &[(ClusterId, String, Observed)],
     groups: &[(ClusterId, Vec<usize>)],
     now: &Timestamp,
-) -> (Vec<Result<Arc<Cluster>, StoreError>>, Vec<Option<Applied>>) {
+) -> (Vec<Written>, Vec<Option<Applied>>) {
     let mut decided: Vec<Vec<Applied>> = vec![Vec::new(); groups.len()];
     let mut fns: Vec<_> = groups
         .iter()
@@ -1377,10 +1380,9 @@ fn apply_batch(
     let results = st.update_clusters(&mut batch);
     drop(batch);
     drop(fns);
-    let mut per_update: Vec<Result<Arc<Cluster>, StoreError>> = Vec::with_capacity(updates.len());
+    let mut per_update: Vec<Written> = Vec::with_capacity(updates.len());
     let mut applied: Vec<Option<Applied>> = vec![None; updates.len()];
-    let mut slot: Vec<Option<Result<Arc<Cluster>, StoreError>>> =
-        (0..updates.len()).map(|_| None).collect();
+    let mut slot: Vec<Option<Written>> = (0..updates.len()).map(|_| None).collect();
     for (((_, idx), r), out) in groups.iter().zip(results).zip(decided) {
         for (k, &i) in idx.iter().enumerate() {
             applied[i] = out.get(k).cloned();
@@ -1611,8 +1613,7 @@ mod tests {
             c.nodes[0].observed.message = Some(m.clone());
             Update::Write
         });
-        let by_id: HashMap<ClusterId, Result<Arc<Cluster>, StoreError>> =
-            results.into_iter().collect();
+        let by_id: HashMap<ClusterId, Written> = results.into_iter().collect();
         assert_eq!(
             by_id[&a.id].as_ref().unwrap().nodes[0]
                 .observed
