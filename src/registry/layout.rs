@@ -3,6 +3,7 @@
 //! touched here, so the plans are tested without a database.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::IVec;
@@ -104,7 +105,9 @@ pub(super) struct Snapshot {
     pub rev: u64,
     pub names: Vec<String>,
     pub versions: Vec<u64>,
-    pub cluster: Cluster,
+    /// Shared with the store's cache of decoded clusters and, for a commit, with its
+    /// announcement.
+    pub cluster: Arc<Cluster>,
 }
 
 impl Snapshot {
@@ -128,6 +131,20 @@ impl Snapshot {
             rev: head.rev,
             names: head.nodes,
             versions: head.versions,
+            cluster: Arc::new(cluster),
+        })
+    }
+}
+
+impl Snapshot {
+    /// The snapshot a reader will take of `cluster` once `plan` (which wrote it at `rev`)
+    /// is committed; `None` for a purge.
+    pub fn written(plan: &Plan, rev: u64, cluster: Arc<Cluster>) -> Option<Snapshot> {
+        Some(Snapshot {
+            head: IVec::from(plan.head.as_deref()?),
+            rev,
+            names: cluster.nodes.iter().map(|n| n.name.to_string()).collect(),
+            versions: plan.versions.clone(),
             cluster,
         })
     }
@@ -139,6 +156,8 @@ impl Snapshot {
 pub(super) struct Plan {
     /// The new head; `None` removes it (a purge).
     pub head: Option<Vec<u8>>,
+    /// The revision of each node record the new head names, in node order.
+    pub versions: Vec<u64>,
     pub put_nodes: Vec<(Vec<u8>, Vec<u8>)>,
     pub remove_nodes: Vec<Vec<u8>>,
     /// Index keys to remove and to insert (the value is the cluster's uuid).
@@ -191,6 +210,7 @@ impl Plan {
         };
         Plan {
             head: Some(head),
+            versions,
             put_nodes,
             remove_nodes,
             remove_index,
@@ -202,6 +222,7 @@ impl Plan {
     pub fn purge(id: ClusterId, old: &Snapshot) -> Plan {
         Plan {
             head: None,
+            versions: Vec::new(),
             put_nodes: Vec::new(),
             remove_nodes: old
                 .names
@@ -245,11 +266,11 @@ mod tests {
     fn a_head_and_its_nodes_assemble_to_the_same_cluster() {
         let c = cluster();
         let snap = stored(&c, 7);
-        assert_eq!(snap.cluster, c);
+        assert_eq!(*snap.cluster, c);
         assert_eq!(snap.rev, 7);
         assert_eq!(snap.names, ["a", "b", "c"]);
         assert_eq!(
-            serde_json::to_string(&snap.cluster).unwrap(),
+            serde_json::to_string(&*snap.cluster).unwrap(),
             serde_json::to_string(&c).unwrap(),
             "the served JSON is the same"
         );

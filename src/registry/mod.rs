@@ -45,6 +45,7 @@
 //! (group commit, see [`sled_store`]), so a burst of writes costs far fewer fsyncs than
 //! writes, yet a 2xx never precedes its flush.
 
+mod decoded;
 mod layout;
 pub mod memory;
 pub mod sled_store;

@@ -40,6 +40,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 use tokio::sync::broadcast;
 
+use super::decoded::Decoded;
 use super::layout::{
     Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, node_key, owner_prefix, status_prefix,
 };
@@ -98,6 +99,8 @@ pub struct SledStore {
     commit: GroupCommit,
     announcer: Announcer,
     tally: Mutex<Tally>,
+    /// The clusters read or written last, decoded (see [`Decoded`]).
+    decoded: Decoded,
 }
 
 impl SledStore {
@@ -140,6 +143,7 @@ impl SledStore {
             commit: GroupCommit::default(),
             announcer: Announcer::default(),
             tally: Mutex::default(),
+            decoded: Decoded::default(),
         };
         let converted = store.migrate()?;
         if converted > 0 {
@@ -222,17 +226,21 @@ impl SledStore {
     }
 
     /// Reads cluster `id` consistently (see the module docs). `None` if it does not exist,
-    /// or if its head does not match `filter` (then its nodes are not read).
+    /// or if its head does not match `filter` (then its nodes are not read). A head that
+    /// [`Decoded`] holds is not decoded again, nor are its nodes read.
     fn read(
         &self,
         id: ClusterId,
         filter: Option<&ListFilter>,
-    ) -> Result<Option<Snapshot>, StoreError> {
+    ) -> Result<Option<Arc<Snapshot>>, StoreError> {
         let key = id.to_string();
         loop {
             let Some(head_bytes) = self.clusters.get(&key)? else {
                 return Ok(None);
             };
+            if let Some(snap) = self.decoded.get(id, &head_bytes) {
+                return Ok(Some(snap).filter(|s| filter.is_none_or(|f| f.matches(&s.cluster))));
+            }
             let head = Head::decode(key.as_bytes(), &head_bytes)?;
             if filter.is_some_and(|f| !f.matches(&head.cluster)) {
                 return Ok(None);
@@ -256,7 +264,9 @@ impl SledStore {
             if let Some(k) = missing {
                 return Err(corrupt(&k, "the node record its cluster names is missing"));
             }
-            return Snapshot::assemble(id, head_bytes, head, nodes).map(Some);
+            let snap = Arc::new(Snapshot::assemble(id, head_bytes, head, nodes)?);
+            self.decoded.put(Arc::clone(&snap));
+            return Ok(Some(snap));
         }
     }
 
@@ -399,9 +409,9 @@ impl SledStore {
                 return Err(StoreError::NotFound(format!("cluster {id}")));
             };
             // Work on a copy: the snapshot is what the commit checks and moves the counts from.
-            let mut c = snap.cluster.clone();
+            let mut c = Cluster::clone(&snap.cluster);
             match f(&mut c).map_err(StoreError::Rejected)? {
-                Update::Keep => return Ok(Outcome::Kept(c)),
+                Update::Keep => return Ok(Outcome::Kept(Arc::new(c))),
                 Update::Write => {}
             }
             if c.id != id {
@@ -410,7 +420,8 @@ impl SledStore {
                 )));
             }
             check_node_names(&c)?;
-            let plan = Plan::write(Some(&snap), &mut c, snap.rev + 1);
+            let rev = snap.rev + 1;
+            let plan = Plan::write(Some(&snap), &mut c, rev);
             let Some(seq) = self.commit(id, Some(&snap.head), &plan)? else {
                 // A concurrent writer changed the cluster since we read it: redo `f` on the
                 // new record rather than overwrite theirs.
@@ -418,7 +429,9 @@ impl SledStore {
             };
             self.lock_tally()
                 .shift(Some(&Statuses::of(&snap.cluster)), Some(&Statuses::of(&c)));
-            return Ok(Outcome::Written { cluster: c, seq });
+            let cluster = Arc::new(c);
+            self.remember(&plan, rev, &cluster);
+            return Ok(Outcome::Written { cluster, seq });
         }
     }
 
@@ -432,10 +445,17 @@ impl SledStore {
         for kv in self.by_owner.scan_prefix(owner_prefix(owner)) {
             let (k, v) = kv?;
             if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
-                out.push(s.cluster);
+                out.push(Cluster::clone(&s.cluster));
             }
         }
         Ok(out)
+    }
+
+    /// Keeps what `plan` committed at `rev` decoded, for the next read.
+    fn remember(&self, plan: &Plan, rev: u64, cluster: &Arc<Cluster>) {
+        if let Some(snap) = Snapshot::written(plan, rev, Arc::clone(cluster)) {
+            self.decoded.put(Arc::new(snap));
+        }
     }
 
     /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
@@ -466,12 +486,14 @@ impl SledStore {
             self.lock_tally().shift(None, Some(&Statuses::of(c)));
             seq
         };
+        let record = Arc::new(record);
+        self.remember(&plan, 1, &record);
         // The lock is released before the flush: the cluster is committed, so the next
         // holder (a `delete_product` of its product, another launch of its owner) sees it,
         // and sled's flush writes the log in order, so nothing committed after it can reach
         // the disk without it.
         self.durable()?;
-        ticket.announce(seq, Commit::Cluster(Arc::new(record)));
+        ticket.announce(seq, Commit::Cluster(record));
         Ok(())
     }
 }
@@ -482,8 +504,10 @@ type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
 
 /// What [`SledStore::update_one`] did.
 enum Outcome {
-    Kept(Cluster),
-    Written { cluster: Cluster, seq: u64 },
+    /// The record as the caller's function left it (not written).
+    Kept(Arc<Cluster>),
+    /// The cluster as committed, shared with the cache and the announcement.
+    Written { cluster: Arc<Cluster>, seq: u64 },
 }
 
 /// The cluster an index entry points to.
@@ -600,7 +624,7 @@ impl Store for SledStore {
         for kv in self.by_created.iter() {
             let (k, v) = kv?;
             if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
-                users.push(s.cluster);
+                users.push(Cluster::clone(&s.cluster));
             }
         }
         guard(&users).map_err(StoreError::Rejected)?;
@@ -644,9 +668,10 @@ impl Store for SledStore {
                 return Ok(false);
             }
             if let Some(seq) = self.commit(id, Some(&snap.head), &Plan::purge(id, &snap))? {
-                break (seq, snap.cluster);
+                break (seq, Arc::clone(&snap.cluster));
             }
         };
+        self.decoded.forget(id);
         self.lock_tally().shift(Some(&Statuses::of(&old)), None);
         self.durable()?;
         ticket.announce(seq, Commit::Purged(id));
@@ -654,7 +679,7 @@ impl Store for SledStore {
     }
 
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError> {
-        Ok(self.read(id, None)?.map(|s| s.cluster))
+        Ok(self.read(id, None)?.map(|s| Cluster::clone(&s.cluster)))
     }
 
     fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
@@ -663,7 +688,7 @@ impl Store for SledStore {
             let (k, v) = kv?;
             // A cluster purged since the index was read is simply not listed.
             if let Some(s) = self.read(index_id(&k, &v)?, None)? {
-                all.push(s.cluster);
+                all.push(Cluster::clone(&s.cluster));
             }
         }
         Ok(all)
@@ -676,11 +701,11 @@ impl Store for SledStore {
     ) -> Result<Cluster, StoreError> {
         let ticket = self.announcer.enter(id);
         match self.update_one(id, f)? {
-            Outcome::Kept(c) => Ok(c),
+            Outcome::Kept(c) => Ok(Arc::unwrap_or_clone(c)),
             Outcome::Written { cluster, seq } => {
                 self.durable()?;
-                ticket.announce(seq, Commit::Cluster(Arc::new(cluster.clone())));
-                Ok(cluster)
+                ticket.announce(seq, Commit::Cluster(Arc::clone(&cluster)));
+                Ok(Arc::unwrap_or_clone(cluster))
             }
         }
     }
@@ -694,10 +719,10 @@ impl Store for SledStore {
         for (i, (id, f)) in batch.iter_mut().enumerate() {
             let ticket = self.announcer.enter(*id);
             results.push(match self.update_one(*id, &mut **f) {
-                Ok(Outcome::Kept(c)) => Ok(Arc::new(c)),
+                Ok(Outcome::Kept(c)) => Ok(c),
                 Ok(Outcome::Written { cluster, seq }) => {
                     written.push((i, ticket, seq));
-                    Ok(Arc::new(cluster))
+                    Ok(cluster)
                 }
                 Err(e) => Err(e),
             });
@@ -759,7 +784,7 @@ impl Store for SledStore {
                 continue;
             }
             if let Some(s) = self.read(id, Some(filter))? {
-                page.clusters.push(s.cluster);
+                page.clusters.push(Cluster::clone(&s.cluster));
             }
         }
         Ok(page)
