@@ -27,6 +27,8 @@
 //!   cluster before its flush returned is not announced.
 //! - **Counted**: the counts by status are kept in memory, counted once at open and moved by
 //!   every commit from the old statuses to the new, so [`Store::counts`] reads no disk.
+//! - **Kept decoded**: the committed record goes to a bounded cache of decoded clusters
+//!   ([`Decoded`], by the head's bytes), so the next read of the cluster decodes nothing.
 //!
 
 use std::collections::{BTreeMap, HashMap};
