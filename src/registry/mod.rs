@@ -467,3 +467,44 @@ pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // invariant: our records are plain structs with string keys; serialisation cannot fail.
     serde_json::to_vec(v).expect("record serialises")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ClusterStatus;
+    use suite::{cluster_with, product};
+
+    /// A pass over some statuses sees every cluster in them, across pages, and none other.
+    #[test]
+    fn each_in_statuses_walks_every_page_of_the_statuses_asked_only() {
+        let store = MemoryStore::new();
+        store.create_product(&product("p", "1")).unwrap();
+        let statuses = [
+            ClusterStatus::Destroying,
+            ClusterStatus::Ready,
+            ClusterStatus::Failed,
+        ];
+        let mut want = std::collections::BTreeSet::new();
+        for i in 0..(2 * SCAN_PAGE + 3) {
+            let at = format!("2026-01-01T00:{:02}:{:02}.000Z", i / 60, i % 60);
+            let mut c = cluster_with("u", "p", "1", &at, &["a"]);
+            c.status = statuses[i % 3];
+            if c.status != ClusterStatus::Ready {
+                want.insert(c.id);
+            }
+            store.create_cluster(&c).unwrap();
+        }
+        let mut seen = Vec::new();
+        each_in_statuses(
+            &store,
+            [ClusterStatus::Destroying, ClusterStatus::Failed],
+            |c| seen.push(c.id),
+        )
+        .unwrap();
+        assert_eq!(seen.len(), want.len(), "each once");
+        assert_eq!(
+            seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
+    }
+}

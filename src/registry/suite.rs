@@ -14,7 +14,7 @@ fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
 }
 
-fn product(n: &str, v: &str) -> Product {
+pub fn product(n: &str, v: &str) -> Product {
     Product {
         name: name(n),
         version: name(v),
