@@ -11,9 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{JSON, Server, call, get};
@@ -27,87 +25,45 @@ const SIZE: usize = 5;
 // Spaces keep `{ {{` from reading as a triple-stash. No services: nothing to configure.
 const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "crash", "cpu": 0.01, "mem": 1}{{/each}} } }"#;
 
-/// The master's process: `paas serve` with mesos-local on simulated agents; killed when
-/// dropped.
-struct Master {
-    child: Child,
-    url: String,
+/// The master's process: `paas serve` with mesos-local on simulated agents (killed when
+/// dropped, as every [`Server`]), and its URL.
+fn start_master(data: &Path) -> (Server, String) {
+    let master = Server::start(
+        data,
+        &[
+            "--local-containerizer",
+            "simulated",
+            "--local-agents",
+            "4",
+            "--local-resources",
+            "cpus:8;mem:4096;disk:1024;ports:[20000-20999]",
+        ],
+    );
+    let url = master
+        .local_master()
+        .unwrap_or_else(|| panic!("no master URL logged:\n{}", master.log));
+    (master, url)
 }
 
-impl Master {
-    fn start(data: &Path) -> Master {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paas"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(["--local-containerizer", "simulated", "--local-agents", "4"])
-            .args([
-                "--local-resources",
-                "cpus:8;mem:4096;disk:1024;ports:[20000-20999]",
-            ])
-            .env("RUST_LOG", "info")
-            .env_remove("MESOS_MASTER")
-            .env_remove("PAAS_TOKENS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("paas serve starts");
-        let stderr = child.stderr.take().expect("piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut url = None;
-        let mut seen = String::new();
-        loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the master's serve exited; stderr:\n{seen}");
-            };
-            seen.push_str(&line);
-            seen.push('\n');
-            // `master=http://127.0.0.1:PORT` on mesos-local's start line (port 0 picked it).
-            if line.contains("mesos-local started")
-                && let Some(i) = line.find("master=http://")
-            {
-                let rest = &line[i + "master=".len()..];
-                url = Some(rest.split_whitespace().next().unwrap_or(rest).to_owned());
-            }
-            if line.contains("paas serving on http://") {
-                break;
-            }
-        }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Master {
-            child,
-            url: url.unwrap_or_else(|| panic!("no master URL logged:\n{seen}")),
-        }
-    }
-
-    /// Our framework's tasks by task id: (state, state of the last acknowledged update).
-    async fn tasks(&self, framework_id: &str) -> BTreeMap<String, (String, Option<String>)> {
-        let state = get(&format!("{}/master/state", self.url)).await.json();
-        state["tasks"]
-            .as_array()
-            .expect("tasks")
-            .iter()
-            .filter(|t| t["framework_id"] == framework_id)
-            .map(|t| {
+/// Our framework's tasks on the master at `url`, by task id: (state, state of the last
+/// acknowledged update).
+async fn tasks(url: &str, framework_id: &str) -> BTreeMap<String, (String, Option<String>)> {
+    let state = get(&format!("{url}/master/state")).await.json();
+    state["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|t| t["framework_id"] == framework_id)
+        .map(|t| {
+            (
+                t["task_id"].as_str().unwrap().to_owned(),
                 (
-                    t["task_id"].as_str().unwrap().to_owned(),
-                    (
-                        t["state"].as_str().unwrap().to_owned(),
-                        t["acknowledged"].as_str().map(str::to_owned),
-                    ),
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+                    t["state"].as_str().unwrap().to_owned(),
+                    t["acknowledged"].as_str().map(str::to_owned),
+                ),
+            )
+        })
+        .collect()
 }
 
 /// How far along the launch a node status is; a later update never goes back.
@@ -193,9 +149,9 @@ async fn poll<T>(secs: u64, what: &str, f: impl AsyncFnMut() -> Option<T>) -> T 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_update_is_lost_when_serve_is_killed_mid_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(&dir.path().join("master"));
+    let (master, master_url) = start_master(&dir.path().join("master"));
     let data = dir.path().join("framework");
-    let mut f = Server::start(&data, &["--master", &master.url]);
+    let mut f = Server::start(&data, &["--master", &master_url]);
     register_product(&f).await;
     let health = poll(30, "the framework to subscribe", async || {
         let h = get(&f.api("/health")).await.json();
@@ -212,27 +168,27 @@ async fn no_acknowledged_update_is_lost_when_serve_is_killed_mid_batch() {
         assert_eq!(r.status, 202, "{}", r.text());
     }
     poll(60, "a first acknowledged update", async || {
-        let t = master.tasks(&fid).await;
+        let t = tasks(&master_url, &fid).await;
         t.values().any(|(_, a)| a.is_some()).then_some(())
     })
     .await;
     f.kill9();
 
-    let tasks = master.tasks(&fid).await;
+    let before = tasks(&master_url, &fid).await;
     let (stored_fid, nodes) = stored(&data);
     assert_eq!(stored_fid, fid);
-    let acked = check_acknowledged(&tasks, &nodes);
-    let unacked = tasks.values().filter(|(_, a)| a.is_none()).count();
+    let acked = check_acknowledged(&before, &nodes);
+    let unacked = before.values().filter(|(_, a)| a.is_none()).count();
     eprintln!(
         "killed with {} tasks on the master: {acked} acknowledged, {unacked} not yet; {} nodes on record",
-        tasks.len(),
+        before.len(),
         nodes.len()
     );
     assert!(acked > 0);
 
     // Restarted on the same data, the framework gets the unacknowledged updates again and
     // every node it knows runs.
-    let f = Server::start(&data, &["--master", &master.url]);
+    let f = Server::start(&data, &["--master", &master_url]);
     let clusters = poll(120, "every node to run after the restart", async || {
         let page = get(&f.api("/clusters")).await.json();
         let list = page["clusters"].as_array().cloned().unwrap_or_default();
@@ -255,12 +211,12 @@ async fn no_acknowledged_update_is_lost_when_serve_is_killed_mid_batch() {
     })
     .await;
     assert_eq!(clusters.len(), CLUSTERS);
-    let tasks_after = master.tasks(&fid).await;
+    let tasks_after = tasks(&master_url, &fid).await;
     drop(f);
     let (_, nodes_after) = stored(&data);
     // What was acknowledged before the kill is still on record, and so is everything
     // acknowledged since.
-    check_acknowledged(&tasks, &nodes_after);
+    check_acknowledged(&before, &nodes_after);
     check_acknowledged(&tasks_after, &nodes_after);
     for (task, (state, _)) in &tasks_after {
         if state == "TASK_RUNNING" {

@@ -22,6 +22,7 @@ use crate::domain::{ClusterId, ClusterStatus};
 use crate::mesos_local::resources::Quantities;
 use crate::mesos_local::{self, ContainerizerMode, LocalConfig};
 use crate::metrics::Metrics;
+use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::registry::{self, Commit, SledStore, Store};
 
 use super::child::{ChildError, ChildProc, cpu_of, master_in};
@@ -76,6 +77,10 @@ pub struct Options {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Run the orchestrator too (as `paas serve` does) and print how long after a cluster's
+    /// last node runs it goes `configuring`. Its CPU is then in the framework's.
+    #[arg(long)]
+    pub configure: bool,
 }
 
 /// Runs the benchmark and prints its numbers.
@@ -166,7 +171,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         store: store.clone(),
         backend: Arc::new(Subscribed(scheduler)),
         auth: Auth::Anonymous,
-        metrics,
+        metrics: metrics.clone(),
         max_body: api::DEFAULT_MAX_BODY,
         renderer: Renderer::spec(),
         node_image: "bench".into(),
@@ -175,6 +180,18 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         views: api::views::Views::spawn(store.as_ref(), shutdown.clone(), &tracker),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
+    if o.configure {
+        // The bench's product has no services and no script: configuring needs no node.
+        let mut cfg = OrchestratorConfig::new(format!("http://{addr}{}", api::routes::BASE));
+        cfg.work_dir = dir.clone();
+        Orchestrator::spawn(
+            cfg,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
+    }
     let client = Arc::new(crate::cli::Client::new(&format!("http://{addr}"), None));
 
     client
@@ -206,6 +223,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         store.clone(),
         store.subscribe(),
         clusters,
+        o.configure,
         deadline,
     ));
     let cpu_start = cpu_of("/proc/self/stat");
@@ -236,7 +254,11 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         posted.extend(r.map_err(|e| setup(&e))??);
     }
     let post_wall = start.elapsed();
-    let (done, lagged) = collector.await.map_err(|e| setup(&e))?;
+    let Seen {
+        running: done,
+        configuring,
+        lagged,
+    } = collector.await.map_err(|e| setup(&e))?;
     let cpu = cpu_start
         .zip(cpu_of("/proc/self/stat"))
         .map(|(a, b)| b.saturating_sub(a));
@@ -255,7 +277,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         last.saturating_duration_since(start)
     });
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    let pct = |q: f64| percentile(&lat, q);
     println!(
         "  all {nodes} nodes running {:.2} s after the first POST: {:.0} nodes/s (the POSTs took {:.2} s)",
         wall.as_secs_f64(),
@@ -288,6 +310,21 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
             per_node(cpu)
         );
     }
+    if o.configure {
+        let mut to_configuring: Vec<f64> = configuring
+            .iter()
+            .filter_map(|(id, c)| done.get(id).map(|r| c.saturating_duration_since(*r)))
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        to_configuring.sort_by(f64::total_cmp);
+        println!(
+            "  every node running → configuring, per cluster ({} of {clusters}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            to_configuring.len(),
+            percentile(&to_configuring, 0.5),
+            percentile(&to_configuring, 0.99),
+            percentile(&to_configuring, 1.0)
+        );
+    }
     if lagged > 0 {
         println!(
             "  (the commit subscription lagged {lagged} times; those clusters' ends were taken at the rescan, a little late)"
@@ -300,43 +337,68 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
     Ok(())
 }
 
-/// When each cluster is first committed as scheduled (every node running), until `want`
-/// are, or `deadline`; and how often the subscription lagged (then a scan catches up).
+/// The `q` quantile of sorted `v` (0 for none).
+fn percentile(v: &[f64], q: f64) -> f64 {
+    match v.len() {
+        0 => 0.0,
+        n => v[((n as f64 * q) as usize).min(n - 1)],
+    }
+}
+
+/// When the commits showed each cluster first.
+struct Seen {
+    /// With every node running (`scheduled` or later).
+    running: HashMap<ClusterId, Instant>,
+    /// `configuring` or later (kept only with the orchestrator).
+    configuring: HashMap<ClusterId, Instant>,
+    /// How often the subscription lagged (then a scan catches up, a little late).
+    lagged: u64,
+}
+
+/// Follows the commits until `want` clusters run (and, with `configure`, are configuring),
+/// or `deadline`.
 async fn collect(
     store: Arc<dyn Store>,
     mut commits: tokio::sync::broadcast::Receiver<Commit>,
     want: usize,
+    configure: bool,
     deadline: Instant,
-) -> (HashMap<ClusterId, Instant>, u64) {
-    let running = |s: ClusterStatus| {
-        matches!(
-            s,
-            ClusterStatus::Scheduled
-                | ClusterStatus::Configuring
-                | ClusterStatus::Configured
-                | ClusterStatus::Ready
-        )
+) -> Seen {
+    use ClusterStatus as S;
+    let mut seen = Seen {
+        running: HashMap::with_capacity(want),
+        configuring: HashMap::new(),
+        lagged: 0,
     };
-    let mut done = HashMap::with_capacity(want);
-    let mut lagged = 0;
-    while done.len() < want {
+    let note = |seen: &mut Seen, id: ClusterId, status: S, at: Instant| {
+        if matches!(
+            status,
+            S::Scheduled | S::Configuring | S::Configured | S::Ready
+        ) {
+            seen.running.entry(id).or_insert(at);
+        }
+        if configure && matches!(status, S::Configuring | S::Configured | S::Ready) {
+            seen.configuring.entry(id).or_insert(at);
+        }
+    };
+    let finished =
+        |seen: &Seen| seen.running.len() >= want && (!configure || seen.configuring.len() >= want);
+    while !finished(&seen) {
         match tokio::time::timeout_at(deadline.into(), commits.recv()).await {
             Err(_) | Ok(Err(RecvError::Closed)) => break,
-            Ok(Ok(Commit::Cluster(c))) if running(c.status) => {
-                done.entry(c.id).or_insert_with(Instant::now);
-            }
+            Ok(Ok(Commit::Cluster(c))) => note(&mut seen, c.id, c.status, Instant::now()),
             Ok(Ok(_)) => {}
             Ok(Err(RecvError::Lagged(_))) => {
-                lagged += 1;
+                seen.lagged += 1;
                 let Ok(all) = registry::call(&store, |s| s.clusters()).await else {
                     continue;
                 };
                 let now = Instant::now();
-                for c in all.iter().filter(|c| running(c.status)) {
-                    done.entry(c.id).or_insert(now);
+                for c in &all {
+                    note(&mut seen, c.id, c.status, now);
                 }
             }
         }
     }
-    (done, lagged)
+    seen
 }

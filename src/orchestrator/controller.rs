@@ -35,7 +35,7 @@ use crate::domain::{
     Cluster, ClusterId, ClusterStatus, Desired, Node, Part, ScriptState, Service, Timestamp,
 };
 use crate::metrics::Metrics;
-use crate::registry::{self, Commit, ListFilter, Store, StoreError, Update};
+use crate::registry::{self, Commit, Store, StoreError, Update};
 
 /// Why a worker stopped early. Step failures are not errors: they fail the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +97,6 @@ const ACTIVE: [ClusterStatus; 6] = [
     ClusterStatus::Updating,
     ClusterStatus::Destroying,
 ];
-
-/// Clusters read per store call of the scan.
-const SCAN_PAGE: usize = 256;
 
 /// The controller; see the module docs.
 pub struct Controller {
@@ -187,21 +184,7 @@ impl Controller {
         let found = self
             .blocking(|s| {
                 let mut out = Vec::new();
-                for status in ACTIVE {
-                    let filter = ListFilter {
-                        status: Some(status),
-                        ..ListFilter::default()
-                    };
-                    let mut cursor: Option<String> = None;
-                    loop {
-                        let page = s.clusters_page(&filter, SCAN_PAGE, cursor.as_deref())?;
-                        out.extend(page.clusters);
-                        match page.next {
-                            Some(next) => cursor = Some(next),
-                            None => break,
-                        }
-                    }
-                }
+                registry::each_in_statuses(s, ACTIVE, |c| out.push(c))?;
                 Ok(out)
             })
             .await;

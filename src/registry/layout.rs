@@ -3,6 +3,7 @@
 //! touched here, so the plans are tested without a database.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::IVec;
@@ -96,15 +97,17 @@ pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64]) -> Vec<u8
     head
 }
 
-/// A cluster as read at one revision: its bytes (to check that nothing changed since) and
-/// the assembled record.
+/// A cluster as read at one revision: its head's bytes (to check that nothing changed
+/// since) and the assembled record, whose nodes are its node records decoded, in the order
+/// of `names`.
 pub(super) struct Snapshot {
     pub head: IVec,
     pub rev: u64,
     pub names: Vec<String>,
     pub versions: Vec<u64>,
-    pub nodes: Vec<IVec>,
-    pub cluster: Cluster,
+    /// Shared with the store's cache of decoded clusters and, for a commit, with its
+    /// announcement.
+    pub cluster: Arc<Cluster>,
 }
 
 impl Snapshot {
@@ -128,7 +131,20 @@ impl Snapshot {
             rev: head.rev,
             names: head.nodes,
             versions: head.versions,
-            nodes,
+            cluster: Arc::new(cluster),
+        })
+    }
+}
+
+impl Snapshot {
+    /// The snapshot a reader will take of `cluster` once `plan` (which wrote it at `rev`)
+    /// is committed; `None` for a purge.
+    pub fn written(plan: &Plan, rev: u64, cluster: Arc<Cluster>) -> Option<Snapshot> {
+        Some(Snapshot {
+            head: IVec::from(plan.head.as_deref()?),
+            rev,
+            names: cluster.nodes.iter().map(|n| n.name.to_string()).collect(),
+            versions: plan.versions.clone(),
             cluster,
         })
     }
@@ -140,6 +156,8 @@ impl Snapshot {
 pub(super) struct Plan {
     /// The new head; `None` removes it (a purge).
     pub head: Option<Vec<u8>>,
+    /// The revision of each node record the new head names, in node order.
+    pub versions: Vec<u64>,
     pub put_nodes: Vec<(Vec<u8>, Vec<u8>)>,
     pub remove_nodes: Vec<Vec<u8>>,
     /// Index keys to remove and to insert (the value is the cluster's uuid).
@@ -149,13 +167,17 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The writes that turn `old` (none: a new cluster) into `new` at revision `rev`.
+    ///
+    /// A node equal to its old record keeps that record: only changed nodes are encoded
+    /// (a status update of one node encodes one node, not all of them).
     pub fn write(old: Option<&Snapshot>, new: &mut Cluster, rev: u64) -> Plan {
-        let mut before: HashMap<&str, (&IVec, u64)> = old
+        // The snapshot's nodes are its records decoded, in the order of its names.
+        let mut before: HashMap<&str, (&Node, u64)> = old
             .map(|o| {
                 o.names
                     .iter()
                     .map(String::as_str)
-                    .zip(o.nodes.iter().zip(o.versions.iter().copied()))
+                    .zip(o.cluster.nodes.iter().zip(o.versions.iter().copied()))
                     .collect()
             })
             .unwrap_or_default();
@@ -164,14 +186,13 @@ impl Plan {
         let mut remove_nodes = Vec::new();
         let mut versions = Vec::with_capacity(new.nodes.len());
         for n in &new.nodes {
-            let bytes = encode(n);
             match before.remove(n.name.as_str()) {
-                Some((old, v)) if old.as_ref() == bytes.as_slice() => versions.push(v),
+                Some((old, v)) if old == n => versions.push(v),
                 was => {
                     if let Some((_, v)) = was {
                         remove_nodes.push(node_key(id, n.name.as_str(), v));
                     }
-                    put_nodes.push((node_key(id, n.name.as_str(), rev), bytes));
+                    put_nodes.push((node_key(id, n.name.as_str(), rev), encode(n)));
                     versions.push(rev);
                 }
             }
@@ -189,6 +210,7 @@ impl Plan {
         };
         Plan {
             head: Some(head),
+            versions,
             put_nodes,
             remove_nodes,
             remove_index,
@@ -200,6 +222,7 @@ impl Plan {
     pub fn purge(id: ClusterId, old: &Snapshot) -> Plan {
         Plan {
             head: None,
+            versions: Vec::new(),
             put_nodes: Vec::new(),
             remove_nodes: old
                 .names
@@ -243,11 +266,11 @@ mod tests {
     fn a_head_and_its_nodes_assemble_to_the_same_cluster() {
         let c = cluster();
         let snap = stored(&c, 7);
-        assert_eq!(snap.cluster, c);
+        assert_eq!(*snap.cluster, c);
         assert_eq!(snap.rev, 7);
         assert_eq!(snap.names, ["a", "b", "c"]);
         assert_eq!(
-            serde_json::to_string(&snap.cluster).unwrap(),
+            serde_json::to_string(&*snap.cluster).unwrap(),
             serde_json::to_string(&c).unwrap(),
             "the served JSON is the same"
         );

@@ -45,6 +45,7 @@
 //! (group commit, see [`sled_store`]), so a burst of writes costs far fewer fsyncs than
 //! writes, yet a 2xx never precedes its flush.
 
+mod decoded;
 mod layout;
 pub mod memory;
 pub mod sled_store;
@@ -189,6 +190,41 @@ pub fn check_cursor(cursor: &str) -> Result<(), StoreError> {
     let parsed: ClusterId = id.parse().map_err(|_| bad())?;
     if at.is_empty() || at.contains('\0') || parsed.to_string() != id {
         return Err(bad());
+    }
+    Ok(())
+}
+
+/// Clusters read per store call by [`each_in_statuses`].
+pub const SCAN_PAGE: usize = 256;
+
+/// Calls `f` on every cluster whose status is one of `statuses`, status by status and page
+/// by page through [`Store::clusters_page`] (the status index in the sled store). The
+/// periodic passes of the scheduler and the orchestrator use it, so that they cost what
+/// those statuses hold, not what the store holds (clusters at rest pile up), and hold one
+/// page at a time. A cluster that changes status meanwhile may be seen twice or not at all:
+/// every caller is a pass that runs again.
+///
+/// # Errors
+/// Storage or decoding errors (the pass stops there).
+pub fn each_in_statuses(
+    store: &dyn Store,
+    statuses: impl IntoIterator<Item = crate::domain::ClusterStatus>,
+    mut f: impl FnMut(Cluster),
+) -> Result<(), StoreError> {
+    for status in statuses {
+        let filter = ListFilter {
+            status: Some(status),
+            ..ListFilter::default()
+        };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store.clusters_page(&filter, SCAN_PAGE, cursor.as_deref())?;
+            page.clusters.into_iter().for_each(&mut f);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
     }
     Ok(())
 }
@@ -363,11 +399,15 @@ pub trait Store: Send + Sync + 'static {
     /// the batch): each result is what `update_cluster` would return for that entry. The
     /// scheduler applies a batch of task updates with it before acknowledging any of them.
     /// Entries apply in order (two entries of one cluster see each other's writes); the
-    /// commits are announced after the one flush.
-    fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
+    /// commits are announced after the one flush. A cluster written is shared with its
+    /// announcement ([`Commit::Cluster`]), not copied.
+    fn update_clusters(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> Vec<Result<Arc<Cluster>, StoreError>> {
         batch
             .iter_mut()
-            .map(|(id, f)| self.update_cluster(*id, &mut **f))
+            .map(|(id, f)| self.update_cluster(*id, &mut **f).map(Arc::new))
             .collect()
     }
     /// One page of the clusters that `filter` matches, oldest first, starting after
@@ -452,4 +492,45 @@ pub(crate) fn bundled(p: &Product, old: Option<&Product>, parts: &[(Part, &[u8])
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // invariant: our records are plain structs with string keys; serialisation cannot fail.
     serde_json::to_vec(v).expect("record serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ClusterStatus;
+    use suite::{cluster_with, product};
+
+    /// A pass over some statuses sees every cluster in them, across pages, and none other.
+    #[test]
+    fn each_in_statuses_walks_every_page_of_the_statuses_asked_only() {
+        let store = MemoryStore::new();
+        store.create_product(&product("p", "1")).unwrap();
+        let statuses = [
+            ClusterStatus::Destroying,
+            ClusterStatus::Ready,
+            ClusterStatus::Failed,
+        ];
+        let mut want = std::collections::BTreeSet::new();
+        for i in 0..(2 * SCAN_PAGE + 3) {
+            let at = format!("2026-01-01T00:{:02}:{:02}.000Z", i / 60, i % 60);
+            let mut c = cluster_with("u", "p", "1", &at, &["a"]);
+            c.status = statuses[i % 3];
+            if c.status != ClusterStatus::Ready {
+                want.insert(c.id);
+            }
+            store.create_cluster(&c).unwrap();
+        }
+        let mut seen = Vec::new();
+        each_in_statuses(
+            &store,
+            [ClusterStatus::Destroying, ClusterStatus::Failed],
+            |c| seen.push(c.id),
+        )
+        .unwrap();
+        assert_eq!(seen.len(), want.len(), "each once");
+        assert_eq!(
+            seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
+    }
 }

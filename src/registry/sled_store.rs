@@ -27,6 +27,8 @@
 //!   cluster before its flush returned is not announced.
 //! - **Counted**: the counts by status are kept in memory, counted once at open and moved by
 //!   every commit from the old statuses to the new, so [`Store::counts`] reads no disk.
+//! - **Kept decoded**: the committed record goes to a bounded cache of decoded clusters
+//!   ([`Decoded`], by the head's bytes), so the next read of the cluster decodes nothing.
 //!
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +42,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 use tokio::sync::broadcast;
 
+use super::decoded::Decoded;
 use super::layout::{
     Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, node_key, owner_prefix, status_prefix,
 };
@@ -99,6 +102,8 @@ pub struct SledStore {
     commit: GroupCommit,
     announcer: Announcer,
     tally: Mutex<Tally>,
+    /// The clusters read or written last, decoded (see [`Decoded`]).
+    decoded: Decoded,
 }
 
 impl SledStore {
@@ -141,6 +146,7 @@ impl SledStore {
             commit: GroupCommit::default(),
             announcer: Announcer::default(),
             tally: Mutex::default(),
+            decoded: Decoded::default(),
         };
         let converted = store.migrate()?;
         if converted > 0 {
@@ -223,17 +229,21 @@ impl SledStore {
     }
 
     /// Reads cluster `id` consistently (see the module docs). `None` if it does not exist,
-    /// or if its head does not match `filter` (then its nodes are not read).
+    /// or if its head does not match `filter` (then its nodes are not read). A head that
+    /// [`Decoded`] holds is not decoded again, nor are its nodes read.
     fn read(
         &self,
         id: ClusterId,
         filter: Option<&ListFilter>,
-    ) -> Result<Option<Snapshot>, StoreError> {
+    ) -> Result<Option<Arc<Snapshot>>, StoreError> {
         let key = id.to_string();
         loop {
             let Some(head_bytes) = self.clusters.get(&key)? else {
                 return Ok(None);
             };
+            if let Some(snap) = self.decoded.get(id, &head_bytes) {
+                return Ok(Some(snap).filter(|s| filter.is_none_or(|f| f.matches(&s.cluster))));
+            }
             let head = Head::decode(key.as_bytes(), &head_bytes)?;
             if filter.is_some_and(|f| !f.matches(&head.cluster)) {
                 return Ok(None);
@@ -257,7 +267,9 @@ impl SledStore {
             if let Some(k) = missing {
                 return Err(corrupt(&k, "the node record its cluster names is missing"));
             }
-            return Snapshot::assemble(id, head_bytes, head, nodes).map(Some);
+            let snap = Arc::new(Snapshot::assemble(id, head_bytes, head, nodes)?);
+            self.decoded.put(Arc::clone(&snap));
+            return Ok(Some(snap));
         }
     }
 
@@ -400,9 +412,9 @@ impl SledStore {
                 return Err(StoreError::NotFound(format!("cluster {id}")));
             };
             // Work on a copy: the snapshot is what the commit checks and moves the counts from.
-            let mut c = snap.cluster.clone();
+            let mut c = Cluster::clone(&snap.cluster);
             match f(&mut c).map_err(StoreError::Rejected)? {
-                Update::Keep => return Ok(Outcome::Kept(c)),
+                Update::Keep => return Ok(Outcome::Kept(Arc::new(c))),
                 Update::Write => {}
             }
             if c.id != id {
@@ -411,7 +423,8 @@ impl SledStore {
                 )));
             }
             check_node_names(&c)?;
-            let plan = Plan::write(Some(&snap), &mut c, snap.rev + 1);
+            let rev = snap.rev + 1;
+            let plan = Plan::write(Some(&snap), &mut c, rev);
             let Some(seq) = self.commit(id, Some(&snap.head), &plan)? else {
                 // A concurrent writer changed the cluster since we read it: redo `f` on the
                 // new record rather than overwrite theirs.
@@ -419,7 +432,9 @@ impl SledStore {
             };
             self.lock_tally()
                 .shift(Some(&Statuses::of(&snap.cluster)), Some(&Statuses::of(&c)));
-            return Ok(Outcome::Written { cluster: c, seq });
+            let cluster = Arc::new(c);
+            self.remember(&plan, rev, &cluster);
+            return Ok(Outcome::Written { cluster, seq });
         }
     }
 
@@ -433,10 +448,17 @@ impl SledStore {
         for kv in self.by_owner.scan_prefix(owner_prefix(owner)) {
             let (k, v) = kv?;
             if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
-                out.push(s.cluster);
+                out.push(Cluster::clone(&s.cluster));
             }
         }
         Ok(out)
+    }
+
+    /// Keeps what `plan` committed at `rev` decoded, for the next read.
+    fn remember(&self, plan: &Plan, rev: u64, cluster: &Arc<Cluster>) {
+        if let Some(snap) = Snapshot::written(plan, rev, Arc::clone(cluster)) {
+            self.decoded.put(Arc::new(snap));
+        }
     }
 
     /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
@@ -467,12 +489,14 @@ impl SledStore {
             self.lock_tally().shift(None, Some(&Statuses::of(c)));
             seq
         };
+        let record = Arc::new(record);
+        self.remember(&plan, 1, &record);
         // The lock is released before the flush: the cluster is committed, so the next
         // holder (a `delete_product` of its product, another launch of its owner) sees it,
         // and sled's flush writes the log in order, so nothing committed after it can reach
         // the disk without it.
         self.durable()?;
-        ticket.announce(seq, Commit::Cluster(Arc::new(record)));
+        ticket.announce(seq, Commit::Cluster(record));
         Ok(())
     }
 }
@@ -483,8 +507,10 @@ type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
 
 /// What [`SledStore::update_one`] did.
 enum Outcome {
-    Kept(Cluster),
-    Written { cluster: Cluster, seq: u64 },
+    /// The record as the caller's function left it (not written).
+    Kept(Arc<Cluster>),
+    /// The cluster as committed, shared with the cache and the announcement.
+    Written { cluster: Arc<Cluster>, seq: u64 },
 }
 
 /// The cluster an index entry points to.
@@ -626,7 +652,7 @@ impl Store for SledStore {
         for kv in self.by_created.iter() {
             let (k, v) = kv?;
             if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
-                users.push(s.cluster);
+                users.push(Cluster::clone(&s.cluster));
             }
         }
         guard(&users).map_err(StoreError::Rejected)?;
@@ -670,9 +696,10 @@ impl Store for SledStore {
                 return Ok(false);
             }
             if let Some(seq) = self.commit(id, Some(&snap.head), &Plan::purge(id, &snap))? {
-                break (seq, snap.cluster);
+                break (seq, Arc::clone(&snap.cluster));
             }
         };
+        self.decoded.forget(id);
         self.lock_tally().shift(Some(&Statuses::of(&old)), None);
         self.durable()?;
         ticket.announce(seq, Commit::Purged(id));
@@ -680,7 +707,7 @@ impl Store for SledStore {
     }
 
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError> {
-        Ok(self.read(id, None)?.map(|s| s.cluster))
+        Ok(self.read(id, None)?.map(|s| Cluster::clone(&s.cluster)))
     }
 
     fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
@@ -689,7 +716,7 @@ impl Store for SledStore {
             let (k, v) = kv?;
             // A cluster purged since the index was read is simply not listed.
             if let Some(s) = self.read(index_id(&k, &v)?, None)? {
-                all.push(s.cluster);
+                all.push(Cluster::clone(&s.cluster));
             }
         }
         Ok(all)
@@ -702,16 +729,19 @@ impl Store for SledStore {
     ) -> Result<Cluster, StoreError> {
         let ticket = self.announcer.enter(id);
         match self.update_one(id, f)? {
-            Outcome::Kept(c) => Ok(c),
+            Outcome::Kept(c) => Ok(Arc::unwrap_or_clone(c)),
             Outcome::Written { cluster, seq } => {
                 self.durable()?;
-                ticket.announce(seq, Commit::Cluster(Arc::new(cluster.clone())));
-                Ok(cluster)
+                ticket.announce(seq, Commit::Cluster(Arc::clone(&cluster)));
+                Ok(Arc::unwrap_or_clone(cluster))
             }
         }
     }
 
-    fn update_clusters(&self, batch: &mut [BatchUpdate<'_>]) -> Vec<Result<Cluster, StoreError>> {
+    fn update_clusters(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> Vec<Result<Arc<Cluster>, StoreError>> {
         let mut results = Vec::with_capacity(batch.len());
         let mut written = Vec::new();
         for (i, (id, f)) in batch.iter_mut().enumerate() {
@@ -733,7 +763,7 @@ impl Store for SledStore {
             Ok(()) => {
                 for (i, ticket, seq) in written {
                     if let Some(Ok(c)) = results.get(i) {
-                        ticket.announce(seq, Commit::Cluster(Arc::new(c.clone())));
+                        ticket.announce(seq, Commit::Cluster(Arc::clone(c)));
                     }
                 }
             }
@@ -782,7 +812,7 @@ impl Store for SledStore {
                 continue;
             }
             if let Some(s) = self.read(id, Some(filter))? {
-                page.clusters.push(s.cluster);
+                page.clusters.push(Cluster::clone(&s.cluster));
             }
         }
         Ok(page)

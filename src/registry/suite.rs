@@ -14,7 +14,7 @@ fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
 }
 
-fn product(n: &str, v: &str) -> Product {
+pub fn product(n: &str, v: &str) -> Product {
     Product {
         name: name(n),
         version: name(v),
@@ -487,7 +487,7 @@ fn batches(store: &dyn Store) {
     assert!(matches!(&results[2], Err(StoreError::Rejected(m)) if m == "no"));
     // Keep returns the record as `f` left it, and writes nothing.
     assert_eq!(results[3].as_ref().unwrap().status, ClusterStatus::Failed);
-    assert_eq!(results[4].as_ref().unwrap(), &stored_a);
+    assert_eq!(**results[4].as_ref().unwrap(), stored_a);
     assert_eq!(stored_a.status, ClusterStatus::Scheduling);
     assert_eq!(stored_a.nodes[1].observed.status, NodeStatus::Running);
     assert_eq!(

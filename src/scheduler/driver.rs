@@ -425,29 +425,16 @@ impl Driver {
         );
 
         // Offers die with the old connection; every known task is reconciled explicitly.
-        let clusters = self.blocking(|st| st.clusters()).await?;
-        self.pending = clusters
-            .iter()
-            .filter(|c| launch::wants_placement(c))
-            .map(|c| c.id)
-            .collect();
-        self.retiring = clusters
-            .iter()
-            .filter(|c| !c.retiring.is_empty())
-            .map(|c| c.id)
-            .collect();
-        let tasks: HashMap<TaskId, Option<AgentId>> = clusters
-            .iter()
-            .flat_map(|c| c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node)))
-            .filter(|n| n.observed.status.has_task())
-            .filter_map(|n| {
-                n.observed
-                    .task_id
-                    .clone()
-                    .map(|t| (t, n.observed.agent_id.clone()))
+        let known = self
+            .blocking(|st| {
+                let mut known = Known::default();
+                registry::each_in_statuses(st, live(), |c| known.add(&c))?;
+                Ok(known)
             })
-            .collect();
-        s.reconciling = tasks;
+            .await?;
+        self.pending = known.pending;
+        self.retiring = known.retiring;
+        s.reconciling = known.tasks;
         s.reconcile_started = Instant::now();
         s.reconcile_round = 0;
         if !s.reconciling.is_empty() {
@@ -463,7 +450,7 @@ impl Driver {
             st.reconciling = !s.reconciling.is_empty();
             st.last_error = None;
         });
-        self.kill_sweep(s, &clusters).await?;
+        self.kill_sweep(s).await?;
         self.revive_or_suppress(s).await
     }
 
@@ -651,9 +638,20 @@ impl Driver {
                 Ok(())
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Some commits are lost to us: the store has the truth.
+                // Some commits are lost to us: the store has the truth. A destroyed cluster
+                // has no task left (see `Known`), so nothing in it concerns us.
                 tracing::debug!(missed, "commit notifications lagged; rescanning the store");
-                let clusters = self.blocking(|st| st.clusters()).await?;
+                let clusters = self
+                    .blocking(|st| {
+                        let mut out = Vec::new();
+                        registry::each_in_statuses(st, live(), |c| {
+                            if interest(&c) != Interest::None {
+                                out.push(c);
+                            }
+                        })?;
+                        Ok(out)
+                    })
+                    .await?;
                 for c in &clusters {
                     self.on_cluster(s, c).await?;
                 }
@@ -769,8 +767,7 @@ impl Driver {
         }
         if s.last_kill_sweep.elapsed() >= KILL_SWEEP {
             s.last_kill_sweep = Instant::now();
-            let clusters = self.blocking(|st| st.clusters()).await?;
-            self.kill_sweep(s, &clusters).await?;
+            self.kill_sweep(s).await?;
         }
         Ok(())
     }
@@ -883,17 +880,24 @@ impl Driver {
         self.revive_or_suppress(s).await
     }
 
-    /// The pending clusters that still want placement, oldest first (launch order); the
-    /// others leave the pending set.
-    /// The pending clusters to place now, oldest first, and how long until the first
-    /// backoff of the others ends.
+    /// The pending clusters to place now, oldest first (launch order), and how long until
+    /// the first backoff of the others ends; the clusters that no longer want placement
+    /// leave the pending set. One store call reads them all.
     async fn pending_clusters(&mut self) -> Result<(Vec<Cluster>, Option<Duration>), DriverError> {
         let mut clusters = Vec::with_capacity(self.pending.len());
         let now = Timestamp::now();
         let now_ms = now.millis().unwrap_or(0);
         let mut backoff: Option<Duration> = None;
-        for id in self.pending.clone() {
-            match self.blocking(move |st| st.cluster(id)).await? {
+        let ids: Vec<ClusterId> = self.pending.iter().copied().collect();
+        let read = self
+            .blocking(move |st| {
+                ids.into_iter()
+                    .map(|id| Ok((id, st.cluster(id)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        for (id, c) in read {
+            match c {
                 // A replaced node waiting for its backoff keeps its cluster pending (and
                 // offers coming) until a later round.
                 Some(c) if launch::wants_placement(&c) && c.backing_off(&now) => {
@@ -917,47 +921,55 @@ impl Driver {
         Ok((clusters, backoff))
     }
 
-    /// Writes the placements, one store update per cluster, and returns the clusters as
-    /// recorded: only what is in there may be launched. A cluster deleted meanwhile is
-    /// left out.
+    /// Writes the placements of a round, every cluster in one [`Store::update_clusters`]
+    /// (one flush), and returns the clusters as recorded: only what is in there may be
+    /// launched. A cluster deleted meanwhile is left out.
     async fn persist_placements(
         &self,
         per_cluster: BTreeMap<ClusterId, Vec<launch::Placed>>,
     ) -> Result<HashMap<ClusterId, Cluster>, DriverError> {
-        let mut recorded = HashMap::new();
-        for (id, placed) in per_cluster {
-            let now = Timestamp::now();
-            let c = self
-                .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(launch::record_placements(c, &placed, &now)))
-                })
-                .await;
-            match c {
+        let now = Timestamp::now();
+        let written = self
+            .blocking(move |st| {
+                Ok(update_each(st, &per_cluster, |c, placed| {
+                    launch::record_placements(c, placed, &now)
+                }))
+            })
+            .await?;
+        let mut recorded = HashMap::with_capacity(written.len());
+        for (id, r) in written {
+            match r {
+                // The ACCEPTs are built from the records (a copy: the commit shares it).
                 Ok(c) => {
-                    recorded.insert(id, c);
+                    recorded.insert(id, Arc::unwrap_or_clone(c));
                 }
-                Err(DriverError::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(recorded)
     }
 
-    /// Writes why nodes wait, one store update per cluster.
+    /// Writes why nodes wait, every cluster in one [`Store::update_clusters`].
     async fn persist_waiting(
         &self,
         per_cluster: BTreeMap<ClusterId, launch::Waiting>,
     ) -> Result<(), DriverError> {
-        for (id, waiting) in per_cluster {
-            let now = Timestamp::now();
-            match self
-                .blocking(move |st| {
-                    st.update_cluster(id, &mut |c| Ok(launch::record_waiting(c, &waiting, &now)))
-                })
-                .await
-            {
-                Ok(_) | Err(DriverError::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
+        if per_cluster.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let written = self
+            .blocking(move |st| {
+                Ok(update_each(st, &per_cluster, |c, waiting| {
+                    launch::record_waiting(c, waiting, &now)
+                }))
+            })
+            .await?;
+        for (_, r) in written {
+            match r {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -1099,24 +1111,32 @@ impl Driver {
         Ok(())
     }
 
-    async fn kill_sweep(&mut self, s: &Session, clusters: &[Cluster]) -> Result<(), DriverError> {
-        // Rebuilt from the whole store: a cluster gone meanwhile leaves no entry behind.
+    /// Kills what destroyed and failed clusters still run: the repair of lost KILLs, and of
+    /// what failed before a restart of ours. Reads only the [`SWEPT`] statuses.
+    async fn kill_sweep(&mut self, s: &Session) -> Result<(), DriverError> {
+        let targets = self
+            .blocking(|st| {
+                let mut out = Vec::new();
+                registry::each_in_statuses(st, SWEPT, |c| {
+                    if let Some(kind) = sweep(&c) {
+                        out.push((kind, c));
+                    }
+                })?;
+                Ok(out)
+            })
+            .await?;
+        // Rebuilt from the store: a cluster gone meanwhile leaves no entry behind.
         self.destroying.clear();
-        for c in clusters
-            .iter()
-            .filter(|c| c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying)
-        {
-            if c.has_tasks() {
-                self.destroying.insert(c.id);
+        for (kind, c) in &targets {
+            match kind {
+                Sweep::Destroy => {
+                    if c.has_tasks() {
+                        self.destroying.insert(c.id);
+                    }
+                    self.kill_or_defer(s, c).await;
+                }
+                Sweep::Failed => self.kill_cluster(s, c).await,
             }
-            self.kill_or_defer(s, c).await;
-        }
-        // A failed cluster holds nothing, also when it failed before a restart of ours.
-        for c in clusters
-            .iter()
-            .filter(|c| c.status == ClusterStatus::Failed && c.has_tasks())
-        {
-            self.kill_cluster(s, c).await;
         }
         Ok(())
     }
@@ -1255,6 +1275,62 @@ fn interest(c: &Cluster) -> Interest {
     }
 }
 
+/// What the pass after SUBSCRIBED takes from each live cluster: whether it wants placement
+/// or has nodes retiring, and its tasks to reconcile. A `destroyed` cluster has no task (it
+/// gets there only once every task ended, and a terminal task stays terminal) and wants
+/// nothing, so the pass reads every status but that one ([`live`]).
+#[derive(Debug, Default)]
+struct Known {
+    pending: BTreeSet<ClusterId>,
+    retiring: BTreeSet<ClusterId>,
+    tasks: HashMap<TaskId, Option<AgentId>>,
+}
+
+impl Known {
+    fn add(&mut self, c: &Cluster) {
+        if launch::wants_placement(c) {
+            self.pending.insert(c.id);
+        }
+        if !c.retiring.is_empty() {
+            self.retiring.insert(c.id);
+        }
+        let nodes = c.nodes.iter().chain(c.retiring.iter().map(|r| &r.node));
+        for n in nodes.filter(|n| n.observed.status.has_task()) {
+            if let Some(t) = &n.observed.task_id {
+                self.tasks.insert(t.clone(), n.observed.agent_id.clone());
+            }
+        }
+    }
+}
+
+/// Every status but `destroyed`: what the pass after SUBSCRIBED and a rescan read.
+fn live() -> impl Iterator<Item = ClusterStatus> {
+    ClusterStatus::ALL.into_iter().filter(|s| s.is_live())
+}
+
+/// The statuses the kill sweep reads: [`sweep`] finds nothing in any other.
+const SWEPT: [ClusterStatus; 2] = [ClusterStatus::Destroying, ClusterStatus::Failed];
+
+/// Why the kill sweep kills a cluster's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Being destroyed (its kills may wait for `SCRIPT stop`).
+    Destroy,
+    /// Failed: a failed cluster holds nothing.
+    Failed,
+}
+
+/// What the kill sweep does about `c`, if anything.
+fn sweep(c: &Cluster) -> Option<Sweep> {
+    if c.desired == Desired::Destroyed && c.status == ClusterStatus::Destroying {
+        Some(Sweep::Destroy)
+    } else if c.status == ClusterStatus::Failed && c.has_tasks() {
+        Some(Sweep::Failed)
+    } else {
+        None
+    }
+}
+
 /// `first` and every further event that already arrived (up to [`MAX_BATCH`] in all),
 /// decoded, and how the stream ended if it did meanwhile (`Some(Ok)`: closed; `Some(Err)`:
 /// failed). Never waits.
@@ -1300,6 +1376,37 @@ fn group_by_cluster(ids: impl Iterator<Item = ClusterId>) -> Vec<(ClusterId, Vec
     groups
 }
 
+/// A cluster as one entry of a batch wrote it (or kept it), or why not.
+type Written = Result<Arc<Cluster>, StoreError>;
+
+/// Applies `f` with each cluster's entry of `per_cluster` in one [`Store::update_clusters`]
+/// (one flush for all): each cluster's result, in the map's order.
+fn update_each<T>(
+    st: &dyn Store,
+    per_cluster: &BTreeMap<ClusterId, T>,
+    f: impl Fn(&mut Cluster, &T) -> Update,
+) -> Vec<(ClusterId, Written)> {
+    let mut fns: Vec<_> = per_cluster
+        .values()
+        .map(|v| {
+            let f = &f;
+            move |c: &mut Cluster| -> Result<Update, String> { Ok(f(c, v)) }
+        })
+        .collect();
+    let mut batch: Vec<BatchUpdate<'_>> = per_cluster
+        .keys()
+        .zip(fns.iter_mut())
+        .map(|(id, f)| {
+            (
+                *id,
+                f as &mut dyn FnMut(&mut Cluster) -> Result<Update, String>,
+            )
+        })
+        .collect();
+    let results = st.update_clusters(&mut batch);
+    per_cluster.keys().copied().zip(results).collect()
+}
+
 /// Applies `updates` (cluster, node, observation) with one [`Store::update_clusters`]:
 /// per update, the cluster as written (or why not) and what [`apply_update`] decided (in
 /// its last run; `None` when it never ran).
@@ -1308,7 +1415,7 @@ fn apply_batch(
     updates: &[(ClusterId, String, Observed)],
     groups: &[(ClusterId, Vec<usize>)],
     now: &Timestamp,
-) -> (Vec<Result<Cluster, StoreError>>, Vec<Option<Applied>>) {
+) -> (Vec<Written>, Vec<Option<Applied>>) {
     let mut decided: Vec<Vec<Applied>> = vec![Vec::new(); groups.len()];
     let mut fns: Vec<_> = groups
         .iter()
@@ -1344,15 +1451,14 @@ fn apply_batch(
     let results = st.update_clusters(&mut batch);
     drop(batch);
     drop(fns);
-    let mut per_update: Vec<Result<Cluster, StoreError>> = Vec::with_capacity(updates.len());
+    let mut per_update: Vec<Written> = Vec::with_capacity(updates.len());
     let mut applied: Vec<Option<Applied>> = vec![None; updates.len()];
-    let mut slot: Vec<Option<Result<Cluster, StoreError>>> =
-        (0..updates.len()).map(|_| None).collect();
+    let mut slot: Vec<Option<Written>> = (0..updates.len()).map(|_| None).collect();
     for (((_, idx), r), out) in groups.iter().zip(results).zip(decided) {
         for (k, &i) in idx.iter().enumerate() {
             applied[i] = out.get(k).cloned();
             slot[i] = Some(match &r {
-                Ok(c) => Ok(c.clone()),
+                Ok(c) => Ok(Arc::clone(c)),
                 Err(e) => Err(clone_store_error(e)),
             });
         }
@@ -1413,8 +1519,8 @@ mod tests {
         assert!(group_by_cluster(std::iter::empty()).is_empty());
     }
 
-    #[test]
-    fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
+    /// A memory store with the product of [`staging`]'s clusters.
+    fn product_store() -> MemoryStore {
         let store = MemoryStore::new();
         store
             .create_product(&crate::domain::Product {
@@ -1428,6 +1534,12 @@ mod tests {
                 files: None,
             })
             .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
+        let store = product_store();
         let (c1, c2) = (staging(2), staging(1));
         store.create_cluster(&c1).unwrap();
         store.create_cluster(&c2).unwrap();
@@ -1473,6 +1585,124 @@ mod tests {
             store.cluster(c1.id).unwrap().unwrap().status,
             ClusterStatus::Scheduled
         );
+    }
+
+    /// The kill sweep reads only the `SWEPT` statuses: in every other one, whatever the
+    /// cluster wants and its nodes do, the sweep would do nothing.
+    #[test]
+    fn the_kill_sweep_skips_only_statuses_without_work() {
+        for status in ClusterStatus::ALL {
+            for desired in [Desired::Running, Desired::Destroyed] {
+                for node in [
+                    NodeStatus::Running,
+                    NodeStatus::Staging,
+                    NodeStatus::Killing,
+                ] {
+                    let mut c = staging(2);
+                    (c.status, c.desired) = (status, desired);
+                    for n in &mut c.nodes {
+                        n.observed.status = node;
+                    }
+                    if !SWEPT.contains(&status) {
+                        assert_eq!(sweep(&c), None, "{status} {desired:?} nodes {node:?}");
+                    }
+                }
+            }
+        }
+        let mut c = staging(1);
+        (c.status, c.desired) = (ClusterStatus::Destroying, Desired::Destroyed);
+        assert_eq!(sweep(&c), Some(Sweep::Destroy));
+        c.status = ClusterStatus::Failed;
+        assert_eq!(sweep(&c), Some(Sweep::Failed));
+        c.nodes[0].observed.status = NodeStatus::Killed;
+        assert_eq!(sweep(&c), None, "a failed cluster with no task left");
+    }
+
+    /// The pass after SUBSCRIBED (and a rescan) skips `destroyed`: a cluster gets there only
+    /// once its last task ended, and no later update gives it a task again, so it has nothing
+    /// to reconcile, place, kill or retire.
+    #[test]
+    fn a_destroyed_cluster_has_nothing_for_the_pass_after_subscribed() {
+        assert_eq!(
+            live().collect::<Vec<_>>(),
+            ClusterStatus::ALL
+                .into_iter()
+                .filter(|s| *s != ClusterStatus::Destroyed)
+                .collect::<Vec<_>>()
+        );
+        let mut c = staging(2);
+        let (n0, n1) = (running(&c, 0), running(&c, 1));
+        for (_, node, o) in [&n0, &n1] {
+            apply_update(&mut c, node, o, &ts());
+        }
+        let mut known = Known::default();
+        known.add(&c);
+        assert_eq!(
+            known.tasks.len(),
+            2,
+            "a running cluster's tasks are reconciled"
+        );
+
+        c.desired = Desired::Destroyed;
+        c.apply(
+            crate::domain::lifecycle::ClusterEvent::DestroyRequested,
+            None,
+            ts(),
+        )
+        .unwrap();
+        for (_, node, o) in [&n0, &n1] {
+            let killed = Observed {
+                state: mesos::TaskState::TaskKilled,
+                ..o.clone()
+            };
+            apply_update(&mut c, node, &killed, &ts());
+        }
+        assert_eq!(c.status, ClusterStatus::Destroyed);
+        // A RUNNING that trails the kill (a reconciliation answer) changes nothing.
+        apply_update(&mut c, &n0.1, &n0.2, &ts());
+        let mut known = Known::default();
+        known.add(&c);
+        assert!(known.tasks.is_empty() && known.pending.is_empty() && known.retiring.is_empty());
+        assert_eq!(sweep(&c), None);
+    }
+
+    #[test]
+    fn update_each_writes_every_cluster_of_a_round_in_one_batch() {
+        let store = product_store();
+        let (a, b, gone) = (staging(1), staging(2), staging(1));
+        store.create_cluster(&a).unwrap();
+        store.create_cluster(&b).unwrap();
+        let mut commits = store.subscribe();
+        let per_cluster: BTreeMap<ClusterId, String> =
+            [(a.id, "wait a"), (b.id, "keep"), (gone.id, "x")]
+                .into_iter()
+                .map(|(id, m)| (id, m.to_owned()))
+                .collect();
+        let results = update_each(&store, &per_cluster, |c, m| {
+            if m == "keep" {
+                return Update::Keep;
+            }
+            c.nodes[0].observed.message = Some(m.clone());
+            Update::Write
+        });
+        let by_id: HashMap<ClusterId, Written> = results.into_iter().collect();
+        assert_eq!(
+            by_id[&a.id].as_ref().unwrap().nodes[0]
+                .observed
+                .message
+                .as_deref(),
+            Some("wait a")
+        );
+        assert_eq!(
+            **by_id[&b.id].as_ref().unwrap(),
+            store.cluster(b.id).unwrap().unwrap()
+        );
+        assert!(matches!(by_id[&gone.id], Err(StoreError::NotFound(_))));
+        let mut written = Vec::new();
+        while let Ok(Commit::Cluster(c)) = commits.try_recv() {
+            written.push(c.id);
+        }
+        assert_eq!(written, [a.id], "the kept cluster is not written");
     }
 
     #[test]

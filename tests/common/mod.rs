@@ -22,6 +22,8 @@ pub struct Server {
     /// e.g. `http://127.0.0.1:41234`
     pub url: String,
     pub data: PathBuf,
+    /// What it logged until it served (its start lines: mesos-local's among them).
+    pub log: String,
 }
 
 impl Server {
@@ -91,7 +93,19 @@ impl Server {
             child,
             url,
             data: data.to_owned(),
+            log: seen,
         })
+    }
+
+    /// The URL of the mesos-local master this `serve` started (`--local-…` flags, no
+    /// `--master`), from the `master=http://127.0.0.1:PORT` of its start line.
+    pub fn local_master(&self) -> Option<String> {
+        let line = self
+            .log
+            .lines()
+            .find(|l| l.contains("mesos-local started"))?;
+        let rest = &line[line.find("master=http://")? + "master=".len()..];
+        Some(rest.split_whitespace().next().unwrap_or(rest).to_owned())
     }
 
     pub fn api(&self, path: &str) -> String {

@@ -1,0 +1,126 @@
+//! The clusters the sled store read or wrote last, decoded: a read whose head is the one
+//! kept skips decoding the head and every node record. Decoding is most of what a task
+//! update costs (a node record has flattened fields, which serde buffers), and the scheduler
+//! reads the same clusters again and again while they start.
+//!
+//! An entry is keyed by the head's exact bytes: node records are never rewritten (see
+//! [`super::sled_store`]) and a head names them by revision, so equal head bytes mean an
+//! equal cluster. An entry that a newer commit made stale is never served, only replaced
+//! or evicted.
+//!
+//! # Bounds
+//! At most [`MAX_ENTRIES`] clusters; the oldest insert goes first. It holds decoded records
+//! only of clusters recently touched, never every cluster.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use sled::IVec;
+
+use super::layout::Snapshot;
+use crate::domain::ClusterId;
+
+/// Most clusters kept decoded (about 10–20 KB each for a 10-node cluster).
+pub(super) const MAX_ENTRIES: usize = 1024;
+
+/// Snapshots by cluster, each valid while the stored head has its bytes.
+#[derive(Default)]
+pub(super) struct Decoded {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<ClusterId, Arc<Snapshot>>,
+    /// Insertion order of the ids in `entries` (an id replaced keeps its place).
+    order: VecDeque<ClusterId>,
+}
+
+impl Decoded {
+    /// The snapshot of `id` if it is the one of `head` (the bytes just read from the store).
+    pub fn get(&self, id: ClusterId, head: &IVec) -> Option<Arc<Snapshot>> {
+        self.lock()
+            .entries
+            .get(&id)
+            .filter(|s| s.head == *head)
+            .cloned()
+    }
+
+    /// Keeps `snap` as the latest of its cluster. A writer that lost the race to a newer
+    /// commit may put an older snapshot back: it is then never served (its head no longer
+    /// matches) and is replaced by the next read.
+    pub fn put(&self, snap: Arc<Snapshot>) {
+        let id = snap.cluster.id;
+        let mut g = self.lock();
+        if g.entries.insert(id, snap).is_none() {
+            g.order.push_back(id);
+        }
+        while g.entries.len() > MAX_ENTRIES {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            g.entries.remove(&old);
+        }
+    }
+
+    /// Forgets `id` (its cluster was purged).
+    pub fn forget(&self, id: ClusterId) {
+        let mut g = self.lock();
+        if g.entries.remove(&id).is_some() {
+            g.order.retain(|o| *o != id);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NodeStatus;
+    use crate::registry::layout::Plan;
+    use crate::registry::suite::cluster_with;
+
+    fn written(c: &crate::domain::Cluster, rev: u64) -> Arc<Snapshot> {
+        let mut c = c.clone();
+        let plan = Plan::write(None, &mut c, rev);
+        Arc::new(Snapshot::written(&plan, rev, Arc::new(c)).unwrap())
+    }
+
+    #[test]
+    fn only_the_head_kept_is_served_and_the_oldest_goes_first() {
+        let c = cluster_with("u", "p", "1", "2026-01-01T00:00:00.000Z", &["a", "b"]);
+        let cache = Decoded::default();
+        let one = written(&c, 1);
+        cache.put(Arc::clone(&one));
+        assert_eq!(*cache.get(c.id, &one.head).unwrap().cluster, c);
+        let mut changed = c.clone();
+        changed.nodes[0].observed.status = NodeStatus::Running;
+        let two = written(&changed, 2);
+        assert!(cache.get(c.id, &two.head).is_none(), "a newer head misses");
+        cache.put(Arc::clone(&two));
+        assert!(
+            cache.get(c.id, &one.head).is_none(),
+            "the older head is gone"
+        );
+        assert_eq!(*cache.get(c.id, &two.head).unwrap().cluster, changed);
+        cache.forget(c.id);
+        assert!(cache.get(c.id, &two.head).is_none());
+
+        let many: Vec<Arc<Snapshot>> = (0..=MAX_ENTRIES)
+            .map(|i| {
+                let at = format!("2026-01-01T00:00:{:02}.{:03}Z", i / 1000, i % 1000);
+                written(&cluster_with("u", "p", "1", &at, &["a"]), 1)
+            })
+            .collect();
+        for s in &many {
+            cache.put(Arc::clone(s));
+        }
+        assert!(cache.get(many[0].cluster.id, &many[0].head).is_none());
+        let last = &many[MAX_ENTRIES];
+        assert!(cache.get(last.cluster.id, &last.head).is_some());
+        assert_eq!(cache.lock().entries.len(), MAX_ENTRIES);
+    }
+}
