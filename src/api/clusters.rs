@@ -324,7 +324,7 @@ fn render_error(e: RenderError) -> ApiError {
 
 /// The cluster if `who` may see it. Another user's cluster is a 404, not a 403: its
 /// existence is not theirs to know.
-async fn own_cluster(
+pub(super) async fn own_cluster(
     state: &AppState,
     who: &Principal,
     id: ClusterId,

@@ -12,7 +12,7 @@ use super::body::Resp;
 use super::error::ApiError;
 use super::guard::{check_anonymous_request, check_not_form};
 use super::routes::{Access, Endpoint, RouteError};
-use super::{AppState, clusters, events, ops, products};
+use super::{AppState, clusters, events, exec, ops, products};
 
 /// Routes, authenticates and runs one request. Returns the response and the operation id
 /// (for metrics). The state comes shared because an update renders the template inside the
@@ -95,6 +95,9 @@ pub(super) async fn dispatch(
         }
         (Endpoint::RestartNode { id, node }, Some(who)) => {
             clusters::node_action(state, &who, id, node, clusters::NodeAction::Restart).await
+        }
+        (Endpoint::ExecNode { id, node }, Some(who)) => {
+            exec::exec(state, &who, id, node, req).await
         }
         // Cluster endpoints answer per owner. Were one ever declared public, it fails
         // closed: no caller, no cluster.

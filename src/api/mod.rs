@@ -12,6 +12,7 @@ mod clusters;
 mod dispatch;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod guard;
 pub mod openapi;
 mod ops;
@@ -82,6 +83,20 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub trait Backend: Send + Sync + 'static {
     /// Whether the framework can do its job now (e.g. subscribed to Mesos).
     fn readiness(&self) -> Readiness;
+
+    /// Runs `argv` on the node at `target` through its NodeAgent within `timeout`, sending
+    /// the output to `out` as it comes; how it ended. Dropping the future abandons the
+    /// command. The default reaches no node.
+    fn exec(
+        &self,
+        target: exec::ExecTarget,
+        argv: Vec<String>,
+        timeout: Duration,
+        out: exec::ExecOutput,
+    ) -> futures_util::future::BoxFuture<'static, exec::ExecEnd> {
+        let _ = (target, argv, timeout, out);
+        Box::pin(async { exec::ExecEnd::Failed("this server cannot reach nodes".into()) })
+    }
 }
 
 /// What `/health` reports about the core.

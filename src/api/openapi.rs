@@ -123,6 +123,9 @@ fn schemas() -> Value {
         "LaunchAccepted": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "status": s("string"), "url": s("string")}},
         "ClusterUpdate": {"type": "object", "required": ["options"], "additionalProperties": false, "properties": {
             "options": {"type": "object", "description": "new values of some of the product's options (numbers may be numeric strings); the others keep their current values", "additionalProperties": true}}},
+        "ExecRequest": {"type": "object", "required": ["argv"], "additionalProperties": false, "properties": {
+            "argv": {"type": "array", "minItems": 1, "maxItems": super::exec::MAX_ARGS, "items": {"type": "string"}, "description": "the command and its arguments (no shell), 64 KiB at most"},
+            "timeout_s": {"type": "integer", "minimum": 1, "maximum": super::exec::MAX_TIMEOUT_S, "default": super::exec::DEFAULT_TIMEOUT_S}}},
         "UpdateAccepted": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "status": s("string"), "generation": s("integer"), "url": s("string")}},
         "Node": {"type": "object", "properties": {
             "name": s("string"), "status": {"type": "string", "enum": ["queued", "staging", "starting", "running", "killing", "finished", "failed", "killed", "lost", "error", "dropped", "unreachable", "gone", "gone_by_operator", "unknown"]},

@@ -72,6 +72,11 @@ pub enum Endpoint {
         id: ClusterId,
         node: Name,
     },
+    /// `POST …/nodes/{node}/exec`: run a command on the node, output streamed.
+    ExecNode {
+        id: ClusterId,
+        node: Name,
+    },
     Health,
     HealthReady,
     Metrics,
@@ -200,15 +205,15 @@ impl Endpoint {
                     id,
                     "nodes",
                     node,
-                    verb @ ("replace" | "restart"),
+                    verb @ ("replace" | "restart" | "exec"),
                 ],
                 m,
             ) => {
                 let (id, node) = (cluster(id)?, name(node)?);
-                let ep = if *verb == "replace" {
-                    Endpoint::ReplaceNode { id, node }
-                } else {
-                    Endpoint::RestartNode { id, node }
+                let ep = match *verb {
+                    "replace" => Endpoint::ReplaceNode { id, node },
+                    "restart" => Endpoint::RestartNode { id, node },
+                    _ => Endpoint::ExecNode { id, node },
                 };
                 if *m == Method::POST {
                     (&[], Some(ep))
@@ -265,7 +270,8 @@ impl Endpoint {
             | Endpoint::ClusterLogs { .. }
             | Endpoint::Events
             | Endpoint::ReplaceNode { .. }
-            | Endpoint::RestartNode { .. } => Access::User,
+            | Endpoint::RestartNode { .. }
+            | Endpoint::ExecNode { .. } => Access::User,
             // Templates and options are read by every user who launches; the orchestration
             // script is code we execute, so only admins may read it as well as write it.
             Endpoint::GetPart { part, .. } => match part {
@@ -308,6 +314,7 @@ impl Endpoint {
             Endpoint::Events => "streamEvents",
             Endpoint::ReplaceNode { .. } => "replaceNode",
             Endpoint::RestartNode { .. } => "restartNode",
+            Endpoint::ExecNode { .. } => "execNode",
             Endpoint::Health => "health",
             Endpoint::HealthReady => "healthReady",
             Endpoint::Metrics => "metrics",
@@ -373,6 +380,7 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(POST "/clusters/{id}/nodes/{node}/replace" "replaceNode" "Replace a node with a new attempt (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
         route!(POST "/clusters/{id}/nodes/{node}/restart" "restartNode" "Restart a node's services in place (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
         route!(GET "/events" "streamEvents" "Live events (text/event-stream) of every cluster the caller may see; honours Last-Event-ID", None, 200 Some("sse"), User),
+        route!(POST "/clusters/{id}/nodes/{node}/exec" "execNode" "Run a command on a running node (owner or admin; 403 exec_disabled when the product's template says \"exec\": false); its output streamed as text/event-stream: stdout/stderr events, then one exit event", Some("ExecRequest"), 200 Some("sse"), User),
         route!(GET "/health" "health" "Liveness: up or down (readiness details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503 (details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
@@ -706,6 +714,13 @@ mod tests {
             (Endpoint::ClusterEvents { id }, Access::User),
             (Endpoint::ClusterLogs { id }, Access::User),
             (Endpoint::Events, Access::User),
+            (
+                Endpoint::ExecNode {
+                    id,
+                    node: Name::parse("node1").unwrap(),
+                },
+                Access::User,
+            ),
             (
                 Endpoint::ReplaceNode {
                     id,

@@ -43,6 +43,10 @@ pub enum CliError {
     },
     #[error("timed out after {0:?} waiting for the cluster (last status: {1})")]
     Timeout(Duration, String),
+    /// `clusters exec`: the command ended with this exit status (non-zero), which `paas`
+    /// exits with.
+    #[error("the command {0}")]
+    CommandExit(i32, String),
 }
 
 #[derive(Subcommand)]
@@ -189,6 +193,19 @@ pub enum ClustersCmd {
     /// Print the cluster's record and history, then every change as it happens (status,
     /// nodes, steps, orchestrator output), until it is purged or the stream ends.
     Watch { id: String },
+    /// Run a command on a running node (`paas clusters exec ID NODE -- cmd args…`): its
+    /// output streams here, and `paas` exits with its exit status (124 when it timed out,
+    /// 128 + N when killed by signal N).
+    Exec {
+        id: String,
+        node: String,
+        /// Kill the command after this many seconds (1 to 3600).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// The command and its arguments (no shell).
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// The orchestrator's output for the cluster.
     Logs { id: String },
 }
@@ -271,16 +288,34 @@ impl Client {
     /// # Errors
     /// [`CliError`] for connection errors and error answers.
     pub async fn stream(&self, path: &str) -> Result<EventStream, CliError> {
+        self.stream_call("GET", path, None).await
+    }
+
+    /// Sends a request whose answer is a server-sent event stream.
+    ///
+    /// # Errors
+    /// [`CliError`] for connection errors and error answers.
+    async fn stream_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<EventStream, CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = http::Request::builder()
-            .method("GET")
+            .method(method)
             .uri(&url)
             .header("accept", "text/event-stream");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            ))
             .map_err(|e| CliError::Decode(e.to_string()))?;
         let resp = self
             .http
@@ -731,6 +766,12 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
                 let _ = out.flush();
             }
         }
+        ClustersCmd::Exec {
+            id,
+            node,
+            timeout,
+            argv,
+        } => exec(c, &id, &node, timeout, argv).await?,
         ClustersCmd::Logs { id } => {
             let (_, bytes) = c.call("GET", &format!("/clusters/{id}/logs"), None).await?;
             std::io::stdout()
@@ -742,6 +783,59 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `clusters exec`: streams the command's output to stdout and stderr; `Ok` only when it
+/// exited 0.
+async fn exec(
+    c: &Client,
+    id: &str,
+    node: &str,
+    timeout: u64,
+    argv: Vec<String>,
+) -> Result<(), CliError> {
+    let body = json!({"argv": argv, "timeout_s": timeout});
+    let path = format!("/clusters/{id}/nodes/{node}/exec");
+    let mut events = c.stream_call("POST", &path, Some(body)).await?;
+    while let Some(e) = events.next().await {
+        let text = e.data["text"].as_str().unwrap_or_default();
+        match e.event.as_str() {
+            "stdout" => {
+                let mut out = std::io::stdout();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            "stderr" => {
+                let _ = std::io::stderr().write_all(text.as_bytes());
+            }
+            "exit" => return exit_of(&e.data),
+            _ => {}
+        }
+    }
+    Err(CliError::Decode(
+        "the output stream ended without the command's exit status".into(),
+    ))
+}
+
+/// The `exit` event of an exec stream as the CLI's outcome.
+fn exit_of(d: &Value) -> Result<(), CliError> {
+    let code = |c: i64| i32::try_from(c).unwrap_or(1);
+    match (d["code"].as_i64(), d["signal"].as_i64()) {
+        (Some(0), _) => Ok(()),
+        (Some(c), _) => Err(CliError::CommandExit(
+            code(c),
+            format!("exited with status {c}"),
+        )),
+        (None, Some(s)) => Err(CliError::CommandExit(
+            128 + code(s),
+            format!("was killed by signal {s}"),
+        )),
+        _ if d["timed_out"] == true => Err(CliError::CommandExit(124, "timed out".into())),
+        _ => Err(CliError::CommandExit(
+            1,
+            format!("could not run: {}", s(&d["error"])),
+        )),
+    }
 }
 
 /// Largest page the server serves (`GET /clusters?limit=`).

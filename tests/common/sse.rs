@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -30,15 +30,25 @@ pub struct Sse {
 impl Sse {
     /// `GET url` with `headers` (the response may be an error: see `status`).
     pub async fn open(url: &str, headers: &[(&str, &str)]) -> Sse {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let mut req = http::Request::builder().method("GET").uri(url);
+        Self::request("GET", url, headers, Bytes::new()).await
+    }
+
+    /// `method url` with `headers` and `body`, answered with a stream (or an error).
+    pub async fn request(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Sse {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let resp = client
-            .request(req.body(Empty::new()).expect("request"))
+            .request(req.body(Full::new(body.into())).expect("request"))
             .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         Sse {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),
