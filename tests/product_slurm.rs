@@ -141,9 +141,9 @@ async fn slurm_cluster_on_real_mesos() {
         .await;
 
     let sinfo = exec(s, &id, "controller", &["sinfo", "--Node", "--long"]).await;
-    eprintln!("$ sinfo --Node --long   (on the controller, through its NodeAgent)\n{sinfo}");
+    eprintln!("$ sinfo --Node --long   (on the controller, through the exec route)\n{sinfo}");
     let hostnames = exec(s, &id, "controller", &["srun", "-N", "2", "hostname"]).await;
-    eprintln!("$ srun -N 2 hostname   (on the controller, through its NodeAgent)\n{hostnames}");
+    eprintln!("$ srun -N 2 hostname   (on the controller, through the exec route)\n{hostnames}");
     assert_eq!(
         hostnames.lines().filter(|l| !l.trim().is_empty()).count(),
         2,

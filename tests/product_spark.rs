@@ -190,7 +190,7 @@ async fn spark_cluster_on_real_mesos() {
     )
     .await;
     eprintln!(
-        "$ spark-submit /usr/local/lib/paas-spark/pi.py 10   (on the master, through its NodeAgent; {:.1?})\n{out}",
+        "$ spark-submit /usr/local/lib/paas-spark/pi.py 10   (on the master, through the exec route; {:.1?})\n{out}",
         t1.elapsed()
     );
     let pi: f64 = out
