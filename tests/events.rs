@@ -338,3 +338,64 @@ async fn a_stalled_client_is_dropped_and_the_others_keep_up() {
         LAUNCHES * 102
     );
 }
+
+/// On the embedded mesos-local (simulated agents: a launched task runs at once), a launch
+/// streams its nodes' placement and the cluster's way to `ready`.
+#[tokio::test]
+async fn a_launch_on_mesos_local_streams_its_nodes_and_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--local-containerizer", "simulated", "--local-agents", "2"],
+    );
+    for (method, path, body) in [
+        ("POST", "/products", r#"{"name": "plain", "version": "1"}"#),
+        (
+            "PUT",
+            "/products/plain/1/template",
+            // Spaces keep `{ {{` from reading as a triple-stash. No services: nothing to
+            // configure.
+            r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "sim", "cpu": 0.1, "mem": 16}{{/each}} } }"#,
+        ),
+        (
+            "PUT",
+            "/products/plain/1/options",
+            r#"{"required": {"size": 2}}"#,
+        ),
+    ] {
+        let r = call(method, &s.api(path), body, &[JSON]).await;
+        assert!(r.status < 300, "{method} {path}: {}", r.text());
+    }
+    let mut events = Sse::open(&s.api("/events"), &[]).await;
+    let r = call(
+        "POST",
+        &s.api("/products/plain/1"),
+        r#"{"size": 2}"#,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let got = events
+        .until(60, "ready", |e| is(e, "cluster", &id, "ready"))
+        .await;
+    let running: Vec<_> = got
+        .iter()
+        .filter(|e| e.event == "node" && e.data["status"] == "running")
+        .map(|e| e.data["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(running.len(), 2, "{got:#?}");
+    assert!(
+        got.iter().any(|e| e.event == "node"
+            && e.data["status"] == "running"
+            && e.data["host"].is_string()),
+        "a running node says where: {got:#?}"
+    );
+    let statuses: Vec<_> = got
+        .iter()
+        .filter(|e| e.event == "step")
+        .map(|e| e.data["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.first(), Some(&"registered"), "{statuses:?}");
+    assert!(statuses.contains(&"scheduled"), "{statuses:?}");
+}

@@ -679,6 +679,37 @@ mod tests {
     }
 
     #[test]
+    fn log_output_goes_to_the_owner_of_a_cluster_seen_and_else_to_admins_only() {
+        let hub = Hub::new(0);
+        let none = || Start {
+            after: None,
+            head: Vec::new(),
+            on_reset: Vec::new(),
+        };
+        let (alice, admin) = (
+            hub.subscribe(Scope::Owner("alice".into()), none()),
+            hub.subscribe(Scope::All, none()),
+        );
+        let (c, unseen) = (cluster(), ClusterId::random());
+        let mut seen = HashMap::new();
+        hub.on_cluster(&mut seen, &c);
+        for id in [c.id, unseen] {
+            let data = bytes::Bytes::from_static(b"step 1 done\n");
+            hub.on_log(&seen, &LogAppended { id, data });
+        }
+        let mine = read_all(alice);
+        assert!(
+            mine.contains(&format!(
+                "event: log\ndata: {{\"cluster\":\"{}\",\"text\":\"step 1 done\\n\"}}",
+                c.id
+            )),
+            "{mine}"
+        );
+        assert!(!mine.contains(&unseen.to_string()), "{mine}");
+        assert!(read_all(admin).contains(&unseen.to_string()));
+    }
+
+    #[test]
     fn a_full_subscriber_is_dropped_and_others_are_not() {
         let hub = Hub::new(0);
         let none = || Start {
