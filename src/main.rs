@@ -311,6 +311,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         volume_roots: args.volume_root.clone(),
         views: api::views::Views::spawn(store.as_ref(), shutdown.clone(), &tracker),
+        events: api::events::Hub::spawn(store.as_ref(), shutdown.clone(), &tracker),
     });
     api::retention::spawn(
         store.clone(),
@@ -354,6 +355,10 @@ fn framework_credentials(
 /// Client errors are for people: print the message alone and exit 1.
 fn cli_exit(e: paas::cli::CliError) -> anyhow::Error {
     eprintln!("error: {e}");
+    // `clusters exec` exits with the command's own status.
+    if let paas::cli::CliError::CommandExit(code, _) = e {
+        std::process::exit(code);
+    }
     std::process::exit(1);
 }
 
@@ -396,6 +401,35 @@ struct Framework {
 }
 
 impl Backend for Framework {
+    fn exec(
+        &self,
+        target: api::exec::ExecTarget,
+        argv: Vec<String>,
+        timeout: std::time::Duration,
+        out: api::exec::ExecOutput,
+    ) -> futures_util::future::BoxFuture<'static, api::exec::ExecEnd> {
+        use api::exec::ExecEnd;
+        use paas::orchestrator::client::{Ended, NodeClient};
+        Box::pin(async move {
+            let client = match NodeClient::new(
+                &target.host,
+                target.port,
+                &target.secret,
+                Some(&target.cert_sha256),
+            ) {
+                Ok(c) => c,
+                Err(e) => return ExecEnd::Failed(e.to_string()),
+            };
+            match client.run_streaming(&argv, timeout, &out).await {
+                Ok(Ended::Code(c)) => ExecEnd::Code(c),
+                Ok(Ended::Signal(s)) => ExecEnd::Signal(s),
+                Ok(Ended::TimedOut) => ExecEnd::TimedOut,
+                Ok(Ended::NotStarted(why)) => ExecEnd::Failed(why),
+                Err(e) => ExecEnd::Failed(e.to_string()),
+            }
+        })
+    }
+
     fn readiness(&self) -> Readiness {
         match &self.scheduler {
             None => api::StoreOnly.readiness(),

@@ -21,9 +21,8 @@
 //! takes its `/paas` from) or `PAAS_BINARY`; `PAAS_SLURM_IMAGE` to use a ready product image
 //! instead of building it (`deploy/images/build-product-images.sh slurm`, cached).
 //!
-//! Reading the NodeAgent secret: no API serves a cluster's NodeAgent secret, and there is no
-//! API to run a command on a node, so the test stops `paas serve` (SIGTERM), reads the secret
-//! from its store, and starts it again on the same data before it calls the NodeAgent.
+//! Commands run on the nodes through the API's exec route (`POST …/nodes/{node}/exec`), as a
+//! user would with `paas clusters exec`.
 
 mod common;
 
@@ -141,13 +140,10 @@ async fn slurm_cluster_on_real_mesos() {
         .launch_to_ready(s, json!({"size": 2, "image": r.image}))
         .await;
 
-    let secret = secret_via_store(s, &r.master, &id).await;
-    let c = wait(s, &id, Instant::now(), 60, |c| c["status"] == "ready").await;
-    let ctl = agent(&c, "controller", &secret);
-    let sinfo = run(&ctl, &["sinfo", "--Node", "--long"]).await;
-    eprintln!("$ sinfo --Node --long   (on the controller, through its NodeAgent)\n{sinfo}");
-    let hostnames = run(&ctl, &["srun", "-N", "2", "hostname"]).await;
-    eprintln!("$ srun -N 2 hostname   (on the controller, through its NodeAgent)\n{hostnames}");
+    let sinfo = exec(s, &id, "controller", &["sinfo", "--Node", "--long"]).await;
+    eprintln!("$ sinfo --Node --long   (on the controller, through the exec route)\n{sinfo}");
+    let hostnames = exec(s, &id, "controller", &["srun", "-N", "2", "hostname"]).await;
+    eprintln!("$ srun -N 2 hostname   (on the controller, through the exec route)\n{hostnames}");
     assert_eq!(
         hostnames.lines().filter(|l| !l.trim().is_empty()).count(),
         2,
@@ -155,8 +151,10 @@ async fn slurm_cluster_on_real_mesos() {
     );
     // Every node shares the host's network (and so its hostname): the node names tell the two
     // slurmd apart.
-    let names = run(
-        &ctl,
+    let names = exec(
+        s,
+        &id,
+        "controller",
         &["srun", "-N", "2", "-l", "printenv", "SLURMD_NODENAME"],
     )
     .await;
@@ -179,13 +177,7 @@ async fn slurm_scales_on_real_mesos() {
     let (id, _) = P
         .launch_to_ready(s, json!({"size": 2, "image": r.image}))
         .await;
-    let secret = secret_via_store(s, &r.master, &id).await;
-    let c = wait(s, &id, Instant::now(), 60, |c| c["status"] == "ready").await;
-    let before = run(
-        &agent(&c, "controller", &secret),
-        &["sinfo", "--Node", "--noheader"],
-    )
-    .await;
+    let before = exec(s, &id, "controller", &["sinfo", "--Node", "--noheader"]).await;
     eprintln!("$ sinfo --Node --noheader   (size 2)\n{before}");
 
     let c = P.update_to_ready(s, &id, json!({"size": 3})).await;
@@ -202,8 +194,13 @@ async fn slurm_scales_on_real_mesos() {
         !logs.contains("on compute3: files changed"),
         "the new node is started, not restarted:\n{logs}"
     );
-    let ctl = agent(&c, "controller", &secret);
-    let sinfo = run(&ctl, &["sinfo", "--Node", "--noheader", "--format=%N %t"]).await;
+    let sinfo = exec(
+        s,
+        &id,
+        "controller",
+        &["sinfo", "--Node", "--noheader", "--format=%N %t"],
+    )
+    .await;
     eprintln!("$ sinfo --Node --noheader --format='%N %t'   (size 3)\n{sinfo}");
     let nodes: BTreeSet<(&str, &str)> = sinfo.lines().filter_map(|l| l.split_once(' ')).collect();
     assert_eq!(
@@ -215,8 +212,10 @@ async fn slurm_scales_on_real_mesos() {
         ]),
         "{sinfo}"
     );
-    let names = run(
-        &ctl,
+    let names = exec(
+        s,
+        &id,
+        "controller",
         &["srun", "-N", "3", "-l", "printenv", "SLURMD_NODENAME"],
     )
     .await;
@@ -235,8 +234,13 @@ async fn slurm_scales_on_real_mesos() {
         logs.contains("slurm: compute3 leaves the cluster"),
         "the drain hook ran:\n{logs}"
     );
-    let ctl = agent(&c, "controller", &secret);
-    let sinfo = run(&ctl, &["sinfo", "--Node", "--noheader", "--format=%N %t"]).await;
+    let sinfo = exec(
+        s,
+        &id,
+        "controller",
+        &["sinfo", "--Node", "--noheader", "--format=%N %t"],
+    )
+    .await;
     eprintln!("$ sinfo --Node --noheader --format='%N %t'   (size 2 again)\n{sinfo}");
     let nodes: BTreeSet<(&str, &str)> = sinfo.lines().filter_map(|l| l.split_once(' ')).collect();
     assert_eq!(

@@ -20,9 +20,8 @@
 //! takes its `/paas` from) or `PAAS_BINARY`; `PAAS_SPARK_IMAGE` to use a ready product image
 //! instead of building it (`deploy/images/build-product-images.sh spark`, cached).
 //!
-//! Reading the NodeAgent secret: no API serves a cluster's NodeAgent secret, and there is no
-//! API to run a command on a node, so the test stops `paas serve` (SIGTERM), reads the secret
-//! from its store, and starts it again on the same data before it calls the NodeAgent.
+//! Commands run on the nodes through the API's exec route (`POST …/nodes/{node}/exec`), as a
+//! user would with `paas clusters exec`.
 
 mod common;
 
@@ -182,17 +181,16 @@ async fn spark_cluster_on_real_mesos() {
     );
     assert_eq!(alive.len(), 2, "{status:#}");
 
-    let secret = secret_via_store(s, &r.master, &id).await;
-    let c = wait(s, &id, Instant::now(), 60, |c| c["status"] == "ready").await;
-    let master_agent = agent(&c, "master", &secret);
     let t1 = Instant::now();
-    let out = run(
-        &master_agent,
+    let out = exec(
+        s,
+        &id,
+        "master",
         &["spark-submit", "/usr/local/lib/paas-spark/pi.py", "10"],
     )
     .await;
     eprintln!(
-        "$ spark-submit /usr/local/lib/paas-spark/pi.py 10   (on the master, through its NodeAgent; {:.1?})\n{out}",
+        "$ spark-submit /usr/local/lib/paas-spark/pi.py 10   (on the master, through the exec route; {:.1?})\n{out}",
         t1.elapsed()
     );
     let pi: f64 = out
@@ -207,7 +205,7 @@ async fn spark_cluster_on_real_mesos() {
     // RPC authentication is on: a driver with another secret does not get in.
     let wrong = "spark-submit --conf spark.authenticate.secret=not-the-cluster-secret \
                  /usr/local/lib/paas-spark/pi.py 1 2>&1; echo exit=$?";
-    let out = run(&master_agent, &["timeout", "110", "sh", "-c", wrong]).await;
+    let out = exec(s, &id, "master", &["timeout", "110", "sh", "-c", wrong]).await;
     let why: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("Exception:") || l.contains("uth"))

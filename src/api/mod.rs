@@ -13,6 +13,8 @@ mod clusters;
 mod dispatch;
 mod dry_run;
 pub mod error;
+pub mod events;
+pub mod exec;
 pub mod guard;
 pub mod launch_query;
 pub mod openapi;
@@ -80,8 +82,8 @@ impl Default for Limits {
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the api asks of the core (scheduler and orchestrator): how it is doing, and where a
-/// dry run's nodes would go. What it should do, the core reads from the store's commits.
+/// What the api asks of the core (scheduler and orchestrator): how it is doing, where a dry
+/// run's nodes would go, and running a command on a node. What it should do, the core reads from the store's commits.
 pub trait Backend: Send + Sync + 'static {
     /// Whether the framework can do its job now (e.g. subscribed to Mesos).
     fn readiness(&self) -> Readiness;
@@ -91,6 +93,20 @@ pub trait Backend: Send + Sync + 'static {
     fn plan(&self, demands: &[Demand]) -> Placement {
         let _ = demands;
         Placement::NoScheduler
+    }
+
+    /// Runs `argv` on the node at `target` through its NodeAgent within `timeout`, sending
+    /// the output to `out` as it comes; how it ended. Dropping the future abandons the
+    /// command. The default reaches no node.
+    fn exec(
+        &self,
+        target: exec::ExecTarget,
+        argv: Vec<String>,
+        timeout: Duration,
+        out: exec::ExecOutput,
+    ) -> futures_util::future::BoxFuture<'static, exec::ExecEnd> {
+        let _ = (target, argv, timeout, out);
+        Box::pin(async { exec::ExecEnd::Failed("this server cannot reach nodes".into()) })
     }
 }
 
@@ -136,6 +152,9 @@ pub struct AppState {
     /// Encoded `GET /clusters/{id}` bodies, fed by the store's commits
     /// ([`views::Views::spawn`]).
     pub views: Arc<views::Views>,
+    /// Live events for `GET /events` and per-cluster streams, fed by the store's
+    /// announcements ([`events::Hub::spawn`]).
+    pub events: Arc<events::Hub>,
 }
 
 /// The answer to a connection over the per-client cap, written before it is closed.

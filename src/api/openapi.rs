@@ -113,6 +113,9 @@ fn parameters(r: &Route) -> Value {
         params.push(json!({"name": "dry_run", "in": "query", "required": false, "description": "true: render, validate and evaluate placement on the agents last seen; answer 200 with each node's fit and the smallest changes that would fit; create nothing (400 invalid_query unless true or false)", "schema": {"type": "boolean", "default": false}}));
         params.push(json!({"name": "placement_timeout_s", "in": "query", "required": false, "description": format!("seconds the cluster may wait to be placed before it fails (default: serve --placement-timeout); 1 to {MAX_PLACEMENT_TIMEOUT_S} (400 invalid_query otherwise)"), "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PLACEMENT_TIMEOUT_S}}));
     }
+    if matches!(r.operation_id, "getClusterEvents" | "streamEvents") {
+        params.push(json!({"name": "Last-Event-ID", "in": "header", "required": false, "description": "resume a stream after this event id (400 for anything but digits)", "schema": {"type": "string", "pattern": "^[0-9]+$"}}));
+    }
     Value::Array(params)
 }
 
@@ -170,6 +173,10 @@ fn more_errors(op: &str) -> &'static [u16] {
         "replaceNode" | "restartNode" => &[409],
         // Not every part set yet.
         "getBundle" => &[409],
+        // The node is not running (409).
+        "execNode" => &[409],
+        // A Last-Event-ID that is not a number.
+        "streamEvents" | "getClusterEvents" => &[400],
         "listClusters" => &[400],
         "healthReady" => &[503],
         _ => &[],
@@ -226,6 +233,10 @@ fn responses(r: &Route) -> Value {
     }
     if r.operation_id == "listClusters" {
         out["200"]["headers"] = json!({"Link": {"description": "`<url>; rel=\"next\"`: the next page, only when there is one", "required": false, "schema": {"type": "string"}}});
+    }
+    if r.operation_id == "getClusterEvents" {
+        // With `Accept: text/event-stream`: the history, then the changes as they come.
+        out["200"]["content"]["text/event-stream"] = json!({"schema": {"type": "string"}});
     }
     if r.operation_id == "getBundle" {
         out["200"]["headers"] = json!({"Content-Disposition": {"description": "`attachment; filename=\"NAME-VERSION.tar\"`", "required": true, "schema": {"type": "string"}}});
@@ -296,7 +307,7 @@ fn schemas() -> Value {
     let node_status = json!({"type": "string", "enum": NodeStatus::ALL.map(NodeStatus::as_str)});
     let command = json!({"oneOf": [s("string"), {"type": "array", "items": s("string")}]});
     let strict = |required: &[&str], properties: Value| json!({"type": "object", "required": required, "additionalProperties": false, "properties": properties});
-    json!({
+    let mut all = json!({
         "Error": strict(&["error"], json!({"error": strict(&["code", "message"], json!({
             "code": {"type": "string", "pattern": "^[a-z_]+$"}, "message": s("string"), "details": {}}))})),
         "ProductCreate": strict(&["name", "version"], json!({
@@ -385,7 +396,15 @@ fn schemas() -> Value {
         "Health": {"type": "object", "description": "Without an admin token only `status`; the rest is for admins.", "required": ["status"], "additionalProperties": false, "properties": {
             "status": {"type": "string", "enum": ["up", "down"]}, "ready": s("boolean"), "detail": s("string"), "mesos": nullable("object"), "version": s("string")}},
         "OpenApi": {"type": "object", "required": ["openapi", "info", "paths", "components"], "properties": {"openapi": {"type": "string", "enum": ["3.0.3"]}}},
-    })
+    });
+    // Apart: one more entry above exceeds the json! macro's recursion limit.
+    all["ExecRequest"] = strict(
+        &["argv"],
+        json!({
+        "argv": {"type": "array", "minItems": 1, "maxItems": super::exec::MAX_ARGS, "items": {"type": "string"}, "description": "the command and its arguments (no shell), 64 KiB at most"},
+        "timeout_s": {"type": "integer", "minimum": 1, "maximum": super::exec::MAX_TIMEOUT_S, "default": super::exec::DEFAULT_TIMEOUT_S}}),
+    );
+    all
 }
 
 #[cfg(test)]

@@ -71,11 +71,18 @@ pub enum Endpoint {
     ClusterLogs {
         id: ClusterId,
     },
+    /// `GET /events`: the live event stream of every cluster the caller may see.
+    Events,
     ReplaceNode {
         id: ClusterId,
         node: Name,
     },
     RestartNode {
+        id: ClusterId,
+        node: Name,
+    },
+    /// `POST …/nodes/{node}/exec`: run a command on the node, output streamed.
+    ExecNode {
         id: ClusterId,
         node: Name,
     },
@@ -215,15 +222,15 @@ impl Endpoint {
                     id,
                     "nodes",
                     node,
-                    verb @ ("replace" | "restart"),
+                    verb @ ("replace" | "restart" | "exec"),
                 ],
                 m,
             ) => {
                 let (id, node) = (cluster(id)?, name(node)?);
-                let ep = if *verb == "replace" {
-                    Endpoint::ReplaceNode { id, node }
-                } else {
-                    Endpoint::RestartNode { id, node }
+                let ep = match *verb {
+                    "replace" => Endpoint::ReplaceNode { id, node },
+                    "restart" => Endpoint::RestartNode { id, node },
+                    _ => Endpoint::ExecNode { id, node },
                 };
                 if *m == Method::POST {
                     (&[], Some(ep))
@@ -246,6 +253,8 @@ impl Endpoint {
                     (&[Method::GET], None)
                 }
             }
+            (["events"], &Method::GET) => (&[], Some(Endpoint::Events)),
+            (["events"], _) => (&[Method::GET], None),
             (["health"], &Method::GET) => (&[], Some(Endpoint::Health)),
             (["health", "ready"], &Method::GET) => (&[], Some(Endpoint::HealthReady)),
             (["metrics"], &Method::GET) => (&[], Some(Endpoint::Metrics)),
@@ -276,8 +285,10 @@ impl Endpoint {
             | Endpoint::ClusterServices { .. }
             | Endpoint::ClusterEvents { .. }
             | Endpoint::ClusterLogs { .. }
+            | Endpoint::Events
             | Endpoint::ReplaceNode { .. }
-            | Endpoint::RestartNode { .. } => Access::User,
+            | Endpoint::RestartNode { .. }
+            | Endpoint::ExecNode { .. } => Access::User,
             // Templates and options are read by every user who launches; the orchestration
             // script is code we execute, so only admins may read it as well as write it.
             Endpoint::GetPart { part, .. } => match part {
@@ -322,8 +333,10 @@ impl Endpoint {
             Endpoint::ClusterServices { .. } => "getClusterServices",
             Endpoint::ClusterEvents { .. } => "getClusterEvents",
             Endpoint::ClusterLogs { .. } => "getClusterLogs",
+            Endpoint::Events => "streamEvents",
             Endpoint::ReplaceNode { .. } => "replaceNode",
             Endpoint::RestartNode { .. } => "restartNode",
+            Endpoint::ExecNode { .. } => "execNode",
             Endpoint::Health => "health",
             Endpoint::HealthReady => "healthReady",
             Endpoint::Metrics => "metrics",
@@ -389,10 +402,12 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), User),
         route!(GET "/clusters/{id}/nodes" "getClusterNodes" "The cluster's nodes", None, 200 Some("NodeList"), User),
         route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), User),
-        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), User),
+        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history; with Accept: text/event-stream, a live stream of its record, history and changes", None, 200 Some("EventList"), User),
         route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), User),
         route!(POST "/clusters/{id}/nodes/{node}/replace" "replaceNode" "Replace a node with a new attempt (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
         route!(POST "/clusters/{id}/nodes/{node}/restart" "restartNode" "Restart a node's services in place (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
+        route!(GET "/events" "streamEvents" "Live events (text/event-stream) of every cluster the caller may see; honours Last-Event-ID", None, 200 Some("stream"), User),
+        route!(POST "/clusters/{id}/nodes/{node}/exec" "execNode" "Run a command on a running node (owner or admin; 403 exec_disabled when the product's template says \"exec\": false); its output streamed as text/event-stream: stdout/stderr events, then one exit event", Some("ExecRequest"), 200 Some("stream"), User),
         route!(GET "/health" "health" "Liveness: up or down (readiness details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503 (details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
@@ -542,6 +557,11 @@ mod tests {
                 Method::GET,
                 format!("/bigdata/api/v1/clusters/{ID}/logs"),
                 Endpoint::ClusterLogs { id },
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/events".to_owned(),
+                Endpoint::Events,
             ),
             (
                 Method::GET,
@@ -734,6 +754,14 @@ mod tests {
             (Endpoint::ClusterServices { id }, Access::User),
             (Endpoint::ClusterEvents { id }, Access::User),
             (Endpoint::ClusterLogs { id }, Access::User),
+            (Endpoint::Events, Access::User),
+            (
+                Endpoint::ExecNode {
+                    id,
+                    node: Name::parse("node1").unwrap(),
+                },
+                Access::User,
+            ),
             (
                 Endpoint::ReplaceNode {
                     id,

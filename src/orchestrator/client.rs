@@ -277,6 +277,45 @@ impl NodeClient {
         })
     }
 
+    /// Runs `argv` on the node within `timeout`, handing each piece of output to `out` as
+    /// it comes (`true`: stdout, `false`: stderr). When `out` is closed (nobody reads any
+    /// more) the call is dropped, which makes the agent kill the command.
+    ///
+    /// # Errors
+    /// [`AgentCallError::Call`] when the agent is unreachable or the call breaks; a command
+    /// that fails is an `Ok` saying how it ended.
+    pub async fn run_streaming(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        out: &tokio::sync::mpsc::Sender<(bool, Vec<u8>)>,
+    ) -> Result<Ended, AgentCallError> {
+        let ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut req = Request::new(pb::RunRequest {
+            argv: argv.to_vec(),
+            timeout_ms: ms,
+            ..Default::default()
+        });
+        req.set_timeout(timeout + CALL_SLACK);
+        let mut c = self.inner.clone();
+        let mut stream = c.run(req).await.map_err(|s| self.err(s))?.into_inner();
+        while let Some(item) = stream.message().await.map_err(|s| self.err(s))? {
+            match item.item {
+                Some(pb::run_output::Item::Chunk(chunk)) => {
+                    let stdout = chunk.stream() != pb::OutputStream::Stderr;
+                    if out.send((stdout, chunk.data)).await.is_err() {
+                        return Ok(Ended::NotStarted("the caller went away".into()));
+                    }
+                }
+                Some(pb::run_output::Item::Exit(exit)) => return Ok(Ended::from_pb(Some(exit))),
+                None => {}
+            }
+        }
+        Ok(Ended::from_pb(None))
+    }
+
     /// Starts (or keeps, when it already runs the same argv) the supervised service `name`.
     ///
     /// # Errors

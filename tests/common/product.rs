@@ -12,8 +12,6 @@ use paas::domain::launch_request::{Caller, Fresh, LaunchRequest, Policy};
 use paas::domain::options::OptionsDoc;
 use paas::domain::template::Renderer;
 use paas::domain::{Cluster, ClusterId, Timestamp};
-use paas::orchestrator::client::NodeClient;
-use paas::registry::{SledStore, Store};
 use serde_json::Value;
 #[allow(unused_imports)]
 use serde_json::json;
@@ -420,52 +418,30 @@ pub fn containers_of(cluster: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The cluster's NodeAgent secret, read from the store of a stopped `paas serve` (no API serves
-/// it); `paas serve` is started again on the same data.
-pub async fn secret_via_store(s: &mut Server, master: &str, id: &str) -> String {
-    let data = s.data.clone();
-    let st = s.sigterm();
-    eprintln!("paas serve stopped ({st}) to read the NodeAgent secret from its store");
-    let secret = {
-        let store = SledStore::open(&data).expect("open the store");
-        let c = store
-            .cluster(id.parse().expect("cluster id"))
-            .expect("read the cluster")
-            .expect("the cluster is stored");
-        c.secret
+/// Runs `argv` on `node` of cluster `id` through the API's exec route (as `paas clusters
+/// exec` does); its stdout, once it exited 0.
+pub async fn exec(s: &Server, id: &str, node: &str, argv: &[&str]) -> String {
+    let url = s.api(&format!("/clusters/{id}/nodes/{node}/exec"));
+    let body = serde_json::json!({"argv": argv, "timeout_s": 120}).to_string();
+    let mut out = super::sse::Sse::request("POST", &url, &[JSON], body).await;
+    if out.status != 200 {
+        let status = out.status;
+        panic!("{argv:?}: {status} {}", out.text().await);
+    }
+    let events = out.drain(Duration::from_secs(130)).await;
+    let text = |stream: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e.event == stream)
+            .filter_map(|e| e.data["text"].as_str())
+            .collect()
     };
-    *s = serve(&data, master);
-    secret
-}
-
-pub fn agent(c: &Value, node: &str, secret: &str) -> NodeClient {
-    let n = c["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node)
-        .unwrap_or_else(|| panic!("no node {node} in {c:#}"));
-    NodeClient::new(
-        n["address"].as_str().unwrap(),
-        u16::try_from(n["agent_port"].as_u64().expect("agent_port")).unwrap(),
-        secret,
-        n["agent_cert_sha256"].as_str(),
-    )
-    .unwrap()
-}
-
-pub async fn run(agent: &NodeClient, argv: &[&str]) -> String {
-    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
-    let out = agent
-        .run(&argv, Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.ended.success(),
-        "{argv:?} {}: stdout {stdout:?} stderr {:?}",
-        out.ended,
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, stderr) = (text("stdout"), text("stderr"));
+    let exit = events.last().filter(|e| e.event == "exit").map(|e| &e.data);
+    assert_eq!(
+        exit,
+        Some(&serde_json::json!({"code": 0})),
+        "{argv:?}: stdout {stdout:?} stderr {stderr:?}"
     );
     stdout
 }
