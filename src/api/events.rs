@@ -539,24 +539,13 @@ fn sse_response(body: Body) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::cluster::ClusterSpec;
+    use crate::domain::Timestamp;
     use crate::domain::lifecycle::ClusterEvent;
-    use crate::domain::{Name, Timestamp};
 
     fn cluster() -> Cluster {
-        let spec = ClusterSpec::parse(
-            &json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 64}, "b": {"docker_image": "i", "cpu": 1, "mem": 64}}, "services": {}})
-                .to_string(),
-        )
-        .unwrap();
-        Cluster::new(
-            ClusterId::random(),
-            "alice".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            serde_json::Map::new(),
-            spec,
-            "s".into(),
+        let node = json!({"docker_image": "i", "cpu": 1, "mem": 64});
+        Cluster::sample(
+            json!({"a": node, "b": node}),
             Timestamp("2026-12-01T12:00:00.000Z".into()),
         )
     }

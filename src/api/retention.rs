@@ -112,11 +112,10 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::cluster::ClusterSpec;
     use crate::domain::lifecycle::ClusterEvent;
-    use crate::domain::{ClusterId, Name, Product, Timestamp};
+    use crate::domain::{Name, Product, Timestamp};
     use crate::registry::SledStore;
-    use serde_json::{Map, json};
+    use serde_json::json;
 
     const HOUR: u64 = 3_600_000;
 
@@ -125,18 +124,8 @@ mod tests {
     }
 
     fn cluster(created: u64) -> Cluster {
-        let spec = ClusterSpec::parse(
-            &json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}}).to_string(),
-        )
-        .unwrap();
-        Cluster::new(
-            ClusterId::random(),
-            "alice".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Map::new(),
-            spec,
-            "s".into(),
+        Cluster::sample(
+            json!({"a": {"docker_image": "i", "cpu": 1, "mem": 1}}),
             at(created),
         )
     }

@@ -254,8 +254,8 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::api::auth::Role;
-    use crate::domain::cluster::ClusterSpec;
-    use crate::domain::{Cluster, Name, Timestamp};
+    use crate::domain::{Cluster, Timestamp};
+    use serde_json::json;
 
     fn user(name: &str) -> Principal {
         Principal {
@@ -272,19 +272,12 @@ mod tests {
     }
 
     fn cluster(id: ClusterId) -> Arc<Cluster> {
-        let spec =
-            ClusterSpec::parse(r#"{"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}}"#)
-                .unwrap();
-        Arc::new(Cluster::new(
-            id,
-            "alice".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            serde_json::Map::new(),
-            spec,
-            "s".into(),
+        let mut c = Cluster::sample(
+            json!({"a": {"docker_image": "i", "cpu": 1, "mem": 1}}),
             Timestamp::now(),
-        ))
+        );
+        c.id = id;
+        Arc::new(c)
     }
 
     fn miss(v: &Views, id: ClusterId) -> Ticket {

@@ -449,6 +449,11 @@ fn take_event(buf: &mut Vec<u8>) -> Option<StreamEvent> {
     }
 }
 
+/// `  (text)` when `v` is a string, else nothing.
+fn aside(v: &Value) -> String {
+    v.as_str().map(|t| format!("  ({t})")).unwrap_or_default()
+}
+
 /// One line for a person to read, for an event of `paas clusters watch`.
 pub fn render_event(e: &StreamEvent) -> String {
     let d = &e.data;
@@ -458,10 +463,7 @@ pub fn render_event(e: &StreamEvent) -> String {
             s(&d["status"]),
             s(&d["size"]),
             s(&d["generation"]),
-            d["reason"]
-                .as_str()
-                .map(|r| format!("  ({r})"))
-                .unwrap_or_default()
+            aside(&d["reason"])
         ),
         "node" => format!(
             "node     {} {}{}{}",
@@ -471,19 +473,13 @@ pub fn render_event(e: &StreamEvent) -> String {
                 .as_str()
                 .map(|h| format!(" on {h}"))
                 .unwrap_or_default(),
-            d["message"]
-                .as_str()
-                .map(|m| format!("  ({m})"))
-                .unwrap_or_default()
+            aside(&d["message"])
         ),
         "step" => format!(
             "step     {} {}{}",
             s(&d["at"]),
             s(&d["status"]),
-            d["message"]
-                .as_str()
-                .map(|m| format!("  ({m})"))
-                .unwrap_or_default()
+            aside(&d["message"])
         ),
         "log" => d["text"]
             .as_str()

@@ -646,6 +646,24 @@ impl ConfigureProgress {
 }
 
 impl Cluster {
+    /// A test cluster of `nodes` (a template's `nodes` object), owned by `alice`, of product
+    /// `p` 1, made at `at`: the one builder unit tests share.
+    #[cfg(test)]
+    pub fn sample(nodes: serde_json::Value, at: Timestamp) -> Cluster {
+        let spec = ClusterSpec::parse(&serde_json::json!({ "nodes": nodes }).to_string())
+            .expect("a test cluster's nodes parse");
+        Cluster::new(
+            ClusterId::random(),
+            "alice".into(),
+            Name::parse("p").expect("valid name"),
+            Name::parse("1").expect("valid name"),
+            Map::new(),
+            spec,
+            "s".into(),
+            at,
+        )
+    }
+
     /// A freshly launched cluster: `registered`, every node `queued`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -179,6 +179,21 @@ pub struct NodeClient {
     inner: NodeAgentClient<InterceptedService<Channel, Bearer>>,
 }
 
+/// A `Run` request for `argv` within `timeout`; the gRPC deadline leaves the agent time to
+/// report a timed-out command.
+fn run_request(argv: &[String], timeout: Duration) -> Request<pb::RunRequest> {
+    let ms = u32::try_from(timeout.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let mut req = Request::new(pb::RunRequest {
+        argv: argv.to_vec(),
+        timeout_ms: ms,
+        ..Default::default()
+    });
+    req.set_timeout(timeout + CALL_SLACK);
+    req
+}
+
 impl NodeClient {
     /// A client for the agent at `host:port`, whose certificate must have the SHA-256
     /// `cert_sha256` (lowercase hex, as the executor reports it). Connects on first use.
@@ -255,15 +270,7 @@ impl NodeClient {
     /// [`AgentCallError::Call`] when the agent is unreachable; a command that fails is an
     /// `Ok` whose [`Output::ended`] says how.
     pub async fn run(&self, argv: &[String], timeout: Duration) -> Result<Output, AgentCallError> {
-        let ms = u32::try_from(timeout.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let mut req = Request::new(pb::RunRequest {
-            argv: argv.to_vec(),
-            timeout_ms: ms,
-            ..Default::default()
-        });
-        req.set_timeout(timeout + CALL_SLACK);
+        let req = run_request(argv, timeout);
         let mut c = self.inner.clone();
         let r = c
             .run_collected(req)
@@ -290,15 +297,7 @@ impl NodeClient {
         timeout: Duration,
         out: &tokio::sync::mpsc::Sender<(bool, Vec<u8>)>,
     ) -> Result<Ended, AgentCallError> {
-        let ms = u32::try_from(timeout.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let mut req = Request::new(pb::RunRequest {
-            argv: argv.to_vec(),
-            timeout_ms: ms,
-            ..Default::default()
-        });
-        req.set_timeout(timeout + CALL_SLACK);
+        let req = run_request(argv, timeout);
         let mut c = self.inner.clone();
         let mut stream = c.run(req).await.map_err(|s| self.err(s))?.into_inner();
         while let Some(item) = stream.message().await.map_err(|s| self.err(s))? {

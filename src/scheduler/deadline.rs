@@ -66,7 +66,7 @@ pub fn record_expired(c: &mut Cluster, default: Duration, now: &Timestamp) -> Up
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ClusterId, Name, NodeStatus};
+    use crate::domain::NodeStatus;
     use serde_json::json;
 
     const TEN_MIN: Duration = Duration::from_secs(600);
@@ -77,24 +77,8 @@ mod tests {
 
     /// A cluster of two queued nodes, launched at t = 1 000 000 ms.
     fn launched() -> Cluster {
-        let spec = crate::domain::cluster::ClusterSpec::parse(
-            &json!({"nodes": {
-                "n0": {"docker_image": "i", "cpu": 1, "mem": 64},
-                "n1": {"docker_image": "i", "cpu": 1, "mem": 64}
-            }})
-            .to_string(),
-        )
-        .unwrap();
-        Cluster::new(
-            ClusterId::random(),
-            "alice".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Default::default(),
-            spec,
-            "s".into(),
-            at(1_000_000),
-        )
+        let node = json!({"docker_image": "i", "cpu": 1, "mem": 64});
+        Cluster::sample(json!({"n0": node, "n1": node}), at(1_000_000))
     }
 
     #[test]

@@ -401,17 +401,12 @@ mod tests {
     use serde_json::{Map, json};
 
     fn cluster() -> Cluster {
-        let spec = ClusterSpec::parse(&json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "ports": ["http", "rpc"]}, "b": {"docker_image": "i", "cpu": 1, "mem": 1}}}).to_string()).unwrap();
-        Cluster::new(
-            ClusterId::random(),
-            "u".into(),
-            Name::parse("p").unwrap(),
-            Name::parse("1").unwrap(),
-            Map::new(),
-            spec,
-            "s".into(),
+        let mut c = Cluster::sample(
+            json!({"a": {"docker_image": "i", "cpu": 1, "mem": 1, "ports": ["http", "rpc"]}, "b": {"docker_image": "i", "cpu": 1, "mem": 1}}),
             Timestamp("t0".into()),
-        )
+        );
+        c.owner = "u".into();
+        c
     }
 
     fn placed(node: &str) -> Placed {
