@@ -696,6 +696,91 @@ mod tests {
         }
     }
 
+    /// The other half of exactness: whatever the parser accepts is a row of the table (same
+    /// method, same operation, a path the row's template matches). Every path of up to four
+    /// segments over the table's words and sample values is tried, and every longer row
+    /// with one segment changed.
+    #[test]
+    fn the_parser_routes_nothing_outside_the_table() {
+        let methods = [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+        ];
+        let templates: Vec<Vec<&str>> = ROUTES
+            .iter()
+            .map(|r| r.path.trim_start_matches('/').split('/').collect())
+            .collect();
+        // The table's words, and every word the parser's source spells (a path the parser
+        // knows and the table does not would otherwise never be tried).
+        let source = include_str!("routes.rs");
+        let parser = &source[source.find("pub fn parse(").unwrap()
+            ..source.find("/// Who may call this endpoint.").unwrap()];
+        let spelled = parser.split('"').skip(1).step_by(2).filter(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        });
+        let mut words: Vec<&str> = vec!["a", "1", ID, "node1", "x"];
+        for seg in templates.iter().flatten().copied().chain(spelled) {
+            if !seg.starts_with('{') && !words.contains(&seg) {
+                words.push(seg);
+            }
+        }
+        let fits = |template: &[&str], segs: &[&str]| {
+            template.len() == segs.len()
+                && template
+                    .iter()
+                    .zip(segs)
+                    .all(|(t, s)| t.starts_with('{') || t == s)
+        };
+        let check = |segs: &[&str]| {
+            let path = format!("{BASE}/{}", segs.join("/"));
+            for m in &methods {
+                if let Ok(ep) = Endpoint::parse(m, &path) {
+                    let row = ROUTES.iter().zip(&templates).any(|(r, t)| {
+                        r.method == m && r.operation_id == ep.operation_id() && fits(t, segs)
+                    });
+                    assert!(
+                        row,
+                        "{m} {path} routes to {ep:?}, which no row of the table says"
+                    );
+                }
+            }
+        };
+        let mut frontier: Vec<Vec<&str>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for w in &words {
+                    let mut segs = prefix.clone();
+                    segs.push(w);
+                    check(&segs);
+                    next.push(segs);
+                }
+            }
+            frontier = next;
+        }
+        for t in templates.iter().filter(|t| t.len() > 4) {
+            for i in 0..t.len() {
+                for w in &words {
+                    let mut segs: Vec<&str> = t
+                        .iter()
+                        .map(|s| match *s {
+                            "{id}" => ID,
+                            s if s.starts_with('{') => "a",
+                            s => s,
+                        })
+                        .collect();
+                    segs[i] = w;
+                    check(&segs);
+                }
+            }
+        }
+    }
+
     /// Who may call what, for every endpoint (every part, too): the table covers every
     /// operation of [`ROUTES`], so a new endpoint cannot go untested.
     #[test]
