@@ -9,6 +9,7 @@
 pub mod auth;
 mod body;
 mod clusters;
+pub mod console;
 mod dispatch;
 pub mod error;
 pub mod guard;

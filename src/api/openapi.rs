@@ -3,8 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
+use super::console::Asset;
 use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
-use super::routes::{Access, BASE, ROUTES};
+use super::routes::{Access, ROUTES};
 
 /// Builds the document.
 pub fn document() -> Value {
@@ -37,9 +38,7 @@ pub fn document() -> Value {
             op["parameters"] = Value::Array(params);
             op["responses"]["200"]["headers"] = json!({"Link": {"description": "`<url>; rel=\"next\"`: the next page, only when there is one", "schema": {"type": "string"}}});
         }
-        let entry = paths
-            .entry(format!("{BASE}{}", r.path))
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(r.full_path()).or_insert_with(|| json!({}));
         entry[r.method.as_str().to_lowercase()] = op;
     }
     json!({
@@ -64,6 +63,8 @@ fn parameters(path: &str) -> Value {
         .map(|p| {
             let schema = if p == "id" {
                 json!({"type": "string", "format": "uuid"})
+            } else if p == "asset" {
+                json!({"type": "string", "enum": Asset::ALL.map(Asset::file_name)})
             } else {
                 json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*$", "maxLength": 64})
             };
@@ -78,6 +79,13 @@ fn responses((status, schema): (u16, Option<&str>)) -> Value {
         None => json!({"description": "success"}),
         Some("text") => {
             json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        Some("html") => {
+            json!({"description": "success", "content": {"text/html": {"schema": {"type": "string"}}}})
+        }
+        Some("asset") => {
+            let file = json!({"schema": {"type": "string"}});
+            json!({"description": "success", "content": {"text/javascript": file, "text/css": file, "image/svg+xml": file}})
         }
         Some(name) => {
             json!({"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})
