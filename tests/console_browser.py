@@ -104,8 +104,12 @@ def type_into(d, css, value):
     el.send_keys(value)
 
 
-def shot(d, path):
-    d.execute_script("window.scrollTo(0, 0)")
+def shot(d, path, at=None):
+    """Saves the viewport, scrolled to the top or to the element `at`."""
+    if at:
+        d.execute_script("document.querySelector(arguments[0]).scrollIntoView()", at)
+    else:
+        d.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.3)
     assert d.save_screenshot(path), path
     log(f"screenshot {path}")
@@ -217,7 +221,7 @@ def lifecycle(url, shots):
         type_into(d, "#upd-size", "3")
         click(d, "#update-submit")
         wait(d, "the update to be accepted",
-             lambda drv: "generation 2, the cluster is updating" in (text(drv, "#update-result") or ""))
+             lambda drv: "Update accepted: generation 2, the cluster is updating" in (text(drv, "#action-result") or ""))
         wait_ready(d, cid, 2, 120, "ready at generation 2 after scaling to 3")
         click(d, 'button[data-tab="nodes"]')
         wait(d, "three running nodes", lambda drv: len(drv.find_elements(
@@ -228,7 +232,7 @@ def lifecycle(url, shots):
         click(d, 'button[data-action="restart"][data-node="node1"]')
         click(d, 'button[data-action="restart"][data-node="node1"]')
         wait(d, "the restart to be accepted",
-             lambda drv: "restart of node1 accepted" in (text(drv, "#action-result") or ""))
+             lambda drv: "Restart of node1 accepted" in (text(drv, "#action-result") or ""))
         accepted = re.search(r"generation (\d+), the cluster is updating", text(d, "#action-result"))
         assert accepted, text(d, "#action-result")
         wait_ready(d, cid, accepted.group(1), 120, "ready again after the restart")
@@ -238,7 +242,7 @@ def lifecycle(url, shots):
         time.sleep(0.5)
         overflow = d.execute_script("return document.documentElement.scrollWidth")
         assert overflow <= PHONE[0], f"the page is {overflow} px wide on a {PHONE[0]} px phone"
-        shot(d, os.path.join(shots, "console-phone-390x844.png"))
+        shot(d, os.path.join(shots, "console-phone-390x844.png"), at="#clusters-title")
         viewport(d, DESKTOP)
 
         click(d, "#destroy")

@@ -26,6 +26,8 @@ const state = {
   detail: null, // its full record
   tab: 'nodes',
   logs: null,
+  // The answer to the last action on the selected cluster: {cluster, error} or {cluster, text}.
+  notice: null,
   lastEventId: null,
   stream: null, // AbortController of the running event stream
   streamGen: 0, // bumped to stop an older stream loop
@@ -497,6 +499,7 @@ function selectCluster(id) {
     state.selected = id;
     state.detail = state.clusters.get(id) || null;
     state.logs = null;
+    state.notice = null;
     history.replaceState(null, '', '#/clusters/' + id);
   }
   renderClusters();
@@ -566,14 +569,17 @@ function renderDetail() {
     h('dt', {}, 'Updated'), h('dd', {}, when(c.updated_at)),
     c.reason ? [h('dt', {}, 'Reason'), h('dd', { class: 'reason' }, c.reason)] : null);
   const actionMsg = h('p', { id: 'action-result', hidden: true });
+  const notice = state.notice && state.notice.cluster === c.id ? state.notice : null;
+  if (notice && notice.error) formError(actionMsg, notice.error);
+  else if (notice) formOk(actionMsg, notice.text);
   const destroy = h('button', { type: 'button', id: 'destroy', class: 'danger', disabled: gone },
     gone ? (c.status === 'destroyed' ? 'Destroyed' : 'Destroying…') : 'Destroy');
-  destroy.addEventListener('click', () => confirmThen(destroy, 'Confirm destroy', () => destroyCluster(c.id, actionMsg)));
+  destroy.addEventListener('click', () => confirmThen(destroy, 'Confirm destroy', () => destroyCluster(c.id)));
   const tabs = h('div', { class: 'tabs', role: 'tablist' }, TABS.map((t) => h('button', {
     type: 'button', role: 'tab', dataset: { tab: t }, 'aria-selected': String(state.tab === t),
     onclick: () => { state.tab = t; renderDetail(); if (t === 'logs') loadLogs(); },
   }, t === 'options' ? 'Scale / options' : t[0].toUpperCase() + t.slice(1))));
-  const body = h('div', { class: 'tab-body', role: 'tabpanel' }, tabBody(c, ready, actionMsg));
+  const body = h('div', { class: 'tab-body', role: 'tabpanel' }, tabBody(c, ready));
   pane.replaceChildren(head, facts, h('div', { class: 'actions' }, destroy), actionMsg, tabs, body);
   if (state.tab === 'logs') drawLogs();
 }
@@ -596,7 +602,7 @@ function confirmThen(button, label, action) {
   }, 4000);
 }
 
-function tabBody(c, ready, actionMsg) {
+function tabBody(c, ready) {
   const table = (heads, rows, empty) => rows.length
     ? h('div', { class: 'scroll' }, h('table', { class: 'table' },
       h('thead', {}, h('tr', {}, heads.map((t) => h('th', {}, t)))),
@@ -613,9 +619,9 @@ function tabBody(c, ready, actionMsg) {
           h('td', {}, n.attempt !== undefined ? String(n.attempt) : ''),
           h('td', {}, n.message || ''),
           h('td', { class: 'nowrap' },
-            nodeButton(c, n, 'replace', ready, actionMsg),
+            nodeButton(c, n, 'replace', ready),
             ' ',
-            nodeButton(c, n, 'restart', ready, actionMsg)))),
+            nodeButton(c, n, 'restart', ready)))),
         'No nodes.');
     case 'services':
       return table(['Service', 'Nodes', 'Start', 'Ready check'],
@@ -647,11 +653,11 @@ function commandText(cmd) {
   return Array.isArray(cmd) ? cmd.join(' ') : String(cmd);
 }
 
-function nodeButton(c, n, verb, ready, actionMsg) {
+function nodeButton(c, n, verb, ready) {
   return h('button', {
     type: 'button', class: 'quiet small', dataset: { action: verb, node: n.name },
     disabled: !ready, title: ready ? `${verb} ${n.name}` : 'only a ready cluster can do this',
-    onclick: (e) => confirmThen(e.currentTarget, `Confirm ${verb}`, () => nodeAction(c.id, n.name, verb, actionMsg)),
+    onclick: (e) => confirmThen(e.currentTarget, `Confirm ${verb}`, () => nodeAction(c.id, n.name, verb)),
   }, verb[0].toUpperCase() + verb.slice(1));
 }
 
@@ -681,7 +687,6 @@ function buildOptionsForm(c) {
     }, () => {});
   }
   const advanced = doc.advanced || {};
-  const result = h('p', { id: 'update-result', hidden: true });
   const submit = h('button', { type: 'submit', id: 'update-submit' }, 'Apply');
   const form = h('form', { id: 'update-form', novalidate: true },
     h('p', { class: 'muted' }, 'Change some options (for example size, to scale); the others keep their values. Nodes whose spec changes are replaced one at a time.'),
@@ -691,46 +696,51 @@ function buildOptionsForm(c) {
           : k in advanced ? advanced[k] : v;
       return optionField('upd', k, example, v, doc, k in advanced ? 'admin' : null);
     }),
-    h('div', { class: 'form-actions' }, submit, h('span', { class: 'muted form-hint' }, 'only a ready cluster can be updated')),
-    result);
+    h('div', { class: 'form-actions' }, submit, h('span', { class: 'muted form-hint' }, 'only a ready cluster can be updated')));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    updateCluster(c.id, form, submit, result);
+    updateCluster(c.id, form, submit);
   });
   return form;
 }
 
-async function updateCluster(id, form, submit, result) {
+/** Shows the answer to an action on cluster `id` above its tabs (kept across redraws). */
+function notify(id, error, text) {
+  state.notice = { cluster: id, error, text };
+  renderDetail();
+}
+
+async function updateCluster(id, form, submit) {
   submit.disabled = true;
   try {
     const { status, body } = await call('PATCH', `/clusters/${id}`, { options: changedOptions(form) });
-    formOk(result, status === 202
-      ? `Accepted: generation ${body.generation}, the cluster is ${body.status}.`
+    notify(id, null, status === 202
+      ? `Update accepted: generation ${body.generation}, the cluster is ${body.status}.`
       : `Nothing to change (generation ${body.generation}).`);
     refreshCluster(id);
   } catch (err) {
-    formError(result, err);
+    notify(id, err);
     submit.disabled = false;
   }
 }
 
-async function destroyCluster(id, msg) {
+async function destroyCluster(id) {
   try {
     const { body } = await call('DELETE', `/clusters/${id}`);
-    formOk(msg, `Destroy requested: the cluster is ${body.status}.`);
+    notify(id, null, `Destroy requested: the cluster is ${body.status}.`);
     refreshCluster(id);
   } catch (err) {
-    formError(msg, err);
+    notify(id, err);
   }
 }
 
-async function nodeAction(id, node, verb, msg) {
+async function nodeAction(id, node, verb) {
   try {
     const { body } = await call('POST', `/clusters/${id}/nodes/${encodeURIComponent(node)}/${verb}`);
-    formOk(msg, `${verb} of ${node} accepted: generation ${body.generation}, the cluster is ${body.status}.`);
+    notify(id, null, `${verb[0].toUpperCase() + verb.slice(1)} of ${node} accepted: generation ${body.generation}, the cluster is ${body.status}.`);
     refreshCluster(id);
   } catch (err) {
-    formError(msg, err);
+    notify(id, err);
   }
 }
 
