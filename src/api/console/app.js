@@ -433,16 +433,14 @@ async function loadClusters(more) {
 /** Takes in a newer view of a cluster (from a list, a record or an event). */
 function upsertCluster(c) {
   if (!c || !c.id) return;
+  // Events carry `size`; records carry `nodes`: keep `size` current from either.
+  if (Array.isArray(c.nodes)) c.size = c.nodes.length;
   const old = state.clusters.get(c.id);
   if (old && old.updated_at && c.updated_at && c.updated_at < old.updated_at) return;
   state.clusters.set(c.id, Object.assign({}, old, c));
   if (state.detail && state.detail.id === c.id) Object.assign(state.detail, c);
 }
 
-function nodeCount(c) {
-  if (Array.isArray(c.nodes)) return c.nodes.length;
-  return c.size !== undefined ? c.size : '';
-}
 
 let renderQueued = false;
 /** Re-renders the cluster table at the next frame (events may come in bursts). */
@@ -471,7 +469,7 @@ function drawClusters() {
   h('td', { class: 'nowrap' }, `${c.product || ''} ${c.version || ''}`),
   h('td', { class: 'hide-narrow' }, c.owner || ''),
   h('td', { class: 'status-cell' }, statusBadge(c.status)),
-  h('td', {}, String(nodeCount(c))),
+  h('td', {}, c.size !== undefined ? String(c.size) : ''),
   h('td', { class: 'nowrap hide-narrow' }, when(c.created_at)))));
   $('#clusters-empty').hidden = rows.length > 0;
   $('#more').hidden = !state.next;
