@@ -715,15 +715,29 @@ pub(super) async fn services(
     ))
 }
 
-/// `GET /clusters/{id}/events`: the status history.
+/// `GET /clusters/{id}/events`: the status history; with `Accept: text/event-stream`, the
+/// record and history as a live stream that follows the cluster (see [`super::events`]).
 pub(super) async fn events(
     state: &AppState,
     who: &Principal,
     id: ClusterId,
+    headers: &http::HeaderMap,
 ) -> Result<Resp, ApiError> {
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"events": own_cluster(state, who, id).await?.history}),
+    if !super::events::wants_stream(headers) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"events": own_cluster(state, who, id).await?.history}),
+        ));
+    }
+    let resume = super::events::last_event_id(headers)?;
+    // The mark before the read: whatever the record lacks has a later id.
+    let mark = state.events.mark();
+    let c = own_cluster(state, who, id).await?;
+    Ok(super::events::stream_cluster(
+        &state.events,
+        &c,
+        mark,
+        resume,
     ))
 }
 

@@ -12,7 +12,7 @@ use super::body::Resp;
 use super::error::ApiError;
 use super::guard::{check_anonymous_request, check_not_form};
 use super::routes::{Access, Endpoint, RouteError};
-use super::{AppState, clusters, console, ops, products};
+use super::{AppState, clusters, console, events, ops, products};
 
 /// Routes, authenticates and runs one request. Returns the response and the operation id
 /// (for metrics). The state comes shared because an update renders the template inside the
@@ -80,7 +80,17 @@ pub(super) async fn dispatch(
         (Endpoint::DeleteCluster { id }, Some(who)) => clusters::delete(state, &who, id).await,
         (Endpoint::ClusterNodes { id }, Some(who)) => clusters::nodes(state, &who, id).await,
         (Endpoint::ClusterServices { id }, Some(who)) => clusters::services(state, &who, id).await,
-        (Endpoint::ClusterEvents { id }, Some(who)) => clusters::events(state, &who, id).await,
+        (Endpoint::ClusterEvents { id }, Some(who)) => {
+            clusters::events(state, &who, id, req.headers()).await
+        }
+        (Endpoint::Events, Some(who)) => {
+            let scope = if who.is_admin() {
+                events::Scope::All
+            } else {
+                events::Scope::Owner(who.user)
+            };
+            events::stream_all(&state.events, scope, req.headers())
+        }
         (Endpoint::ClusterLogs { id }, Some(who)) => clusters::logs(state, &who, id).await,
         (Endpoint::ReplaceNode { id, node }, Some(who)) => {
             clusters::node_action(state, &who, id, node, clusters::NodeAction::Replace).await

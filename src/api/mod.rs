@@ -12,6 +12,7 @@ mod clusters;
 pub mod console;
 mod dispatch;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod openapi;
 mod ops;
@@ -126,6 +127,9 @@ pub struct AppState {
     /// Encoded `GET /clusters/{id}` bodies, fed by the store's commits
     /// ([`views::Views::spawn`]).
     pub views: Arc<views::Views>,
+    /// Live events for `GET /events` and per-cluster streams, fed by the store's
+    /// announcements ([`events::Hub::spawn`]).
+    pub events: Arc<events::Hub>,
 }
 
 /// The answer to a connection over the per-client cap, written before it is closed.

@@ -38,6 +38,16 @@ pub fn document() -> Value {
             op["parameters"] = Value::Array(params);
             op["responses"]["200"]["headers"] = json!({"Link": {"description": "`<url>; rel=\"next\"`: the next page, only when there is one", "schema": {"type": "string"}}});
         }
+        if r.operation_id == "getClusterEvents" {
+            op["responses"]["200"]["content"]["text/event-stream"] =
+                json!({"schema": {"type": "string"}});
+        }
+        if matches!(r.operation_id, "getClusterEvents" | "streamEvents") {
+            let params = op["parameters"].as_array_mut();
+            if let Some(params) = params {
+                params.push(json!({"name": "Last-Event-ID", "in": "header", "required": false, "description": "resume a stream after this event id", "schema": {"type": "string", "pattern": "^[0-9]+$"}}));
+            }
+        }
         let entry = paths.entry(r.full_path()).or_insert_with(|| json!({}));
         entry[r.method.as_str().to_lowercase()] = op;
     }
@@ -77,6 +87,9 @@ fn parameters(path: &str) -> Value {
 fn responses((status, schema): (u16, Option<&str>)) -> Value {
     let ok = match schema {
         None => json!({"description": "success"}),
+        Some("sse") => {
+            json!({"description": "a stream of server-sent events (`id`, `event`, one line of JSON `data`), until the client leaves", "content": {"text/event-stream": {"schema": {"type": "string"}}}})
+        }
         Some("text") => {
             json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }

@@ -63,6 +63,8 @@ pub enum Endpoint {
     ClusterLogs {
         id: ClusterId,
     },
+    /// `GET /events`: the live event stream of every cluster the caller may see.
+    Events,
     ReplaceNode {
         id: ClusterId,
         node: Name,
@@ -239,6 +241,8 @@ impl Endpoint {
                     (&[Method::GET], None)
                 }
             }
+            (["events"], &Method::GET) => (&[], Some(Endpoint::Events)),
+            (["events"], _) => (&[Method::GET], None),
             (["health"], &Method::GET) => (&[], Some(Endpoint::Health)),
             (["health", "ready"], &Method::GET) => (&[], Some(Endpoint::HealthReady)),
             (["metrics"], &Method::GET) => (&[], Some(Endpoint::Metrics)),
@@ -291,6 +295,7 @@ impl Endpoint {
             | Endpoint::ClusterServices { .. }
             | Endpoint::ClusterEvents { .. }
             | Endpoint::ClusterLogs { .. }
+            | Endpoint::Events
             | Endpoint::ReplaceNode { .. }
             | Endpoint::RestartNode { .. } => Access::User,
             // Templates and options are read by every user who launches; the orchestration
@@ -332,6 +337,7 @@ impl Endpoint {
             Endpoint::ClusterServices { .. } => "getClusterServices",
             Endpoint::ClusterEvents { .. } => "getClusterEvents",
             Endpoint::ClusterLogs { .. } => "getClusterLogs",
+            Endpoint::Events => "streamEvents",
             Endpoint::ReplaceNode { .. } => "replaceNode",
             Endpoint::RestartNode { .. } => "restartNode",
             Endpoint::Health => "health",
@@ -409,10 +415,11 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(DELETE "/clusters/{id}" "deleteCluster" "Destroy a cluster", None, 202 Some("LaunchAccepted"), User),
         route!(GET "/clusters/{id}/nodes" "getClusterNodes" "The cluster's nodes", None, 200 Some("NodeList"), User),
         route!(GET "/clusters/{id}/services" "getClusterServices" "The cluster's services", None, 200 Some("ServiceList"), User),
-        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history", None, 200 Some("EventList"), User),
+        route!(GET "/clusters/{id}/events" "getClusterEvents" "The cluster's status history; with Accept: text/event-stream, a live stream of its record, history and changes", None, 200 Some("EventList"), User),
         route!(GET "/clusters/{id}/logs" "getClusterLogs" "Orchestrator output", None, 200 Some("text"), User),
         route!(POST "/clusters/{id}/nodes/{node}/replace" "replaceNode" "Replace a node with a new attempt (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
         route!(POST "/clusters/{id}/nodes/{node}/restart" "restartNode" "Restart a node's services in place (the cluster goes updating, then ready)", None, 202 Some("UpdateAccepted"), User),
+        route!(GET "/events" "streamEvents" "Live events (text/event-stream) of every cluster the caller may see; honours Last-Event-ID", None, 200 Some("sse"), User),
         route!(GET "/health" "health" "Liveness: up or down (readiness details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503 (details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
@@ -564,6 +571,11 @@ mod tests {
                 Method::GET,
                 format!("/bigdata/api/v1/clusters/{ID}/logs"),
                 Endpoint::ClusterLogs { id },
+            ),
+            (
+                Method::GET,
+                "/bigdata/api/v1/events".to_owned(),
+                Endpoint::Events,
             ),
             (
                 Method::GET,
@@ -782,6 +794,7 @@ mod tests {
             (Endpoint::ClusterServices { id }, Access::User),
             (Endpoint::ClusterEvents { id }, Access::User),
             (Endpoint::ClusterLogs { id }, Access::User),
+            (Endpoint::Events, Access::User),
             (
                 Endpoint::ReplaceNode {
                     id,

@@ -173,6 +173,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         limits: api::Limits::default(),
         volume_roots: Vec::new(),
         views: api::views::Views::spawn(store.as_ref(), shutdown.clone(), &tracker),
+        events: api::events::Hub::spawn(store.as_ref(), shutdown.clone(), &tracker),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
     let client = Arc::new(crate::cli::Client::new(&format!("http://{addr}"), None));

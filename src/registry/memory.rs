@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 use super::{
-    COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError, Update,
-    check_cursor, check_node_names, cursor_of,
+    COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page, Store,
+    StoreError, Update, check_cursor, check_node_names, cursor_of,
 };
 use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     commits: broadcast::Sender<Commit>,
+    logs: broadcast::Sender<LogAppended>,
 }
 
 impl Default for MemoryStore {
@@ -22,6 +23,7 @@ impl Default for MemoryStore {
         Self {
             inner: Mutex::default(),
             commits: broadcast::channel(COMMIT_BUFFER).0,
+            logs: broadcast::channel(LOG_BUFFER).0,
         }
     }
 }
@@ -50,6 +52,10 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn subscribe(&self) -> broadcast::Receiver<Commit> {
         self.commits.subscribe()
+    }
+
+    fn subscribe_logs(&self) -> broadcast::Receiver<LogAppended> {
+        self.logs.subscribe()
     }
 
     fn create_product(&self, p: &Product) -> Result<(), StoreError> {
@@ -268,6 +274,12 @@ impl Store for MemoryStore {
         if v.len() > MAX_LOG {
             v.drain(..v.len() - MAX_LOG);
         }
+        drop(g);
+        // Nobody listening is fine.
+        let _ = self.logs.send(LogAppended {
+            id,
+            data: bytes::Bytes::copy_from_slice(data),
+        });
         Ok(())
     }
 

@@ -106,6 +106,20 @@ pub enum Commit {
 /// How many commits a subscriber may fall behind before it lags.
 pub const COMMIT_BUFFER: usize = 4096;
 
+/// Orchestrator output appended to a cluster's log, announced on [`Store::subscribe_logs`]
+/// once durable. A channel of its own, apart from [`Commit`]: log output is frequent and
+/// carries no state, and the subscribers of commits (scheduler, orchestrator, views) have
+/// no use for it.
+#[derive(Debug, Clone)]
+pub struct LogAppended {
+    pub id: ClusterId,
+    /// The bytes appended, as written (not necessarily whole lines, nor UTF-8).
+    pub data: bytes::Bytes,
+}
+
+/// How many log appends a subscriber may fall behind before it lags (and misses some).
+pub const LOG_BUFFER: usize = 1024;
+
 /// Which clusters a page lists (every filter optional; all given ones must match).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
@@ -347,6 +361,8 @@ pub trait Store: Send + Sync + 'static {
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Commits announced from now on (see [`Commit`]).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Commit>;
+    /// Log appends announced from now on (see [`LogAppended`]).
+    fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<LogAppended>;
     /// [`Store::update_cluster`] for several clusters, made durable together (one flush for
     /// the batch): each result is what `update_cluster` would return for that entry. The
     /// scheduler applies a batch of task updates with it before acknowledging any of them.

@@ -44,8 +44,9 @@ use super::layout::{
     Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, node_key, owner_prefix, status_prefix,
 };
 use super::{
-    BatchUpdate, COMMIT_BUFFER, Commit, Counts, ListFilter, MAX_LOG, Page, Store, StoreError,
-    Update, check_cursor, check_node_names, cursor_of, decode, encode, part_key, product_key,
+    BatchUpdate, COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page,
+    Store, StoreError, Update, check_cursor, check_node_names, cursor_of, decode, encode, part_key,
+    product_key,
 };
 use crate::domain::{
     Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp,
@@ -97,6 +98,8 @@ pub struct SledStore {
     stripes: Vec<Mutex<()>>,
     commit: GroupCommit,
     announcer: Announcer,
+    /// Log appends, announced once durable (see [`LogAppended`]).
+    logs_announced: broadcast::Sender<LogAppended>,
     tally: Mutex<Tally>,
 }
 
@@ -139,6 +142,7 @@ impl SledStore {
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
             commit: GroupCommit::default(),
             announcer: Announcer::default(),
+            logs_announced: broadcast::channel(LOG_BUFFER).0,
             tally: Mutex::default(),
         };
         let converted = store.migrate()?;
@@ -775,7 +779,13 @@ impl Store for SledStore {
             }
             Some(v)
         })?;
-        self.durable()
+        self.durable()?;
+        // Nobody listening is fine.
+        let _ = self.logs_announced.send(LogAppended {
+            id,
+            data: bytes::Bytes::copy_from_slice(data),
+        });
+        Ok(())
     }
 
     fn log(&self, id: ClusterId) -> Result<Vec<u8>, StoreError> {
@@ -800,6 +810,10 @@ impl Store for SledStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Commit> {
         self.announcer.sender.subscribe()
+    }
+
+    fn subscribe_logs(&self) -> broadcast::Receiver<LogAppended> {
+        self.logs_announced.subscribe()
     }
 
     fn flush(&self) -> Result<(), StoreError> {

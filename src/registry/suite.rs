@@ -286,7 +286,10 @@ fn delete_guard(store: &dyn Store) {
 fn logs_and_meta(store: &dyn Store) {
     let id = ClusterId::random();
     assert!(store.log(id).unwrap().is_empty());
+    let mut announced = store.subscribe_logs();
     store.append_log(id, b"one\n").unwrap();
+    let got = announced.try_recv().expect("a durable append is announced");
+    assert_eq!((got.id, &got.data[..]), (id, &b"one\n"[..]));
     store.append_log(id, b"two\n").unwrap();
     assert_eq!(store.log(id).unwrap(), b"one\ntwo\n");
     store.append_log(id, &vec![b'x'; MAX_LOG]).unwrap();

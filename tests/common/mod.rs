@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod product;
+pub mod sse;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,716 @@
+//! Live events: `GET /events` and `GET /clusters/{id}/events` with
+//! `Accept: text/event-stream`, as server-sent events.
+//!
+//! What it owns: turning the store's announcements (commits and log appends) into events,
+//! a bounded ring of recent events for `Last-Event-ID`, and the subscribers' channels. What
+//! it does not own: who may see a cluster (the handlers decide a subscriber's [`Scope`] with
+//! the same rule as `GET /clusters/{id}`).
+//!
+//! # Wire format
+//! Each event is `id: <u64>`, `event: cluster|node|step|log|purged|reset` and one line of
+//! JSON `data:`. Ids grow by one per event and start at the server's boot time in
+//! microseconds, so an id from before a restart is older than the ring and is answered with
+//! `reset` (reload, then follow). Every [`HEARTBEAT`] each subscriber gets `: keep-alive`.
+//!
+//! # Delivery
+//! One task ([`Hub::spawn`]) reads the announcements, diffs each cluster against what it saw
+//! last ([`diff`], pure) and publishes; publishing, the ring and registering a subscriber
+//! share one lock, so a subscriber resuming from the ring neither misses nor repeats an
+//! event. Each subscriber has a channel of [`SUBSCRIBER_BUFFER`] chunks (one per commit),
+//! filled with `try_send`: a subscriber whose channel is full is dropped (its stream ends),
+//! never waited for. No task runs per subscriber: a client that went away is forgotten at the
+//! next event or heartbeat.
+//!
+//! Delivery is at least once around a per-cluster stream's start: a change committed while
+//! the snapshot is read may arrive both in the snapshot and as a live event.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, header};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::body::{Body, Resp};
+use super::error::ApiError;
+use super::routes::BASE;
+use crate::domain::cluster::Cluster;
+use crate::domain::{ClusterId, ClusterStatus, NodeStatus};
+use crate::registry::{Commit, LogAppended, Store};
+
+/// How often an idle stream gets a comment line, so proxies and clients keep it open.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Recent events kept for `Last-Event-ID`; an older id gets `reset`.
+pub const RING: usize = 4096;
+
+/// Chunks a subscriber may leave unread before it is dropped as too slow. A chunk is one
+/// commit's events (or a heartbeat), however many nodes changed.
+pub const SUBSCRIBER_BUFFER: usize = 64;
+
+/// The kinds of event, as named on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Cluster,
+    Node,
+    Step,
+    Log,
+    Purged,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cluster",
+            Kind::Node => "node",
+            Kind::Step => "step",
+            Kind::Log => "log",
+            Kind::Purged => "purged",
+        }
+    }
+}
+
+/// Which events a subscriber receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every cluster's (an admin).
+    All,
+    /// The clusters of this owner (a user).
+    Owner(String),
+    /// One cluster's (its ownership checked before subscribing).
+    Cluster(ClusterId),
+}
+
+impl Scope {
+    fn sees(&self, e: &Event) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Owner(user) => e.owner.as_deref() == Some(user.as_str()),
+            Scope::Cluster(id) => e.cluster == *id,
+        }
+    }
+}
+
+/// One published event.
+struct Event {
+    id: u64,
+    cluster: ClusterId,
+    /// Unknown only for a log line or purge of a cluster not seen since boot: then only
+    /// admins and that cluster's stream see it.
+    owner: Option<Arc<str>>,
+    frame: Bytes,
+}
+
+struct Subscriber {
+    scope: Scope,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+/// Where a new subscriber starts.
+pub struct Start {
+    /// Resume after this id (from `Last-Event-ID`, or a snapshot's mark); `None`: from now.
+    pub after: Option<u64>,
+    /// Sent first, whatever happens (a per-cluster stream's current record).
+    pub head: Vec<u8>,
+    /// Sent after `head` only when `after` is too old for the ring (a per-cluster stream's
+    /// history, which the client would otherwise lose).
+    pub on_reset: Vec<u8>,
+}
+
+/// The events hub: the ring, the subscribers and the id counter.
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    ring: VecDeque<Arc<Event>>,
+    /// The newest id given (the boot base before any event).
+    last: u64,
+    /// The newest id that left the ring (the base before any did): a resume after an id
+    /// older than this has missed events.
+    evicted: u64,
+    subscribers: Vec<Subscriber>,
+    /// Set at shutdown: streams end, and new ones end at once.
+    closed: bool,
+}
+
+impl Hub {
+    /// A hub whose ids start after `base`.
+    pub fn new(base: u64) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                ring: VecDeque::with_capacity(RING),
+                last: base,
+                evicted: base,
+                subscribers: Vec::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// A hub fed by `store`'s announcements from now on, and its task (on `tracker`, until
+    /// `shutdown`, when every stream ends so that the server can drain its connections).
+    pub fn spawn(
+        store: &dyn Store,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Arc<Self> {
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        let hub = Arc::new(Self::new(base));
+        let (mut commits, mut logs) = (store.subscribe(), store.subscribe_logs());
+        let h = Arc::clone(&hub);
+        tracker.spawn(async move {
+            let mut seen: HashMap<ClusterId, Seen> = HashMap::new();
+            let mut beat = tokio::time::interval(HEARTBEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = beat.tick() => h.heartbeat(),
+                    r = commits.recv() => match r {
+                        Ok(Commit::Cluster(c)) => h.on_cluster(&mut seen, &c),
+                        Ok(Commit::Purged(id)) => h.on_purged(&mut seen, id),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "live events fell behind the store's commits; changes between are merged");
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                    r = logs.recv() => match r {
+                        Ok(log) => h.on_log(&seen, &log),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "live events fell behind the log output; some lines are not streamed");
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+            h.close();
+        });
+        hub
+    }
+
+    /// The newest id given so far: a snapshot read after this call is at least this new.
+    pub fn mark(&self) -> u64 {
+        self.lock().last
+    }
+
+    /// A new stream for `scope` starting at `start`: the head, then either the ring's
+    /// events after `start.after` or (too old) `reset` and `on_reset`, then live events.
+    pub fn subscribe(&self, scope: Scope, start: Start) -> Body {
+        let (tx, body) = Body::channel(SUBSCRIBER_BUFFER);
+        let mut g = self.lock();
+        if g.closed {
+            return body;
+        }
+        let mut first = Vec::new();
+        if let Some(after) = start.after {
+            if after < g.evicted || after > g.last {
+                first = frame(
+                    g.last,
+                    "reset",
+                    &json!({"reason": "the events after this id are no longer kept (or are from before a restart): reload, then follow"}),
+                );
+                first.extend_from_slice(&start.head);
+                first.extend_from_slice(&start.on_reset);
+            } else {
+                first.extend_from_slice(&start.head);
+                for e in g.ring.iter().filter(|e| e.id > after && scope.sees(e)) {
+                    first.extend_from_slice(&e.frame);
+                }
+            }
+        } else {
+            first = start.head;
+        }
+        // invariant: a fresh channel has room for its first chunk.
+        if !first.is_empty() && tx.try_send(Bytes::from(first)).is_err() {
+            return body;
+        }
+        g.subscribers.push(Subscriber { scope, tx });
+        body
+    }
+
+    /// How many streams are open (tests, metrics).
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn on_cluster(&self, seen: &mut HashMap<ClusterId, Seen>, c: &Cluster) {
+        let (now, events) = diff(seen.get(&c.id), c);
+        self.publish(c.id, Some(Arc::clone(&now.owner)), &events);
+        // A destroyed cluster changes no more (until it is purged): forget it, so that
+        // what is kept is bounded by the live clusters.
+        if c.status == ClusterStatus::Destroyed {
+            seen.remove(&c.id);
+        } else {
+            seen.insert(c.id, now);
+        }
+    }
+
+    fn on_purged(&self, seen: &mut HashMap<ClusterId, Seen>, id: ClusterId) {
+        let owner = seen.remove(&id).map(|s| s.owner);
+        self.publish(id, owner, &[(Kind::Purged, json!({"cluster": id}))]);
+        // A purged cluster's own streams have nothing more to follow.
+        self.lock()
+            .subscribers
+            .retain(|s| s.scope != Scope::Cluster(id));
+    }
+
+    fn on_log(&self, seen: &HashMap<ClusterId, Seen>, log: &LogAppended) {
+        let owner = seen.get(&log.id).map(|s| Arc::clone(&s.owner));
+        let text = String::from_utf8_lossy(&log.data);
+        self.publish(
+            log.id,
+            owner,
+            &[(Kind::Log, json!({"cluster": log.id, "text": text}))],
+        );
+    }
+
+    /// Gives each event of one commit the next id, keeps them in the ring and offers them,
+    /// as one chunk, to every subscriber that sees them (a commit of a large cluster is
+    /// one chunk, not one per node); a subscriber that cannot take it now, or went away,
+    /// is dropped.
+    fn publish(&self, cluster: ClusterId, owner: Option<Arc<str>>, events: &[(Kind, Value)]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut g = self.lock();
+        let mut chunk = Vec::new();
+        let mut probe = None;
+        for (kind, data) in events {
+            let id = g.last + 1;
+            g.last = id;
+            let frame = frame(id, kind.as_str(), data);
+            chunk.extend_from_slice(&frame);
+            let event = Arc::new(Event {
+                id,
+                cluster,
+                owner: owner.clone(),
+                frame: Bytes::from(frame),
+            });
+            if g.ring.len() == RING
+                && let Some(old) = g.ring.pop_front()
+            {
+                g.evicted = old.id;
+            }
+            g.ring.push_back(Arc::clone(&event));
+            probe = Some(event);
+        }
+        let (Some(probe), chunk) = (probe, Bytes::from(chunk)) else {
+            return;
+        };
+        g.subscribers.retain(|s| {
+            if !s.scope.sees(&probe) {
+                return !s.tx.is_closed();
+            }
+            offer(s, chunk.clone())
+        });
+    }
+
+    fn heartbeat(&self) {
+        let beat = Bytes::from_static(b": keep-alive\n\n");
+        self.lock().subscribers.retain(|s| offer(s, beat.clone()));
+    }
+
+    fn close(&self) {
+        let mut g = self.lock();
+        g.closed = true;
+        g.subscribers.clear();
+    }
+}
+
+/// Hands `chunk` to a subscriber without waiting; whether it stays subscribed.
+fn offer(s: &Subscriber, chunk: Bytes) -> bool {
+    match s.tx.try_send(chunk) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            tracing::debug!(scope = ?s.scope, "slow events subscriber dropped");
+            false
+        }
+        Err(TrySendError::Closed(_)) => false,
+    }
+}
+
+/// One event on the wire.
+fn frame(id: u64, event: &str, data: &Value) -> Vec<u8> {
+    // serde_json's compact form never contains a newline: the data is one line.
+    format!("id: {id}\nevent: {event}\ndata: {data}\n\n").into_bytes()
+}
+
+/// What the hub remembers of a cluster, to tell what a commit changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    owner: Arc<str>,
+    status: ClusterStatus,
+    size: usize,
+    steps: usize,
+    nodes: BTreeMap<String, NodeSeen>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct NodeSeen {
+    status: NodeStatus,
+    host: Option<String>,
+    ports: BTreeMap<String, u16>,
+    message: Option<String>,
+}
+
+/// The events that `c` makes of what was seen before (`None`: not seen since boot), and
+/// what is seen now. A cluster first seen announces itself, its nodes and its newest step
+/// (older steps are in its history, which a per-cluster stream sends).
+pub fn diff(before: Option<&Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Value)>) {
+    let now = Seen {
+        owner: before.map_or_else(|| c.owner.as_str().into(), |b| Arc::clone(&b.owner)),
+        status: c.status,
+        size: c.nodes.len(),
+        steps: c.history.len(),
+        nodes: c
+            .nodes
+            .iter()
+            .map(|n| {
+                let o = &n.observed;
+                let seen = NodeSeen {
+                    status: o.status,
+                    host: o.host.clone(),
+                    ports: o.ports.clone(),
+                    message: o.message.clone(),
+                };
+                (n.name.to_string(), seen)
+            })
+            .collect(),
+    };
+    let mut out = Vec::new();
+    if before.is_none_or(|b| b.status != now.status || b.size != now.size) {
+        out.push((Kind::Cluster, cluster_summary(c)));
+    }
+    for (name, n) in &now.nodes {
+        if before.is_none_or(|b| b.nodes.get(name) != Some(n)) {
+            out.push((Kind::Node, node_event(c.id, name, n)));
+        }
+    }
+    if let Some(b) = before {
+        for name in b.nodes.keys().filter(|k| !now.nodes.contains_key(*k)) {
+            out.push((
+                Kind::Node,
+                json!({"cluster": c.id, "node": name, "status": "removed"}),
+            ));
+        }
+    }
+    let from = before.map_or(now.steps.saturating_sub(1), |b| b.steps.min(now.steps));
+    for (at, h) in c.history.iter().enumerate().skip(from) {
+        out.push((Kind::Step, step_event(c.id, at, h)));
+    }
+    (now, out)
+}
+
+/// A `cluster` event: the fields of a list item a console shows.
+pub fn cluster_summary(c: &Cluster) -> Value {
+    let mut v = json!({
+        "id": c.id,
+        "owner": c.owner,
+        "product": c.product,
+        "version": c.version,
+        "status": c.status,
+        "size": c.nodes.len(),
+        "generation": c.generation,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "url": format!("{BASE}/clusters/{}", c.id),
+    });
+    if let Some(reason) = &c.reason {
+        v["reason"] = json!(reason);
+    }
+    v
+}
+
+fn node_event(cluster: ClusterId, name: &str, n: &NodeSeen) -> Value {
+    let mut v = json!({"cluster": cluster, "node": name, "status": n.status});
+    if let Some(host) = &n.host {
+        v["host"] = json!(host);
+    }
+    if !n.ports.is_empty() {
+        v["ports"] = json!(n.ports);
+    }
+    if let Some(m) = &n.message {
+        v["message"] = json!(m);
+    }
+    v
+}
+
+/// A `step` event; `index` is the entry's place in the cluster's history.
+fn step_event(cluster: ClusterId, index: usize, h: &crate::domain::cluster::HistoryEntry) -> Value {
+    let mut v = json!({"cluster": cluster, "index": index, "at": h.at, "status": h.status});
+    if let Some(m) = &h.message {
+        v["message"] = json!(m);
+    }
+    v
+}
+
+/// Whether the client asked for an event stream.
+pub fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// The `Last-Event-ID` header, if any.
+///
+/// # Errors
+/// 400 `invalid_last_event_id` when it is not a decimal id.
+pub fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    text.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_last_event_id",
+            format!("Last-Event-ID must be an event id (a decimal number), not {text:?}"),
+        )
+    })
+}
+
+/// `GET /events`: every change the caller may see, from now (or after `Last-Event-ID`).
+pub(super) fn stream_all(hub: &Hub, scope: Scope, headers: &HeaderMap) -> Result<Resp, ApiError> {
+    let start = Start {
+        after: last_event_id(headers)?,
+        head: Vec::new(),
+        on_reset: Vec::new(),
+    };
+    Ok(sse_response(hub.subscribe(scope, start)))
+}
+
+/// A cluster's stream: its record and history as of `mark` (ids = `mark`), then what
+/// follows. With `Last-Event-ID`, its record and then the ring after that id, or `reset`
+/// and the history when the ring no longer has it.
+pub(super) fn stream_cluster(
+    hub: &Hub,
+    c: &Cluster,
+    mark: u64,
+    last_event_id: Option<u64>,
+) -> Resp {
+    let head = frame(mark, Kind::Cluster.as_str(), &cluster_summary(c));
+    let history: Vec<u8> = c
+        .history
+        .iter()
+        .enumerate()
+        .flat_map(|(i, h)| frame(mark, Kind::Step.as_str(), &step_event(c.id, i, h)))
+        .collect();
+    let start = match last_event_id {
+        None => Start {
+            after: Some(mark),
+            head: [head, history].concat(),
+            on_reset: Vec::new(),
+        },
+        Some(after) => Start {
+            after: Some(after),
+            head,
+            on_reset: history,
+        },
+    };
+    sse_response(hub.subscribe(Scope::Cluster(c.id), start))
+}
+
+fn sse_response(body: Body) -> Resp {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies such as nginx would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::cluster::ClusterSpec;
+    use crate::domain::lifecycle::ClusterEvent;
+    use crate::domain::{Name, Timestamp};
+
+    fn cluster() -> Cluster {
+        let spec = ClusterSpec::parse(
+            &json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 64}, "b": {"docker_image": "i", "cpu": 1, "mem": 64}}, "services": {}})
+                .to_string(),
+        )
+        .unwrap();
+        Cluster::new(
+            ClusterId::random(),
+            "alice".into(),
+            Name::parse("p").unwrap(),
+            Name::parse("1").unwrap(),
+            serde_json::Map::new(),
+            spec,
+            "s".into(),
+            Timestamp("2026-12-01T12:00:00.000Z".into()),
+        )
+    }
+
+    fn kinds(events: &[(Kind, Value)]) -> Vec<Kind> {
+        events.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn a_new_cluster_announces_itself_its_nodes_and_its_step() {
+        let c = cluster();
+        let (_, events) = diff(None, &c);
+        assert_eq!(
+            kinds(&events),
+            [Kind::Cluster, Kind::Node, Kind::Node, Kind::Step]
+        );
+        assert_eq!(events[0].1["status"], "registered");
+        assert_eq!(events[0].1["size"], 2);
+        assert_eq!(events[1].1["node"], "a");
+        assert_eq!(events[3].1["index"], 0);
+    }
+
+    #[test]
+    fn only_what_changed_is_announced() {
+        let mut c = cluster();
+        let (seen, _) = diff(None, &c);
+        let (same, none) = diff(Some(&seen), &c);
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(same, seen);
+
+        c.nodes[1].observed.status = NodeStatus::Running;
+        c.nodes[1].observed.host = Some("h1".into());
+        let (seen, events) = diff(Some(&seen), &c);
+        assert_eq!(kinds(&events), [Kind::Node]);
+        assert_eq!(events[0].1["node"], "b");
+        assert_eq!(events[0].1["host"], "h1");
+
+        c.apply(
+            ClusterEvent::DestroyRequested,
+            Some("bye".into()),
+            Timestamp("2026-12-01T12:00:01.000Z".into()),
+        )
+        .unwrap();
+        let (_, events) = diff(Some(&seen), &c);
+        assert_eq!(kinds(&events), [Kind::Cluster, Kind::Step]);
+        assert_eq!(events[1].1["message"], "bye");
+        assert_eq!(events[1].1["index"], 1);
+    }
+
+    #[test]
+    fn a_removed_node_is_announced() {
+        let mut c = cluster();
+        let (seen, _) = diff(None, &c);
+        c.nodes.pop();
+        let (_, events) = diff(Some(&seen), &c);
+        assert_eq!(kinds(&events), [Kind::Cluster, Kind::Node]);
+        assert_eq!(events[1].1["status"], "removed");
+    }
+
+    fn read_all(body: Body) -> String {
+        let Body::Stream(mut rx) = body else {
+            panic!("a stream")
+        };
+        let mut out = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            out.extend_from_slice(&chunk);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn resume_replays_the_ring_or_says_reset() {
+        let hub = Hub::new(100);
+        let c = cluster();
+        let mut seen = HashMap::new();
+        hub.on_cluster(&mut seen, &c);
+        // Four events: 101..=104.
+        assert_eq!(hub.mark(), 104);
+        let from = |after| {
+            read_all(hub.subscribe(
+                Scope::All,
+                Start {
+                    after: Some(after),
+                    head: Vec::new(),
+                    on_reset: Vec::new(),
+                },
+            ))
+        };
+        let text = from(102);
+        assert!(text.starts_with("id: 103\nevent: node\n"), "{text}");
+        assert!(text.contains("id: 104\nevent: step\n"), "{text}");
+        assert!(!text.contains("id: 102"), "{text}");
+        assert!(from(99).contains("event: reset"));
+        assert!(from(105).contains("event: reset"), "an id from the future");
+        assert_eq!(from(104), "");
+    }
+
+    #[test]
+    fn a_user_sees_only_their_own_clusters() {
+        let hub = Hub::new(0);
+        let mine = hub.subscribe(
+            Scope::Owner("alice".into()),
+            Start {
+                after: None,
+                head: Vec::new(),
+                on_reset: Vec::new(),
+            },
+        );
+        let theirs = hub.subscribe(
+            Scope::Owner("bob".into()),
+            Start {
+                after: None,
+                head: Vec::new(),
+                on_reset: Vec::new(),
+            },
+        );
+        hub.on_cluster(&mut HashMap::new(), &cluster());
+        assert!(read_all(mine).contains("event: cluster"));
+        assert_eq!(read_all(theirs), "");
+    }
+
+    #[test]
+    fn a_full_subscriber_is_dropped_and_others_are_not() {
+        let hub = Hub::new(0);
+        let none = || Start {
+            after: None,
+            head: Vec::new(),
+            on_reset: Vec::new(),
+        };
+        let slow = hub.subscribe(Scope::All, none());
+        let Body::Stream(mut fast) = hub.subscribe(Scope::All, none()) else {
+            panic!()
+        };
+        let id = ClusterId::random();
+        for _ in 0..SUBSCRIBER_BUFFER + 1 {
+            hub.publish(
+                id,
+                None,
+                &[(Kind::Log, json!({"cluster": id, "text": "x"}))],
+            );
+            assert!(fast.try_recv().is_ok());
+        }
+        assert_eq!(hub.subscribers(), 1, "the slow one is gone");
+        drop(fast);
+        hub.heartbeat();
+        assert_eq!(hub.subscribers(), 0, "a client that went away is forgotten");
+        let Body::Stream(mut slow) = slow else {
+            panic!()
+        };
+        let mut n = 0;
+        while slow.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, SUBSCRIBER_BUFFER);
+        assert!(slow.is_closed() || slow.try_recv().is_err());
+    }
+}
