@@ -704,6 +704,7 @@ const TABLE: &[(&str, Who)] = &[
     ("getClusterServices", Who::OwnerOrAdmin),
     ("getClusterEvents", Who::OwnerOrAdmin),
     ("getClusterLogs", Who::OwnerOrAdmin),
+    ("streamEvents", Who::AnyUser),
     ("replaceNode", Who::OwnerOrAdmin),
     ("restartNode", Who::OwnerOrAdmin),
     ("health", Who::Anyone),
@@ -791,6 +792,12 @@ async fn every_route_answers_no_token_users_other_users_and_admins_as_the_table_
             };
             let mut headers = vec![JSON];
             headers.extend(auth);
+            // A bad Last-Event-ID makes the event stream answer 400 past the access check,
+            // instead of streaming forever.
+            let stream = r.operation_id == "streamEvents";
+            if stream {
+                headers.push(("last-event-id", "not-an-id"));
+            }
             let resp = call(r.method.as_str(), &url, body, &headers).await;
             let got = resp.status;
             let is_owner = auth == Some(ALICE);
@@ -800,6 +807,7 @@ async fn every_route_answers_no_token_users_other_users_and_admins_as_the_table_
                 (_, None) => &[401],
                 (Who::AdminOnly, Some(_)) if !is_admin => &[403],
                 (Who::OwnerOrAdmin, Some(_)) if !is_owner && !is_admin => &[404],
+                _ if stream => &[400],
                 // Allowed: the call is carried out (or refused for what it asks, e.g. 409
                 // for an update of a cluster that is not ready), never 401/403/404.
                 _ => &[200, 201, 202, 204, 409],

@@ -186,6 +186,9 @@ pub enum ClustersCmd {
     },
     /// The cluster's status history.
     Events { id: String },
+    /// Print the cluster's record and history, then every change as it happens (status,
+    /// nodes, steps, orchestrator output), until it is purged or the stream ends.
+    Watch { id: String },
     /// The orchestrator's output for the cluster.
     Logs { id: String },
 }
@@ -240,11 +243,7 @@ impl Client {
             .map_err(|e| CliError::Decode(e.to_string()))?
             .to_bytes();
         if status >= 400 {
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(CliError::Api { status, message });
+            return Err(api_error(status, &bytes));
         }
         Ok((status, bytes))
     }
@@ -267,6 +266,46 @@ impl Client {
             .map(drop)
     }
 
+    /// Opens `GET path` as a server-sent event stream.
+    ///
+    /// # Errors
+    /// [`CliError`] for connection errors and error answers.
+    pub async fn stream(&self, path: &str) -> Result<EventStream, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = http::Request::builder()
+            .method("GET")
+            .uri(&url)
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CliError::Decode(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|source| CliError::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CliError::Decode(e.to_string()))?
+                .to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
         let (_, bytes) = self
             .call(method, path, body.map(|b| Bytes::from(b.to_string())))
@@ -275,6 +314,114 @@ impl Client {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))
+    }
+}
+
+/// An error answer as a [`CliError::Api`] with the API's message.
+fn api_error(status: u16, bytes: &[u8]) -> CliError {
+    let message = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    CliError::Api { status, message }
+}
+
+/// One server-sent event: its name and its JSON data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub event: String,
+    pub data: Value,
+}
+
+/// An open event stream (see [`Client::stream`]).
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the stream ended or broke.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        loop {
+            if let Some(e) = take_event(&mut self.buf) {
+                return Some(e);
+            }
+            match self.body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                None | Some(Err(_)) => return None,
+            }
+        }
+    }
+}
+
+/// Cuts the first complete event out of `buf`; comments (heartbeats) and events without
+/// JSON data are skipped.
+fn take_event(buf: &mut Vec<u8>) -> Option<StreamEvent> {
+    loop {
+        let end = buf.windows(2).position(|w| w == b"\n\n")?;
+        let block: Vec<u8> = buf.drain(..end + 2).collect();
+        let text = String::from_utf8_lossy(&block);
+        let mut event = String::from("message");
+        let mut data = None;
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = serde_json::from_str(v).ok();
+            }
+        }
+        if let Some(data) = data {
+            return Some(StreamEvent { event, data });
+        }
+    }
+}
+
+/// One line for a person to read, for an event of `paas clusters watch`.
+pub fn render_event(e: &StreamEvent) -> String {
+    let d = &e.data;
+    match e.event.as_str() {
+        "cluster" => format!(
+            "cluster  {}  size={} generation={}{}",
+            s(&d["status"]),
+            s(&d["size"]),
+            s(&d["generation"]),
+            d["reason"]
+                .as_str()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
+        ),
+        "node" => format!(
+            "node     {} {}{}{}",
+            s(&d["node"]),
+            s(&d["status"]),
+            d["host"]
+                .as_str()
+                .map(|h| format!(" on {h}"))
+                .unwrap_or_default(),
+            d["message"]
+                .as_str()
+                .map(|m| format!("  ({m})"))
+                .unwrap_or_default()
+        ),
+        "step" => format!(
+            "step     {} {}{}",
+            s(&d["at"]),
+            s(&d["status"]),
+            d["message"]
+                .as_str()
+                .map(|m| format!("  ({m})"))
+                .unwrap_or_default()
+        ),
+        "log" => d["text"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_end_matches('\n')
+            .to_owned(),
+        other => format!("{other:<8} {d}"),
     }
 }
 
@@ -573,6 +720,17 @@ pub async fn clusters(c: &Client, cmd: ClustersCmd) -> Result<(), CliError> {
                 .collect();
             print!("{}", table::render(&["AT", "STATUS", "MESSAGE"], &rows));
         }
+        ClustersCmd::Watch { id } => {
+            let mut events = c.stream(&format!("/clusters/{id}/events")).await?;
+            let mut out = std::io::stdout();
+            while let Some(e) = events.next().await {
+                // A closed stdout (a pipe into `head`) ends the watch.
+                if writeln!(out, "{}", render_event(&e)).is_err() || e.event == "purged" {
+                    break;
+                }
+                let _ = out.flush();
+            }
+        }
         ClustersCmd::Logs { id } => {
             let (_, bytes) = c.call("GET", &format!("/clusters/{id}/logs"), None).await?;
             std::io::stdout()
@@ -706,67 +864,166 @@ struct Goal<'a> {
     generation: u64,
 }
 
-/// Polls the cluster, showing the status history on one line that updates in place (on a
-/// terminal; one line per change otherwise), until the goal, `failed` or the timeout. Every
-/// other status (`healing` and `updating` too) is progress.
+/// Follows the cluster until the goal, `failed` or the timeout, showing the status history
+/// on one line that updates in place (on a terminal; one line per change otherwise). Every
+/// other status (`healing` and `updating` too) is progress. It follows the cluster's event
+/// stream, and polls the record instead when the stream cannot be opened or breaks.
 async fn follow(c: &Client, id: &str, goal: Goal<'_>, timeout: Duration) -> Result<(), CliError> {
-    let tty = std::io::stdout().is_terminal();
-    let start = Instant::now();
-    let mut shown: Vec<String> = Vec::new();
-    let mut from: Option<usize> = None;
+    let mut progress = Progress::new(goal, id);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let streamed = tokio::time::timeout_at(deadline, follow_stream(c, id, &mut progress)).await;
+    match streamed {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => follow_polling(c, &mut progress, timeout).await,
+        Err(_) => Err(progress.timed_out(timeout)),
+    }
+}
+
+/// Follows the event stream: `None` if it could not be opened or ended before the goal.
+async fn follow_stream(
+    c: &Client,
+    id: &str,
+    progress: &mut Progress<'_>,
+) -> Option<Result<(), CliError>> {
+    let mut events = c.stream(&format!("/clusters/{id}/events")).await.ok()?;
+    while let Some(e) = events.next().await {
+        match e.event.as_str() {
+            "step" => {
+                let at = e.data["index"]
+                    .as_u64()
+                    .and_then(|i| usize::try_from(i).ok());
+                let at = at.unwrap_or(progress.all.len()).min(progress.all.len());
+                progress.all.truncate(at);
+                progress.all.push(s(&e.data["status"]));
+            }
+            "cluster" => {
+                progress.status = s(&e.data["status"]);
+                progress.generation = e.data["generation"].as_u64().unwrap_or(0);
+                progress.reason = s(&e.data["reason"]);
+            }
+            _ => continue,
+        }
+        if let Some(done) = progress.show() {
+            return Some(done);
+        }
+    }
+    None
+}
+
+/// Polls the cluster's record every half second.
+async fn follow_polling(
+    c: &Client,
+    progress: &mut Progress<'_>,
+    timeout: Duration,
+) -> Result<(), CliError> {
     loop {
-        let v = c.json("GET", &format!("/clusters/{id}"), None).await?;
-        let all: Vec<String> = v["history"]
+        let v = c
+            .json("GET", &format!("/clusters/{}", progress.id), None)
+            .await?;
+        progress.all = v["history"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|h| s(&h["status"]))
             .collect();
-        // An update shows its own steps only, not the cluster's whole past.
-        let from = *from.get_or_insert_with(|| {
+        progress.status = s(&v["status"]);
+        progress.generation = v["generation"].as_u64().unwrap_or(0);
+        progress.reason = s(&v["reason"]);
+        if let Some(done) = progress.show() {
+            return done;
+        }
+        if progress.start.elapsed() > timeout {
+            return Err(progress.timed_out(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What `--wait` knows of the cluster, from the stream or the record, and what it showed.
+struct Progress<'a> {
+    goal: Goal<'a>,
+    id: &'a str,
+    tty: bool,
+    start: Instant,
+    /// Every status of the history, in order.
+    all: Vec<String>,
+    status: String,
+    generation: u64,
+    reason: String,
+    shown: Vec<String>,
+    /// Where the shown part of the history starts (an update shows its own steps only).
+    from: Option<usize>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(goal: Goal<'a>, id: &'a str) -> Self {
+        Self {
+            goal,
+            id,
+            tty: std::io::stdout().is_terminal(),
+            start: Instant::now(),
+            all: Vec::new(),
+            status: String::new(),
+            generation: 0,
+            reason: String::new(),
+            shown: Vec::new(),
+            from: None,
+        }
+    }
+
+    /// Shows what changed; the outcome once the goal, `failed` or `destroyed` is reached.
+    /// Nothing until the history has caught up with the status (a stream sends the status
+    /// first, then the history entries that led to it).
+    fn show(&mut self) -> Option<Result<(), CliError>> {
+        if self.all.last() != Some(&self.status) {
+            return None;
+        }
+        let (all, goal) = (&self.all, self.goal);
+        let from = *self.from.get_or_insert_with(|| {
             if goal.generation > 1 {
                 all.iter().rposition(|st| st == "updating").unwrap_or(0)
             } else {
                 0
             }
         });
-        let history: Vec<String> = all.into_iter().skip(from).collect();
-        let status = s(&v["status"]);
-        if history != shown {
+        let history: Vec<String> = self.all.iter().skip(from).cloned().collect();
+        if history != self.shown {
             let line = history.join(" → ");
-            if tty {
-                print!("\r\x1b[2K{line} ({:.0?})", start.elapsed());
+            if self.tty {
+                print!("\r\x1b[2K{line} ({:.0?})", self.start.elapsed());
             } else {
-                for st in history.iter().skip(shown.len()) {
+                for st in history.iter().skip(self.shown.len()) {
                     println!("{st}");
                 }
             }
             let _ = std::io::stdout().flush();
-            shown = history;
+            self.shown = history;
         }
         let until = goal.status;
-        let done = status == until && v["generation"].as_u64().unwrap_or(0) >= goal.generation;
-        let failed = status == "failed" || (status == "destroyed" && until != "destroyed");
-        if done || failed {
-            if tty {
-                println!();
-            }
-            if failed {
-                return Err(CliError::ClusterFailed {
-                    id: id.to_owned(),
-                    status,
-                    reason: s(&v["reason"]),
-                });
-            }
-            return Ok(());
+        let done = self.status == until && self.generation >= goal.generation;
+        let failed =
+            self.status == "failed" || (self.status == "destroyed" && until != "destroyed");
+        if !(done || failed) {
+            return None;
         }
-        if start.elapsed() > timeout {
-            if tty {
-                println!();
-            }
-            return Err(CliError::Timeout(timeout, status));
+        if self.tty {
+            println!();
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if failed {
+            return Some(Err(CliError::ClusterFailed {
+                id: self.id.to_owned(),
+                status: self.status.clone(),
+                reason: self.reason.clone(),
+            }));
+        }
+        Some(Ok(()))
+    }
+
+    fn timed_out(&self, timeout: Duration) -> CliError {
+        if self.tty {
+            println!();
+        }
+        CliError::Timeout(timeout, self.status.clone())
     }
 }
 
