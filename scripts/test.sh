@@ -2,6 +2,7 @@
 # The README's test command. On a fresh machine it installs and starts everything the tests
 # need, then runs every test:
 #   - httpie (the seed walkthrough runs the seed's `http POST …` lines verbatim);
+#   - chromium, chromium-driver (Debian) and selenium (PyPI) for the console's browser test;
 #   - the real Apache Mesos 1.11 kit from ../shared/realmesos (built once, ~15 s), started on
 #     127.0.0.1:5050 unless MESOS_MASTER already names a master;
 #   - the node image (deploy/images/build-node-image.sh; rebuilt only when the binary changed).
@@ -21,6 +22,12 @@ command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=nonin
 # The product images' Debian base is made with debootstrap (deploy/images/base/build.sh);
 # installed here, once, before tests run in parallel.
 command -v debootstrap >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+# The console's browser test (tests/console.rs) drives Debian's chromium with selenium; the
+# script names the system's browser and driver, so selenium never downloads either.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+python3 -c 'import selenium' >/dev/null 2>&1 || python3 -m pip install -q selenium
 
 echo "== node image" >&2
 PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh)

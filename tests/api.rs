@@ -870,6 +870,7 @@ async fn documented_access_is_enforced() {
                 .replace("{version}", "1.0.0")
                 .replace("{id}", "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10")
                 .replace("{node}", "node0")
+                .replace("{asset}", "app.js")
         );
         for (method, op) in ops.as_object().unwrap() {
             let method = method.to_uppercase();
@@ -975,6 +976,7 @@ async fn health_metrics_and_openapi() {
                 path.replace("{name}", "reference")
                     .replace("{version}", "1.0.0")
                     .replace("{id}", "0b0d2e63-7c2a-4f4b-9a55-2d0f7c3b1a10")
+                    .replace("{asset}", "app.js")
             );
             // A bad Last-Event-ID makes the event stream answer 400 instead of streaming
             // forever; no other route reads it.

@@ -734,6 +734,8 @@ const TABLE: &[(&str, Who)] = &[
     ("healthReady", Who::Anyone),
     ("metrics", Who::Anyone),
     ("openapi", Who::Anyone),
+    ("console", Who::Anyone),
+    ("consoleAsset", Who::Anyone),
 ];
 
 #[tokio::test]
@@ -787,12 +789,13 @@ async fn every_route_answers_no_token_users_other_users_and_admins_as_the_table_
     let mut n = 0;
     for r in routes {
         let path = r
-            .path
+            .full_path()
             .replace("{name}", "reference")
             .replace("{version}", "1.0.0")
             .replace("{id}", &id)
-            .replace("{node}", "node0");
-        let url = s.api(&path);
+            .replace("{node}", "node0")
+            .replace("{asset}", "app.js");
+        let url = format!("{}{path}", s.url);
         let rule = who(r.operation_id);
         for (caller, auth) in [
             ("no token", None),

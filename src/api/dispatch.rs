@@ -12,7 +12,7 @@ use super::body::Resp;
 use super::error::ApiError;
 use super::guard::{check_anonymous_request, check_not_form};
 use super::routes::{Access, Endpoint, RouteError};
-use super::{AppState, bundle, clusters, events, exec, ops, products};
+use super::{AppState, bundle, clusters, console, events, exec, ops, products};
 
 /// Routes, authenticates and runs one request. Returns the response and the operation id
 /// (for metrics). The state comes shared because an update renders the template inside the
@@ -46,6 +46,8 @@ pub(super) async fn dispatch(
         (Endpoint::HealthReady, _) => ops::health(state, true, sees_details(state, &req)),
         (Endpoint::Metrics, _) => ops::metrics(state).await,
         (Endpoint::OpenApi, _) => ops::openapi(),
+        (Endpoint::Console, _) => Ok(console::page()),
+        (Endpoint::ConsoleAsset { asset }, _) => Ok(console::asset(asset)),
         (Endpoint::ListProducts, _) => products::list(state).await,
         (Endpoint::CreateProduct, _) => products::create(state, req).await,
         (Endpoint::ListVersions { name }, _) => products::versions(state, name).await,

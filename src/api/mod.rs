@@ -10,6 +10,7 @@ pub mod auth;
 mod body;
 mod bundle;
 mod clusters;
+pub mod console;
 mod dispatch;
 mod dry_run;
 pub mod error;

@@ -14,10 +14,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::console::Asset;
 use super::launch_query::MAX_PLACEMENT_TIMEOUT_S;
 use super::paging::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::products::MAX_DESCRIPTION;
-use super::routes::{Access, BASE, ROUTES, Route};
+use super::routes::{Access, ROUTES, Route};
 use crate::domain::ids::MAX_NAME_LEN;
 use crate::domain::{ClusterStatus, NodeStatus};
 
@@ -28,9 +29,7 @@ pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]*$";
 pub fn document() -> Value {
     let mut paths = Map::new();
     for r in ROUTES.iter() {
-        let entry = paths
-            .entry(format!("{BASE}{}", r.path))
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(r.full_path()).or_insert_with(|| json!({}));
         entry[r.method.as_str().to_lowercase()] = operation(r);
     }
     json!({
@@ -92,6 +91,8 @@ fn parameters(r: &Route) -> Value {
         .map(|p| {
             let schema = if p == "id" {
                 uuid_schema()
+            } else if p == "asset" {
+                json!({"type": "string", "enum": Asset::ALL.map(Asset::file_name)})
             } else {
                 name_schema()
             };
@@ -143,6 +144,10 @@ fn content(kind: Option<&str>) -> Option<Value> {
         }
         "tar" => json!({"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}),
         "stream" => json!({"text/event-stream": {"schema": text}}),
+        "html" => json!({"text/html": {"schema": text}}),
+        "asset" => {
+            json!({"text/javascript": {"schema": text}, "text/css": {"schema": text}, "image/svg+xml": {"schema": text}})
+        }
         name => {
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}})
         }
@@ -196,7 +201,7 @@ fn errors(r: &Route) -> BTreeSet<u16> {
         // `invalid_name`; and the product, cluster or node may not exist.
         e.extend([400, 404]);
     }
-    if r.path.contains("{id}") {
+    if r.path.contains("{id}") || r.path.contains("{asset}") {
         // A malformed id is no route; another user's cluster is not theirs to know of.
         e.insert(404);
     }

@@ -4,6 +4,7 @@
 
 use http::Method;
 
+use super::console::Asset;
 use crate::domain::{ClusterId, Name, Part};
 
 /// The API's base path, kept from the original system.
@@ -90,6 +91,12 @@ pub enum Endpoint {
     HealthReady,
     Metrics,
     OpenApi,
+    /// `GET /`: the web console's page (outside [`BASE`]: it is the site's root).
+    Console,
+    /// `GET /console/{asset}`: a script, style sheet or icon of the console.
+    ConsoleAsset {
+        asset: Asset,
+    },
 }
 
 /// Who may call an endpoint. The one place the API decides what is public and what needs
@@ -135,6 +142,9 @@ impl Endpoint {
     /// # Errors
     /// [`RouteError`]: unknown path, wrong method, or an invalid name segment.
     pub fn parse(method: &Method, path: &str) -> Result<Self, RouteError> {
+        if let Some(console) = Self::parse_console(method, path) {
+            return console;
+        }
         let rest = path.strip_prefix(BASE).ok_or(RouteError::NotFound)?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let segs: Vec<&str> = if rest.is_empty() {
@@ -267,12 +277,34 @@ impl Endpoint {
         ep.ok_or_else(|| RouteError::MethodNotAllowed(allowed.to_vec()))
     }
 
+    /// The console's routes, outside [`BASE`]; `None` for any other path.
+    fn parse_console(method: &Method, path: &str) -> Option<Result<Self, RouteError>> {
+        let ep = if path == "/" {
+            Endpoint::Console
+        } else {
+            let file = path.strip_prefix("/console/")?;
+            match Asset::from_file_name(file) {
+                Some(asset) => Endpoint::ConsoleAsset { asset },
+                None => return Some(Err(RouteError::NotFound)),
+            }
+        };
+        Some(if *method == Method::GET {
+            Ok(ep)
+        } else {
+            Err(RouteError::MethodNotAllowed(vec![Method::GET]))
+        })
+    }
+
     /// Who may call this endpoint.
     pub fn access(&self) -> Access {
         match self {
-            Endpoint::Health | Endpoint::HealthReady | Endpoint::Metrics | Endpoint::OpenApi => {
-                Access::Public
-            }
+            // The console's files hold no data: every call the page makes carries its token.
+            Endpoint::Health
+            | Endpoint::HealthReady
+            | Endpoint::Metrics
+            | Endpoint::OpenApi
+            | Endpoint::Console
+            | Endpoint::ConsoleAsset { .. } => Access::Public,
             Endpoint::ListProducts
             | Endpoint::ListVersions { .. }
             | Endpoint::GetProduct { .. }
@@ -341,6 +373,8 @@ impl Endpoint {
             Endpoint::HealthReady => "healthReady",
             Endpoint::Metrics => "metrics",
             Endpoint::OpenApi => "openapi",
+            Endpoint::Console => "console",
+            Endpoint::ConsoleAsset { .. } => "consoleAsset",
         }
     }
 }
@@ -348,7 +382,9 @@ impl Endpoint {
 /// One row of the route table: what the OpenAPI document says about an operation.
 pub struct Route {
     pub method: Method,
-    /// Path below [`BASE`], with `{param}` placeholders.
+    /// What [`Self::path`] is below: [`BASE`] for the API, `""` for the console.
+    pub prefix: &'static str,
+    /// Path below [`Self::prefix`], with `{param}` placeholders.
     pub path: &'static str,
     pub operation_id: &'static str,
     pub summary: &'static str,
@@ -363,10 +399,21 @@ pub struct Route {
     pub access: Access,
 }
 
+impl Route {
+    /// The path a client requests, with `{param}` placeholders.
+    pub fn full_path(&self) -> String {
+        format!("{}{}", self.prefix, self.path)
+    }
+}
+
 macro_rules! route {
+    (ROOT $($rest:tt)*) => {
+        Route { prefix: "", ..route!($($rest)*) }
+    };
     ($m:ident $p:literal $op:literal $sum:literal, $req:expr, $st:literal $resp:expr, $acc:ident) => {
         Route {
             method: Method::$m,
+            prefix: BASE,
             path: $p,
             operation_id: $op,
             summary: $sum,
@@ -412,6 +459,8 @@ pub static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(||
         route!(GET "/health/ready" "healthReady" "Readiness: 200 when ready, else 503 (details with an admin token)", None, 200 Some("Health"), Public),
         route!(GET "/metrics" "metrics" "Prometheus metrics", None, 200 Some("text"), Public),
         route!(GET "/openapi.json" "openapi" "This document", None, 200 Some("OpenApi"), Public),
+        route!(ROOT GET "/" "console" "The web console (its calls to the API carry the token typed into it)", None, 200 Some("html"), Public),
+        route!(ROOT GET "/console/{asset}" "consoleAsset" "A file of the web console", None, 200 Some("asset"), Public),
     ]
 });
 
@@ -583,6 +632,21 @@ mod tests {
                 "/bigdata/api/v1/openapi.json".to_owned(),
                 Endpoint::OpenApi,
             ),
+            (Method::GET, "/".to_owned(), Endpoint::Console),
+            (
+                Method::GET,
+                "/console/app.js".to_owned(),
+                Endpoint::ConsoleAsset {
+                    asset: Asset::Script,
+                },
+            ),
+            (
+                Method::GET,
+                "/console/app.css".to_owned(),
+                Endpoint::ConsoleAsset {
+                    asset: Asset::Style,
+                },
+            ),
         ];
         for (m, path, want) in cases {
             assert_eq!(p(m.clone(), &path), Ok(want), "{m} {path}");
@@ -591,7 +655,24 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(p(Method::GET, "/"), Err(RouteError::NotFound));
+        assert_eq!(p(Method::GET, "/index.html"), Err(RouteError::NotFound));
+        assert_eq!(
+            p(Method::GET, "/console/nope.js"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            p(Method::GET, "/console/../bigdata/api/v1/products"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(p(Method::GET, "/console/"), Err(RouteError::NotFound));
+        assert_eq!(
+            p(Method::POST, "/"),
+            Err(RouteError::MethodNotAllowed(vec![Method::GET]))
+        );
+        assert_eq!(
+            p(Method::DELETE, "/console/app.js"),
+            Err(RouteError::MethodNotAllowed(vec![Method::GET]))
+        );
         assert_eq!(p(Method::GET, "/bigdata/api/v1"), Err(RouteError::NotFound));
         assert_eq!(
             p(Method::GET, "/bigdata/api/v1x/products"),
@@ -672,20 +753,21 @@ mod tests {
             Method::PATCH,
         ];
         for r in ROUTES.iter() {
-            let path = format!(
-                "{BASE}{}",
-                r.path
-                    .replace("{name}", "a")
-                    .replace("{version}", "1")
-                    .replace("{id}", ID)
-                    .replace("{node}", "node1")
-            );
+            let path = r
+                .full_path()
+                .replace("{name}", "a")
+                .replace("{version}", "1")
+                .replace("{id}", ID)
+                .replace("{node}", "node1")
+                .replace("{asset}", "app.js");
             let ep = Endpoint::parse(&r.method, &path)
                 .unwrap_or_else(|e| panic!("{} {path}: {e:?}", r.method));
             assert_eq!(ep.operation_id(), r.operation_id, "{} {}", r.method, r.path);
             assert_eq!(ep.access(), r.access, "{} {}", r.method, r.path);
             for m in &all {
-                let in_table = ROUTES.iter().any(|x| x.path == r.path && x.method == m);
+                let in_table = ROUTES
+                    .iter()
+                    .any(|x| x.full_path() == r.full_path() && x.method == m);
                 assert_eq!(
                     Endpoint::parse(m, &path).is_ok(),
                     in_table,
@@ -725,7 +807,7 @@ mod tests {
         });
         let mut words: Vec<&str> = vec!["a", "1", ID, "node1", "x"];
         for seg in templates.iter().flatten().copied().chain(spelled) {
-            if !seg.starts_with('{') && !words.contains(&seg) {
+            if !seg.is_empty() && !seg.starts_with('{') && !words.contains(&seg) {
                 words.push(seg);
             }
         }
@@ -741,7 +823,10 @@ mod tests {
             for m in &methods {
                 if let Ok(ep) = Endpoint::parse(m, &path) {
                     let row = ROUTES.iter().zip(&templates).any(|(r, t)| {
-                        r.method == m && r.operation_id == ep.operation_id() && fits(t, segs)
+                        r.prefix == BASE
+                            && r.method == m
+                            && r.operation_id == ep.operation_id()
+                            && fits(t, segs)
                     });
                     assert!(
                         row,
@@ -793,6 +878,13 @@ mod tests {
             (Endpoint::HealthReady, Access::Public),
             (Endpoint::Metrics, Access::Public),
             (Endpoint::OpenApi, Access::Public),
+            (Endpoint::Console, Access::Public),
+            (
+                Endpoint::ConsoleAsset {
+                    asset: Asset::Script,
+                },
+                Access::Public,
+            ),
             (Endpoint::ListProducts, Access::User),
             (Endpoint::CreateProduct, Access::Admin),
             (Endpoint::ListVersions { name: n("a") }, Access::User),
