@@ -34,6 +34,16 @@ PAAS_NODE_IMAGE=$(deploy/images/build-node-image.sh)
 export PAAS_NODE_IMAGE
 echo "node image: $PAAS_NODE_IMAGE" >&2
 
+# The kit's agent removes a finished executor's container 10 s after it ends
+# (MESOS_DOCKER_REMOVE_DELAY in its start.sh); the containers of the last tests outlive the
+# kit, which is stopped first. Remove those: exited `mesos-*` containers of our images (they
+# carry the paas.binary.sha256 label), never a running one.
+remove_finished_executors() {
+  local ids
+  ids=$(docker ps -aq --filter 'name=^mesos-' --filter status=exited --filter label=paas.binary.sha256 2>/dev/null) || return 0
+  [[ -z $ids ]] || docker rm $ids >/dev/null 2>&1 || true
+}
+
 if [[ -z ${MESOS_MASTER:-} ]]; then
   echo "== real Mesos (../shared/realmesos)" >&2
   "$kit/build.sh" >&2
@@ -42,7 +52,7 @@ if [[ -z ${MESOS_MASTER:-} ]]; then
     MESOS_MASTER=http://127.0.0.1:5050
   else
     MESOS_MASTER=$("$kit/start.sh")
-    trap '"$kit/stop.sh" >&2 || true' EXIT
+    trap '"$kit/stop.sh" >&2 || true; remove_finished_executors' EXIT
   fi
   export MESOS_MASTER
 fi
