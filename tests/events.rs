@@ -7,31 +7,17 @@ mod common;
 use std::time::Duration;
 
 use common::sse::{Event, Sse};
+use common::tokens::{self, ADMIN, ALICE, BOB};
 use common::{JSON, Server, call};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ADMIN: (&str, &str) = ("authorization", "Bearer admin-token-0123456789");
-const ALICE: (&str, &str) = ("authorization", "Bearer alice-token-0123456789");
-const BOB: (&str, &str) = ("authorization", "Bearer bob-token-012345678901");
 const STREAM: (&str, &str) = ("accept", "text/event-stream");
 const QUIET: Duration = Duration::from_millis(700);
 
-fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = dir.join("tokens");
-    std::fs::write(
-        &p,
-        "admin-token-0123456789,root,admin\n\
-         alice-token-0123456789,alice,user\n\
-         bob-token-012345678901,bob,user\n",
-    )
-    .unwrap();
-    p
-}
-
 /// A store-only server with tokens and the reference product registered.
 async fn server(dir: &std::path::Path) -> Server {
-    let tokens = tokens_file(dir);
+    let tokens = tokens::file(dir);
     let s = Server::start(&dir.join("data"), &["--tokens", tokens.to_str().unwrap()]);
     common::register_reference(&s, &[ADMIN]).await;
     s

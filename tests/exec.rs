@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::sse::{Event, Sse};
+use common::tokens::{self, ADMIN, ALICE, BOB};
 use common::{JSON, Server, call};
 use paas::domain::NodeStatus;
 use paas::executor::exits::ExitBook;
@@ -17,24 +18,8 @@ use paas::executor::nodeagent::{AgentSettings, NodeAgentHandle};
 use paas::registry::{SledStore, Store, Update};
 use serde_json::{Value, json};
 
-const ADMIN: (&str, &str) = ("authorization", "Bearer admin-token-0123456789");
-const ALICE: (&str, &str) = ("authorization", "Bearer alice-token-0123456789");
-const BOB: (&str, &str) = ("authorization", "Bearer bob-token-012345678901");
-
-fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = dir.join("tokens");
-    std::fs::write(
-        &p,
-        "admin-token-0123456789,root,admin\n\
-         alice-token-0123456789,alice,user\n\
-         bob-token-012345678901,bob,user\n",
-    )
-    .unwrap();
-    p
-}
-
 fn start(dir: &std::path::Path) -> Server {
-    let tokens = tokens_file(dir);
+    let tokens = tokens::file(dir);
     Server::start(&dir.join("data"), &["--tokens", tokens.to_str().unwrap()])
 }
 

@@ -5,6 +5,28 @@
 pub mod product;
 pub mod sse;
 
+/// Three callers for tests of who may see what: an admin (`root`) and two users.
+pub mod tokens {
+    use std::path::{Path, PathBuf};
+
+    pub const ADMIN: (&str, &str) = ("authorization", "Bearer admin-token-0123456789");
+    pub const ALICE: (&str, &str) = ("authorization", "Bearer alice-token-0123456789");
+    pub const BOB: (&str, &str) = ("authorization", "Bearer bob-token-012345678901");
+
+    /// A `--tokens` file in `dir` naming the three.
+    pub fn file(dir: &Path) -> PathBuf {
+        let p = dir.join("tokens");
+        std::fs::write(
+            &p,
+            "admin-token-0123456789,root,admin\n\
+             alice-token-0123456789,alice,user\n\
+             bob-token-012345678901,bob,user\n",
+        )
+        .expect("write the tokens file");
+        p
+    }
+}
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
