@@ -244,8 +244,22 @@ async fn a_launch_that_cannot_be_placed_in_time_fails_with_the_reason() {
     let s = Server::start(&data, &LOCAL);
     register_reference(&s, &[]).await;
 
-    let big = launch(&s, "?placement_timeout_s=3", json!({"size": 30})).await;
+    // The small one first, placed before the big one waits: while a cluster waits for
+    // resources, the rest of each offer is declined for 5 s (BUSY_REFUSE), so a launch
+    // made just then waits for the next offers, longer than a 3 s deadline.
     let small = launch(&s, "?placement_timeout_s=3", json!({"size": 2})).await;
+    common::poll(
+        30,
+        Duration::from_millis(100),
+        "the small one is placed",
+        async || {
+            let c = cluster(&s, &small).await;
+            let nodes = c["nodes"].as_array().cloned().unwrap_or_default();
+            nodes.iter().all(|n| n["task_id"].is_string()).then_some(())
+        },
+    )
+    .await;
+    let big = launch(&s, "?placement_timeout_s=3", json!({"size": 30})).await;
     let c = common::poll(
         30,
         Duration::from_millis(250),

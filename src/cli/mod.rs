@@ -265,12 +265,29 @@ impl Client {
         path: &str,
         body: Option<(Bytes, &str)>,
     ) -> Result<(u16, Bytes), CliError> {
+        let resp = self.request(method, path, body, None).await?;
+        let status = resp.status().as_u16();
+        Ok((status, collect(resp).await?))
+    }
+
+    /// Sends a request; an error answer (4xx, 5xx) becomes the API's error. The body of a
+    /// success is left to the caller, read whole or as a stream.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+        accept: Option<&str>,
+    ) -> Result<http::Response<hyper::body::Incoming>, CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = http::Request::builder().method(method).uri(&url);
         let mut bytes = Bytes::new();
         if let Some((b, ct)) = body {
             req = req.header("content-type", ct);
             bytes = b;
+        }
+        if let Some(a) = accept {
+            req = req.header("accept", a);
         }
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -282,21 +299,12 @@ impl Client {
             .http
             .request(req)
             .await
-            .map_err(|source| CliError::Connect {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|source| CliError::Connect { url, source })?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Decode(e.to_string()))?
-            .to_bytes();
         if status >= 400 {
-            return Err(api_error(status, &bytes));
+            return Err(api_error(status, &collect(resp).await?));
         }
-        Ok((status, bytes))
+        Ok(resp)
     }
 
     /// POSTs a JSON body and decodes the JSON answer.
@@ -335,40 +343,10 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<EventStream, CliError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("accept", "text/event-stream");
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(Full::new(
-                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-            ))
-            .map_err(|e| CliError::Decode(e.to_string()))?;
+        let body = body.map(|b| (Bytes::from(b.to_string()), "application/json"));
         let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|source| CliError::Connect {
-                url: url.clone(),
-                source,
-            })?;
-        let status = resp.status().as_u16();
-        if status >= 400 {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| CliError::Decode(e.to_string()))?
-                .to_bytes();
-            return Err(api_error(status, &bytes));
-        }
+            .request(method, path, body, Some("text/event-stream"))
+            .await?;
         Ok(EventStream {
             body: resp.into_body(),
             buf: Vec::new(),
@@ -488,6 +466,16 @@ pub fn render_event(e: &StreamEvent) -> String {
             .to_owned(),
         other => format!("{other:<8} {d}"),
     }
+}
+
+/// The whole body of an answer.
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Result<Bytes, CliError> {
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| CliError::Decode(e.to_string()))?
+        .to_bytes())
 }
 
 fn read(path: &str) -> Result<Bytes, CliError> {
