@@ -1086,10 +1086,29 @@ impl GroupCommit {
 mod tests {
     use super::*;
 
+    /// Runs `open` until sled lets go of the directory's file lock: a handle dropped just
+    /// before keeps it a moment longer (its flusher thread ends after the drop), which a
+    /// loaded machine makes visible.
+    fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Ok(v) => return v,
+                Err(e)
+                    if format!("{e:?}").contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open failed: {e:?}"),
+            }
+        }
+    }
+
     #[test]
     fn passes_the_store_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = retry_locked(|| SledStore::open(dir.path()));
         super::super::suite::run(&store);
     }
 
@@ -1097,10 +1116,10 @@ mod tests {
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             super::super::suite::seed(&store)
         };
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = retry_locked(|| SledStore::open(dir.path()));
         assert!(store.cluster(id).unwrap().is_some());
         assert_eq!(store.products().unwrap().len(), 1);
     }
@@ -1112,7 +1131,7 @@ mod tests {
     #[test]
     fn a_batch_costs_one_flush_and_is_announced_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = retry_locked(|| SledStore::open(dir.path()));
         let first = super::super::suite::seed(&store);
         let others: Vec<ClusterId> = (0..4)
             .map(|_| {
@@ -1165,11 +1184,11 @@ mod tests {
     fn counts_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             super::super::suite::mixed_sequence(&store);
             super::super::suite::assert_counts(&store);
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = retry_locked(|| SledStore::open(dir.path()));
         super::super::suite::assert_counts(&store);
         assert!(!store.counts().unwrap().clusters.is_empty());
         super::super::suite::mixed_sequence(&store);
@@ -1181,7 +1200,7 @@ mod tests {
 
     /// Every key and value of every tree, by tree name.
     fn raw(dir: &Path) -> BTreeMap<Vec<u8>, Entries> {
-        let db = sled::open(dir).unwrap();
+        let db = retry_locked(|| sled::open(dir));
         db.tree_names()
             .into_iter()
             .map(|name| {
@@ -1219,7 +1238,7 @@ mod tests {
             .collect();
         // The first layout, written raw: each cluster whole under its id, no index.
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = retry_locked(|| sled::open(dir.path()));
             let tree = db.open_tree("clusters").unwrap();
             for c in &clusters {
                 tree.insert(c.id.to_string(), encode(c)).unwrap();
@@ -1263,25 +1282,25 @@ mod tests {
             assert_eq!(store.log(clusters[0].id).unwrap(), b"out");
         };
         {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             check(&store);
         }
         let converted = raw(dir.path());
         assert_eq!(converted[b"nodes".as_slice()].len(), 15);
         {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             check(&store);
         }
         assert_eq!(raw(dir.path()), converted, "a second open changes nothing");
 
         // An open that stopped before recording the layout converts nothing twice.
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = retry_locked(|| sled::open(dir.path()));
             db.open_tree("meta").unwrap().remove(LAYOUT_KEY).unwrap();
             db.flush().unwrap();
         }
         {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             check(&store);
         }
         assert_eq!(raw(dir.path()), converted);
@@ -1291,13 +1310,13 @@ mod tests {
     fn opening_removes_what_an_interrupted_commit_left() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             super::super::suite::seed(&store)
         };
         let before = raw(dir.path());
         // A commit stopped before its head: a new node record and a new status index key.
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = retry_locked(|| sled::open(dir.path()));
             db.open_tree("nodes")
                 .unwrap()
                 .insert(node_key(id, "a", 9), b"{}".as_slice())
@@ -1309,7 +1328,7 @@ mod tests {
             db.flush().unwrap();
         }
         {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = retry_locked(|| SledStore::open(dir.path()));
             assert!(store.cluster(id).unwrap().is_some());
             super::super::suite::assert_counts(&store);
         }
@@ -1320,7 +1339,7 @@ mod tests {
     fn a_corrupt_record_fails_the_open_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = retry_locked(|| sled::open(dir.path()));
             db.open_tree("clusters")
                 .unwrap()
                 .insert("some-id", b"{not json".as_slice())
