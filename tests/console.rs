@@ -87,21 +87,6 @@ fn assert_png(name: &str) {
     );
 }
 
-/// The reference product's nodes alone: its services run the node image's `/paas`, which
-/// the process containerizer does not have. With nothing to configure on the nodes, the
-/// cluster is `ready` once the product's script (`fabfile.py start`) has run.
-async fn nodes_only(s: &Server) {
-    const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"node{{this}}": {"docker_image": "{{../node_image}}", "cpu": {{../opts.cpu}}, "mem": {{../opts.mem}}, "disk": 0, "ports": ["http"]}{{/each}} } }"#;
-    let r = call(
-        "PUT",
-        &s.api("/products/reference/1.0.0/template"),
-        TEMPLATE,
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
 /// The console's files need no token even when tokens are on (they hold no data), each
 /// with its type and a policy that allows only the server's own origin; unknown files are
 /// the API's 404.
@@ -161,7 +146,7 @@ async fn console_launches_follows_scales_and_destroys_a_cluster_in_a_browser() {
         ],
     );
     register_reference(&s, &[]).await;
-    nodes_only(&s).await;
+    common::nodes_only(&s).await;
     drive("lifecycle", &s.url, &[]).await;
     for png in [
         "console-1280x800.png",

@@ -61,22 +61,6 @@ async fn wait_for<T>(secs: u64, what: &str, f: impl AsyncFnMut() -> Option<T>) -
     common::poll(secs, Duration::from_millis(200), what, f).await
 }
 
-/// Replaces the reference template with its nodes alone: the orchestrator configures the
-/// cluster the moment every node runs, and the reference services (the image's `/paas` on
-/// fixed host ports) cannot run on the process containerizer. With nothing to configure,
-/// the cluster is `ready` once its script ran.
-async fn nodes_only(s: &Server) {
-    const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"node{{this}}": {"docker_image": "{{../node_image}}", "cpu": {{../opts.cpu}}, "mem": {{../opts.mem}}, "disk": 0, "ports": ["http"]}{{/each}} } }"#;
-    let r = call(
-        "PUT",
-        &s.api("/products/reference/1.0.0/template"),
-        TEMPLATE,
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
 async fn cluster(s: &Server, id: &str) -> Value {
     get(&s.api(&format!("/clusters/{id}"))).await.json()
 }
@@ -104,7 +88,7 @@ async fn framework_survives_stream_drop_and_failover_and_heals_a_lost_agent() {
         &["--master", &l.handle.master_url],
     );
     register_reference(&s, &[]).await;
-    nodes_only(&s).await;
+    common::nodes_only(&s).await;
     let r = call(
         "POST",
         &s.api("/products/reference/1.0.0"),

@@ -470,30 +470,20 @@ mod tests {
                 .map(|v| v.as_str().unwrap().to_owned())
                 .collect()
         };
+        // What serde writes, not `as_str`: the document must match the wire.
+        fn wire<T: serde::Serialize>(v: &T) -> String {
+            serde_json::to_value(v)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
         let schemas = &doc["components"]["schemas"];
         let cluster = strings(&schemas["Cluster"]["properties"]["status"]["enum"]);
-        let domain: Vec<String> = ClusterStatus::ALL
-            .iter()
-            .map(|s| {
-                serde_json::to_value(s)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
+        let domain: Vec<String> = ClusterStatus::ALL.iter().map(wire).collect();
         assert_eq!(cluster, domain);
         let node = strings(&schemas["Node"]["properties"]["status"]["enum"]);
-        let domain: Vec<String> = NodeStatus::ALL
-            .iter()
-            .map(|s| {
-                serde_json::to_value(s)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
+        let domain: Vec<String> = NodeStatus::ALL.iter().map(wire).collect();
         assert_eq!(node, domain);
     }
 }

@@ -246,6 +246,22 @@ pub fn mesos_master(test: &str, how: &str) -> Option<String> {
     None
 }
 
+/// Replaces the reference template with its nodes alone: the orchestrator configures the
+/// cluster the moment every node runs, and the reference services (the image's `/paas` on
+/// fixed host ports) cannot run on the process containerizer. With nothing to configure,
+/// the cluster is `ready` once its script ran.
+pub async fn nodes_only(s: &Server) {
+    const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"node{{this}}": {"docker_image": "{{../node_image}}", "cpu": {{../opts.cpu}}, "mem": {{../opts.mem}}, "disk": 0, "ports": ["http"]}{{/each}} } }"#;
+    let r = call(
+        "PUT",
+        &s.api("/products/reference/1.0.0/template"),
+        TEMPLATE,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// Registers the reference product with all three parts from `examples/`.
 pub async fn register_reference(s: &Server, auth: &[(&str, &str)]) {
     let dir = repo_root().join("examples/products/reference");
