@@ -154,6 +154,12 @@ impl ChildProc {
         }
     }
 
+    /// The lines it printed since the last call (or its start) that nobody waited for,
+    /// without waiting.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

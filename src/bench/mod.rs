@@ -6,6 +6,8 @@
 //! - `provision`: whole launches on simulated agents in another process (see [`provision`]).
 //! - `api`: `GET /clusters/{id}` against a bare hyper server with the same bytes ([`api`]).
 //! - `restart` and `launches`: a child server on a big store ([`restart`]).
+//! - `mesos`: the reference product on a real Mesos master and agent against a minimal
+//!   scheduler and a bare `docker run` ([`mesos`]).
 //!
 //! Servers under measurement run as child processes ([`child`]), stopped by their PID at
 //! the end, on error and on Ctrl-C. Nothing here asserts a time.
@@ -13,6 +15,7 @@
 pub mod api;
 pub mod child;
 pub mod load;
+pub mod mesos;
 pub mod provision;
 pub mod restart;
 
@@ -80,6 +83,10 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 2)]
         size: usize,
     },
+    /// The reference product at size 10 on a real Mesos master with Docker: POST → every
+    /// node RUNNING of `paas serve`, against a minimal scheduler launching the same tasks
+    /// and a bare `docker run`, alternating; medians and the ratio ours / minimal.
+    Mesos(mesos::Options),
     /// The bare hyper server of `bench api` (run by it as a child).
     #[command(hide = true)]
     BareServer {
@@ -130,6 +137,7 @@ pub async fn run(cmd: BenchCmd) -> Result<(), BenchError> {
 async fn run_one(cmd: BenchCmd) -> Result<(), BenchError> {
     match cmd {
         BenchCmd::Provision(o) => Ok(provision::run(o).await?),
+        BenchCmd::Mesos(o) => mesos::run(o).await,
         BenchCmd::Api {
             size,
             connections,
