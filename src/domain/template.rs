@@ -339,11 +339,7 @@ fn is_shielded(s: &str) -> bool {
 /// character is left as it is (not copied).
 pub fn unshield_value(v: &mut Value) {
     match v {
-        Value::String(s) => {
-            if is_shielded(s) {
-                *s = unshield(s);
-            }
-        }
+        Value::String(s) if is_shielded(s) => *s = unshield(s),
         Value::Array(a) => a.iter_mut().for_each(unshield_value),
         Value::Object(m) => {
             if m.keys().any(|k| is_shielded(k)) {
