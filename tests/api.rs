@@ -1529,3 +1529,87 @@ async fn a_read_after_a_write_sees_the_write() {
     assert_eq!(after["desired"], "destroyed");
     assert_eq!(get(&url).await.json(), after);
 }
+
+/// The tags of the first node of cluster `id`.
+async fn first_node_tags(s: &Server, id: &str) -> Value {
+    get(&s.api(&format!("/clusters/{id}/nodes"))).await.json()["nodes"][0]["tags"].clone()
+}
+
+/// A template of `opts.size` nodes tagged `tag`.
+fn tagged_template(tag: &str) -> String {
+    format!(
+        r#"{{"nodes": {{ {{{{#each (range 0 opts.size)}}}}{{{{#unless @first}}}},{{{{/unless}}}}"n{{{{this}}}}": {{"docker_image": "i", "cpu": 0.1, "mem": 1, "tags": ["{tag}"]}}{{{{/each}}}} }}}}"#
+    )
+}
+
+/// Registers product `p/{version}` with a required size and `template`.
+async fn register_tagged(s: &Server, version: &str, template: String) {
+    let r = call(
+        "POST",
+        &s.api("/products"),
+        format!(r#"{{"name":"p","version":"{version}"}}"#),
+        &[JSON],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for (part, body) in [
+        ("options", r#"{"required": {"size": 1}}"#.to_owned()),
+        ("template", template),
+    ] {
+        let url = s.api(&format!("/products/p/{version}/{part}"));
+        let r = call("PUT", &url, body, &[JSON]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Launches `p/{version}` with `size`; the answer.
+async fn launch_tagged(s: &Server, version: &str, size: u64) -> common::Resp {
+    let url = s.api(&format!("/products/p/{version}"));
+    call("POST", &url, format!(r#"{{"size": {size}}}"#), &[JSON]).await
+}
+
+/// Templates are compiled once and kept: a launch must still render the product's template
+/// as it is now, after a new upload and after the product is deleted and registered again,
+/// and a template that fails with the given options is a clear error that records nothing.
+#[tokio::test]
+async fn a_launch_renders_the_template_as_it_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    register_tagged(&s, "1", tagged_template("v1")).await;
+    let r = launch_tagged(&s, "1", 2).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(first_node_tags(&s, &id).await, json!(["v1"]));
+
+    // A new upload: the next launch renders it.
+    let url = s.api("/products/p/1/template");
+    let r = call("PUT", &url, tagged_template("v2"), &[JSON]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = launch_tagged(&s, "1", 1).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(first_node_tags(&s, &id).await, json!(["v2"]));
+
+    // Fails with these options only (a range over its bound): 422, and nothing recorded.
+    let before = get(&s.api("/clusters")).await.text();
+    let r = launch_tagged(&s, "1", 20_000).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "template_failed"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("range"), "{}", r.text());
+    assert_eq!(get(&s.api("/clusters")).await.text(), before);
+
+    // Registered (its template compiled by the upload's check), deleted, and registered
+    // again with another template: a launch renders the new one.
+    register_tagged(&s, "2", tagged_template("v3")).await;
+    let r = call("DELETE", &s.api("/products/p/2"), "", &[]).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    register_tagged(&s, "2", tagged_template("v4")).await;
+    let r = launch_tagged(&s, "2", 1).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(first_node_tags(&s, &id).await, json!(["v4"]));
+}

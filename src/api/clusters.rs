@@ -22,7 +22,9 @@ use super::dry_run;
 use super::error::ApiError;
 use super::launch_query::LaunchQuery;
 use super::paging::ListQuery;
-use super::products::{get_product, load_options, load_template};
+use super::products::{
+    get_product, load_options, load_template, options_of, product_of, template_of,
+};
 use super::quota::{QuotaExceeded, Usage};
 use super::routes::BASE;
 use super::views::Lookup;
@@ -36,7 +38,7 @@ use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::options::OptionsError;
 use crate::domain::update::{ReplaceError, Retiring, UpdateError, UpdateRequest, Updated};
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
-use crate::registry::{StoreError, Update};
+use crate::registry::{Store, StoreError, Update};
 
 fn cluster_url(id: ClusterId) -> String {
     format!("{BASE}/clusters/{id}")
@@ -167,8 +169,13 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
 /// `POST /products/{name}/{version}`: records a cluster of the product;
 /// 202 with its URL. With `?dry_run=true`, 200 with where it would go, recording nothing
 /// ([`dry_run`]); `?placement_timeout_s=` gives it its own placement deadline.
+///
+/// After the body is read, one blocking call does the rest: it reads the product and its
+/// parts, renders the template (compiled once per template text, see [`crate::domain::template`])
+/// and stores the cluster, durably, with concurrent launches sharing the flush. One trip to the
+/// blocking pool, not one per store call.
 pub(super) async fn launch(
-    state: &AppState,
+    state: &Arc<AppState>,
     who: &Principal,
     name: Name,
     version: Name,
@@ -184,61 +191,26 @@ pub(super) async fn launch(
     } else {
         object(parse_json(&body)?, "the launch options")?
     };
-    let product = get_product(state, &name, &version).await?;
-    let template = load_template(state, &name, &version).await?;
-    let doc = load_options(state, &name, &version).await?;
-    let request = LaunchRequest {
-        product: &product,
-        template: &template,
-        options: &doc,
-        user_options: &user_opts,
-        owner: &who.user,
-        node_image: &state.node_image,
-        policy: policy(state, who),
-    };
     if query.dry_run {
+        let (n, v) = (name.clone(), version.clone());
+        let parts = blocking(state, move |s| Ok(LaunchParts::read(s, &n, &v))).await??;
+        let request = parts.request(state, who, &user_opts);
         return dry_run::answer(state, who, &request).await;
     }
-    let fresh = Fresh {
-        id: ClusterId::random(),
-        secret: new_secret(),
-        make_secret: new_template_secret,
-        now: Timestamp::now(),
-    };
-    let mut cluster = request
-        .cluster(&state.renderer, fresh)
-        .map_err(launch_error)?;
-    cluster.placement_timeout_s = query.placement_timeout_s;
-    let id = cluster.id;
-    let nodes = cluster.nodes.len();
-    match state.auth.quota(&who.user).copied() {
-        None => blocking(state, move |s| s.create_cluster(&cluster)).await?,
-        Some(quota) => {
-            // Checked in the store's critical section of creates, against every cluster
-            // as it is then: concurrent launches cannot both fit into one free slot.
-            let asks = Usage::of(&cluster);
-            let user = who.user.clone();
-            let created = blocking(state, move |s| {
-                let over = std::cell::RefCell::new(None);
-                let stored = s.create_cluster_checked(&cluster, &|all| {
-                    let has = Usage::of_owner(&user, all);
-                    quota.check(&user, has, asks).map_err(|e| {
-                        let message = e.to_string();
-                        *over.borrow_mut() = Some(e);
-                        message
-                    })
-                });
-                match (stored, over.into_inner()) {
-                    (Err(StoreError::Rejected(_)), Some(e)) => Ok(Err(e)),
-                    (stored, _) => stored.map(Ok),
-                }
-            })
-            .await?;
-            if let Err(e) = created {
-                return Err(quota_exceeded(e.to_string()));
-            }
-        }
-    }
+    let shared = Arc::clone(state);
+    let caller = who.clone();
+    let (id, nodes) = blocking(state, move |s| {
+        Ok(record_launch(
+            s,
+            &shared,
+            &caller,
+            &name,
+            &version,
+            &user_opts,
+            query.placement_timeout_s,
+        ))
+    })
+    .await??;
     tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
     let url = cluster_url(id);
     Ok(with_location(
@@ -248,6 +220,90 @@ pub(super) async fn launch(
         ),
         &url,
     ))
+}
+
+/// What a launch of a product is made from, read from the store.
+struct LaunchParts {
+    product: crate::domain::Product,
+    template: String,
+    options: crate::domain::options::OptionsDoc,
+}
+
+impl LaunchParts {
+    /// The product (404 without it), its template (409 without one) and its options
+    /// document (the default one without one).
+    fn read(s: &dyn Store, name: &Name, version: &Name) -> Result<Self, ApiError> {
+        Ok(Self {
+            product: product_of(s, name, version)?,
+            template: template_of(s, name, version)?,
+            options: options_of(s, name, version)?,
+        })
+    }
+
+    /// The launch of these parts that `who` asks for with `user_options`.
+    fn request<'a>(
+        &'a self,
+        state: &'a AppState,
+        who: &'a Principal,
+        user_options: &'a Map<String, Value>,
+    ) -> LaunchRequest<'a> {
+        LaunchRequest {
+            product: &self.product,
+            template: &self.template,
+            options: &self.options,
+            user_options,
+            owner: &who.user,
+            node_image: &state.node_image,
+            policy: policy(state, who),
+        }
+    }
+}
+
+/// A launch, on a blocking thread: reads the product's parts, makes the cluster and stores
+/// it durably (within the owner's quota, checked in the store's critical section of
+/// creates). The new cluster's id and node count.
+fn record_launch(
+    s: &dyn Store,
+    state: &AppState,
+    who: &Principal,
+    name: &Name,
+    version: &Name,
+    user_opts: &Map<String, Value>,
+    placement_timeout_s: Option<u64>,
+) -> Result<(ClusterId, usize), ApiError> {
+    let parts = LaunchParts::read(s, name, version)?;
+    let fresh = Fresh {
+        id: ClusterId::random(),
+        secret: new_secret(),
+        make_secret: new_template_secret,
+        now: Timestamp::now(),
+    };
+    let mut cluster = parts
+        .request(state, who, user_opts)
+        .cluster(&state.renderer, fresh)
+        .map_err(launch_error)?;
+    cluster.placement_timeout_s = placement_timeout_s;
+    let created = (cluster.id, cluster.nodes.len());
+    let Some(quota) = state.auth.quota(&who.user).copied() else {
+        s.create_cluster(&cluster)?;
+        return Ok(created);
+    };
+    // Checked in the store's critical section of creates, against every cluster as it is
+    // then: concurrent launches cannot both fit into one free slot.
+    let asks = Usage::of(&cluster);
+    let over = std::cell::RefCell::new(None);
+    let stored = s.create_cluster_checked(&cluster, &|all| {
+        let has = Usage::of_owner(&who.user, all);
+        quota.check(&who.user, has, asks).map_err(|e| {
+            let message = e.to_string();
+            *over.borrow_mut() = Some(e);
+            message
+        })
+    });
+    match (stored, over.into_inner()) {
+        (Err(StoreError::Rejected(_)), Some(e)) => Err(quota_exceeded(e.to_string())),
+        (stored, _) => stored.map(|()| created).map_err(ApiError::from),
+    }
 }
 
 /// 403 `quota_exceeded`, naming the limit.

@@ -19,6 +19,7 @@ use super::{AppState, blocking};
 use crate::domain::launch_request::{self, RenderError};
 use crate::domain::options::OptionsDoc;
 use crate::domain::{Name, Part, Product, Timestamp};
+use crate::registry::Store;
 
 /// Longest product description, in bytes.
 pub(super) const MAX_DESCRIPTION: usize = 4096;
@@ -49,9 +50,21 @@ pub(super) async fn get_product(
     version: &Name,
 ) -> Result<Product, ApiError> {
     let (n, v) = (name.clone(), version.clone());
-    blocking(state, move |s| s.product(&n, &v))
-        .await?
+    on_store(state, move |s| product_of(s, &n, &v)).await
+}
+
+/// [`get_product`] on a blocking thread.
+pub(super) fn product_of(s: &dyn Store, name: &Name, version: &Name) -> Result<Product, ApiError> {
+    s.product(name, version)?
         .ok_or_else(|| ApiError::NotFound(format!("product {name}/{version} not found")))
+}
+
+/// [`blocking`] for a function that answers in the API's terms.
+async fn on_store<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(state, move |s| Ok(f(s))).await?
 }
 
 /// `GET /products`.
@@ -249,7 +262,16 @@ pub(super) async fn load_options(
     version: &Name,
 ) -> Result<OptionsDoc, ApiError> {
     let (n, v) = (name.clone(), version.clone());
-    match blocking(state, move |s| s.part(&n, &v, Part::Options)).await? {
+    on_store(state, move |s| options_of(s, &n, &v)).await
+}
+
+/// [`load_options`] on a blocking thread.
+pub(super) fn options_of(
+    s: &dyn Store,
+    name: &Name,
+    version: &Name,
+) -> Result<OptionsDoc, ApiError> {
+    match s.part(name, version, Part::Options)? {
         None => Ok(OptionsDoc::default()),
         Some(bytes) => {
             let v: Value =
@@ -266,8 +288,13 @@ pub(super) async fn load_template(
     version: &Name,
 ) -> Result<String, ApiError> {
     let (n, v) = (name.clone(), version.clone());
-    let bytes = blocking(state, move |s| s.part(&n, &v, Part::Template))
-        .await?
+    on_store(state, move |s| template_of(s, &n, &v)).await
+}
+
+/// [`load_template`] on a blocking thread.
+pub(super) fn template_of(s: &dyn Store, name: &Name, version: &Name) -> Result<String, ApiError> {
+    let bytes = s
+        .part(name, version, Part::Template)?
         .ok_or_else(|| ApiError::Conflict {
             message: format!("product {name}/{version} has no template; PUT one first"),
             details: None,

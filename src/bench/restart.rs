@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::api::{LAUNCH, addr_of, expect_ok, register_reference};
-use super::child::{ChildProc, mb};
+use super::child::{ChildProc, cpu_of, mb};
 use super::load::{self, Load, Stop};
 use super::{BenchError, RemoveDir, cluster, parallel, product, temp_dir};
 use crate::api::routes::BASE;
@@ -107,6 +107,8 @@ pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(),
         server.pid(),
         server.rss().map_or(0.0, mb)
     );
+    let cpu_before = server.cpu();
+    let client_before = cpu_of("/proc/self/stat");
     let out = load::run(&Load {
         addr,
         method: http::Method::POST,
@@ -126,6 +128,18 @@ pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(),
             .map(|f| format!(": {f}"))
             .unwrap_or_default(),
         server.rss().map_or(0.0, mb)
+    );
+    // CPU per launch: what the load average cannot blur (it counts what ran, not the wait).
+    let per_launch = |before: Option<Duration>, after: Option<Duration>| {
+        before
+            .zip(after)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / out.ok.max(1) as f64)
+            .map_or_else(|| "?".to_owned(), |us| format!("{us:.0} µs"))
+    };
+    println!(
+        "  CPU per launch: server {}, this client {}",
+        per_launch(cpu_before, server.cpu()),
+        per_launch(client_before, cpu_of("/proc/self/stat"))
     );
     timed_get(addr, "/clusters").await?;
     timed_get(addr, "/metrics").await?;

@@ -167,6 +167,14 @@ impl ClusterSpec {
     pub fn parse(rendered: &str) -> Result<Self, SpecError> {
         let v: Value =
             serde_json::from_str(rendered).map_err(|e| SpecError::Json(e.to_string()))?;
+        Self::from_value(v)
+    }
+
+    /// [`ClusterSpec::parse`] of a spec already parsed as JSON (no text in between).
+    ///
+    /// # Errors
+    /// [`SpecError`] naming the first offending path.
+    pub fn from_value(v: Value) -> Result<Self, SpecError> {
         let Value::Object(mut top) = v else {
             return Err(invalid(
                 "$",
@@ -207,12 +215,11 @@ impl ClusterSpec {
             ));
         }
         let mut out_services = Vec::with_capacity(services.len());
-        let service_names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-        for (name, v) in &services {
+        for (name, v) in services {
             let path = format!("services.{name}");
-            let name = Name::parse(name).map_err(|e| invalid(&path, e.to_string()))?;
+            let name = Name::parse(&name).map_err(|e| invalid(&path, e.to_string()))?;
             let s: ServiceSpec =
-                serde_json::from_value(v.clone()).map_err(|e| invalid(&path, e.to_string()))?;
+                serde_json::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
             for (i, f) in s.files.iter().enumerate() {
                 if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
                     return Err(invalid(
@@ -241,6 +248,7 @@ impl ClusterSpec {
                 declared_nodes: s.nodes,
             });
         }
+        let service_names: BTreeSet<&str> = out_services.iter().map(|s| s.name.as_str()).collect();
         let mut out_nodes = Vec::with_capacity(nodes.len());
         for (name, v) in nodes {
             let path = format!("nodes.{name}");

@@ -263,7 +263,7 @@ pub(crate) fn render_spec(
     ctx: &Value,
 ) -> Result<Rendered, RenderError> {
     let text = renderer
-        .render(template, &shield(ctx))
+        .render_value(template, shield(ctx))
         .map_err(RenderError::Template)?;
     let mut v: Value = serde_json::from_str(&text)
         .map_err(|e| RenderError::Spec(SpecError::Json(e.to_string())))?;
@@ -273,7 +273,7 @@ pub(crate) fn render_spec(
     };
     unshield_plain(&mut v);
     let host_paths = host_paths(&v);
-    let spec = ClusterSpec::parse(&v.to_string()).map_err(RenderError::Spec)?;
+    let spec = ClusterSpec::from_value(v).map_err(RenderError::Spec)?;
     Ok(Rendered {
         spec,
         secrets,

@@ -20,6 +20,12 @@
 //! phase sees no `{{` that came from a value, and [`unshield`] turns them back, in the spec's
 //! plain fields right after the spec phase and in the file phase's output.
 //!
+//! Templates are compiled once: [`Renderer`] keeps the last compiled templates, keyed by
+//! their text (at most [`CACHED_TEMPLATES`] of them, [`CACHED_BYTES`] of text in all), so a
+//! launch of a product whose template was rendered before parses nothing. Keyed by the text
+//! itself, an entry can never be stale: a product whose template changes renders the new
+//! text, which is looked up (and compiled) as a new key; the old one ages out.
+//!
 //! Rendering writes into a bounded buffer: output beyond [`MAX_RENDERED`] stops the render
 //! there (an `{{#each}}` blow-up cannot allocate more than the limit). Partial blocks
 //! (`{{#> p}}…{{/p}}`) are refused, because handlebars renders their body into an unbounded
@@ -37,10 +43,11 @@
 
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
-    ScopedJson, handlebars_helper,
+    Renderable, ScopedJson, Template, WriteOutput, handlebars_helper,
 };
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The largest `range` a template may ask for. It bounds what one user's options can make a
 /// template do (a `size` of a billion must be an error, not an out-of-memory).
@@ -48,6 +55,13 @@ pub const MAX_RANGE: i64 = 10_000;
 
 /// The largest rendered output accepted, in bytes. Enforced while rendering.
 pub const MAX_RENDERED: usize = 16 << 20;
+
+/// The most compiled templates one [`Renderer`] keeps.
+pub const CACHED_TEMPLATES: usize = 64;
+
+/// The most template text (bytes) one [`Renderer`] keeps compiled; a template longer than an
+/// eighth of it is compiled for each render and never kept.
+pub const CACHED_BYTES: usize = 4 << 20;
 
 /// What a `{` of a value becomes between the two phases (a private-use character).
 pub const SHIELDED_BRACE: char = '\u{E000}';
@@ -87,9 +101,10 @@ impl From<handlebars::TemplateError> for TemplateError {
     }
 }
 
-/// A configured handlebars registry for one phase.
+/// A configured handlebars registry for one phase, and the templates it compiled last.
 pub struct Renderer {
     hbs: Handlebars<'static>,
+    compiled: Compiled,
 }
 
 impl Renderer {
@@ -120,7 +135,10 @@ impl Renderer {
         hbs.register_helper("json", Box::new(json));
         hbs.register_helper("join", Box::new(join));
         hbs.register_helper("hostports", Box::new(hostports));
-        Self { hbs }
+        Self {
+            hbs,
+            compiled: Compiled::default(),
+        }
     }
 
     /// Renders `template` with `ctx`, stopping as soon as the output passes [`MAX_RENDERED`].
@@ -129,20 +147,116 @@ impl Renderer {
     /// [`TemplateError`] on a syntax error, an undefined variable, a bad helper call, a
     /// partial block or an oversized result.
     pub fn render(&self, template: &str, ctx: &Value) -> Result<String, TemplateError> {
-        if has_partial_block(template) {
-            return Err(TemplateError::Render(
-                "partial blocks ({{#> name}}…{{/name}}) are not supported; use {{> name}}".into(),
-            ));
-        }
-        check_partials(&handlebars::Template::compile(template)?)?;
+        self.render_value(template, ctx.clone())
+    }
+
+    /// [`Renderer::render`] with a context it may keep (no copy of it is made).
+    ///
+    /// # Errors
+    /// As [`Renderer::render`].
+    pub fn render_value(&self, template: &str, ctx: Value) -> Result<String, TemplateError> {
+        let tpl = self.compile(template)?;
+        let ctx = Context::from(ctx);
         let mut out = Bounded::default();
-        match self.hbs.render_template_to_write(template, ctx, &mut out) {
+        let mut rc = RenderContext::new(None);
+        match tpl.render(&self.hbs, &ctx, &mut rc, &mut WriteOutput::new(&mut out)) {
             Ok(()) => {}
             Err(_) if out.overflowed => return Err(TemplateError::TooLarge),
             Err(e) => return Err(e.into()),
         }
         String::from_utf8(out.buf)
             .map_err(|_| TemplateError::Render("rendered output is not UTF-8".into()))
+    }
+
+    /// `template` compiled and checked (no partial block, no recursive partial): from the
+    /// cache, or compiled now and kept.
+    fn compile(&self, template: &str) -> Result<Arc<Template>, TemplateError> {
+        if let Some(tpl) = self.compiled.get(template) {
+            return Ok(tpl);
+        }
+        if has_partial_block(template) {
+            return Err(TemplateError::Render(
+                "partial blocks ({{#> name}}…{{/name}}) are not supported; use {{> name}}".into(),
+            ));
+        }
+        // The options of `Handlebars::render_template`: no name, indentation as parsed.
+        let tpl = Template::compile(template)?;
+        check_partials(&tpl)?;
+        let tpl = Arc::new(tpl);
+        self.compiled.put(template, Arc::clone(&tpl));
+        Ok(tpl)
+    }
+
+    /// How many compiled templates are kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn compiled_len(&self) -> usize {
+        self.compiled.lock().map.len()
+    }
+
+    /// Whether `template` is kept compiled (for tests).
+    #[cfg(test)]
+    fn is_kept(&self, template: &str) -> bool {
+        self.compiled.lock().map.contains_key(template)
+    }
+}
+
+/// The templates a [`Renderer`] compiled last, by text; the least recently used goes first.
+/// Only templates that compiled and passed the partial checks are kept.
+#[derive(Default)]
+struct Compiled {
+    inner: Mutex<CompiledInner>,
+}
+
+#[derive(Default)]
+struct CompiledInner {
+    /// Text → the compiled template and when it was last used.
+    map: HashMap<Box<str>, (Arc<Template>, u64)>,
+    /// Sum of the kept texts' lengths.
+    bytes: usize,
+    /// Counts lookups: the "when" of [`CompiledInner::map`].
+    clock: u64,
+}
+
+impl Compiled {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CompiledInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, text: &str) -> Option<Arc<Template>> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let (tpl, used) = inner.map.get_mut(text)?;
+        *used = now;
+        Some(Arc::clone(tpl))
+    }
+
+    fn put(&self, text: &str, tpl: Arc<Template>) {
+        if text.len() > CACHED_BYTES / 8 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.map.contains_key(text) {
+            return;
+        }
+        while !inner.map.is_empty()
+            && (inner.map.len() >= CACHED_TEMPLATES || inner.bytes + text.len() > CACHED_BYTES)
+        {
+            let Some(oldest) = inner
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            inner.map.remove(&oldest);
+            inner.bytes -= oldest.len();
+        }
+        inner.clock += 1;
+        let now = inner.clock;
+        inner.bytes += text.len();
+        inner.map.insert(text.into(), (tpl, now));
     }
 }
 
@@ -204,7 +318,7 @@ pub fn shield(ctx: &Value) -> Value {
 
 /// Undoes [`shield`] in a text: the shielding characters become `{` and `\` again.
 pub fn unshield(s: &str) -> String {
-    if !s.contains([SHIELDED_BRACE, SHIELDED_BACKSLASH]) {
+    if !is_shielded(s) {
         return s.to_owned();
     }
     s.chars()
@@ -216,20 +330,23 @@ pub fn unshield(s: &str) -> String {
         .collect()
 }
 
-/// Undoes [`shield`] in every string and object key of `v`.
+/// Whether `s` holds a shielding character.
+fn is_shielded(s: &str) -> bool {
+    s.contains([SHIELDED_BRACE, SHIELDED_BACKSLASH])
+}
+
+/// Undoes [`shield`] in every string and object key of `v`. What holds no shielding
+/// character is left as it is (not copied).
 pub fn unshield_value(v: &mut Value) {
     match v {
-        Value::String(s) => *s = unshield(s),
+        Value::String(s) if is_shielded(s) => *s = unshield(s),
         Value::Array(a) => a.iter_mut().for_each(unshield_value),
         Value::Object(m) => {
-            let old = std::mem::take(m);
-            *m = old
-                .into_iter()
-                .map(|(k, mut v)| {
-                    unshield_value(&mut v);
-                    (unshield(&k), v)
-                })
-                .collect();
+            if m.keys().any(|k| is_shielded(k)) {
+                let old = std::mem::take(m);
+                *m = old.into_iter().map(|(k, v)| (unshield(&k), v)).collect();
+            }
+            m.values_mut().for_each(unshield_value);
         }
         _ => {}
     }
@@ -345,6 +462,10 @@ fn collect_partials(
 }
 
 fn json_string_escape(s: &str) -> String {
+    // What serde_json escapes: quotes, backslashes and control characters.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return s.to_owned();
+    }
     let quoted = serde_json::to_string(s).unwrap_or_default();
     quoted[1..quoted.len().saturating_sub(1).max(1)].to_owned()
 }
@@ -686,6 +807,72 @@ mod tests {
         let mut keys = shield(&ctx);
         unshield_value(&mut keys);
         assert_eq!(keys["opts"]["{{k}}"], 1);
+    }
+
+    #[test]
+    fn a_template_is_compiled_once_and_keyed_by_its_text() {
+        let r = Renderer::spec();
+        let t = "{{#each (range 0 opts.n)}}{{this}}{{/each}}";
+        assert_eq!(r.render(t, &json!({"opts": {"n": 3}})).unwrap(), "012");
+        assert_eq!(r.render(t, &json!({"opts": {"n": 2}})).unwrap(), "01");
+        assert_eq!(
+            r.compiled_len(),
+            1,
+            "the second render reused the first compile"
+        );
+        // A changed text (a product's new template) is another key: never the old result.
+        let changed = "{{#each (range 0 opts.n)}}[{{this}}]{{/each}}";
+        assert_eq!(
+            r.render(changed, &json!({"opts": {"n": 2}})).unwrap(),
+            "[0][1]"
+        );
+        assert_eq!(r.compiled_len(), 2);
+        assert_eq!(r.render(t, &json!({"opts": {"n": 1}})).unwrap(), "0");
+    }
+
+    #[test]
+    fn a_broken_template_is_refused_every_time_and_never_kept() {
+        let r = Renderer::spec();
+        for t in [
+            "line1\n{{#each x}}",
+            "{{#> p}}x{{/p}}",
+            r#"{{#*inline "p"}}{{> p}}{{/inline}}"#,
+        ] {
+            let first = r.render(t, &json!({"x": []})).unwrap_err();
+            let again = r.render(t, &json!({"x": []})).unwrap_err();
+            assert_eq!(first, again, "{t}");
+        }
+        assert_eq!(r.compiled_len(), 0);
+        // A template that compiles but fails with some values is kept; each render still
+        // checks its own values.
+        let t = "{{opts.a}}";
+        assert!(r.render(t, &json!({"opts": {}})).is_err());
+        assert_eq!(r.render(t, &json!({"opts": {"a": 1}})).unwrap(), "1");
+        assert!(r.render(t, &json!({"opts": {}})).is_err());
+        assert_eq!(r.compiled_len(), 1);
+    }
+
+    #[test]
+    fn the_compiled_templates_are_bounded_and_the_recently_used_stay() {
+        let r = Renderer::files();
+        let hot = "hot {{x}}";
+        for i in 0..CACHED_TEMPLATES * 2 {
+            let t = format!("t{i} {{{{x}}}}");
+            assert_eq!(r.render(&t, &json!({"x": i})).unwrap(), format!("t{i} {i}"));
+            assert_eq!(r.render(hot, &json!({"x": i})).unwrap(), format!("hot {i}"));
+            assert!(r.compiled_len() <= CACHED_TEMPLATES);
+        }
+        assert!(
+            r.is_kept(hot),
+            "used on every round, never the least recent"
+        );
+        assert!(!r.is_kept("t0 {{x}}"), "the least recently used went first");
+        assert!(r.is_kept(&format!("t{} {{{{x}}}}", CACHED_TEMPLATES * 2 - 1)));
+        let before = r.compiled_len();
+        // A text longer than an eighth of the byte bound is rendered, never kept.
+        let long = format!("{}{{{{x}}}}", "y".repeat(CACHED_BYTES / 8 + 1));
+        assert!(r.render(&long, &json!({"x": 1})).unwrap().ends_with("y1"));
+        assert_eq!(r.compiled_len(), before);
     }
 
     #[test]
