@@ -245,8 +245,9 @@ async fn a_launch_that_cannot_be_placed_in_time_fails_with_the_reason() {
     register_reference(&s, &[]).await;
 
     // The small one first, placed before the big one waits: while a cluster waits for
-    // resources, the rest of each offer is declined for 5 s (BUSY_REFUSE), so a launch
-    // made just then waits for the next offers, longer than a 3 s deadline.
+    // resources, the rest of each offer is declined for 5 s (`busy_refuse`); a launch made
+    // just then is revived at once (tests/scheduler_revive.rs), but this order does not
+    // depend on it.
     let small = launch(&s, "?placement_timeout_s=3", json!({"size": 2})).await;
     common::poll(
         30,

@@ -50,9 +50,6 @@ use crate::proto::mesos::v1::scheduler::{Call, Event, call, event};
 use crate::registry::{self, BatchUpdate, Commit, Store, StoreError, Update};
 
 const FRAMEWORK_ID_KEY: &str = "framework_id";
-/// Filter for the unused part of offers while nodes still wait: short, so that freed
-/// resources come back soon.
-const BUSY_REFUSE: f64 = 5.0;
 const TICK: Duration = Duration::from_secs(5);
 const KILL_SWEEP: Duration = Duration::from_secs(30);
 /// Longest wait for the orchestrator's `SCRIPT stop` before a destroyed cluster's nodes are
@@ -64,8 +61,9 @@ pub const MAX_BATCH: usize = 256;
 /// How long after SUBSCRIBED a launch may fail for want of offers when none came (a master
 /// without agents): a restart after the deadline of a launch still gives it a round.
 const OFFER_GRACE: Duration = Duration::from_secs(30);
-/// Most ACKs of one batch in flight at once (each takes a pooled connection to the master).
-const MAX_ACKS_IN_FLIGHT: usize = 32;
+/// Most calls of one batch (its ACKs, a round's ACCEPTs) in flight at once: each takes a
+/// pooled connection to the master.
+const MAX_CALLS_IN_FLIGHT: usize = 32;
 
 /// Errors that end a session; the loop resubscribes after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +92,11 @@ struct Session {
     last_implicit: Instant,
     last_kill_sweep: Instant,
     suppressed: bool,
+    /// Offers were declined (or left over by an ACCEPT) with a filter since the last REVIVE:
+    /// the master holds those resources back until the filter ends, so a cluster that
+    /// becomes pending now needs a REVIVE to be offered them at once. At most one REVIVE per
+    /// offer round: it clears this, and only the next round's filters set it again.
+    filtered: bool,
     /// An offer round was evaluated this session (after reconciliation): the agents are in
     /// [`Driver::seen`], and every pending launch had a chance. Offers are suppressed only
     /// after it, so that dry runs have agents to evaluate against.
@@ -233,6 +236,7 @@ impl Driver {
             last_implicit: now,
             last_kill_sweep: now,
             suppressed: false,
+            filtered: false,
             offers_seen: false,
             subscribed_at: now,
             heartbeat_timeout: Duration::from_secs(75),
@@ -496,7 +500,13 @@ impl Driver {
                 let cluster_id = tid.cluster;
                 match &results[i] {
                     Ok(c) => {
-                        tracing::info!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), cluster_status = %c.status, "task update");
+                        // A task's end at info; the rest (thousands a second at launch time)
+                        // at debug.
+                        if state.is_terminal() {
+                            tracing::info!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), cluster_status = %c.status, "task update");
+                        } else {
+                            tracing::debug!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), cluster_status = %c.status, "task update");
+                        }
                         if c.status.is_terminal() || c.desired == Desired::Destroyed {
                             self.pending.remove(&cluster_id);
                         }
@@ -504,12 +514,12 @@ impl Driver {
                             Applied::Requeued => {
                                 tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, "launch not delivered; node queued again");
                                 self.pending.insert(cluster_id);
-                                self.revive_or_suppress(s).await?;
+                                self.offers_wanted(s, true).await?;
                             }
                             Applied::Replaced => {
                                 tracing::warn!(cluster_id = %cluster_id, node = %tid.node, task_id = %obs.task_id, %agent_id, state = state.as_str_name(), "node lost; replacing it with a new attempt");
                                 self.pending.insert(cluster_id);
-                                self.revive_or_suppress(s).await?;
+                                self.offers_wanted(s, true).await?;
                             }
                             Applied::Stale if !state.is_terminal() => {
                                 // Not in the desired state: an older attempt that came back.
@@ -607,7 +617,7 @@ impl Driver {
         }
     }
 
-    /// Sends the ACKs of a batch, at most [`MAX_ACKS_IN_FLIGHT`] at once over the pooled
+    /// Sends the ACKs of a batch, at most [`MAX_CALLS_IN_FLIGHT`] at once over the pooled
     /// transport. A lost ACK costs a resent update, which applies as a duplicate.
     async fn acknowledge(&self, s: &Session, acks: Vec<call::Acknowledge>) {
         futures_util::stream::iter(acks)
@@ -615,7 +625,7 @@ impl Driver {
                 self.send(s, call::Type::Acknowledge, |c| c.acknowledge = Some(ack))
                     .await
             })
-            .buffer_unordered(MAX_ACKS_IN_FLIGHT)
+            .buffer_unordered(MAX_CALLS_IN_FLIGHT)
             .for_each(|_| async {})
             .await;
     }
@@ -686,8 +696,11 @@ impl Driver {
                 placement,
                 retiring,
             } => {
-                if placement && (self.pending.insert(c.id) || s.suppressed) && subscribed {
-                    self.revive_or_suppress(s).await?;
+                if placement {
+                    let new = self.pending.insert(c.id);
+                    if subscribed {
+                        self.offers_wanted(s, new).await?;
+                    }
                 }
                 if retiring {
                     self.retiring.insert(c.id);
@@ -824,7 +837,9 @@ impl Driver {
         let now = Timestamp::now();
         if !s.reconciling.is_empty() {
             self.seen.record::<launch::NodeKey>(&views, &[], &now);
-            return self.decline(s, all_ids(), BUSY_REFUSE).await;
+            return self
+                .decline(s, all_ids(), self.cfg.busy_refuse.as_secs_f64())
+                .await;
         }
         s.offers_seen = true;
         let (clusters, backoff) = self.pending_clusters().await?;
@@ -849,9 +864,8 @@ impl Driver {
             .persist_placements(launch::placements(&plan.accepts, &offers))
             .await?;
         // 2. One ACCEPT per agent/role with the launches whose records were written.
-        for call in launch::accepts(plan.accepts, &offers, &recorded, &self.tpl) {
-            self.accept(s, call).await?;
-        }
+        let calls = launch::accepts(plan.accepts, &offers, &recorded, &self.tpl);
+        self.accept(s, calls).await?;
         // 3. Tell every waiting node why it waits.
         for u in &plan.unplaced {
             tracing::debug!(cluster_id = %u.key.cluster, node = %u.key.node, reason = %u.reason, "node waits for resources");
@@ -862,7 +876,7 @@ impl Driver {
         let refuse = if plan.unplaced.is_empty() {
             idle_refuse
         } else {
-            BUSY_REFUSE
+            self.cfg.busy_refuse.as_secs_f64()
         };
         self.decline(s, plan.declines, refuse).await?;
         if plan.unplaced.is_empty() {
@@ -975,47 +989,85 @@ impl Driver {
         Ok(())
     }
 
-    /// Sends one ACCEPT, or declines its offers when it launches nothing. A call that may
-    /// not have reached the master has its tasks reconciled.
-    async fn accept(&self, s: &mut Session, a: launch::AcceptCall) -> Result<(), DriverError> {
-        for u in &a.unbuilt {
-            tracing::error!(cluster_id = %u.key.cluster, node = %u.key.node, agent_id = %a.agent_id, error = %u.error, "cannot build the task; node stays staging until reconciled");
-        }
-        if a.tasks.is_empty() {
-            return self.decline(s, a.offer_ids, BUSY_REFUSE).await;
-        }
-        for l in &a.tasks {
-            tracing::info!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
-        }
-        let launched = a.tasks.len();
-        let offers_used = a.offer_ids.len();
-        let task_ids: Vec<(TaskId, AgentId)> = a
-            .tasks
-            .iter()
-            .map(|l| (l.task_id.clone(), AgentId::new(a.agent_id.clone())))
-            .collect();
-        let accept = a.into_call(BUSY_REFUSE);
-        if self
-            .send(s, call::Type::Accept, |c| c.accept = Some(accept))
-            .await
-        {
-            self.metrics.add(
-                "paas_offers_used_total",
-                "Offers accepted.",
-                &[],
-                offers_used as f64,
-            );
-            self.metrics.add(
-                "paas_tasks_launched_total",
-                "Tasks launched.",
-                &[],
-                launched as f64,
-            );
-        } else {
-            // The launch may or may not have reached the master: ask about the tasks.
-            for (t, a) in task_ids {
-                s.reconciling.entry(t).or_insert(Some(a));
+    /// Sends the ACCEPTs of a round, concurrently (at most [`MAX_CALLS_IN_FLIGHT`] at once:
+    /// each is independent, and their records are already written), and declines in one
+    /// call the offers of those that launch nothing. A call that may not have reached the
+    /// master has its tasks reconciled.
+    async fn accept(
+        &self,
+        s: &mut Session,
+        calls: Vec<launch::AcceptCall>,
+    ) -> Result<(), DriverError> {
+        let refuse = self.cfg.busy_refuse.as_secs_f64();
+        let mut unused = Vec::new();
+        let mut sends = Vec::with_capacity(calls.len());
+        for a in calls {
+            for u in &a.unbuilt {
+                tracing::error!(cluster_id = %u.key.cluster, node = %u.key.node, agent_id = %a.agent_id, error = %u.error, "cannot build the task; node stays staging until reconciled");
             }
+            if a.tasks.is_empty() {
+                unused.extend(a.offer_ids);
+                continue;
+            }
+            // One line per ACCEPT at info, one per task at debug: at thousands of launches a
+            // second, a line per task costs more than the launch.
+            tracing::info!(agent_id = %a.agent_id, tasks = a.tasks.len(), offers = a.offer_ids.len(), "launching");
+            for l in &a.tasks {
+                tracing::debug!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
+            }
+            let launched = Launched {
+                offers: a.offer_ids.len(),
+                tasks: a
+                    .tasks
+                    .iter()
+                    .map(|l| (l.task_id.clone(), AgentId::new(a.agent_id.clone())))
+                    .collect(),
+            };
+            sends.push((launched, a.into_call(refuse)));
+        }
+        self.decline(s, unused, refuse).await?;
+        if sends.is_empty() {
+            return Ok(());
+        }
+        // What the launches leave of the offers is filtered.
+        s.filtered = true;
+        let sent: Vec<(Launched, bool)> = {
+            let s = &*s;
+            futures_util::stream::iter(sends)
+                .map(|(launched, accept)| async move {
+                    let ok = self
+                        .send(s, call::Type::Accept, |c| c.accept = Some(accept))
+                        .await;
+                    (launched, ok)
+                })
+                .buffer_unordered(MAX_CALLS_IN_FLIGHT)
+                .collect()
+                .await
+        };
+        let mut lost = false;
+        for (launched, ok) in sent {
+            if ok {
+                self.metrics.add(
+                    "paas_offers_used_total",
+                    "Offers accepted.",
+                    &[],
+                    launched.offers as f64,
+                );
+                self.metrics.add(
+                    "paas_tasks_launched_total",
+                    "Tasks launched.",
+                    &[],
+                    launched.tasks.len() as f64,
+                );
+            } else {
+                // The launch may or may not have reached the master: ask about the tasks.
+                for (t, a) in launched.tasks {
+                    s.reconciling.entry(t).or_insert(Some(a));
+                }
+                lost = true;
+            }
+        }
+        if lost {
             self.reconcile(s, true).await?;
         }
         Ok(())
@@ -1026,7 +1078,7 @@ impl Driver {
 
     async fn decline(
         &self,
-        s: &Session,
+        s: &mut Session,
         offer_ids: Vec<String>,
         refuse: f64,
     ) -> Result<(), DriverError> {
@@ -1043,6 +1095,9 @@ impl Driver {
                 refuse_seconds: Some(refuse),
             }),
         };
+        if refuse > 0.0 {
+            s.filtered = true;
+        }
         if self
             .send(s, call::Type::Decline, |c| c.decline = Some(decline))
             .await
@@ -1057,19 +1112,46 @@ impl Driver {
         Ok(())
     }
 
+    /// A cluster wants placement; `new` when it just joined the pending set. Offers come
+    /// back at once: a REVIVE when they are suppressed, and also when a round filtered some
+    /// since the last REVIVE (those resources would otherwise wait out the filter, up to
+    /// [`SchedulerConfig::busy_refuse`] or [`SchedulerConfig::idle_refuse`]).
+    async fn offers_wanted(&mut self, s: &mut Session, new: bool) -> Result<(), DriverError> {
+        if s.suppressed {
+            return self.revive_or_suppress(s).await;
+        }
+        if new && s.filtered && s.reconciling.is_empty() {
+            self.revive(s).await;
+        }
+        Ok(())
+    }
+
+    /// Sends REVIVE: offers resume and every filter of ours is cleared.
+    async fn revive(&mut self, s: &mut Session) {
+        if self
+            .send(s, call::Type::Revive, |c| {
+                c.revive = Some(call::Revive::default())
+            })
+            .await
+        {
+            if s.suppressed {
+                tracing::info!(pending_clusters = self.pending.len(), "revived offers");
+            } else {
+                tracing::debug!(
+                    pending_clusters = self.pending.len(),
+                    "revived offers: a launch is pending and the last round filtered offers"
+                );
+            }
+            s.suppressed = false;
+            s.filtered = false;
+        }
+    }
+
     /// SUPPRESS when nothing waits for resources, REVIVE when something does.
     async fn revive_or_suppress(&mut self, s: &mut Session) -> Result<(), DriverError> {
         let want_offers = !self.pending.is_empty() && s.reconciling.is_empty();
         if want_offers && s.suppressed {
-            if self
-                .send(s, call::Type::Revive, |c| {
-                    c.revive = Some(call::Revive::default())
-                })
-                .await
-            {
-                tracing::info!(pending_clusters = self.pending.len(), "revived offers");
-                s.suppressed = false;
-            }
+            self.revive(s).await;
         } else if !want_offers
             && !s.suppressed
             && s.offers_seen
@@ -1238,6 +1320,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 const CLOSED: &str = "the master closed the event stream";
+
+/// What one ACCEPT launches: how many offers it uses and its tasks, reconciled if the call
+/// may not have reached the master.
+struct Launched {
+    offers: usize,
+    tasks: Vec<(TaskId, AgentId)>,
+}
 
 /// One status as the batch sees it before the write.
 struct Seen {

@@ -66,6 +66,11 @@ pub struct SchedulerConfig {
     pub reconcile_timeout: Duration,
     /// Filter for offers declined while nothing is pending.
     pub idle_refuse: Duration,
+    /// Filter for the unused part of offers while nodes still wait: short, so that freed
+    /// resources come back soon. A launch made meanwhile does not wait for it: the driver
+    /// sends a REVIVE (which clears every filter) when a cluster becomes pending after a
+    /// round that filtered offers.
+    pub busy_refuse: Duration,
     /// Scheduler hostname shown in the Mesos UI.
     pub hostname: Option<String>,
     pub webui_url: Option<String>,
@@ -95,6 +100,7 @@ impl SchedulerConfig {
             reconcile_interval: Duration::from_secs(15 * 60),
             reconcile_timeout: Duration::from_secs(120),
             idle_refuse: Duration::from_secs(120),
+            busy_refuse: Duration::from_secs(5),
             hostname: None,
             webui_url: None,
             credentials: None,

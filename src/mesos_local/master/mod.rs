@@ -52,6 +52,8 @@ use allocator::Filter;
 pub(crate) use faults::Fault;
 pub use faults::{AgentView, FrameworkView, Snapshot, TaskView};
 
+/// Most commands handled before the allocation round they may have asked for runs.
+const MAX_DRAIN: usize = 1024;
 /// `Subscribed.heartbeat_interval_seconds`: a constant in Mesos.
 const HEARTBEAT_SECONDS: f64 = 15.0;
 /// The version we claim (`GET /version`, `MasterInfo.version`).
@@ -459,7 +461,19 @@ impl Master {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(cmd) = rx.recv() => self.handle(cmd),
+                Some(cmd) = rx.recv() => {
+                    self.handle(cmd);
+                    // What else is queued first, so that one round answers them all.
+                    for _ in 0..MAX_DRAIN {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    // A round a REVIVE or a SUBSCRIBE asked for runs now, as Mesos' allocator
+                    // runs one soon after a revive, not at the next tick.
+                    self.allocate_if_due(Instant::now());
+                }
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
         }
@@ -607,6 +621,12 @@ impl Master {
             tracing::info!(framework_id = %fid, "framework failover timeout; removing it");
             self.remove_framework(&fid, now);
         }
+        self.allocate_if_due(now);
+    }
+
+    /// Runs an allocation round if one is due: every `allocation_interval`, or at once after
+    /// a REVIVE or a SUBSCRIBE (which make it due).
+    fn allocate_if_due(&mut self, now: Instant) {
         if now >= self.next_allocation {
             self.next_allocation = now + self.cfg.allocation_interval;
             self.allocate(now);

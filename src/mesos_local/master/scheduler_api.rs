@@ -482,7 +482,9 @@ impl Master {
         }
         pool.subtract(&needed);
         self.agents[agent].allocated.add(&needed);
-        tracing::info!(framework_id = %fid, task_id = %task_id, agent_id = %self.agents[agent].id, "launching task");
+        // Per task at debug: a burst of launches would otherwise cost more in log lines than
+        // in launching.
+        tracing::debug!(framework_id = %fid, task_id = %task_id, agent_id = %self.agents[agent].id, "launching task");
         self.tasks.insert(
             TaskKey::new(fid, &task_id),
             Task {
@@ -664,7 +666,7 @@ impl Master {
                 });
             },
         );
-        tracing::info!(agent_id = %self.agents[agent].id, framework_id = %fid, executor_id = %eid, container_id = %container_id, "executor launching");
+        tracing::debug!(agent_id = %self.agents[agent].id, framework_id = %fid, executor_id = %eid, container_id = %container_id, "executor launching");
         self.executors.insert(
             key,
             Executor {
