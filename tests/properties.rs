@@ -446,17 +446,11 @@ const ESCAPING_TEMPLATE: &str = r#"{
 }"#;
 
 fn product() -> Product {
-    let now = Timestamp("2026-12-01T00:00:00.000Z".into());
-    Product {
-        name: Name::parse("prop").expect("valid name"),
-        version: Name::parse("1.0").expect("valid version"),
-        description: String::new(),
-        logo_url: None,
-        created_at: now.clone(),
-        updated_at: now,
-        parts: Default::default(),
-        files: None,
-    }
+    Product::new(
+        Name::parse("prop").expect("valid name"),
+        Name::parse("1.0").expect("valid version"),
+        Timestamp("2026-12-01T00:00:00.000Z".into()),
+    )
 }
 
 /// An admin launch with no volume roots (the templates here mount nothing).

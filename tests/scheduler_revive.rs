@@ -16,17 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 fn product() -> Product {
-    let now = Timestamp::now();
-    Product {
-        name: Name::parse("p").unwrap(),
-        version: Name::parse("1").unwrap(),
-        description: String::new(),
-        logo_url: None,
-        created_at: now.clone(),
-        updated_at: now,
-        parts: Default::default(),
-        files: None,
-    }
+    Product::new(
+        Name::parse("p").unwrap(),
+        Name::parse("1").unwrap(),
+        Timestamp::now(),
+    )
 }
 
 /// A freshly launched cluster of product `p` 1 with one node asking for `cpu`.

@@ -132,16 +132,7 @@ mod tests {
 
     /// The product of [`cluster`].
     fn product() -> Product {
-        Product {
-            name: Name::parse("p").unwrap(),
-            version: Name::parse("1").unwrap(),
-            description: String::new(),
-            logo_url: None,
-            created_at: at(0),
-            updated_at: at(0),
-            parts: Default::default(),
-            files: None,
-        }
+        Product::new(Name::parse("p").unwrap(), Name::parse("1").unwrap(), at(0))
     }
 
     fn destroy(c: &mut Cluster, when: u64) {

@@ -469,16 +469,7 @@ impl MinimalSetup {
         let now = Timestamp::now();
         let name = |s: &str| Name::parse(s).map_err(|e| setup("a product name", e));
         Ok(Self {
-            product: Product {
-                name: name("reference")?,
-                version: name("1.0.0")?,
-                description: String::new(),
-                logo_url: None,
-                created_at: now.clone(),
-                updated_at: now,
-                parts: Default::default(),
-                files: None,
-            },
+            product: Product::new(name("reference")?, name("1.0.0")?, now),
             options,
             size: o.size,
             image: o.image.clone(),

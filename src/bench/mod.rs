@@ -196,17 +196,11 @@ fn cluster(nodes: usize) -> Cluster {
 
 /// The product the clusters of [`cluster`] belong to.
 fn product() -> Product {
-    let now = Timestamp::now();
-    Product {
-        name: Name::parse("bench").expect("name"),
-        version: Name::parse("1").expect("name"),
-        description: String::new(),
-        logo_url: None,
-        created_at: now.clone(),
-        updated_at: now,
-        parts: Default::default(),
-        files: None,
-    }
+    Product::new(
+        Name::parse("bench").expect("name"),
+        Name::parse("1").expect("name"),
+        Timestamp::now(),
+    )
 }
 
 fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchError> {

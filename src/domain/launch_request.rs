@@ -400,17 +400,11 @@ mod tests {
     }, "services": {"s": {}}}"#;
 
     fn product() -> Product {
-        let now = Timestamp("2026-12-01T00:00:00.000Z".into());
-        Product {
-            name: Name::parse("reference").unwrap(),
-            version: Name::parse("1.0.0").unwrap(),
-            description: String::new(),
-            logo_url: None,
-            created_at: now.clone(),
-            updated_at: now,
-            parts: Default::default(),
-            files: None,
-        }
+        Product::new(
+            Name::parse("reference").unwrap(),
+            Name::parse("1.0.0").unwrap(),
+            Timestamp("2026-12-01T00:00:00.000Z".into()),
+        )
     }
 
     fn doc() -> OptionsDoc {

@@ -77,6 +77,22 @@ pub struct Product {
     pub files: Option<BundleFiles>,
 }
 
+impl Product {
+    /// A product with no parts yet, no description and no logo, made at `at`.
+    pub fn new(name: Name, version: Name, at: Timestamp) -> Self {
+        Self {
+            name,
+            version,
+            description: String::new(),
+            logo_url: None,
+            created_at: at.clone(),
+            updated_at: at,
+            parts: Parts::default(),
+            files: None,
+        }
+    }
+}
+
 /// The paths of a bundle's three parts inside the bundle folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleFiles {

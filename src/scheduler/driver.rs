@@ -1612,16 +1612,11 @@ mod tests {
     fn product_store() -> MemoryStore {
         let store = MemoryStore::new();
         store
-            .create_product(&crate::domain::Product {
-                name: Name::parse("p").unwrap(),
-                version: Name::parse("1").unwrap(),
-                description: String::new(),
-                logo_url: None,
-                created_at: ts(),
-                updated_at: ts(),
-                parts: Default::default(),
-                files: None,
-            })
+            .create_product(&crate::domain::Product::new(
+                Name::parse("p").unwrap(),
+                Name::parse("1").unwrap(),
+                ts(),
+            ))
             .unwrap();
         store
     }
