@@ -7,9 +7,11 @@
 //! - An update is persisted **before** it is acknowledged, so a crash loses no update:
 //!   Mesos resends whatever we did not acknowledge.
 //! - Events are handled in the order the master sent them. What already arrived is taken as
-//!   one batch (up to [`MAX_BATCH`]); a run of consecutive UPDATEs in it is applied with one
-//!   [`Store::update_clusters`] (one flush), and only then are its ACKs sent, concurrently.
-//!   Any other event ends the run: the updates before it are applied and acknowledged first.
+//!   one batch (up to [`MAX_BATCH`]; the stream reads ahead while the loop works, see
+//!   [`RecordStream`]); a run of consecutive UPDATEs in it is applied with one
+//!   [`Store::update_clusters`] (one flush), and only then are its ACKs handed to the
+//!   session's sender ([`Acks`]), which sends them concurrently while the loop goes on. Any
+//!   other event ends the run: the updates before it are applied first.
 //! - After every SUBSCRIBED nothing launches until explicit reconciliation of every known
 //!   task has answered (or timed out).
 //!
@@ -33,6 +35,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::acks::Acks;
 use super::offers::{self, OfferView};
 use super::seen::SeenOffers;
 use super::task_updates::{Applied, Observed, apply_update};
@@ -56,13 +59,14 @@ const KILL_SWEEP: Duration = Duration::from_secs(30);
 /// killed anyway (its own stop timeout is shorter).
 const STOP_SCRIPT_GRACE: Duration = Duration::from_secs(45);
 /// Most events taken from the stream before acting on them: a burst is handled as one
-/// batch, yet a flood cannot hold the loop (commits, ticks) for long.
-pub const MAX_BATCH: usize = 256;
+/// batch (a thousand updates of a hundred clusters: a hundred writes and one flush), yet a
+/// flood cannot hold the loop (commits, ticks) for long.
+pub const MAX_BATCH: usize = 1024;
 /// How long after SUBSCRIBED a launch may fail for want of offers when none came (a master
 /// without agents): a restart after the deadline of a launch still gives it a round.
 const OFFER_GRACE: Duration = Duration::from_secs(30);
-/// Most calls of one batch (its ACKs, a round's ACCEPTs) in flight at once: each takes a
-/// pooled connection to the master.
+/// Most calls in flight at once, each on a pooled connection to the master: a round's
+/// ACCEPTs, and apart from them the session's ACKs (see [`Acks`]).
 const MAX_CALLS_IN_FLIGHT: usize = 32;
 
 /// Errors that end a session; the loop resubscribes after a backoff.
@@ -105,6 +109,8 @@ struct Session {
     /// [`OFFER_GRACE`] to send some.
     subscribed_at: Instant,
     heartbeat_timeout: Duration,
+    /// Sends this session's ACKs (from SUBSCRIBED on).
+    acks: Option<Acks>,
 }
 
 pub struct Driver {
@@ -240,6 +246,7 @@ impl Driver {
             offers_seen: false,
             subscribed_at: now,
             heartbeat_timeout: Duration::from_secs(75),
+            acks: None,
         };
         self.status
             .send_modify(|st| st.leader = Some(s.leader.to_string()));
@@ -413,6 +420,13 @@ impl Driver {
             self.blocking(move |st| st.set_meta(FRAMEWORK_ID_KEY, &v))
                 .await?;
         }
+        s.acks = Some(Acks::spawn(
+            self.transport.clone(),
+            s.leader.clone(),
+            s.stream_id.clone(),
+            sub.framework_id.clone(),
+            MAX_CALLS_IN_FLIGHT,
+        ));
         s.framework_id = Some(sub.framework_id);
         s.subscribed_at = Instant::now();
         if let Some(h) = sub
@@ -460,7 +474,7 @@ impl Driver {
 
     /// Records a run of task updates, then acknowledges them: every update of one cluster
     /// is applied in one read-modify-write, all clusters in one [`Store::update_clusters`]
-    /// (one flush), and only after that flush are the ACKs sent, concurrently. An update
+    /// (one flush), and only after that flush are the ACKs handed to [`Acks`]. An update
     /// whose write failed is not acknowledged (Mesos resends it) and ends the session.
     async fn on_updates(
         &mut self,
@@ -562,7 +576,10 @@ impl Driver {
                 });
             }
         }
-        self.acknowledge(s, acks).await;
+        // Off the loop: the next events need not wait for a thousand calls to the master.
+        if let Some(a) = &s.acks {
+            a.send(acks);
+        }
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
@@ -615,19 +632,6 @@ impl Driver {
             state,
             ours: Some(obs),
         }
-    }
-
-    /// Sends the ACKs of a batch, at most [`MAX_CALLS_IN_FLIGHT`] at once over the pooled
-    /// transport. A lost ACK costs a resent update, which applies as a duplicate.
-    async fn acknowledge(&self, s: &Session, acks: Vec<call::Acknowledge>) {
-        futures_util::stream::iter(acks)
-            .map(|ack| async move {
-                self.send(s, call::Type::Acknowledge, |c| c.acknowledge = Some(ack))
-                    .await
-            })
-            .buffer_unordered(MAX_CALLS_IN_FLIGHT)
-            .for_each(|_| async {})
-            .await;
     }
 
     /// A commit of the store. Only a cluster that wants placement, is being destroyed or has

@@ -9,7 +9,8 @@
 //! - [`task_updates`]: how Mesos task updates change a cluster (pure).
 //! - [`seen`]: the agents as the last offers showed them, for dry runs; [`deadline`]: when a
 //!   launch that cannot be placed fails (pure).
-//! - [`driver`]: the event loop that ties them to the store and the master.
+//! - [`driver`]: the event loop that ties them to the store and the master; [`acks`] sends
+//!   its acknowledgements off the loop.
 //!
 //! It never serves HTTP and never imports the api: it learns what the api (or the
 //! orchestrator) wants from the store's commit notifications ([`Store::subscribe`]).
@@ -18,6 +19,7 @@
 /// that look for it here.
 pub use crate::recordio;
 
+pub mod acks;
 pub mod deadline;
 pub mod driver;
 pub mod launch;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::{FutureExt, Stream};
+use futures_util::Stream;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -430,18 +430,26 @@ pub struct Subscription {
     pub records: RecordStream,
 }
 
-/// The RecordIO records of a subscription's body, decoded as HTTP frames arrive.
+/// Most records read ahead of the consumer of a [`RecordStream`]: a burst that arrives while
+/// the event loop is busy waits here, decoded, to be taken as one batch.
+pub const READ_AHEAD: usize = 4096;
+
+/// The RecordIO records of a subscription's body.
 ///
 /// Yields `Ok(record)` per record, at most one `Err` (the stream is dead after it), then
 /// `None`; a clean end of the body (the master closed the stream) is just `None`.
 /// Dropping it closes the connection, which Mesos takes as a disconnect.
+///
+/// A task of its own reads the body and splits it into records as the bytes arrive, up to
+/// [`READ_AHEAD`] records ahead of the consumer. hyper reads the next chunk of a body only
+/// when asked for it, so without this task nothing would arrive while the event loop works,
+/// and [`RecordStream::try_next_record`] would find at most one record at a time.
 pub struct RecordStream {
-    body: Incoming,
-    decoder: Decoder,
+    records: tokio::sync::mpsc::Receiver<Result<Bytes, TransportError>>,
     endpoint: String,
-    done: bool,
-    /// Drives the dedicated connection; aborted (socket closed) when the stream is dropped,
-    /// so the connection task never outlives its owner.
+    /// The reading task, and the task that drives the dedicated connection: both aborted
+    /// (socket closed) when the stream is dropped, so neither outlives its owner.
+    _reader: AbortOnDropHandle<()>,
     _connection: AbortOnDropHandle<()>,
 }
 
@@ -449,29 +457,82 @@ impl fmt::Debug for RecordStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordStream")
             .field("endpoint", &self.endpoint)
-            .field("buffered", &self.decoder.buffered())
-            .field("done", &self.done)
+            .field("buffered", &self.records.len())
             .finish_non_exhaustive()
     }
 }
 
 impl RecordStream {
-    /// The next record, or `None` once the stream has ended.
-    ///
-    /// Cancel-safe: all state lives in `self`, so it can be raced in `select!` against a
-    /// heartbeat timer or shutdown without losing bytes.
-    pub async fn next_record(&mut self) -> Option<Result<Bytes, TransportError>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    /// Starts reading `body` ahead on a task of its own (see the type's docs).
+    fn spawn(
+        body: Incoming,
+        max_record_size: usize,
+        endpoint: String,
+        connection: AbortOnDropHandle<()>,
+    ) -> Self {
+        let (tx, records) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let mut reader = Reader {
+            body,
+            decoder: Decoder::with_max_record_size(max_record_size),
+            endpoint: endpoint.clone(),
+            done: false,
+        };
+        let task = tokio::spawn(async move {
+            while let Some(r) = std::future::poll_fn(|cx| Pin::new(&mut reader).poll_next(cx)).await
+            {
+                let failed = r.is_err();
+                if tx.send(r).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Self {
+            records,
+            endpoint,
+            _reader: AbortOnDropHandle::new(task),
+            _connection: connection,
+        }
     }
 
-    /// The next record if one is ready now (already buffered, or its bytes already
-    /// arrived), without waiting: `None` when the next record would need waiting, else what
+    /// The next record, or `None` once the stream has ended.
+    ///
+    /// Cancel-safe: it can be raced in `select!` against a heartbeat timer or shutdown
+    /// without losing a record.
+    pub async fn next_record(&mut self) -> Option<Result<Bytes, TransportError>> {
+        self.records.recv().await
+    }
+
+    /// The next record if one is ready now (its bytes already arrived), without waiting:
+    /// `None` when the next record would need waiting, else what
     /// [`RecordStream::next_record`] would return. The event loop takes a whole burst with
     /// it before acting on any of it.
     pub fn try_next_record(&mut self) -> Option<Option<Result<Bytes, TransportError>>> {
-        self.next_record().now_or_never()
+        use tokio::sync::mpsc::error::TryRecvError;
+        match self.records.try_recv() {
+            Ok(r) => Some(Some(r)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(None),
+        }
     }
+}
 
+impl Stream for RecordStream {
+    type Item = Result<Bytes, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.records.poll_recv(cx)
+    }
+}
+
+/// Splits a body into records as its frames arrive: what [`RecordStream`]'s task runs.
+struct Reader {
+    body: Incoming,
+    decoder: Decoder,
+    endpoint: String,
+    done: bool,
+}
+
+impl Reader {
     fn fail(&mut self, source: RecordIoError) -> Poll<Option<Result<Bytes, TransportError>>> {
         self.done = true;
         Poll::Ready(Some(Err(TransportError::RecordIo {
@@ -481,7 +542,7 @@ impl RecordStream {
     }
 }
 
-impl Stream for RecordStream {
+impl Stream for Reader {
     type Item = Result<Bytes, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -763,13 +824,12 @@ impl Transport {
                 got: String::from_utf8_lossy(got.as_bytes()).into_owned(),
             });
         }
-        let records = RecordStream {
-            body: response.into_body(),
-            decoder: Decoder::with_max_record_size(self.config.max_record_size),
-            endpoint: leader.to_string(),
-            done: false,
-            _connection: connection,
-        };
+        let records = RecordStream::spawn(
+            response.into_body(),
+            self.config.max_record_size,
+            leader.to_string(),
+            connection,
+        );
         Ok(Subscription {
             stream_id,
             leader,
@@ -1089,6 +1149,41 @@ c1
         drop(tx);
         assert!(sub.records.next_record().await.is_none());
         assert!(matches!(sub.records.try_next_record(), Some(None)));
+    }
+
+    /// The reason the stream has a reading task: records sent as separate chunks while
+    /// the consumer is busy elsewhere are all read (hyper alone reads a body's next chunk
+    /// only when asked), so the event loop then takes them as one batch.
+    #[tokio::test]
+    async fn records_are_read_ahead_while_the_consumer_is_busy() {
+        let (addr, _log, _server, mut streams) = leader(ContentType::Protobuf).await;
+        let mut sub = Transport::default()
+            .subscribe(&endpoint(addr), Bytes::new(), ContentType::Protobuf)
+            .await
+            .unwrap();
+        let tx = streams.recv().await.unwrap();
+        for i in 0..50u8 {
+            chunk(&tx, &encode(&[i])).await;
+        }
+        // The consumer does not touch the stream until every record was read ahead.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while sub.records.records.len() < 50 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of 50 records were read ahead",
+                sub.records.records.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut got = Vec::new();
+        while let Some(r) = sub.records.try_next_record() {
+            got.push(r.unwrap().unwrap()[0]);
+        }
+        assert_eq!(got, (0..50).collect::<Vec<u8>>());
+        assert!(
+            sub.records.try_next_record().is_none(),
+            "nothing more arrived"
+        );
     }
 
     #[tokio::test]
