@@ -319,6 +319,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
         &tracker,
     );
+    paas::memory::spawn_trimmer(paas::memory::TRIM_PERIOD, shutdown.clone(), &tracker);
     tokio::spawn(signal_shutdown(shutdown.clone()));
     // Tests start the server on port 0 and read the real address from this line.
     tracing::info!(listen = %local, data = %args.data.display(), "paas serving on http://{local}{}", api::routes::BASE);

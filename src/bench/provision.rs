@@ -140,7 +140,8 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
             let line = child.wait_line("mesos-local started", Duration::from_secs(60))?;
             let url = master_in(&line)
                 .ok_or_else(|| ProvisionError::Setup(format!("no master URL in {line:?}")))?;
-            child.serving_url(Duration::from_secs(60))?;
+            let child_url = child.serving_url(Duration::from_secs(60))?;
+            settled(&child_url, Duration::from_secs(30)).await;
             let where_ = format!(
                 "{agents} simulated agents in a child `paas serve` (pid {})",
                 child.pid()
@@ -338,6 +339,33 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
     Ok(())
 }
 
+/// Waits (at most `within`) until the child's own framework has declined its first offers.
+/// mesos-local offers every agent to it when it subscribes; while those offers are out, a
+/// framework that subscribes (this benchmark's) is offered nothing until the master's next
+/// allocation round, a second later, and that second would be counted as ours.
+async fn settled(child_url: &str, within: Duration) {
+    let client = crate::cli::Client::new(child_url, None);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(text) = client.get_text("/metrics").await
+            && declined(&text) > 0.0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("  (the master's own framework had declined no offer after {within:?}; going on)");
+}
+
+/// `paas_offers_declined_total` in a `/metrics` text (0 when absent).
+fn declined(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("paas_offers_declined_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The `q` quantile of sorted `v` (0 for none).
 fn percentile(v: &[f64], q: f64) -> f64 {
     match v.len() {
@@ -402,4 +430,19 @@ async fn collect(
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declined_offers_are_read_from_the_metrics_text() {
+        let text = "# HELP paas_offers_declined_total Offers declined.\n\
+                    # TYPE paas_offers_declined_total counter\n\
+                    paas_offers_declined_total 100\n\
+                    paas_offers_received_total 300\n";
+        assert_eq!(declined(text), 100.0);
+        assert_eq!(declined("paas_offers_received_total 3\n"), 0.0);
+    }
 }

@@ -315,6 +315,15 @@ impl Client {
         self.json("POST", path, Some(body)).await
     }
 
+    /// GETs `path` and returns the answer's body as text (`/metrics`, say).
+    ///
+    /// # Errors
+    /// [`CliError`] for connection errors and error answers.
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let (_, body) = self.call("GET", path, None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// PUTs raw bytes (a template, options document or script).
     ///
     /// # Errors
