@@ -98,3 +98,147 @@ impl Sender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A master that answers every call 202 after `delay`, and records each call with the
+    /// stream id it came with and the most calls it had in flight at once.
+    struct Master {
+        calls: Mutex<Vec<(String, Call)>>,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    async fn master(delay: Duration) -> (Endpoint, Arc<Master>, AbortOnDropHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let m = Arc::new(Master {
+            calls: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        });
+        let m2 = m.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let m = m2.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let m = m.clone();
+                    async move {
+                        let now = m.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.most.fetch_max(now, Ordering::SeqCst);
+                        let stream = req
+                            .headers()
+                            .get("Mesos-Stream-Id")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        tokio::time::sleep(delay).await;
+                        m.calls
+                            .lock()
+                            .unwrap()
+                            .push((stream, Call::decode(body).unwrap()));
+                        m.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(202)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    }
+                });
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        let endpoint = Endpoint::parse(&addr.to_string()).unwrap();
+        (endpoint, m, AbortOnDropHandle::new(task))
+    }
+
+    fn ack(i: u8) -> call::Acknowledge {
+        call::Acknowledge {
+            agent_id: mesos::AgentId { value: "a1".into() },
+            task_id: mesos::TaskId {
+                value: format!("t{i}"),
+            },
+            uuid: vec![i],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_ack_is_sent_once_with_the_session_and_at_most_in_flight_at_once() {
+        let (leader, m, _server) = master(Duration::from_millis(20)).await;
+        let acks = Acks::spawn(
+            Transport::default(),
+            leader,
+            StreamId::parse("stream-1").unwrap(),
+            mesos::FrameworkId { value: "fw".into() },
+            4,
+        );
+        // Queuing never waits for the master.
+        acks.send((0..40).map(ack));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while m.calls.lock().unwrap().len() < 40 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not every ACK arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let calls = m.calls.lock().unwrap().clone();
+        let mut uuids: Vec<u8> = calls
+            .iter()
+            .map(|(stream, c)| {
+                assert_eq!(stream, "stream-1");
+                assert_eq!(c.r#type, Some(call::Type::Acknowledge as i32));
+                assert_eq!(c.framework_id.as_ref().unwrap().value, "fw");
+                c.acknowledge.as_ref().unwrap().uuid[0]
+            })
+            .collect();
+        uuids.sort_unstable();
+        assert_eq!(uuids, (0..40).collect::<Vec<u8>>(), "each once");
+        let most = m.most.load(Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&most),
+            "sent concurrently, at most 4 at once: {most}"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_sender_stops_what_is_still_queued() {
+        let (leader, m, _server) = master(Duration::from_millis(200)).await;
+        let acks = Acks::spawn(
+            Transport::default(),
+            leader,
+            StreamId::parse("stream-1").unwrap(),
+            mesos::FrameworkId { value: "fw".into() },
+            1,
+        );
+        acks.send((0..10).map(ack));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(acks);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            m.calls.lock().unwrap().len() <= 1,
+            "a session's ACKs end with it"
+        );
+    }
+}
