@@ -331,13 +331,6 @@ impl Master {
                 error = Some("Aggregated offers must be allocated to the same role".into());
             }
         }
-        let launches: Vec<mesos::TaskInfo> = a
-            .operations
-            .iter()
-            .filter(|op| op.r#type == Some(mesos::offer::operation::Type::Launch as i32))
-            .filter_map(|op| op.launch.as_ref())
-            .flat_map(|l| l.task_infos.clone())
-            .collect();
         if let Some(error) = error {
             // The valid ones among them are consumed anyway, their resources recovered.
             for id in &ids {
@@ -349,6 +342,14 @@ impl Master {
                 TaskState::TaskLost
             };
             tracing::info!(framework_id = %fid, %error, "ACCEPT with invalid offers");
+            // Only an invalid ACCEPT needs its launches before their operations run: they are
+            // not copied up front for every ACCEPT (thousands of TaskInfos at scale).
+            let launches = a
+                .operations
+                .iter()
+                .filter(|op| op.r#type == Some(mesos::offer::operation::Type::Launch as i32))
+                .filter_map(|op| op.launch.as_ref())
+                .flat_map(|l| &l.task_infos);
             for t in launches {
                 let mut s = master_status(&t.task_id.value, lost, Reason::InvalidOffers);
                 s.message = Some(format!("Task launched with invalid offers: {error}"));
