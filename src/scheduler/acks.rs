@@ -173,6 +173,17 @@ mod tests {
         (endpoint, m, AbortOnDropHandle::new(task))
     }
 
+    /// The sender of session `stream-1` of framework `fw`.
+    fn session_acks(leader: Endpoint, in_flight: usize) -> Acks {
+        Acks::spawn(
+            Transport::default(),
+            leader,
+            StreamId::parse("stream-1").unwrap(),
+            mesos::FrameworkId { value: "fw".into() },
+            in_flight,
+        )
+    }
+
     fn ack(i: u8) -> call::Acknowledge {
         call::Acknowledge {
             agent_id: mesos::AgentId { value: "a1".into() },
@@ -186,13 +197,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_ack_is_sent_once_with_the_session_and_at_most_in_flight_at_once() {
         let (leader, m, _server) = master(Duration::from_millis(20)).await;
-        let acks = Acks::spawn(
-            Transport::default(),
-            leader,
-            StreamId::parse("stream-1").unwrap(),
-            mesos::FrameworkId { value: "fw".into() },
-            4,
-        );
+        let acks = session_acks(leader, 4);
         // Queuing never waits for the master.
         acks.send((0..40).map(ack));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -225,13 +230,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_sender_stops_what_is_still_queued() {
         let (leader, m, _server) = master(Duration::from_millis(200)).await;
-        let acks = Acks::spawn(
-            Transport::default(),
-            leader,
-            StreamId::parse("stream-1").unwrap(),
-            mesos::FrameworkId { value: "fw".into() },
-            1,
-        );
+        let acks = session_acks(leader, 1);
         acks.send((0..10).map(ack));
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(acks);

@@ -989,6 +989,22 @@ mod tests {
         (addr, log, AbortOnDropHandle::new(task))
     }
 
+    /// A protobuf subscription to a test leader, the sender that feeds its body, and the
+    /// leader (stopped when dropped).
+    async fn subscribed() -> (
+        Subscription,
+        mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+        AbortOnDropHandle<()>,
+    ) {
+        let (addr, _log, server, mut streams) = leader(ContentType::Protobuf).await;
+        let sub = Transport::default()
+            .subscribe(&endpoint(addr), Bytes::new(), ContentType::Protobuf)
+            .await
+            .unwrap();
+        let tx = streams.recv().await.unwrap();
+        (sub, tx, server)
+    }
+
     fn respond(status: u16, body: &'static str) -> Response<TestBody> {
         Response::builder()
             .status(status)
@@ -1116,12 +1132,7 @@ mod tests {
 
     #[tokio::test]
     async fn try_next_record_takes_what_arrived_and_never_waits() {
-        let (addr, _log, _server, mut streams) = leader(ContentType::Protobuf).await;
-        let mut sub = Transport::default()
-            .subscribe(&endpoint(addr), Bytes::new(), ContentType::Protobuf)
-            .await
-            .unwrap();
-        let tx = streams.recv().await.unwrap();
+        let (mut sub, tx, _server) = subscribed().await;
         assert!(
             sub.records.try_next_record().is_none(),
             "nothing arrived yet"
@@ -1156,12 +1167,7 @@ c1
     /// only when asked), so the event loop then takes them as one batch.
     #[tokio::test]
     async fn records_are_read_ahead_while_the_consumer_is_busy() {
-        let (addr, _log, _server, mut streams) = leader(ContentType::Protobuf).await;
-        let mut sub = Transport::default()
-            .subscribe(&endpoint(addr), Bytes::new(), ContentType::Protobuf)
-            .await
-            .unwrap();
-        let tx = streams.recv().await.unwrap();
+        let (mut sub, tx, _server) = subscribed().await;
         for i in 0..50u8 {
             chunk(&tx, &encode(&[i])).await;
         }
@@ -1238,12 +1244,7 @@ c1
     #[tokio::test]
     async fn corrupt_or_truncated_streams_end_with_one_error() {
         for (wire, truncated) in [(&b"2\nokX\n"[..], false), (&b"2\nok5\nab"[..], true)] {
-            let (addr, _log, _server, mut streams) = leader(ContentType::Protobuf).await;
-            let mut sub = Transport::default()
-                .subscribe(&endpoint(addr), Bytes::new(), ContentType::Protobuf)
-                .await
-                .unwrap();
-            let tx = streams.recv().await.unwrap();
+            let (mut sub, tx, _server) = subscribed().await;
             chunk(&tx, wire).await;
             drop(tx);
             assert_eq!(
