@@ -169,6 +169,7 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    paas::memory::tune();
     let cli = Cli::parse();
     // Written to ./dhat-heap.json when dropped, at the end of `main`: `serve` must end by
     // SIGTERM or Ctrl-C (a clean shutdown), not be killed.
