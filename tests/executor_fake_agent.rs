@@ -177,7 +177,7 @@ fn subscribed() -> Event {
 
 fn launch(task_id: &str, script: &str) -> Event {
     let data = NodeLaunch {
-        cluster_id: ClusterId::random(),
+        cluster_id: ClusterId::generate(),
         node: "n1".into(),
         command: Some(Command::Argv(vec![
             "/bin/sh".into(),

@@ -139,7 +139,7 @@ async fn scenario(
         let task_id = format!("paas-exec-test-{run}-{node}");
         let is_sleeper = argv.len() == 3;
         let launch = NodeLaunch {
-            cluster_id: ClusterId::random(),
+            cluster_id: ClusterId::generate(),
             node: (*node).to_owned(),
             command: Some(Command::Argv(
                 argv.iter().map(|s| (*s).to_owned()).collect(),

@@ -73,7 +73,7 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
             .put_part(&name, &version, Part::Orchestrator, s, &t())
             .unwrap();
     }
-    let id = ClusterId::random();
+    let id = ClusterId::generate();
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("examples/products/reference/minimal.json"),
@@ -320,7 +320,7 @@ async fn the_commit_of_the_last_running_node_starts_configuration_without_a_scan
     // A `scheduled` cluster stored before the start, only the first scan can find: once
     // it moves, that scan is over and the next one is an hour away.
     let mut sentinel = f.store.cluster(f.id).unwrap().unwrap();
-    sentinel.id = ClusterId::random();
+    sentinel.id = ClusterId::generate();
     sentinel.status = ClusterStatus::Scheduled;
     // It must not reach (and disturb) the nodes of the cluster under test.
     for n in &mut sentinel.nodes {

@@ -27,7 +27,7 @@ fn product() -> Product {
 fn launch(cpu: f64) -> Cluster {
     let spec = json!({"nodes": {"n0": {"docker_image": "i", "cpu": cpu, "mem": 16}}});
     Cluster::new(
-        ClusterId::random(),
+        ClusterId::generate(),
         "alice".into(),
         Name::parse("p").unwrap(),
         Name::parse("1").unwrap(),

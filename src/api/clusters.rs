@@ -273,7 +273,7 @@ fn record_launch(
 ) -> Result<(ClusterId, usize), ApiError> {
     let parts = LaunchParts::read(s, name, version)?;
     let fresh = Fresh {
-        id: ClusterId::random(),
+        id: ClusterId::generate(),
         secret: new_secret(),
         make_secret: new_template_secret,
         now: Timestamp::now(),

@@ -148,7 +148,7 @@ impl Probe<'_, '_> {
         request.cluster(
             &self.state.renderer,
             Fresh {
-                id: ClusterId::random(),
+                id: ClusterId::generate(),
                 secret: String::new(),
                 make_secret: String::new,
                 now: Timestamp::now(),
@@ -363,7 +363,7 @@ mod tests {
         )
         .unwrap();
         Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "u".into(),
             crate::domain::Name::parse("p").unwrap(),
             crate::domain::Name::parse("1").unwrap(),

@@ -679,7 +679,7 @@ mod tests {
             hub.subscribe(Scope::Owner("alice".into()), none()),
             hub.subscribe(Scope::All, none()),
         );
-        let (c, unseen) = (cluster(), ClusterId::random());
+        let (c, unseen) = (cluster(), ClusterId::generate());
         let mut seen = HashMap::new();
         hub.on_cluster(&mut seen, &c);
         for id in [c.id, unseen] {
@@ -710,7 +710,7 @@ mod tests {
         let Body::Stream(mut fast) = hub.subscribe(Scope::All, none()) else {
             panic!()
         };
-        let id = ClusterId::random();
+        let id = ClusterId::generate();
         for _ in 0..SUBSCRIBER_BUFFER + 1 {
             hub.publish(
                 id,

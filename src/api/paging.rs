@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn cursors_are_what_the_registry_makes() {
         let c = crate::domain::Cluster::new(
-            crate::domain::ClusterId::random(),
+            crate::domain::ClusterId::generate(),
             "alice".into(),
             crate::domain::Name::parse("p").unwrap(),
             crate::domain::Name::parse("1").unwrap(),

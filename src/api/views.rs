@@ -298,7 +298,7 @@ mod tests {
     fn a_hit_checks_the_owner_every_time() {
         let (tx, rx) = broadcast::channel(16);
         let v = Views::new(rx);
-        let id = ClusterId::random();
+        let id = ClusterId::generate();
         let t = miss(&v, id);
         v.put(id, "alice", Bytes::from_static(b"{}"), t);
         assert_eq!(hit(&v, id, &user("alice")), &b"{}"[..]);
@@ -311,7 +311,7 @@ mod tests {
     fn a_commit_drops_the_entry_and_a_purge_too() {
         let (tx, rx) = broadcast::channel(16);
         let v = Views::new(rx);
-        let (a, b) = (ClusterId::random(), ClusterId::random());
+        let (a, b) = (ClusterId::generate(), ClusterId::generate());
         for id in [a, b] {
             let t = miss(&v, id);
             v.put(id, "alice", Bytes::from_static(b"old"), t);
@@ -330,7 +330,7 @@ mod tests {
     fn a_body_read_before_a_commit_is_not_kept() {
         let (tx, rx) = broadcast::channel(16);
         let v = Views::new(rx);
-        let id = ClusterId::random();
+        let id = ClusterId::generate();
         let t = miss(&v, id);
         tx.send(Commit::Cluster(cluster(id))).unwrap();
         v.put(id, "alice", Bytes::from_static(b"stale"), t);
@@ -347,11 +347,11 @@ mod tests {
     fn a_lag_drops_everything_and_a_closed_channel_stops_caching() {
         let (tx, rx) = broadcast::channel(2);
         let v = Views::new(rx);
-        let id = ClusterId::random();
+        let id = ClusterId::generate();
         let t = miss(&v, id);
         v.put(id, "alice", Bytes::from_static(b"x"), t);
         for _ in 0..3 {
-            tx.send(Commit::Purged(ClusterId::random())).unwrap();
+            tx.send(Commit::Purged(ClusterId::generate())).unwrap();
         }
         miss(&v, id);
         drop(tx);
@@ -365,7 +365,7 @@ mod tests {
     fn entries_and_bytes_stay_within_bounds() {
         let (tx, rx) = broadcast::channel(16);
         let v = Views::with_bounds(rx, 3, 800);
-        let ids: Vec<ClusterId> = (0..50).map(|_| ClusterId::random()).collect();
+        let ids: Vec<ClusterId> = (0..50).map(|_| ClusterId::generate()).collect();
         for (i, id) in ids.iter().enumerate() {
             let t = miss(&v, *id);
             v.put(*id, "alice", Bytes::from(vec![b'x'; 10 + i]), t);
@@ -379,7 +379,7 @@ mod tests {
         assert!(v.lock().order.len() <= 2 * 3 + 16 + 1);
         // The newest stays; a body over an eighth of the byte bound is never kept.
         hit(&v, ids[49], &admin());
-        let big = ClusterId::random();
+        let big = ClusterId::generate();
         let t = miss(&v, big);
         v.put(big, "alice", Bytes::from(vec![b'x'; 101]), t);
         miss(&v, big);
@@ -387,7 +387,7 @@ mod tests {
         let (_open, rx) = broadcast::channel(1);
         let byte_bound = Views::with_bounds(rx, 100, 800);
         for _ in 0..20 {
-            let id = ClusterId::random();
+            let id = ClusterId::generate();
             let t = miss(&byte_bound, id);
             byte_bound.put(id, "alice", Bytes::from(vec![b'x'; 100]), t);
             assert!(byte_bound.size().1 <= 800);

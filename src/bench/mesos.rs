@@ -498,7 +498,7 @@ impl MinimalSetup {
             },
         };
         let fresh = Fresh {
-            id: ClusterId::random(),
+            id: ClusterId::generate(),
             secret: uuid::Uuid::new_v4().simple().to_string(),
             make_secret: || uuid::Uuid::new_v4().simple().to_string(),
             now: Timestamp::now(),

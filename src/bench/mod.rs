@@ -183,7 +183,7 @@ fn cluster(nodes: usize) -> Cluster {
     let spec = ClusterSpec::parse(&json!({"nodes": spec, "services": {"s": {}}}).to_string())
         .expect("valid spec");
     Cluster::new(
-        ClusterId::random(),
+        ClusterId::generate(),
         "bench".into(),
         Name::parse("bench").expect("name"),
         Name::parse("1").expect("name"),

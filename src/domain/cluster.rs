@@ -661,7 +661,7 @@ impl Cluster {
         let spec = ClusterSpec::parse(&serde_json::json!({ "nodes": nodes }).to_string())
             .expect("a test cluster's nodes parse");
         Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "alice".into(),
             Name::parse("p").expect("valid name"),
             Name::parse("1").expect("valid name"),
@@ -886,7 +886,7 @@ mod tests {
     fn records_round_trip_through_json() {
         let s = spec(json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1, "command": ["sleep", "1"]}}})).unwrap();
         let c = Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "alice".into(),
             Name::parse("p").unwrap(),
             Name::parse("1").unwrap(),
@@ -951,7 +951,7 @@ mod tests {
             (NodeStatus::Running, Some("0f8e-S12"), 3)
         );
         let mut c = Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "alice".into(),
             Name::parse("p").unwrap(),
             Name::parse("1").unwrap(),
@@ -1003,7 +1003,7 @@ mod tests {
         let s = spec(json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}})).unwrap();
         let t = |s: &str| Timestamp(s.into());
         let mut c = Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "u".into(),
             Name::parse("p").unwrap(),
             Name::parse("1").unwrap(),

@@ -368,7 +368,7 @@ mod tests {
             policy: USER,
         };
         let fresh = Fresh {
-            id: ClusterId::random(),
+            id: ClusterId::generate(),
             secret: "s".into(),
             make_secret: || "x".repeat(64),
             now: Timestamp("t0".into()),

@@ -1163,7 +1163,7 @@ mod tests {
                 continue;
             }
             for node in [NodeStatus::Running, NodeStatus::Queued, NodeStatus::Lost] {
-                let mut c = staging_cluster(ClusterId::random(), 2);
+                let mut c = staging_cluster(ClusterId::generate(), 2);
                 c.status = status;
                 for n in &mut c.nodes {
                     n.observed.status = node;

@@ -262,7 +262,7 @@ mod tests {
         opts.insert("size".into(), json!(3));
         opts.insert("up".into(), json!(".."));
         let mut c = Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "alice".into(),
             Name::parse("reference").unwrap(),
             Name::parse("1.0.0").unwrap(),
@@ -362,7 +362,7 @@ mod reference_product {
 
     #[test]
     fn renders_at_launch_then_names_peers_at_configure_time() {
-        let id = ClusterId::random();
+        let id = ClusterId::generate();
         let ctx = json!({"opts": {"size": 3, "cpu": 0.1, "mem": 64}, "cluster_id": id.to_string(),
                          "user": "u", "product": "reference", "version": "1.0.0", "node_image": "img"});
         let spec_text = Renderer::spec().render(TEMPLATE, &ctx).unwrap();

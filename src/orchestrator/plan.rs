@@ -292,7 +292,7 @@ mod tests {
         .unwrap();
         let t = || Timestamp("t".into());
         let mut c = Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "u".into(),
             Name::parse("p").unwrap(),
             Name::parse("1").unwrap(),

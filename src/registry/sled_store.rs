@@ -1138,7 +1138,7 @@ mod tests {
         let others: Vec<ClusterId> = (0..4)
             .map(|_| {
                 let mut c = store.cluster(first).unwrap().unwrap();
-                c.id = ClusterId::random();
+                c.id = ClusterId::generate();
                 store.create_cluster(&c).unwrap();
                 c.id
             })
@@ -1175,7 +1175,7 @@ mod tests {
         let mut keep = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Keep) };
         let mut missing = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Write) };
         let mut batch: [BatchUpdate<'_>; 2] =
-            [(first, &mut keep), (ClusterId::random(), &mut missing)];
+            [(first, &mut keep), (ClusterId::generate(), &mut missing)];
         let before = flushes(&store);
         let results = store.update_clusters(&mut batch);
         assert!(results[0].is_ok() && matches!(results[1], Err(StoreError::NotFound(_))));

@@ -46,7 +46,7 @@ pub fn cluster_with(owner: &str, n: &str, v: &str, at: &str, nodes: &[&str]) -> 
         .collect();
     let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
     Cluster::new(
-        ClusterId::random(),
+        ClusterId::generate(),
         owner.into(),
         name(n),
         name(v),
@@ -230,7 +230,7 @@ fn clusters(store: &dyn Store) {
         .collect();
     assert_eq!(ids, [c0.id, c1.id], "oldest first");
     assert_eq!(store.cluster(c1.id).unwrap().unwrap(), c1);
-    assert!(store.cluster(ClusterId::random()).unwrap().is_none());
+    assert!(store.cluster(ClusterId::generate()).unwrap().is_none());
 
     let updated = store
         .update_cluster(c1.id, &mut |c| {
@@ -261,7 +261,7 @@ fn clusters(store: &dyn Store) {
         ClusterStatus::Scheduling
     );
     assert!(matches!(
-        store.update_cluster(ClusterId::random(), &mut |_| Ok(Update::Write)),
+        store.update_cluster(ClusterId::generate(), &mut |_| Ok(Update::Write)),
         Err(StoreError::NotFound(_))
     ));
 
@@ -324,7 +324,7 @@ fn delete_guard(store: &dyn Store) {
 }
 
 fn logs_and_meta(store: &dyn Store) {
-    let id = ClusterId::random();
+    let id = ClusterId::generate();
     assert!(store.log(id).unwrap().is_empty());
     let mut announced = store.subscribe_logs();
     store.append_log(id, b"one\n").unwrap();
@@ -437,7 +437,7 @@ fn node_changes(store: &dyn Store) {
     assert!(matches!(err, Err(StoreError::Rejected(_))), "{err:?}");
     assert_eq!(store.cluster(c.id).unwrap().unwrap(), written);
     let err = store.update_cluster(c.id, &mut |c| {
-        c.id = ClusterId::random();
+        c.id = ClusterId::generate();
         Ok(Update::Write)
     });
     assert!(matches!(err, Err(StoreError::Rejected(_))), "{err:?}");
@@ -471,7 +471,7 @@ fn batches(store: &dyn Store) {
         Ok(Update::Write)
     };
     let mut never = |_: &mut Cluster| -> Result<Update, String> { Ok(Update::Write) };
-    let unknown = ClusterId::random();
+    let unknown = ClusterId::generate();
     let mut batch: [BatchUpdate<'_>; 5] = [
         (a.id, &mut schedule),
         (unknown, &mut never),
@@ -642,7 +642,7 @@ fn pages(store: &dyn Store) {
     // Empty pages: nothing matches, a cursor past the end, a limit of 0.
     let none = store.clusters_page(&filters[7], 10, None).unwrap();
     assert!(none.clusters.is_empty() && none.next.is_none());
-    let end = format!("9999-12-31T23:59:59.999Z_{}", ClusterId::random());
+    let end = format!("9999-12-31T23:59:59.999Z_{}", ClusterId::generate());
     let past = store
         .clusters_page(&ListFilter::default(), 10, Some(&end))
         .unwrap();
@@ -661,7 +661,7 @@ fn pages(store: &dyn Store) {
     assert_eq!(ids, [after.id]);
 
     // A cursor that `cursor_of` cannot have made is an error.
-    let id = ClusterId::random();
+    let id = ClusterId::generate();
     for bad in [
         String::new(),
         "garbage".to_string(),

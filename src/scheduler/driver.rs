@@ -1586,7 +1586,7 @@ mod tests {
 
     /// A `scheduling` cluster of `n` nodes, each staging its attempt 1.
     fn staging(n: usize) -> Cluster {
-        super::super::task_updates::staging_cluster(ClusterId::random(), n)
+        super::super::task_updates::staging_cluster(ClusterId::generate(), n)
     }
 
     fn running(c: &Cluster, node: usize) -> (ClusterId, String, Observed) {
@@ -1604,7 +1604,7 @@ mod tests {
 
     #[test]
     fn updates_group_by_cluster_in_order_of_first_appearance() {
-        let (a, b) = (ClusterId::random(), ClusterId::random());
+        let (a, b) = (ClusterId::generate(), ClusterId::generate());
         assert_eq!(
             group_by_cluster([a, b, a, a, b].into_iter()),
             [(a, vec![0, 2, 3]), (b, vec![1, 4])]

@@ -603,7 +603,7 @@ mod tests {
             .collect();
         let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
         Cluster::new(
-            ClusterId::random(),
+            ClusterId::generate(),
             "u".into(),
             Name::parse("p").unwrap(),
             Name::parse("1").unwrap(),

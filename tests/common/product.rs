@@ -66,7 +66,7 @@ impl Product {
             },
         };
         let fresh = Fresh {
-            id: ClusterId::random(),
+            id: ClusterId::generate(),
             secret: "secret".into(),
             make_secret: || {
                 format!(
