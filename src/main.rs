@@ -313,6 +313,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         volume_roots: args.volume_root.clone(),
         views: api::views::Views::spawn(store.as_ref(), shutdown.clone(), &tracker),
         events: api::events::Hub::spawn(store.as_ref(), shutdown.clone(), &tracker),
+        launch_parts: api::PartsCache::default(),
     });
     api::retention::spawn(
         store.clone(),

@@ -1568,8 +1568,9 @@ async fn launch_tagged(s: &Server, version: &str, size: u64) -> common::Resp {
     call("POST", &url, format!(r#"{{"size": {size}}}"#), &[JSON]).await
 }
 
-/// Templates are compiled once and kept: a launch must still render the product's template
-/// as it is now, after a new upload and after the product is deleted and registered again,
+/// Templates are compiled once and kept, and a product's parts are kept parsed: a launch
+/// must still render the product's template with its options document as they are now,
+/// after a new upload and after the product is deleted and registered again,
 /// and a template that fails with the given options is a clear error that records nothing.
 #[tokio::test]
 async fn a_launch_renders_the_template_as_it_is_now() {
@@ -1589,6 +1590,21 @@ async fn a_launch_renders_the_template_as_it_is_now() {
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(first_node_tags(&s, &id).await, json!(["v2"]));
+
+    // New options (the size now defaults to 3): the next launch reads them, not the ones
+    // of the launches before (each product's parts are kept parsed between changes).
+    let url = s.api("/products/p/1/options");
+    let r = call("PUT", &url, r#"{"optional": {"size": 3}}"#, &[JSON]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call("POST", &s.api("/products/p/1"), "{}", &[JSON]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        common::cluster(&s, &id).await["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
 
     // Fails with these options only (a range over its bound): 422, and nothing recorded.
     let before = get(&s.api("/clusters")).await.text();

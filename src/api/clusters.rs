@@ -193,7 +193,8 @@ pub(super) async fn launch(
     };
     if query.dry_run {
         let (n, v) = (name.clone(), version.clone());
-        let parts = blocking(state, move |s| Ok(LaunchParts::read(s, &n, &v))).await??;
+        let cached = Arc::clone(state);
+        let parts = blocking(state, move |s| Ok(cached.launch_parts.get(s, &n, &v))).await??;
         let request = parts.request(state, who, &user_opts);
         return dry_run::answer(state, who, &request).await;
     }
@@ -220,6 +221,64 @@ pub(super) async fn launch(
         ),
         &url,
     ))
+}
+
+/// Products kept parsed at most (an operator registers a handful; past this, launches of
+/// the others read their parts each time until the catalog changes).
+const MAX_CACHED_PARTS: usize = 256;
+
+/// The launch parts of the products launched lately, parsed once per catalog generation
+/// ([`Store::catalog_generation`]): a launch reads and parses a product's record, template
+/// and options document again only after a product changed.
+#[derive(Default)]
+pub struct PartsCache {
+    inner: std::sync::Mutex<CachedParts>,
+}
+
+#[derive(Default)]
+struct CachedParts {
+    /// The catalog generation every entry was read at (or after).
+    generation: u64,
+    parts: std::collections::HashMap<(Name, Name), Arc<LaunchParts>>,
+}
+
+impl PartsCache {
+    /// The parts of `name`/`version` as [`LaunchParts::read`] reads them, from the cache if
+    /// no product changed since they were read. Errors are not kept.
+    fn get(
+        &self,
+        s: &dyn Store,
+        name: &Name,
+        version: &Name,
+    ) -> Result<Arc<LaunchParts>, ApiError> {
+        let lock = || {
+            self.inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        // Read before the parts: a change after this makes the entry stale, never wrong.
+        let generation = s.catalog_generation();
+        let key = (name.clone(), version.clone());
+        {
+            let g = lock();
+            if g.generation == generation
+                && let Some(p) = g.parts.get(&key)
+            {
+                return Ok(Arc::clone(p));
+            }
+        }
+        let parts = Arc::new(LaunchParts::read(s, name, version)?);
+        let mut g = lock();
+        if generation > g.generation {
+            g.parts.clear();
+            g.generation = generation;
+        }
+        // Read at an older generation than the cache's: used once, not kept.
+        if generation == g.generation && g.parts.len() < MAX_CACHED_PARTS {
+            g.parts.insert(key, Arc::clone(&parts));
+        }
+        Ok(parts)
+    }
 }
 
 /// What a launch of a product is made from, read from the store.
@@ -271,7 +330,7 @@ fn record_launch(
     user_opts: &Map<String, Value>,
     placement_timeout_s: Option<u64>,
 ) -> Result<(ClusterId, usize), ApiError> {
-    let parts = LaunchParts::read(s, name, version)?;
+    let parts = state.launch_parts.get(s, name, version)?;
     let fresh = Fresh {
         id: ClusterId::generate(),
         secret: new_secret(),

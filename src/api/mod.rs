@@ -45,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::registry::{self, Store, StoreError};
 
 pub use auth::{Auth, Principal, Role};
+pub use clusters::PartsCache;
 pub use error::ApiError;
 pub use guard::HostPolicy;
 
@@ -156,6 +157,8 @@ pub struct AppState {
     /// Live events for `GET /events` and per-cluster streams, fed by the store's
     /// announcements ([`events::Hub::spawn`]).
     pub events: Arc<events::Hub>,
+    /// Each product's launch parts, parsed once per change of the catalog.
+    pub launch_parts: PartsCache,
 }
 
 /// The answer to a connection over the per-client cap, written before it is closed.

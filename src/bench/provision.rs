@@ -180,6 +180,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         volume_roots: Vec::new(),
         views: api::views::Views::spawn(store.as_ref(), shutdown.clone(), &tracker),
         events: api::events::Hub::spawn(store.as_ref(), shutdown.clone(), &tracker),
+        launch_parts: api::PartsCache::default(),
     });
     tracker.spawn(api::serve(listener, state, shutdown.clone()));
     if o.configure {

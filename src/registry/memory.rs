@@ -37,6 +37,8 @@ struct Inner {
     order: BTreeMap<String, ClusterId>,
     logs: BTreeMap<ClusterId, Vec<u8>>,
     meta: BTreeMap<String, String>,
+    /// See [`Store::catalog_generation`].
+    catalog_generation: u64,
 }
 
 impl MemoryStore {
@@ -68,6 +70,7 @@ impl Store for MemoryStore {
             )));
         }
         g.products.insert(key, p.clone());
+        g.catalog_generation += 1;
         Ok(())
     }
 
@@ -103,6 +106,7 @@ impl Store for MemoryStore {
             (name.clone(), version.clone(), part.as_str()),
             data.to_vec(),
         );
+        g.catalog_generation += 1;
         Ok(p)
     }
 
@@ -121,6 +125,7 @@ impl Store for MemoryStore {
                 .insert((key.0.clone(), key.1.clone(), part.as_str()), data.to_vec());
         }
         g.products.insert(key, stored.clone());
+        g.catalog_generation += 1;
         Ok((stored, new))
     }
 
@@ -155,6 +160,7 @@ impl Store for MemoryStore {
             g.parts
                 .remove(&(name.clone(), version.clone(), part.as_str()));
         }
+        g.catalog_generation += 1;
         Ok(())
     }
 
@@ -316,6 +322,10 @@ impl Store for MemoryStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn catalog_generation(&self) -> u64 {
+        self.lock().catalog_generation
     }
 }
 

@@ -471,6 +471,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Storage errors.
     fn flush(&self) -> Result<(), StoreError>;
+    /// A number that grows with every change of a product or of its parts (create, part,
+    /// bundle, delete), once the change is visible to reads: what was read of the catalog
+    /// after seeing generation `g` is current for as long as the generation is still `g`.
+    /// Not kept across restarts.
+    fn catalog_generation(&self) -> u64;
 }
 
 pub(crate) fn product_key(name: &Name, version: &Name) -> Vec<u8> {

@@ -108,6 +108,8 @@ pub struct SledStore {
     tally: Mutex<Tally>,
     /// The clusters read or written last, decoded (see [`Decoded`]).
     decoded: Decoded,
+    /// See [`Store::catalog_generation`]; moved after each product write.
+    catalog_generation: AtomicU64,
 }
 
 impl SledStore {
@@ -152,6 +154,7 @@ impl SledStore {
             logs_announced: broadcast::channel(LOG_BUFFER).0,
             tally: Mutex::default(),
             decoded: Decoded::default(),
+            catalog_generation: AtomicU64::new(0),
         };
         let converted = store.migrate()?;
         if converted > 0 {
@@ -223,6 +226,11 @@ impl SledStore {
 
     fn durable(&self) -> Result<(), StoreError> {
         self.commit.sync(|| self.db.flush().map(drop))
+    }
+
+    /// A product write is visible: readers of the catalog must read it again.
+    fn catalog_changed(&self) {
+        self.catalog_generation.fetch_add(1, Ordering::Release);
     }
 
     fn lock_catalog(&self) -> MutexGuard<'_, ()> {
@@ -554,6 +562,7 @@ impl Store for SledStore {
         self.products
             .compare_and_swap(&key, None::<&[u8]>, Some(encode(p)))?
             .map_err(|_| StoreError::AlreadyExists(format!("product {}/{}", p.name, p.version)))?;
+        self.catalog_changed();
         self.durable()
     }
 
@@ -600,6 +609,7 @@ impl Store for SledStore {
                 Ok(p)
             })
             .map_err(tx_error)?;
+        self.catalog_changed();
         self.durable()?;
         Ok(out)
     }
@@ -625,6 +635,7 @@ impl Store for SledStore {
                 Ok((stored, old.is_none()))
             })
             .map_err(tx_error)?;
+        self.catalog_changed();
         self.durable()?;
         Ok(out)
     }
@@ -670,6 +681,7 @@ impl Store for SledStore {
                 Ok(())
             })
             .map_err(tx_error)?;
+        self.catalog_changed();
         self.durable()
     }
 
@@ -876,6 +888,10 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn catalog_generation(&self) -> u64 {
+        self.catalog_generation.load(Ordering::Acquire)
     }
 }
 

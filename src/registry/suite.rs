@@ -79,6 +79,7 @@ pub fn run(store: &dyn Store) {
     commits_in_order(store);
     pages(store);
     mixed_sequence(store);
+    catalog_generations(store);
     assert_counts(store);
 }
 
@@ -793,4 +794,47 @@ fn reads_are_consistent(store: &dyn Store) {
     check(&last);
     assert_eq!(last.generation, 101);
     assert_eq!(last.nodes.len(), 2);
+}
+
+/// Every product write moves the catalog generation once it is visible; reads, cluster
+/// writes and refused product writes do not.
+fn catalog_generations(store: &dyn Store) {
+    let now = Timestamp("2026-03-01T00:00:00.000Z".into());
+    let (n, v) = (name("gen"), name("1"));
+    let mut last = store.catalog_generation();
+    let mut moved = |what: &str, expect: bool| {
+        let g = store.catalog_generation();
+        assert_eq!(g > last, expect, "{what}: generation {last} → {g}");
+        assert!(g >= last, "{what}: the generation never goes back");
+        last = g;
+    };
+    store.create_product(&product("gen", "1")).unwrap();
+    moved("create", true);
+    assert!(store.create_product(&product("gen", "1")).is_err());
+    moved("a refused create", false);
+    store.product(&n, &v).unwrap();
+    store.part(&n, &v, Part::Template).unwrap();
+    moved("reads", false);
+    store.put_part(&n, &v, Part::Template, b"{}", &now).unwrap();
+    moved("a part", true);
+    assert_eq!(
+        store.part(&n, &v, Part::Template).unwrap().as_deref(),
+        Some(&b"{}"[..]),
+        "the part is readable once the generation moved"
+    );
+    let p = product("gen", "1");
+    store.put_bundle(&p, &[(Part::Options, b"{}")]).unwrap();
+    moved("a bundle", true);
+    let c = cluster("gen", "1", "2026-03-01T00:00:00.000Z");
+    store.create_cluster(&c).unwrap();
+    moved("a cluster", false);
+    assert!(
+        store
+            .delete_product(&n, &v, &|_| Err("in use".into()))
+            .is_err()
+    );
+    moved("a refused delete", false);
+    assert!(store.purge_cluster(c.id, &|_| true).unwrap());
+    store.delete_product(&n, &v, &|_| Ok(())).unwrap();
+    moved("a delete", true);
 }
