@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
 use rand::Rng;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -111,6 +111,11 @@ struct Session {
     heartbeat_timeout: Duration,
     /// Sends this session's ACKs (from SUBSCRIBED on).
     acks: Option<Acks>,
+    /// Where this session's ACCEPT rounds report how their calls went (see
+    /// [`Driver::accept`]).
+    accepted: mpsc::UnboundedSender<Vec<Sent>>,
+    /// The ACCEPT rounds being built and sent; they end with the session.
+    accepting: tokio::task::JoinSet<()>,
 }
 
 pub struct Driver {
@@ -230,6 +235,7 @@ impl Driver {
             r = self.transport.subscribe(&master, Bytes::from(body), ContentType::Protobuf) => r?,
         };
         let mut records = sub.records;
+        let (accepted, mut accepted_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         let mut s = Session {
             leader: sub.leader,
@@ -247,6 +253,8 @@ impl Driver {
             subscribed_at: now,
             heartbeat_timeout: Duration::from_secs(75),
             acks: None,
+            accepted,
+            accepting: tokio::task::JoinSet::new(),
         };
         self.status
             .send_modify(|st| st.leader = Some(s.leader.to_string()));
@@ -260,6 +268,7 @@ impl Driver {
                         None => None,
                     }
                 } => self.on_commit(&mut s, r).await?,
+                Some(sent) = accepted_rx.recv() => self.on_accepted(&mut s, sent).await?,
                 r = tokio::time::timeout(s.heartbeat_timeout, records.next_record()) => match r {
                     Err(_) => return Ok(SessionEnd::Reconnect(format!("no event, not even a heartbeat, for {:?}", s.heartbeat_timeout))),
                     Ok(None) => return Ok(SessionEnd::Reconnect(CLOSED.into())),
@@ -867,9 +876,23 @@ impl Driver {
         let recorded = self
             .persist_placements(launch::placements(&plan.accepts, &offers))
             .await?;
-        // 2. One ACCEPT per agent/role with the launches whose records were written.
-        let calls = launch::accepts(plan.accepts, &offers, &recorded, &self.tpl);
-        self.accept(s, calls).await?;
+        // Everything placed: clusters with no queued node leave the pending set.
+        let placed: Vec<ClusterId> = if plan.unplaced.is_empty() {
+            recorded
+                .iter()
+                .filter(|(_, c)| {
+                    !c.nodes
+                        .iter()
+                        .any(|n| n.observed.status == NodeStatus::Queued)
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // 2. One ACCEPT per agent/role with the launches whose records were written, built
+        //    and sent off the loop.
+        self.accept(s, plan.accepts, offers, recorded);
         // 3. Tell every waiting node why it waits.
         for u in &plan.unplaced {
             tracing::debug!(cluster_id = %u.key.cluster, node = %u.key.node, reason = %u.reason, "node waits for resources");
@@ -883,17 +906,8 @@ impl Driver {
             self.cfg.busy_refuse.as_secs_f64()
         };
         self.decline(s, plan.declines, refuse).await?;
-        if plan.unplaced.is_empty() {
-            // Everything placed: clusters with no queued node leave the pending set.
-            for (id, c) in &recorded {
-                if !c
-                    .nodes
-                    .iter()
-                    .any(|n| n.observed.status == NodeStatus::Queued)
-                {
-                    self.pending.remove(id);
-                }
-            }
+        for id in placed {
+            self.pending.remove(&id);
         }
         self.revive_or_suppress(s).await
     }
@@ -993,84 +1007,111 @@ impl Driver {
         Ok(())
     }
 
-    /// Sends the ACCEPTs of a round, concurrently (at most [`MAX_CALLS_IN_FLIGHT`] at once:
-    /// each is independent, and their records are already written), and declines in one
-    /// call the offers of those that launch nothing. A call that may not have reached the
-    /// master has its tasks reconciled.
-    async fn accept(
+    /// Builds and sends the ACCEPTs of a round off the event loop, so that the loop goes on
+    /// with the updates while the master launches: a round of thousands of tasks takes
+    /// hundreds of milliseconds to build and accept. The records are already written
+    /// (persist-before-ACCEPT). Each call is built as it is sent, at most
+    /// [`MAX_CALLS_IN_FLIGHT`] at once; how they went comes back to
+    /// [`Driver::on_accepted`].
+    fn accept(
         &self,
         s: &mut Session,
-        calls: Vec<launch::AcceptCall>,
-    ) -> Result<(), DriverError> {
-        let refuse = self.cfg.busy_refuse.as_secs_f64();
-        let mut unused = Vec::new();
-        let mut sends = Vec::with_capacity(calls.len());
-        for a in calls {
-            for u in &a.unbuilt {
-                tracing::error!(cluster_id = %u.key.cluster, node = %u.key.node, agent_id = %a.agent_id, error = %u.error, "cannot build the task; node stays staging until reconciled");
-            }
-            if a.tasks.is_empty() {
-                unused.extend(a.offer_ids);
-                continue;
-            }
-            // One line per ACCEPT at info, one per task at debug: at thousands of launches a
-            // second, a line per task costs more than the launch.
-            tracing::info!(agent_id = %a.agent_id, tasks = a.tasks.len(), offers = a.offer_ids.len(), "launching");
-            for l in &a.tasks {
-                tracing::debug!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
-            }
-            let launched = Launched {
-                offers: a.offer_ids.len(),
-                tasks: a
-                    .tasks
-                    .iter()
-                    .map(|l| (l.task_id.clone(), AgentId::new(a.agent_id.clone())))
-                    .collect(),
-            };
-            sends.push((launched, a.into_call(refuse)));
+        plan: Vec<offers::Accept<launch::NodeKey>>,
+        offers: Vec<mesos::Offer>,
+        recorded: HashMap<ClusterId, Cluster>,
+    ) {
+        if plan.is_empty() {
+            return;
         }
-        self.decline(s, unused, refuse).await?;
-        if sends.is_empty() {
-            return Ok(());
-        }
+        let Some(framework_id) = s.framework_id.clone() else {
+            return;
+        };
         // What the launches leave of the offers is filtered.
         s.filtered = true;
-        let sent: Vec<(Launched, bool)> = {
-            let s = &*s;
-            futures_util::stream::iter(sends)
-                .map(|(launched, accept)| async move {
-                    let ok = self
-                        .send(s, call::Type::Accept, |c| c.accept = Some(accept))
-                        .await;
-                    (launched, ok)
-                })
-                .buffer_unordered(MAX_CALLS_IN_FLIGHT)
-                .collect()
-                .await
+        let refuse = self.cfg.busy_refuse.as_secs_f64();
+        let caller = Caller {
+            transport: self.transport.clone(),
+            leader: s.leader.clone(),
+            stream_id: s.stream_id.clone(),
+            framework_id,
         };
-        let mut lost = false;
-        for (launched, ok) in sent {
-            if ok {
-                self.metrics.add(
-                    "paas_offers_used_total",
-                    "Offers accepted.",
-                    &[],
-                    launched.offers as f64,
-                );
-                self.metrics.add(
-                    "paas_tasks_launched_total",
-                    "Tasks launched.",
-                    &[],
-                    launched.tasks.len() as f64,
-                );
-            } else {
-                // The launch may or may not have reached the master: ask about the tasks.
-                for (t, a) in launched.tasks {
-                    s.reconciling.entry(t).or_insert(Some(a));
+        let tpl = self.tpl.clone();
+        let report = s.accepted.clone();
+        s.accepting.spawn(async move {
+            let caller = &caller;
+            let sent: Vec<Sent> = futures_util::stream::iter(launch::accepts(
+                plan, &offers, &recorded, &tpl,
+            ))
+            .map(|a| async move {
+                for u in &a.unbuilt {
+                    tracing::error!(cluster_id = %u.key.cluster, node = %u.key.node, agent_id = %a.agent_id, error = %u.error, "cannot build the task; node stays staging until reconciled");
                 }
-                lost = true;
+                if a.tasks.is_empty() {
+                    return Sent::Unused(a.offer_ids);
+                }
+                // One line per ACCEPT at info, one per task at debug: at thousands of
+                // launches a second, a line per task costs more than the launch.
+                tracing::info!(agent_id = %a.agent_id, tasks = a.tasks.len(), offers = a.offer_ids.len(), "launching");
+                for l in &a.tasks {
+                    tracing::debug!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
+                }
+                let launched = Launched {
+                    offers: a.offer_ids.len(),
+                    tasks: a
+                        .tasks
+                        .iter()
+                        .map(|l| (l.task_id.clone(), AgentId::new(a.agent_id.clone())))
+                        .collect(),
+                };
+                let accept = a.into_call(refuse);
+                let ok = caller
+                    .call(call::Type::Accept, |c| c.accept = Some(accept))
+                    .await;
+                Sent::Accept(launched, ok)
+            })
+            .buffer_unordered(MAX_CALLS_IN_FLIGHT)
+            .collect()
+            .await;
+            // The session (and its receiver) may be gone: then so are its offers.
+            let _ = report.send(sent);
+        });
+    }
+
+    /// How a round's ACCEPTs went: offers that launch nothing are declined in one call,
+    /// and a call that may not have reached the master has its tasks reconciled.
+    async fn on_accepted(&mut self, s: &mut Session, sent: Vec<Sent>) -> Result<(), DriverError> {
+        // Finished rounds leave the set.
+        while s.accepting.try_join_next().is_some() {}
+        let mut unused = Vec::new();
+        let mut lost = false;
+        for outcome in sent {
+            match outcome {
+                Sent::Unused(offer_ids) => unused.extend(offer_ids),
+                Sent::Accept(launched, true) => {
+                    self.metrics.add(
+                        "paas_offers_used_total",
+                        "Offers accepted.",
+                        &[],
+                        launched.offers as f64,
+                    );
+                    self.metrics.add(
+                        "paas_tasks_launched_total",
+                        "Tasks launched.",
+                        &[],
+                        launched.tasks.len() as f64,
+                    );
+                }
+                Sent::Accept(launched, false) => {
+                    // The launch may or may not have reached the master: ask about the tasks.
+                    for (t, a) in launched.tasks {
+                        s.reconciling.entry(t).or_insert(Some(a));
+                    }
+                    lost = true;
+                }
             }
         }
+        self.decline(s, unused, self.cfg.busy_refuse.as_secs_f64())
+            .await?;
         if lost {
             self.reconcile(s, true).await?;
         }
@@ -1280,28 +1321,7 @@ impl Driver {
         let Some(fid) = s.framework_id.clone() else {
             return false;
         };
-        let mut c = Call {
-            framework_id: Some(fid),
-            r#type: Some(ty as i32),
-            ..Default::default()
-        };
-        fill(&mut c);
-        match self
-            .transport
-            .call(
-                &s.leader,
-                &s.stream_id,
-                Bytes::from(c.encode_to_vec()),
-                ContentType::Protobuf,
-            )
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(call = ty.as_str_name(), error = %e, "mesos call failed");
-                false
-            }
-        }
+        post(&self.transport, &s.leader, &s.stream_id, fid, ty, fill).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -1330,6 +1350,67 @@ const CLOSED: &str = "the master closed the event stream";
 struct Launched {
     offers: usize,
     tasks: Vec<(TaskId, AgentId)>,
+}
+
+/// How one ACCEPT of a round went.
+enum Sent {
+    /// Nothing of the pool was launched: its offers are to be declined.
+    Unused(Vec<String>),
+    /// The call was sent; `false` if it may not have reached the master.
+    Accept(Launched, bool),
+}
+
+/// Makes calls of one session from off the event loop.
+struct Caller {
+    transport: Transport,
+    leader: Endpoint,
+    stream_id: StreamId,
+    framework_id: mesos::FrameworkId,
+}
+
+impl Caller {
+    /// Sends one call; whether the master took it.
+    async fn call(&self, ty: call::Type, fill: impl FnOnce(&mut Call)) -> bool {
+        let fid = self.framework_id.clone();
+        post(
+            &self.transport,
+            &self.leader,
+            &self.stream_id,
+            fid,
+            ty,
+            fill,
+        )
+        .await
+    }
+}
+
+/// Sends one call of framework `fid` on the session of `stream_id`; whether the master took
+/// it (a failure is logged).
+async fn post(
+    transport: &Transport,
+    leader: &Endpoint,
+    stream_id: &StreamId,
+    fid: mesos::FrameworkId,
+    ty: call::Type,
+    fill: impl FnOnce(&mut Call),
+) -> bool {
+    let mut c = Call {
+        framework_id: Some(fid),
+        r#type: Some(ty as i32),
+        ..Default::default()
+    };
+    fill(&mut c);
+    let body = Bytes::from(c.encode_to_vec());
+    match transport
+        .call(leader, stream_id, body, ContentType::Protobuf)
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(call = ty.as_str_name(), error = %e, "mesos call failed");
+            false
+        }
+    }
 }
 
 /// One status as the batch sees it before the write.

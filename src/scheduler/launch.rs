@@ -322,61 +322,61 @@ impl AcceptCall {
 
 /// The ACCEPT of every pool of the plan, launching only the nodes that `recorded` (the
 /// clusters as [`record_placements`] wrote them) shows `staging` on that pool's agent.
-pub fn accepts(
+/// Lazy: each call is built as it is taken, so a sender can send the first before the last
+/// is built.
+pub fn accepts<'a>(
     plan: Vec<Accept<NodeKey>>,
-    offers: &[mesos::Offer],
-    recorded: &HashMap<ClusterId, Cluster>,
-    tpl: &TaskTemplate,
-) -> Vec<AcceptCall> {
+    offers: &'a [mesos::Offer],
+    recorded: &'a HashMap<ClusterId, Cluster>,
+    tpl: &'a TaskTemplate,
+) -> impl Iterator<Item = AcceptCall> + 'a {
     let by_id = index(offers);
-    plan.into_iter()
-        .map(|acc| {
-            let mut offered = OfferedResources::new(
-                acc.offer_ids
-                    .iter()
-                    .filter_map(|id| by_id.get(id.as_str()))
-                    .flat_map(|o| o.resources.iter().cloned())
-                    .collect(),
-            );
-            let mut tasks = Vec::new();
-            let mut unbuilt = Vec::new();
-            for p in acc.placements {
-                let Some(c) = recorded.get(&p.key.cluster) else {
-                    continue;
-                };
-                let Some(node) = c.node(&p.key.node) else {
-                    continue;
-                };
-                // Only nodes this round moved to staging on this agent (not skipped because
-                // the cluster was destroyed meanwhile).
-                if node.observed.status != NodeStatus::Staging
-                    || node.observed.agent_id.as_ref().map(AgentId::as_str)
-                        != Some(acc.agent_id.as_str())
-                {
-                    continue;
-                }
-                // [`record_placements`] stages a node only together with its task id; one
-                // without could only launch under an empty id, which Mesos refuses.
-                let Some(task_id) = node.observed.task_id.clone() else {
-                    continue;
-                };
-                match task_info(c, node, &p.allotment, &acc.agent_id, &mut offered, tpl) {
-                    Ok(task) => tasks.push(Launch {
-                        key: p.key,
-                        task_id,
-                        task,
-                    }),
-                    Err(error) => unbuilt.push(Unbuilt { key: p.key, error }),
-                }
+    plan.into_iter().map(move |acc| {
+        let mut offered = OfferedResources::new(
+            acc.offer_ids
+                .iter()
+                .filter_map(|id| by_id.get(id.as_str()))
+                .flat_map(|o| o.resources.iter().cloned())
+                .collect(),
+        );
+        let mut tasks = Vec::new();
+        let mut unbuilt = Vec::new();
+        for p in acc.placements {
+            let Some(c) = recorded.get(&p.key.cluster) else {
+                continue;
+            };
+            let Some(node) = c.node(&p.key.node) else {
+                continue;
+            };
+            // Only nodes this round moved to staging on this agent (not skipped because
+            // the cluster was destroyed meanwhile).
+            if node.observed.status != NodeStatus::Staging
+                || node.observed.agent_id.as_ref().map(AgentId::as_str)
+                    != Some(acc.agent_id.as_str())
+            {
+                continue;
             }
-            AcceptCall {
-                agent_id: acc.agent_id,
-                offer_ids: acc.offer_ids,
-                tasks,
-                unbuilt,
+            // [`record_placements`] stages a node only together with its task id; one
+            // without could only launch under an empty id, which Mesos refuses.
+            let Some(task_id) = node.observed.task_id.clone() else {
+                continue;
+            };
+            match task_info(c, node, &p.allotment, &acc.agent_id, &mut offered, tpl) {
+                Ok(task) => tasks.push(Launch {
+                    key: p.key,
+                    task_id,
+                    task,
+                }),
+                Err(error) => unbuilt.push(Unbuilt { key: p.key, error }),
             }
-        })
-        .collect()
+        }
+        AcceptCall {
+            agent_id: acc.agent_id,
+            offer_ids: acc.offer_ids,
+            tasks,
+            unbuilt,
+        }
+    })
 }
 
 fn index(offers: &[mesos::Offer]) -> HashMap<&str, &mesos::Offer> {
@@ -693,7 +693,7 @@ mod tests {
             "{:?}",
             young.reason
         );
-        let calls = accepts(plan, &offers, &recorded, &tpl());
+        let calls: Vec<_> = accepts(plan, &offers, &recorded, &tpl()).collect();
         let launched: Vec<ClusterId> = calls
             .iter()
             .flat_map(|c| c.tasks.iter().map(|l| l.key.cluster))
@@ -705,7 +705,12 @@ mod tests {
         let (plan, recorded) = round(&mut rest, &offers);
         assert_eq!(statuses(&rest[0]), [NodeStatus::Staging; 3]);
         assert_eq!(rest[0].reason, None);
-        assert_eq!(accepts(plan, &offers, &recorded, &tpl())[0].tasks.len(), 3);
+        assert_eq!(
+            accepts(plan, &offers, &recorded, &tpl()).collect::<Vec<_>>()[0]
+                .tasks
+                .len(),
+            3
+        );
     }
 
     #[test]
@@ -786,7 +791,7 @@ mod tests {
             let offers = [offer("o1", "a1", 4.0, (31000, 31010))];
             let (plan, mut recorded) = round(&mut clusters, &offers);
             (case.tamper)(&mut recorded);
-            let calls = accepts(plan, &offers, &recorded, &tpl());
+            let calls: Vec<_> = accepts(plan, &offers, &recorded, &tpl()).collect();
             let got: Vec<(String, Vec<String>)> = launched(&calls)
                 .into_iter()
                 .map(|(agent, tasks)| {
@@ -814,7 +819,7 @@ mod tests {
         let mut clusters = [cluster()];
         let offers = [offer("o1", "a1", 4.0, (31000, 31010))];
         let (plan, recorded) = round(&mut clusters, &offers);
-        let calls = accepts(plan, &offers, &recorded, &tpl());
+        let calls: Vec<_> = accepts(plan, &offers, &recorded, &tpl()).collect();
         let a = &calls[0].tasks[0].task;
         let amount = |rs: &[Resource], name: &str| -> f64 {
             rs.iter()
@@ -850,7 +855,7 @@ mod tests {
         let (plan, recorded) = round(&mut clusters, &offers);
         // The offer shrank behind the plan's back (a planning bug): nothing is invented.
         let shrunk = [offer("o1", "a1", 1.0, (31000, 31010))];
-        let calls = accepts(plan, &shrunk, &recorded, &tpl());
+        let calls: Vec<_> = accepts(plan, &shrunk, &recorded, &tpl()).collect();
         assert_eq!(launched(&calls).len(), 1);
         assert_eq!(calls[0].tasks.len(), 0, "node a takes 1.1 cpus of 1");
         assert_eq!(
