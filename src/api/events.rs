@@ -246,7 +246,7 @@ impl Hub {
     }
 
     fn on_cluster(&self, seen: &mut HashMap<ClusterId, Seen>, c: &Cluster) {
-        let (now, events) = diff(seen.get(&c.id), c);
+        let (now, events) = diff(seen.remove(&c.id), c);
         self.publish(c.id, Some(Arc::clone(&now.owner)), &events);
         // A destroyed cluster changes no more (until it is purged): forget it, so that
         // what is kept is bounded by the live clusters.
@@ -367,50 +367,88 @@ struct NodeSeen {
 
 /// The events that `c` makes of what was seen before (`None`: not seen since boot), and
 /// what is seen now. A cluster first seen announces itself, its nodes and its newest step
-/// (older steps are in its history, which a per-cluster stream sends).
-pub fn diff(before: Option<&Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Value)>) {
-    let now = Seen {
-        owner: before.map_or_else(|| c.owner.as_str().into(), |b| Arc::clone(&b.owner)),
-        status: c.status,
-        size: c.nodes.len(),
-        steps: c.history.len(),
-        nodes: c
-            .nodes
-            .iter()
-            .map(|n| {
-                let o = &n.observed;
-                let seen = NodeSeen {
-                    status: o.status,
-                    host: o.host.clone(),
-                    ports: o.ports.clone(),
-                    message: o.message.clone(),
-                };
-                (n.name.to_string(), seen)
-            })
-            .collect(),
-    };
+/// (older steps are in its history, which a per-cluster stream sends). What did not change
+/// is moved from `before`, not copied: a commit of one node of a large cluster allocates
+/// for that node only.
+pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Value)>) {
     let mut out = Vec::new();
-    if before.is_none_or(|b| b.status != now.status || b.size != now.size) {
+    let first = before.is_none();
+    let (owner, mut old_nodes, cluster_changed, from) = match before {
+        Some(b) => {
+            let changed = b.status != c.status || b.size != c.nodes.len();
+            let from = b.steps.min(c.history.len());
+            (b.owner, b.nodes, changed, from)
+        }
+        None => (
+            Arc::from(c.owner.as_str()),
+            BTreeMap::new(),
+            true,
+            c.history.len().saturating_sub(1),
+        ),
+    };
+    if cluster_changed {
         out.push((Kind::Cluster, cluster_summary(c)));
     }
-    for (name, n) in &now.nodes {
-        if before.is_none_or(|b| b.nodes.get(name) != Some(n)) {
-            out.push((Kind::Node, node_event(c.id, name, n)));
+    let mut nodes = BTreeMap::new();
+    let mut changed = Vec::new();
+    for n in &c.nodes {
+        let o = &n.observed;
+        match old_nodes.remove_entry(n.name.as_str()) {
+            Some((name, s)) if s.is(o) => {
+                nodes.insert(name, s);
+            }
+            _ => {
+                changed.push(n.name.as_str());
+                nodes.insert(n.name.to_string(), NodeSeen::of(o));
+            }
         }
     }
-    if let Some(b) = before {
-        for name in b.nodes.keys().filter(|k| !now.nodes.contains_key(*k)) {
+    // In name order, as the map iterates.
+    changed.sort_unstable();
+    for name in changed {
+        if let Some(s) = nodes.get(name) {
+            out.push((Kind::Node, node_event(c.id, name, s)));
+        }
+    }
+    if !first {
+        // What is left of the old nodes is gone (in name order).
+        for name in old_nodes.keys() {
             out.push((
                 Kind::Node,
                 json!({"cluster": c.id, "node": name, "status": "removed"}),
             ));
         }
     }
-    let from = before.map_or(now.steps.saturating_sub(1), |b| b.steps.min(now.steps));
     for (at, h) in c.history.iter().enumerate().skip(from) {
         out.push((Kind::Step, step_event(c.id, at, h)));
     }
+    let now = Seen {
+        owner,
+        status: c.status,
+        size: c.nodes.len(),
+        steps: c.history.len(),
+        nodes,
+    };
     (now, out)
+}
+
+impl NodeSeen {
+    fn of(o: &crate::domain::cluster::NodeObserved) -> Self {
+        Self {
+            status: o.status,
+            host: o.host.clone(),
+            ports: o.ports.clone(),
+            message: o.message.clone(),
+        }
+    }
+
+    /// Whether `o` shows what this saw.
+    fn is(&self, o: &crate::domain::cluster::NodeObserved) -> bool {
+        self.status == o.status
+            && self.host == o.host
+            && self.ports == o.ports
+            && self.message == o.message
+    }
 }
 
 /// A `cluster` event: the fields of a list item a console shows.
@@ -572,13 +610,13 @@ mod tests {
     fn only_what_changed_is_announced() {
         let mut c = cluster();
         let (seen, _) = diff(None, &c);
-        let (same, none) = diff(Some(&seen), &c);
+        let (same, none) = diff(Some(seen.clone()), &c);
         assert!(none.is_empty(), "{none:?}");
         assert_eq!(same, seen);
 
         c.nodes[1].observed.status = NodeStatus::Running;
         c.nodes[1].observed.host = Some("h1".into());
-        let (seen, events) = diff(Some(&seen), &c);
+        let (seen, events) = diff(Some(seen.clone()), &c);
         assert_eq!(kinds(&events), [Kind::Node]);
         assert_eq!(events[0].1["node"], "b");
         assert_eq!(events[0].1["host"], "h1");
@@ -589,7 +627,7 @@ mod tests {
             Timestamp("2026-12-01T12:00:01.000Z".into()),
         )
         .unwrap();
-        let (_, events) = diff(Some(&seen), &c);
+        let (_, events) = diff(Some(seen.clone()), &c);
         assert_eq!(kinds(&events), [Kind::Cluster, Kind::Step]);
         assert_eq!(events[1].1["message"], "bye");
         assert_eq!(events[1].1["index"], 1);
@@ -600,7 +638,7 @@ mod tests {
         let mut c = cluster();
         let (seen, _) = diff(None, &c);
         c.nodes.pop();
-        let (_, events) = diff(Some(&seen), &c);
+        let (_, events) = diff(Some(seen.clone()), &c);
         assert_eq!(kinds(&events), [Kind::Cluster, Kind::Node]);
         assert_eq!(events[1].1["status"], "removed");
     }
