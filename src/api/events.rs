@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, header};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::error::TrySendError;
@@ -212,7 +213,7 @@ impl Hub {
         let mut first = Vec::new();
         if let Some(after) = start.after {
             if after < g.evicted || after > g.last {
-                first = frame(
+                first = frame_value(
                     g.last,
                     "reset",
                     &json!({"reason": "the events after this id are no longer kept (or are from before a restart): reload, then follow"}),
@@ -259,7 +260,7 @@ impl Hub {
 
     fn on_purged(&self, seen: &mut HashMap<ClusterId, Seen>, id: ClusterId) {
         let owner = seen.remove(&id).map(|s| s.owner);
-        self.publish(id, owner, &[(Kind::Purged, json!({"cluster": id}))]);
+        self.publish(id, owner, &[(Kind::Purged, data(&json!({"cluster": id})))]);
         // A purged cluster's own streams have nothing more to follow.
         self.lock()
             .subscribers
@@ -272,7 +273,7 @@ impl Hub {
         self.publish(
             log.id,
             owner,
-            &[(Kind::Log, json!({"cluster": log.id, "text": text}))],
+            &[(Kind::Log, data(&json!({"cluster": log.id, "text": text})))],
         );
     }
 
@@ -280,7 +281,7 @@ impl Hub {
     /// as one chunk, to every subscriber that sees them (a commit of a large cluster is
     /// one chunk, not one per node); a subscriber that cannot take it now, or went away,
     /// is dropped.
-    fn publish(&self, cluster: ClusterId, owner: Option<Arc<str>>, events: &[(Kind, Value)]) {
+    fn publish(&self, cluster: ClusterId, owner: Option<Arc<str>>, events: &[(Kind, Data)]) {
         if events.is_empty() {
             return;
         }
@@ -341,10 +342,28 @@ fn offer(s: &Subscriber, chunk: Bytes) -> bool {
     }
 }
 
+/// One event's `data`: compact JSON, which never contains a newline (one line on the wire).
+pub type Data = Vec<u8>;
+
+/// `v` as an event's [`Data`].
+fn data(v: &impl Serialize) -> Data {
+    // invariant: what events carry (ids, names, statuses, maps with string keys) always
+    // serializes; an empty line would only make the client skip the event.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
 /// One event on the wire.
-fn frame(id: u64, event: &str, data: &Value) -> Vec<u8> {
-    // serde_json's compact form never contains a newline: the data is one line.
-    format!("id: {id}\nevent: {event}\ndata: {data}\n\n").into_bytes()
+fn frame(id: u64, event: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + event.len() + 40);
+    out.extend_from_slice(format!("id: {id}\nevent: {event}\ndata: ").as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// A frame whose data is the JSON value `v`.
+fn frame_value(id: u64, event: &str, v: &Value) -> Vec<u8> {
+    frame(id, event, &data(v))
 }
 
 /// What the hub remembers of a cluster, to tell what a commit changed.
@@ -370,7 +389,7 @@ struct NodeSeen {
 /// (older steps are in its history, which a per-cluster stream sends). What did not change
 /// is moved from `before`, not copied: a commit of one node of a large cluster allocates
 /// for that node only.
-pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Value)>) {
+pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
     let mut out = Vec::new();
     let first = before.is_none();
     let (owner, mut old_nodes, cluster_changed, from) = match before {
@@ -387,7 +406,7 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Value)>) {
         ),
     };
     if cluster_changed {
-        out.push((Kind::Cluster, cluster_summary(c)));
+        out.push((Kind::Cluster, data(&ClusterSummary::of(c))));
     }
     let mut nodes = BTreeMap::new();
     let mut changed = Vec::new();
@@ -415,7 +434,7 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Value)>) {
         for name in old_nodes.keys() {
             out.push((
                 Kind::Node,
-                json!({"cluster": c.id, "node": name, "status": "removed"}),
+                data(&json!({"cluster": c.id, "node": name, "status": "removed"})),
             ));
         }
     }
@@ -452,46 +471,84 @@ impl NodeSeen {
 }
 
 /// A `cluster` event: the fields of a list item a console shows.
-pub fn cluster_summary(c: &Cluster) -> Value {
-    let mut v = json!({
-        "id": c.id,
-        "owner": c.owner,
-        "product": c.product,
-        "version": c.version,
-        "status": c.status,
-        "size": c.nodes.len(),
-        "generation": c.generation,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-        "url": format!("{BASE}/clusters/{}", c.id),
-    });
-    if let Some(reason) = &c.reason {
-        v["reason"] = json!(reason);
-    }
-    v
+#[derive(Serialize)]
+struct ClusterSummary<'a> {
+    id: ClusterId,
+    owner: &'a str,
+    product: &'a str,
+    version: &'a str,
+    status: ClusterStatus,
+    size: usize,
+    generation: u64,
+    created_at: &'a crate::domain::Timestamp,
+    updated_at: &'a crate::domain::Timestamp,
+    url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
-fn node_event(cluster: ClusterId, name: &str, n: &NodeSeen) -> Value {
-    let mut v = json!({"cluster": cluster, "node": name, "status": n.status});
-    if let Some(host) = &n.host {
-        v["host"] = json!(host);
+impl<'a> ClusterSummary<'a> {
+    fn of(c: &'a Cluster) -> Self {
+        Self {
+            id: c.id,
+            owner: &c.owner,
+            product: c.product.as_str(),
+            version: c.version.as_str(),
+            status: c.status,
+            size: c.nodes.len(),
+            generation: c.generation,
+            created_at: &c.created_at,
+            updated_at: &c.updated_at,
+            url: format!("{BASE}/clusters/{}", c.id),
+            reason: c.reason.as_deref(),
+        }
     }
-    if !n.ports.is_empty() {
-        v["ports"] = json!(n.ports);
-    }
-    if let Some(m) = &n.message {
-        v["message"] = json!(m);
-    }
-    v
+}
+
+/// A `node` event.
+#[derive(Serialize)]
+struct NodeEvent<'a> {
+    cluster: ClusterId,
+    node: &'a str,
+    status: NodeStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ports: &'a BTreeMap<String, u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+fn node_event(cluster: ClusterId, name: &str, n: &NodeSeen) -> Data {
+    data(&NodeEvent {
+        cluster,
+        node: name,
+        status: n.status,
+        host: n.host.as_deref(),
+        ports: &n.ports,
+        message: n.message.as_deref(),
+    })
 }
 
 /// A `step` event; `index` is the entry's place in the cluster's history.
-fn step_event(cluster: ClusterId, index: usize, h: &crate::domain::cluster::HistoryEntry) -> Value {
-    let mut v = json!({"cluster": cluster, "index": index, "at": h.at, "status": h.status});
-    if let Some(m) = &h.message {
-        v["message"] = json!(m);
-    }
-    v
+#[derive(Serialize)]
+struct StepEvent<'a> {
+    cluster: ClusterId,
+    index: usize,
+    at: &'a crate::domain::Timestamp,
+    status: ClusterStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+fn step_event(cluster: ClusterId, index: usize, h: &crate::domain::cluster::HistoryEntry) -> Data {
+    data(&StepEvent {
+        cluster,
+        index,
+        at: &h.at,
+        status: h.status,
+        message: h.message.as_deref(),
+    })
 }
 
 /// Whether the client asked for an event stream.
@@ -539,7 +596,7 @@ pub(super) fn stream_cluster(
     mark: u64,
     last_event_id: Option<u64>,
 ) -> Resp {
-    let head = frame(mark, Kind::Cluster.as_str(), &cluster_summary(c));
+    let head = frame(mark, Kind::Cluster.as_str(), &data(&ClusterSummary::of(c)));
     let history: Vec<u8> = c
         .history
         .iter()
@@ -588,8 +645,16 @@ mod tests {
         )
     }
 
-    fn kinds(events: &[(Kind, Value)]) -> Vec<Kind> {
+    fn kinds(events: &[(Kind, Data)]) -> Vec<Kind> {
         events.iter().map(|(k, _)| *k).collect()
+    }
+
+    /// The events' data, parsed.
+    fn values(events: &[(Kind, Data)]) -> Vec<Value> {
+        events
+            .iter()
+            .map(|(_, d)| serde_json::from_slice(d).unwrap())
+            .collect()
     }
 
     #[test]
@@ -600,10 +665,10 @@ mod tests {
             kinds(&events),
             [Kind::Cluster, Kind::Node, Kind::Node, Kind::Step]
         );
-        assert_eq!(events[0].1["status"], "registered");
-        assert_eq!(events[0].1["size"], 2);
-        assert_eq!(events[1].1["node"], "a");
-        assert_eq!(events[3].1["index"], 0);
+        assert_eq!(values(&events)[0]["status"], "registered");
+        assert_eq!(values(&events)[0]["size"], 2);
+        assert_eq!(values(&events)[1]["node"], "a");
+        assert_eq!(values(&events)[3]["index"], 0);
     }
 
     #[test]
@@ -618,8 +683,8 @@ mod tests {
         c.nodes[1].observed.host = Some("h1".into());
         let (seen, events) = diff(Some(seen.clone()), &c);
         assert_eq!(kinds(&events), [Kind::Node]);
-        assert_eq!(events[0].1["node"], "b");
-        assert_eq!(events[0].1["host"], "h1");
+        assert_eq!(values(&events)[0]["node"], "b");
+        assert_eq!(values(&events)[0]["host"], "h1");
 
         c.apply(
             ClusterEvent::DestroyRequested,
@@ -629,8 +694,37 @@ mod tests {
         .unwrap();
         let (_, events) = diff(Some(seen.clone()), &c);
         assert_eq!(kinds(&events), [Kind::Cluster, Kind::Step]);
-        assert_eq!(events[1].1["message"], "bye");
-        assert_eq!(events[1].1["index"], 1);
+        assert_eq!(values(&events)[1]["message"], "bye");
+        assert_eq!(values(&events)[1]["index"], 1);
+    }
+
+    /// The wire form is the one the console and clients read: these fields in this order.
+    #[test]
+    fn event_data_is_compact_json_with_its_fields_in_order() {
+        let mut c = cluster();
+        c.nodes[0].observed.host = Some("h".into());
+        c.nodes[0].observed.ports.insert("http".into(), 31000);
+        c.reason = Some("why".into());
+        let (_, events) = diff(None, &c);
+        let text: Vec<String> = events
+            .iter()
+            .map(|(_, d)| String::from_utf8(d.clone()).unwrap())
+            .collect();
+        let summary = json!({
+            "id": c.id, "owner": c.owner, "product": c.product, "version": c.version,
+            "status": c.status, "size": 2, "generation": c.generation,
+            "created_at": c.created_at, "updated_at": c.updated_at,
+            "url": format!("{BASE}/clusters/{}", c.id), "reason": "why",
+        });
+        assert_eq!(text[0], summary.to_string());
+        let node = json!({"cluster": c.id, "node": "a", "status": "queued", "host": "h", "ports": {"http": 31000}});
+        assert_eq!(text[1], node.to_string());
+        let bare = json!({"cluster": c.id, "node": "b", "status": "queued"});
+        assert_eq!(text[2], bare.to_string());
+        let h = &c.history[0];
+        let step = json!({"cluster": c.id, "index": 0, "at": h.at, "status": h.status});
+        assert_eq!(text[3], step.to_string());
+        assert!(text.iter().all(|t| !t.contains('\n')));
     }
 
     #[test]
@@ -640,7 +734,7 @@ mod tests {
         c.nodes.pop();
         let (_, events) = diff(Some(seen.clone()), &c);
         assert_eq!(kinds(&events), [Kind::Cluster, Kind::Node]);
-        assert_eq!(events[1].1["status"], "removed");
+        assert_eq!(values(&events)[1]["status"], "removed");
     }
 
     fn read_all(body: Body) -> String {
@@ -753,7 +847,7 @@ mod tests {
             hub.publish(
                 id,
                 None,
-                &[(Kind::Log, json!({"cluster": id, "text": "x"}))],
+                &[(Kind::Log, data(&json!({"cluster": id, "text": "x"})))],
             );
             assert!(fast.try_recv().is_ok());
         }
