@@ -142,7 +142,7 @@ async fn fixture(size: usize, script: Option<&[u8]>, edit: impl FnOnce(&mut Clus
     }
     c.apply(ClusterEvent::AllRunning, None, t()).unwrap();
     edit(&mut c);
-    store.create_cluster(&c).unwrap();
+    store.create_cluster(c.clone()).unwrap();
     Fixture {
         store,
         agents,
@@ -328,7 +328,7 @@ async fn the_commit_of_the_last_running_node_starts_configuration_without_a_scan
         n.observed.agent_port = None;
         n.observed.address = None;
     }
-    f.store.create_cluster(&sentinel).unwrap();
+    f.store.create_cluster(sentinel.clone()).unwrap();
     let mut cfg = config(f.dir.path());
     cfg.scan_interval = Duration::from_secs(3600);
     // The sentinel's steps find no agent: let them fail soon.

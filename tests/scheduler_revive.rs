@@ -80,7 +80,7 @@ async fn a_launch_while_another_waits_is_placed_without_waiting_out_the_filter()
 
     // Too big for the agent: it waits, and its round declines the offer for an hour.
     let big = launch(4.0);
-    store.create_cluster(&big).unwrap();
+    store.create_cluster(big.clone()).unwrap();
     let waits = |id| {
         let c = store.cluster(id).unwrap().unwrap();
         c.reason
@@ -90,7 +90,7 @@ async fn a_launch_while_another_waits_is_placed_without_waiting_out_the_filter()
     until(20, "the big launch waits for resources", || waits(big.id)).await;
 
     let small = launch(0.2);
-    store.create_cluster(&small).unwrap();
+    store.create_cluster(small.clone()).unwrap();
     until(20, "the small launch runs", || {
         store.cluster(small.id).unwrap().unwrap().status == ClusterStatus::Scheduled
     })

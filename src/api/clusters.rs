@@ -344,14 +344,14 @@ fn record_launch(
     cluster.placement_timeout_s = placement_timeout_s;
     let created = (cluster.id, cluster.nodes.len());
     let Some(quota) = state.auth.quota(&who.user).copied() else {
-        s.create_cluster(&cluster)?;
+        s.create_cluster(cluster)?;
         return Ok(created);
     };
     // Checked in the store's critical section of creates, against every cluster as it is
     // then: concurrent launches cannot both fit into one free slot.
     let asks = Usage::of(&cluster);
     let over = std::cell::RefCell::new(None);
-    let stored = s.create_cluster_checked(&cluster, &|all| {
+    let stored = s.create_cluster_checked(cluster, &|all| {
         let has = Usage::of_owner(&who.user, all);
         quota.check(&who.user, has, asks).map_err(|e| {
             let message = e.to_string();

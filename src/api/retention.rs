@@ -156,7 +156,7 @@ mod tests {
         let mut new_dead = cluster(now - 100 * HOUR);
         destroy(&mut new_dead, now - HOUR);
         for c in [&old_live, &old_dead, &new_dead] {
-            store.create_cluster(c).unwrap();
+            store.create_cluster(c.clone()).unwrap();
             store.append_log(c.id, b"log\n").unwrap();
         }
         let retention = Duration::from_millis(48 * HOUR);
@@ -191,8 +191,8 @@ mod tests {
         for i in 0..n as u64 {
             let mut dead = cluster(i);
             destroy(&mut dead, HOUR);
-            store.create_cluster(&dead).unwrap();
-            store.create_cluster(&cluster(i)).unwrap();
+            store.create_cluster(dead.clone()).unwrap();
+            store.create_cluster(cluster(i)).unwrap();
         }
         let retention = Duration::from_millis(HOUR);
         assert_eq!(sweep(&store, 2 * HOUR, retention).unwrap(), n);

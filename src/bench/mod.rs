@@ -220,13 +220,13 @@ fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchEr
     // One cluster alone: what a single launch costs (the original took 121 s for 200 nodes).
     let single = Instant::now();
     let one = cluster(nodes);
-    store.create_cluster(&one)?;
+    store.create_cluster(one.clone())?;
     println!(
         "  one {nodes}-node cluster, durable: {:.2} ms",
         single.elapsed().as_secs_f64() * 1e3
     );
 
-    let (creates, wall) = parallel(&records, writers, |c| store.create_cluster(c))?;
+    let (creates, wall) = parallel(&records, writers, |c| store.create_cluster(c.clone()))?;
     report("cluster creates (durable)", &creates);
     println!(
         "    {:.0} creates/s ({} in {:.2} s)",

@@ -38,7 +38,7 @@ pub async fn restart(nodes: usize, writers: usize) -> Result<(), BenchError> {
         let store = Arc::new(SledStore::open(&data)?);
         store.create_product(&product())?;
         let records: Vec<_> = (0..clusters).map(|_| running_cluster()).collect();
-        parallel(&records, writers, |c| store.create_cluster(c))?;
+        parallel(&records, writers, |c| store.create_cluster(c.clone()))?;
         store.flush()?;
     }
     println!(

@@ -51,16 +51,22 @@ impl Decoded {
     /// matches) and is replaced by the next read.
     pub fn put(&self, snap: Arc<Snapshot>) {
         let id = snap.cluster.id;
+        // Dropped after the lock: freeing a decoded cluster frees its hundreds of small allocations,
+        // which other readers and writers need not wait for.
+        let mut evicted = Vec::new();
         let mut g = self.lock();
-        if g.entries.insert(id, snap).is_none() {
-            g.order.push_back(id);
+        match g.entries.insert(id, snap) {
+            Some(replaced) => evicted.push(replaced),
+            None => g.order.push_back(id),
         }
         while g.entries.len() > MAX_ENTRIES {
             let Some(old) = g.order.pop_front() else {
                 break;
             };
-            g.entries.remove(&old);
+            evicted.extend(g.entries.remove(&old));
         }
+        drop(g);
+        drop(evicted);
     }
 
     /// Forgets `id` (its cluster was purged).

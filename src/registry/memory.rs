@@ -164,15 +164,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
+    fn create_cluster(&self, c: Cluster) -> Result<(), StoreError> {
         self.create_cluster_checked(c, &|_| Ok(()))
     }
 
     fn create_cluster_checked(
         &self,
-        c: &Cluster,
+        c: Cluster,
         guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
     ) -> Result<(), StoreError> {
+        let c = &c;
         let mut g = self.lock();
         if !g
             .products

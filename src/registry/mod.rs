@@ -347,7 +347,7 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::AlreadyExists`] on an id clash, [`StoreError::NotFound`] if the product
     /// is gone.
-    fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError>;
+    fn create_cluster(&self, c: Cluster) -> Result<(), StoreError>;
     /// [`Store::create_cluster`] after `guard` has seen the stored clusters of the new
     /// cluster's owner (`c.owner`; every one of them, in any status, oldest first) and agreed,
     /// in the same critical section as every other create: two concurrent launches cannot
@@ -359,7 +359,7 @@ pub trait Store: Send + Sync + 'static {
     /// written).
     fn create_cluster_checked(
         &self,
-        c: &Cluster,
+        c: Cluster,
         guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
     ) -> Result<(), StoreError>;
     /// # Errors
@@ -539,7 +539,7 @@ mod tests {
             if c.status != ClusterStatus::Ready {
                 want.insert(c.id);
             }
-            store.create_cluster(&c).unwrap();
+            store.create_cluster(c.clone()).unwrap();
         }
         let mut seen = Vec::new();
         each_in_statuses(

@@ -475,10 +475,12 @@ impl SledStore {
     }
 
     /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
-    fn create(&self, c: &Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
-        check_node_names(c)?;
-        let mut record = c.clone();
+    /// The record given becomes the stored one (kept decoded and announced), not a copy.
+    fn create(&self, c: Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
+        check_node_names(&c)?;
+        let mut record = c;
         let plan = Plan::write(None, &mut record, 1);
+        let c = &record;
         let exists = || StoreError::AlreadyExists(format!("cluster {}", c.id));
         let ticket = self.announcer.enter(c.id);
         let seq = {
@@ -685,13 +687,13 @@ impl Store for SledStore {
         self.durable()
     }
 
-    fn create_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
+    fn create_cluster(&self, c: Cluster) -> Result<(), StoreError> {
         self.create(c, None)
     }
 
     fn create_cluster_checked(
         &self,
-        c: &Cluster,
+        c: Cluster,
         guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         self.create(c, Some(guard))
@@ -1155,7 +1157,7 @@ mod tests {
             .map(|_| {
                 let mut c = store.cluster(first).unwrap().unwrap();
                 c.id = ClusterId::generate();
-                store.create_cluster(&c).unwrap();
+                store.create_cluster(c.clone()).unwrap();
                 c.id
             })
             .collect();

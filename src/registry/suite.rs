@@ -61,7 +61,7 @@ pub fn cluster_with(owner: &str, n: &str, v: &str, at: &str, nodes: &[&str]) -> 
 pub fn seed(store: &dyn Store) -> ClusterId {
     store.create_product(&product("seed", "1")).unwrap();
     let c = cluster("seed", "1", "2026-01-01T00:00:00.000Z");
-    store.create_cluster(&c).unwrap();
+    store.create_cluster(c.clone()).unwrap();
     c.id
 }
 
@@ -212,14 +212,14 @@ fn bundles(store: &dyn Store) {
 fn clusters(store: &dyn Store) {
     let c1 = cluster("a", "2.0", "2026-03-01T00:00:00.000Z");
     let c0 = cluster("a", "2.0", "2026-02-01T00:00:00.000Z");
-    store.create_cluster(&c1).unwrap();
-    store.create_cluster(&c0).unwrap();
+    store.create_cluster(c1.clone()).unwrap();
+    store.create_cluster(c0.clone()).unwrap();
     assert!(matches!(
-        store.create_cluster(&c0),
+        store.create_cluster(c0.clone()),
         Err(StoreError::AlreadyExists(_))
     ));
     assert!(matches!(
-        store.create_cluster(&cluster("nope", "1", "x")),
+        store.create_cluster(cluster("nope", "1", "x")),
         Err(StoreError::NotFound(_))
     ));
     let ids: Vec<ClusterId> = store
@@ -350,9 +350,9 @@ fn logs_and_meta(store: &dyn Store) {
 fn checked_create_and_purge(store: &dyn Store) {
     store.create_product(&product("q", "1")).unwrap();
     let first = cluster("q", "1", "2026-04-01T00:00:00.000Z");
-    store.create_cluster(&first).unwrap();
+    store.create_cluster(first.clone()).unwrap();
     let elsewhere = cluster_of("bob", "q", "1", "2026-04-01T12:00:00.000Z");
-    store.create_cluster(&elsewhere).unwrap();
+    store.create_cluster(elsewhere.clone()).unwrap();
     // The guard sees every stored cluster of the owner, and only those; its refusal writes
     // nothing.
     let alices: Vec<ClusterId> = store
@@ -364,7 +364,7 @@ fn checked_create_and_purge(store: &dyn Store) {
         .collect();
     let second = cluster("q", "1", "2026-04-02T00:00:00.000Z");
     let seen = std::cell::RefCell::new(Vec::new());
-    let err = store.create_cluster_checked(&second, &|owned| {
+    let err = store.create_cluster_checked(second.clone(), &|owned| {
         *seen.borrow_mut() = owned.iter().map(|c| c.id).collect();
         Err("quota".into())
     });
@@ -372,13 +372,15 @@ fn checked_create_and_purge(store: &dyn Store) {
     assert_eq!(*seen.borrow(), alices, "the owner's clusters, oldest first");
     assert!(seen.borrow().contains(&first.id));
     assert!(store.cluster(second.id).unwrap().is_none());
-    store.create_cluster_checked(&second, &|_| Ok(())).unwrap();
+    store
+        .create_cluster_checked(second.clone(), &|_| Ok(()))
+        .unwrap();
     assert!(matches!(
-        store.create_cluster_checked(&second, &|_| Ok(())),
+        store.create_cluster_checked(second.clone(), &|_| Ok(())),
         Err(StoreError::AlreadyExists(_))
     ));
     assert!(matches!(
-        store.create_cluster_checked(&cluster("nope", "1", "x"), &|_| Ok(())),
+        store.create_cluster_checked(cluster("nope", "1", "x"), &|_| Ok(())),
         Err(StoreError::NotFound(_))
     ));
 
@@ -410,7 +412,7 @@ fn checked_create_and_purge(store: &dyn Store) {
 fn node_changes(store: &dyn Store) {
     store.create_product(&product("n", "1")).unwrap();
     let c = cluster("n", "1", "2026-05-01T00:00:00.000Z");
-    store.create_cluster(&c).unwrap();
+    store.create_cluster(c.clone()).unwrap();
     let written = store
         .update_cluster(c.id, &mut |c| {
             let mut added = c.nodes[0].clone();
@@ -451,8 +453,8 @@ fn batches(store: &dyn Store) {
     store.create_product(&product("bt", "1")).unwrap();
     let a = cluster("bt", "1", "2026-06-01T00:00:00.000Z");
     let b = cluster("bt", "1", "2026-06-02T00:00:00.000Z");
-    store.create_cluster(&a).unwrap();
-    store.create_cluster(&b).unwrap();
+    store.create_cluster(a.clone()).unwrap();
+    store.create_cluster(b.clone()).unwrap();
     let mut schedule = |c: &mut Cluster| -> Result<Update, String> {
         c.status = ClusterStatus::Scheduling;
         Ok(Update::Write)
@@ -508,7 +510,7 @@ fn commits_in_order(store: &dyn Store) {
     store.create_product(&product("co", "1")).unwrap();
     let c = cluster("co", "1", "2026-07-01T00:00:00.000Z");
     let mut rx = store.subscribe();
-    store.create_cluster(&c).unwrap();
+    store.create_cluster(c.clone()).unwrap();
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
@@ -559,7 +561,7 @@ fn pages(store: &dyn Store) {
             version,
             &format!("2026-08-01T00:00:{i:02}.000Z"),
         );
-        store.create_cluster(&c).unwrap();
+        store.create_cluster(c.clone()).unwrap();
         if i % 2 == 1 {
             store
                 .update_cluster(c.id, &mut |c| {
@@ -695,7 +697,7 @@ pub fn mixed_sequence(store: &dyn Store) {
             "1",
             &format!("2026-09-01T00:00:{i:02}.000Z"),
         );
-        store.create_cluster(&c).unwrap();
+        store.create_cluster(c.clone()).unwrap();
         ids.push(c.id);
     }
     assert_counts(store);
@@ -742,7 +744,7 @@ fn reads_are_consistent(store: &dyn Store) {
     use std::sync::atomic::{AtomicBool, Ordering};
     store.create_product(&product("rc", "1")).unwrap();
     let c = cluster("rc", "1", "2026-05-02T00:00:00.000Z");
-    store.create_cluster(&c).unwrap();
+    store.create_cluster(c.clone()).unwrap();
     let done = AtomicBool::new(false);
     let check = |c: &Cluster| {
         assert!(
@@ -826,7 +828,7 @@ fn catalog_generations(store: &dyn Store) {
     store.put_bundle(&p, &[(Part::Options, b"{}")]).unwrap();
     moved("a bundle", true);
     let c = cluster("gen", "1", "2026-03-01T00:00:00.000Z");
-    store.create_cluster(&c).unwrap();
+    store.create_cluster(c.clone()).unwrap();
     moved("a cluster", false);
     assert!(
         store

@@ -1710,8 +1710,8 @@ mod tests {
     fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
         let store = product_store();
         let (c1, c2) = (staging(2), staging(1));
-        store.create_cluster(&c1).unwrap();
-        store.create_cluster(&c2).unwrap();
+        store.create_cluster(c1.clone()).unwrap();
+        store.create_cluster(c2.clone()).unwrap();
         let mut commits = store.subscribe();
         let gone = staging(1);
         let updates = vec![
@@ -1839,8 +1839,8 @@ mod tests {
     fn update_each_writes_every_cluster_of_a_round_in_one_batch() {
         let store = product_store();
         let (a, b, gone) = (staging(1), staging(2), staging(1));
-        store.create_cluster(&a).unwrap();
-        store.create_cluster(&b).unwrap();
+        store.create_cluster(a.clone()).unwrap();
+        store.create_cluster(b.clone()).unwrap();
         let mut commits = store.subscribe();
         let per_cluster: BTreeMap<ClusterId, String> =
             [(a.id, "wait a"), (b.id, "keep"), (gone.id, "x")]
