@@ -22,6 +22,7 @@ struct HeadOut<'a> {
     rev: u64,
     nodes: Vec<&'a str>,
     versions: &'a [u64],
+    slots: &'a [u64],
     cluster: &'a Cluster,
 }
 
@@ -31,8 +32,12 @@ pub(super) struct Head {
     /// One more on every commit of the cluster: an unchanged head means an unchanged cluster.
     pub rev: u64,
     pub nodes: Vec<String>,
-    /// The revision each node record was written at (part of its key).
+    /// The revision each node record was written at.
     pub versions: Vec<u64>,
+    /// The last part of each node record's key (see [`node_key`]). Absent in a head written
+    /// before slots: then each record's key ends with its version.
+    #[serde(default)]
+    pub slots: Vec<u64>,
     pub cluster: Cluster,
 }
 
@@ -43,15 +48,69 @@ impl Head {
     /// [`StoreError::Corrupt`], also for a value of the first layout (a whole cluster, which
     /// has neither `rev` nor `cluster`).
     pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Head, StoreError> {
-        decode(key, bytes)
+        let mut head: Head = decode(key, bytes)?;
+        if head.slots.is_empty() {
+            head.slots.clone_from(&head.versions);
+        }
+        if head.slots.len() != head.nodes.len() || head.versions.len() != head.nodes.len() {
+            return Err(super::StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source: serde::de::Error::custom(
+                    "a head's nodes, versions and slots differ in number",
+                ),
+            });
+        }
+        Ok(head)
+    }
+
+    /// The keys of the node records this head names, in node order.
+    pub fn node_keys(&self, id: ClusterId) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.nodes
+            .iter()
+            .zip(&self.slots)
+            .map(move |(n, slot)| node_key(id, n, *slot))
     }
 }
 
-/// The key of a node record written at revision `version`. A record is never changed: a
-/// new encoding gets a new key, so a head always names records as they were when it was
-/// written.
-pub(super) fn node_key(id: ClusterId, node: &str, version: u64) -> Vec<u8> {
-    format!("{id}\0{node}\0{version:016x}").into_bytes()
+/// The key of a node record in `slot`. Each node has two slots, written alternately: a
+/// commit writes a changed node into the slot its cluster's head does not name, then the
+/// head, so the record the head names is never overwritten while it is named, and one
+/// write per changed node suffices (no removal). Records written before slots have their
+/// version as slot (never 0, and 1 only for a record of the cluster's first commit); the
+/// first change of such a node removes its record unless it is slot 1.
+pub(super) fn node_key(id: ClusterId, node: &str, slot: u64) -> Vec<u8> {
+    format!("{id}\0{node}\0{slot:016x}").into_bytes()
+}
+
+/// The slot a changed node is written to, after `current` (none: a new node).
+fn next_slot(current: Option<u64>) -> u64 {
+    match current {
+        Some(0) => 1,
+        _ => 0,
+    }
+}
+
+/// A node record as stored: the revision it was written at (8 bytes, big-endian), then the
+/// node as JSON. The revision tells a reader whether the slot still holds the record its
+/// head named (a commit two revisions later writes the same slot again). Records written
+/// before slots are the JSON alone (they start with `{`; a stored revision's first byte is
+/// 0) and are never rewritten in place.
+pub(super) fn encode_node(rev: u64, node: &Node) -> Vec<u8> {
+    let mut out = rev.to_be_bytes().to_vec();
+    serde_json::to_writer(&mut out, node).unwrap_or_else(|e| {
+        // invariant: a Node is plain data (string keys), which serde_json always encodes.
+        unreachable!("a node record encodes: {e}")
+    });
+    out
+}
+
+/// The revision a node record was written at (`None` for a record written before slots)
+/// and its JSON.
+pub(super) fn split_node(bytes: &[u8]) -> (Option<u64>, &[u8]) {
+    match bytes.split_first_chunk::<8>() {
+        Some((rev, json)) if bytes[0] != b'{' => (Some(u64::from_be_bytes(*rev)), json),
+        _ => (None, bytes),
+    }
 }
 
 /// The key of one cluster in each index.
@@ -85,12 +144,13 @@ pub(super) fn status_prefix(status: crate::domain::ClusterStatus) -> Vec<u8> {
 
 /// The encoded head of `c` at revision `rev`. Takes `c.nodes` out while encoding and puts
 /// them back.
-pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64]) -> Vec<u8> {
+pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64], slots: &[u64]) -> Vec<u8> {
     let nodes = std::mem::take(&mut c.nodes);
     let head = encode(&HeadOut {
         rev,
         nodes: nodes.iter().map(|n| n.name.as_str()).collect(),
         versions,
+        slots,
         cluster: c,
     });
     c.nodes = nodes;
@@ -105,13 +165,15 @@ pub(super) struct Snapshot {
     pub rev: u64,
     pub names: Vec<String>,
     pub versions: Vec<u64>,
+    pub slots: Vec<u64>,
     /// Shared with the store's cache of decoded clusters and, for a commit, with its
     /// announcement.
     pub cluster: Arc<Cluster>,
 }
 
 impl Snapshot {
-    /// Assembles the cluster from its head and node records (in the head's order).
+    /// Assembles the cluster from its head and node records (in the head's order; their
+    /// revisions already checked against the head's).
     pub fn assemble(
         id: ClusterId,
         head_bytes: IVec,
@@ -122,15 +184,18 @@ impl Snapshot {
         cluster.nodes = head
             .nodes
             .iter()
-            .zip(&head.versions)
+            .zip(&head.slots)
             .zip(&nodes)
-            .map(|((name, v), bytes)| decode::<Node>(&node_key(id, name, *v), bytes))
+            .map(|((name, slot), bytes)| {
+                decode::<Node>(&node_key(id, name, *slot), split_node(bytes).1)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Snapshot {
             head: head_bytes,
             rev: head.rev,
             names: head.nodes,
             versions: head.versions,
+            slots: head.slots,
             cluster: Arc::new(cluster),
         })
     }
@@ -145,6 +210,7 @@ impl Snapshot {
             rev,
             names: cluster.nodes.iter().map(|n| n.name.to_string()).collect(),
             versions: plan.versions.clone(),
+            slots: plan.slots.clone(),
             cluster,
         })
     }
@@ -158,6 +224,8 @@ pub(super) struct Plan {
     pub head: Option<Vec<u8>>,
     /// The revision of each node record the new head names, in node order.
     pub versions: Vec<u64>,
+    /// The slot of each of them.
+    pub slots: Vec<u64>,
     pub put_nodes: Vec<(Vec<u8>, Vec<u8>)>,
     pub remove_nodes: Vec<Vec<u8>>,
     /// Index keys to remove and to insert (the value is the cluster's uuid).
@@ -172,12 +240,18 @@ impl Plan {
     /// (a status update of one node encodes one node, not all of them).
     pub fn write(old: Option<&Snapshot>, new: &mut Cluster, rev: u64) -> Plan {
         // The snapshot's nodes are its records decoded, in the order of its names.
-        let mut before: HashMap<&str, (&Node, u64)> = old
+        let mut before: HashMap<&str, (&Node, u64, u64)> = old
             .map(|o| {
                 o.names
                     .iter()
                     .map(String::as_str)
-                    .zip(o.cluster.nodes.iter().zip(o.versions.iter().copied()))
+                    .zip(
+                        o.cluster
+                            .nodes
+                            .iter()
+                            .zip(o.versions.iter().copied().zip(o.slots.iter().copied())),
+                    )
+                    .map(|(name, (node, (v, slot)))| (name, (node, v, slot)))
                     .collect()
             })
             .unwrap_or_default();
@@ -185,23 +259,34 @@ impl Plan {
         let mut put_nodes = Vec::new();
         let mut remove_nodes = Vec::new();
         let mut versions = Vec::with_capacity(new.nodes.len());
+        let mut slots = Vec::with_capacity(new.nodes.len());
         for n in &new.nodes {
             match before.remove(n.name.as_str()) {
-                Some((old, v)) if old == n => versions.push(v),
+                Some((old, v, slot)) if old == n => {
+                    versions.push(v);
+                    slots.push(slot);
+                }
                 was => {
-                    if let Some((_, v)) = was {
-                        remove_nodes.push(node_key(id, n.name.as_str(), v));
+                    let current = was.map(|(_, _, slot)| slot);
+                    if let Some(slot) = current.filter(|s| *s > 1) {
+                        // A record from before slots: its key is not a slot.
+                        remove_nodes.push(node_key(id, n.name.as_str(), slot));
                     }
-                    put_nodes.push((node_key(id, n.name.as_str(), rev), encode(n)));
+                    let slot = next_slot(current);
+                    put_nodes.push((node_key(id, n.name.as_str(), slot), encode_node(rev, n)));
                     versions.push(rev);
+                    slots.push(slot);
                 }
             }
         }
-        // What is left of `before` is gone from the cluster (sorted: a deterministic plan).
-        let mut gone: Vec<(&str, u64)> = before.into_iter().map(|(n, (_, v))| (n, v)).collect();
+        // What is left of `before` is gone from the cluster (sorted: a deterministic plan),
+        // both of its slots.
+        let mut gone: Vec<(&str, u64)> = before.into_iter().map(|(n, (_, _, s))| (n, s)).collect();
         gone.sort_unstable();
-        remove_nodes.extend(gone.into_iter().map(|(name, v)| node_key(id, name, v)));
-        let head = encode_head(new, rev, &versions);
+        for (name, slot) in gone {
+            remove_nodes.extend(both_slots(id, name, slot));
+        }
+        let head = encode_head(new, rev, &versions, &slots);
         let new_keys = IndexKeys::of(new);
         let old_keys = old.map(|o| IndexKeys::of(&o.cluster));
         let (remove_index, insert_index) = match old_keys {
@@ -211,6 +296,7 @@ impl Plan {
         Plan {
             head: Some(head),
             versions,
+            slots,
             put_nodes,
             remove_nodes,
             remove_index,
@@ -223,17 +309,28 @@ impl Plan {
         Plan {
             head: None,
             versions: Vec::new(),
+            slots: Vec::new(),
             put_nodes: Vec::new(),
             remove_nodes: old
                 .names
                 .iter()
-                .zip(&old.versions)
-                .map(|(n, v)| node_key(id, n, *v))
+                .zip(&old.slots)
+                .flat_map(|(n, slot)| both_slots(id, n, *slot))
                 .collect(),
             remove_index: Some(IndexKeys::of(&old.cluster)),
             insert_index: None,
         }
     }
+}
+
+/// The keys of node `name` in `slot` and in its other slot (a record from before slots has
+/// no other).
+fn both_slots(id: ClusterId, name: &str, slot: u64) -> Vec<Vec<u8>> {
+    let mut keys = vec![node_key(id, name, slot)];
+    if slot <= 1 {
+        keys.push(node_key(id, name, 1 - slot));
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -252,13 +349,38 @@ mod tests {
         )
     }
 
-    /// The snapshot a reader would take of `c` as written at `rev`.
+    /// The snapshot a reader would take of `c` as written at `rev`, every node in slot 0.
     fn stored(c: &Cluster, rev: u64) -> Snapshot {
         let mut c = c.clone();
         let versions = vec![rev; c.nodes.len()];
-        let head = encode_head(&mut c, rev, &versions);
+        let slots = vec![0; c.nodes.len()];
+        let head = encode_head(&mut c, rev, &versions, &slots);
+        let nodes: Vec<IVec> = c
+            .nodes
+            .iter()
+            .map(|n| IVec::from(encode_node(rev, n)))
+            .collect();
+        let h = Head::decode(b"k", &head).unwrap();
+        Snapshot::assemble(c.id, IVec::from(head), h, nodes).unwrap()
+    }
+
+    /// The same as written before slots: no `slots` in the head, each record's key ends
+    /// with its version, and the record is the node's JSON alone.
+    fn stored_before_slots(c: &Cluster, versions: &[u64]) -> Snapshot {
+        let mut c = c.clone();
+        let mut empty = c.clone();
+        empty.nodes.clear();
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        let head = encode(&serde_json::json!({
+            "rev": versions.iter().max(),
+            "nodes": names,
+            "versions": versions,
+            "cluster": empty,
+        }));
         let nodes: Vec<IVec> = c.nodes.iter().map(|n| IVec::from(encode(n))).collect();
         let h = Head::decode(b"k", &head).unwrap();
+        assert_eq!(h.slots, versions, "the versions are the slots");
+        c.nodes.clear();
         Snapshot::assemble(c.id, IVec::from(head), h, nodes).unwrap()
     }
 
@@ -291,9 +413,49 @@ mod tests {
         let plan = Plan::write(Some(&old), &mut new, 2);
         assert!(plan.head.is_some());
         let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(put, [node_key(c.id, "b", 2).as_slice()]);
-        assert_eq!(plan.remove_nodes, [node_key(c.id, "b", 1)]);
+        assert_eq!(put, [node_key(c.id, "b", 1).as_slice()], "the other slot");
+        assert_eq!(
+            split_node(&plan.put_nodes[0].1).0,
+            Some(2),
+            "tagged with its revision"
+        );
+        assert!(plan.remove_nodes.is_empty(), "{:?}", plan.remove_nodes);
+        assert_eq!(
+            (plan.versions.clone(), plan.slots.clone()),
+            (vec![1, 2, 1], vec![0, 1, 0])
+        );
         assert!(plan.remove_index.is_none() && plan.insert_index.is_none());
+        // The next change of `b` goes back to slot 0.
+        let next = Snapshot::written(&plan, 2, Arc::new(new.clone())).unwrap();
+        let mut newer = new.clone();
+        newer.nodes[1].observed.status = NodeStatus::Failed;
+        let plan = Plan::write(Some(&next), &mut newer, 3);
+        let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(put, [node_key(c.id, "b", 0).as_slice()]);
+        assert!(plan.remove_nodes.is_empty());
+    }
+
+    #[test]
+    fn a_record_from_before_slots_is_read_and_replaced_by_a_slot() {
+        let c = cluster();
+        let old = stored_before_slots(&c, &[1, 5, 5]);
+        assert_eq!(*old.cluster, c, "read as it was written");
+        let mut new = c.clone();
+        new.nodes[0].observed.status = NodeStatus::Running;
+        new.nodes[1].observed.status = NodeStatus::Running;
+        let plan = Plan::write(Some(&old), &mut new, 6);
+        let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(
+            put,
+            [
+                node_key(c.id, "a", 0).as_slice(),
+                node_key(c.id, "b", 0).as_slice()
+            ]
+        );
+        // `a`'s old record (version 1) is its slot 1 now; `b`'s (version 5) is no slot.
+        assert_eq!(plan.remove_nodes, [node_key(c.id, "b", 5)]);
+        assert_eq!(plan.slots, [0, 0, 5], "`c` keeps its record");
+        assert_eq!(plan.versions, [6, 6, 5]);
     }
 
     #[test]
@@ -321,8 +483,12 @@ mod tests {
         new.nodes.push(d);
         let plan = Plan::write(Some(&old), &mut new, 2);
         let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(put, [node_key(c.id, "d", 2).as_slice()]);
-        assert_eq!(plan.remove_nodes, [node_key(c.id, "a", 1)]);
+        assert_eq!(put, [node_key(c.id, "d", 0).as_slice()]);
+        assert_eq!(
+            plan.remove_nodes,
+            [node_key(c.id, "a", 0), node_key(c.id, "a", 1)],
+            "both slots of the node gone"
+        );
         assert_eq!(new, {
             let mut n = c.clone();
             let mut d = n.nodes.remove(0);
@@ -341,7 +507,7 @@ mod tests {
         assert!(plan.remove_index.is_none());
         let purge = Plan::purge(c.id, &stored(&c, 1));
         assert!(purge.head.is_none());
-        assert_eq!(purge.remove_nodes.len(), 3);
+        assert_eq!(purge.remove_nodes.len(), 6, "both slots of each node");
         assert_eq!(purge.remove_index, Some(IndexKeys::of(&c)));
     }
 }

@@ -10,7 +10,7 @@
 //! | `products`   | `<name>\0<version>`          | [`Product`] as JSON                          |
 //! | `parts`      | `<name>\0<version>\0<part>`  | raw bytes of the template/options/script     |
 //! | `clusters`   | `<cluster uuid>`             | the cluster's *head* as JSON (below)         |
-//! | `nodes`      | `<uuid>\0<node>\0<rev, hex>` | one [`crate::domain::Node`] as JSON          |
+//! | `nodes`      | `<uuid>\0<node>\0<slot, hex>`| its revision (8 bytes, big-endian), then one [`crate::domain::Node`] as JSON |
 //! | `by_created` | `<created_at>_<uuid>`        | `<uuid>` (the [`cursor_of`] order)           |
 //! | `by_owner`   | `<owner>\0<created_at>_<uuid>`| `<uuid>`                                     |
 //! | `by_status`  | `<status>\0<created_at>_<uuid>`| `<uuid>`                                    |
@@ -23,11 +23,13 @@
 //! A cluster is stored as its head and one record per node, so that a node's status update
 //! writes that node and the head, not every node. The head is
 //! `{"rev": n, "nodes": [<names in order>], "versions": [<rev of each node record>],
-//! "cluster": <the Cluster with "nodes": []>}`: the names and versions give the order and
-//! the keys of the node records, and `rev` grows by one on every commit of the cluster. A
-//! node record is never rewritten: a changed node is written under a new key, and the head,
-//! written last, is the commit point, so there is never a half-written cluster (see
-//! [`sled_store`] for how readers and writers use it).
+//! "slots": [<slot of each>], "cluster": <the Cluster with "nodes": []>}`: the names and
+//! slots give the order and the keys of the node records, and `rev` grows by one on every
+//! commit of the cluster. Each node has two slots (0 and 1): a changed node is written into
+//! the one the head does not name, and the head, written last, is the commit point, so there
+//! is never a half-written cluster (see [`sled_store`] for how readers and writers use it).
+//! Data written before slots (a node record under its revision, the JSON alone, no
+//! `"slots"` in the head) is read as it is; a node's first change moves it to a slot.
 //!
 //! The three index trees hold one key per cluster each, written by the same commits (the
 //! new key before the head, the old one removed after it); [`Store::clusters_page`] walks the most selective one. The meta key

@@ -1,15 +1,17 @@
 //! The sled implementation of [`Store`], with group commit.
 //!
 //! # Reading and writing a cluster
-//! A cluster is a head and one record per node (see the keyspace in [`super`]). A node
-//! record is never changed: a new encoding is written under a new key (its revision), so a
-//! head names records exactly as they were when it was written. A writer reads the
-//! cluster, runs the caller's function on it outside any lock, then commits under the
-//! cluster's lock: if the head is still the one it read (otherwise it starts over, as a lost
-//! compare-and-swap would), it writes the new node records and index keys, then the head
-//! (the one commit point), then removes what the new head no longer names. A reader reads
-//! the head and the records it names; a record removed meanwhile means a newer head, which
-//! it then reads.
+//! A cluster is a head and one record per node (see the keyspace in [`super`]). Each node
+//! has two slots: a changed node is written into the slot the current head does not name,
+//! tagged with the revision it is written at, so the record a head names is never
+//! overwritten while that head is current, and a change costs one write, not a write and a
+//! removal. A writer reads the cluster, runs the caller's function on it outside any lock,
+//! then commits under the cluster's lock: if the head is still the one it read (otherwise it
+//! starts over, as a lost compare-and-swap would), it writes the changed node records and
+//! the new index keys, then the head (the one commit point), then removes what the new head
+//! no longer names (the nodes gone, the old index keys). A reader reads the head and the
+//! records it names; a record missing, or of another revision than the head says (the commit
+//! after next wrote that slot again), means a newer head, which it then reads.
 //!
 //! sled transactions are not used for this on purpose: in sled 0.34 a transaction takes a
 //! process-wide write lock whose read side `Db::flush` holds for its whole fsync, so every
@@ -44,7 +46,7 @@ use tokio::sync::broadcast;
 
 use super::decoded::Decoded;
 use super::layout::{
-    Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, node_key, owner_prefix, status_prefix,
+    Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, owner_prefix, split_node, status_prefix,
 };
 use super::{
     BatchUpdate, COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page,
@@ -204,7 +206,8 @@ impl SledStore {
         Ok(converted)
     }
 
-    /// Counts every stored cluster and node by status (at open).
+    /// Counts every stored cluster and node by status (at open, after
+    /// [`SledStore::collect_garbage`]: every node record left is one its head names).
     fn count(&self) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
         for kv in self.clusters.iter() {
@@ -218,7 +221,7 @@ impl SledStore {
             let (k, v) = kv?;
             *tally
                 .nodes
-                .entry(decode::<Node>(&k, &v)?.observed.status)
+                .entry(decode::<Node>(&k, split_node(&v).1)?.observed.status)
                 .or_default() += 1;
         }
         Ok(tally)
@@ -261,29 +264,44 @@ impl SledStore {
             if filter.is_some_and(|f| !f.matches(&head.cluster)) {
                 return Ok(None);
             }
-            let mut nodes = Vec::with_capacity(head.nodes.len());
-            let mut missing = None;
-            for (name, v) in head.nodes.iter().zip(&head.versions) {
-                let k = node_key(id, name, *v);
-                match self.nodes.get(&k)? {
-                    Some(v) => nodes.push(v),
-                    None => {
-                        missing = Some(k);
-                        break;
-                    }
-                }
-            }
+            let records = self.records(id, &head)?;
             if self.clusters.get(&key)?.as_ref() != Some(&head_bytes) {
                 // A commit came between the reads: read the new revision.
                 continue;
             }
-            if let Some(k) = missing {
-                return Err(corrupt(&k, "the node record its cluster names is missing"));
-            }
+            let nodes = match records {
+                Records::All(nodes) => nodes,
+                Records::Stale(k, what) => return Err(corrupt(&k, what)),
+            };
             let snap = Arc::new(Snapshot::assemble(id, head_bytes, head, nodes)?);
             self.decoded.put(Arc::clone(&snap));
             return Ok(Some(snap));
         }
+    }
+
+    /// The node records `head` names, as long as each is still the one it names. A record
+    /// missing or of another revision means a newer head (a commit two after this head writes
+    /// the same slot again), or, if the head is still current, a corrupt store.
+    fn records(&self, id: ClusterId, head: &Head) -> Result<Records, StoreError> {
+        let mut nodes = Vec::with_capacity(head.nodes.len());
+        for (k, version) in head.node_keys(id).zip(&head.versions) {
+            match self.nodes.get(&k)? {
+                Some(v) if split_node(&v).0.is_some_and(|r| r != *version) => {
+                    return Ok(Records::Stale(
+                        k,
+                        "the node record its cluster names is of another revision",
+                    ));
+                }
+                Some(v) => nodes.push(v),
+                None => {
+                    return Ok(Records::Stale(
+                        k,
+                        "the node record its cluster names is missing",
+                    ));
+                }
+            }
+        }
+        Ok(Records::All(nodes))
     }
 
     /// Whether cluster `id` exists and its head matches `filter` (nodes are not read).
@@ -372,13 +390,7 @@ impl SledStore {
                 let mut named = std::collections::HashSet::new();
                 if let Some(head) = self.clusters.get(&uuid)? {
                     let h = Head::decode(&uuid, &head)?;
-                    let id = h.cluster.id;
-                    named.extend(
-                        h.nodes
-                            .iter()
-                            .zip(&h.versions)
-                            .map(|(n, v)| node_key(id, n, *v)),
-                    );
+                    named.extend(h.node_keys(h.cluster.id));
                 }
                 current = Some((uuid, named));
             }
@@ -519,6 +531,12 @@ impl SledStore {
 /// A check over the clusters of the new cluster's owner that may refuse a create (see
 /// [`Store::create_cluster_checked`]).
 type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
+
+/// The node records of a head, or the key of the first that is not the one it names.
+enum Records {
+    All(Vec<IVec>),
+    Stale(Vec<u8>, &'static str),
+}
 
 /// What [`SledStore::update_one`] did.
 enum Outcome {
@@ -1132,6 +1150,110 @@ mod tests {
         super::super::suite::run(&store);
     }
 
+    /// A node's two slots are written alternately, so a reader that read a head may find
+    /// the slot it names written again by the commit after next. Such a read must start over,
+    /// never assemble a cluster from two revisions. The decoded cache is emptied before
+    /// every read, so that the readers read the records.
+    #[test]
+    fn uncached_reads_during_commits_are_never_torn() {
+        use std::sync::atomic::AtomicBool;
+        let dir = tempfile::tempdir().unwrap();
+        let store = retry_locked(|| SledStore::open(dir.path()));
+        store
+            .create_product(&super::super::suite::product("p", "1"))
+            .unwrap();
+        let c = super::super::suite::cluster_with(
+            "u",
+            "p",
+            "1",
+            "2026-01-01T00:00:00.000Z",
+            &["a", "b", "c"],
+        );
+        let id = c.id;
+        store.create_cluster(c).unwrap();
+        let done = AtomicBool::new(false);
+        let reads = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(Ordering::SeqCst) {
+                        store.decoded.forget(id);
+                        let snap = store.read(id, None).unwrap().unwrap();
+                        let c = &snap.cluster;
+                        let attempts: Vec<u32> =
+                            c.nodes.iter().map(|n| n.observed.attempt).collect();
+                        assert!(
+                            attempts.iter().all(|a| u64::from(*a) + 1 == c.generation),
+                            "a torn read: generation {}, attempts {attempts:?}",
+                            c.generation
+                        );
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..300 {
+                    store
+                        .update_cluster(id, &mut |c| {
+                            c.generation += 1;
+                            for n in &mut c.nodes {
+                                n.observed.attempt += 1;
+                            }
+                            Ok(Update::Write)
+                        })
+                        .unwrap();
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+        });
+        assert!(reads.load(Ordering::Relaxed) > 0);
+        let c = store.cluster(id).unwrap().unwrap();
+        assert_eq!((c.generation, c.nodes[0].observed.attempt), (301, 300));
+    }
+
+    /// The same, step by step: a head read before two commits names a slot that the second
+    /// wrote again; its records are refused, and a read takes the newest revision.
+    #[test]
+    fn a_head_read_two_commits_ago_names_a_rewritten_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = retry_locked(|| SledStore::open(dir.path()));
+        store
+            .create_product(&super::super::suite::product("p", "1"))
+            .unwrap();
+        let c = super::super::suite::cluster_with(
+            "u",
+            "p",
+            "1",
+            "2026-01-01T00:00:00.000Z",
+            &["a", "b"],
+        );
+        let id = c.id;
+        store.create_cluster(c).unwrap();
+        let key = id.to_string();
+        let old = store.clusters.get(&key).unwrap().unwrap();
+        let old = Head::decode(key.as_bytes(), &old).unwrap();
+        assert!(matches!(store.records(id, &old).unwrap(), Records::All(n) if n.len() == 2));
+        for _ in 0..2 {
+            store
+                .update_cluster(id, &mut |c| {
+                    c.nodes[0].observed.attempt += 1;
+                    Ok(Update::Write)
+                })
+                .unwrap();
+        }
+        match store.records(id, &old).unwrap() {
+            Records::Stale(k, what) => {
+                assert!(k.starts_with(format!("{id}\0a\0").as_bytes()));
+                assert!(what.contains("another revision"), "{what}");
+            }
+            Records::All(_) => panic!("the rewritten slot was taken for the old head's"),
+        }
+        store.decoded.forget(id);
+        let now = store.read(id, None).unwrap().unwrap();
+        assert_eq!(now.cluster.nodes[0].observed.attempt, 2);
+        assert_eq!(now.rev, 3);
+    }
+
     #[test]
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1237,6 +1359,81 @@ mod tests {
             .collect()
     }
 
+    /// Data written before slots (each node record under its version, the JSON alone, no
+    /// `slots` in the head) is read as it is, and a node's first change moves it to a slot
+    /// and removes its old record; the nodes not changed keep theirs.
+    #[test]
+    fn records_from_before_slots_are_read_and_moved_on_change() {
+        use super::super::layout::node_key;
+        let dir = tempfile::tempdir().unwrap();
+        let c = super::super::suite::cluster_with(
+            "u",
+            "p",
+            "1",
+            "2026-01-01T00:00:00.000Z",
+            &["a", "b"],
+        );
+        let id = c.id;
+        {
+            let store = retry_locked(|| SledStore::open(dir.path()));
+            store
+                .create_product(&super::super::suite::product("p", "1"))
+                .unwrap();
+            store.create_cluster(c.clone()).unwrap();
+        }
+        // Rewrite it as the previous layout would have left it at revision 5.
+        {
+            let db = retry_locked(|| sled::open(dir.path()));
+            let (clusters, nodes) = (
+                db.open_tree("clusters").unwrap(),
+                db.open_tree("nodes").unwrap(),
+            );
+            let key = id.to_string();
+            let mut head: serde_json::Value =
+                serde_json::from_slice(&clusters.get(&key).unwrap().unwrap()).unwrap();
+            let obj = head.as_object_mut().unwrap();
+            obj.remove("slots");
+            obj.insert("rev".into(), 5.into());
+            obj.insert("versions".into(), serde_json::json!([5, 5]));
+            clusters
+                .insert(&key, serde_json::to_vec(&head).unwrap())
+                .unwrap();
+            for (i, n) in ["a", "b"].into_iter().enumerate() {
+                nodes.remove(node_key(id, n, 0)).unwrap();
+                nodes
+                    .insert(node_key(id, n, 5), encode(&c.nodes[i]))
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let stored = |dir: &Path| -> Vec<Vec<u8>> {
+            raw(dir)[b"nodes".as_slice()]
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        {
+            let store = retry_locked(|| SledStore::open(dir.path()));
+            assert_eq!(store.cluster(id).unwrap().unwrap(), c, "read as written");
+            assert_eq!(store.counts().unwrap(), Counts::of(std::slice::from_ref(&c)));
+            store
+                .update_cluster(id, &mut |c| {
+                    c.nodes[0].observed.status = NodeStatus::Running;
+                    Ok(Update::Write)
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            stored(dir.path()),
+            [node_key(id, "a", 0), node_key(id, "b", 5)]
+        );
+        let store = retry_locked(|| SledStore::open(dir.path()));
+        let now = store.cluster(id).unwrap().unwrap();
+        assert_eq!(now.nodes[0].observed.status, NodeStatus::Running);
+        assert_eq!(now.nodes[1], c.nodes[1]);
+        super::super::suite::assert_counts(&store);
+    }
+
     #[test]
     fn opening_converts_the_first_layout_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1339,7 +1536,7 @@ mod tests {
             let db = retry_locked(|| sled::open(dir.path()));
             db.open_tree("nodes")
                 .unwrap()
-                .insert(node_key(id, "a", 9), b"{}".as_slice())
+                .insert(super::super::layout::node_key(id, "a", 9), b"{}".as_slice())
                 .unwrap();
             db.open_tree("by_status")
                 .unwrap()
