@@ -1023,6 +1023,7 @@ impl Driver {
         if plan.is_empty() {
             return;
         }
+        // invariant: offers come only after SUBSCRIBED, which sets the framework id.
         let Some(framework_id) = s.framework_id.clone() else {
             return;
         };
