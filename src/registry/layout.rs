@@ -63,6 +63,16 @@ impl Head {
         Ok(head)
     }
 
+    /// The other slot of each node this head names in a slot (its previous record, which
+    /// the node's next change overwrites).
+    pub fn spare_keys(&self, id: ClusterId) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.nodes
+            .iter()
+            .zip(&self.slots)
+            .filter(|(_, slot)| **slot <= 1)
+            .map(move |(n, slot)| node_key(id, n, 1 - *slot))
+    }
+
     /// The keys of the node records this head names, in node order.
     pub fn node_keys(&self, id: ClusterId) -> impl Iterator<Item = Vec<u8>> + '_ {
         self.nodes

@@ -162,11 +162,12 @@ impl SledStore {
         if converted > 0 {
             tracing::info!(converted, "clusters converted to the per-node store layout");
         }
-        let removed = store.collect_garbage()?;
+        let mut tally = store.count_clusters()?;
+        let removed = store.collect_garbage(&mut tally)?;
         if removed > 0 {
             tracing::info!(removed, "records left by an interrupted commit removed");
         }
-        *store.lock_tally() = store.count()?;
+        *store.lock_tally() = tally;
         Ok(store)
     }
 
@@ -206,22 +207,15 @@ impl SledStore {
         Ok(converted)
     }
 
-    /// Counts every stored cluster and node by status (at open, after
-    /// [`SledStore::collect_garbage`]: every node record left is one its head names).
-    fn count(&self) -> Result<Tally, StoreError> {
+    /// Counts every stored cluster by status (at open; the nodes are counted by
+    /// [`SledStore::collect_garbage`], which reads them anyway).
+    fn count_clusters(&self) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
         for kv in self.clusters.iter() {
             let (k, v) = kv?;
             *tally
                 .clusters
                 .entry(Head::decode(&k, &v)?.cluster.status)
-                .or_default() += 1;
-        }
-        for kv in self.nodes.iter() {
-            let (k, v) = kv?;
-            *tally
-                .nodes
-                .entry(decode::<Node>(&k, split_node(&v).1)?.observed.status)
                 .or_default() += 1;
         }
         Ok(tally)
@@ -378,26 +372,37 @@ impl SledStore {
     }
 
     /// Removes what a crash between the steps of a commit may leave (see
-    /// [`SledStore::commit`]): node records no head names and index keys that do not match
-    /// their cluster. Walks each tree once, one cluster at a time.
-    fn collect_garbage(&self) -> Result<usize, StoreError> {
+    /// [`SledStore::commit`]): node records no head names (but the other slot of a node it
+    /// names) and index keys that do not match their cluster, and counts the named node
+    /// records into `tally`. Walks each tree once, one cluster at a time.
+    fn collect_garbage(&self, tally: &mut Tally) -> Result<usize, StoreError> {
+        use std::collections::HashSet;
         let mut removed = 0;
-        let mut current: Option<(Vec<u8>, std::collections::HashSet<Vec<u8>>)> = None;
-        for kv in self.nodes.iter().keys() {
-            let k = kv?;
+        // Per cluster: the records its head names, and the other slots of its nodes (a
+        // node's previous record, kept until the slot is written again).
+        type Keys = HashSet<Vec<u8>>;
+        let mut current: Option<(Vec<u8>, Keys, Keys)> = None;
+        for kv in self.nodes.iter() {
+            let (k, v) = kv?;
             let uuid = k.split(|b| *b == 0).next().unwrap_or_default().to_vec();
-            if current.as_ref().is_none_or(|(u, _)| *u != uuid) {
-                let mut named = std::collections::HashSet::new();
+            if current.as_ref().is_none_or(|(u, _, _)| *u != uuid) {
+                let (mut named, mut spare) = (HashSet::new(), HashSet::new());
                 if let Some(head) = self.clusters.get(&uuid)? {
                     let h = Head::decode(&uuid, &head)?;
                     named.extend(h.node_keys(h.cluster.id));
+                    spare.extend(h.spare_keys(h.cluster.id));
                 }
-                current = Some((uuid, named));
+                current = Some((uuid, named, spare));
             }
-            if current
-                .as_ref()
-                .is_some_and(|(_, named)| !named.contains(k.as_ref()))
-            {
+            let Some((_, named, spare)) = current.as_ref() else {
+                continue;
+            };
+            if named.contains(k.as_ref()) {
+                *tally
+                    .nodes
+                    .entry(decode::<Node>(&k, split_node(&v).1)?.observed.status)
+                    .or_default() += 1;
+            } else if !spare.contains(k.as_ref()) {
                 self.nodes.remove(&k)?;
                 removed += 1;
             }
@@ -1211,6 +1216,61 @@ mod tests {
         assert_eq!((c.generation, c.nodes[0].observed.attempt), (301, 300));
     }
 
+    /// A node's other slot is not garbage: an open keeps it and counts each node once.
+    #[test]
+    fn an_open_keeps_the_other_slot_and_counts_each_node_once() {
+        use super::super::layout::node_key;
+        let dir = tempfile::tempdir().unwrap();
+        let c = super::super::suite::cluster_with(
+            "u",
+            "p",
+            "1",
+            "2026-01-01T00:00:00.000Z",
+            &["a", "b"],
+        );
+        let id = c.id;
+        {
+            let store = retry_locked(|| SledStore::open(dir.path()));
+            store
+                .create_product(&super::super::suite::product("p", "1"))
+                .unwrap();
+            store.create_cluster(c).unwrap();
+            store
+                .update_cluster(id, &mut |c| {
+                    c.nodes[0].observed.status = NodeStatus::Running;
+                    Ok(Update::Write)
+                })
+                .unwrap();
+        }
+        let keys = |dir: &Path| -> Vec<Vec<u8>> {
+            raw(dir)[b"nodes".as_slice()]
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let both = [
+            node_key(id, "a", 0),
+            node_key(id, "a", 1),
+            node_key(id, "b", 0),
+        ];
+        assert_eq!(keys(dir.path()), both);
+        let store = retry_locked(|| SledStore::open(dir.path()));
+        let mut tally = Tally::default();
+        assert_eq!(
+            store.collect_garbage(&mut tally).unwrap(),
+            0,
+            "nothing is garbage"
+        );
+        assert_eq!(
+            tally.nodes.values().sum::<i64>(),
+            2,
+            "two nodes, counted once each"
+        );
+        super::super::suite::assert_counts(&store);
+        drop(store);
+        assert_eq!(keys(dir.path()), both);
+    }
+
     /// The same, step by step: a head read before two commits names a slot that the second
     /// wrote again; its records are refused, and a read takes the newest revision.
     #[test]
@@ -1415,7 +1475,10 @@ mod tests {
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
             assert_eq!(store.cluster(id).unwrap().unwrap(), c, "read as written");
-            assert_eq!(store.counts().unwrap(), Counts::of(std::slice::from_ref(&c)));
+            assert_eq!(
+                store.counts().unwrap(),
+                Counts::of(std::slice::from_ref(&c))
+            );
             store
                 .update_cluster(id, &mut |c| {
                     c.nodes[0].observed.status = NodeStatus::Running;
