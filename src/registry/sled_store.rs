@@ -18,8 +18,10 @@
 //! commit would wait for the flush in progress and concurrent writers would share few
 //! flushes (measured: 3.5k instead of 10k+ durable single updates/s). sled recovers its log
 //! in order, so after a crash a head never outlives the records it names; what a commit
-//! left half-done (records no head names, stale index keys) is removed at open, and readers
-//! check every index hit against its head anyway.
+//! left half-done is harmless: a node record written into the slot its head does not name
+//! is overwritten by the node's next change, and node records of nodes no head names and
+//! stale index keys are removed at open (readers check every index hit against its head
+//! anyway).
 //!
 //! # After a commit
 //! - **Durable**: a write returns once a flush covered it. Flushes are shared (group commit);
