@@ -1157,6 +1157,24 @@ mod tests {
         super::super::suite::run(&store);
     }
 
+    /// Creates product `p/1` and a cluster of it with `nodes` in `store`; the cluster.
+    fn with_cluster(store: &SledStore, nodes: &[&str]) -> Cluster {
+        store
+            .create_product(&super::super::suite::product("p", "1"))
+            .unwrap();
+        let c = super::super::suite::cluster_with("u", "p", "1", "2026-01-01T00:00:00.000Z", nodes);
+        store.create_cluster(c.clone()).unwrap();
+        c
+    }
+
+    /// The keys of the `nodes` tree in the store at `dir`, in order.
+    fn node_record_keys(dir: &Path) -> Vec<Vec<u8>> {
+        raw(dir)[b"nodes".as_slice()]
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// A node's two slots are written alternately, so a reader that read a head may find
     /// the slot it names written again by the commit after next. Such a read must start over,
     /// never assemble a cluster from two revisions. The decoded cache is emptied before
@@ -1166,18 +1184,7 @@ mod tests {
         use std::sync::atomic::AtomicBool;
         let dir = tempfile::tempdir().unwrap();
         let store = retry_locked(|| SledStore::open(dir.path()));
-        store
-            .create_product(&super::super::suite::product("p", "1"))
-            .unwrap();
-        let c = super::super::suite::cluster_with(
-            "u",
-            "p",
-            "1",
-            "2026-01-01T00:00:00.000Z",
-            &["a", "b", "c"],
-        );
-        let id = c.id;
-        store.create_cluster(c).unwrap();
+        let id = with_cluster(&store, &["a", "b", "c"]).id;
         let done = AtomicBool::new(false);
         let reads = AtomicU64::new(0);
         std::thread::scope(|s| {
@@ -1223,20 +1230,11 @@ mod tests {
     fn an_open_keeps_the_other_slot_and_counts_each_node_once() {
         use super::super::layout::node_key;
         let dir = tempfile::tempdir().unwrap();
-        let c = super::super::suite::cluster_with(
-            "u",
-            "p",
-            "1",
-            "2026-01-01T00:00:00.000Z",
-            &["a", "b"],
-        );
-        let id = c.id;
+        let (c, id);
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
-            store
-                .create_product(&super::super::suite::product("p", "1"))
-                .unwrap();
-            store.create_cluster(c).unwrap();
+            c = with_cluster(&store, &["a", "b"]);
+            id = c.id;
             store
                 .update_cluster(id, &mut |c| {
                     c.nodes[0].observed.status = NodeStatus::Running;
@@ -1244,18 +1242,12 @@ mod tests {
                 })
                 .unwrap();
         }
-        let keys = |dir: &Path| -> Vec<Vec<u8>> {
-            raw(dir)[b"nodes".as_slice()]
-                .iter()
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
         let both = [
             node_key(id, "a", 0),
             node_key(id, "a", 1),
             node_key(id, "b", 0),
         ];
-        assert_eq!(keys(dir.path()), both);
+        assert_eq!(node_record_keys(dir.path()), both);
         let store = retry_locked(|| SledStore::open(dir.path()));
         let mut tally = Tally::default();
         assert_eq!(
@@ -1270,7 +1262,7 @@ mod tests {
         );
         super::super::suite::assert_counts(&store);
         drop(store);
-        assert_eq!(keys(dir.path()), both);
+        assert_eq!(node_record_keys(dir.path()), both);
     }
 
     /// The same, step by step: a head read before two commits names a slot that the second
@@ -1279,18 +1271,7 @@ mod tests {
     fn a_head_read_two_commits_ago_names_a_rewritten_slot() {
         let dir = tempfile::tempdir().unwrap();
         let store = retry_locked(|| SledStore::open(dir.path()));
-        store
-            .create_product(&super::super::suite::product("p", "1"))
-            .unwrap();
-        let c = super::super::suite::cluster_with(
-            "u",
-            "p",
-            "1",
-            "2026-01-01T00:00:00.000Z",
-            &["a", "b"],
-        );
-        let id = c.id;
-        store.create_cluster(c).unwrap();
+        let id = with_cluster(&store, &["a", "b"]).id;
         let key = id.to_string();
         let old = store.clusters.get(&key).unwrap().unwrap();
         let old = Head::decode(key.as_bytes(), &old).unwrap();
@@ -1428,20 +1409,11 @@ mod tests {
     fn records_from_before_slots_are_read_and_moved_on_change() {
         use super::super::layout::node_key;
         let dir = tempfile::tempdir().unwrap();
-        let c = super::super::suite::cluster_with(
-            "u",
-            "p",
-            "1",
-            "2026-01-01T00:00:00.000Z",
-            &["a", "b"],
-        );
-        let id = c.id;
+        let (c, id);
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
-            store
-                .create_product(&super::super::suite::product("p", "1"))
-                .unwrap();
-            store.create_cluster(c.clone()).unwrap();
+            c = with_cluster(&store, &["a", "b"]);
+            id = c.id;
         }
         // Rewrite it as the previous layout would have left it at revision 5.
         {
@@ -1468,12 +1440,6 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let stored = |dir: &Path| -> Vec<Vec<u8>> {
-            raw(dir)[b"nodes".as_slice()]
-                .iter()
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
             assert_eq!(store.cluster(id).unwrap().unwrap(), c, "read as written");
@@ -1489,7 +1455,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            stored(dir.path()),
+            node_record_keys(dir.path()),
             [node_key(id, "a", 0), node_key(id, "b", 5)]
         );
         let store = retry_locked(|| SledStore::open(dir.path()));
