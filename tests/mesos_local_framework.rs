@@ -291,3 +291,97 @@ async fn a_gang_spans_agents_and_a_cluster_that_fits_in_part_holds_nothing() {
     drop(s);
     l.stop().await;
 }
+
+/// An ACCEPT whose answer is an error may or may not have been carried out by the master.
+/// Lost call: the master never saw it, so its offers stay outstanding until the framework
+/// declines them (a master does not time offers out), and its tasks are unknown to the
+/// master. A gang of 3 nodes of 0.4 cpu spans both agents of 1 cpu, so the lost nodes can
+/// run again only on the resources of the lost call's offer: they do only if it was
+/// declined. Lost answer: the tasks run; reconciliation finds them, and nothing is launched
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_accept_holds_no_offer_and_its_tasks_are_reconciled() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = local_with(&dir.path().join("mesos"), ContainerizerMode::Simulated).await;
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--master", &l.handle.master_url],
+    );
+    register_reference(&s, &[]).await;
+    common::nodes_only(&s).await;
+    let launch = async |size: u32| {
+        let body = format!(r#"{{"size": {size}, "cpu": 0.4}}"#);
+        let r = call("POST", &s.api("/products/reference/1.0.0"), body, &[JSON]).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let running = async |id: &str| {
+        let ns = nodes(&s, id).await;
+        ns.iter().all(|n| n["status"] == "running").then_some(ns)
+    };
+
+    // 1. Lost call.
+    assert_eq!(
+        l.handle.fail_accepts(1, false).await.unwrap().as_deref(),
+        Some("1")
+    );
+    let a = launch(3).await;
+    let ns = wait_for(60, "cluster A to run on the declined offer", async || {
+        running(&a).await
+    })
+    .await;
+    assert_eq!(accepts_failed(&s).await, 1.0);
+    let attempts: Vec<u64> = ns.iter().map(|n| n["attempt"].as_u64().unwrap()).collect();
+    assert!(
+        attempts.iter().any(|&n| n > 1),
+        "the lost call's nodes were launched again: {ns:#?}"
+    );
+    let snap = l.handle.snapshot().await.unwrap();
+    assert_eq!(snap.tasks.len(), 3, "{snap:?}");
+    assert!(
+        snap.tasks.iter().all(|t| t.state == "TASK_RUNNING"),
+        "{snap:?}"
+    );
+    let r = call("DELETE", &s.api(&format!("/clusters/{a}")), "", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for(30, "cluster A's tasks to go", async || {
+        l.handle
+            .snapshot()
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // 2. Lost answer.
+    assert_eq!(
+        l.handle.fail_accepts(1, true).await.unwrap().as_deref(),
+        Some("1")
+    );
+    let b = launch(1).await;
+    let ns = wait_for(60, "cluster B to run", async || running(&b).await).await;
+    assert_eq!(accepts_failed(&s).await, 2.0);
+    // Reconciled, not replaced: the task the master launched is the node's.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ns_after = nodes(&s, &b).await;
+    assert_eq!(ns_after[0]["attempt"], 1, "{ns_after:#?}");
+    assert_eq!(ns_after[0]["task_id"], ns[0]["task_id"]);
+    let snap = l.handle.snapshot().await.unwrap();
+    assert_eq!(snap.tasks.len(), 1, "{snap:?}");
+    assert_eq!(
+        Some(&snap.tasks[0].task_id),
+        ns_after[0]["task_id"].as_str().map(str::to_owned).as_ref()
+    );
+    drop(s);
+    l.stop().await;
+}
+
+/// `paas_accepts_failed_total` from `/metrics` (0 before the first).
+async fn accepts_failed(s: &Server) -> f64 {
+    let text = get(&s.api("/metrics")).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("paas_accepts_failed_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}

@@ -299,6 +299,22 @@ impl MesosLocal {
         self.fault(Fault::FailOver).await
     }
 
+    /// Answers the next `calls` ACCEPTs with 503 Service Unavailable, as a master that
+    /// fails (or a proxy that loses the answer) would. With `applied`, each is carried out
+    /// first, so its tasks launch though the framework saw an error; without, it is
+    /// dropped, and its offers stay outstanding until declined. Returns `calls`.
+    ///
+    /// # Errors
+    /// [`LocalError::Stopped`] once mesos-local has stopped.
+    pub async fn fail_accepts(
+        &self,
+        calls: usize,
+        applied: bool,
+    ) -> Result<Option<String>, LocalError> {
+        self.fault(Fault::FailAccepts(master::AcceptFault { calls, applied }))
+            .await
+    }
+
     /// A view of the master's state.
     ///
     /// # Errors

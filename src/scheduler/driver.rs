@@ -1057,7 +1057,7 @@ impl Driver {
                     tracing::debug!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
                 }
                 let launched = Launched {
-                    offers: a.offer_ids.len(),
+                    offer_ids: a.offer_ids.clone(),
                     tasks: a
                         .tasks
                         .iter()
@@ -1079,12 +1079,15 @@ impl Driver {
     }
 
     /// How a round's ACCEPTs went: offers that launch nothing are declined in one call,
-    /// and a call that may not have reached the master has its tasks reconciled.
+    /// and a call that may not have reached the master has its tasks reconciled and its
+    /// offers declined. Had the master taken it, that DECLINE names offers already used,
+    /// which a master ignores; had it not, the offers would otherwise stay outstanding, their
+    /// agents' resources held by nobody, since the master does not time offers out.
     async fn on_accepted(&mut self, s: &mut Session, sent: Vec<Sent>) -> Result<(), DriverError> {
         // Finished rounds leave the set.
         while s.accepting.try_join_next().is_some() {}
         let mut unused = Vec::new();
-        let mut lost = false;
+        let mut lost = Vec::new();
         for outcome in sent {
             match outcome {
                 Sent::Unused(offer_ids) => unused.extend(offer_ids),
@@ -1093,7 +1096,7 @@ impl Driver {
                         "paas_offers_used_total",
                         "Offers accepted.",
                         &[],
-                        launched.offers as f64,
+                        launched.offer_ids.len() as f64,
                     );
                     self.metrics.add(
                         "paas_tasks_launched_total",
@@ -1107,13 +1110,21 @@ impl Driver {
                     for (t, a) in launched.tasks {
                         s.reconciling.entry(t).or_insert(Some(a));
                     }
-                    lost = true;
+                    lost.extend(launched.offer_ids);
+                    self.metrics.add(
+                        "paas_accepts_failed_total",
+                        "ACCEPT calls that failed: their tasks are reconciled, their offers declined.",
+                        &[],
+                        1.0,
+                    );
                 }
             }
         }
         self.decline(s, unused, self.cfg.busy_refuse.as_secs_f64())
             .await?;
-        if lost {
+        if !lost.is_empty() {
+            // No filter: the lost tasks' nodes are placed again as soon as the master answers.
+            self.decline(s, lost, 0.0).await?;
             self.reconcile(s, true).await?;
         }
         Ok(())
@@ -1349,7 +1360,7 @@ const CLOSED: &str = "the master closed the event stream";
 /// What one ACCEPT launches: how many offers it uses and its tasks, reconciled if the call
 /// may not have reached the master.
 struct Launched {
-    offers: usize,
+    offer_ids: Vec<String>,
     tasks: Vec<(TaskId, AgentId)>,
 }
 

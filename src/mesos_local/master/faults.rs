@@ -23,6 +23,18 @@ pub(crate) enum Fault {
     RescindOffer(Option<String>),
     DropStream(Option<String>),
     FailOver,
+    FailAccepts(AcceptFault),
+}
+
+/// ACCEPT calls to answer with 503 Service Unavailable (tests: a call the framework cannot
+/// tell went through). See [`crate::mesos_local::MesosLocal::fail_accepts`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AcceptFault {
+    /// How many of the next ACCEPTs fail.
+    pub calls: usize,
+    /// Whether each is carried out before the 503 (a lost answer) or not at all (a lost
+    /// call).
+    pub applied: bool,
 }
 
 /// A read-only view of the master, for tests and `GET /master/state`.
@@ -177,6 +189,15 @@ impl Master {
                 tracing::warn!(framework_id = %fid, "fault: scheduler stream dropped");
                 self.stream_closed(&fid, &sid, now);
                 Some(fid)
+            }
+            Fault::FailAccepts(f) => {
+                tracing::warn!(
+                    calls = f.calls,
+                    applied = f.applied,
+                    "fault: the next ACCEPTs fail"
+                );
+                self.failing_accepts = f;
+                Some(f.calls.to_string())
             }
             Fault::FailOver => {
                 let master_id = uuid::Uuid::new_v4().to_string();

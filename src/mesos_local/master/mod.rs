@@ -49,7 +49,7 @@ mod faults;
 mod scheduler_api;
 
 use allocator::Filter;
-pub(crate) use faults::Fault;
+pub(crate) use faults::{AcceptFault, Fault};
 pub use faults::{AgentView, FrameworkView, Snapshot, TaskView};
 
 /// Most commands handled before the allocation round they may have asked for runs.
@@ -135,6 +135,12 @@ impl Reply {
     fn bad(body: impl Into<String>) -> Self {
         Reply {
             status: StatusCode::BAD_REQUEST,
+            body: body.into(),
+        }
+    }
+    fn unavailable(body: impl Into<String>) -> Self {
+        Reply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
             body: body.into(),
         }
     }
@@ -369,6 +375,8 @@ pub(crate) struct Master {
     executors: HashMap<ExecKey, Executor>,
     next_allocation: Instant,
     round_robin: usize,
+    /// ACCEPTs still to fail ([`Fault::FailAccepts`]).
+    failing_accepts: faults::AcceptFault,
 }
 
 fn now_secs() -> f64 {
@@ -449,6 +457,7 @@ impl Master {
             executors: HashMap::new(),
             next_allocation: Instant::now(),
             round_robin: 0,
+            failing_accepts: faults::AcceptFault::default(),
         }
     }
 

@@ -210,8 +210,17 @@ impl Master {
                 self.remove_framework(&fid, now);
             }
             T::Accept => {
-                if let Some(a) = call.accept {
+                let fault = self.failing_accepts;
+                if fault.calls > 0 {
+                    self.failing_accepts.calls -= 1;
+                }
+                if let Some(a) = call.accept
+                    && (fault.calls == 0 || fault.applied)
+                {
                     self.accept(&fid, a, now);
+                }
+                if fault.calls > 0 {
+                    return Reply::unavailable("mesos-local fault injection: ACCEPT failed");
                 }
             }
             T::Decline => {
