@@ -16,6 +16,11 @@ use crate::domain::{Cluster, ClusterId, Node};
 pub(super) const LAYOUT: &str = "2";
 pub(super) const LAYOUT_KEY: &str = "store_layout";
 
+/// The slot of a node that has no record: the head carries it (in `inline`). A new cluster's
+/// nodes are all inline, so that a create is one write for the head, not one more per node;
+/// the cluster's first change moves every inline node into a record of its own.
+pub(super) const INLINE: u64 = u64::MAX;
+
 /// A head as written: borrows the cluster, whose `nodes` the writer has emptied.
 #[derive(Serialize)]
 struct HeadOut<'a> {
@@ -23,6 +28,8 @@ struct HeadOut<'a> {
     nodes: Vec<&'a str>,
     versions: &'a [u64],
     slots: &'a [u64],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    inline: Vec<&'a Node>,
     cluster: &'a Cluster,
 }
 
@@ -38,6 +45,9 @@ pub(super) struct Head {
     /// before slots: then each record's key ends with its version.
     #[serde(default)]
     pub slots: Vec<u64>,
+    /// The nodes whose slot is [`INLINE`], in node order.
+    #[serde(default)]
+    pub inline: Vec<Node>,
     pub cluster: Cluster,
 }
 
@@ -52,13 +62,19 @@ impl Head {
         if head.slots.is_empty() {
             head.slots.clone_from(&head.versions);
         }
+        let corrupt = |what: &str| super::StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            source: serde::de::Error::custom(what),
+        };
         if head.slots.len() != head.nodes.len() || head.versions.len() != head.nodes.len() {
-            return Err(super::StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                source: serde::de::Error::custom(
-                    "a head's nodes, versions and slots differ in number",
-                ),
-            });
+            return Err(corrupt(
+                "a head's nodes, versions and slots differ in number",
+            ));
+        }
+        if head.slots.iter().filter(|s| **s == INLINE).count() != head.inline.len() {
+            return Err(corrupt(
+                "a head's inline nodes are not the ones its slots say",
+            ));
         }
         Ok(head)
     }
@@ -73,12 +89,15 @@ impl Head {
             .map(move |(n, slot)| node_key(id, n, 1 - *slot))
     }
 
-    /// The keys of the node records this head names, in node order.
-    pub fn node_keys(&self, id: ClusterId) -> impl Iterator<Item = Vec<u8>> + '_ {
+    /// The keys of the node records this head names, in node order, each with the revision
+    /// the head says it was written at (inline nodes have none).
+    pub fn node_keys(&self, id: ClusterId) -> impl Iterator<Item = (Vec<u8>, u64)> + '_ {
         self.nodes
             .iter()
             .zip(&self.slots)
-            .map(move |(n, slot)| node_key(id, n, *slot))
+            .zip(&self.versions)
+            .filter(|((_, slot), _)| **slot != INLINE)
+            .map(move |((n, slot), version)| (node_key(id, n, *slot), *version))
     }
 }
 
@@ -161,6 +180,12 @@ pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64], slots: &[
         nodes: nodes.iter().map(|n| n.name.as_str()).collect(),
         versions,
         slots,
+        inline: nodes
+            .iter()
+            .zip(slots)
+            .filter(|(_, s)| **s == INLINE)
+            .map(|(n, _)| n)
+            .collect(),
         cluster: c,
     });
     c.nodes = nodes;
@@ -182,8 +207,8 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Assembles the cluster from its head and node records (in the head's order; their
-    /// revisions already checked against the head's).
+    /// Assembles the cluster from its head and node records (those of [`Head::node_keys`],
+    /// in order; their revisions already checked against the head's).
     pub fn assemble(
         id: ClusterId,
         head_bytes: IVec,
@@ -191,15 +216,24 @@ impl Snapshot {
         nodes: Vec<IVec>,
     ) -> Result<Snapshot, StoreError> {
         let mut cluster = head.cluster;
-        cluster.nodes = head
-            .nodes
-            .iter()
-            .zip(&head.slots)
-            .zip(&nodes)
-            .map(|((name, slot), bytes)| {
-                decode::<Node>(&node_key(id, name, *slot), split_node(bytes).1)
-            })
-            .collect::<Result<_, _>>()?;
+        let mut inline = head.inline.into_iter();
+        let mut records = nodes.iter();
+        cluster.nodes = Vec::with_capacity(head.nodes.len());
+        for (name, slot) in head.nodes.iter().zip(&head.slots) {
+            let key = || node_key(id, name, *slot);
+            let node = if *slot == INLINE {
+                inline.next()
+            } else {
+                records
+                    .next()
+                    .map(|bytes| decode::<Node>(&key(), split_node(bytes).1))
+                    .transpose()?
+            };
+            cluster.nodes.push(node.ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key()).into_owned(),
+                source: serde::de::Error::custom("a node its head names is not there"),
+            })?);
+        }
         Ok(Snapshot {
             head: head_bytes,
             rev: head.rev,
@@ -271,14 +305,20 @@ impl Plan {
         let mut versions = Vec::with_capacity(new.nodes.len());
         let mut slots = Vec::with_capacity(new.nodes.len());
         for n in &new.nodes {
+            if old.is_none() {
+                // A new cluster: its nodes go inline (see [`INLINE`]).
+                versions.push(rev);
+                slots.push(INLINE);
+                continue;
+            }
             match before.remove(n.name.as_str()) {
-                Some((old, v, slot)) if old == n => {
+                Some((old, v, slot)) if old == n && slot != INLINE => {
                     versions.push(v);
                     slots.push(slot);
                 }
                 was => {
                     let current = was.map(|(_, _, slot)| slot);
-                    if let Some(slot) = current.filter(|s| *s > 1) {
+                    if let Some(slot) = current.filter(|s| *s > 1 && *s != INLINE) {
                         // A record from before slots: its key is not a slot.
                         remove_nodes.push(node_key(id, n.name.as_str(), slot));
                     }
@@ -334,8 +374,11 @@ impl Plan {
 }
 
 /// The keys of node `name` in `slot` and in its other slot (a record from before slots has
-/// no other).
+/// no other; an inline node has none).
 fn both_slots(id: ClusterId, name: &str, slot: u64) -> Vec<Vec<u8>> {
+    if slot == INLINE {
+        return Vec::new();
+    }
     let mut keys = vec![node_key(id, name, slot)];
     if slot <= 1 {
         keys.push(node_key(id, name, 1 - slot));
@@ -468,6 +511,52 @@ mod tests {
         assert_eq!(plan.versions, [6, 6, 5]);
     }
 
+    /// The first change of a new cluster moves every node out of the head into slot 0, the
+    /// unchanged ones too, so that later heads are small.
+    #[test]
+    fn a_first_change_moves_every_inline_node_to_a_record() {
+        let c = cluster();
+        let mut first = c.clone();
+        let plan = Plan::write(None, &mut first, 1);
+        let created = Snapshot::written(&plan, 1, Arc::new(first)).unwrap();
+        let mut new = c.clone();
+        new.nodes[1].observed.status = NodeStatus::Running;
+        let plan = Plan::write(Some(&created), &mut new, 2);
+        let put: Vec<&[u8]> = plan.put_nodes.iter().map(|(k, _)| k.as_slice()).collect();
+        let slot0: Vec<Vec<u8>> = ["a", "b", "c"]
+            .iter()
+            .map(|n| node_key(c.id, n, 0))
+            .collect();
+        assert_eq!(put, slot0.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert!(plan.remove_nodes.is_empty());
+        assert_eq!(
+            (plan.slots.clone(), plan.versions.clone()),
+            (vec![0; 3], vec![2; 3])
+        );
+        let h = Head::decode(b"k", plan.head.as_deref().unwrap()).unwrap();
+        assert!(h.inline.is_empty(), "the head carries no node any more");
+        let records: Vec<IVec> = plan
+            .put_nodes
+            .iter()
+            .map(|(_, v)| IVec::from(v.as_slice()))
+            .collect();
+        let snap = Snapshot::assemble(c.id, IVec::from(plan.head.as_deref().unwrap()), h, records)
+            .unwrap();
+        assert_eq!(*snap.cluster, new);
+    }
+
+    /// A head whose inline nodes do not match its slots is refused, not half read.
+    #[test]
+    fn a_head_with_missing_inline_nodes_is_corrupt() {
+        let mut c = cluster();
+        let plan = Plan::write(None, &mut c, 1);
+        let mut head: serde_json::Value =
+            serde_json::from_slice(plan.head.as_deref().unwrap()).unwrap();
+        head["inline"].as_array_mut().unwrap().pop();
+        let err = Head::decode(b"k", &encode(&head)).err().unwrap();
+        assert!(err.to_string().contains('k'), "{err}");
+    }
+
     #[test]
     fn a_status_change_moves_the_status_index_key() {
         let c = cluster();
@@ -512,9 +601,20 @@ mod tests {
     fn a_new_cluster_writes_everything_and_a_purge_removes_everything() {
         let mut c = cluster();
         let plan = Plan::write(None, &mut c, 1);
-        assert_eq!(plan.put_nodes.len(), 3);
+        assert!(plan.put_nodes.is_empty(), "the head carries the nodes");
+        assert_eq!(plan.slots, [INLINE; 3]);
         assert_eq!(plan.insert_index, Some(IndexKeys::of(&c)));
         assert!(plan.remove_index.is_none());
+        let head = plan.head.as_deref().unwrap();
+        let h = Head::decode(b"k", head).unwrap();
+        assert_eq!(h.inline, c.nodes);
+        let snap = Snapshot::assemble(c.id, IVec::from(head), h, Vec::new()).unwrap();
+        assert_eq!(*snap.cluster, c, "read back from the head alone");
+        assert_eq!(
+            Plan::purge(c.id, &snap).remove_nodes,
+            Vec::<Vec<u8>>::new(),
+            "no record to remove"
+        );
         let purge = Plan::purge(c.id, &stored(&c, 1));
         assert!(purge.head.is_none());
         assert_eq!(purge.remove_nodes.len(), 6, "both slots of each node");

@@ -209,16 +209,18 @@ impl SledStore {
         Ok(converted)
     }
 
-    /// Counts every stored cluster by status (at open; the nodes are counted by
-    /// [`SledStore::collect_garbage`], which reads them anyway).
+    /// Counts every stored cluster by status, and the nodes its head carries (at open; the
+    /// node records are counted by [`SledStore::collect_garbage`], which reads them anyway).
     fn count_clusters(&self) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
         for kv in self.clusters.iter() {
             let (k, v) = kv?;
-            *tally
-                .clusters
-                .entry(Head::decode(&k, &v)?.cluster.status)
-                .or_default() += 1;
+            let head = Head::decode(&k, &v)?;
+            *tally.clusters.entry(head.cluster.status).or_default() += 1;
+            // The nodes the head carries; those with records are counted with them.
+            for n in &head.inline {
+                *tally.nodes.entry(n.observed.status).or_default() += 1;
+            }
         }
         Ok(tally)
     }
@@ -280,9 +282,9 @@ impl SledStore {
     /// the same slot again), or, if the head is still current, a corrupt store.
     fn records(&self, id: ClusterId, head: &Head) -> Result<Records, StoreError> {
         let mut nodes = Vec::with_capacity(head.nodes.len());
-        for (k, version) in head.node_keys(id).zip(&head.versions) {
+        for (k, version) in head.node_keys(id) {
             match self.nodes.get(&k)? {
-                Some(v) if split_node(&v).0.is_some_and(|r| r != *version) => {
+                Some(v) if split_node(&v).0.is_some_and(|r| r != version) => {
                     return Ok(Records::Stale(
                         k,
                         "the node record its cluster names is of another revision",
@@ -391,7 +393,7 @@ impl SledStore {
                 let (mut named, mut spare) = (HashSet::new(), HashSet::new());
                 if let Some(head) = self.clusters.get(&uuid)? {
                     let h = Head::decode(&uuid, &head)?;
-                    named.extend(h.node_keys(h.cluster.id));
+                    named.extend(h.node_keys(h.cluster.id).map(|(k, _)| k));
                     spare.extend(h.spare_keys(h.cluster.id));
                 }
                 current = Some((uuid, named, spare));
@@ -1167,6 +1169,15 @@ mod tests {
         c
     }
 
+    /// [`with_cluster`], then a change that moves its nodes out of the head into records
+    /// (slot 0, revision 2).
+    fn with_records(store: &SledStore, nodes: &[&str]) -> Cluster {
+        let c = with_cluster(store, nodes);
+        store
+            .update_cluster(c.id, &mut |_| Ok(Update::Write))
+            .unwrap()
+    }
+
     /// The keys of the `nodes` tree in the store at `dir`, in order.
     fn node_record_keys(dir: &Path) -> Vec<Vec<u8>> {
         raw(dir)[b"nodes".as_slice()]
@@ -1225,6 +1236,27 @@ mod tests {
         assert_eq!((c.generation, c.nodes[0].observed.attempt), (301, 300));
     }
 
+    /// The nodes of a cluster never changed since its launch are in its head, not in records;
+    /// an open counts them all the same.
+    #[test]
+    fn an_open_counts_the_nodes_a_head_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = {
+            let store = retry_locked(|| SledStore::open(dir.path()));
+            with_cluster(&store, &["a", "b", "c"])
+        };
+        assert!(
+            node_record_keys(dir.path()).is_empty(),
+            "no node record yet"
+        );
+        let store = retry_locked(|| SledStore::open(dir.path()));
+        assert_eq!(store.cluster(c.id).unwrap().as_ref(), Some(&c));
+        assert_eq!(
+            store.counts().unwrap(),
+            Counts::of(std::slice::from_ref(&c))
+        );
+    }
+
     /// A node's other slot is not garbage: an open keeps it and counts each node once.
     #[test]
     fn an_open_keeps_the_other_slot_and_counts_each_node_once() {
@@ -1233,7 +1265,7 @@ mod tests {
         let (c, id);
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
-            c = with_cluster(&store, &["a", "b"]);
+            c = with_records(&store, &["a", "b"]);
             id = c.id;
             store
                 .update_cluster(id, &mut |c| {
@@ -1271,7 +1303,7 @@ mod tests {
     fn a_head_read_two_commits_ago_names_a_rewritten_slot() {
         let dir = tempfile::tempdir().unwrap();
         let store = retry_locked(|| SledStore::open(dir.path()));
-        let id = with_cluster(&store, &["a", "b"]).id;
+        let id = with_records(&store, &["a", "b"]).id;
         let key = id.to_string();
         let old = store.clusters.get(&key).unwrap().unwrap();
         let old = Head::decode(key.as_bytes(), &old).unwrap();
@@ -1294,7 +1326,7 @@ mod tests {
         store.decoded.forget(id);
         let now = store.read(id, None).unwrap().unwrap();
         assert_eq!(now.cluster.nodes[0].observed.attempt, 2);
-        assert_eq!(now.rev, 3);
+        assert_eq!(now.rev, 4);
     }
 
     #[test]
@@ -1412,7 +1444,7 @@ mod tests {
         let (c, id);
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
-            c = with_cluster(&store, &["a", "b"]);
+            c = with_records(&store, &["a", "b"]);
             id = c.id;
         }
         // Rewrite it as the previous layout would have left it at revision 5.
@@ -1534,7 +1566,10 @@ mod tests {
             check(&store);
         }
         let converted = raw(dir.path());
-        assert_eq!(converted[b"nodes".as_slice()].len(), 15);
+        assert!(
+            converted[b"nodes".as_slice()].is_empty(),
+            "a converted cluster is written as a new one: its head carries its nodes"
+        );
         {
             let store = retry_locked(|| SledStore::open(dir.path()));
             check(&store);
