@@ -553,8 +553,13 @@ mod tests {
         let mut head: serde_json::Value =
             serde_json::from_slice(plan.head.as_deref().unwrap()).unwrap();
         head["inline"].as_array_mut().unwrap().pop();
-        let err = Head::decode(b"k", &encode(&head)).err().unwrap();
-        assert!(err.to_string().contains('k'), "{err}");
+        match Head::decode(b"k", &encode(&head)) {
+            Err(StoreError::Corrupt { key, source }) => {
+                assert_eq!(key, "k");
+                assert!(source.to_string().contains("inline"), "{source}");
+            }
+            other => panic!("decoded: {:?}", other.map(|h| h.inline.len())),
+        }
     }
 
     #[test]
