@@ -147,6 +147,15 @@ pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(),
         "  RSS after these reads: {:.0} MB",
         server.rss().map_or(0.0, mb)
     );
+    // What of it is freed memory the allocator still holds: the server hands that back at
+    // its next trim (every `TRIM_PERIOD`).
+    let idle = crate::memory::TRIM_PERIOD + Duration::from_secs(1);
+    tokio::time::sleep(idle).await;
+    println!(
+        "  RSS {} s later, idle (after the server's periodic trim): {:.0} MB",
+        idle.as_secs(),
+        server.rss().map_or(0.0, mb)
+    );
     Ok(())
 }
 
