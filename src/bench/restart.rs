@@ -1,6 +1,7 @@
 //! `paas bench restart` and `paas bench launches`: a child `paas serve --master none` on a
-//! big store. `restart` writes the store first (through [`SledStore`], as the server would),
-//! then times the child until it serves; `launches` fills it through the API with durable
+//! big store. `restart` writes the store first (through [`SledStore`], as the server would:
+//! each cluster launched, then placed, then running, so each node has a record in both of
+//! its slots), then times the child until it serves; `launches` fills it through the API with durable
 //! launches. Both print the child's resident memory.
 //!
 //! With `--master none` there is no scheduler, so nothing is reconciled: "serving" is the
@@ -19,7 +20,7 @@ use super::load::{self, Load, Stop};
 use super::{BenchError, RemoveDir, cluster, parallel, product, temp_dir};
 use crate::api::routes::BASE;
 use crate::domain::{AgentId, ClusterStatus, NodeStatus, TaskId};
-use crate::registry::{SledStore, Store};
+use crate::registry::{SledStore, Store, Update};
 
 /// Nodes per cluster in the store `restart` writes.
 pub const NODES_PER_CLUSTER: usize = 10;
@@ -37,12 +38,22 @@ pub async fn restart(nodes: usize, writers: usize) -> Result<(), BenchError> {
     {
         let store = Arc::new(SledStore::open(&data)?);
         store.create_product(&product())?;
-        let records: Vec<_> = (0..clusters).map(|_| running_cluster()).collect();
-        parallel(&records, writers, |c| store.create_cluster(c.clone()))?;
+        let records: Vec<_> = (0..clusters).map(|_| cluster(NODES_PER_CLUSTER)).collect();
+        parallel(&records, writers, |c| {
+            store.create_cluster(c.clone())?;
+            // Placed, then running: the two commits of a provisioning.
+            for status in [NodeStatus::Staging, NodeStatus::Running] {
+                store.update_cluster(c.id, &mut |c| {
+                    place(c, status);
+                    Ok(Update::Write)
+                })?;
+            }
+            Ok(())
+        })?;
         store.flush()?;
     }
     println!(
-        "restart: {clusters} clusters × {NODES_PER_CLUSTER} nodes, every node running, written in {:.1} s ({} writers); {:.0} MB on disk",
+        "restart: {clusters} clusters × {NODES_PER_CLUSTER} nodes, each launched, placed and running (3 commits), written in {:.1} s ({} writers); {:.0} MB on disk",
         write.elapsed().as_secs_f64(),
         writers,
         mb(dir_size(&data))
@@ -177,13 +188,17 @@ async fn timed_get(addr: std::net::SocketAddr, path: &str) -> Result<(), BenchEr
     Ok(())
 }
 
-/// A cluster as the store holds it once every node runs: placed, with a task and ports.
-fn running_cluster() -> crate::domain::Cluster {
-    let mut c = cluster(NODES_PER_CLUSTER);
-    c.status = ClusterStatus::Ready;
+/// `c` as the store holds it once its nodes are placed (`Staging`, the cluster `Scheduled`)
+/// or run (`Running`, the cluster `Ready`): each with a task, an agent and ports.
+fn place(c: &mut crate::domain::Cluster, status: NodeStatus) {
+    c.status = if status == NodeStatus::Running {
+        ClusterStatus::Ready
+    } else {
+        ClusterStatus::Scheduled
+    };
     let id = c.id;
     for (i, n) in c.nodes.iter_mut().enumerate() {
-        n.observed.status = NodeStatus::Running;
+        n.observed.status = status;
         n.observed.host = Some("localhost".into());
         n.observed.address = Some("127.0.0.1".into());
         n.observed.task_id = Some(TaskId {
@@ -194,7 +209,6 @@ fn running_cluster() -> crate::domain::Cluster {
         n.observed.agent_id = Some(AgentId::new(format!("agent-{}", i % 100)));
         n.observed.ports.insert("http".into(), 31_000 + i as u16);
     }
-    c
 }
 
 /// Bytes of the files under `dir`.
