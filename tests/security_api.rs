@@ -497,7 +497,21 @@ async fn connections_per_client_are_capped_and_slots_come_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(held);
-    let m = get(&s.api("/metrics")).await.text();
+    // The two dropped connections hold their slots until the server sees them close, and
+    // the last probe's may still be held: the read of the counter waits for a slot too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let r = get(&s.api("/metrics")).await;
+        if r.status == 200 {
+            break r.text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slot for /metrics: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         m.lines()
             .any(|l| l.starts_with("paas_http_connections_refused_total ") && !l.ends_with(" 0")),
