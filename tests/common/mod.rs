@@ -141,21 +141,32 @@ impl Server {
     }
 
     pub fn sigterm(&mut self) -> ExitStatus {
+        self.stop()
+            .expect("server did not stop within 15 s of SIGTERM")
+    }
+
+    /// Sends SIGTERM and waits up to 15 s for the exit.
+    fn stop(&mut self) -> Option<ExitStatus> {
         // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         for _ in 0..300 {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s;
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("server did not stop within 15 s of SIGTERM");
+        None
     }
 }
 
 impl Drop for Server {
+    /// A server still running when its test ends (also when the test failed) is stopped as
+    /// an operator would stop it: SIGTERM, so that its mesos-local stops the executors and
+    /// containers it started (a `kill -9` would leave them to the next start on the same
+    /// data directory, which a test's temporary directory never sees). `kill -9` only if
+    /// it has not stopped 15 s later.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
+        if self.child.try_wait().ok().flatten().is_none() && self.stop().is_none() {
             self.kill9();
         }
     }
