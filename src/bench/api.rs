@@ -108,7 +108,7 @@ pub fn addr_of(url: &str) -> Result<SocketAddr, BenchError> {
 /// [`BenchError`] when a server cannot be started or set up.
 pub async fn run(o: Options) -> Result<(), BenchError> {
     let dir = temp_dir("api")?;
-    let _cleanup = RemoveDir(dir.clone());
+    let _cleanup = RemoveDir(Some(dir.clone()));
     let (real, url) = ChildProc::serve(
         &dir.join("data"),
         &["--master", "none"],

@@ -111,7 +111,7 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
         frameworks: Vec::new(),
         removed: Vec::new(),
         done: false,
-        _dir: RemoveDir(dir.clone()),
+        _dir: RemoveDir(Some(dir.clone())),
     };
 
     // Ours: one server for every round, as a framework lives.

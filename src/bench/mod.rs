@@ -71,6 +71,10 @@ pub enum BenchCmd {
         /// Concurrent writers while the store is written.
         #[arg(long, default_value_t = 16)]
         writers: usize,
+        /// Write the store into this directory (which must not exist yet) and leave it
+        /// there, to run `paas serve --data <DIR>/data` on it later.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
     },
     /// Durable launches (POST) against `paas serve --master none`: launches/s, then the
     /// server's RSS, `GET /clusters` and `/metrics` on what they made.
@@ -152,7 +156,11 @@ async fn run_one(cmd: BenchCmd) -> Result<(), BenchError> {
             })
             .await
         }
-        BenchCmd::Restart { nodes, writers } => restart::restart(nodes, writers).await,
+        BenchCmd::Restart {
+            nodes,
+            writers,
+            keep,
+        } => restart::restart(nodes, writers, keep).await,
         BenchCmd::Launches {
             count,
             connections,
@@ -205,7 +213,7 @@ fn product() -> Product {
 
 fn registry(clusters: usize, nodes: usize, writers: usize) -> Result<(), BenchError> {
     let dir = temp_dir("registry")?;
-    let _cleanup = RemoveDir(dir.clone());
+    let _cleanup = RemoveDir(Some(dir.clone()));
     let store = Arc::new(SledStore::open(&dir)?);
     store.create_product(&product())?;
     let records: Vec<Cluster> = (0..clusters).map(|_| cluster(nodes)).collect();
@@ -325,11 +333,14 @@ fn temp_dir(what: &str) -> std::io::Result<std::path::PathBuf> {
 
 /// Removes a benchmark's directory when dropped: declared before what uses the directory
 /// (a store, a child server), it is dropped after them.
-struct RemoveDir(std::path::PathBuf);
+/// Removes its directory when dropped; `None` keeps it.
+struct RemoveDir(Option<std::path::PathBuf>);
 
 impl Drop for RemoveDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

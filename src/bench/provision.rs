@@ -90,7 +90,7 @@ pub struct Options {
 pub async fn run(o: Options) -> Result<(), ProvisionError> {
     let setup = |e: &dyn std::fmt::Display| ProvisionError::Setup(e.to_string());
     let dir = super::temp_dir("provision").map_err(|e| setup(&e))?;
-    let _cleanup = super::RemoveDir(dir.clone());
+    let _cleanup = super::RemoveDir(Some(dir.clone()));
     let shutdown = CancellationToken::new();
     // An early return (an error, Ctrl-C) stops every task started below.
     let _stop = shutdown.clone().drop_guard();

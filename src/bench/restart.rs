@@ -29,9 +29,21 @@ pub const NODES_PER_CLUSTER: usize = 10;
 ///
 /// # Errors
 /// [`BenchError`] when the store cannot be written or the server started.
-pub async fn restart(nodes: usize, writers: usize) -> Result<(), BenchError> {
-    let dir = temp_dir("restart")?;
-    let _cleanup = RemoveDir(dir.clone());
+pub async fn restart(
+    nodes: usize,
+    writers: usize,
+    keep: Option<std::path::PathBuf>,
+) -> Result<(), BenchError> {
+    let (dir, _cleanup) = match keep {
+        Some(dir) => {
+            std::fs::create_dir(&dir)?;
+            (dir, RemoveDir(None))
+        }
+        None => {
+            let dir = temp_dir("restart")?;
+            (dir.clone(), RemoveDir(Some(dir)))
+        }
+    };
     let data = dir.join("data");
     let clusters = nodes.div_ceil(NODES_PER_CLUSTER);
     let write = Instant::now();
@@ -88,8 +100,13 @@ pub async fn restart(nodes: usize, writers: usize) -> Result<(), BenchError> {
         health.as_secs_f64()
     );
     timed_get(addr, "/metrics").await?;
-    // Paged once the listing pages (issue 12); every record before.
+    // The first page read from disk (the cache holds what the open read last), then the
+    // same page again (cached), then the next one.
+    let next = timed_get(addr, "/clusters").await?;
     timed_get(addr, "/clusters").await?;
+    if let Some(cursor) = next {
+        timed_get(addr, &format!("/clusters?cursor={cursor}")).await?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
         "  RSS of the server, idle 2 s later: {:.0} MB",
@@ -105,7 +122,7 @@ pub async fn restart(nodes: usize, writers: usize) -> Result<(), BenchError> {
 /// [`BenchError`] when the server cannot be started or set up.
 pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(), BenchError> {
     let dir = temp_dir("launches")?;
-    let _cleanup = RemoveDir(dir.clone());
+    let _cleanup = RemoveDir(Some(dir.clone()));
     let (server, url) = ChildProc::serve(
         &dir.join("data"),
         &["--master", "none"],
@@ -170,22 +187,25 @@ pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(),
     Ok(())
 }
 
-/// GETs `path` once and prints how long it took and what it returned.
-async fn timed_get(addr: std::net::SocketAddr, path: &str) -> Result<(), BenchError> {
+/// GETs `path` once and prints how long it took and what it returned. The page's `next`
+/// cursor, if it is a page that has one.
+async fn timed_get(addr: std::net::SocketAddr, path: &str) -> Result<Option<String>, BenchError> {
     let t = Instant::now();
     let body = expect_ok(addr, http::Method::GET, path, Bytes::new()).await?;
     let took = t.elapsed();
-    let listed = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
+    let page = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let listed = page
+        .as_ref()
         .and_then(|v| v["clusters"].as_array().map(Vec::len))
         .map(|n| format!(", {n} clusters listed"))
         .unwrap_or_default();
+    let next = page.and_then(|v| v["next"].as_str().map(str::to_owned));
     println!(
         "  GET {path}: {:.1} ms ({} bytes{listed})",
         took.as_secs_f64() * 1e3,
         body.len()
     );
-    Ok(())
+    Ok(next)
 }
 
 /// `c` as the store holds it once its nodes are placed (`Staging`, the cluster `Scheduled`)
