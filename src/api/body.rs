@@ -234,11 +234,18 @@ pub(super) fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Resp {
     // invariant: our response bodies are plain serde values with string keys.
     let bytes = serde_json::to_vec_pretty(body).expect("response serialises");
-    let mut resp = Response::new(Body::full(bytes));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_bytes_response(status, Bytes::from(bytes))
+}
+
+/// [`json_response`] written into a buffer of `capacity` bytes: a large body whose size is
+/// known roughly up front is not copied again at each doubling of its buffer.
+pub(crate) fn json_response_sized(
+    status: StatusCode,
+    body: &impl Serialize,
+    capacity: usize,
+) -> Resp {
+    let mut bytes = Vec::with_capacity(capacity);
+    // invariant: as in json_response; writing to a Vec cannot fail.
+    serde_json::to_writer_pretty(&mut bytes, body).expect("response serialises");
+    json_bytes_response(status, Bytes::from(bytes))
 }

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
 use super::body::{
-    Resp, check_json_content_type, json_bytes_response, json_response, object, parse_json,
-    raw_response, read_body, with_link_next, with_location,
+    Resp, check_json_content_type, json_bytes_response, json_response, json_response_sized, object,
+    parse_json, raw_response, read_body, with_link_next, with_location,
 };
 use super::dry_run;
 use super::error::ApiError;
@@ -508,10 +508,15 @@ pub(super) async fn list(
     })
     .await?;
     let body = ClusterPage {
-        clusters: page.clusters.iter().map(ClusterView::from).collect(),
+        clusters: page
+            .clusters
+            .iter()
+            .map(|c| ClusterView::from(&**c))
+            .collect(),
         next: page.next.as_deref(),
     };
-    let resp = json_response(StatusCode::OK, &body);
+    let capacity = page.clusters.iter().map(|c| view_capacity(c)).sum();
+    let resp = json_response_sized(StatusCode::OK, &body, capacity);
     Ok(match &page.next {
         None => resp,
         Some(next) => with_link_next(resp, &format!("{BASE}/clusters?{}", q.next_query(next))),
@@ -811,12 +816,16 @@ pub(super) async fn get(
 /// The served JSON of `c` (pretty, as every response), written into one buffer sized for
 /// it up front.
 fn encode_view(c: &Cluster) -> Vec<u8> {
-    // About 1 KiB of record and 1 KiB a node, history and services included; a rare
-    // larger one grows the buffer once or twice.
-    let mut buf = Vec::with_capacity(1024 + 1024 * c.nodes.len());
+    let mut buf = Vec::with_capacity(view_capacity(c));
     // invariant: a view is plain serde data with string keys; writing to a Vec cannot fail.
     serde_json::to_writer_pretty(&mut buf, &ClusterView::from(c)).expect("view serialises");
     buf
+}
+
+/// The buffer to write the view of `c` into: about 1 KiB of record and 1 KiB a node,
+/// history and services included; a rare larger one grows the buffer once or twice.
+fn view_capacity(c: &Cluster) -> usize {
+    1024 + 1024 * c.nodes.len()
 }
 
 /// `GET /clusters/{id}/nodes`.

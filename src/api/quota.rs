@@ -79,7 +79,7 @@ impl Usage {
                 .clusters
                 .iter()
                 .filter(|c| Some(c.id) != except)
-                .map(Usage::of)
+                .map(|c| Usage::of(c))
                 .fold(total, Usage::plus);
             match page.next {
                 Some(next) => cursor = Some(next),

@@ -151,9 +151,10 @@ impl ListFilter {
 }
 
 /// One page of clusters, oldest first, and the cursor of the next page (none at the end).
+/// The records are shared with the store's cache of decoded clusters, not copied.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     pub next: Option<String>,
 }
 
@@ -161,7 +162,11 @@ impl Page {
     /// The page of the first `limit` clusters of `matching` (in list order), with `next` if
     /// more follow.
     pub(crate) fn of<'a>(mut matching: impl Iterator<Item = &'a Cluster>, limit: usize) -> Page {
-        let clusters: Vec<Cluster> = matching.by_ref().take(limit).cloned().collect();
+        let clusters: Vec<Arc<Cluster>> = matching
+            .by_ref()
+            .take(limit)
+            .map(|c| Arc::new(c.clone()))
+            .collect();
         let next = match (clusters.last(), matching.next()) {
             (Some(last), Some(_)) => Some(cursor_of(last)),
             _ => None,
@@ -238,7 +243,10 @@ pub fn each_in_statuses(
         let mut cursor: Option<String> = None;
         loop {
             let page = store.clusters_page(&filter, SCAN_PAGE, cursor.as_deref())?;
-            page.clusters.into_iter().for_each(&mut f);
+            page.clusters
+                .into_iter()
+                .map(Arc::unwrap_or_clone)
+                .for_each(&mut f);
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,

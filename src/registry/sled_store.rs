@@ -852,13 +852,13 @@ impl Store for SledStore {
             if page.clusters.len() == limit {
                 // One more match is all `next` needs: its head, not its nodes.
                 if self.head_matches(id, filter)? {
-                    page.next = page.clusters.last().map(cursor_of);
+                    page.next = page.clusters.last().map(|c| cursor_of(c));
                     break;
                 }
                 continue;
             }
             if let Some(s) = self.read(id, Some(filter))? {
-                page.clusters.push(Cluster::clone(&s.cluster));
+                page.clusters.push(Arc::clone(&s.cluster));
             }
         }
         Ok(page)

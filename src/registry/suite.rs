@@ -625,7 +625,10 @@ fn pages(store: &dyn Store) {
                 match page.next {
                     Some(next) => {
                         assert_eq!(page.clusters.len(), limit, "only a last page is short");
-                        assert_eq!(Some(&next), page.clusters.last().map(cursor_of).as_ref());
+                        assert_eq!(
+                            Some(&next),
+                            page.clusters.last().map(|c| cursor_of(c)).as_ref()
+                        );
                         cursor = Some(next);
                     }
                     None => break,
@@ -640,7 +643,7 @@ fn pages(store: &dyn Store) {
         .unwrap()
         .clusters
         .remove(0);
-    assert_eq!(Some(&first), all.iter().find(|c| c.id == first.id));
+    assert_eq!(Some(&*first), all.iter().find(|c| c.id == first.id));
 
     // Empty pages: nothing matches, a cursor past the end, a limit of 0.
     let none = store.clusters_page(&filters[7], 10, None).unwrap();
