@@ -14,7 +14,8 @@
 //!
 //! # Delivery
 //! One task ([`Hub::spawn`]) reads the announcements, diffs each cluster against what it saw
-//! last ([`diff`], pure) and publishes; publishing, the ring and registering a subscriber
+//! last ([`diff`], pure; at most [`SEEN_MAX`] clusters are remembered, so memory does not
+//! grow with the clusters stored) and publishes; publishing, the ring and registering a subscriber
 //! share one lock, so a subscriber resuming from the ring neither misses nor repeats an
 //! event. Each subscriber has a channel of [`SUBSCRIBER_BUFFER`] chunks (one per commit),
 //! filled with `try_send`: a subscriber whose channel is full is dropped (its stream ends),
@@ -49,6 +50,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Recent events kept for `Last-Event-ID`; an older id gets `reset`.
 pub const RING: usize = 4096;
+
+/// Clusters the hub remembers (what it saw of each, to diff the next commit against): about
+/// this many of those committed last. A cluster it no longer remembers is announced whole at
+/// its next commit, as one seen for the first time; its log lines, until then, go to admins
+/// and its own streams only (the owner is not known).
+pub const SEEN_MAX: usize = 16_384;
 
 /// Chunks a subscriber may leave unread before it is dropped as too slow. A chunk is one
 /// commit's events (or a heartbeat), however many nodes changed.
@@ -168,7 +175,7 @@ impl Hub {
         let (mut commits, mut logs) = (store.subscribe(), store.subscribe_logs());
         let h = Arc::clone(&hub);
         tracker.spawn(async move {
-            let mut seen: HashMap<ClusterId, Seen> = HashMap::new();
+            let mut seen = SeenClusters::default();
             let mut beat = tokio::time::interval(HEARTBEAT);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -246,20 +253,17 @@ impl Hub {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn on_cluster(&self, seen: &mut HashMap<ClusterId, Seen>, c: &Cluster) {
-        let (now, events) = diff(seen.remove(&c.id), c);
+    fn on_cluster(&self, seen: &mut SeenClusters, c: &Cluster) {
+        let (now, events) = diff(seen.take(c.id), c);
         self.publish(c.id, Some(Arc::clone(&now.owner)), &events);
-        // A destroyed cluster changes no more (until it is purged): forget it, so that
-        // what is kept is bounded by the live clusters.
-        if c.status == ClusterStatus::Destroyed {
-            seen.remove(&c.id);
-        } else {
-            seen.insert(c.id, now);
+        // A destroyed cluster changes no more (until it is purged): forget it.
+        if c.status != ClusterStatus::Destroyed {
+            seen.put(c.id, now);
         }
     }
 
-    fn on_purged(&self, seen: &mut HashMap<ClusterId, Seen>, id: ClusterId) {
-        let owner = seen.remove(&id).map(|s| s.owner);
+    fn on_purged(&self, seen: &mut SeenClusters, id: ClusterId) {
+        let owner = seen.take(id).map(|s| s.owner);
         self.publish(id, owner, &[(Kind::Purged, data(&json!({"cluster": id})))]);
         // A purged cluster's own streams have nothing more to follow.
         self.lock()
@@ -267,8 +271,8 @@ impl Hub {
             .retain(|s| s.scope != Scope::Cluster(id));
     }
 
-    fn on_log(&self, seen: &HashMap<ClusterId, Seen>, log: &LogAppended) {
-        let owner = seen.get(&log.id).map(|s| Arc::clone(&s.owner));
+    fn on_log(&self, seen: &SeenClusters, log: &LogAppended) {
+        let owner = seen.get(log.id).map(|s| Arc::clone(&s.owner));
         let text = String::from_utf8_lossy(&log.data);
         self.publish(
             log.id,
@@ -366,22 +370,58 @@ fn frame_value(id: u64, event: &str, v: &Value) -> Vec<u8> {
     frame(id, event, &data(v))
 }
 
-/// What the hub remembers of a cluster, to tell what a commit changed.
+/// The clusters the hub remembers: those committed last, at most [`SEEN_MAX`]. Two
+/// generations: a cluster is put into the current one; when that holds half of
+/// [`SEEN_MAX`], it becomes the previous one and the previous one is dropped. A cluster
+/// committed again meanwhile moves back to the current one, so what is dropped is what
+/// was not committed for a while.
+#[derive(Default)]
+struct SeenClusters {
+    current: HashMap<ClusterId, Seen>,
+    previous: HashMap<ClusterId, Seen>,
+}
+
+impl SeenClusters {
+    fn take(&mut self, id: ClusterId) -> Option<Seen> {
+        self.current
+            .remove(&id)
+            .or_else(|| self.previous.remove(&id))
+    }
+
+    fn get(&self, id: ClusterId) -> Option<&Seen> {
+        self.current.get(&id).or_else(|| self.previous.get(&id))
+    }
+
+    fn put(&mut self, id: ClusterId, seen: Seen) {
+        if self.current.len() >= SEEN_MAX / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(id, seen);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// What the hub remembers of a cluster, to tell what a commit changed: a few hundred bytes
+/// for a small cluster (each node's name and what its event shows, in the cluster's order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
     owner: Arc<str>,
     status: ClusterStatus,
     size: usize,
     steps: usize,
-    nodes: BTreeMap<String, NodeSeen>,
+    nodes: Vec<(Box<str>, NodeSeen)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct NodeSeen {
     status: NodeStatus,
-    host: Option<String>,
-    ports: BTreeMap<String, u16>,
-    message: Option<String>,
+    host: Option<Box<str>>,
+    ports: Box<[(Box<str>, u16)]>,
+    message: Option<Box<str>>,
 }
 
 /// The events that `c` makes of what was seen before (`None`: not seen since boot), and
@@ -392,7 +432,7 @@ struct NodeSeen {
 pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
     let mut out = Vec::new();
     let first = before.is_none();
-    let (owner, mut old_nodes, cluster_changed, from) = match before {
+    let (owner, old_nodes, cluster_changed, from) = match before {
         Some(b) => {
             let changed = b.status != c.status || b.size != c.nodes.len();
             let from = b.steps.min(c.history.len());
@@ -400,7 +440,7 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
         }
         None => (
             Arc::from(c.owner.as_str()),
-            BTreeMap::new(),
+            Vec::new(),
             true,
             c.history.len().saturating_sub(1),
         ),
@@ -408,30 +448,44 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
     if cluster_changed {
         out.push((Kind::Cluster, data(&ClusterSummary::of(c))));
     }
-    let mut nodes = BTreeMap::new();
+    // Each node is looked for where the previous one was found, plus one: nodes keep their
+    // order, so a search happens only around a node added or removed.
+    let mut old: Vec<Option<(Box<str>, NodeSeen)>> = old_nodes.into_iter().map(Some).collect();
+    let mut next = 0;
+    let mut nodes = Vec::with_capacity(c.nodes.len());
     let mut changed = Vec::new();
     for n in &c.nodes {
         let o = &n.observed;
-        match old_nodes.remove_entry(n.name.as_str()) {
-            Some((name, s)) if s.is(o) => {
-                nodes.insert(name, s);
-            }
+        let named = |e: &Option<(Box<str>, NodeSeen)>| {
+            e.as_ref()
+                .is_some_and(|(name, _)| **name == *n.name.as_str())
+        };
+        let at = if old.get(next).is_some_and(named) {
+            Some(next)
+        } else {
+            old.iter().position(named)
+        };
+        match at.and_then(|i| {
+            next = i + 1;
+            old[i].take()
+        }) {
+            Some((name, s)) if s.is(o) => nodes.push((name, s)),
             _ => {
-                changed.push(n.name.as_str());
-                nodes.insert(n.name.to_string(), NodeSeen::of(o));
+                changed.push(n);
+                nodes.push((n.name.as_str().into(), NodeSeen::of(o)));
             }
         }
     }
-    // In name order, as the map iterates.
-    changed.sort_unstable();
-    for name in changed {
-        if let Some(s) = nodes.get(name) {
-            out.push((Kind::Node, node_event(c.id, name, s)));
-        }
+    // In name order.
+    changed.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    for n in changed {
+        out.push((Kind::Node, node_event(c.id, n)));
     }
     if !first {
         // What is left of the old nodes is gone (in name order).
-        for name in old_nodes.keys() {
+        let mut gone: Vec<Box<str>> = old.into_iter().flatten().map(|(name, _)| name).collect();
+        gone.sort_unstable();
+        for name in gone {
             out.push((
                 Kind::Node,
                 data(&json!({"cluster": c.id, "node": name, "status": "removed"})),
@@ -455,18 +509,26 @@ impl NodeSeen {
     fn of(o: &crate::domain::cluster::NodeObserved) -> Self {
         Self {
             status: o.status,
-            host: o.host.clone(),
-            ports: o.ports.clone(),
-            message: o.message.clone(),
+            host: o.host.as_deref().map(Into::into),
+            ports: o
+                .ports
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), *v))
+                .collect(),
+            message: o.message.as_deref().map(Into::into),
         }
     }
 
     /// Whether `o` shows what this saw.
     fn is(&self, o: &crate::domain::cluster::NodeObserved) -> bool {
         self.status == o.status
-            && self.host == o.host
-            && self.ports == o.ports
-            && self.message == o.message
+            && self.host.as_deref() == o.host.as_deref()
+            && self
+                .ports
+                .iter()
+                .map(|(k, v)| (&**k, *v))
+                .eq(o.ports.iter().map(|(k, v)| (k.as_str(), *v)))
+            && self.message.as_deref() == o.message.as_deref()
     }
 }
 
@@ -519,14 +581,15 @@ struct NodeEvent<'a> {
     message: Option<&'a str>,
 }
 
-fn node_event(cluster: ClusterId, name: &str, n: &NodeSeen) -> Data {
+fn node_event(cluster: ClusterId, n: &crate::domain::cluster::Node) -> Data {
+    let o = &n.observed;
     data(&NodeEvent {
         cluster,
-        node: name,
-        status: n.status,
-        host: n.host.as_deref(),
-        ports: &n.ports,
-        message: n.message.as_deref(),
+        node: n.name.as_str(),
+        status: o.status,
+        host: o.host.as_deref(),
+        ports: &o.ports,
+        message: o.message.as_deref(),
     })
 }
 
@@ -737,6 +800,73 @@ mod tests {
         assert_eq!(values(&events)[1]["status"], "removed");
     }
 
+    #[test]
+    fn nodes_are_matched_by_name_whatever_their_order() {
+        let node = json!({"docker_image": "i", "cpu": 1, "mem": 64});
+        let mut c = Cluster::sample(
+            json!({"a": node, "b": node, "c": node, "d": node}),
+            Timestamp("2026-12-01T12:00:00.000Z".into()),
+        );
+        let (seen, _) = diff(None, &c);
+        // The same nodes in another order: nothing changed.
+        c.nodes.reverse();
+        let (seen, none) = diff(Some(seen), &c);
+        assert!(none.is_empty(), "{none:?}");
+        // `b` removed, `e` added (as `a` renamed), `d` changed.
+        c.nodes.retain(|n| n.name.as_str() != "b");
+        let mut e = c
+            .nodes
+            .iter()
+            .find(|n| n.name.as_str() == "a")
+            .unwrap()
+            .clone();
+        e.name = "e".parse().unwrap();
+        c.nodes.push(e);
+        let d = c.nodes.iter_mut().find(|n| n.name.as_str() == "d").unwrap();
+        d.observed.ports.insert("http".into(), 31000);
+        let (_, events) = diff(Some(seen), &c);
+        let named: Vec<(Value, Value)> = values(&events)
+            .into_iter()
+            .map(|v| (v["node"].clone(), v["status"].clone()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (json!("d"), json!("queued")),
+                (json!("e"), json!("queued")),
+                (json!("b"), json!("removed")),
+            ]
+        );
+        assert_eq!(values(&events)[0]["ports"], json!({"http": 31000}));
+    }
+
+    #[test]
+    fn the_hub_remembers_the_clusters_committed_last_and_announces_a_forgotten_one_whole() {
+        let hub = Hub::new(0);
+        let mut seen = SeenClusters::default();
+        let first = cluster();
+        hub.on_cluster(&mut seen, &first);
+        let kept = cluster();
+        for i in 0..SEEN_MAX {
+            // `kept` is committed again now and then; `first` never.
+            if i % 1000 == 0 {
+                hub.on_cluster(&mut seen, &kept);
+            }
+            let mut c = cluster();
+            c.id = ClusterId::generate();
+            hub.on_cluster(&mut seen, &c);
+            assert!(seen.len() <= SEEN_MAX);
+        }
+        assert!(seen.get(kept.id).is_some());
+        assert!(seen.get(first.id).is_none());
+        // Forgotten: its next commit announces it as new (itself, its nodes, its step).
+        let (_, events) = diff(seen.take(first.id), &first);
+        assert_eq!(
+            kinds(&events),
+            [Kind::Cluster, Kind::Node, Kind::Node, Kind::Step]
+        );
+    }
+
     fn read_all(body: Body) -> String {
         let Body::Stream(mut rx) = body else {
             panic!("a stream")
@@ -752,7 +882,7 @@ mod tests {
     fn resume_replays_the_ring_or_says_reset() {
         let hub = Hub::new(100);
         let c = cluster();
-        let mut seen = HashMap::new();
+        let mut seen = SeenClusters::default();
         hub.on_cluster(&mut seen, &c);
         // Four events: 101..=104.
         assert_eq!(hub.mark(), 104);
@@ -794,7 +924,7 @@ mod tests {
                 on_reset: Vec::new(),
             },
         );
-        hub.on_cluster(&mut HashMap::new(), &cluster());
+        hub.on_cluster(&mut SeenClusters::default(), &cluster());
         assert!(read_all(mine).contains("event: cluster"));
         assert_eq!(read_all(theirs), "");
     }
@@ -812,7 +942,7 @@ mod tests {
             hub.subscribe(Scope::All, none()),
         );
         let (c, unseen) = (cluster(), ClusterId::generate());
-        let mut seen = HashMap::new();
+        let mut seen = SeenClusters::default();
         hub.on_cluster(&mut seen, &c);
         for id in [c.id, unseen] {
             let data = bytes::Bytes::from_static(b"step 1 done\n");
