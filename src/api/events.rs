@@ -15,12 +15,12 @@
 //! # Delivery
 //! One task ([`Hub::spawn`]) reads the announcements, diffs each cluster against what it saw
 //! last ([`diff`], pure; at most [`SEEN_MAX`] clusters are remembered, so memory does not
-//! grow with the clusters stored) and publishes; publishing, the ring and registering a subscriber
-//! share one lock, so a subscriber resuming from the ring neither misses nor repeats an
-//! event. Each subscriber has a channel of [`SUBSCRIBER_BUFFER`] chunks (one per commit),
-//! filled with `try_send`: a subscriber whose channel is full is dropped (its stream ends),
-//! never waited for. No task runs per subscriber: a client that went away is forgotten at the
-//! next event or heartbeat.
+//! grow with the clusters stored) and publishes; publishing, the ring and registering a
+//! subscriber share one lock, so a subscriber resuming from the ring neither misses nor
+//! repeats an event. Each subscriber has a channel of [`SUBSCRIBER_BUFFER`] chunks (one per
+//! commit), filled with `try_send`: a subscriber whose channel is full is dropped (its stream
+//! ends), never waited for. No task runs per subscriber: a client that went away is
+//! forgotten at the next event or heartbeat.
 //!
 //! Delivery is at least once around a per-cluster stream's start: a change committed while
 //! the snapshot is read may arrive both in the snapshot and as a live event.

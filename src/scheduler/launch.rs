@@ -339,7 +339,9 @@ pub fn accepts<'a>(
                 .flat_map(|o| o.resources.iter().cloned())
                 .collect(),
         );
-        let mut tasks = Vec::new();
+        // A `Launch` holds a whole TaskInfo: growing the vector one push at a time would
+        // copy them again at each doubling.
+        let mut tasks = Vec::with_capacity(acc.placements.len());
         let mut unbuilt = Vec::new();
         for p in acc.placements {
             let Some(c) = recorded.get(&p.key.cluster) else {
