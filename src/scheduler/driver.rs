@@ -17,7 +17,9 @@
 //!
 //! What should run comes from the store's commit notifications ([`Store::subscribe`]): a
 //! committed cluster that wants placement, is being destroyed or has nodes retiring is acted
-//! on at once, from the committed record itself; any other commit costs a few comparisons.
+//! on at once, from the committed record itself. A task of its own ([`relay_commits`]) reads
+//! the notifications as they come and passes on only those, so the loop never falls behind
+//! on the others (our own status writes, mostly) while it waits for the store or the master.
 //!
 //! Each offer round places every pending cluster's queued nodes all together or not at all
 //! (oldest cluster first, [`offers::evaluate_gangs`]); a cluster that does not fit waits,
@@ -68,6 +70,47 @@ const OFFER_GRACE: Duration = Duration::from_secs(30);
 /// Most calls in flight at once, each on a pooled connection to the master: a round's
 /// ACCEPTs, and apart from them the session's ACKs (see [`Acks`]).
 const MAX_CALLS_IN_FLIGHT: usize = 32;
+/// Most commits [`relay_commits`] holds for the loop (only those the loop acts on).
+const RELAYED: usize = 4096;
+
+/// The store's commits as the loop reads them: those [`relay_commits`] passes on.
+pub type Commits = mpsc::Receiver<Result<Commit, broadcast::error::RecvError>>;
+
+/// Reads the store's commits (`rx`) as they come and passes on those the loop acts on:
+/// purges, and clusters of some [`interest`]; and a lag of its own, as such.
+///
+/// The loop waits for store writes and for the master's answers, and meanwhile the store
+/// commits at the pace of the API (thousands of launches a second) and of the loop's own
+/// status writes. Read by the loop itself, the store's channel overflowed when some
+/// thousands of clusters were provisioned at once (`bench provision --clusters 3000`), and
+/// each overflow cost the loop a read of every live cluster. The relay keeps up, as it does
+/// nothing else; most commits (status writes of clusters that want nothing of the loop)
+/// stop here. Ends at shutdown, or once the loop's end is dropped or the store's closed.
+pub fn relay_commits(
+    mut rx: broadcast::Receiver<Commit>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Commits {
+    let (tx, out) = mpsc::channel(RELAYED);
+    tracker.spawn(async move {
+        loop {
+            let r = tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tx.closed() => return,
+                r = rx.recv() => r,
+            };
+            let closed = matches!(r, Err(broadcast::error::RecvError::Closed));
+            let passed = match &r {
+                Ok(Commit::Cluster(c)) => interest(c) != Interest::None,
+                Ok(Commit::Purged(_)) | Err(_) => true,
+            };
+            if (passed && tx.send(r).await.is_err()) || closed {
+                return;
+            }
+        }
+    });
+    out
+}
 
 /// Errors that end a session; the loop resubscribes after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +167,10 @@ pub struct Driver {
     metrics: Arc<Metrics>,
     transport: Transport,
     status: watch::Sender<SchedulerStatus>,
-    /// The store's commits: what the api and the orchestrator want reaches us here. `None`
-    /// once they ended (the store is gone: only at shutdown); the sweeps go on.
-    commits: Option<broadcast::Receiver<Commit>>,
+    /// The store's commits that concern us ([`relay_commits`]): what the api and the
+    /// orchestrator want reaches us here. `None` once they ended (the store is gone: only at
+    /// shutdown); the sweeps go on.
+    commits: Option<Commits>,
     shutdown: CancellationToken,
     /// Clusters that may have queued nodes. Rebuilt from the store on every SUBSCRIBED and
     /// kept by commits and placements, so an offer round costs O(pending), not O(all).
@@ -153,9 +197,9 @@ impl Driver {
         metrics: Arc<Metrics>,
         status: watch::Sender<SchedulerStatus>,
         shutdown: CancellationToken,
+        commits: Commits,
     ) -> Self {
-        // Subscribed here, before the task starts: no commit from now on is missed.
-        let commits = Some(store.subscribe());
+        let commits = Some(commits);
         let tpl = TaskTemplate {
             kill_grace: cfg.kill_grace,
         };
@@ -228,7 +272,14 @@ impl Driver {
             .await?
             .filter(|f| !f.is_empty());
         // What was committed while no session ran is read from the store at SUBSCRIBED.
-        self.commits = self.commits.as_ref().map(broadcast::Receiver::resubscribe);
+        if let Some(rx) = self.commits.as_mut() {
+            while let Ok(r) = rx.try_recv() {
+                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                    self.commits = None;
+                    break;
+                }
+            }
+        }
         let body = self.subscribe_call(fid.as_deref()).encode_to_vec();
         let sub = tokio::select! {
             () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -264,7 +315,8 @@ impl Driver {
                 () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
                 Some(r) = async {
                     match self.commits.as_mut() {
-                        Some(rx) => Some(rx.recv().await),
+                        // The relay ended without a word only at shutdown: as closed.
+                        Some(rx) => Some(rx.recv().await.unwrap_or(Err(broadcast::error::RecvError::Closed))),
                         None => None,
                     }
                 } => self.on_commit(&mut s, r).await?,
@@ -1693,6 +1745,43 @@ mod tests {
             agent_cert_sha256: None,
         };
         (c.id, n.name.to_string(), obs)
+    }
+
+    /// The relay passes on only what the loop acts on, and keeps up with a flood of the
+    /// rest while the loop reads nothing, where a subscriber that read nothing falls behind.
+    #[tokio::test]
+    async fn the_relay_passes_on_what_the_loop_acts_on_and_keeps_up_with_the_rest() {
+        use broadcast::error::RecvError;
+        let (tx, rx) = broadcast::channel(16);
+        let mut plain = tx.subscribe();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let mut relayed = relay_commits(rx, CancellationToken::new(), &tracker);
+        let quiet = Arc::new(staging(1));
+        assert_eq!(interest(&quiet), Interest::None);
+        let mut wants = staging(1);
+        wants.nodes[0].observed.status = NodeStatus::Queued;
+        assert_ne!(interest(&wants), Interest::None);
+        let wants = Arc::new(wants);
+        for i in 0..1000 {
+            let c = if i == 500 { &wants } else { &quiet };
+            tx.send(Commit::Cluster(Arc::clone(c))).unwrap();
+            // The relay runs meanwhile, as it does beside the loop.
+            tokio::task::yield_now().await;
+        }
+        let gone = ClusterId::generate();
+        tx.send(Commit::Purged(gone)).unwrap();
+        drop(tx);
+        match relayed.recv().await {
+            Some(Ok(Commit::Cluster(c))) => assert_eq!(c.id, wants.id),
+            other => panic!("expected the cluster that wants placement, got {other:?}"),
+        }
+        assert!(matches!(relayed.recv().await, Some(Ok(Commit::Purged(id))) if id == gone));
+        assert!(matches!(relayed.recv().await, Some(Err(RecvError::Closed))));
+        assert!(
+            relayed.recv().await.is_none(),
+            "the relay ends with the store's channel"
+        );
+        assert!(matches!(plain.recv().await, Err(RecvError::Lagged(_))));
     }
 
     #[test]

@@ -151,8 +151,10 @@ impl Scheduler {
         });
         let seen = Arc::new(seen::SeenOffers::default());
         let executor = cfg.executor;
-        let driver =
-            driver::Driver::new(cfg, store, metrics, status_tx, shutdown).with_seen(seen.clone());
+        // Subscribed before the driver's task starts: no commit from now on is missed.
+        let commits = driver::relay_commits(store.subscribe(), shutdown.clone(), tracker);
+        let driver = driver::Driver::new(cfg, store, metrics, status_tx, shutdown, commits)
+            .with_seen(seen.clone());
         tracker.spawn(driver.run());
         Self {
             status,
