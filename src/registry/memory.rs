@@ -10,7 +10,7 @@ use super::{
     COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page, Store,
     StoreError, Update, bundled, check_cursor, check_node_names, cursor_of,
 };
-use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp};
+use crate::domain::{Cluster, ClusterId, ClusterStatus, Name, Part, Product, Timestamp};
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -192,7 +192,7 @@ impl Store for MemoryStore {
             .order
             .values()
             .filter_map(|id| g.clusters.get(id))
-            .filter(|o| o.owner == c.owner)
+            .filter(|o| o.owner == c.owner && o.status != ClusterStatus::Destroyed)
             .cloned()
             .collect();
         guard(&owned).map_err(StoreError::Rejected)?;

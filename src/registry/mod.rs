@@ -362,7 +362,7 @@ pub trait Store: Send + Sync + 'static {
     /// is gone.
     fn create_cluster(&self, c: Cluster) -> Result<(), StoreError>;
     /// [`Store::create_cluster`] after `guard` has seen the stored clusters of the new
-    /// cluster's owner (`c.owner`; every one of them, in any status, oldest first) and agreed,
+    /// cluster's owner (`c.owner`; those not destroyed, oldest first) and agreed,
     /// in the same critical section as every other create: two concurrent launches cannot
     /// both pass a check (a per-owner quota) that only one of them fits. The guard sees no
     /// other owner's cluster: checks across owners do not belong here.

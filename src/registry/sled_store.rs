@@ -35,7 +35,7 @@
 //!   ([`Decoded`], by the head's bytes), so the next read of the cluster decodes nothing.
 //!
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -217,6 +217,9 @@ impl SledStore {
             let (k, v) = kv?;
             let head = Head::decode(&k, &v)?;
             *tally.clusters.entry(head.cluster.status).or_default() += 1;
+            if head.cluster.status != ClusterStatus::Destroyed {
+                tally.hold(&head.cluster.owner, head.cluster.id);
+            }
             // The nodes the head carries; those with records are counted with them.
             for n in &head.inline {
                 *tally.nodes.entry(n.observed.status).or_default() += 1;
@@ -380,7 +383,6 @@ impl SledStore {
     /// names) and index keys that do not match their cluster, and counts the named node
     /// records into `tally`. Walks each tree once, one cluster at a time.
     fn collect_garbage(&self, tally: &mut Tally) -> Result<usize, StoreError> {
-        use std::collections::HashSet;
         let mut removed = 0;
         // Per cluster: the records its head names, and the other slots of its nodes (a
         // node's previous record, kept until the slot is written again).
@@ -472,19 +474,22 @@ impl SledStore {
         }
     }
 
-    /// Every cluster of `owner`, oldest first (from the owner index).
-    fn owned_by(&self, owner: &str) -> Result<Vec<Cluster>, StoreError> {
-        let filter = ListFilter {
-            owner: Some(owner.to_owned()),
-            ..ListFilter::default()
-        };
-        let mut out = Vec::new();
-        for kv in self.by_owner.scan_prefix(owner_prefix(owner)) {
-            let (k, v) = kv?;
-            if let Some(s) = self.read(index_id(&k, &v)?, Some(&filter))? {
+    /// The clusters of `owner` that are not destroyed, oldest first: those the tally holds
+    /// for it, read as they are now. A destroyed cluster holds nothing, and an owner keeps
+    /// those for the retention period: reading them all made a launch cost as much as the
+    /// owner had ever launched in that time.
+    fn held_by(&self, owner: &str) -> Result<Vec<Cluster>, StoreError> {
+        let ids = self.lock_tally().held_by(owner);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = self.read(id, None)?
+                && s.cluster.owner == owner
+                && s.cluster.status != ClusterStatus::Destroyed
+            {
                 out.push(Cluster::clone(&s.cluster));
             }
         }
+        out.sort_by_cached_key(cursor_of);
         Ok(out)
     }
 
@@ -519,7 +524,7 @@ impl SledStore {
                 if self.clusters.contains_key(c.id.to_string())? {
                     return Err(exists());
                 }
-                guard(&self.owned_by(&c.owner)?).map_err(StoreError::Rejected)?;
+                guard(&self.held_by(&c.owner)?).map_err(StoreError::Rejected)?;
             }
             let seq = self.commit(c.id, None, &plan)?.ok_or_else(exists)?;
             self.lock_tally().shift(None, Some(&Statuses::of(c)));
@@ -924,27 +929,41 @@ impl Store for SledStore {
     }
 }
 
-/// The statuses of one cluster and its nodes: what the counts count of it.
-struct Statuses {
+/// The statuses of one cluster and its nodes, and its owner: what the tally keeps of it.
+struct Statuses<'a> {
+    id: ClusterId,
+    owner: &'a str,
     cluster: ClusterStatus,
     nodes: Vec<NodeStatus>,
 }
 
-impl Statuses {
-    fn of(c: &Cluster) -> Self {
+impl<'a> Statuses<'a> {
+    fn of(c: &'a Cluster) -> Self {
         Self {
+            id: c.id,
+            owner: &c.owner,
             cluster: c.status,
             nodes: c.nodes.iter().map(|n| n.observed.status).collect(),
         }
     }
+
+    /// Whether it holds anything (what a quota counts): not destroyed.
+    fn holds(&self) -> bool {
+        self.cluster != ClusterStatus::Destroyed
+    }
 }
 
-/// The kept counts. Signed: two commits of one cluster may move its counts in either order
-/// (each after its own commit), and a count may dip below zero for that moment.
+/// The kept counts, and the clusters of each owner that are not destroyed (the ones
+/// [`Store::create_cluster_checked`]'s guard reads: a launch reads those of its owner, not
+/// every cluster the owner ever had). Counts are signed: two commits of one cluster may
+/// move them in either order (each after its own commit), and a count may dip below zero
+/// for that moment.
 #[derive(Default)]
 struct Tally {
     clusters: BTreeMap<ClusterStatus, i64>,
     nodes: BTreeMap<NodeStatus, i64>,
+    /// About 30 bytes a cluster that is not destroyed.
+    held: HashMap<String, HashSet<ClusterId>>,
 }
 
 impl Tally {
@@ -962,6 +981,46 @@ impl Tally {
                 *self.nodes.entry(*s).or_default() += 1;
             }
         }
+        let (old, new) = (old.filter(|s| s.holds()), new.filter(|s| s.holds()));
+        match (old, new) {
+            (Some(o), Some(n)) if o.owner == n.owner => {}
+            (old, new) => {
+                if let Some(o) = old {
+                    self.release(o.owner, o.id);
+                }
+                if let Some(n) = new {
+                    self.hold(n.owner, n.id);
+                }
+            }
+        }
+    }
+
+    fn hold(&mut self, owner: &str, id: ClusterId) {
+        match self.held.get_mut(owner) {
+            Some(ids) => {
+                ids.insert(id);
+            }
+            None => {
+                self.held.insert(owner.to_owned(), HashSet::from([id]));
+            }
+        }
+    }
+
+    fn release(&mut self, owner: &str, id: ClusterId) {
+        if let Some(ids) = self.held.get_mut(owner) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.held.remove(owner);
+            }
+        }
+    }
+
+    /// The clusters of `owner` that are not destroyed, as far as the commits so far tell.
+    fn held_by(&self, owner: &str) -> Vec<ClusterId> {
+        self.held
+            .get(owner)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// As [`Counts::of`] gives them: no status of count zero.
@@ -1410,6 +1469,47 @@ mod tests {
         assert!(!store.counts().unwrap().clusters.is_empty());
         super::super::suite::mixed_sequence(&store);
         super::super::suite::assert_counts(&store);
+    }
+
+    /// What a launch's guard reads: the owner's clusters that are not destroyed, also as
+    /// an open finds them.
+    #[test]
+    fn the_guard_reads_the_owners_clusters_not_destroyed_also_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let alices = |at: &str| super::super::suite::cluster_with("alice", "p", "1", at, &["n"]);
+        let seen = |store: &SledStore| {
+            let ids = std::cell::RefCell::new(Vec::new());
+            let next = alices("2026-09-01T00:00:00.000Z");
+            let refused = store.create_cluster_checked(next, &|owned| {
+                *ids.borrow_mut() = owned.iter().map(|c| c.id).collect();
+                Err("just looking".into())
+            });
+            assert!(matches!(refused, Err(StoreError::Rejected(_))));
+            ids.into_inner()
+        };
+        let (kept, gone) = {
+            let store = retry_locked(|| SledStore::open(dir.path()));
+            store
+                .create_product(&super::super::suite::product("p", "1"))
+                .unwrap();
+            let (kept, gone) = (
+                alices("2026-08-01T00:00:00.000Z"),
+                alices("2026-08-02T00:00:00.000Z"),
+            );
+            store.create_cluster(kept.clone()).unwrap();
+            store.create_cluster(gone.clone()).unwrap();
+            store
+                .update_cluster(gone.id, &mut |c| {
+                    c.status = ClusterStatus::Destroyed;
+                    Ok(Update::Write)
+                })
+                .unwrap();
+            assert_eq!(seen(&store), [kept.id]);
+            (kept, gone)
+        };
+        let store = retry_locked(|| SledStore::open(dir.path()));
+        assert_eq!(seen(&store), [kept.id]);
+        assert!(store.cluster(gone.id).unwrap().is_some());
     }
 
     /// Every key and value of one tree.

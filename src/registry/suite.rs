@@ -353,13 +353,16 @@ fn checked_create_and_purge(store: &dyn Store) {
     store.create_cluster(first.clone()).unwrap();
     let elsewhere = cluster_of("bob", "q", "1", "2026-04-01T12:00:00.000Z");
     store.create_cluster(elsewhere.clone()).unwrap();
-    // The guard sees every stored cluster of the owner, and only those; its refusal writes
-    // nothing.
+    let mut gone = cluster("q", "1", "2026-04-01T06:00:00.000Z");
+    gone.status = ClusterStatus::Destroyed;
+    store.create_cluster(gone.clone()).unwrap();
+    // The guard sees every stored cluster of the owner that is not destroyed, and only
+    // those; its refusal writes nothing.
     let alices: Vec<ClusterId> = store
         .clusters()
         .unwrap()
         .into_iter()
-        .filter(|c| c.owner == "alice")
+        .filter(|c| c.owner == "alice" && c.status != ClusterStatus::Destroyed)
         .map(|c| c.id)
         .collect();
     let second = cluster("q", "1", "2026-04-02T00:00:00.000Z");
@@ -372,9 +375,26 @@ fn checked_create_and_purge(store: &dyn Store) {
     assert_eq!(*seen.borrow(), alices, "the owner's clusters, oldest first");
     assert!(seen.borrow().contains(&first.id));
     assert!(store.cluster(second.id).unwrap().is_none());
+    assert!(!seen.borrow().contains(&gone.id));
     store
         .create_cluster_checked(second.clone(), &|_| Ok(()))
         .unwrap();
+    // A cluster destroyed since is no longer shown; the new one is.
+    store
+        .update_cluster(first.id, &mut |c| {
+            c.status = ClusterStatus::Destroyed;
+            Ok(Update::Write)
+        })
+        .unwrap();
+    let third = cluster("q", "1", "2026-04-03T00:00:00.000Z");
+    store
+        .create_cluster_checked(third, &|owned| {
+            *seen.borrow_mut() = owned.iter().map(|c| c.id).collect();
+            Ok(())
+        })
+        .unwrap();
+    assert!(seen.borrow().contains(&second.id));
+    assert!(!seen.borrow().contains(&first.id));
     assert!(matches!(
         store.create_cluster_checked(second.clone(), &|_| Ok(())),
         Err(StoreError::AlreadyExists(_))
