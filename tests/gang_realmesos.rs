@@ -207,7 +207,12 @@ async fn two_clusters_that_fit_only_alone_run_in_turn_and_the_waiting_one_holds_
     let mut reason = String::new();
     while hold.elapsed() < Duration::from_secs(20) {
         let c = cluster(&s, &second).await;
-        assert_eq!(c["status"], "scheduling", "{c:#}");
+        // `registered` until the first offer round that sees it (a master allocates once a
+        // second: its launch may have come just after the round that placed the first).
+        assert!(
+            c["status"] == "scheduling" || (c["status"] == "registered" && reason.is_empty()),
+            "{c:#}"
+        );
         assert!(
             queued_without_task(&c),
             "the waiting cluster holds a node: {c:#}"
