@@ -244,8 +244,13 @@ pub(crate) fn json_response_sized(
     body: &impl Serialize,
     capacity: usize,
 ) -> Resp {
+    json_bytes_response(status, Bytes::from(pretty_json(body, capacity)))
+}
+
+/// `body` as pretty JSON, written into a buffer of `capacity` bytes.
+pub(crate) fn pretty_json(body: &impl Serialize, capacity: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(capacity);
     // invariant: as in json_response; writing to a Vec cannot fail.
     serde_json::to_writer_pretty(&mut bytes, body).expect("response serialises");
-    json_bytes_response(status, Bytes::from(bytes))
+    bytes
 }

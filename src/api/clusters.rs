@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::auth::Principal;
 use super::body::{
     Resp, check_json_content_type, json_bytes_response, json_response, json_response_sized, object,
-    parse_json, raw_response, read_body, with_link_next, with_location,
+    parse_json, pretty_json, raw_response, read_body, with_link_next, with_location,
 };
 use super::dry_run;
 use super::error::ApiError;
@@ -816,10 +816,7 @@ pub(super) async fn get(
 /// The served JSON of `c` (pretty, as every response), written into one buffer sized for
 /// it up front.
 fn encode_view(c: &Cluster) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(view_capacity(c));
-    // invariant: a view is plain serde data with string keys; writing to a Vec cannot fail.
-    serde_json::to_writer_pretty(&mut buf, &ClusterView::from(c)).expect("view serialises");
-    buf
+    pretty_json(&ClusterView::from(c), view_capacity(c))
 }
 
 /// The buffer to write the view of `c` into: about 1 KiB of record and 1 KiB a node,

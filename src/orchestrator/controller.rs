@@ -184,7 +184,7 @@ impl Controller {
         let found = self
             .blocking(|s| {
                 let mut out = Vec::new();
-                registry::each_in_statuses(s, ACTIVE, |c| out.push(c))?;
+                registry::each_in_statuses(s, ACTIVE, |c| out.push(Arc::unwrap_or_clone(c)))?;
                 Ok(out)
             })
             .await;

@@ -226,14 +226,15 @@ pub const SCAN_PAGE: usize = 256;
 /// periodic passes of the scheduler and the orchestrator use it, so that they cost what
 /// those statuses hold, not what the store holds (clusters at rest pile up), and hold one
 /// page at a time. A cluster that changes status meanwhile may be seen twice or not at all:
-/// every caller is a pass that runs again.
+/// every caller is a pass that runs again. The records are shared with the store's cache:
+/// a pass that only looks copies nothing.
 ///
 /// # Errors
 /// Storage or decoding errors (the pass stops there).
 pub fn each_in_statuses(
     store: &dyn Store,
     statuses: impl IntoIterator<Item = crate::domain::ClusterStatus>,
-    mut f: impl FnMut(Cluster),
+    mut f: impl FnMut(Arc<Cluster>),
 ) -> Result<(), StoreError> {
     for status in statuses {
         let filter = ListFilter {
@@ -243,10 +244,7 @@ pub fn each_in_statuses(
         let mut cursor: Option<String> = None;
         loop {
             let page = store.clusters_page(&filter, SCAN_PAGE, cursor.as_deref())?;
-            page.clusters
-                .into_iter()
-                .map(Arc::unwrap_or_clone)
-                .for_each(&mut f);
+            page.clusters.into_iter().for_each(&mut f);
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,
