@@ -28,6 +28,22 @@ impl OfferedResources {
     /// # Errors
     /// [`Shortage`] if the offers hold less.
     pub fn scalar(&mut self, name: &str, amount: f64) -> Result<Vec<Resource>, Shortage> {
+        let mut out = Vec::new();
+        self.scalar_into(&mut out, name, amount)?;
+        Ok(out)
+    }
+
+    /// [`scalar`](Self::scalar), appending the pieces to `out` (a `Resource` is about a
+    /// kilobyte: a task's few are collected in one vector, not moved from one to another).
+    ///
+    /// # Errors
+    /// [`Shortage`] if the offers hold less; then neither the offers nor `out` change.
+    pub fn scalar_into(
+        &mut self,
+        out: &mut Vec<Resource>,
+        name: &str,
+        amount: f64,
+    ) -> Result<(), Shortage> {
         let mut left = milli(amount);
         let available: u64 = self
             .resources
@@ -42,7 +58,6 @@ impl OfferedResources {
                 missing: format!("{}", from_milli(left - available)),
             });
         }
-        let mut out = Vec::new();
         for r in self.resources.iter_mut().filter(|r| r.name == name) {
             if left == 0 {
                 break;
@@ -61,13 +76,9 @@ impl OfferedResources {
             });
             out.push(piece);
         }
-        if left > 0 {
-            return Err(Shortage {
-                name: name.to_owned(),
-                missing: format!("{}", from_milli(left)),
-            });
-        }
-        Ok(out)
+        // invariant: `available` covered `left`, so every thousandth was taken above.
+        debug_assert_eq!(left, 0);
+        Ok(())
     }
 
     /// Takes exactly these port numbers out of the offered `ports` ranges.
@@ -75,7 +86,20 @@ impl OfferedResources {
     /// # Errors
     /// [`Shortage`] if a port is not offered (or already taken).
     pub fn ports(&mut self, ports: &[u16]) -> Result<Vec<Resource>, Shortage> {
-        let mut out: Vec<Resource> = Vec::new();
+        let mut out = Vec::new();
+        self.ports_into(&mut out, ports)?;
+        Ok(out)
+    }
+
+    /// [`ports`](Self::ports), appending to `out`: one entry per offered entry the ports
+    /// come from, with its metadata and the taken ports as ranges.
+    ///
+    /// # Errors
+    /// [`Shortage`] if a port is not offered (or already taken); the ports before it are
+    /// then taken and in `out`.
+    pub fn ports_into(&mut self, out: &mut Vec<Resource>, ports: &[u16]) -> Result<(), Shortage> {
+        // (offered entry, its piece in `out`) for the entries this call took from.
+        let mut pieces: Vec<(usize, usize)> = Vec::new();
         for &port in ports {
             let p = u64::from(port);
             let idx = self
@@ -94,52 +118,45 @@ impl OfferedResources {
             let r = &mut self.resources[idx];
             // invariant: `position` above matched an entry with ranges containing p.
             let ranges = r.ranges.get_or_insert_with(Default::default);
-            ranges.range = ranges
-                .range
-                .iter()
-                .flat_map(|x| {
-                    if x.begin <= p && p <= x.end {
-                        let mut parts = Vec::new();
-                        if x.begin < p {
-                            parts.push(value::Range {
-                                begin: x.begin,
-                                end: p - 1,
-                            });
-                        }
-                        if p < x.end {
-                            parts.push(value::Range {
+            if let Some(at) = ranges.range.iter().position(|x| x.begin <= p && p <= x.end) {
+                let x = ranges.range[at];
+                match (x.begin < p, p < x.end) {
+                    (false, false) => {
+                        ranges.range.remove(at);
+                    }
+                    (true, false) => ranges.range[at].end = p - 1,
+                    (false, true) => ranges.range[at].begin = p + 1,
+                    (true, true) => {
+                        ranges.range[at].end = p - 1;
+                        ranges.range.insert(
+                            at + 1,
+                            value::Range {
                                 begin: p + 1,
                                 end: x.end,
-                            });
-                        }
-                        parts
-                    } else {
-                        vec![*x]
+                            },
+                        );
                     }
-                })
-                .collect();
-            // One output entry per offered entry: same metadata, the taken ports as ranges.
-            let mut template = r.clone();
-            template.ranges = None;
-            match out.iter_mut().find(|o| {
-                let mut t = (*o).clone();
-                t.ranges = None;
-                t == template
-            }) {
-                Some(o) => o
+                }
+            }
+            let taken = value::Range { begin: p, end: p };
+            match pieces.iter().find(|(from, _)| *from == idx) {
+                Some(&(_, at)) => out[at]
                     .ranges
                     .get_or_insert_with(Default::default)
                     .range
-                    .push(value::Range { begin: p, end: p }),
+                    .push(taken),
                 None => {
-                    template.ranges = Some(value::Ranges {
-                        range: vec![value::Range { begin: p, end: p }],
-                    });
-                    out.push(template);
+                    let mut piece = Resource {
+                        ranges: None,
+                        ..r.clone()
+                    };
+                    piece.ranges = Some(value::Ranges { range: vec![taken] });
+                    pieces.push((idx, out.len()));
+                    out.push(piece);
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -229,5 +246,47 @@ mod tests {
         assert!(offered.ports(&[31000]).is_err(), "a port is taken once");
         assert_eq!(offered.ports(&[31001]).unwrap().len(), 1);
         assert!(offered.ports(&[40000]).is_err());
+    }
+
+    #[test]
+    fn a_task_collects_its_pieces_in_one_vector() {
+        let mut offered = OfferedResources::new(vec![
+            scalar("cpus", 1.0),
+            ports(&[(31000, 31004)]),
+            ports(&[(32000, 32001)]),
+        ]);
+        let mut out = Vec::new();
+        offered.scalar_into(&mut out, "cpus", 0.25).unwrap();
+        offered
+            .ports_into(&mut out, &[31002, 32001, 31000])
+            .unwrap();
+        let names: Vec<&str> = out.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["cpus", "ports", "ports"],
+            "one piece per offered entry"
+        );
+        let ranges = |r: &Resource| -> Vec<(u64, u64)> {
+            r.ranges
+                .as_ref()
+                .unwrap()
+                .range
+                .iter()
+                .map(|x| (x.begin, x.end))
+                .collect()
+        };
+        assert_eq!(ranges(&out[1]), [(31002, 31002), (31000, 31000)]);
+        assert_eq!(ranges(&out[2]), [(32001, 32001)]);
+        // What is left: the first range cut at both ends and in the middle.
+        assert_eq!(
+            ranges(&offered.resources[1]),
+            [(31001, 31001), (31003, 31004)]
+        );
+        assert_eq!(ranges(&offered.resources[2]), [(32000, 32000)]);
+        // A refused draw changes nothing.
+        let before = out.len();
+        assert!(offered.scalar_into(&mut out, "cpus", 0.8).is_err());
+        assert_eq!(out.len(), before);
+        assert!((offered.resources[0].scalar.unwrap().value - 0.75).abs() < 1e-9);
     }
 }

@@ -39,14 +39,18 @@ pub fn task_info(
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
-    let mut task_res = offered.scalar("cpus", allotment.task.cpus)?;
-    task_res.extend(offered.scalar("mem", allotment.task.mem)?);
-    task_res.extend(offered.scalar("disk", allotment.task.disk)?);
-    task_res.extend(offered.ports(&allotment.ports)?);
-    let mut exec_res = offered.scalar("cpus", allotment.executor.cpus)?;
-    exec_res.extend(offered.scalar("mem", allotment.executor.mem)?);
-    exec_res.extend(offered.scalar("disk", allotment.executor.disk)?);
-    exec_res.extend(offered.ports(&allotment.executor_ports)?);
+    // Usually one entry each of cpus, mem, disk and ports (more where an agent offers a
+    // resource in pieces, as with several roles).
+    let mut task_res = Vec::with_capacity(4);
+    offered.scalar_into(&mut task_res, "cpus", allotment.task.cpus)?;
+    offered.scalar_into(&mut task_res, "mem", allotment.task.mem)?;
+    offered.scalar_into(&mut task_res, "disk", allotment.task.disk)?;
+    offered.ports_into(&mut task_res, &allotment.ports)?;
+    let mut exec_res = Vec::with_capacity(4);
+    offered.scalar_into(&mut exec_res, "cpus", allotment.executor.cpus)?;
+    offered.scalar_into(&mut exec_res, "mem", allotment.executor.mem)?;
+    offered.scalar_into(&mut exec_res, "disk", allotment.executor.disk)?;
+    offered.ports_into(&mut exec_res, &allotment.executor_ports)?;
 
     let launch = NodeLaunch {
         cluster_id: cluster.id,
