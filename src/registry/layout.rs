@@ -282,6 +282,12 @@ impl Plan {
     ///
     /// A node equal to its old record keeps that record: only changed nodes are encoded
     /// (a status update of one node encodes one node, not all of them).
+    ///
+    /// Inline nodes (all of a cluster's, or none) stay in the head through a commit that
+    /// changes every node or none: a placement, or the status updates of a whole cluster
+    /// in one batch, then write one head instead of a record per node and the head. The
+    /// first commit that changes some of them but not all moves them all into records, so
+    /// that from then on a node's change writes that node alone.
     pub fn write(old: Option<&Snapshot>, new: &mut Cluster, rev: u64) -> Plan {
         // The snapshot's nodes are its records decoded, in the order of its names.
         let mut before: HashMap<&str, (&Node, u64, u64)> = old
@@ -300,14 +306,32 @@ impl Plan {
             })
             .unwrap_or_default();
         let id = new.id;
+        let keep_inline = match old {
+            // A new cluster: its nodes go inline (see [`INLINE`]).
+            None => true,
+            Some(o) => {
+                let changed = new
+                    .nodes
+                    .iter()
+                    .filter(|n| {
+                        before
+                            .get(n.name.as_str())
+                            .is_none_or(|(was, _, _)| *was != *n)
+                    })
+                    .count();
+                o.slots.iter().all(|s| *s == INLINE) && (changed == 0 || changed == new.nodes.len())
+            }
+        };
         let mut put_nodes = Vec::new();
         let mut remove_nodes = Vec::new();
         let mut versions = Vec::with_capacity(new.nodes.len());
         let mut slots = Vec::with_capacity(new.nodes.len());
         for n in &new.nodes {
-            if old.is_none() {
-                // A new cluster: its nodes go inline (see [`INLINE`]).
-                versions.push(rev);
+            if keep_inline {
+                let unchanged = before
+                    .remove(n.name.as_str())
+                    .filter(|(was, _, _)| *was == n);
+                versions.push(unchanged.map_or(rev, |(_, v, _)| v));
                 slots.push(INLINE);
                 continue;
             }
@@ -543,6 +567,47 @@ mod tests {
         let snap = Snapshot::assemble(c.id, IVec::from(plan.head.as_deref().unwrap()), h, records)
             .unwrap();
         assert_eq!(*snap.cluster, new);
+    }
+
+    /// A commit that changes every node of an all-inline cluster (a placement), or none
+    /// (a status change), writes the head alone; the nodes stay in it. The first partial
+    /// change then moves them all into records.
+    #[test]
+    fn a_change_of_every_node_or_of_none_keeps_the_nodes_inline() {
+        let c = cluster();
+        let mut first = c.clone();
+        let plan = Plan::write(None, &mut first, 1);
+        let created = Snapshot::written(&plan, 1, Arc::new(first)).unwrap();
+
+        let mut scheduling = c.clone();
+        scheduling.status = ClusterStatus::Scheduling;
+        let plan = Plan::write(Some(&created), &mut scheduling, 2);
+        assert!(plan.put_nodes.is_empty() && plan.remove_nodes.is_empty());
+        assert_eq!(plan.slots, [INLINE; 3]);
+        assert_eq!(plan.versions, [1; 3], "unchanged nodes keep their version");
+        let scheduled = Snapshot::written(&plan, 2, Arc::new(scheduling.clone())).unwrap();
+
+        let mut placed = scheduling.clone();
+        for n in &mut placed.nodes {
+            n.observed.status = NodeStatus::Staging;
+        }
+        let plan = Plan::write(Some(&scheduled), &mut placed, 3);
+        assert!(plan.put_nodes.is_empty(), "{:?}", plan.put_nodes.len());
+        assert_eq!(plan.slots, [INLINE; 3]);
+        assert_eq!(plan.versions, [3; 3]);
+        let head = plan.head.as_deref().unwrap();
+        let h = Head::decode(b"k", head).unwrap();
+        assert_eq!(h.inline, placed.nodes);
+        let snap = Snapshot::assemble(c.id, IVec::from(head), h, Vec::new()).unwrap();
+        assert_eq!(*snap.cluster, placed, "read back from the head alone");
+
+        let mut one = placed.clone();
+        one.nodes[2].observed.status = NodeStatus::Running;
+        let plan = Plan::write(Some(&snap), &mut one, 4);
+        assert_eq!(plan.put_nodes.len(), 3, "all move, the unchanged ones too");
+        assert_eq!(plan.slots, [0; 3]);
+        let h = Head::decode(b"k", plan.head.as_deref().unwrap()).unwrap();
+        assert!(h.inline.is_empty());
     }
 
     /// A head whose inline nodes do not match its slots is refused, not half read.

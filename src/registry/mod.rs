@@ -27,8 +27,10 @@
 //! slots give the order and the keys of the node records, and `rev` grows by one on every
 //! commit of the cluster. A new cluster's nodes have no records yet: the head carries them
 //! (`"inline": [<Node>…]`, their slot `u64::MAX`), so a launch writes the head and its
-//! index keys, not one record more per node, and the cluster's first change moves them
-//! all into records. Each node has two slots (0 and 1): a changed node is written into
+//! index keys, not one record more per node. A commit that changes every node or none
+//! (a placement, the status updates of the whole cluster in one batch, a status change)
+//! keeps them there; the first commit that changes some nodes but not all moves them all
+//! into records, and from then on a node's change writes that node alone. Each node has two slots (0 and 1): a changed node is written into
 //! the one the head does not name, and the head, written last, is the commit point, so there
 //! is never a half-written cluster (see [`sled_store`] for how readers and writers use it).
 //! Data written before slots (a node record under its revision, the JSON alone, no

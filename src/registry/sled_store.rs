@@ -1230,10 +1230,16 @@ mod tests {
 
     /// [`with_cluster`], then a change that moves its nodes out of the head into records
     /// (slot 0, revision 2).
+    /// A cluster of `nodes` (two or more) whose nodes have records: a change of its first
+    /// node alone moves them all out of the head.
     fn with_records(store: &SledStore, nodes: &[&str]) -> Cluster {
+        assert!(nodes.len() > 1, "a change of a single node keeps it inline");
         let c = with_cluster(store, nodes);
         store
-            .update_cluster(c.id, &mut |_| Ok(Update::Write))
+            .update_cluster(c.id, &mut |c| {
+                c.nodes[0].observed.message = Some("moved to a record".into());
+                Ok(Update::Write)
+            })
             .unwrap()
     }
 
