@@ -290,18 +290,17 @@ impl Hub {
             return;
         }
         let mut g = self.lock();
-        let mut chunk = Vec::new();
+        let mut frames = Vec::with_capacity(events.len());
         let mut probe = None;
         for (kind, data) in events {
             let id = g.last + 1;
             g.last = id;
-            let frame = frame(id, kind.as_str(), data);
-            chunk.extend_from_slice(&frame);
+            let frame = Bytes::from(frame(id, kind.as_str(), data));
             let event = Arc::new(Event {
                 id,
                 cluster,
                 owner: owner.clone(),
-                frame: Bytes::from(frame),
+                frame: frame.clone(),
             });
             if g.ring.len() == RING
                 && let Some(old) = g.ring.pop_front()
@@ -309,10 +308,19 @@ impl Hub {
                 g.evicted = old.id;
             }
             g.ring.push_back(Arc::clone(&event));
+            frames.push(frame);
             probe = Some(event);
         }
-        let (Some(probe), chunk) = (probe, Bytes::from(chunk)) else {
+        let Some(probe) = probe else {
             return;
+        };
+        if g.subscribers.is_empty() {
+            // Kept in the ring for a stream that starts later; nobody to hand them to now.
+            return;
+        }
+        let chunk = match frames.as_slice() {
+            [one] => one.clone(),
+            all => Bytes::from(all.concat()),
         };
         g.subscribers.retain(|s| {
             if !s.scope.sees(&probe) {
@@ -358,8 +366,10 @@ fn data(v: &impl Serialize) -> Data {
 
 /// One event on the wire.
 fn frame(id: u64, event: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
     let mut out = Vec::with_capacity(data.len() + event.len() + 40);
-    out.extend_from_slice(format!("id: {id}\nevent: {event}\ndata: ").as_bytes());
+    // invariant: writing into a Vec cannot fail.
+    let _ = write!(out, "id: {id}\nevent: {event}\ndata: ");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
     out
