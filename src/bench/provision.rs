@@ -222,7 +222,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
 
     let start = Instant::now();
     let deadline = start + timeout;
-    let collector = tracker.spawn(collect(
+    let observer = Box::pin(collect(
         store.clone(),
         store.subscribe(),
         clusters,
@@ -231,25 +231,31 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
     ));
     let cpu_start = cpu_of("/proc/self/stat");
     let master_cpu_start = master_proc.as_ref().and_then(ChildProc::cpu);
-    // The launch POSTs come from a thread of their own, with a runtime of its own, so that
-    // the CPU of this benchmark's client (its HTTP and its side of the sockets) is read apart
-    // from the framework's and taken out of it.
+    // The launch POSTs, and the observer of the store's commits that tells when each
+    // cluster runs, work on a thread of their own with a runtime of its own, so that this
+    // benchmark's CPU (its HTTP, its side of the sockets, its bookkeeping) is read apart from
+    // the framework's and taken out of it.
     let url = format!("http://{addr}");
     let concurrency = o.concurrency.max(1);
     let poster = std::thread::Builder::new()
         .name("bench-client".into())
-        .spawn(move || post_launches(&url, clusters, size, concurrency))
+        .spawn(move || post_launches(&url, clusters, size, concurrency, observer))
         .map_err(|e| setup(&e))?;
-    let (posted, client_cpu) = tokio::task::spawn_blocking(move || poster.join())
+    let ClientRun {
+        posted,
+        posts_done,
+        seen:
+            Seen {
+                running: done,
+                configuring,
+                lagged,
+            },
+        cpu: client_cpu,
+    } = tokio::task::spawn_blocking(move || poster.join())
         .await
         .map_err(|e| setup(&e))?
         .map_err(|_| ProvisionError::Setup("the client thread panicked".into()))??;
-    let post_wall = start.elapsed();
-    let Seen {
-        running: done,
-        configuring,
-        lagged,
-    } = collector.await.map_err(|e| setup(&e))?;
+    let post_wall = posts_done.saturating_duration_since(start);
     let cpu = cpu_start
         .zip(cpu_of("/proc/self/stat"))
         .map(|(a, b)| b.saturating_sub(a));
@@ -290,7 +296,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         };
         match client_cpu {
             Some(client) => println!(
-                "  CPU of the {what}, less the client thread): {:.2} s, {:.3} ms per node; the benchmark's client thread: {:.2} s, {:.3} ms per node",
+                "  CPU of the {what}, less the client thread): {:.2} s, {:.3} ms per node; the benchmark's client thread (its POSTs and its observer of the commits): {:.2} s, {:.3} ms per node",
                 cpu.saturating_sub(client).as_secs_f64(),
                 per_node(cpu.saturating_sub(client)),
                 client.as_secs_f64(),
@@ -430,24 +436,32 @@ async fn collect(
     seen
 }
 
-/// Each cluster launched, with the time its POST started.
-type Posted = Vec<(ClusterId, Instant)>;
+/// What the benchmark's client thread did: each cluster launched with the time its POST
+/// started, when the last POST was answered, what the observer saw, and the CPU the thread
+/// used (`None` where `/proc/thread-self` cannot be read).
+struct ClientRun {
+    posted: Vec<(ClusterId, Instant)>,
+    posts_done: Instant,
+    seen: Seen,
+    cpu: Option<Duration>,
+}
 
 /// The launch POSTs of a run, `concurrency` at a time, on a current-thread runtime of the
-/// calling thread. Returns each cluster with the time its POST started, and the CPU this
-/// thread used (`None` where `/proc/thread-self` cannot be read).
+/// calling thread, with `observer` running beside them until it is done.
 fn post_launches(
     url: &str,
     clusters: usize,
     size: usize,
     concurrency: usize,
-) -> Result<(Posted, Option<Duration>), ProvisionError> {
+    observer: std::pin::Pin<Box<dyn std::future::Future<Output = Seen> + Send>>,
+) -> Result<ClientRun, ProvisionError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ProvisionError::Setup(format!("client runtime: {e}")))?;
     let cpu_start = cpu_of("/proc/thread-self/stat");
-    let posted = rt.block_on(async {
+    let (posted, posts_done, seen) = rt.block_on(async {
+        let observer = tokio::spawn(observer);
         let client = Arc::new(crate::cli::Client::new(url, None));
         let next = Arc::new(AtomicUsize::new(0));
         let mut posters = tokio::task::JoinSet::new();
@@ -474,12 +488,21 @@ fn post_launches(
         while let Some(r) = posters.join_next().await {
             posted.extend(r.map_err(|e| ProvisionError::Setup(e.to_string()))??);
         }
-        Ok::<_, ProvisionError>(posted)
+        let posts_done = Instant::now();
+        let seen = observer
+            .await
+            .map_err(|e| ProvisionError::Setup(format!("observer: {e}")))?;
+        Ok::<_, ProvisionError>((posted, posts_done, seen))
     })?;
     let cpu = cpu_start
         .zip(cpu_of("/proc/thread-self/stat"))
         .map(|(a, b)| b.saturating_sub(a));
-    Ok((posted, cpu))
+    Ok(ClientRun {
+        posted,
+        posts_done,
+        seen,
+        cpu,
+    })
 }
 
 #[cfg(test)]
