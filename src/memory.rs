@@ -31,13 +31,6 @@ pub const TRIM_PERIOD: Duration = Duration::from_secs(5);
 /// heap rather than from their own `mmap`: glibc's most (`HEAP_MAX_SIZE / 2` on 64-bit).
 pub const MMAP_THRESHOLD: usize = 32 << 20;
 
-/// Whether this build's allocator is glibc's (the `dhat-heap` build) rather than jemalloc.
-const GLIBC: bool = cfg!(all(
-    feature = "dhat-heap",
-    target_os = "linux",
-    target_env = "gnu"
-));
-
 /// Sets the allocator up for a long-running server; call it first thing in `main`, before
 /// any thread starts. Whether it changed anything: only glibc's allocator (the `dhat-heap`
 /// build) has a knob to set; jemalloc's defaults serve as they are.
@@ -73,14 +66,6 @@ pub fn spawn_trimmer(period: Duration, shutdown: CancellationToken, tracker: &Ta
 /// Returns the free pages of every arena to the system; whether the allocator took the
 /// request (jemalloc) or returned some pages (glibc).
 pub fn trim() -> bool {
-    if GLIBC {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        {
-            // SAFETY: malloc_trim only takes the allocator's own locks and has no
-            // preconditions.
-            return unsafe { libc::malloc_trim(0) == 1 };
-        }
-    }
     #[cfg(not(feature = "dhat-heap"))]
     {
         // `arena.<MALLCTL_ARENAS_ALL>.purge`: every arena's unused dirty pages go back.
@@ -95,7 +80,15 @@ pub fn trim() -> bool {
             ) == 0
         }
     }
-    #[cfg(feature = "dhat-heap")]
+    #[cfg(all(feature = "dhat-heap", target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only takes the allocator's own locks and has no preconditions.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(all(
+        feature = "dhat-heap",
+        not(all(target_os = "linux", target_env = "gnu"))
+    ))]
     {
         false
     }

@@ -306,32 +306,35 @@ impl Plan {
             })
             .unwrap_or_default();
         let id = new.id;
-        let keep_inline = match old {
-            // A new cluster: its nodes go inline (see [`INLINE`]).
-            None => true,
-            Some(o) => {
-                let changed = new
-                    .nodes
-                    .iter()
-                    .filter(|n| {
-                        before
-                            .get(n.name.as_str())
-                            .is_none_or(|(was, _, _)| *was != *n)
-                    })
-                    .count();
-                o.slots.iter().all(|s| *s == INLINE) && (changed == 0 || changed == new.nodes.len())
-            }
+        // Which nodes differ from their old selves, worked out only where the nodes are all
+        // inline (a new cluster's are): only then can they stay in the head.
+        let all_inline = old.is_none_or(|o| o.slots.iter().all(|s| *s == INLINE));
+        let changed: Vec<bool> = if all_inline {
+            new.nodes
+                .iter()
+                .map(|n| {
+                    before
+                        .get(n.name.as_str())
+                        .is_none_or(|(was, _, _)| *was != n)
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
+        let count = changed.iter().filter(|c| **c).count();
+        // A new cluster's nodes go inline (see [`INLINE`]).
+        let keep_inline = all_inline && (old.is_none() || count == 0 || count == new.nodes.len());
         let mut put_nodes = Vec::new();
         let mut remove_nodes = Vec::new();
         let mut versions = Vec::with_capacity(new.nodes.len());
         let mut slots = Vec::with_capacity(new.nodes.len());
-        for n in &new.nodes {
+        for (i, n) in new.nodes.iter().enumerate() {
             if keep_inline {
-                let unchanged = before
-                    .remove(n.name.as_str())
-                    .filter(|(was, _, _)| *was == n);
-                versions.push(unchanged.map_or(rev, |(_, v, _)| v));
+                let was = before.remove(n.name.as_str());
+                versions.push(match was {
+                    Some((_, v, _)) if !changed[i] => v,
+                    _ => rev,
+                });
                 slots.push(INLINE);
                 continue;
             }

@@ -22,19 +22,17 @@ impl OfferedResources {
         Self { resources }
     }
 
-    /// Takes `amount` of scalar resource `name` (in thousandths, as Mesos counts), from as
-    /// many offered entries as needed.
-    ///
-    /// # Errors
-    /// [`Shortage`] if the offers hold less.
+    /// [`scalar_into`](Self::scalar_into) into a vector of its own, for tests.
+    #[cfg(test)]
     pub fn scalar(&mut self, name: &str, amount: f64) -> Result<Vec<Resource>, Shortage> {
         let mut out = Vec::new();
         self.scalar_into(&mut out, name, amount)?;
         Ok(out)
     }
 
-    /// [`scalar`](Self::scalar), appending the pieces to `out` (a `Resource` is about a
-    /// kilobyte: a task's few are collected in one vector, not moved from one to another).
+    /// Takes `amount` of scalar resource `name` (in thousandths, as Mesos counts), from as
+    /// many offered entries as needed, appending the pieces to `out` (a task's few pieces
+    /// are collected in one vector, not moved from one to another).
     ///
     /// # Errors
     /// [`Shortage`] if the offers hold less; then neither the offers nor `out` change.
@@ -81,18 +79,17 @@ impl OfferedResources {
         Ok(())
     }
 
-    /// Takes exactly these port numbers out of the offered `ports` ranges.
-    ///
-    /// # Errors
-    /// [`Shortage`] if a port is not offered (or already taken).
+    /// [`ports_into`](Self::ports_into) into a vector of its own, for tests.
+    #[cfg(test)]
     pub fn ports(&mut self, ports: &[u16]) -> Result<Vec<Resource>, Shortage> {
         let mut out = Vec::new();
         self.ports_into(&mut out, ports)?;
         Ok(out)
     }
 
-    /// [`ports`](Self::ports), appending to `out`: one entry per offered entry the ports
-    /// come from, with its metadata and the taken ports as ranges.
+    /// Takes exactly these port numbers out of the offered `ports` ranges, appending to
+    /// `out` one entry per offered entry the ports come from, with its metadata and the
+    /// taken ports as ranges.
     ///
     /// # Errors
     /// [`Shortage`] if a port is not offered (or already taken); the ports before it are
@@ -146,11 +143,13 @@ impl OfferedResources {
                     .range
                     .push(taken),
                 None => {
-                    let mut piece = Resource {
-                        ranges: None,
+                    // The entry's metadata without copying its remaining ranges.
+                    let left = r.ranges.take();
+                    let piece = Resource {
+                        ranges: Some(value::Ranges { range: vec![taken] }),
                         ..r.clone()
                     };
-                    piece.ranges = Some(value::Ranges { range: vec![taken] });
+                    r.ranges = left;
                     pieces.push((idx, out.len()));
                     out.push(piece);
                 }
