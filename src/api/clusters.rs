@@ -351,8 +351,7 @@ fn record_launch(
     // then: concurrent launches cannot both fit into one free slot.
     let asks = Usage::of(&cluster);
     let over = std::cell::RefCell::new(None);
-    let stored = s.create_cluster_checked(cluster, &|all| {
-        let has = Usage::of_owner(&who.user, all);
+    let stored = s.create_cluster_checked(cluster, &|has| {
         quota.check(&who.user, has, asks).map_err(|e| {
             let message = e.to_string();
             *over.borrow_mut() = Some(e);
@@ -688,12 +687,6 @@ pub(super) async fn update(
     let over: Arc<std::sync::Mutex<Option<QuotaExceeded>>> = Arc::default();
     let seen_over = Arc::clone(&over);
     let outcome = blocking(state, move |s| {
-        // What the owner's *other* clusters hold, read just before the compare-and-swap.
-        // (A launch of the same owner racing this update may slip between the two.)
-        let others = match quota {
-            None => Usage::default(),
-            Some(_) => Usage::of_owner_in(s, &owner, Some(id))?,
-        };
         let request = UpdateRequest {
             product: &product,
             template: &template,
@@ -716,7 +709,11 @@ pub(super) async fn update(
                 Ok(u) if u.changed => {
                     // Scaling up must fit the owner's quota; nothing is written otherwise.
                     let asks = Usage::of(c).beyond(before);
-                    match quota.map(|q| q.check(&owner, others.plus(before), asks)) {
+                    // What the owner holds as of the last commit, this cluster as it was
+                    // before this change included. (A launch of the same owner racing this
+                    // update may slip in before it commits.)
+                    let has = || s.usage(&owner);
+                    match quota.map(|q| q.check(&owner, has(), asks)) {
                         Some(Err(e)) => {
                             let message = e.to_string();
                             *seen_over

@@ -126,7 +126,7 @@ async fn check_quota(state: &AppState, who: &Principal, c: &Cluster) -> Result<(
         return Ok(());
     };
     let user = who.user.clone();
-    let has = blocking(state, move |s| Usage::of_owner_in(s, &user, None)).await?;
+    let has = blocking(state, move |s| Ok(s.usage(&user))).await?;
     quota
         .check(&who.user, has, Usage::of(c))
         .map_err(|e| quota_exceeded(e.to_string()))

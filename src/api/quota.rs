@@ -7,11 +7,7 @@
 
 use std::fmt;
 
-use crate::domain::{Cluster, ClusterId, ClusterStatus};
-use crate::registry::{ListFilter, Store, StoreError};
-
-/// Clusters read per page when adding up an owner's usage.
-const USAGE_PAGE: usize = 500;
+pub use crate::domain::Usage;
 
 /// Limits of one user; `None` = no limit on that resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -21,92 +17,6 @@ pub struct Quota {
     pub cpus: Option<f64>,
     /// MB, as node `mem` is.
     pub mem: Option<f64>,
-}
-
-/// What some clusters hold (or ask for).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
-    pub clusters: u64,
-    pub nodes: u64,
-    pub cpus: f64,
-    pub mem: f64,
-}
-
-impl Usage {
-    /// What one cluster holds: itself, its nodes (the desired ones; retiring nodes are on
-    /// their way out) and their cpus and mem. A destroyed cluster holds nothing.
-    pub fn of(c: &Cluster) -> Usage {
-        if c.status == ClusterStatus::Destroyed {
-            return Usage::default();
-        }
-        Usage {
-            clusters: 1,
-            nodes: c.nodes.len() as u64,
-            cpus: c.nodes.iter().map(|n| n.cpu).sum(),
-            mem: c.nodes.iter().map(|n| n.mem).sum(),
-        }
-    }
-
-    /// What `owner`'s clusters hold together.
-    pub fn of_owner<'a>(owner: &str, clusters: impl IntoIterator<Item = &'a Cluster>) -> Usage {
-        clusters
-            .into_iter()
-            .filter(|c| c.owner == owner)
-            .map(Usage::of)
-            .fold(Usage::default(), |a, b| a.plus(b))
-    }
-
-    /// What `owner`'s clusters other than `except` hold, read from the store a page at a
-    /// time through the owner filter: only the owner's clusters are read, and never all of
-    /// them at once.
-    ///
-    /// # Errors
-    /// Storage or decoding errors.
-    pub fn of_owner_in(
-        store: &dyn Store,
-        owner: &str,
-        except: Option<ClusterId>,
-    ) -> Result<Usage, StoreError> {
-        let filter = ListFilter {
-            owner: Some(owner.to_owned()),
-            ..ListFilter::default()
-        };
-        let mut total = Usage::default();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = store.clusters_page(&filter, USAGE_PAGE, cursor.as_deref())?;
-            total = page
-                .clusters
-                .iter()
-                .filter(|c| Some(c.id) != except)
-                .map(|c| Usage::of(c))
-                .fold(total, Usage::plus);
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(total),
-            }
-        }
-    }
-
-    /// Both together.
-    pub fn plus(self, o: Usage) -> Usage {
-        Usage {
-            clusters: self.clusters + o.clusters,
-            nodes: self.nodes + o.nodes,
-            cpus: self.cpus + o.cpus,
-            mem: self.mem + o.mem,
-        }
-    }
-
-    /// What `self` holds beyond `before` (never negative: giving back asks nothing).
-    pub fn beyond(self, before: Usage) -> Usage {
-        Usage {
-            clusters: self.clusters.saturating_sub(before.clusters),
-            nodes: self.nodes.saturating_sub(before.nodes),
-            cpus: (self.cpus - before.cpus).max(0.0),
-            mem: (self.mem - before.mem).max(0.0),
-        }
-    }
 }
 
 /// A request that would take a user past one of their limits.

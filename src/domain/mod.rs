@@ -16,6 +16,7 @@ pub mod placement;
 pub mod product;
 pub mod template;
 pub mod update;
+pub mod usage;
 
 pub use cluster::{
     Cluster, ConfigureProgress, Desired, HistoryEntry, Node, NodeObserved, ScriptState, Service,
@@ -23,6 +24,7 @@ pub use cluster::{
 pub use ids::{AgentId, ClusterId, Name, NameError, TaskId};
 pub use lifecycle::{ClusterStatus, NodeStatus};
 pub use product::{BundleFiles, Part, Product};
+pub use usage::Usage;
 
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,7 @@ use super::{
     COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page, Store,
     StoreError, Update, bundled, check_cursor, check_node_names, cursor_of,
 };
-use crate::domain::{Cluster, ClusterId, ClusterStatus, Name, Part, Product, Timestamp};
+use crate::domain::{Cluster, ClusterId, Name, Part, Product, Timestamp, Usage};
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -171,7 +171,7 @@ impl Store for MemoryStore {
     fn create_cluster_checked(
         &self,
         c: Cluster,
-        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+        guard: &dyn Fn(Usage) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         let c = &c;
         let mut g = self.lock();
@@ -188,14 +188,7 @@ impl Store for MemoryStore {
             return Err(StoreError::AlreadyExists(format!("cluster {}", c.id)));
         }
         check_node_names(c)?;
-        let owned: Vec<Cluster> = g
-            .order
-            .values()
-            .filter_map(|id| g.clusters.get(id))
-            .filter(|o| o.owner == c.owner && o.status != ClusterStatus::Destroyed)
-            .cloned()
-            .collect();
-        guard(&owned).map_err(StoreError::Rejected)?;
+        guard(Usage::of_owner(&c.owner, g.clusters.values())).map_err(StoreError::Rejected)?;
         g.clusters.insert(c.id, c.clone());
         g.order.insert(cursor_of(c), c.id);
         // Announced under the lock, so that commits arrive in the order they were made.
@@ -259,6 +252,10 @@ impl Store for MemoryStore {
 
     fn counts(&self) -> Result<Counts, StoreError> {
         Ok(Counts::of(self.lock().clusters.values()))
+    }
+
+    fn usage(&self, owner: &str) -> Usage {
+        Usage::of_owner(owner, self.lock().clusters.values())
     }
 
     fn update_cluster(

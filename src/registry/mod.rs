@@ -61,7 +61,7 @@ mod suite;
 
 use std::sync::Arc;
 
-use crate::domain::{Cluster, ClusterId, Name, Part, Product};
+use crate::domain::{Cluster, ClusterId, Name, Part, Product, Usage};
 
 pub use memory::MemoryStore;
 
@@ -361,11 +361,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AlreadyExists`] on an id clash, [`StoreError::NotFound`] if the product
     /// is gone.
     fn create_cluster(&self, c: Cluster) -> Result<(), StoreError>;
-    /// [`Store::create_cluster`] after `guard` has seen the stored clusters of the new
-    /// cluster's owner (`c.owner`; those not destroyed, oldest first) and agreed,
-    /// in the same critical section as every other create: two concurrent launches cannot
-    /// both pass a check (a per-owner quota) that only one of them fits. The guard sees no
-    /// other owner's cluster: checks across owners do not belong here.
+    /// [`Store::create_cluster`] after `guard` has seen what the stored clusters of the new
+    /// cluster's owner hold ([`Store::usage`] of `c.owner`) and agreed, in the same
+    /// critical section as every other create: two concurrent launches cannot both pass a
+    /// check (a per-owner quota) that only one of them fits.
     ///
     /// # Errors
     /// As [`Store::create_cluster`], or [`StoreError::Rejected`] from `guard` (nothing is
@@ -373,8 +372,13 @@ pub trait Store: Send + Sync + 'static {
     fn create_cluster_checked(
         &self,
         c: Cluster,
-        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+        guard: &dyn Fn(Usage) -> Result<(), String>,
     ) -> Result<(), StoreError>;
+    /// What `owner`'s stored clusters hold together: [`Usage::of_owner`] over every stored
+    /// cluster, as of the last commit. The sled store keeps a running sum per owner (moved
+    /// on every commit, like [`Store::counts`]), so this reads nothing and costs the same
+    /// whatever the owner holds.
+    fn usage(&self, owner: &str) -> Usage;
     /// # Errors
     /// Storage or decoding errors.
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError>;

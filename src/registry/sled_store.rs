@@ -56,7 +56,7 @@ use super::{
     part_key, product_key,
 };
 use crate::domain::{
-    Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp,
+    Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp, Usage,
 };
 
 /// How the store is opened.
@@ -217,12 +217,16 @@ impl SledStore {
             let (k, v) = kv?;
             let head = Head::decode(&k, &v)?;
             *tally.clusters.entry(head.cluster.status).or_default() += 1;
-            if head.cluster.status != ClusterStatus::Destroyed {
-                tally.hold(&head.cluster.owner, head.cluster.id);
+            let holds = head.cluster.status != ClusterStatus::Destroyed;
+            if holds {
+                tally.hold(&head.cluster.owner, Held::CLUSTER, 1);
             }
             // The nodes the head carries; those with records are counted with them.
             for n in &head.inline {
                 *tally.nodes.entry(n.observed.status).or_default() += 1;
+                if holds {
+                    tally.hold(&head.cluster.owner, Held::of_node(n), 1);
+                }
             }
         }
         Ok(tally)
@@ -384,30 +388,34 @@ impl SledStore {
     /// records into `tally`. Walks each tree once, one cluster at a time.
     fn collect_garbage(&self, tally: &mut Tally) -> Result<usize, StoreError> {
         let mut removed = 0;
-        // Per cluster: the records its head names, and the other slots of its nodes (a
-        // node's previous record, kept until the slot is written again).
+        // Per cluster: the records its head names, the other slots of its nodes (a node's
+        // previous record, kept until the slot is written again), and its owner if it holds
+        // what its nodes hold (it is not destroyed).
         type Keys = HashSet<Vec<u8>>;
-        let mut current: Option<(Vec<u8>, Keys, Keys)> = None;
+        let mut current: Option<(Vec<u8>, Keys, Keys, Option<String>)> = None;
         for kv in self.nodes.iter() {
             let (k, v) = kv?;
             let uuid = k.split(|b| *b == 0).next().unwrap_or_default().to_vec();
-            if current.as_ref().is_none_or(|(u, _, _)| *u != uuid) {
-                let (mut named, mut spare) = (HashSet::new(), HashSet::new());
+            if current.as_ref().is_none_or(|(u, ..)| *u != uuid) {
+                let (mut named, mut spare, mut holder) = (HashSet::new(), HashSet::new(), None);
                 if let Some(head) = self.clusters.get(&uuid)? {
                     let h = Head::decode(&uuid, &head)?;
                     named.extend(h.node_keys(h.cluster.id).map(|(k, _)| k));
                     spare.extend(h.spare_keys(h.cluster.id));
+                    holder =
+                        (h.cluster.status != ClusterStatus::Destroyed).then_some(h.cluster.owner);
                 }
-                current = Some((uuid, named, spare));
+                current = Some((uuid, named, spare, holder));
             }
-            let Some((_, named, spare)) = current.as_ref() else {
+            let Some((_, named, spare, holder)) = current.as_ref() else {
                 continue;
             };
             if named.contains(k.as_ref()) {
-                *tally
-                    .nodes
-                    .entry(decode::<Node>(&k, split_node(&v).1)?.observed.status)
-                    .or_default() += 1;
+                let node = decode::<Node>(&k, split_node(&v).1)?;
+                *tally.nodes.entry(node.observed.status).or_default() += 1;
+                if let Some(owner) = holder {
+                    tally.hold(owner, Held::of_node(&node), 1);
+                }
             } else if !spare.contains(k.as_ref()) {
                 self.nodes.remove(&k)?;
                 removed += 1;
@@ -474,25 +482,6 @@ impl SledStore {
         }
     }
 
-    /// The clusters of `owner` that are not destroyed, oldest first: those the tally holds
-    /// for it, read as they are now. A destroyed cluster holds nothing, and an owner keeps
-    /// those for the retention period: reading them all made a launch cost as much as the
-    /// owner had ever launched in that time.
-    fn held_by(&self, owner: &str) -> Result<Vec<Cluster>, StoreError> {
-        let ids = self.lock_tally().held_by(owner);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(s) = self.read(id, None)?
-                && s.cluster.owner == owner
-                && s.cluster.status != ClusterStatus::Destroyed
-            {
-                out.push(Cluster::clone(&s.cluster));
-            }
-        }
-        out.sort_by_cached_key(cursor_of);
-        Ok(out)
-    }
-
     /// Keeps what `plan` committed at `rev` decoded, for the next read.
     fn remember(&self, plan: &Plan, rev: u64, cluster: &Arc<Cluster>) {
         if let Some(snap) = Snapshot::written(plan, rev, Arc::clone(cluster)) {
@@ -524,7 +513,9 @@ impl SledStore {
                 if self.clusters.contains_key(c.id.to_string())? {
                     return Err(exists());
                 }
-                guard(&self.held_by(&c.owner)?).map_err(StoreError::Rejected)?;
+                // Copied out: the guard runs without the tally's lock.
+                let held = self.lock_tally().usage(&c.owner);
+                guard(held).map_err(StoreError::Rejected)?;
             }
             let seq = self.commit(c.id, None, &plan)?.ok_or_else(exists)?;
             self.lock_tally().shift(None, Some(&Statuses::of(c)));
@@ -544,7 +535,7 @@ impl SledStore {
 
 /// A check over the clusters of the new cluster's owner that may refuse a create (see
 /// [`Store::create_cluster_checked`]).
-type ClusterGuard<'a> = dyn Fn(&[Cluster]) -> Result<(), String> + 'a;
+type ClusterGuard<'a> = dyn Fn(Usage) -> Result<(), String> + 'a;
 
 /// The node records of a head, or the key of the first that is not the one it names.
 enum Records {
@@ -726,7 +717,7 @@ impl Store for SledStore {
     fn create_cluster_checked(
         &self,
         c: Cluster,
-        guard: &dyn Fn(&[Cluster]) -> Result<(), String>,
+        guard: &dyn Fn(Usage) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         self.create(c, Some(guard))
     }
@@ -873,6 +864,10 @@ impl Store for SledStore {
         Ok(self.lock_tally().counts())
     }
 
+    fn usage(&self, owner: &str) -> Usage {
+        self.lock_tally().usage(owner)
+    }
+
     fn append_log(&self, id: ClusterId, data: &[u8]) -> Result<(), StoreError> {
         self.logs.update_and_fetch(id.to_string(), |old| {
             let mut v = old.map(<[u8]>::to_vec).unwrap_or_default();
@@ -929,41 +924,98 @@ impl Store for SledStore {
     }
 }
 
-/// The statuses of one cluster and its nodes, and its owner: what the tally keeps of it.
+/// The statuses of one cluster and its nodes, its owner, and what it holds: what the tally
+/// keeps of it.
 struct Statuses<'a> {
-    id: ClusterId,
     owner: &'a str,
     cluster: ClusterStatus,
     nodes: Vec<NodeStatus>,
+    /// Nothing for a destroyed cluster.
+    held: Held,
 }
 
 impl<'a> Statuses<'a> {
     fn of(c: &'a Cluster) -> Self {
+        let held = if c.status == ClusterStatus::Destroyed {
+            Held::default()
+        } else {
+            c.nodes
+                .iter()
+                .fold(Held::CLUSTER, |sum, n| sum.plus(Held::of_node(n), 1))
+        };
         Self {
-            id: c.id,
             owner: &c.owner,
             cluster: c.status,
             nodes: c.nodes.iter().map(|n| n.observed.status).collect(),
+            held,
         }
-    }
-
-    /// Whether it holds anything (what a quota counts): not destroyed.
-    fn holds(&self) -> bool {
-        self.cluster != ClusterStatus::Destroyed
     }
 }
 
-/// The kept counts, and the clusters of each owner that are not destroyed (the ones
-/// [`Store::create_cluster_checked`]'s guard reads: a launch reads those of its owner, not
-/// every cluster the owner ever had). Counts are signed: two commits of one cluster may
-/// move them in either order (each after its own commit), and a count may dip below zero
-/// for that moment.
+/// What one owner's clusters hold, in whole clusters and nodes and in thousandths of a cpu
+/// and of a MB: integers, so that taking away what was added leaves exactly what was there
+/// (sums of `f64` drift). Signed, as the tally's counts are.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    clusters: i64,
+    nodes: i64,
+    milli_cpus: i64,
+    milli_mem: i64,
+}
+
+impl Held {
+    /// A cluster itself, without its nodes.
+    const CLUSTER: Held = Held {
+        clusters: 1,
+        nodes: 0,
+        milli_cpus: 0,
+        milli_mem: 0,
+    };
+
+    fn of_node(n: &Node) -> Held {
+        // Rounded to a thousandth, node by node, the same way wherever a node is counted.
+        let milli = |x: f64| (x * 1000.0).round() as i64;
+        Held {
+            clusters: 0,
+            nodes: 1,
+            milli_cpus: milli(n.cpu),
+            milli_mem: milli(n.mem),
+        }
+    }
+
+    /// `self` plus `sign` times `o`.
+    fn plus(self, o: Held, sign: i64) -> Held {
+        Held {
+            clusters: self.clusters + sign * o.clusters,
+            nodes: self.nodes + sign * o.nodes,
+            milli_cpus: self.milli_cpus + sign * o.milli_cpus,
+            milli_mem: self.milli_mem + sign * o.milli_mem,
+        }
+    }
+
+    /// As a quota reads it (a count below zero, for a moment, reads as none).
+    fn usage(self) -> Usage {
+        let whole = |n: i64| u64::try_from(n).unwrap_or(0);
+        let thousandths = |n: i64| n.max(0) as f64 / 1000.0;
+        Usage {
+            clusters: whole(self.clusters),
+            nodes: whole(self.nodes),
+            cpus: thousandths(self.milli_cpus),
+            mem: thousandths(self.milli_mem),
+        }
+    }
+}
+
+/// The kept counts, and what each owner's clusters hold ([`Store::usage`], which a launch's
+/// quota check reads: its cost does not grow with what the owner holds). Counts are
+/// signed: two commits of one cluster may move them in either order (each after its own
+/// commit), and a count may dip below zero for that moment.
 #[derive(Default)]
 struct Tally {
     clusters: BTreeMap<ClusterStatus, i64>,
     nodes: BTreeMap<NodeStatus, i64>,
-    /// About 30 bytes a cluster that is not destroyed.
-    held: HashMap<String, HashSet<ClusterId>>,
+    /// Per owner holding anything; an owner whose sums are all zero is removed.
+    held: HashMap<String, Held>,
 }
 
 impl Tally {
@@ -981,46 +1033,36 @@ impl Tally {
                 *self.nodes.entry(*s).or_default() += 1;
             }
         }
-        let (old, new) = (old.filter(|s| s.holds()), new.filter(|s| s.holds()));
-        match (old, new) {
-            (Some(o), Some(n)) if o.owner == n.owner => {}
-            (old, new) => {
-                if let Some(o) = old {
-                    self.release(o.owner, o.id);
-                }
-                if let Some(n) = new {
-                    self.hold(n.owner, n.id);
-                }
-            }
+        if let Some(o) = old {
+            self.hold(o.owner, o.held, -1);
+        }
+        if let Some(n) = new {
+            self.hold(n.owner, n.held, 1);
         }
     }
 
-    fn hold(&mut self, owner: &str, id: ClusterId) {
-        match self.held.get_mut(owner) {
-            Some(ids) => {
-                ids.insert(id);
-            }
-            None => {
-                self.held.insert(owner.to_owned(), HashSet::from([id]));
-            }
+    /// Adds `sign` times `h` to what `owner` holds.
+    fn hold(&mut self, owner: &str, h: Held, sign: i64) {
+        if h == Held::default() {
+            return;
         }
-    }
-
-    fn release(&mut self, owner: &str, id: ClusterId) {
-        if let Some(ids) = self.held.get_mut(owner) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.held.remove(owner);
-            }
-        }
-    }
-
-    /// The clusters of `owner` that are not destroyed, as far as the commits so far tell.
-    fn held_by(&self, owner: &str) -> Vec<ClusterId> {
-        self.held
+        let sum = self
+            .held
             .get(owner)
-            .map(|ids| ids.iter().copied().collect())
+            .copied()
             .unwrap_or_default()
+            .plus(h, sign);
+        if sum == Held::default() {
+            self.held.remove(owner);
+        } else if let Some(slot) = self.held.get_mut(owner) {
+            *slot = sum;
+        } else {
+            self.held.insert(owner.to_owned(), sum);
+        }
+    }
+
+    fn usage(&self, owner: &str) -> Usage {
+        self.held.get(owner).copied().unwrap_or_default().usage()
     }
 
     /// As [`Counts::of`] gives them: no status of count zero.
@@ -1477,45 +1519,70 @@ mod tests {
         super::super::suite::assert_counts(&store);
     }
 
-    /// What a launch's guard reads: the owner's clusters that are not destroyed, also as
-    /// an open finds them.
+    /// What a launch's guard reads: what the owner's clusters that are not destroyed hold,
+    /// also as an open adds it up again, from nodes kept in the head and in records alike.
     #[test]
-    fn the_guard_reads_the_owners_clusters_not_destroyed_also_after_a_reopen() {
+    fn the_guard_reads_what_the_owners_clusters_hold_also_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let alices = |at: &str| super::super::suite::cluster_with("alice", "p", "1", at, &["n"]);
+        let alices = |at: &str| {
+            let mut c = super::super::suite::cluster_with("alice", "p", "1", at, &["n", "m"]);
+            // Amounts whose float sum is not exact: 0.1 + 0.2 != 0.3.
+            c.nodes[0].cpu = 0.1;
+            c.nodes[1].cpu = 0.2;
+            c.nodes[0].mem = 512.5;
+            c
+        };
         let seen = |store: &SledStore| {
-            let ids = std::cell::RefCell::new(Vec::new());
+            let has = std::cell::Cell::new(None);
             let next = alices("2026-09-01T00:00:00.000Z");
-            let refused = store.create_cluster_checked(next, &|owned| {
-                *ids.borrow_mut() = owned.iter().map(|c| c.id).collect();
+            let refused = store.create_cluster_checked(next, &|usage| {
+                has.set(Some(usage));
                 Err("just looking".into())
             });
             assert!(matches!(refused, Err(StoreError::Rejected(_))));
-            ids.into_inner()
+            assert_eq!(has.get(), Some(store.usage("alice")));
+            has.get().unwrap()
         };
-        let (kept, gone) = {
+        let want = Usage {
+            clusters: 2,
+            nodes: 4,
+            cpus: 0.6,
+            mem: 1027.0,
+        };
+        let gone = {
             let store = retry_locked(|| SledStore::open(dir.path()));
             store
                 .create_product(&super::super::suite::product("p", "1"))
                 .unwrap();
-            let (kept, gone) = (
-                alices("2026-08-01T00:00:00.000Z"),
-                alices("2026-08-02T00:00:00.000Z"),
-            );
-            store.create_cluster(kept.clone()).unwrap();
-            store.create_cluster(gone.clone()).unwrap();
+            let [inline, in_records, gone] =
+                [1, 2, 3].map(|day| alices(&format!("2026-08-0{day}T00:00:00.000Z")));
+            for c in [&inline, &in_records, &gone] {
+                store.create_cluster(c.clone()).unwrap();
+            }
+            // One node of two changed: the nodes move from the head to their own records.
+            store
+                .update_cluster(in_records.id, &mut |c| {
+                    c.nodes[1].observed.status = NodeStatus::Running;
+                    Ok(Update::Write)
+                })
+                .unwrap();
+            let records = store
+                .nodes
+                .scan_prefix(in_records.id.to_string().as_bytes());
+            assert_eq!(records.count(), 2);
             store
                 .update_cluster(gone.id, &mut |c| {
                     c.status = ClusterStatus::Destroyed;
                     Ok(Update::Write)
                 })
                 .unwrap();
-            assert_eq!(seen(&store), [kept.id]);
-            (kept, gone)
+            assert_eq!(seen(&store), want);
+            gone
         };
         let store = retry_locked(|| SledStore::open(dir.path()));
-        assert_eq!(seen(&store), [kept.id]);
+        assert_eq!(seen(&store), want);
         assert!(store.cluster(gone.id).unwrap().is_some());
+        assert_eq!(store.usage("bob"), Usage::default());
     }
 
     /// Every key and value of one tree.

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::domain::cluster::ClusterSpec;
 use crate::domain::{
-    Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, Timestamp,
+    Cluster, ClusterId, ClusterStatus, Name, NodeStatus, Part, Product, Timestamp, Usage,
 };
 
 fn name(s: &str) -> Name {
@@ -83,12 +83,27 @@ pub fn run(store: &dyn Store) {
     assert_counts(store);
 }
 
-/// The kept counts equal the counts of every stored cluster.
+/// The kept counts equal the counts of every stored cluster, and what each owner holds
+/// ([`Store::usage`]) equals what their stored clusters hold.
 pub fn assert_counts(store: &dyn Store) {
-    assert_eq!(
-        store.counts().unwrap(),
-        Counts::of(&store.clusters().unwrap()),
-        "kept counts"
+    let all = store.clusters().unwrap();
+    assert_eq!(store.counts().unwrap(), Counts::of(&all), "kept counts");
+    let mut owners: Vec<&str> = all.iter().map(|c| c.owner.as_str()).collect();
+    owners.extend(["nobody", ""]);
+    owners.dedup();
+    for owner in owners {
+        assert_same_usage(store.usage(owner), Usage::of_owner(owner, &all), owner);
+    }
+}
+
+/// Equal counts, and amounts equal to a thousandth (the sled store keeps thousandths).
+fn assert_same_usage(kept: Usage, want: Usage, owner: &str) {
+    assert!(
+        kept.clusters == want.clusters
+            && kept.nodes == want.nodes
+            && (kept.cpus - want.cpus).abs() < 1e-6
+            && (kept.mem - want.mem).abs() < 1e-6,
+        "usage of {owner:?}: kept {kept:?}, stored clusters hold {want:?}"
     );
 }
 
@@ -349,6 +364,8 @@ fn logs_and_meta(store: &dyn Store) {
 
 fn checked_create_and_purge(store: &dyn Store) {
     store.create_product(&product("q", "1")).unwrap();
+    // What the suite's earlier steps left.
+    let (alice, bob) = (store.usage("alice"), store.usage("bob"));
     let first = cluster("q", "1", "2026-04-01T00:00:00.000Z");
     store.create_cluster(first.clone()).unwrap();
     let elsewhere = cluster_of("bob", "q", "1", "2026-04-01T12:00:00.000Z");
@@ -356,30 +373,37 @@ fn checked_create_and_purge(store: &dyn Store) {
     let mut gone = cluster("q", "1", "2026-04-01T06:00:00.000Z");
     gone.status = ClusterStatus::Destroyed;
     store.create_cluster(gone.clone()).unwrap();
-    // The guard sees every stored cluster of the owner that is not destroyed, and only
-    // those; its refusal writes nothing.
-    let alices: Vec<ClusterId> = store
-        .clusters()
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.owner == "alice" && c.status != ClusterStatus::Destroyed)
-        .map(|c| c.id)
-        .collect();
+    // The guard sees what the owner's stored clusters that are not destroyed hold (here
+    // `first`: two nodes of 1 cpu and 1 MB), not another owner's; its refusal writes
+    // nothing.
+    let one = Usage {
+        clusters: 1,
+        nodes: 2,
+        cpus: 2.0,
+        mem: 2.0,
+    };
+    assert_eq!(store.usage("alice"), alice.plus(one));
+    assert_eq!(store.usage("bob"), bob.plus(one));
+    assert_eq!(store.usage("carol"), Usage::default());
     let second = cluster("q", "1", "2026-04-02T00:00:00.000Z");
-    let seen = std::cell::RefCell::new(Vec::new());
-    let err = store.create_cluster_checked(second.clone(), &|owned| {
-        *seen.borrow_mut() = owned.iter().map(|c| c.id).collect();
+    let seen = std::cell::Cell::new(None);
+    let err = store.create_cluster_checked(second.clone(), &|has| {
+        seen.set(Some(has));
         Err("quota".into())
     });
     assert!(matches!(err, Err(StoreError::Rejected(m)) if m == "quota"));
-    assert_eq!(*seen.borrow(), alices, "the owner's clusters, oldest first");
-    assert!(seen.borrow().contains(&first.id));
+    assert_eq!(seen.get(), Some(alice.plus(one)));
     assert!(store.cluster(second.id).unwrap().is_none());
-    assert!(!seen.borrow().contains(&gone.id));
+    assert_eq!(
+        store.usage("alice"),
+        alice.plus(one),
+        "a refused create holds nothing"
+    );
     store
         .create_cluster_checked(second.clone(), &|_| Ok(()))
         .unwrap();
-    // A cluster destroyed since is no longer shown; the new one is.
+    assert_eq!(store.usage("alice"), alice.plus(one).plus(one));
+    // A cluster destroyed since holds nothing; the new one holds its part.
     store
         .update_cluster(first.id, &mut |c| {
             c.status = ClusterStatus::Destroyed;
@@ -388,13 +412,14 @@ fn checked_create_and_purge(store: &dyn Store) {
         .unwrap();
     let third = cluster("q", "1", "2026-04-03T00:00:00.000Z");
     store
-        .create_cluster_checked(third, &|owned| {
-            *seen.borrow_mut() = owned.iter().map(|c| c.id).collect();
+        .create_cluster_checked(third, &|has| {
+            seen.set(Some(has));
             Ok(())
         })
         .unwrap();
-    assert!(seen.borrow().contains(&second.id));
-    assert!(!seen.borrow().contains(&first.id));
+    assert_eq!(seen.get(), Some(alice.plus(one)), "second, not first");
+    assert_eq!(store.usage("alice"), alice.plus(one).plus(one));
+    assert_counts(store);
     assert!(matches!(
         store.create_cluster_checked(second.clone(), &|_| Ok(())),
         Err(StoreError::AlreadyExists(_))
@@ -744,6 +769,9 @@ pub fn mixed_sequence(store: &dyn Store) {
         let mut n = c.nodes[0].clone();
         n.name = name("extra");
         n.observed.status = NodeStatus::Lost;
+        // Amounts whose sums a float cannot hold exactly.
+        n.cpu = 0.1;
+        n.mem = 0.7;
         c.nodes.push(n);
         c.status = ClusterStatus::Healing;
         Ok(Update::Write)
