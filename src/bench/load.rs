@@ -173,6 +173,20 @@ pub async fn fetch(
     exchange(&mut sender, request(addr, &method, path, body)?).await
 }
 
+/// The bearer token every request of this process sends, once set (a benchmark against a
+/// server with a token file sets it before its first request); none by default.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every later request of this process send `Authorization: Bearer <token>`.
+///
+/// # Errors
+/// When a token is already set.
+pub fn use_token(token: &str) -> Result<(), String> {
+    TOKEN
+        .set(token.to_owned())
+        .map_err(|_| "a bearer token is already set".to_owned())
+}
+
 /// A request to `addr`; a body is sent as JSON.
 fn request(
     addr: SocketAddr,
@@ -186,6 +200,9 @@ fn request(
         .header(http::header::HOST, addr.to_string());
     if !body.is_empty() {
         req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(token) = TOKEN.get() {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     req.body(Full::new(body)).map_err(|e| e.to_string())
 }

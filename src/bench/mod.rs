@@ -86,6 +86,10 @@ pub enum BenchCmd {
         /// Nodes per launched reference cluster.
         #[arg(long, default_value_t = 2)]
         size: usize,
+        /// Launch as a user with a quota, roomy enough for every launch, so that each
+        /// launch runs the quota check against what the user already holds.
+        #[arg(long)]
+        quota: bool,
     },
     /// The reference product at size 10 on a real Mesos master with Docker: POST → every
     /// node RUNNING of `paas serve`, against a minimal scheduler launching the same tasks
@@ -165,7 +169,8 @@ async fn run_one(cmd: BenchCmd) -> Result<(), BenchError> {
             count,
             connections,
             size,
-        } => restart::launches(count, connections, size).await,
+            quota,
+        } => restart::launches(count, connections, size, quota).await,
         BenchCmd::BareServer { body } => api::bare_server(&body).await,
         BenchCmd::Registry {
             clusters,

@@ -116,22 +116,46 @@ pub async fn restart(
 }
 
 /// Runs `launches`: `count` durable launches of the reference product over `connections`
-/// connections, then the listing and `/metrics` on what they made.
+/// connections, then the listing and `/metrics` on what they made. With `quota`, the server
+/// has a token file, and every request is the one user's, whose quota fits every launch.
 ///
 /// # Errors
 /// [`BenchError`] when the server cannot be started or set up.
-pub async fn launches(count: u64, connections: usize, size: usize) -> Result<(), BenchError> {
+pub async fn launches(
+    count: u64,
+    connections: usize,
+    size: usize,
+    quota: bool,
+) -> Result<(), BenchError> {
     let dir = temp_dir("launches")?;
     let _cleanup = RemoveDir(Some(dir.clone()));
-    let (server, url) = ChildProc::serve(
-        &dir.join("data"),
-        &["--master", "none"],
-        Duration::from_secs(60),
-    )?;
+    let mut args = vec!["--master".to_owned(), "none".to_owned()];
+    let who = if quota {
+        // An admin (to register the product) with limits: the check runs, and never refuses.
+        let token = "bench-quota-token-0123456789";
+        let tokens = dir.join("tokens");
+        std::fs::write(
+            &tokens,
+            format!(
+                "{token},bench,admin,clusters={count},nodes={}\n",
+                count * size as u64
+            ),
+        )?;
+        args.extend(["--tokens".to_owned(), tokens.display().to_string()]);
+        load::use_token(token).map_err(BenchError::Setup)?;
+        format!(
+            "user bench, whose quota is {count} clusters and {} nodes",
+            count * size as u64
+        )
+    } else {
+        "the anonymous admin, no quota".to_owned()
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (server, url) = ChildProc::serve(&dir.join("data"), &args, Duration::from_secs(60))?;
     let addr = addr_of(&url)?;
     register_reference(addr).await?;
     println!(
-        "launches: {count} launches of the reference product (size {size}) over {connections} connections, `paas serve --master none` (pid {}); RSS before: {:.0} MB",
+        "launches: {count} launches of the reference product (size {size}) over {connections} connections, as {who}, `paas serve --master none` (pid {}); RSS before: {:.0} MB",
         server.pid(),
         server.rss().map_or(0.0, mb)
     );
