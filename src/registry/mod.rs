@@ -382,6 +382,14 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Storage or decoding errors.
     fn cluster(&self, id: ClusterId) -> Result<Option<Cluster>, StoreError>;
+    /// [`Store::cluster`] without a copy, for a reader that only reads: the sled store
+    /// shares the record it keeps decoded.
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    fn cluster_shared(&self, id: ClusterId) -> Result<Option<Arc<Cluster>>, StoreError> {
+        Ok(self.cluster(id)?.map(Arc::new))
+    }
     /// Every cluster, oldest first (in [`cursor_of`] order). Loads every record: paths that
     /// run often use [`Store::clusters_page`] or [`Store::counts`] instead.
     ///

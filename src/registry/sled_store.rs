@@ -752,6 +752,10 @@ impl Store for SledStore {
         Ok(self.read(id, None)?.map(|s| Cluster::clone(&s.cluster)))
     }
 
+    fn cluster_shared(&self, id: ClusterId) -> Result<Option<Arc<Cluster>>, StoreError> {
+        Ok(self.read(id, None)?.map(|s| Arc::clone(&s.cluster)))
+    }
+
     fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
         let mut all = Vec::new();
         for kv in self.by_created.iter() {

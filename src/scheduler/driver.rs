@@ -967,7 +967,9 @@ impl Driver {
     /// The pending clusters to place now, oldest first (launch order), and how long until
     /// the first backoff of the others ends; the clusters that no longer want placement
     /// leave the pending set. One store call reads them all.
-    async fn pending_clusters(&mut self) -> Result<(Vec<Cluster>, Option<Duration>), DriverError> {
+    async fn pending_clusters(
+        &mut self,
+    ) -> Result<(Vec<Arc<Cluster>>, Option<Duration>), DriverError> {
         let mut clusters = Vec::with_capacity(self.pending.len());
         let now = Timestamp::now();
         let now_ms = now.millis().unwrap_or(0);
@@ -976,7 +978,7 @@ impl Driver {
         let read = self
             .blocking(move |st| {
                 ids.into_iter()
-                    .map(|id| Ok((id, st.cluster(id)?)))
+                    .map(|id| Ok((id, st.cluster_shared(id)?)))
                     .collect::<Result<Vec<_>, StoreError>>()
             })
             .await?;

@@ -14,6 +14,7 @@
 //! A cluster's queued nodes form one [`Gang`]: they are placed all together or not at all,
 //! so a cluster that does not fit waits whole and holds nothing.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::lifecycle::ClusterEvent;
@@ -52,9 +53,10 @@ pub fn wants_placement(c: &Cluster) -> bool {
 
 /// One gang per cluster that wants placement: its queued nodes, placed all together or not
 /// at all. In the clusters' order (the driver passes the oldest first), then the nodes'.
-pub fn gangs(clusters: &[Cluster]) -> Vec<Gang<NodeKey>> {
+pub fn gangs<C: std::borrow::Borrow<Cluster>>(clusters: &[C]) -> Vec<Gang<NodeKey>> {
     clusters
         .iter()
+        .map(Borrow::borrow)
         .filter(|c| wants_placement(c))
         .map(|c| Gang {
             nodes: c
@@ -712,6 +714,51 @@ mod tests {
                 .tasks
                 .len(),
             3
+        );
+    }
+
+    /// The executor decodes a task's `data` as the node's `NodeLaunch`: every field, as the
+    /// cluster and its placement have it.
+    #[test]
+    fn a_tasks_data_is_the_nodes_launch() {
+        use crate::domain::cluster::Command;
+        use crate::domain::launch::NodeLaunch;
+        let mut c = cluster();
+        c.secret = "s3cret".into();
+        c.nodes[0].env = [("A".to_owned(), "1 \"quoted\"".to_owned())].into();
+        c.nodes[0].command = Some(Command::Argv(vec!["/bin/run".into(), "--x".into()]));
+        let offers = [offer("o1", "a1", 4.0, (31000, 31010))];
+        let mut clusters = [c];
+        let (plan, recorded) = round(&mut clusters, &offers);
+        let c = &clusters[0];
+        let calls: Vec<AcceptCall> = accepts(plan, &offers, &recorded, &tpl()).collect();
+        let tasks = &calls[0].tasks;
+        assert_eq!(tasks.len(), 2);
+        for (launch, node) in tasks.iter().zip(&c.nodes) {
+            let data = launch.task.data.as_deref().unwrap();
+            let got: NodeLaunch = serde_json::from_slice(data).unwrap();
+            let want = NodeLaunch {
+                cluster_id: c.id,
+                node: node.name.to_string(),
+                command: node.command.clone(),
+                env: node.env.clone(),
+                ports: node.observed.ports.clone(),
+                agent_port: node.observed.agent_port,
+                secret: "s3cret".into(),
+            };
+            assert_eq!(got, want);
+            assert!(got.agent_port.is_some());
+        }
+        let ports = |i: usize| {
+            serde_json::from_slice::<NodeLaunch>(tasks[i].task.data.as_deref().unwrap())
+                .unwrap()
+                .ports
+                .len()
+        };
+        assert_eq!(
+            (ports(0), ports(1)),
+            (2, 0),
+            "node a has two named ports, b none"
         );
     }
 

@@ -1,9 +1,14 @@
 //! Building the `TaskInfo` of a node: our executor in the node's Docker image, resources cut
 //! from the offers, the launch payload in `data`.
 
-use crate::domain::cluster::VolumeMode;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::domain::cluster::{Command, VolumeMode};
+#[cfg(doc)]
 use crate::domain::launch::NodeLaunch;
-use crate::domain::{Cluster, Node};
+use crate::domain::{Cluster, ClusterId, Node};
 use crate::proto::mesos::v1 as mesos;
 
 use super::offers::Allotment;
@@ -14,6 +19,19 @@ use super::resources::{OfferedResources, Shortage};
 pub struct TaskTemplate {
     /// Grace period between SIGTERM and SIGKILL when a node is killed.
     pub kill_grace: std::time::Duration,
+}
+
+/// A [`NodeLaunch`] as the task's `data` carries it (the executor decodes it as one): the
+/// same fields in the same order, borrowed from the cluster and the node, not copied.
+#[derive(Serialize)]
+struct LaunchData<'a> {
+    cluster_id: ClusterId,
+    node: &'a str,
+    command: &'a Option<Command>,
+    env: &'a BTreeMap<String, String>,
+    ports: &'a BTreeMap<String, u16>,
+    agent_port: Option<u16>,
+    secret: &'a str,
 }
 
 /// Builds the TaskInfo of `node`, placed on `agent_id` with `allotment`, cutting its resources
@@ -52,14 +70,14 @@ pub fn task_info(
     offered.scalar_into(&mut exec_res, "disk", allotment.executor.disk)?;
     offered.ports_into(&mut exec_res, &allotment.executor_ports)?;
 
-    let launch = NodeLaunch {
+    let launch = LaunchData {
         cluster_id: cluster.id,
-        node: node.name.to_string(),
-        command: node.command.clone(),
-        env: node.env.clone(),
-        ports: node.observed.ports.clone(),
+        node: node.name.as_str(),
+        command: &node.command,
+        env: &node.env,
+        ports: &node.observed.ports,
         agent_port: allotment.executor_ports.first().copied(),
-        secret: cluster.secret.clone(),
+        secret: &cluster.secret,
     };
     let label = |k: &str, v: &str| mesos::Label {
         key: k.into(),
@@ -123,7 +141,7 @@ pub fn task_info(
         },
         resources: task_res,
         executor: Some(executor),
-        // invariant: NodeLaunch is plain data with string keys.
+        // invariant: LaunchData is plain data with string keys.
         data: Some(serde_json::to_vec(&launch).expect("launch payload serialises")),
         kill_policy: Some(mesos::KillPolicy {
             grace_period: Some(mesos::DurationInfo::from_std(tpl.kill_grace)),
