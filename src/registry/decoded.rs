@@ -9,19 +9,37 @@
 //! or evicted.
 //!
 //! # Bounds
-//! At most [`MAX_ENTRIES`] clusters; the oldest insert goes first. It holds decoded records
-//! only of clusters recently touched, never every cluster.
+//! At most [`MAX_ENTRIES`] clusters, and at most [`MAX_WEIGHT`] bytes of their encoded
+//! records (decoded, a cluster takes about three times its encoded bytes): a cluster may
+//! have up to ten thousand nodes, so a bound by count alone did not bound memory. The
+//! oldest insert goes first; the newest is always kept. It holds decoded records only of
+//! clusters recently touched, never every cluster.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sled::IVec;
 
-use super::layout::Snapshot;
+use super::layout::{INLINE, Snapshot};
 use crate::domain::ClusterId;
 
-/// Most clusters kept decoded (about 10–20 KB each for a 10-node cluster).
-pub(super) const MAX_ENTRIES: usize = 1024;
+/// Most clusters kept decoded.
+pub(super) const MAX_ENTRIES: usize = 8192;
+
+/// Most bytes of encoded records (heads and node records) kept decoded, about 25 MB
+/// decoded: e.g. about 1 800 clusters of the reference product at 10 nodes (4.5 KB a head
+/// that carries its nodes), or 250 clusters of 100 nodes in node records.
+pub(super) const MAX_WEIGHT: usize = 8 << 20;
+
+/// What a node record is counted at, for a node the head does not carry (the head's bytes
+/// count those it carries): about what a node's JSON takes.
+const NODE_RECORD_WEIGHT: usize = 300;
+
+/// What `s` is counted at against [`MAX_WEIGHT`].
+fn weight(s: &Snapshot) -> usize {
+    let in_records = s.slots.iter().filter(|slot| **slot != INLINE).count();
+    s.head.len() + NODE_RECORD_WEIGHT * in_records
+}
 
 /// Snapshots by cluster, each valid while the stored head has its bytes.
 #[derive(Default)]
@@ -34,6 +52,8 @@ struct Inner {
     entries: HashMap<ClusterId, Arc<Snapshot>>,
     /// Insertion order of the ids in `entries` (an id replaced keeps its place).
     order: VecDeque<ClusterId>,
+    /// The [`weight`] of every entry together.
+    weight: usize,
 }
 
 impl Decoded {
@@ -55,15 +75,27 @@ impl Decoded {
         // which other readers and writers need not wait for.
         let mut evicted = Vec::new();
         let mut g = self.lock();
+        g.weight += weight(&snap);
         match g.entries.insert(id, snap) {
-            Some(replaced) => evicted.push(replaced),
+            Some(replaced) => {
+                g.weight -= weight(&replaced);
+                evicted.push(replaced);
+            }
             None => g.order.push_back(id),
         }
-        while g.entries.len() > MAX_ENTRIES {
+        while g.entries.len() > MAX_ENTRIES || (g.weight > MAX_WEIGHT && g.entries.len() > 1) {
             let Some(old) = g.order.pop_front() else {
                 break;
             };
-            evicted.extend(g.entries.remove(&old));
+            if old == id {
+                // The newest stays, whatever it weighs: the next read is most likely its.
+                g.order.push_back(old);
+                continue;
+            }
+            if let Some(gone) = g.entries.remove(&old) {
+                g.weight -= weight(&gone);
+                evicted.push(gone);
+            }
         }
         drop(g);
         drop(evicted);
@@ -72,7 +104,8 @@ impl Decoded {
     /// Forgets `id` (its cluster was purged).
     pub fn forget(&self, id: ClusterId) {
         let mut g = self.lock();
-        if g.entries.remove(&id).is_some() {
+        if let Some(gone) = g.entries.remove(&id) {
+            g.weight -= weight(&gone);
             g.order.retain(|o| *o != id);
         }
     }
@@ -128,5 +161,52 @@ mod tests {
         let last = &many[MAX_ENTRIES];
         assert!(cache.get(last.cluster.id, &last.head).is_some());
         assert_eq!(cache.lock().entries.len(), MAX_ENTRIES);
+        assert_weight_adds_up(&cache);
+    }
+
+    /// The kept weight is the sum of the entries' weights.
+    fn assert_weight_adds_up(cache: &Decoded) {
+        let g = cache.lock();
+        assert_eq!(
+            g.weight,
+            g.entries.values().map(|s| weight(s)).sum::<usize>()
+        );
+        assert_eq!(g.order.len(), g.entries.len());
+    }
+
+    /// Big clusters are bounded by their bytes, not their number; the newest is kept.
+    #[test]
+    fn big_clusters_are_bounded_by_their_bytes() {
+        let names: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let big = |i: usize| {
+            let at = format!("2026-01-01T00:00:00.{i:03}Z");
+            written(&cluster_with("u", "p", "1", &at, &names), 1)
+        };
+        let one = big(0);
+        let w = weight(&one);
+        assert!(w > 50_000, "a 1 000-node head weighs {w} bytes");
+        let fit = MAX_WEIGHT / w;
+        assert!(fit < 200, "{fit}");
+        let cache = Decoded::default();
+        let all: Vec<Arc<Snapshot>> = (0..fit + 5).map(big).collect();
+        for s in &all {
+            cache.put(Arc::clone(s));
+            assert!(cache.lock().weight <= MAX_WEIGHT);
+        }
+        assert_eq!(cache.lock().entries.len(), fit);
+        assert!(cache.get(all[0].cluster.id, &all[0].head).is_none());
+        let last = all.last().unwrap();
+        assert!(cache.get(last.cluster.id, &last.head).is_some());
+        assert_weight_adds_up(&cache);
+
+        // Replacing an entry moves the weight by the difference.
+        let mut smaller = (*last.cluster).clone();
+        smaller.nodes.truncate(10);
+        let replaced = written(&smaller, 2);
+        cache.put(Arc::clone(&replaced));
+        assert_weight_adds_up(&cache);
+        cache.forget(smaller.id);
+        assert_weight_adds_up(&cache);
     }
 }
