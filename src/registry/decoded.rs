@@ -10,7 +10,7 @@
 //!
 //! # Bounds
 //! At most [`MAX_ENTRIES`] clusters, and at most [`MAX_WEIGHT`] bytes of their encoded
-//! records (decoded, a cluster takes about three times its encoded bytes): a cluster may
+//! records (decoded, a cluster takes three to four times its encoded bytes): a cluster may
 //! have up to ten thousand nodes, so a bound by count alone did not bound memory. The
 //! oldest insert goes first; the newest is always kept. It holds decoded records only of
 //! clusters recently touched, never every cluster.
@@ -24,12 +24,13 @@ use super::layout::{INLINE, Snapshot};
 use crate::domain::ClusterId;
 
 /// Most clusters kept decoded.
-pub(super) const MAX_ENTRIES: usize = 8192;
+pub(super) const MAX_ENTRIES: usize = 4096;
 
-/// Most bytes of encoded records (heads and node records) kept decoded, about 25 MB
-/// decoded: e.g. about 1 800 clusters of the reference product at 10 nodes (4.5 KB a head
-/// that carries its nodes), or 250 clusters of 100 nodes in node records.
-pub(super) const MAX_WEIGHT: usize = 8 << 20;
+/// Most bytes of encoded records (heads and node records) kept decoded; decoded, that is
+/// 15–20 MB. E.g. about 2 400 clusters of the reference product at 2 nodes (2.1 KB a head
+/// that carries its nodes), 1 100 at 10 nodes (4.5 KB), or 160 clusters of 100 nodes in
+/// node records.
+pub(super) const MAX_WEIGHT: usize = 5 << 20;
 
 /// What a node record is counted at, for a node the head does not carry (the head's bytes
 /// count those it carries): about what a node's JSON takes.
