@@ -712,8 +712,7 @@ pub(super) async fn update(
                     // What the owner holds as of the last commit, this cluster as it was
                     // before this change included. (A launch of the same owner racing this
                     // update may slip in before it commits.)
-                    let has = || s.usage(&owner);
-                    match quota.map(|q| q.check(&owner, has(), asks)) {
+                    match quota.map(|q| q.check(&owner, s.usage(&owner), asks)) {
                         Some(Err(e)) => {
                             let message = e.to_string();
                             *seen_over

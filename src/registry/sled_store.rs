@@ -987,13 +987,15 @@ impl Held {
         }
     }
 
-    /// `self` plus `sign` times `o`.
+    /// `self` plus `sign` times `o`. Saturating, so that no sum panics: a node's amounts are
+    /// bounded (1 024 cpus, 64 TB), and a sum would only saturate far past any quota.
     fn plus(self, o: Held, sign: i64) -> Held {
+        let add = |a: i64, b: i64| a.saturating_add(sign.saturating_mul(b));
         Held {
-            clusters: self.clusters + sign * o.clusters,
-            nodes: self.nodes + sign * o.nodes,
-            milli_cpus: self.milli_cpus + sign * o.milli_cpus,
-            milli_mem: self.milli_mem + sign * o.milli_mem,
+            clusters: add(self.clusters, o.clusters),
+            nodes: add(self.nodes, o.nodes),
+            milli_cpus: add(self.milli_cpus, o.milli_cpus),
+            milli_mem: add(self.milli_mem, o.milli_mem),
         }
     }
 
