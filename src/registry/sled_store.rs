@@ -1177,10 +1177,16 @@ impl Drop for Ticket<'_> {
 /// Group commit: the first writer to arrive flushes on behalf of everyone waiting; writers
 /// that arrive during a flush wait for the *next* one (their data may have missed the
 /// current one). One fsync thus covers a whole burst of concurrent writes.
+///
+/// The writers a flush covers wait on one condition variable, those that arrived during it
+/// on the other, alternately: a flush wakes the writers it made durable and one writer of
+/// the next group, to lead it. Waking everyone would wake the next group too, only to put
+/// all but one of them back to sleep.
 #[derive(Default)]
 struct GroupCommit {
     state: Mutex<CommitState>,
-    done: Condvar,
+    /// Indexed by a flush's number modulo 2.
+    done: [Condvar; 2],
 }
 
 #[derive(Default)]
@@ -1189,10 +1195,13 @@ struct CommitState {
     requested: u64,
     /// Every ticket up to this one is on disk.
     durable: u64,
+    /// The flush under way: every ticket up to `upto` is in it.
     flushing: bool,
+    upto: u64,
     /// The last flush failed: every ticket it covered gets the error.
     failed_upto: u64,
-    /// Flushes made so far (what a batch costs, for tests).
+    /// Flushes started so far (what a batch costs, for tests); the one under way, if any,
+    /// is number `flushes`.
     flushes: u64,
 }
 
@@ -1212,26 +1221,39 @@ impl GroupCommit {
                 )));
             }
             if s.flushing {
-                s = self.done.wait(s).unwrap_or_else(PoisonError::into_inner);
+                // In the flush under way, or else in the next one.
+                let covering = if s.upto >= ticket {
+                    s.flushes
+                } else {
+                    s.flushes + 1
+                };
+                s = self.done[(covering % 2) as usize]
+                    .wait(s)
+                    .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             // Become the leader: flush for every ticket issued so far.
             s.flushing = true;
-            let upto = s.requested;
+            s.flushes += 1;
+            s.upto = s.requested;
+            let (number, upto) = (s.flushes, s.upto);
             drop(s);
             let result = flush();
             s = lock();
             s.flushing = false;
-            s.flushes += 1;
-            match result {
+            match &result {
                 Ok(()) => s.durable = s.durable.max(upto),
-                Err(e) => {
-                    s.failed_upto = s.failed_upto.max(upto);
-                    self.done.notify_all();
-                    return Err(StoreError::Sled(e));
-                }
+                Err(_) => s.failed_upto = s.failed_upto.max(upto),
             }
-            self.done.notify_all();
+            // The writers this flush covered; then one of those that queued during it, to
+            // lead the next (a newcomer may beat it to that, and it waits again).
+            self.done[(number % 2) as usize].notify_all();
+            if s.requested > upto {
+                self.done[((number + 1) % 2) as usize].notify_one();
+            }
+            if let Err(e) = result {
+                return Err(StoreError::Sled(e));
+            }
         }
     }
 }
@@ -1834,6 +1856,48 @@ mod tests {
         let state = gc.state.lock().unwrap();
         assert_eq!(state.requested, 800);
         assert_eq!(state.durable, 800);
+    }
+
+    /// Slow flushes, some failing, under many writers: every write returns (no writer waits
+    /// on a group nobody wakes), some with the error of the flush that covered them, and the
+    /// writes share flushes.
+    #[test]
+    fn group_commit_wakes_every_group_also_when_flushes_fail() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let gc = GroupCommit::default();
+        let attempts = AtomicU64::new(0);
+        let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..24 {
+                s.spawn(|| {
+                    for _ in 0..40 {
+                        let r = gc.sync(|| {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            if attempts.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+                                Err(sled::Error::Unsupported("injected".into()))
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        match r {
+                            Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                        };
+                    }
+                });
+            }
+        });
+        let state = gc.state.lock().unwrap();
+        assert_eq!(state.requested, 960);
+        let (ok, failed) = (ok.into_inner(), failed.into_inner());
+        assert_eq!(ok + failed, 960);
+        assert!(failed > 0 && ok > 0, "{ok} ok, {failed} failed");
+        assert!(
+            state.flushes < 960,
+            "{} flushes: writes shared them",
+            state.flushes
+        );
+        assert!(!state.flushing);
     }
 
     #[test]
