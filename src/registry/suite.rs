@@ -73,6 +73,7 @@ pub fn run(store: &dyn Store) {
     delete_guard(store);
     logs_and_meta(store);
     checked_create_and_purge(store);
+    checked_creates_race(store);
     node_changes(store);
     reads_are_consistent(store);
     batches(store);
@@ -360,6 +361,45 @@ fn logs_and_meta(store: &dyn Store) {
         Some("abc-0001")
     );
     store.flush().unwrap();
+}
+
+/// Concurrent creates whose guard admits a cluster only below a limit of the owner's: the
+/// guard's read and the create are one step, so exactly the limit is admitted, however the
+/// threads interleave.
+fn checked_creates_race(store: &dyn Store) {
+    const LIMIT: u64 = 5;
+    store.create_product(&product("race", "1")).unwrap();
+    let admitted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let admitted = &admitted;
+            s.spawn(move || {
+                for i in 0..4 {
+                    let at = format!("2026-06-01T00:00:{t:02}.{i:03}Z");
+                    let c = cluster_of("racer", "race", "1", &at);
+                    let r = store.create_cluster_checked(c, &|has| {
+                        // A slow check: without one step from check to create, the others
+                        // would all check the same usage meanwhile.
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        if has.clusters < LIMIT {
+                            Ok(())
+                        } else {
+                            Err("full".into())
+                        }
+                    });
+                    match r {
+                        Ok(()) => {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(StoreError::Rejected(m)) => assert_eq!(m, "full"),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.into_inner(), LIMIT);
+    assert_eq!(store.usage("racer").clusters, LIMIT);
 }
 
 fn checked_create_and_purge(store: &dyn Store) {
