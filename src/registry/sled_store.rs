@@ -29,8 +29,9 @@
 //! - **Announced** in commit order per cluster (see [`Commit`]): each commit takes a sequence
 //!   number under its cluster's lock, and a commit overtaken by a newer one of the same
 //!   cluster before its flush returned is not announced.
-//! - **Counted**: the counts by status are kept in memory, counted once at open and moved by
-//!   every commit from the old statuses to the new, so [`Store::counts`] reads no disk.
+//! - **Counted**: the counts by status, and what each owner's clusters hold, are kept in
+//!   memory, counted once at open and moved by every commit from the old cluster to the new,
+//!   so neither [`Store::counts`] nor [`Store::usage`] reads the disk.
 //! - **Kept decoded**: the committed record goes to a bounded cache of decoded clusters
 //!   ([`Decoded`], by the head's bytes), so the next read of the cluster decodes nothing.
 //!
