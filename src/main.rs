@@ -154,6 +154,12 @@ struct ServeArgs {
     #[arg(long, env = "PAAS_STORE_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_BYTES >> 20,
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     store_cache_mb: u64,
+    /// Microseconds a flush of the store waits, when other writes wait too, for more writes
+    /// to share it (fewer fsyncs per launch under load, for that much more latency); 0
+    /// flushes at once.
+    #[arg(long, env = "PAAS_COMMIT_DELAY_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    commit_delay_us: u64,
     /// How long a service's `ready` check may keep failing before its cluster fails.
     #[arg(long, env = "PAAS_READY_TIMEOUT", default_value = "2m")]
     ready_timeout: humantime::Duration,
@@ -242,6 +248,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &args.data,
             StoreOptions {
                 cache_bytes: args.store_cache_mb << 20,
+                commit_delay: std::time::Duration::from_micros(args.commit_delay_us),
             },
         )
         .with_context(|| format!("opening the store in {}", args.data.display()))?,

@@ -67,6 +67,10 @@ pub struct StoreOptions {
     /// default is 1 GB). The store keeps no record in memory beyond it: what else it holds
     /// grows with the concurrent calls, not with the clusters stored.
     pub cache_bytes: u64,
+    /// How long a flush's leader waits, when other writers are waiting too, for more writes
+    /// to join its flush (as PostgreSQL's `commit_delay`): fewer, larger flushes for up to
+    /// this much more latency. Zero (the default) flushes at once.
+    pub commit_delay: std::time::Duration,
 }
 
 impl StoreOptions {
@@ -80,6 +84,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: Self::DEFAULT_CACHE_BYTES,
+            commit_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -154,7 +159,7 @@ impl SledStore {
             db,
             catalog: Mutex::new(()),
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
-            commit: GroupCommit::default(),
+            commit: GroupCommit::with_delay(options.commit_delay),
             announcer: Announcer::default(),
             logs_announced: broadcast::channel(LOG_BUFFER).0,
             tally: Mutex::default(),
@@ -1188,6 +1193,8 @@ struct GroupCommit {
     state: Mutex<CommitState>,
     /// Indexed by a flush's number modulo 2.
     done: [Condvar; 2],
+    /// See [`StoreOptions::commit_delay`].
+    delay: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -1196,7 +1203,8 @@ struct CommitState {
     requested: u64,
     /// Every ticket up to this one is on disk.
     durable: u64,
-    /// The flush under way: every ticket up to `upto` is in it.
+    /// The flush under way: every ticket up to `upto` is in it (while its leader waits for
+    /// more writers to join, every ticket: `u64::MAX`).
     flushing: bool,
     upto: u64,
     /// The last flush failed: every ticket it covered gets the error.
@@ -1207,6 +1215,13 @@ struct CommitState {
 }
 
 impl GroupCommit {
+    fn with_delay(delay: std::time::Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
     fn sync(&self, flush: impl Fn() -> sled::Result<()>) -> Result<(), StoreError> {
         let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut s = lock();
@@ -1236,6 +1251,14 @@ impl GroupCommit {
             // Become the leader: flush for every ticket issued so far.
             s.flushing = true;
             s.flushes += 1;
+            if !self.delay.is_zero() && s.requested > s.durable + 1 {
+                // Others wait too: a burst. Let more of it join this flush; whoever comes
+                // meanwhile is in it.
+                s.upto = u64::MAX;
+                drop(s);
+                std::thread::sleep(self.delay);
+                s = lock();
+            }
             s.upto = s.requested;
             let (number, upto) = (s.flushes, s.upto);
             drop(s);
@@ -1899,6 +1922,42 @@ mod tests {
             state.flushes
         );
         assert!(!state.flushing);
+    }
+
+    /// With a commit delay, the writers that arrive while a burst's leader waits share its
+    /// flush. A phantom ticket stands for a writer already waiting, so that the first real
+    /// writer, as leader, sees a burst and waits.
+    #[test]
+    fn a_commit_delay_gathers_the_writers_arriving_meanwhile_into_one_flush() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::Duration;
+        let run = |delay: Duration| {
+            let gc = GroupCommit::with_delay(delay);
+            gc.state.lock().unwrap().requested += 1;
+            let flushes = AtomicU64::new(0);
+            let flush = || {
+                flushes.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            };
+            std::thread::scope(|s| {
+                s.spawn(|| gc.sync(flush).unwrap());
+                // The leader is waiting (or, without a delay, done) once it flags a flush.
+                while gc.state.lock().unwrap().flushes == 0 {
+                    std::thread::yield_now();
+                }
+                for _ in 0..5 {
+                    s.spawn(|| gc.sync(flush).unwrap());
+                }
+            });
+            let state = gc.state.lock().unwrap();
+            assert_eq!(state.durable, 7);
+            flushes.load(Ordering::SeqCst)
+        };
+        assert_eq!(run(Duration::from_millis(500)), 1, "one flush for all");
+        assert!(
+            run(Duration::ZERO) >= 2,
+            "without a delay the latecomers flush again"
+        );
     }
 
     #[test]
