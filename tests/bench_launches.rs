@@ -4,6 +4,8 @@
 //! holds, and the last one fits only if the store's running sum counted each cluster and
 //! node once. It checks what the benchmark reports, never how fast.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -22,13 +24,7 @@ fn every_launch_fits_a_quota_of_exactly_that_many() {
         ])
         .output()
         .expect("run paas bench launches");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    let stdout = common::stdout_of_success(&out, "paas bench launches");
     assert!(
         stdout.contains("as user bench, whose quota is 300 clusters and 600 nodes"),
         "{stdout}"

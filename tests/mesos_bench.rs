@@ -63,13 +63,7 @@ fn one_round_reports_positive_times_and_leaves_no_container() {
         .env_remove("MESOS_MASTER")
         .output()
         .expect("run paas bench mesos");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    let stdout = common::stdout_of_success(&out, "paas bench mesos");
     eprintln!("{stdout}");
     let r = result_line(&stdout).unwrap_or_else(|| panic!("no result line:\n{stdout}"));
     assert_eq!(r["rounds"], "1", "{stdout}");

@@ -231,6 +231,19 @@ pub async fn get(url: &str) -> Resp {
 
 pub const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// The standard output of a finished run of the `paas` binary (`what` names it); if it
+/// failed, panics with its status and both outputs.
+pub fn stdout_of_success(out: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
