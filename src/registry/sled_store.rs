@@ -223,16 +223,12 @@ impl SledStore {
             let (k, v) = kv?;
             let head = Head::decode(&k, &v)?;
             *tally.clusters.entry(head.cluster.status).or_default() += 1;
-            let holds = head.cluster.status != ClusterStatus::Destroyed;
-            if holds {
-                tally.hold(&head.cluster.owner, Held::CLUSTER, 1);
-            }
             // The nodes the head carries; those with records are counted with them.
             for n in &head.inline {
                 *tally.nodes.entry(n.observed.status).or_default() += 1;
-                if holds {
-                    tally.hold(&head.cluster.owner, Held::of_node(n), 1);
-                }
+            }
+            if head.cluster.status != ClusterStatus::Destroyed {
+                tally.hold(&head.cluster.owner, Held::of_cluster(&head.inline), 1);
             }
         }
         Ok(tally)
@@ -949,9 +945,7 @@ impl<'a> Statuses<'a> {
         let held = if c.status == ClusterStatus::Destroyed {
             Held::default()
         } else {
-            c.nodes
-                .iter()
-                .fold(Held::CLUSTER, |sum, n| sum.plus(Held::of_node(n), 1))
+            Held::of_cluster(&c.nodes)
         };
         Self {
             owner: &c.owner,
@@ -981,6 +975,13 @@ impl Held {
         milli_cpus: 0,
         milli_mem: 0,
     };
+
+    /// A cluster with `nodes` (those of them it is counted with).
+    fn of_cluster(nodes: &[Node]) -> Held {
+        nodes
+            .iter()
+            .fold(Held::CLUSTER, |sum, n| sum.plus(Held::of_node(n), 1))
+    }
 
     fn of_node(n: &Node) -> Held {
         // Rounded to a thousandth, node by node, the same way wherever a node is counted.
