@@ -38,7 +38,7 @@ use crate::domain::lifecycle::ClusterEvent;
 use crate::domain::options::OptionsError;
 use crate::domain::update::{ReplaceError, Retiring, UpdateError, UpdateRequest, Updated};
 use crate::domain::{ClusterId, ClusterStatus, Name, Timestamp};
-use crate::registry::{Store, StoreError, Update};
+use crate::registry::{Pending, Store, StoreError, Update};
 
 fn cluster_url(id: ClusterId) -> String {
     format!("{BASE}/clusters/{id}")
@@ -170,10 +170,10 @@ impl<'a> From<&'a Cluster> for ClusterView<'a> {
 /// 202 with its URL. With `?dry_run=true`, 200 with where it would go, recording nothing
 /// ([`dry_run`]); `?placement_timeout_s=` gives it its own placement deadline.
 ///
-/// After the body is read, one blocking call does the rest: it reads the product and its
-/// parts, renders the template (compiled once per template text, see [`crate::domain::template`])
-/// and stores the cluster, durably, with concurrent launches sharing the flush. One trip to the
-/// blocking pool, not one per store call.
+/// After the body is read, [`record_launch`] reads the product's parts (cached), renders the
+/// template (compiled once per template text, see [`crate::domain::template`]) and commits
+/// the cluster; then the handler awaits the flush that makes it durable, shared with the
+/// concurrent launches, and answers. No blocking thread takes part.
 pub(super) async fn launch(
     state: &Arc<AppState>,
     who: &Principal,
@@ -198,20 +198,18 @@ pub(super) async fn launch(
         let request = parts.request(state, who, &user_opts);
         return dry_run::answer(state, who, &request).await;
     }
-    let shared = Arc::clone(state);
-    let caller = who.clone();
-    let (id, nodes) = blocking(state, move |s| {
-        Ok(record_launch(
-            s,
-            &shared,
-            &caller,
-            &name,
-            &version,
-            &user_opts,
-            query.placement_timeout_s,
-        ))
-    })
-    .await??;
+    // On this thread: the work is CPU (the parts are cached, sled's writes go to memory),
+    // and only the flush waits, asynchronously, so no thread is parked per launch.
+    let (id, nodes, pending) = record_launch(
+        state.store.as_ref(),
+        state,
+        who,
+        &name,
+        &version,
+        &user_opts,
+        query.placement_timeout_s,
+    )?;
+    pending.on_disk().await?;
     tracing::info!(cluster_id = %id, owner = %who.user, nodes, "cluster registered");
     let url = cluster_url(id);
     Ok(with_location(
@@ -318,9 +316,9 @@ impl LaunchParts {
     }
 }
 
-/// A launch, on a blocking thread: reads the product's parts, makes the cluster and stores
-/// it durably (within the owner's quota, checked in the store's critical section of
-/// creates). The new cluster's id and node count.
+/// A launch: reads the product's parts, makes the cluster and commits it (within the
+/// owner's quota, checked in the store's critical section of creates). The new cluster's
+/// id, its node count, and its write on the way to disk.
 fn record_launch(
     s: &dyn Store,
     state: &AppState,
@@ -329,7 +327,7 @@ fn record_launch(
     version: &Name,
     user_opts: &Map<String, Value>,
     placement_timeout_s: Option<u64>,
-) -> Result<(ClusterId, usize), ApiError> {
+) -> Result<(ClusterId, usize, Pending), ApiError> {
     let parts = state.launch_parts.get(s, name, version)?;
     let fresh = Fresh {
         id: ClusterId::generate(),
@@ -342,25 +340,25 @@ fn record_launch(
         .cluster(&state.renderer, fresh)
         .map_err(launch_error)?;
     cluster.placement_timeout_s = placement_timeout_s;
-    let created = (cluster.id, cluster.nodes.len());
+    let (id, nodes) = (cluster.id, cluster.nodes.len());
     let Some(quota) = state.auth.quota(&who.user).copied() else {
-        s.create_cluster(cluster)?;
-        return Ok(created);
+        return Ok((id, nodes, s.create_cluster_pending(cluster, None)?));
     };
     // Checked in the store's critical section of creates, against every cluster as it is
     // then: concurrent launches cannot both fit into one free slot.
     let asks = Usage::of(&cluster);
     let over = std::cell::RefCell::new(None);
-    let stored = s.create_cluster_checked(cluster, &|has| {
+    let guard = |has| {
         quota.check(&who.user, has, asks).map_err(|e| {
             let message = e.to_string();
             *over.borrow_mut() = Some(e);
             message
         })
-    });
+    };
+    let stored = s.create_cluster_pending(cluster, Some(&guard));
     match (stored, over.into_inner()) {
         (Err(StoreError::Rejected(_)), Some(e)) => Err(quota_exceeded(e.to_string())),
-        (stored, _) => stored.map(|()| created).map_err(ApiError::from),
+        (stored, _) => Ok((id, nodes, stored?)),
     }
 }
 

@@ -53,6 +53,7 @@
 //! writes, yet a 2xx never precedes its flush.
 
 mod decoded;
+mod group_commit;
 mod layout;
 pub mod memory;
 pub mod sled_store;
@@ -292,6 +293,39 @@ pub async fn call<T: Send + 'static>(
         .map_err(StoreError::Task)?
 }
 
+/// A write that is committed (every reader sees it) and on its way to disk: see
+/// [`Store::create_cluster_pending`].
+#[must_use = "a write is acknowledged only once durable"]
+pub struct Pending(Option<Flushed>);
+
+/// The flush a [`Pending`] write waits for.
+type Flushed = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+impl Pending {
+    /// A write that is durable already.
+    pub fn durable() -> Self {
+        Self(None)
+    }
+
+    /// A write that is durable once `flushed` resolves.
+    pub(crate) fn later(
+        flushed: impl Future<Output = Result<(), StoreError>> + Send + 'static,
+    ) -> Self {
+        Self(Some(Box::pin(flushed)))
+    }
+
+    /// Resolves once the write is on disk.
+    ///
+    /// # Errors
+    /// The error of the flush that should have covered it.
+    pub async fn on_disk(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Ok(()),
+            Some(flushed) => flushed.await,
+        }
+    }
+}
+
 /// One entry of [`Store::update_clusters`].
 pub type BatchUpdate<'a> = (
     ClusterId,
@@ -374,6 +408,26 @@ pub trait Store: Send + Sync + 'static {
         c: Cluster,
         guard: &dyn Fn(Usage) -> Result<(), String>,
     ) -> Result<(), StoreError>;
+    /// [`Store::create_cluster_checked`] (or, with no `guard`, [`Store::create_cluster`])
+    /// that does not wait for the disk: the cluster is committed (every reader sees it) when
+    /// this returns, and the [`Pending`] resolves once it is durable. It is announced on
+    /// [`Store::subscribe`] once durable, whether or not anyone awaits the [`Pending`]. For
+    /// async callers, who thus park no thread while the flush runs. By default, the
+    /// durable create itself.
+    ///
+    /// # Errors
+    /// As [`Store::create_cluster_checked`]; the [`Pending`], the flush's error.
+    fn create_cluster_pending(
+        &self,
+        c: Cluster,
+        guard: Option<&dyn Fn(Usage) -> Result<(), String>>,
+    ) -> Result<Pending, StoreError> {
+        match guard {
+            Some(guard) => self.create_cluster_checked(c, guard)?,
+            None => self.create_cluster(c)?,
+        }
+        Ok(Pending::durable())
+    }
     /// What `owner`'s stored clusters hold together: [`Usage::of_owner`] over every stored
     /// cluster, as of the last commit. The sled store keeps a running sum per owner (moved
     /// on every commit, like [`Store::counts`]), so this reads nothing and costs the same

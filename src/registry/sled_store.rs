@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::de::Error as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -48,13 +48,14 @@ use sled::{IVec, Transactional};
 use tokio::sync::broadcast;
 
 use super::decoded::Decoded;
+use super::group_commit::GroupCommit;
 use super::layout::{
     Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, owner_prefix, split_node, status_prefix,
 };
 use super::{
     BatchUpdate, COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page,
-    Store, StoreError, Update, bundled, check_cursor, check_node_names, cursor_of, decode, encode,
-    part_key, product_key,
+    Pending, Store, StoreError, Update, bundled, check_cursor, check_node_names, cursor_of, decode,
+    encode, part_key, product_key,
 };
 use crate::domain::{
     Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp, Usage,
@@ -112,7 +113,7 @@ pub struct SledStore {
     /// writes only, never across a flush nor while the caller's function runs.
     stripes: Vec<Mutex<()>>,
     commit: GroupCommit,
-    announcer: Announcer,
+    announcer: Arc<Announcer>,
     /// Log appends, announced once durable (see [`LogAppended`]).
     logs_announced: broadcast::Sender<LogAppended>,
     tally: Mutex<Tally>,
@@ -146,6 +147,13 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(options.cache_bytes)
             .open()?;
+        let commit = GroupCommit::start(
+            Box::new({
+                let db = db.clone();
+                move || db.flush().map(drop)
+            }),
+            options.commit_delay,
+        );
         let store = Self {
             products: db.open_tree("products")?,
             parts: db.open_tree("parts")?,
@@ -159,8 +167,8 @@ impl SledStore {
             db,
             catalog: Mutex::new(()),
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
-            commit: GroupCommit::with_delay(options.commit_delay),
-            announcer: Announcer::default(),
+            commit,
+            announcer: Arc::default(),
             logs_announced: broadcast::channel(LOG_BUFFER).0,
             tally: Mutex::default(),
             decoded: Decoded::default(),
@@ -235,7 +243,7 @@ impl SledStore {
     }
 
     fn durable(&self) -> Result<(), StoreError> {
-        self.commit.sync(|| self.db.flush().map(drop))
+        self.commit.sync()
     }
 
     /// A product write is visible: readers of the catalog must read it again.
@@ -493,7 +501,38 @@ impl SledStore {
 
     /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
     /// The record given becomes the stored one (kept decoded and announced), not a copy.
+    /// Creates cluster `c` once durable, then announces it.
     fn create(&self, c: Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
+        let (ticket, seq, record) = self.commit_new(c, guard)?;
+        self.durable()?;
+        ticket.announce(seq, Commit::Cluster(record));
+        Ok(())
+    }
+
+    /// Commits cluster `c`; the answer resolves once it is durable, and the flusher
+    /// announces it then, whether or not anyone awaits the answer.
+    fn create_pending(
+        &self,
+        c: Cluster,
+        guard: Option<&ClusterGuard<'_>>,
+    ) -> Result<Pending, StoreError> {
+        let (ticket, seq, record) = self.commit_new(c, guard)?;
+        let durable = self.commit.request(Some(Box::new(move |ok| {
+            if ok {
+                ticket.announce(seq, Commit::Cluster(record));
+            }
+        })));
+        Ok(Pending::later(self.commit.durable_later(durable)))
+    }
+
+    /// Commits the new cluster `c` (not yet durable) if its product exists, no cluster has
+    /// its id and `guard` allows it: the write's announcer ticket, its sequence number and
+    /// the record as stored.
+    fn commit_new(
+        &self,
+        c: Cluster,
+        guard: Option<&ClusterGuard<'_>>,
+    ) -> Result<(Ticket, u64, Arc<Cluster>), StoreError> {
         check_node_names(&c)?;
         let mut record = c;
         let plan = Plan::write(None, &mut record, 1);
@@ -529,9 +568,7 @@ impl SledStore {
         // holder (a `delete_product` of its product, another launch of its owner) sees it,
         // and sled's flush writes the log in order, so nothing committed after it can reach
         // the disk without it.
-        self.durable()?;
-        ticket.announce(seq, Commit::Cluster(record));
-        Ok(())
+        Ok((ticket, seq, record))
     }
 }
 
@@ -722,6 +759,14 @@ impl Store for SledStore {
         guard: &dyn Fn(Usage) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         self.create(c, Some(guard))
+    }
+
+    fn create_cluster_pending(
+        &self,
+        c: Cluster,
+        guard: Option<&dyn Fn(Usage) -> Result<(), String>>,
+    ) -> Result<Pending, StoreError> {
+        self.create_pending(c, guard)
     }
 
     fn purge_cluster(
@@ -1122,10 +1167,10 @@ impl Default for Announcer {
 impl Announcer {
     /// A write of cluster `id` begins; entered before its commit, so that a commit
     /// announced meanwhile is remembered until this one is done.
-    fn enter(&self, id: ClusterId) -> Ticket<'_> {
+    fn enter(self: &Arc<Self>, id: ClusterId) -> Ticket {
         self.lock().entry(id).or_default().writers += 1;
         Ticket {
-            announcer: self,
+            announcer: Arc::clone(self),
             id,
             commit: None,
         }
@@ -1162,124 +1207,22 @@ impl Announcer {
 }
 
 /// One write on its way; leaves the announcer when dropped, announcing its commit if given.
-struct Ticket<'a> {
-    announcer: &'a Announcer,
+struct Ticket {
+    announcer: Arc<Announcer>,
     id: ClusterId,
     commit: Option<(u64, Commit)>,
 }
 
-impl Ticket<'_> {
+impl Ticket {
     /// Announces the durable commit `seq`, unless a newer one of the cluster was.
     fn announce(mut self, seq: u64, commit: Commit) {
         self.commit = Some((seq, commit));
     }
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         self.announcer.leave(self.id, self.commit.take());
-    }
-}
-
-/// Group commit: the first writer to arrive flushes on behalf of everyone waiting; writers
-/// that arrive during a flush wait for the *next* one (their data may have missed the
-/// current one). One fsync thus covers a whole burst of concurrent writes.
-///
-/// The writers a flush covers wait on one condition variable, those that arrived during it
-/// on the other, alternately: a flush wakes the writers it made durable and one writer of
-/// the next group, to lead it. Waking everyone would wake the next group too, only to put
-/// all but one of them back to sleep.
-#[derive(Default)]
-struct GroupCommit {
-    state: Mutex<CommitState>,
-    /// Indexed by a flush's number modulo 2.
-    done: [Condvar; 2],
-    /// See [`StoreOptions::commit_delay`].
-    delay: std::time::Duration,
-}
-
-#[derive(Default)]
-struct CommitState {
-    /// Tickets handed out; a write's ticket is taken after its data reached sled.
-    requested: u64,
-    /// Every ticket up to this one is on disk.
-    durable: u64,
-    /// The flush under way: every ticket up to `upto` is in it (while its leader waits for
-    /// more writers to join, every ticket: `u64::MAX`).
-    flushing: bool,
-    upto: u64,
-    /// The last flush failed: every ticket it covered gets the error.
-    failed_upto: u64,
-    /// Flushes started so far (what a batch costs, for tests); the one under way, if any,
-    /// is number `flushes`.
-    flushes: u64,
-}
-
-impl GroupCommit {
-    fn with_delay(delay: std::time::Duration) -> Self {
-        Self {
-            delay,
-            ..Self::default()
-        }
-    }
-
-    fn sync(&self, flush: impl Fn() -> sled::Result<()>) -> Result<(), StoreError> {
-        let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut s = lock();
-        s.requested += 1;
-        let ticket = s.requested;
-        loop {
-            if s.durable >= ticket {
-                return Ok(());
-            }
-            if s.failed_upto >= ticket {
-                return Err(StoreError::Sled(sled::Error::ReportableBug(
-                    "group flush failed".into(),
-                )));
-            }
-            if s.flushing {
-                // In the flush under way, or else in the next one.
-                let covering = if s.upto >= ticket {
-                    s.flushes
-                } else {
-                    s.flushes + 1
-                };
-                s = self.done[(covering % 2) as usize]
-                    .wait(s)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            // Become the leader: flush for every ticket issued so far.
-            s.flushing = true;
-            s.flushes += 1;
-            if !self.delay.is_zero() && s.requested > s.durable + 1 {
-                // Others wait too: a burst. Let more of it join this flush; whoever comes
-                // meanwhile is in it.
-                s.upto = u64::MAX;
-                drop(s);
-                std::thread::sleep(self.delay);
-                s = lock();
-            }
-            s.upto = s.requested;
-            let (number, upto) = (s.flushes, s.upto);
-            drop(s);
-            let result = flush();
-            s = lock();
-            s.flushing = false;
-            match &result {
-                Ok(()) => s.durable = s.durable.max(upto),
-                Err(_) => s.failed_upto = s.failed_upto.max(upto),
-            }
-            // The writers this flush covered; then one of those that queued during it, to
-            // lead the next (a newcomer may beat it to that, and it waits again).
-            self.done[(number % 2) as usize].notify_all();
-            if s.requested > upto {
-                self.done[((number + 1) % 2) as usize].notify_one();
-            }
-            if let Err(e) = result {
-                return Err(StoreError::Sled(e));
-            }
-        }
     }
 }
 
@@ -1502,7 +1445,7 @@ mod tests {
     }
 
     fn flushes(store: &SledStore) -> u64 {
-        store.commit.state.lock().unwrap().flushes
+        store.commit.numbers().2
     }
 
     #[test]
@@ -1860,144 +1803,5 @@ mod tests {
             Err(e) => panic!("{e:?}"),
             Ok(_) => panic!("opened"),
         }
-    }
-
-    #[test]
-    fn group_commit_makes_every_concurrent_write_durable() {
-        let gc = GroupCommit::default();
-        std::thread::scope(|s| {
-            for _ in 0..16 {
-                s.spawn(|| {
-                    for _ in 0..50 {
-                        gc.sync(|| {
-                            std::thread::yield_now();
-                            Ok(())
-                        })
-                        .unwrap();
-                    }
-                });
-            }
-        });
-        let state = gc.state.lock().unwrap();
-        assert_eq!(state.requested, 800);
-        assert_eq!(state.durable, 800);
-    }
-
-    /// Slow flushes, some failing, under many writers: every write returns (no writer waits
-    /// on a group nobody wakes), some with the error of the flush that covered them, and the
-    /// writes share flushes.
-    #[test]
-    fn group_commit_wakes_every_group_also_when_flushes_fail() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let gc = GroupCommit::default();
-        let attempts = AtomicU64::new(0);
-        let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-        std::thread::scope(|s| {
-            for _ in 0..24 {
-                s.spawn(|| {
-                    for _ in 0..40 {
-                        let r = gc.sync(|| {
-                            std::thread::sleep(std::time::Duration::from_micros(200));
-                            if attempts.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
-                                Err(sled::Error::Unsupported("injected".into()))
-                            } else {
-                                Ok(())
-                            }
-                        });
-                        match r {
-                            Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
-                            Err(_) => failed.fetch_add(1, Ordering::SeqCst),
-                        };
-                    }
-                });
-            }
-        });
-        let state = gc.state.lock().unwrap();
-        assert_eq!(state.requested, 960);
-        let (ok, failed) = (ok.into_inner(), failed.into_inner());
-        assert_eq!(ok + failed, 960);
-        assert!(failed > 0 && ok > 0, "{ok} ok, {failed} failed");
-        assert!(
-            state.flushes < 960,
-            "{} flushes: writes shared them",
-            state.flushes
-        );
-        assert!(!state.flushing);
-    }
-
-    /// With a commit delay, the writers that arrive while a burst's leader waits share its
-    /// flush. A phantom ticket stands for a writer already waiting, so that the first real
-    /// writer, as leader, sees a burst and waits.
-    #[test]
-    fn a_commit_delay_gathers_the_writers_arriving_meanwhile_into_one_flush() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        use std::time::Duration;
-        let run = |delay: Duration| {
-            let gc = GroupCommit::with_delay(delay);
-            gc.state.lock().unwrap().requested += 1;
-            let flushes = AtomicU64::new(0);
-            let flush = || {
-                flushes.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            };
-            std::thread::scope(|s| {
-                s.spawn(|| gc.sync(flush).unwrap());
-                // The leader is waiting (or, without a delay, done) once it flags a flush.
-                while gc.state.lock().unwrap().flushes == 0 {
-                    std::thread::yield_now();
-                }
-                for _ in 0..5 {
-                    s.spawn(|| gc.sync(flush).unwrap());
-                }
-            });
-            let state = gc.state.lock().unwrap();
-            assert_eq!(state.durable, 7);
-            flushes.load(Ordering::SeqCst)
-        };
-        assert_eq!(run(Duration::from_millis(500)), 1, "one flush for all");
-        assert!(
-            run(Duration::ZERO) >= 2,
-            "without a delay the latecomers flush again"
-        );
-    }
-
-    #[test]
-    fn group_commit_shares_one_flush_among_the_writers_waiting_for_it() {
-        use std::sync::Barrier;
-        use std::sync::atomic::{AtomicU64, Ordering};
-        use std::time::{Duration, Instant};
-        const WRITERS: u64 = 16;
-        let gc = GroupCommit::default();
-        let flushes = AtomicU64::new(0);
-        let start = Barrier::new(WRITERS as usize);
-        // Each flush is held open until every writer holds a ticket, so whoever flushes first
-        // does so while all the others queue behind it, however the threads are scheduled.
-        let flush = || {
-            flushes.fetch_add(1, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while gc.state.lock().unwrap().requested < WRITERS {
-                assert!(Instant::now() < deadline, "the writers never all arrived");
-                std::thread::yield_now();
-            }
-            Ok(())
-        };
-        std::thread::scope(|s| {
-            for _ in 0..WRITERS {
-                s.spawn(|| {
-                    start.wait();
-                    gc.sync(flush).unwrap();
-                });
-            }
-        });
-        let state = gc.state.lock().unwrap();
-        assert_eq!(state.durable, WRITERS);
-        // The first flush covers the tickets issued before it began (at least its own); the
-        // writers that queued during it are all covered by the one flush after it. Without
-        // sharing, every write would flush: WRITERS flushes.
-        let flushes = flushes.load(Ordering::SeqCst);
-        assert!(
-            flushes <= 2,
-            "{flushes} flushes for {WRITERS} concurrent writes"
-        );
     }
 }

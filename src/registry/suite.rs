@@ -74,6 +74,7 @@ pub fn run(store: &dyn Store) {
     logs_and_meta(store);
     checked_create_and_purge(store);
     checked_creates_race(store);
+    pending_creates(store);
     node_changes(store);
     reads_are_consistent(store);
     batches(store);
@@ -490,6 +491,54 @@ fn checked_create_and_purge(store: &dyn Store) {
     assert!(!store.purge_cluster(first.id, &|_| true).unwrap(), "gone");
     assert!(store.cluster(second.id).unwrap().is_some(), "others stay");
     assert_eq!(store.log(second.id).unwrap(), b"kept\n");
+}
+
+/// A pending create is committed when it returns (readers and the owner's usage see it) and
+/// is announced once durable, also when nobody awaits it; a refused or clashing one writes
+/// nothing, as the durable create.
+fn pending_creates(store: &dyn Store) {
+    store.create_product(&product("pend", "1")).unwrap();
+    let before = store.usage("pender");
+    let mut rx = store.subscribe();
+    let awaited = cluster_of("pender", "pend", "1", "2026-04-05T00:00:00.000Z");
+    let dropped = cluster_of("pender", "pend", "1", "2026-04-05T00:00:01.000Z");
+    let pending = store
+        .create_cluster_pending(awaited.clone(), Some(&|_| Ok(())))
+        .unwrap();
+    assert_eq!(store.cluster(awaited.id).unwrap().as_ref(), Some(&awaited));
+    assert_eq!(store.usage("pender").clusters, before.clusters + 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(pending.on_disk()).unwrap();
+    drop(store.create_cluster_pending(dropped.clone(), None).unwrap());
+    let mut announced = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while announced.len() < 2 {
+        match rx.try_recv() {
+            Ok(Commit::Cluster(c)) => announced.push(c.id),
+            Ok(_) => {}
+            Err(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "announced: {announced:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+    assert_eq!(announced, [awaited.id, dropped.id]);
+    let refused = cluster_of("pender", "pend", "1", "2026-04-05T00:00:02.000Z");
+    let err = store.create_cluster_pending(refused.clone(), Some(&|_| Err("no".into())));
+    assert!(matches!(err, Err(StoreError::Rejected(m)) if m == "no"));
+    assert!(store.cluster(refused.id).unwrap().is_none());
+    assert!(matches!(
+        store.create_cluster_pending(awaited.clone(), Some(&|_| Ok(()))),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(store.usage("pender").clusters, before.clusters + 2);
+    assert_counts(store);
 }
 
 /// Nodes removed, added and reordered by an update read back as written; the other nodes
