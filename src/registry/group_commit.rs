@@ -25,7 +25,8 @@ use super::StoreError;
 /// What a flush does: `sled::Db::flush` for a store.
 pub(super) type Flush = Box<dyn Fn() -> sled::Result<()> + Send>;
 
-/// Work that runs in the flusher once a ticket's flush ended: `true` if it succeeded.
+/// Work that runs in the flusher once a ticket's flush ended, before the writers it covered
+/// are woken: `true` if it succeeded.
 pub(super) type AfterFlush = Box<dyn FnOnce(bool) + Send>;
 
 pub(super) struct GroupCommit {
@@ -227,14 +228,16 @@ impl Shared {
             }
             let ready = s.after.iter().take_while(|(t, _)| *t <= upto).count();
             let after: Vec<AfterFlush> = s.after.drain(..ready).map(|(_, f)| f).collect();
-            self.done[(number % 2) as usize].notify_all();
             let progress = s.progress;
             drop(s);
-            self.progress.send_replace(progress);
+            // The work first (the announcements), then the writers: a launch is announced
+            // before its answer leaves.
             for f in after {
                 // A panic there is reported (the hook prints it); the flusher goes on.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ok)));
             }
+            self.progress.send_replace(progress);
+            self.done[(number % 2) as usize].notify_all();
             s = self.lock();
         }
     }
@@ -397,8 +400,8 @@ mod tests {
     }
 
     /// An async wait resolves once its ticket's flush ended, with that flush's outcome; the
-    /// work given with a ticket runs after that flush, in ticket order, also when nobody
-    /// awaits the ticket.
+    /// work given with a ticket runs after that flush and before its waiters wake, in ticket
+    /// order, also when nobody awaits the ticket.
     #[tokio::test]
     async fn async_waits_and_the_work_after_a_flush_follow_its_outcome() {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));

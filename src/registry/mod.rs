@@ -49,7 +49,7 @@
 //!
 //! # Durability
 //! Every write returns only after it is on disk (`fsync`). Concurrent writers share flushes
-//! (group commit, see [`sled_store`]), so a burst of writes costs far fewer fsyncs than
+//! (group commit: one flusher thread, see [`group_commit`]), so a burst of writes costs far fewer fsyncs than
 //! writes, yet a 2xx never precedes its flush.
 
 mod decoded;
