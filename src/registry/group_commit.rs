@@ -260,6 +260,19 @@ mod tests {
         GroupCommit::start(Box::new(flush), Duration::ZERO)
     }
 
+    /// A flush that succeeds and counts its calls, and its counter.
+    fn counting() -> (Flush, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let flush = Box::new({
+            let calls = Arc::clone(&calls);
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        (flush, calls)
+    }
+
     #[test]
     fn every_concurrent_write_becomes_durable() {
         let gc = started(|| {
@@ -326,17 +339,8 @@ mod tests {
     #[test]
     fn a_commit_delay_gathers_the_writers_arriving_meanwhile_into_one_flush() {
         let run = |delay: Duration| {
-            let flushes = Arc::new(AtomicU64::new(0));
-            let gc = GroupCommit::start(
-                Box::new({
-                    let flushes = Arc::clone(&flushes);
-                    move || {
-                        flushes.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    }
-                }),
-                delay,
-            );
+            let (flush, flushes) = counting();
+            let gc = GroupCommit::start(flush, delay);
             {
                 let mut s = gc.shared.lock();
                 s.requested += 2;
@@ -446,14 +450,8 @@ mod tests {
     /// A store dropped with tickets outstanding flushes them first.
     #[test]
     fn dropping_flushes_what_was_asked() {
-        let flushes = Arc::new(AtomicU64::new(0));
-        let gc = started({
-            let flushes = Arc::clone(&flushes);
-            move || {
-                flushes.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        });
+        let (flush, flushes) = counting();
+        let gc = GroupCommit::start(flush, Duration::ZERO);
         let shared = Arc::clone(&gc.shared);
         for _ in 0..3 {
             gc.request(None);
