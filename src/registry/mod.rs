@@ -505,6 +505,16 @@ pub trait Store: Send + Sync + 'static {
             .map(|(id, f)| self.update_cluster(*id, &mut **f).map(Arc::new))
             .collect()
     }
+    /// [`Store::update_clusters`] that does not wait for the disk: each entry is committed
+    /// when this returns, and the [`Pending`] resolves once the batch is durable (the commits
+    /// are announced then). A written entry counts only once the [`Pending`] resolved
+    /// without error. By default, the durable batch itself.
+    fn update_clusters_pending(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> (Vec<Result<Arc<Cluster>, StoreError>>, Pending) {
+        (self.update_clusters(batch), Pending::durable())
+    }
     /// One page of the clusters that `filter` matches, oldest first, starting after
     /// `cursor` (from [`cursor_of`] / [`Page::next`]); at most `limit`. `next` is set when
     /// more clusters match after the page. A cursor past the end gives an empty page; a

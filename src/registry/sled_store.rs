@@ -507,6 +507,28 @@ impl SledStore {
 
     /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
     /// The record given becomes the stored one (kept decoded and announced), not a copy.
+    /// Commits each entry of `batch` in order (not yet durable): each entry's result, and
+    /// the entries written.
+    fn update_batch(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> (Vec<Result<Arc<Cluster>, StoreError>>, Vec<WrittenEntry>) {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut written = Vec::new();
+        for (i, (id, f)) in batch.iter_mut().enumerate() {
+            let ticket = self.announcer.enter(*id);
+            results.push(match self.update_one(*id, &mut **f) {
+                Ok(Outcome::Kept(c)) => Ok(c),
+                Ok(Outcome::Written { cluster, seq }) => {
+                    written.push((i, ticket, seq));
+                    Ok(cluster)
+                }
+                Err(e) => Err(e),
+            });
+        }
+        (results, written)
+    }
+
     /// Creates cluster `c` once durable, then announces it.
     fn create(&self, c: Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
         let (ticket, seq, record) = self.commit_new(c, guard)?;
@@ -581,6 +603,10 @@ impl SledStore {
 /// A check over the clusters of the new cluster's owner that may refuse a create (see
 /// [`Store::create_cluster_checked`]).
 type ClusterGuard<'a> = dyn Fn(Usage) -> Result<(), String> + 'a;
+
+/// An entry of a batch that was written: its index, its announcer ticket and the commit's
+/// sequence number.
+type WrittenEntry = (usize, Ticket, u64);
 
 /// The node records of a head, or the key of the first that is not the one it names.
 enum Records {
@@ -841,19 +867,7 @@ impl Store for SledStore {
         &self,
         batch: &mut [BatchUpdate<'_>],
     ) -> Vec<Result<Arc<Cluster>, StoreError>> {
-        let mut results = Vec::with_capacity(batch.len());
-        let mut written = Vec::new();
-        for (i, (id, f)) in batch.iter_mut().enumerate() {
-            let ticket = self.announcer.enter(*id);
-            results.push(match self.update_one(*id, &mut **f) {
-                Ok(Outcome::Kept(c)) => Ok(c),
-                Ok(Outcome::Written { cluster, seq }) => {
-                    written.push((i, ticket, seq));
-                    Ok(cluster)
-                }
-                Err(e) => Err(e),
-            });
-        }
+        let (mut results, written) = self.update_batch(batch);
         if written.is_empty() {
             return results;
         }
@@ -873,6 +887,31 @@ impl Store for SledStore {
             }
         }
         results
+    }
+
+    fn update_clusters_pending(
+        &self,
+        batch: &mut [BatchUpdate<'_>],
+    ) -> (Vec<Result<Arc<Cluster>, StoreError>>, Pending) {
+        let (results, written) = self.update_batch(batch);
+        if written.is_empty() {
+            return (results, Pending::durable());
+        }
+        let announce: Vec<(Ticket, u64, Arc<Cluster>)> = written
+            .into_iter()
+            .filter_map(|(i, ticket, seq)| match results.get(i) {
+                Some(Ok(c)) => Some((ticket, seq, Arc::clone(c))),
+                _ => None,
+            })
+            .collect();
+        let durable = self.commit.request(Some(Box::new(move |ok| {
+            if ok {
+                for (ticket, seq, c) in announce {
+                    ticket.announce(seq, Commit::Cluster(c));
+                }
+            }
+        })));
+        (results, Pending::later(self.commit.durable_later(durable)))
     }
 
     fn clusters_page(

@@ -52,7 +52,7 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::scheduler::{Call, Event, call, event};
-use crate::registry::{self, BatchUpdate, Commit, Store, StoreError, Update};
+use crate::registry::{self, BatchUpdate, Commit, Pending, Store, StoreError, Update};
 
 const FRAMEWORK_ID_KEY: &str = "framework_id";
 const TICK: Duration = Duration::from_secs(5);
@@ -553,9 +553,20 @@ impl Driver {
             .collect();
         let groups = group_by_cluster(ours.iter().map(|(id, _, _)| *id));
         let now = Timestamp::now();
-        let (results, mut decided) = self
+        let (mut results, mut decided, pending) = self
             .blocking(move |st| Ok(apply_batch(st, &ours, &groups, &now)))
             .await?;
+        // Persisted before acknowledged: awaited without holding a thread.
+        if let Err(e) = pending.on_disk().await {
+            let why = error_chain(&e);
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(StoreError::Rejected(format!(
+                        "the batch's flush failed: {why}"
+                    )));
+                }
+            }
+        }
 
         let mut failed: Option<DriverError> = None;
         let mut acks = Vec::with_capacity(statuses.len());
@@ -1015,13 +1026,15 @@ impl Driver {
         per_cluster: BTreeMap<ClusterId, Vec<launch::Placed>>,
     ) -> Result<HashMap<ClusterId, Cluster>, DriverError> {
         let now = Timestamp::now();
-        let written = self
+        let (written, pending) = self
             .blocking(move |st| {
                 Ok(update_each(st, &per_cluster, |c, placed| {
                     launch::record_placements(c, placed, &now)
                 }))
             })
             .await?;
+        // Persisted before accepted.
+        pending.on_disk().await?;
         let mut recorded = HashMap::with_capacity(written.len());
         for (id, r) in written {
             match r {
@@ -1045,13 +1058,14 @@ impl Driver {
             return Ok(());
         }
         let now = Timestamp::now();
-        let written = self
+        let (written, pending) = self
             .blocking(move |st| {
                 Ok(update_each(st, &per_cluster, |c, waiting| {
                     launch::record_waiting(c, waiting, &now)
                 }))
             })
             .await?;
+        pending.on_disk().await?;
         for (_, r) in written {
             match r {
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
@@ -1619,13 +1633,14 @@ fn group_by_cluster(ids: impl Iterator<Item = ClusterId>) -> Vec<(ClusterId, Vec
 /// A cluster as one entry of a batch wrote it (or kept it), or why not.
 type Written = Result<Arc<Cluster>, StoreError>;
 
-/// Applies `f` with each cluster's entry of `per_cluster` in one [`Store::update_clusters`]
-/// (one flush for all): each cluster's result, in the map's order.
+/// Applies `f` with each cluster's entry of `per_cluster` in one
+/// [`Store::update_clusters_pending`] (one flush for all): each cluster's result, in the
+/// map's order, and the flush, which the caller awaits before it counts on any of them.
 fn update_each<T>(
     st: &dyn Store,
     per_cluster: &BTreeMap<ClusterId, T>,
     f: impl Fn(&mut Cluster, &T) -> Update,
-) -> Vec<(ClusterId, Written)> {
+) -> (Vec<(ClusterId, Written)>, Pending) {
     let mut fns: Vec<_> = per_cluster
         .values()
         .map(|v| {
@@ -1643,19 +1658,20 @@ fn update_each<T>(
             )
         })
         .collect();
-    let results = st.update_clusters(&mut batch);
-    per_cluster.keys().copied().zip(results).collect()
+    let (results, pending) = st.update_clusters_pending(&mut batch);
+    (per_cluster.keys().copied().zip(results).collect(), pending)
 }
 
-/// Applies `updates` (cluster, node, observation) with one [`Store::update_clusters`]:
-/// per update, the cluster as written (or why not) and what [`apply_update`] decided (in
-/// its last run; `None` when it never ran).
+/// Applies `updates` (cluster, node, observation) with one
+/// [`Store::update_clusters_pending`]: per update, the cluster as written (or why not) and
+/// what [`apply_update`] decided (in its last run; `None` when it never ran), and the flush,
+/// which the caller awaits before it counts on any of them.
 fn apply_batch(
     st: &dyn Store,
     updates: &[(ClusterId, String, Observed)],
     groups: &[(ClusterId, Vec<usize>)],
     now: &Timestamp,
-) -> (Vec<Written>, Vec<Option<Applied>>) {
+) -> (Vec<Written>, Vec<Option<Applied>>, Pending) {
     let mut decided: Vec<Vec<Applied>> = vec![Vec::new(); groups.len()];
     let mut fns: Vec<_> = groups
         .iter()
@@ -1688,7 +1704,7 @@ fn apply_batch(
             )
         })
         .collect();
-    let results = st.update_clusters(&mut batch);
+    let (results, pending) = st.update_clusters_pending(&mut batch);
     drop(batch);
     drop(fns);
     let mut per_update: Vec<Written> = Vec::with_capacity(updates.len());
@@ -1707,7 +1723,7 @@ fn apply_batch(
         // invariant: every update belongs to exactly one group, so every slot was filled.
         per_update.push(r.unwrap_or_else(|| Err(StoreError::Rejected("not applied".into()))));
     }
-    (per_update, applied)
+    (per_update, applied, pending)
 }
 
 /// A copy of a store error for each update of a cluster: the kind is what the driver acts
@@ -1799,6 +1815,11 @@ mod tests {
     /// A memory store with the product of [`staging`]'s clusters.
     fn product_store() -> MemoryStore {
         let store = MemoryStore::new();
+        add_product(&store);
+        store
+    }
+
+    fn add_product(store: &dyn Store) {
         store
             .create_product(&crate::domain::Product::new(
                 Name::parse("p").unwrap(),
@@ -1806,12 +1827,33 @@ mod tests {
                 ts(),
             ))
             .unwrap();
-        store
+    }
+
+    /// Runs `test` on a memory store and on a sled store (whose batches become durable, and
+    /// are announced, only once their flush ends), each with product `p/1`.
+    fn on_both_stores(test: impl Fn(&dyn Store)) {
+        test(&product_store());
+        let dir = tempfile::tempdir().unwrap();
+        let sled = crate::registry::SledStore::open(dir.path()).unwrap();
+        add_product(&sled);
+        test(&sled);
+    }
+
+    /// Waits for a batch's flush.
+    fn flushed(pending: Pending) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(pending.on_disk())
+            .unwrap();
     }
 
     #[test]
     fn a_batch_applies_every_update_of_a_cluster_in_one_write() {
-        let store = product_store();
+        on_both_stores(a_batch_applies_every_update_of_a_cluster_in_one_write_on);
+    }
+
+    fn a_batch_applies_every_update_of_a_cluster_in_one_write_on(store: &dyn Store) {
         let (c1, c2) = (staging(2), staging(1));
         store.create_cluster(c1.clone()).unwrap();
         store.create_cluster(c2.clone()).unwrap();
@@ -1826,7 +1868,8 @@ mod tests {
             running(&c1, 0),
         ];
         let groups = group_by_cluster(updates.iter().map(|u| u.0));
-        let (results, applied) = apply_batch(&store, &updates, &groups, &ts());
+        let (results, applied, pending) = apply_batch(store, &updates, &groups, &ts());
+        flushed(pending);
         assert_eq!(
             applied,
             [
@@ -1940,7 +1983,10 @@ mod tests {
 
     #[test]
     fn update_each_writes_every_cluster_of_a_round_in_one_batch() {
-        let store = product_store();
+        on_both_stores(update_each_writes_every_cluster_of_a_round_in_one_batch_on);
+    }
+
+    fn update_each_writes_every_cluster_of_a_round_in_one_batch_on(store: &dyn Store) {
         let (a, b, gone) = (staging(1), staging(2), staging(1));
         store.create_cluster(a.clone()).unwrap();
         store.create_cluster(b.clone()).unwrap();
@@ -1950,13 +1996,14 @@ mod tests {
                 .into_iter()
                 .map(|(id, m)| (id, m.to_owned()))
                 .collect();
-        let results = update_each(&store, &per_cluster, |c, m| {
+        let (results, pending) = update_each(store, &per_cluster, |c, m| {
             if m == "keep" {
                 return Update::Keep;
             }
             c.nodes[0].observed.message = Some(m.clone());
             Update::Write
         });
+        flushed(pending);
         let by_id: HashMap<ClusterId, Written> = results.into_iter().collect();
         assert_eq!(
             by_id[&a.id].as_ref().unwrap().nodes[0]
