@@ -118,7 +118,11 @@ impl GroupCommit {
 
     /// Takes a ticket and blocks until it is durable.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
-        let ticket = self.request(None);
+        self.wait(self.request(None))
+    }
+
+    /// Blocks until `ticket` is durable, or fails with the error of the flush that covered it.
+    pub(super) fn wait(&self, ticket: u64) -> Result<(), StoreError> {
         let mut s = self.shared.lock();
         loop {
             if s.progress.durable >= ticket {

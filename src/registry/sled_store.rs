@@ -507,34 +507,45 @@ impl SledStore {
 
     /// Creates a cluster: the checks and the commit under the catalog lock, the flush after.
     /// The record given becomes the stored one (kept decoded and announced), not a copy.
-    /// Commits each entry of `batch` in order (not yet durable): each entry's result, and
-    /// the entries written.
-    fn update_batch(
+    /// Commits each entry of `batch` in order (not yet durable): each entry's result and,
+    /// if any entry was written, the flush ticket that makes the batch durable, with the
+    /// indexes of the entries written. The flusher announces them once that flush succeeded.
+    fn batch_ticket(
         &self,
         batch: &mut [BatchUpdate<'_>],
-    ) -> (Vec<Result<Arc<Cluster>, StoreError>>, Vec<WrittenEntry>) {
+    ) -> (Vec<Written>, Option<(u64, Vec<usize>)>) {
         let mut results = Vec::with_capacity(batch.len());
         let mut written = Vec::new();
+        let mut announce = Vec::new();
         for (i, (id, f)) in batch.iter_mut().enumerate() {
             let ticket = self.announcer.enter(*id);
             results.push(match self.update_one(*id, &mut **f) {
                 Ok(Outcome::Kept(c)) => Ok(c),
                 Ok(Outcome::Written { cluster, seq }) => {
-                    written.push((i, ticket, seq));
+                    written.push(i);
+                    announce.push((ticket, seq, Arc::clone(&cluster)));
                     Ok(cluster)
                 }
                 Err(e) => Err(e),
             });
         }
-        (results, written)
+        if written.is_empty() {
+            return (results, None);
+        }
+        let durable = self.commit.request(Some(Box::new(move |ok| {
+            if ok {
+                for (ticket, seq, c) in announce {
+                    ticket.announce(seq, Commit::Cluster(c));
+                }
+            }
+        })));
+        (results, Some((durable, written)))
     }
 
-    /// Creates cluster `c` once durable, then announces it.
+    /// Creates cluster `c` once durable (announced by then).
     fn create(&self, c: Cluster, guard: Option<&ClusterGuard<'_>>) -> Result<(), StoreError> {
-        let (ticket, seq, record) = self.commit_new(c, guard)?;
-        self.durable()?;
-        ticket.announce(seq, Commit::Cluster(record));
-        Ok(())
+        let durable = self.create_ticket(c, guard)?;
+        self.commit.wait(durable)
     }
 
     /// Commits cluster `c`; the answer resolves once it is durable, and the flusher
@@ -544,13 +555,23 @@ impl SledStore {
         c: Cluster,
         guard: Option<&ClusterGuard<'_>>,
     ) -> Result<Pending, StoreError> {
+        let durable = self.create_ticket(c, guard)?;
+        Ok(Pending::later(self.commit.durable_later(durable)))
+    }
+
+    /// Commits cluster `c` ([`SledStore::commit_new`]) and takes the flush ticket that makes
+    /// it durable; the flusher announces it once that flush succeeded.
+    fn create_ticket(
+        &self,
+        c: Cluster,
+        guard: Option<&ClusterGuard<'_>>,
+    ) -> Result<u64, StoreError> {
         let (ticket, seq, record) = self.commit_new(c, guard)?;
-        let durable = self.commit.request(Some(Box::new(move |ok| {
+        Ok(self.commit.request(Some(Box::new(move |ok| {
             if ok {
                 ticket.announce(seq, Commit::Cluster(record));
             }
-        })));
-        Ok(Pending::later(self.commit.durable_later(durable)))
+        }))))
     }
 
     /// Commits the new cluster `c` (not yet durable) if its product exists, no cluster has
@@ -604,9 +625,8 @@ impl SledStore {
 /// [`Store::create_cluster_checked`]).
 type ClusterGuard<'a> = dyn Fn(Usage) -> Result<(), String> + 'a;
 
-/// An entry of a batch that was written: its index, its announcer ticket and the commit's
-/// sequence number.
-type WrittenEntry = (usize, Ticket, u64);
+/// One entry's result in a batch: the cluster as committed (or kept), or why not.
+type Written = Result<Arc<Cluster>, StoreError>;
 
 /// The node records of a head, or the key of the first that is not the one it names.
 enum Records {
@@ -867,23 +887,13 @@ impl Store for SledStore {
         &self,
         batch: &mut [BatchUpdate<'_>],
     ) -> Vec<Result<Arc<Cluster>, StoreError>> {
-        let (mut results, written) = self.update_batch(batch);
-        if written.is_empty() {
-            return results;
-        }
+        let (mut results, durable) = self.batch_ticket(batch);
         // One flush makes the whole batch durable; only then is any of it announced.
-        match self.durable() {
-            Ok(()) => {
-                for (i, ticket, seq) in written {
-                    if let Some(Ok(c)) = results.get(i) {
-                        ticket.announce(seq, Commit::Cluster(Arc::clone(c)));
-                    }
-                }
-            }
-            Err(e) => {
-                for (i, _, _) in written {
-                    results[i] = Err(flush_failed(&e));
-                }
+        if let Some((durable, written)) = durable
+            && let Err(e) = self.commit.wait(durable)
+        {
+            for i in written {
+                results[i] = Err(flush_failed(&e));
             }
         }
         results
@@ -893,25 +903,12 @@ impl Store for SledStore {
         &self,
         batch: &mut [BatchUpdate<'_>],
     ) -> (Vec<Result<Arc<Cluster>, StoreError>>, Pending) {
-        let (results, written) = self.update_batch(batch);
-        if written.is_empty() {
-            return (results, Pending::durable());
-        }
-        let announce: Vec<(Ticket, u64, Arc<Cluster>)> = written
-            .into_iter()
-            .filter_map(|(i, ticket, seq)| match results.get(i) {
-                Some(Ok(c)) => Some((ticket, seq, Arc::clone(c))),
-                _ => None,
-            })
-            .collect();
-        let durable = self.commit.request(Some(Box::new(move |ok| {
-            if ok {
-                for (ticket, seq, c) in announce {
-                    ticket.announce(seq, Commit::Cluster(c));
-                }
-            }
-        })));
-        (results, Pending::later(self.commit.durable_later(durable)))
+        let (results, durable) = self.batch_ticket(batch);
+        let pending = match durable {
+            Some((durable, _)) => Pending::later(self.commit.durable_later(durable)),
+            None => Pending::durable(),
+        };
+        (results, pending)
     }
 
     fn clusters_page(
