@@ -29,11 +29,42 @@ pub const MAX_NODES: usize = 10_000;
 pub const MAX_PORTS_PER_NODE: usize = 64;
 
 /// A command: a shell line (run with `/bin/sh -c`) or an argv list (run as is).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Command {
     Shell(String),
     Argv(Vec<String>),
+}
+
+/// A string is a shell line, a list of strings an argv. Read by its JSON type in one pass:
+/// an untagged derive would buffer the value and format an error for each variant it tries.
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Command;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a command: a shell line (a string) or an argv (a list of strings)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Command, E> {
+                Ok(Command::Shell(s.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Command, E> {
+                Ok(Command::Shell(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Command, A::Error> {
+                let mut argv = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(Command::Argv(argv))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Command {
@@ -83,52 +114,151 @@ pub struct FileSpec {
 }
 
 /// One node as a template describes it, before it becomes a [`Node`] record.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct NodeSpec {
     docker_image: String,
     cpu: f64,
     mem: f64,
-    #[serde(default)]
     disk: f64,
-    #[serde(default)]
     ports: Option<PortsSpec>,
-    #[serde(default)]
     services: Vec<String>,
-    #[serde(default)]
     env: BTreeMap<String, String>,
-    #[serde(default)]
     command: Option<Command>,
-    #[serde(default)]
     volumes: Vec<Volume>,
-    #[serde(default)]
     tags: Vec<String>,
     /// Anything else the template author put on the node; kept and served, not interpreted.
-    #[serde(flatten)]
     extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+impl NodeSpec {
+    /// Reads a node's object field by field, in the template's order (the first bad field
+    /// is the one reported); the keys it does not know go to `extra`, in order. Only
+    /// `docker_image`, `cpu` and `mem` are required. (A derive with a flattened `extra`
+    /// would first buffer every field, then read each again.)
+    fn from_value(v: Value) -> Result<Self, serde_json::Error> {
+        let m = object_of(v, "a node object")?;
+        let (mut image, mut cpu, mut mem) = (None, None, None);
+        let mut n = NodeSpec::default();
+        for (k, v) in m {
+            match k.as_str() {
+                "docker_image" => image = Some(serde_json::from_value(v)?),
+                "cpu" => cpu = Some(serde_json::from_value(v)?),
+                "mem" => mem = Some(serde_json::from_value(v)?),
+                "disk" => n.disk = serde_json::from_value(v)?,
+                "ports" => n.ports = serde_json::from_value(v)?,
+                "services" => n.services = serde_json::from_value(v)?,
+                "env" => n.env = serde_json::from_value(v)?,
+                "command" => n.command = serde_json::from_value(v)?,
+                "volumes" => n.volumes = serde_json::from_value(v)?,
+                "tags" => n.tags = serde_json::from_value(v)?,
+                _ => {
+                    n.extra.insert(k, v);
+                }
+            }
+        }
+        let missing = <serde_json::Error as serde::de::Error>::missing_field;
+        n.docker_image = image.ok_or_else(|| missing("docker_image"))?;
+        n.cpu = cpu.ok_or_else(|| missing("cpu"))?;
+        n.mem = mem.ok_or_else(|| missing("mem"))?;
+        Ok(n)
+    }
+}
+
+/// The object in `v`, or the error of a value of the wrong type.
+fn object_of(v: Value, expected: &str) -> Result<Map<String, Value>, serde_json::Error> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(serde::de::Error::invalid_type(
+            unexpected(&other),
+            &expected,
+        )),
+    }
+}
+
+/// How serde names the JSON type of `v` in an error.
+fn unexpected(v: &Value) -> serde::de::Unexpected<'_> {
+    use serde::de::Unexpected;
+    match v {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Unexpected::Unsigned(u),
+            (_, Some(i), _) => Unexpected::Signed(i),
+            (_, _, Some(f)) => Unexpected::Float(f),
+            _ => Unexpected::Other("number"),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
+}
+
+/// A node's `ports`: a count (`2` → `p0`, `p1`) or a list of names.
+#[derive(Debug, Clone)]
 enum PortsSpec {
     Count(u32),
     Names(Vec<String>),
 }
 
+/// Read by its JSON type in one pass (see [`Command`]'s).
+impl<'de> Deserialize<'de> for PortsSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PortsSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of ports or a list of port names")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PortsSpec, E> {
+                u32::try_from(n)
+                    .map(PortsSpec::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PortsSpec, A::Error> {
+                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(PortsSpec::Names(names))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// One service as a template describes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct ServiceSpec {
-    #[serde(default)]
     nodes: Vec<String>,
-    #[serde(default)]
     files: Vec<FileSpec>,
-    #[serde(default)]
     start: Option<Command>,
-    #[serde(default)]
     ready: Option<Command>,
-    #[serde(default)]
     reload: Option<Command>,
-    #[serde(flatten)]
     properties: Map<String, Value>,
+}
+
+impl ServiceSpec {
+    /// Reads a service's object field by field, as [`NodeSpec::from_value`] reads a node;
+    /// every field is optional, and the unknown ones are its properties.
+    fn from_value(v: Value) -> Result<Self, serde_json::Error> {
+        let mut s = ServiceSpec::default();
+        for (k, v) in object_of(v, "a service object")? {
+            match k.as_str() {
+                "nodes" => s.nodes = serde_json::from_value(v)?,
+                "files" => s.files = serde_json::from_value(v)?,
+                "start" => s.start = serde_json::from_value(v)?,
+                "ready" => s.ready = serde_json::from_value(v)?,
+                "reload" => s.reload = serde_json::from_value(v)?,
+                _ => {
+                    s.properties.insert(k, v);
+                }
+            }
+        }
+        Ok(s)
+    }
 }
 
 /// Why a rendered template is not a usable cluster spec. The text names the JSON path.
@@ -218,8 +348,7 @@ impl ClusterSpec {
         for (name, v) in services {
             let path = format!("services.{name}");
             let name = Name::parse(&name).map_err(|e| invalid(&path, e.to_string()))?;
-            let s: ServiceSpec =
-                serde_json::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
+            let s = ServiceSpec::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
             for (i, f) in s.files.iter().enumerate() {
                 if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
                     return Err(invalid(
@@ -253,8 +382,7 @@ impl ClusterSpec {
         for (name, v) in nodes {
             let path = format!("nodes.{name}");
             let name = Name::parse(&name).map_err(|e| invalid(&path, e.to_string()))?;
-            let n: NodeSpec =
-                serde_json::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
+            let n = NodeSpec::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
             out_nodes.push(Node::from_spec(name, n, &path, &service_names)?);
         }
         // A service's nodes: those it lists, then those that list it, without repeats.
@@ -880,6 +1008,95 @@ mod tests {
             ClusterSpec::parse("{\"nodes\": {},}"),
             Err(SpecError::Json(_))
         ));
+    }
+
+    #[test]
+    fn nodes_and_services_are_read_field_by_field_with_serdes_messages() {
+        let why = |v: Value| match spec(v.clone()) {
+            Err(SpecError::Invalid { path, why }) => format!("{path}: {why}"),
+            other => panic!("{v}: {other:?}"),
+        };
+        let node = |extra: Value| {
+            let mut n = json!({"docker_image": "i", "cpu": 1, "mem": 1});
+            n.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"nodes": {"a": n}})
+        };
+        let cases = [
+            (
+                json!({"nodes": {"a": {"cpu": 1, "mem": 1}}}),
+                "nodes.a: missing field `docker_image`",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "mem": 1}}}),
+                "nodes.a: missing field `cpu`",
+            ),
+            (
+                json!({"nodes": {"a": 5}}),
+                "nodes.a: invalid type: integer `5`, expected a node object",
+            ),
+            (
+                node(json!({"cpu": "1"})),
+                "nodes.a: invalid type: string \"1\", expected f64",
+            ),
+            (
+                node(json!({"ports": -1})),
+                "nodes.a: invalid type: integer `-1`, expected a number of ports or a list of port names",
+            ),
+            (
+                node(json!({"ports": 2.5})),
+                "nodes.a: invalid type: floating point `2.5`, expected a number of ports or a list of port names",
+            ),
+            (
+                node(json!({"ports": 8_589_934_592_u64})),
+                "nodes.a: invalid value: integer `8589934592`, expected a number of ports or a list of port names",
+            ),
+            (
+                node(json!({"ports": ["http", 1]})),
+                "nodes.a: invalid type: integer `1`, expected a string",
+            ),
+            (
+                node(json!({"command": 3})),
+                "nodes.a: invalid type: integer `3`, expected a command: a shell line (a string) or an argv (a list of strings)",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}, "services": {"s": []}}),
+                "services.s: invalid type: sequence, expected a service object",
+            ),
+            (
+                json!({"nodes": {"a": {"docker_image": "i", "cpu": 1, "mem": 1}}, "services": {"s": {"start": [["x"]]}}}),
+                "services.s: invalid type: sequence, expected a string",
+            ),
+        ];
+        for (v, expected) in cases {
+            assert_eq!(why(v.clone()), expected, "{v}");
+        }
+        // Nulls read as absent where a field is optional; unknown keys stay, in order.
+        let s = spec(json!({
+            "nodes": {"a": {"z": 1, "docker_image": "i", "ports": null, "command": null, "cpu": 1, "a": 2, "mem": 1, "m": 3}},
+            "services": {"s": {"start": null, "y": 1, "nodes": ["a"], "b": 2}}
+        }))
+        .unwrap();
+        let n = &s.nodes[0];
+        assert_eq!((n.port_names.len(), n.command.is_none()), (0, true));
+        assert_eq!(n.extra.keys().collect::<Vec<_>>(), ["z", "a", "m"]);
+        assert!(s.services[0].start.is_none());
+        assert_eq!(
+            s.services[0].properties.keys().collect::<Vec<_>>(),
+            ["y", "b"]
+        );
+        // A command reads the same from text and from a value, in both forms.
+        for (v, argv) in [
+            (json!("run it"), vec!["/bin/sh", "-c", "run it"]),
+            (json!(["kill", "-HUP", "1"]), vec!["kill", "-HUP", "1"]),
+        ] {
+            let from_text: Command = serde_json::from_str(&v.to_string()).unwrap();
+            let from_value: Command = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(from_text, from_value);
+            assert_eq!(from_text.argv(), argv);
+            assert_eq!(serde_json::to_value(&from_text).unwrap(), v);
+        }
     }
 
     #[test]
