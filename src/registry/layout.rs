@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 
 use super::{StoreError, cursor_of, decode, encode};
-use crate::domain::{Cluster, ClusterId, Node, Service};
+use crate::domain::{Cluster, ClusterId, Node};
 
 /// The layout of the data; the meta key [`LAYOUT_KEY`] holds it once the first layout (the
 /// whole cluster as one JSON value) is converted.
@@ -30,10 +30,6 @@ struct HeadOut<'a> {
     slots: &'a [u64],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     inline: Vec<&'a Node>,
-    /// The key of the cluster's services in the `services` tree; with it, the cluster's
-    /// `services` are written empty.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    services_key: Option<&'a str>,
     cluster: &'a Cluster,
 }
 
@@ -52,10 +48,6 @@ pub(super) struct Head {
     /// The nodes whose slot is [`INLINE`], in node order.
     #[serde(default)]
     pub inline: Vec<Node>,
-    /// Where the cluster's services are (see [`ServicesRecord`]). Absent in a head written
-    /// before the services were stored apart: then they are in `cluster`.
-    #[serde(default)]
-    pub services_key: Option<String>,
     pub cluster: Cluster,
 }
 
@@ -179,50 +171,10 @@ pub(super) fn status_prefix(status: crate::domain::ClusterStatus) -> Vec<u8> {
     format!("{}\0", status.as_str()).into_bytes()
 }
 
-/// A cluster's services as stored: once per distinct content, in the `services` tree, under
-/// the SHA-256 of their encoding, which the heads name. Clusters of one product launched
-/// with the same options share one record, and a commit writes the head without them: a
-/// head is about half the size for the reference product, more for products whose files
-/// carry long templates (each status update rewrites the head).
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct ServicesRecord {
-    /// Lowercase hex SHA-256 of the encoding.
-    pub key: Arc<str>,
-    /// The encoding, if the plan made it; `None` when the services are those of the
-    /// snapshot the plan started from, whose record is stored already.
-    pub bytes: Option<Vec<u8>>,
-}
-
-impl ServicesRecord {
-    /// The record of `services`; `None` for none (the head carries an empty list itself).
-    pub fn of(services: &[Service]) -> Option<Self> {
-        if services.is_empty() {
-            return None;
-        }
-        let bytes = encode(&services);
-        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        let key: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        Some(Self {
-            key: key.into(),
-            bytes: Some(bytes),
-        })
-    }
-}
-
-/// The encoded head of `c` at revision `rev`, naming `services_key` for its services. Takes
-/// `c.nodes` (and, with a key, `c.services`) out while encoding and puts them back.
-pub(super) fn encode_head(
-    c: &mut Cluster,
-    rev: u64,
-    versions: &[u64],
-    slots: &[u64],
-    services_key: Option<&str>,
-) -> Vec<u8> {
+/// The encoded head of `c` at revision `rev`. Takes `c.nodes` out while encoding and puts
+/// them back.
+pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64], slots: &[u64]) -> Vec<u8> {
     let nodes = std::mem::take(&mut c.nodes);
-    let services = match services_key {
-        Some(_) => std::mem::take(&mut c.services),
-        None => Vec::new(),
-    };
     let head = encode(&HeadOut {
         rev,
         nodes: nodes.iter().map(|n| n.name.as_str()).collect(),
@@ -234,13 +186,9 @@ pub(super) fn encode_head(
             .filter(|(_, s)| **s == INLINE)
             .map(|(n, _)| n)
             .collect(),
-        services_key,
         cluster: c,
     });
     c.nodes = nodes;
-    if services_key.is_some() {
-        c.services = services;
-    }
     head
 }
 
@@ -253,28 +201,21 @@ pub(super) struct Snapshot {
     pub names: Vec<String>,
     pub versions: Vec<u64>,
     pub slots: Vec<u64>,
-    /// The key of the services record the head names, if it names one.
-    pub services_key: Option<Arc<str>>,
     /// Shared with the store's cache of decoded clusters and, for a commit, with its
     /// announcement.
     pub cluster: Arc<Cluster>,
 }
 
 impl Snapshot {
-    /// Assembles the cluster from its head, node records (those of [`Head::node_keys`],
-    /// in order; their revisions already checked against the head's) and `services`: those
-    /// of the record the head names, if it names one.
+    /// Assembles the cluster from its head and node records (those of [`Head::node_keys`],
+    /// in order; their revisions already checked against the head's).
     pub fn assemble(
         id: ClusterId,
         head_bytes: IVec,
         head: Head,
         nodes: Vec<IVec>,
-        services: Option<Vec<Service>>,
     ) -> Result<Snapshot, StoreError> {
         let mut cluster = head.cluster;
-        if let Some(services) = services {
-            cluster.services = services;
-        }
         let mut inline = head.inline.into_iter();
         let mut records = nodes.iter();
         cluster.nodes = Vec::with_capacity(head.nodes.len());
@@ -299,7 +240,6 @@ impl Snapshot {
             names: head.nodes,
             versions: head.versions,
             slots: head.slots,
-            services_key: head.services_key.map(Arc::from),
             cluster: Arc::new(cluster),
         })
     }
@@ -315,7 +255,6 @@ impl Snapshot {
             names: cluster.nodes.iter().map(|n| n.name.to_string()).collect(),
             versions: plan.versions.clone(),
             slots: plan.slots.clone(),
-            services_key: plan.services.as_ref().map(|s| Arc::clone(&s.key)),
             cluster,
         })
     }
@@ -333,8 +272,6 @@ pub(super) struct Plan {
     pub slots: Vec<u64>,
     pub put_nodes: Vec<(Vec<u8>, Vec<u8>)>,
     pub remove_nodes: Vec<Vec<u8>>,
-    /// The services record the new head names (the store writes it unless it is stored).
-    pub services: Option<ServicesRecord>,
     /// Index keys to remove and to insert (the value is the cluster's uuid).
     pub remove_index: Option<IndexKeys>,
     pub insert_index: Option<IndexKeys>,
@@ -426,25 +363,7 @@ impl Plan {
         for (name, slot) in gone {
             remove_nodes.extend(both_slots(id, name, slot));
         }
-        // Services equal to the snapshot's are its record: not encoded again.
-        let services = match old {
-            Some(Snapshot {
-                services_key: Some(key),
-                cluster,
-                ..
-            }) if cluster.services == new.services => Some(ServicesRecord {
-                key: Arc::clone(key),
-                bytes: None,
-            }),
-            _ => ServicesRecord::of(&new.services),
-        };
-        let head = encode_head(
-            new,
-            rev,
-            &versions,
-            &slots,
-            services.as_ref().map(|s| &*s.key),
-        );
+        let head = encode_head(new, rev, &versions, &slots);
         let new_keys = IndexKeys::of(new);
         let old_keys = old.map(|o| IndexKeys::of(&o.cluster));
         let (remove_index, insert_index) = match old_keys {
@@ -457,7 +376,6 @@ impl Plan {
             slots,
             put_nodes,
             remove_nodes,
-            services,
             remove_index,
             insert_index,
         }
@@ -476,7 +394,6 @@ impl Plan {
                 .zip(&old.slots)
                 .flat_map(|(n, slot)| both_slots(id, n, *slot))
                 .collect(),
-            services: None,
             remove_index: Some(IndexKeys::of(&old.cluster)),
             insert_index: None,
         }
@@ -517,37 +434,14 @@ mod tests {
         let mut c = c.clone();
         let versions = vec![rev; c.nodes.len()];
         let slots = vec![0; c.nodes.len()];
-        let record = ServicesRecord::of(&c.services);
-        let head = encode_head(
-            &mut c,
-            rev,
-            &versions,
-            &slots,
-            record.as_ref().map(|r| &*r.key),
-        );
+        let head = encode_head(&mut c, rev, &versions, &slots);
         let nodes: Vec<IVec> = c
             .nodes
             .iter()
             .map(|n| IVec::from(encode_node(rev, n)))
             .collect();
         let h = Head::decode(b"k", &head).unwrap();
-        let services = record.map(|_| c.services.clone());
-        Snapshot::assemble(c.id, IVec::from(head), h, nodes, services).unwrap()
-    }
-
-    /// What a reader finds for the services record `plan`'s head names: the record's
-    /// encoding decoded or, for a record the plan did not encode, `stored`'s (the snapshot
-    /// it started from, which named the same record).
-    fn services(plan: &Plan, stored: Option<&Snapshot>) -> Option<Vec<Service>> {
-        let record = plan.services.as_ref()?;
-        Some(match &record.bytes {
-            Some(bytes) => serde_json::from_slice(bytes).unwrap(),
-            None => {
-                let stored = stored.expect("the plan reuses a stored record");
-                assert_eq!(stored.services_key.as_ref(), Some(&record.key));
-                stored.cluster.services.clone()
-            }
-        })
+        Snapshot::assemble(c.id, IVec::from(head), h, nodes).unwrap()
     }
 
     /// The same as written before slots: no `slots` in the head, each record's key ends
@@ -567,7 +461,7 @@ mod tests {
         let h = Head::decode(b"k", &head).unwrap();
         assert_eq!(h.slots, versions, "the versions are the slots");
         c.nodes.clear();
-        Snapshot::assemble(c.id, IVec::from(head), h, nodes, None).unwrap()
+        Snapshot::assemble(c.id, IVec::from(head), h, nodes).unwrap()
     }
 
     #[test]
@@ -673,15 +567,8 @@ mod tests {
             .iter()
             .map(|(_, v)| IVec::from(v.as_slice()))
             .collect();
-        let services = services(&plan, Some(&created));
-        let snap = Snapshot::assemble(
-            c.id,
-            IVec::from(plan.head.as_deref().unwrap()),
-            h,
-            records,
-            services,
-        )
-        .unwrap();
+        let snap = Snapshot::assemble(c.id, IVec::from(plan.head.as_deref().unwrap()), h, records)
+            .unwrap();
         assert_eq!(*snap.cluster, new);
     }
 
@@ -714,8 +601,7 @@ mod tests {
         let head = plan.head.as_deref().unwrap();
         let h = Head::decode(b"k", head).unwrap();
         assert_eq!(h.inline, placed.nodes);
-        let services = services(&plan, Some(&scheduled));
-        let snap = Snapshot::assemble(c.id, IVec::from(head), h, Vec::new(), services).unwrap();
+        let snap = Snapshot::assemble(c.id, IVec::from(head), h, Vec::new()).unwrap();
         assert_eq!(*snap.cluster, placed, "read back from the head alone");
 
         let mut one = placed.clone();
@@ -795,8 +681,7 @@ mod tests {
         let head = plan.head.as_deref().unwrap();
         let h = Head::decode(b"k", head).unwrap();
         assert_eq!(h.inline, c.nodes);
-        let services = services(&plan, None);
-        let snap = Snapshot::assemble(c.id, IVec::from(head), h, Vec::new(), services).unwrap();
+        let snap = Snapshot::assemble(c.id, IVec::from(head), h, Vec::new()).unwrap();
         assert_eq!(*snap.cluster, c, "read back from the head alone");
         assert_eq!(
             Plan::purge(c.id, &snap).remove_nodes,

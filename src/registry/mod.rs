@@ -14,7 +14,6 @@
 //! | `by_created` | `<created_at>_<uuid>`        | `<uuid>` (the [`cursor_of`] order)           |
 //! | `by_owner`   | `<owner>\0<created_at>_<uuid>`| `<uuid>`                                     |
 //! | `by_status`  | `<status>\0<created_at>_<uuid>`| `<uuid>`                                    |
-//! | `services`   | SHA-256 of the value, hex    | a cluster's services as JSON, once per content |
 //! | `logs`       | `<cluster uuid>`             | orchestrator output, raw bytes               |
 //! | `meta`       | e.g. `framework_id`          | UTF-8 text                                   |
 //!
@@ -24,12 +23,9 @@
 //! A cluster is stored as its head and one record per node, so that a node's status update
 //! writes that node and the head, not every node. The head is
 //! `{"rev": n, "nodes": [<names in order>], "versions": [<rev of each node record>],
-//! "slots": [<slot of each>], "services_key": <key>, "cluster": <the Cluster with
-//! "nodes": [] and "services": []>}`: the names and slots give the order and the keys of the
-//! node records, `services_key` the record of its services (clusters of one product launched
-//! with the same options share one; a head written before these records has no key and its
-//! services in `cluster`; a record no head names is removed at open), and `rev` grows by one
-//! on every commit of the cluster. A new cluster's nodes have no records yet: the head carries them
+//! "slots": [<slot of each>], "cluster": <the Cluster with "nodes": []>}`: the names and
+//! slots give the order and the keys of the node records, and `rev` grows by one on every
+//! commit of the cluster. A new cluster's nodes have no records yet: the head carries them
 //! (`"inline": [<Node>…]`, their slot `u64::MAX`), so a launch writes the head and its
 //! index keys, not one record more per node. A commit that changes every node or none
 //! (a placement, the status updates of the whole cluster in one batch, a status change)

@@ -52,8 +52,7 @@ use tokio::sync::broadcast;
 use super::decoded::Decoded;
 use super::group_commit::GroupCommit;
 use super::layout::{
-    Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, ServicesRecord, Snapshot, owner_prefix, split_node,
-    status_prefix,
+    Head, IndexKeys, LAYOUT, LAYOUT_KEY, Plan, Snapshot, owner_prefix, split_node, status_prefix,
 };
 use super::{
     BatchUpdate, COMMIT_BUFFER, Commit, Counts, LOG_BUFFER, ListFilter, LogAppended, MAX_LOG, Page,
@@ -61,8 +60,7 @@ use super::{
     encode, part_key, product_key,
 };
 use crate::domain::{
-    Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Service, Timestamp,
-    Usage,
+    Cluster, ClusterId, ClusterStatus, Name, Node, NodeStatus, Part, Product, Timestamp, Usage,
 };
 
 /// How the store is opened.
@@ -110,10 +108,6 @@ pub struct SledStore {
     by_status: sled::Tree,
     logs: sled::Tree,
     meta: sled::Tree,
-    /// The clusters' services, once per distinct content (see [`ServicesRecord`]).
-    services: sled::Tree,
-    /// The services records known to be stored, decoded once read.
-    services_known: Mutex<KnownServices>,
     /// Serialises the checks that span trees: "create a cluster only if its product exists"
     /// (and "only if the owner's quota allows it") against "delete a product only if no live
     /// cluster uses it". Held for the check and the in-memory commit, never across a flush:
@@ -176,8 +170,6 @@ impl SledStore {
             by_status: db.open_tree("by_status")?,
             logs: db.open_tree("logs")?,
             meta: db.open_tree("meta")?,
-            services: db.open_tree("services")?,
-            services_known: Mutex::default(),
             db,
             catalog: Mutex::new(()),
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
@@ -192,8 +184,8 @@ impl SledStore {
         if converted > 0 {
             tracing::info!(converted, "clusters converted to the per-node store layout");
         }
-        let (mut tally, services) = store.count_clusters()?;
-        let removed = store.collect_garbage(&mut tally)? + store.collect_services(&services)?;
+        let mut tally = store.count_clusters()?;
+        let removed = store.collect_garbage(&mut tally)?;
         if removed > 0 {
             tracing::info!(removed, "records left by an interrupted commit removed");
         }
@@ -238,17 +230,12 @@ impl SledStore {
     }
 
     /// Counts every stored cluster by status, and the nodes its head carries (at open; the
-    /// node records are counted by [`SledStore::collect_garbage`], which reads them anyway),
-    /// and gathers the keys of the services records the heads name.
-    fn count_clusters(&self) -> Result<(Tally, HashSet<String>), StoreError> {
+    /// node records are counted by [`SledStore::collect_garbage`], which reads them anyway).
+    fn count_clusters(&self) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
-        let mut services = HashSet::new();
         for kv in self.clusters.iter() {
             let (k, v) = kv?;
             let head = Head::decode(&k, &v)?;
-            if let Some(key) = head.services_key {
-                services.insert(key);
-            }
             *tally.clusters.entry(head.cluster.status).or_default() += 1;
             // The nodes the head carries; those with records are counted with them.
             for n in &head.inline {
@@ -258,72 +245,7 @@ impl SledStore {
                 tally.hold(&head.cluster.owner, Held::of_cluster(&head.inline), 1);
             }
         }
-        Ok((tally, services))
-    }
-
-    /// Removes the services records no head names (`named`): those of clusters purged
-    /// since the last open. At open only, so no commit can be naming one meanwhile.
-    fn collect_services(&self, named: &HashSet<String>) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for key in self.services.iter().keys() {
-            let key = key?;
-            if !std::str::from_utf8(&key).is_ok_and(|k| named.contains(k)) {
-                self.services.remove(&key)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// The services of the record `key`, decoded once and then kept (at most
-    /// [`MAX_SERVICES_KEPT`] records).
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] if the record is missing or unreadable.
-    fn services_of(&self, key: &str) -> Result<Vec<Service>, StoreError> {
-        if let Some(Some(kept)) = self.lock_services().get(key) {
-            return Ok(Vec::clone(kept));
-        }
-        let Some(bytes) = self.services.get(key)? else {
-            return Err(corrupt(
-                key.as_bytes(),
-                "the services record its cluster names is missing",
-            ));
-        };
-        let services: Vec<Service> = decode(key.as_bytes(), &bytes)?;
-        let mut known = self.lock_services();
-        if known.len() >= MAX_SERVICES_KEPT {
-            known.clear();
-        }
-        known.insert(key.into(), Some(Arc::new(services.clone())));
-        Ok(services)
-    }
-
-    /// Writes `record` unless it is known to be stored (a record is written once per
-    /// content; writing it again would only rewrite the same bytes).
-    fn put_services(&self, record: &ServicesRecord) -> Result<(), StoreError> {
-        let Some(bytes) = &record.bytes else {
-            // The services of the snapshot the commit started from: stored already.
-            return Ok(());
-        };
-        if self.lock_services().contains_key(&record.key) {
-            return Ok(());
-        }
-        if !self.services.contains_key(&*record.key)? {
-            self.services.insert(&*record.key, bytes.as_slice())?;
-        }
-        let mut known = self.lock_services();
-        if known.len() >= MAX_SERVICES_KEPT {
-            known.clear();
-        }
-        known.entry(Arc::clone(&record.key)).or_insert(None);
-        Ok(())
-    }
-
-    fn lock_services(&self) -> MutexGuard<'_, KnownServices> {
-        self.services_known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        Ok(tally)
     }
 
     fn durable(&self) -> Result<(), StoreError> {
@@ -372,12 +294,7 @@ impl SledStore {
                 Records::All(nodes) => nodes,
                 Records::Stale(k, what) => return Err(corrupt(&k, what)),
             };
-            let services = head
-                .services_key
-                .as_deref()
-                .map(|k| self.services_of(k))
-                .transpose()?;
-            let snap = Arc::new(Snapshot::assemble(id, head_bytes, head, nodes, services)?);
+            let snap = Arc::new(Snapshot::assemble(id, head_bytes, head, nodes)?);
             self.decoded.put(Arc::clone(&snap));
             return Ok(Some(snap));
         }
@@ -438,9 +355,6 @@ impl SledStore {
         let _cluster = self.lock_cluster(id);
         if self.clusters.get(key)?.as_ref() != expected {
             return Ok(None);
-        }
-        if let Some(record) = &plan.services {
-            self.put_services(record)?;
         }
         for (k, v) in &plan.put_nodes {
             self.nodes.insert(k.as_slice(), v.as_slice())?;
@@ -710,13 +624,6 @@ impl SledStore {
 /// A check over the clusters of the new cluster's owner that may refuse a create (see
 /// [`Store::create_cluster_checked`]).
 type ClusterGuard<'a> = dyn Fn(Usage) -> Result<(), String> + 'a;
-
-/// The services records known to be stored, by key, with their services once read.
-type KnownServices = HashMap<Arc<str>, Option<Arc<Vec<Service>>>>;
-
-/// Services records kept known (and decoded) at most; past it the set starts again, and a
-/// record's next write or read checks the tree once more.
-const MAX_SERVICES_KEPT: usize = 1024;
 
 /// One entry's result in a batch: the cluster as committed (or kept), or why not.
 type Written = Result<Arc<Cluster>, StoreError>;
@@ -1920,162 +1827,6 @@ mod tests {
             super::super::suite::assert_counts(&store);
         }
         assert_eq!(raw(dir.path()), before);
-    }
-
-    /// The services of a cluster as a head's file template would hold them, and `n`'s copy
-    /// of it with another start command.
-    fn services_variant(c: &Cluster, n: usize) -> Cluster {
-        let mut c = c.clone();
-        c.id = ClusterId::generate();
-        c.services[0].start = Some(crate::domain::cluster::Command::Shell(format!("run {n}")));
-        c
-    }
-
-    /// Clusters whose services are equal share one services record; their heads leave the
-    /// services out; each reads back whole, also after a reopen (from the record), and a
-    /// status update reuses the record without writing it again.
-    #[test]
-    fn equal_services_share_one_record_which_the_heads_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let (first, same, other);
-        {
-            let store = retry_locked(|| SledStore::open(dir.path()));
-            first = with_cluster(&store, &["a", "b"]);
-            same = {
-                let mut c = first.clone();
-                c.id = ClusterId::generate();
-                store.create_cluster(c.clone()).unwrap();
-                c
-            };
-            other = services_variant(&first, 1);
-            store.create_cluster(other.clone()).unwrap();
-            let running = store
-                .update_cluster(first.id, &mut |c| {
-                    c.nodes[0].observed.status = NodeStatus::Running;
-                    Ok(Update::Write)
-                })
-                .unwrap();
-            assert_eq!(running.services, first.services);
-        }
-        let trees = raw(dir.path());
-        let records = &trees[b"services".as_slice()];
-        assert_eq!(records.len(), 2, "one record per distinct content");
-        let template = first.services[0].files[0].template.as_bytes();
-        for (_, head) in &trees[b"clusters".as_slice()] {
-            assert!(
-                !head.windows(template.len()).any(|w| w == template),
-                "a head leaves its services out"
-            );
-        }
-        let store = retry_locked(|| SledStore::open(dir.path()));
-        for c in [&first, &same, &other] {
-            let read = store.cluster(c.id).unwrap().unwrap();
-            assert_eq!(read.services, c.services, "{}", c.id);
-        }
-        assert_ne!(first.services, other.services);
-    }
-
-    /// A head written before the services were stored apart carries them in its cluster,
-    /// and reads as it was; its next commit moves them into a record.
-    #[test]
-    fn a_head_with_its_services_inside_reads_and_moves_them_on_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = {
-            let store = retry_locked(|| SledStore::open(dir.path()));
-            with_cluster(&store, &["a", "b"])
-        };
-        {
-            let db = retry_locked(|| sled::open(dir.path()));
-            let (clusters, services) = (
-                db.open_tree("clusters").unwrap(),
-                db.open_tree("services").unwrap(),
-            );
-            let key = c.id.to_string();
-            let mut head: serde_json::Value =
-                serde_json::from_slice(&clusters.get(&key).unwrap().unwrap()).unwrap();
-            let obj = head.as_object_mut().unwrap();
-            assert!(obj.remove("services_key").is_some());
-            obj["cluster"]["services"] = serde_json::to_value(&c.services).unwrap();
-            clusters
-                .insert(&key, serde_json::to_vec(&head).unwrap())
-                .unwrap();
-            services.clear().unwrap();
-            db.flush().unwrap();
-        }
-        let store = retry_locked(|| SledStore::open(dir.path()));
-        assert_eq!(store.cluster(c.id).unwrap().unwrap(), c, "read as written");
-        store
-            .update_cluster(c.id, &mut |c| {
-                c.status = ClusterStatus::Scheduling;
-                Ok(Update::Write)
-            })
-            .unwrap();
-        drop(store);
-        assert_eq!(raw(dir.path())[b"services".as_slice()].len(), 1);
-        let store = retry_locked(|| SledStore::open(dir.path()));
-        let now = store.cluster(c.id).unwrap().unwrap();
-        assert_eq!(
-            (now.status, &now.services),
-            (ClusterStatus::Scheduling, &c.services)
-        );
-    }
-
-    /// A services record whose clusters are all purged is removed at the next open; one a
-    /// head still names stays.
-    #[test]
-    fn an_open_removes_the_services_records_no_head_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let (kept, purged);
-        {
-            let store = retry_locked(|| SledStore::open(dir.path()));
-            kept = with_cluster(&store, &["a"]);
-            purged = services_variant(&kept, 2);
-            store.create_cluster(purged.clone()).unwrap();
-            assert!(store.purge_cluster(purged.id, &|_| true).unwrap());
-        }
-        assert_eq!(raw(dir.path())[b"services".as_slice()].len(), 2);
-        {
-            let store = retry_locked(|| SledStore::open(dir.path()));
-            assert_eq!(store.cluster(kept.id).unwrap().unwrap(), kept);
-            // A new cluster with the purged services writes their record again.
-            let again = services_variant(&kept, 2);
-            store.create_cluster(again.clone()).unwrap();
-            assert_eq!(
-                store.cluster(again.id).unwrap().unwrap().services,
-                purged.services
-            );
-            assert!(store.purge_cluster(again.id, &|_| true).unwrap());
-        }
-        let store = retry_locked(|| SledStore::open(dir.path()));
-        drop(store);
-        assert_eq!(raw(dir.path())[b"services".as_slice()].len(), 1);
-        let store = retry_locked(|| SledStore::open(dir.path()));
-        assert_eq!(store.cluster(kept.id).unwrap().unwrap(), kept);
-    }
-
-    /// A head naming a services record that is not there is a corrupt store: the read fails
-    /// with the record's key, never serves the cluster without its services.
-    #[test]
-    fn a_missing_services_record_fails_the_read_with_its_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = {
-            let store = retry_locked(|| SledStore::open(dir.path()));
-            with_cluster(&store, &["a"])
-        };
-        let key = {
-            let db = retry_locked(|| sled::open(dir.path()));
-            let services = db.open_tree("services").unwrap();
-            let key = services.iter().keys().next().unwrap().unwrap();
-            services.remove(&key).unwrap();
-            db.flush().unwrap();
-            String::from_utf8(key.to_vec()).unwrap()
-        };
-        // The open itself does not read the records (nothing to remove: the head names it).
-        let store = retry_locked(|| SledStore::open(dir.path()));
-        match store.cluster(c.id) {
-            Err(StoreError::Corrupt { key: k, .. }) => assert_eq!(k, key),
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]

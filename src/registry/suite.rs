@@ -44,20 +44,7 @@ pub fn cluster_with(owner: &str, n: &str, v: &str, at: &str, nodes: &[&str]) -> 
             (n.to_string(), node)
         })
         .collect();
-    // One service on every node, with a file: the services are stored apart from the head.
-    let services = json!({"s": {
-        "files": [{"path": "/etc/s.conf", "template": "peers = {{#each nodes}}{{name}} {{/each}}"}],
-        "start": ["/bin/s", "--config", "/etc/s.conf"],
-    }});
-    let nodes: Map<String, serde_json::Value> = nodes
-        .into_iter()
-        .map(|(k, mut v)| {
-            v["services"] = json!(["s"]);
-            (k, v)
-        })
-        .collect();
-    let spec =
-        ClusterSpec::parse(&json!({ "nodes": nodes, "services": services }).to_string()).unwrap();
+    let spec = ClusterSpec::parse(&json!({ "nodes": nodes }).to_string()).unwrap();
     Cluster::new(
         ClusterId::generate(),
         owner.into(),
