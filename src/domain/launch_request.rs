@@ -147,7 +147,7 @@ impl LaunchRequest<'_> {
             self.product,
             self.node_image,
         );
-        let rendered = render_spec(renderer, self.template, &ctx).map_err(LaunchError::Render)?;
+        let rendered = render_spec(renderer, self.template, ctx).map_err(LaunchError::Render)?;
         check_volumes(&rendered.host_paths, self.policy.volume_roots)
             .map_err(LaunchError::Volume)?;
         let mut c = Cluster::new(
@@ -239,7 +239,7 @@ pub fn check_template(
         product,
         node_image,
     );
-    render_spec(renderer, template, &ctx).map(|r| r.spec)
+    render_spec(renderer, template, ctx).map(|r| r.spec)
 }
 
 /// What a spec-phase template sees: `opts`, `cluster_id`, `user`, `product`, `version` and
@@ -260,7 +260,7 @@ pub(crate) fn spec_context(
 pub(crate) fn render_spec(
     renderer: &Renderer,
     template: &str,
-    ctx: &Value,
+    ctx: Value,
 ) -> Result<Rendered, RenderError> {
     let text = renderer
         .render_value(template, shield(ctx))

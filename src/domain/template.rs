@@ -157,7 +157,12 @@ impl Renderer {
     pub fn render_value(&self, template: &str, ctx: Value) -> Result<String, TemplateError> {
         let tpl = self.compile(template)?;
         let ctx = Context::from(ctx);
-        let mut out = Bounded::default();
+        // Sized for the usual output (the template's length, or a few times that for loops):
+        // a few doublings instead of a dozen from empty.
+        let mut out = Bounded {
+            buf: Vec::with_capacity(template.len().min(MAX_RENDERED)),
+            overflowed: false,
+        };
         let mut rc = RenderContext::new(None);
         match tpl.render(&self.hbs, &ctx, &mut rc, &mut WriteOutput::new(&mut out)) {
             Ok(()) => {}
@@ -297,7 +302,18 @@ fn has_partial_block(template: &str) -> bool {
 /// [`SHIELDED_BRACE`] and [`SHIELDED_BACKSLASH`]: what the spec phase renders with, so that no
 /// value can write `{{` into text that the file phase evaluates. A shielding character already
 /// in a value becomes U+FFFD, so [`unshield`] gives back exactly the value's other characters.
-pub fn shield(ctx: &Value) -> Value {
+///
+/// Works in place: a string (or key) with none of those four characters, as most are, is
+/// neither copied nor reallocated.
+pub fn shield(mut ctx: Value) -> Value {
+    shield_in_place(&mut ctx);
+    ctx
+}
+
+fn shield_in_place(v: &mut Value) {
+    fn needs(s: &str) -> bool {
+        s.contains(['{', '\\', SHIELDED_BRACE, SHIELDED_BACKSLASH])
+    }
     fn text(s: &str) -> String {
         s.chars()
             .map(|c| match c {
@@ -308,11 +324,20 @@ pub fn shield(ctx: &Value) -> Value {
             })
             .collect()
     }
-    match ctx {
-        Value::String(s) => Value::String(text(s)),
-        Value::Array(a) => Value::Array(a.iter().map(shield).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (text(k), shield(v))).collect()),
-        other => other.clone(),
+    match v {
+        Value::String(s) if needs(s) => *s = text(s),
+        Value::Array(a) => a.iter_mut().for_each(shield_in_place),
+        Value::Object(m) => {
+            if m.keys().any(|k| needs(k)) {
+                let old = std::mem::take(m);
+                *m = old
+                    .into_iter()
+                    .map(|(k, v)| if needs(&k) { (text(&k), v) } else { (k, v) })
+                    .collect();
+            }
+            m.values_mut().for_each(shield_in_place);
+        }
+        _ => {}
     }
 }
 
@@ -790,7 +815,10 @@ mod tests {
         // The spec phase writes the value into a file template; the file phase must not
         // evaluate it.
         let spec = Renderer::spec()
-            .render(r#"{"t": "v={{opts.v}} id=\{{cluster_id}}"}"#, &shield(&ctx))
+            .render(
+                r#"{"t": "v={{opts.v}} id=\{{cluster_id}}"}"#,
+                &shield(ctx.clone()),
+            )
             .unwrap();
         let mut parsed: Value = serde_json::from_str(&spec).unwrap();
         let template = parsed["t"].as_str().unwrap().to_owned();
@@ -804,7 +832,7 @@ mod tests {
             parsed["t"],
             "v={{cluster_id}} \\{{x}} {{> p}} \u{FFFD} id={{cluster_id}}"
         );
-        let mut keys = shield(&ctx);
+        let mut keys = shield(ctx.clone());
         unshield_value(&mut keys);
         assert_eq!(keys["opts"]["{{k}}"], 1);
     }

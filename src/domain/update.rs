@@ -126,7 +126,7 @@ impl UpdateRequest<'_> {
             });
         }
         let ctx = spec_context(&options, c.id, &c.owner, self.product, self.node_image);
-        let rendered = render_spec(renderer, self.template, &ctx).map_err(UpdateError::Render)?;
+        let rendered = render_spec(renderer, self.template, ctx).map_err(UpdateError::Render)?;
         check_volumes(&rendered.host_paths, self.policy.volume_roots)
             .map_err(UpdateError::Volume)?;
         let spec = rendered.spec;

@@ -600,8 +600,12 @@ pub(crate) fn bundled(p: &Product, old: Option<&Product>, parts: &[(Part, &[u8])
 }
 
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Room for a cluster's head, the largest common record, so that it is written without
+    // regrowing (the buffer lives until the write, which copies it).
+    let mut out = Vec::with_capacity(2048);
     // invariant: our records are plain structs with string keys; serialisation cannot fail.
-    serde_json::to_vec(v).expect("record serialises")
+    serde_json::to_writer(&mut out, v).expect("record serialises");
+    out
 }
 
 #[cfg(test)]
