@@ -838,6 +838,32 @@ mod tests {
     }
 
     #[test]
+    fn shielding_changes_only_braces_backslashes_and_shield_characters() {
+        let ctx = json!({
+            "plain": "abc", "n": 3, "list": ["x{y", "a\\b", "\u{E001}"],
+            "k{": {"in": "{{z}}"}, "ok": null
+        });
+        let shielded = shield(ctx.clone());
+        assert_eq!(
+            shielded,
+            json!({
+                "plain": "abc", "n": 3, "list": ["x\u{E000}y", "a\u{E001}b", "\u{FFFD}"],
+                "k\u{E000}": {"in": "\u{E000}\u{E000}z}}"}, "ok": null
+            })
+        );
+        let keys: Vec<&String> = shielded.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["plain", "n", "list", "k\u{E000}", "ok"],
+            "order kept"
+        );
+        let mut back = shielded;
+        unshield_value(&mut back);
+        assert_eq!(back["k{"]["in"], "{{z}}");
+        assert_eq!(back["list"], json!(["x{y", "a\\b", "\u{FFFD}"]));
+    }
+
+    #[test]
     fn a_template_is_compiled_once_and_keyed_by_its_text() {
         let r = Renderer::spec();
         let t = "{{#each (range 0 opts.n)}}{{this}}{{/each}}";
