@@ -52,19 +52,21 @@ impl<'de> Deserialize<'de> for Command {
             fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Command, E> {
                 Ok(Command::Shell(s))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Command, A::Error> {
-                let mut argv = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(arg) = seq.next_element::<String>()? {
-                    argv.push(arg);
-                }
-                Ok(Command::Argv(argv))
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Command, A::Error> {
+                strings(seq).map(Command::Argv)
             }
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// A JSON list of strings, as a command's argv or a node's port names are read.
+fn strings<'de, A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<Vec<String>, A::Error> {
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+    while let Some(s) = seq.next_element::<String>()? {
+        out.push(s);
+    }
+    Ok(out)
 }
 
 impl Command {
@@ -216,13 +218,9 @@ impl<'de> Deserialize<'de> for PortsSpec {
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
-                mut seq: A,
+                seq: A,
             ) -> Result<PortsSpec, A::Error> {
-                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(name) = seq.next_element::<String>()? {
-                    names.push(name);
-                }
-                Ok(PortsSpec::Names(names))
+                strings(seq).map(PortsSpec::Names)
             }
         }
         d.deserialize_any(Visitor)

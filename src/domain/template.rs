@@ -306,11 +306,6 @@ fn has_partial_block(template: &str) -> bool {
 /// Works in place: a string (or key) with none of those four characters, as most are, is
 /// neither copied nor reallocated.
 pub fn shield(mut ctx: Value) -> Value {
-    shield_in_place(&mut ctx);
-    ctx
-}
-
-fn shield_in_place(v: &mut Value) {
     fn needs(s: &str) -> bool {
         s.contains(['{', '\\', SHIELDED_BRACE, SHIELDED_BACKSLASH])
     }
@@ -324,18 +319,28 @@ fn shield_in_place(v: &mut Value) {
             })
             .collect()
     }
+    rewrite_strings(&mut ctx, needs, text);
+    ctx
+}
+
+/// Replaces every string and object key of `v` for which `needs` holds by `rewrite` of it,
+/// in place; the rest is neither copied nor moved (keys keep their order).
+fn rewrite_strings(v: &mut Value, needs: fn(&str) -> bool, rewrite: fn(&str) -> String) {
     match v {
-        Value::String(s) if needs(s) => *s = text(s),
-        Value::Array(a) => a.iter_mut().for_each(shield_in_place),
+        Value::String(s) if needs(s) => *s = rewrite(s),
+        Value::Array(a) => a
+            .iter_mut()
+            .for_each(|v| rewrite_strings(v, needs, rewrite)),
         Value::Object(m) => {
             if m.keys().any(|k| needs(k)) {
                 let old = std::mem::take(m);
                 *m = old
                     .into_iter()
-                    .map(|(k, v)| if needs(&k) { (text(&k), v) } else { (k, v) })
+                    .map(|(k, v)| if needs(&k) { (rewrite(&k), v) } else { (k, v) })
                     .collect();
             }
-            m.values_mut().for_each(shield_in_place);
+            m.values_mut()
+                .for_each(|v| rewrite_strings(v, needs, rewrite));
         }
         _ => {}
     }
@@ -363,18 +368,7 @@ fn is_shielded(s: &str) -> bool {
 /// Undoes [`shield`] in every string and object key of `v`. What holds no shielding
 /// character is left as it is (not copied).
 pub fn unshield_value(v: &mut Value) {
-    match v {
-        Value::String(s) if is_shielded(s) => *s = unshield(s),
-        Value::Array(a) => a.iter_mut().for_each(unshield_value),
-        Value::Object(m) => {
-            if m.keys().any(|k| is_shielded(k)) {
-                let old = std::mem::take(m);
-                *m = old.into_iter().map(|(k, v)| (unshield(&k), v)).collect();
-            }
-            m.values_mut().for_each(unshield_value);
-        }
-        _ => {}
-    }
+    rewrite_strings(v, is_shielded, unshield);
 }
 
 /// Refuses partials that could recurse: a dynamic partial or inline-partial name, or an
