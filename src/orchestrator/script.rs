@@ -109,11 +109,41 @@ where
         std::fs::set_permissions(&json_path, std::fs::Permissions::from_mode(0o600))?;
         Ok(())
     };
+    // The cluster description is sensitive enough (addresses, ports): it goes whatever way
+    // the run ends, also when this future is dropped mid-run (a shutdown, a caller's timeout).
+    let _remove = RemoveDir(dir.clone());
     write().map_err(prepare)?;
-    let result = execute(&run, &dir, &script_path, &json_path, cancel, &mut sink).await;
-    // The cluster description is sensitive enough (addresses, ports): do not leave it around.
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    execute(&run, &dir, &script_path, &json_path, cancel, &mut sink).await
+}
+
+/// Removes its directory when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the process group of a script not reaped yet when dropped: a run dropped mid-way
+/// leaves none of the script's processes behind (its direct child alone would die by
+/// `kill_on_drop`). Disarmed once the script is reaped, after which its group id may be reused.
+struct KillGroup(Option<i32>);
+
+impl KillGroup {
+    fn now(&self) {
+        if let Some(pgid) = self.0.filter(|p| *p > 1) {
+            // SAFETY: kill(2) has no memory-safety preconditions; -pgid addresses the group
+            // the script leads (never 0 or 1, filtered above).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        self.now();
+    }
 }
 
 async fn execute<F, Fut>(
@@ -150,14 +180,7 @@ where
             interpreter: program.clone(),
             source,
         })?;
-    let pgid = child.id().and_then(|p| i32::try_from(p).ok());
-    let kill_group = || {
-        if let Some(pgid) = pgid.filter(|p| *p > 1) {
-            // SAFETY: kill(2) has no memory-safety preconditions; -pgid addresses the group
-            // the script leads (never 0 or 1, filtered above).
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    };
+    let mut group = KillGroup(child.id().and_then(|p| i32::try_from(p).ok()));
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let mut all = Vec::new();
@@ -179,15 +202,17 @@ where
             s = child.wait(), if status.is_none() => {
                 status = Some(s);
                 // Whatever it left behind in its group holds our pipes open; it goes too.
-                kill_group();
+                group.now();
+                group.0 = None;
             }
             () = &mut deadline, if !timed_out && status.is_none() => {
                 timed_out = true;
-                kill_group();
+                group.now();
             }
             () = cancel.cancelled(), if status.is_none() => {
-                kill_group();
+                group.now();
                 let _ = child.wait().await;
+                group.0 = None;
                 return Err(ScriptError::Cancelled);
             }
         }
@@ -274,6 +299,62 @@ mod tests {
         assert!(out.contains(r#"start c1 {"id":"c1"}"#), "{out}");
         assert!(out.contains("oops"), "{out}");
         assert!(r.tail.contains("oops"), "{}", r.tail);
+    }
+
+    /// A run dropped while its script runs (a shutdown, a caller's timeout) leaves neither
+    /// its private directory (the cluster's description) nor any process of the script.
+    #[tokio::test]
+    async fn a_run_dropped_midway_leaves_no_directory_and_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "#!/bin/sh\nsleep 30 &\necho $$ $! > {}\nsleep 30\n",
+            pids.display()
+        );
+        let started = tokio::time::timeout(Duration::from_secs(2), async {
+            run(
+                ScriptRun {
+                    script: script.as_bytes(),
+                    action: "start",
+                    cluster_json: br#"{"id":"c1"}"#,
+                    env: Vec::new(),
+                    timeout: Duration::from_secs(60),
+                    work_dir: dir.path(),
+                },
+                &CancellationToken::new(),
+                |_| async {},
+            )
+            .await
+        })
+        .await;
+        assert!(
+            started.is_err(),
+            "the script was still running: {started:?}"
+        );
+        let listed: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(listed, ["pids"], "the private directory is gone");
+        let pids = std::fs::read_to_string(&pids).unwrap();
+        for pid in pids.split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            // Killed: gone, or a zombie until its parent (or init) reaps it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next().map(|r| r.trim().to_owned()));
+                match state.as_deref().and_then(|s| s.chars().next()) {
+                    None | Some('Z' | 'X') => break,
+                    Some(other) => assert!(
+                        std::time::Instant::now() < deadline,
+                        "process {pid} of the script still runs (state {other})"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     #[tokio::test]
