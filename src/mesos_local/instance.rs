@@ -269,14 +269,14 @@ impl PidRecord {
 }
 
 /// The fields of `/proc/<pid>/stat` recovery needs.
-struct ProcStat {
-    state: char,
+pub(crate) struct ProcStat {
+    pub(crate) state: char,
     ppid: i32,
     start_time: u64,
 }
 
 impl ProcStat {
-    fn read(pid: i32) -> Option<Self> {
+    pub(crate) fn read(pid: i32) -> Option<Self> {
         Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 

@@ -342,10 +342,8 @@ mod tests {
             // Killed: gone, or a zombie until its parent (or init) reaps it.
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             loop {
-                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| s.rsplit(')').next().map(|r| r.trim().to_owned()));
-                match state.as_deref().and_then(|s| s.chars().next()) {
+                let state = crate::mesos_local::instance::ProcStat::read(pid).map(|s| s.state);
+                match state {
                     None | Some('Z' | 'X') => break,
                     Some(other) => assert!(
                         std::time::Instant::now() < deadline,
