@@ -33,6 +33,7 @@ pub mod memory;
 pub mod mesos_local;
 pub mod metrics;
 pub mod orchestrator;
+pub mod procs;
 pub mod proto;
 pub mod recordio;
 pub mod registry;

@@ -294,6 +294,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut orch_cfg = OrchestratorConfig::new(format!("http://{api_host}{}", api::routes::BASE));
     orch_cfg.ready_timeout = args.ready_timeout.into();
     orch_cfg.script_timeout = args.script_timeout.into();
+    // Scripts run in `<data>/scripts`, which this process owns while it holds the store's
+    // lock: what a `kill -9` of an earlier run left there (scripts, their directories) goes.
+    orch_cfg.work_dir = args.data.join("scripts");
+    std::fs::create_dir_all(&orch_cfg.work_dir)
+        .with_context(|| format!("creating {}", orch_cfg.work_dir.display()))?;
+    let recovered = paas::orchestrator::script::recover(&orch_cfg.work_dir).await;
+    if recovered != Default::default() {
+        tracing::info!(
+            scripts_killed = recovered.scripts,
+            dirs_removed = recovered.dirs,
+            "recovery: removed what an earlier run's scripts left"
+        );
+    }
     Orchestrator::spawn(
         orch_cfg,
         store.clone(),

@@ -8,7 +8,8 @@
 //! - a script exiting 1, a `ready` check that never passes, and a file template naming an
 //!   unknown variable each end `failed` with a reason naming the cause;
 //! - `paas serve` killed with SIGKILL during `configuring` (a slow script), then restarted: the
-//!   cluster still reaches `ready`.
+//!   cluster still reaches `ready`, and the old script is killed and its directory removed
+//!   before the new `serve` serves.
 //!
 //! Environment: `MESOS_MASTER` (`http://127.0.0.1:5050`; unset = skipped with the reason, or a
 //! failure when `CI` is set) and `PAAS_NODE_IMAGE` (default `paas-node-orch:latest`, built with
@@ -19,6 +20,7 @@ mod common;
 use std::time::Duration;
 
 use common::{JSON, Server, call, get, register_reference};
+use paas::procs::PidRecord;
 use paas::proto::paas::nodeagent::v1 as pb;
 use serde_json::Value;
 
@@ -110,6 +112,13 @@ async fn wait(s: &Server, id: &str, secs: u64, done: impl Fn(&Value) -> bool) ->
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The run directories of scripts under `serve`'s data directory.
+fn script_runs(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(data.join("scripts"))
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
 }
 
 fn settled(c: &Value) -> bool {
@@ -252,7 +261,19 @@ async fn reference_clusters_on_real_mesos() {
     .await;
     s.kill9();
     eprintln!("killed paas serve during configuring; restarting");
+    // The script outlives a kill -9 (it leads its own process group); the restart kills it
+    // and removes its directory (the cluster's description) before it serves.
+    let runs = script_runs(data.path());
+    assert_eq!(runs.len(), 1, "one script was running: {runs:?}");
+    let script = PidRecord::read(&runs[0].join("pid")).expect("the script's pid is recorded");
+    assert!(script.is_alive_same(), "the script outlived the kill -9");
     let s = serve(data.path(), &master);
+    assert!(!script.is_alive_same(), "the restart killed the old script");
+    assert!(
+        !runs[0].exists(),
+        "the restart removed {}",
+        runs[0].display()
+    );
     let c = wait(&s, &id, 240, settled).await;
     if c["status"] != "ready" {
         failures.push(format!("after kill -9: {c:#}"));

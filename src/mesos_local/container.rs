@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ContainerizerMode;
-use super::instance::PidRecord;
+use crate::procs::PidRecord;
 use crate::proto::mesos::v1 as mesos;
 
 /// Where the sandbox is mounted inside a Docker container (`--sandbox_directory`).

@@ -19,13 +19,14 @@
 //! Does not own: the sandboxes (they stay for post-mortems, as on an agent) or any
 //! container or process it did not record.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
+
+use crate::procs::{PidRecord, wait_gone};
 
 /// The Docker label naming the instance that started a container.
 pub const INSTANCE_LABEL: &str = "paas.mesos-local.instance";
@@ -34,8 +35,6 @@ const LOCK_FILE: &str = "lock";
 const PIDS_DIR: &str = "pids";
 /// How long `docker ps` / `docker rm` may take during recovery.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long killed processes get to disappear (their sockets close when they do).
-const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// The id of one mesos-local instance (one work directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,14 +173,13 @@ impl Instance {
         if let Ok(entries) = std::fs::read_dir(&self.pids) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                if let Some(record) = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| PidRecord::parse(&s))
-                    && record.is_alive_same()
-                {
-                    tracing::info!(pid = record.pid, record = %path.display(), "recovery: killing a leftover executor process and its descendants");
-                    killed.extend(kill_tree(record.pid));
-                    recovered.processes += 1;
+                if let Some(record) = PidRecord::read(&path) {
+                    let tree = record.kill_if_same();
+                    if !tree.is_empty() {
+                        tracing::info!(pid = record.pid, record = %path.display(), "recovery: killed a leftover executor process and its descendants");
+                        killed.extend(tree);
+                        recovered.processes += 1;
+                    }
                 }
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(error = %e, record = %path.display(), "recovery: cannot remove a pid record");
@@ -231,169 +229,12 @@ async fn docker(args: &[&str]) -> Option<String> {
     }
 }
 
-/// A recorded executor process: its pid and its start time (clock ticks after boot, field
-/// 22 of `/proc/<pid>/stat`), which tells it apart from a later process with the same pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PidRecord {
-    pub pid: i32,
-    pub start_time: u64,
-}
-
-impl PidRecord {
-    /// The record of the running process `pid`; `None` when it is already gone.
-    pub fn of(pid: u32) -> Option<Self> {
-        let pid = i32::try_from(pid).ok()?;
-        let stat = ProcStat::read(pid)?;
-        Some(Self {
-            pid,
-            start_time: stat.start_time,
-        })
-    }
-
-    /// `<pid> <start time>`.
-    pub fn to_line(self) -> String {
-        format!("{} {}\n", self.pid, self.start_time)
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        let mut it = s.split_whitespace();
-        let pid = it.next()?.parse().ok()?;
-        let start_time = it.next()?.parse().ok()?;
-        (pid > 1).then_some(Self { pid, start_time })
-    }
-
-    /// Whether the process is still the one recorded (alive, same start time, not a zombie).
-    fn is_alive_same(self) -> bool {
-        ProcStat::read(self.pid).is_some_and(|s| s.start_time == self.start_time && s.state != 'Z')
-    }
-}
-
-/// The fields of `/proc/<pid>/stat` recovery needs.
-pub(crate) struct ProcStat {
-    pub(crate) state: char,
-    ppid: i32,
-    start_time: u64,
-}
-
-impl ProcStat {
-    pub(crate) fn read(pid: i32) -> Option<Self> {
-        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-    }
-
-    /// `pid (comm) state ppid … starttime …`; `comm` may hold spaces and parentheses, so
-    /// the fields are counted from the last `)`.
-    fn parse(s: &str) -> Option<Self> {
-        let rest = &s[s.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        Some(Self {
-            state: fields.first()?.chars().next()?,
-            ppid: fields.get(1)?.parse().ok()?,
-            // Field 22 overall; the first field after `)` is field 3.
-            start_time: fields.get(19)?.parse().ok()?,
-        })
-    }
-}
-
-/// `pid` and every process below it, parents first.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if let Some(stat) = ProcStat::read(p) {
-                children.entry(stat.ppid).or_default().push(p);
-            }
-        }
-    }
-    let mut out = vec![pid];
-    let mut seen: HashSet<i32> = HashSet::from([pid]);
-    let mut i = 0;
-    while i < out.len() {
-        for &c in children.get(&out[i]).map(Vec::as_slice).unwrap_or(&[]) {
-            if seen.insert(c) {
-                out.push(c);
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-/// SIGKILLs `pid`'s process group (it leads one: see `container`) and every descendant,
-/// which may have made groups of their own; returns the pids signalled.
-fn kill_tree(pid: i32) -> Vec<i32> {
-    // The tree is read before anything dies: orphans would be re-parented out of it.
-    let tree = descendants(pid);
-    // SAFETY: kill(2) with a pid and a process group verified (start time) to be the
-    // executor we recorded, and processes found below it in /proc just now.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-        for &p in &tree {
-            libc::kill(p, libc::SIGKILL);
-        }
-    }
-    tree
-}
-
-/// Waits (bounded) until the killed processes (descendants included: a node's service
-/// holds ports too) are gone or zombies: their sockets are closed then.
-async fn wait_gone(pids: &[i32]) {
-    let deadline = tokio::time::Instant::now() + EXIT_WAIT;
-    while pids
-        .iter()
-        .any(|&p| ProcStat::read(p).is_some_and(|s| s.state != 'Z'))
-    {
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(?pids, "recovery: killed processes still alive");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::CommandExt;
 
     use super::*;
-
-    #[test]
-    fn proc_stat_is_read_from_the_last_parenthesis() {
-        let line =
-            "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        let s = ProcStat::parse(line).unwrap();
-        assert_eq!((s.state, s.ppid, s.start_time), ('S', 17, 987654));
-        assert!(ProcStat::parse("12 (x) S").is_none());
-    }
-
-    #[test]
-    fn pid_records_round_trip_and_reject_init_and_garbage() {
-        let r = PidRecord {
-            pid: 4242,
-            start_time: 99,
-        };
-        assert_eq!(PidRecord::parse(&r.to_line()), Some(r));
-        for bad in ["", "1 5", "0 5", "x 5", "42", "42 y"] {
-            assert_eq!(PidRecord::parse(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_record_only_matches_the_same_process() {
-        let me = PidRecord::of(std::process::id()).unwrap();
-        assert!(me.is_alive_same());
-        let reused = PidRecord {
-            start_time: me.start_time + 1,
-            ..me
-        };
-        assert!(!reused.is_alive_same());
-    }
+    use crate::procs::{ProcStat, descendants};
 
     #[test]
     fn the_id_is_created_once_and_the_lock_is_exclusive() {

@@ -67,6 +67,7 @@ pub struct OrchestratorConfig {
     /// Most clusters configured at once.
     pub max_concurrent: usize,
     /// Where scripts and their `CLUSTER_JSON` are written (a private subdirectory per run).
+    /// `serve` uses `<data>/scripts` and runs [`script::recover`] on it at start.
     pub work_dir: PathBuf,
 }
 

@@ -4,7 +4,9 @@
 //! The script is written to a private temporary directory with the cluster description next to
 //! it (`CLUSTER_JSON`, secret removed). Its interpreter comes from its shebang line (as the
 //! kernel reads it: the interpreter path and at most one argument), `python3` without one. It
-//! runs in its own process group, so a timeout or a shutdown kills whatever it started.
+//! runs in its own process group, so a timeout or a shutdown kills whatever it started. Its
+//! pid is recorded in the directory, and [`recover`], at the next start, kills a script (and
+//! removes a directory) that an earlier process left when it died without cleaning up.
 //! Output (stdout and stderr, interleaved as they arrive) goes to a caller-supplied sink.
 
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Ended, tail_lines};
+use crate::procs::{PidRecord, wait_gone};
 
 /// Why a script could not be run at all (its own failure is an [`ScriptOutcome`]).
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +96,7 @@ where
 {
     let dir = run
         .work_dir
-        .join(format!("paas-script-{}", uuid::Uuid::new_v4().simple()));
+        .join(format!("{RUN_PREFIX}{}", uuid::Uuid::new_v4().simple()));
     let prepare = |source| ScriptError::Prepare {
         dir: dir.clone(),
         source,
@@ -114,6 +117,61 @@ where
     let _remove = RemoveDir(dir.clone());
     write().map_err(prepare)?;
     execute(&run, &dir, &script_path, &json_path, cancel, &mut sink).await
+}
+
+/// Every run's private directory is `<work_dir>/<RUN_PREFIX><uuid>`.
+const RUN_PREFIX: &str = "paas-script-";
+/// In a run's directory: the script's [`PidRecord`], written once it is spawned.
+const PID_FILE: &str = "pid";
+
+/// What [`recover`] cleaned up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Run directories removed.
+    pub dirs: usize,
+    /// Scripts still running, killed with their process groups and descendants.
+    pub scripts: usize,
+}
+
+/// Removes what runs of an earlier process left in `work_dir`, whose end skipped the drop
+/// guards (`kill -9`, a power cut): each run's directory, and its script with everything it
+/// started when still running (by the start time of the recorded pid: a reused pid is left
+/// alone). Waits, bounded, until the killed processes are gone.
+///
+/// Call it only on a directory no live process runs scripts in: `serve` does, at start, on
+/// `<data>/scripts`, while it holds the store's lock on `<data>`.
+pub async fn recover(work_dir: &Path) -> Recovered {
+    let mut recovered = Recovered::default();
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return recovered;
+    };
+    for entry in entries.flatten() {
+        let named_as_run = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(RUN_PREFIX));
+        if !named_as_run || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = entry.path();
+        if let Some(record) = PidRecord::read(&dir.join(PID_FILE)) {
+            let tree = record.kill_if_same();
+            if !tree.is_empty() {
+                tracing::info!(pid = record.pid, dir = %dir.display(), "recovery: killed a script left running by an earlier process, with its descendants");
+                killed.extend(tree);
+                recovered.scripts += 1;
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => recovered.dirs += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "recovery: cannot remove a script's directory");
+            }
+        }
+    }
+    wait_gone(&killed).await;
+    recovered
 }
 
 /// Removes its directory when dropped.
@@ -181,6 +239,14 @@ where
             source,
         })?;
     let mut group = KillGroup(child.id().and_then(|p| i32::try_from(p).ok()));
+    // For the next start's [`recover`], should this process die without its drop guards
+    // (`kill -9`): the script leads its own group, which recovery kills.
+    if let Some(record) = child.id().and_then(PidRecord::of) {
+        let path = dir.join(PID_FILE);
+        if let Err(e) = std::fs::write(&path, record.to_line()) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot record the script's pid; a crash now would leave it running");
+        }
+    }
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let mut all = Vec::new();
@@ -342,7 +408,7 @@ mod tests {
             // Killed: gone, or a zombie until its parent (or init) reaps it.
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             loop {
-                let state = crate::mesos_local::instance::ProcStat::read(pid).map(|s| s.state);
+                let state = crate::procs::ProcStat::read(pid).map(|s| s.state);
                 match state {
                     None | Some('Z' | 'X') => break,
                     Some(other) => assert!(
@@ -353,6 +419,91 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+
+    /// A run whose process died without its drop guards (`kill -9` of serve; here the run's
+    /// future is leaked mid-run, which skips them just as well) leaves its directory and its
+    /// script; [`recover`] removes both, and spares a reused pid and what is not a run's.
+    #[tokio::test]
+    async fn recovery_kills_a_script_left_running_and_removes_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nsleep 300\n",
+            pids.display()
+        );
+        let cancel = CancellationToken::new();
+        let mut running = Box::pin(run(
+            ScriptRun {
+                script: script.as_bytes(),
+                action: "start",
+                cluster_json: br#"{"id":"c1"}"#,
+                env: Vec::new(),
+                timeout: Duration::from_secs(600),
+                work_dir: dir.path(),
+            },
+            &cancel,
+            |_| async {},
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&pids).map_or(true, |s| s.split_whitespace().count() < 2) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the script did not start"
+            );
+            tokio::select! {
+                r = &mut running => panic!("the script ended: {r:?}"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        std::mem::forget(running);
+        let script_pids: Vec<i32> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        // A leftover run whose recorded pid now names another process (reused), and a
+        // directory that is no run's.
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        let real = PidRecord::of(bystander.id()).unwrap();
+        let reused = PidRecord {
+            start_time: real.start_time + 1,
+            ..real
+        };
+        let stale = dir.path().join(format!("{RUN_PREFIX}stale"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join(PID_FILE), reused.to_line()).unwrap();
+        std::fs::create_dir(dir.path().join("not-a-run")).unwrap();
+
+        let got = recover(dir.path()).await;
+        assert_eq!(
+            got,
+            Recovered {
+                dirs: 2,
+                scripts: 1
+            }
+        );
+        for pid in script_pids {
+            assert!(
+                crate::procs::ProcStat::is_gone(pid),
+                "process {pid} of the script survived"
+            );
+        }
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "a reused pid was killed"
+        );
+        let _ = bystander.kill();
+        let _ = bystander.wait();
+        let mut listed: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ["not-a-run", "pids"]);
     }
 
     #[tokio::test]
