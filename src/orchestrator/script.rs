@@ -94,8 +94,12 @@ where
     F: FnMut(Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let dir = run
-        .work_dir
+    // Absolute: the script runs in its directory, so a relative path would not reach it.
+    let dir = std::path::absolute(run.work_dir)
+        .map_err(|source| ScriptError::Prepare {
+            dir: run.work_dir.to_owned(),
+            source,
+        })?
         .join(format!("{RUN_PREFIX}{}", uuid::Uuid::new_v4().simple()));
     let prepare = |source| ScriptError::Prepare {
         dir: dir.clone(),
@@ -365,6 +369,34 @@ mod tests {
         assert!(out.contains(r#"start c1 {"id":"c1"}"#), "{out}");
         assert!(out.contains("oops"), "{out}");
         assert!(r.tail.contains("oops"), "{}", r.tail);
+    }
+
+    /// A relative work directory (`serve --data ./d`) still finds the script and its files.
+    #[tokio::test]
+    async fn a_relative_work_dir_is_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        // The same directory, from the current one: up to `/`, then down.
+        let mut relative = PathBuf::new();
+        for _ in std::env::current_dir().unwrap().components().skip(1) {
+            relative.push("..");
+        }
+        relative.push(dir.path().strip_prefix("/").unwrap());
+        let r = run(
+            ScriptRun {
+                script: b"#!/bin/sh\ncat \"$CLUSTER_JSON\"\n",
+                action: "start",
+                cluster_json: br#"{"id":"c1"}"#,
+                env: Vec::new(),
+                timeout: Duration::from_secs(10),
+                work_dir: &relative,
+            },
+            &CancellationToken::new(),
+            |_| async {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.ended, Ended::Code(0), "{}", r.tail);
+        assert!(r.tail.contains(r#"{"id":"c1"}"#), "{}", r.tail);
     }
 
     /// A run dropped while its script runs (a shutdown, a caller's timeout) leaves neither
