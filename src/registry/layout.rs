@@ -161,6 +161,13 @@ impl IndexKeys {
     }
 }
 
+impl IndexKeys {
+    /// The keys in the order of the index trees: `by_created`, `by_owner`, `by_status`.
+    pub fn parts(&self) -> [&[u8]; 3] {
+        [&self.created, &self.owner, &self.status]
+    }
+}
+
 /// The prefix of one owner's clusters in `by_owner`.
 pub(super) fn owner_prefix(owner: &str) -> Vec<u8> {
     format!("{owner}\0").into_bytes()

@@ -359,10 +359,10 @@ impl SledStore {
         for (k, v) in &plan.put_nodes {
             self.nodes.insert(k.as_slice(), v.as_slice())?;
         }
-        if let Some(i) = &plan.insert_index {
-            self.by_created.insert(i.created.as_slice(), key)?;
-            self.by_owner.insert(i.owner.as_slice(), key)?;
-            self.by_status.insert(i.status.as_slice(), key)?;
+        // A status change moves the status key alone: the others stay as they are.
+        let (old_index, new_index) = (plan.remove_index.as_ref(), plan.insert_index.as_ref());
+        for (tree, k) in self.index_moves(new_index, old_index) {
+            tree.insert(k, key)?;
         }
         match &plan.head {
             Some(head) => self.clusters.insert(key, head.as_slice())?,
@@ -373,22 +373,27 @@ impl SledStore {
         for k in &plan.remove_nodes {
             self.nodes.remove(k.as_slice())?;
         }
-        if let Some(old) = &plan.remove_index {
-            let new = plan.insert_index.as_ref();
-            for (tree, was, is) in [
-                (&self.by_created, &old.created, new.map(|i| &i.created)),
-                (&self.by_owner, &old.owner, new.map(|i| &i.owner)),
-                (&self.by_status, &old.status, new.map(|i| &i.status)),
-            ] {
-                if Some(was) != is {
-                    tree.remove(was.as_slice())?;
-                }
-            }
+        for (tree, k) in self.index_moves(old_index, new_index) {
+            tree.remove(k)?;
         }
         if plan.head.is_none() {
             self.logs.remove(key)?;
         }
         Ok(Some(seq))
+    }
+
+    /// The index keys of `keys` that `other` does not hold, each with its tree.
+    fn index_moves<'a>(
+        &'a self,
+        keys: Option<&'a IndexKeys>,
+        other: Option<&'a IndexKeys>,
+    ) -> impl Iterator<Item = (&'a sled::Tree, &'a [u8])> {
+        let trees = [&self.by_created, &self.by_owner, &self.by_status];
+        let (keys, other) = (keys.map(IndexKeys::parts), other.map(IndexKeys::parts));
+        (0..3).filter_map(move |i| {
+            let k = keys?[i];
+            (other.map(|o| o[i]) != Some(k)).then_some((trees[i], k))
+        })
     }
 
     fn lock_cluster(&self, id: ClusterId) -> MutexGuard<'_, ()> {
@@ -447,8 +452,7 @@ impl SledStore {
                 let keep = match self.clusters.get(&v)? {
                     Some(head) => {
                         let keys = IndexKeys::of(&Head::decode(&v, &head)?.cluster);
-                        let want = [keys.created, keys.owner, keys.status];
-                        want[which].as_slice() == k.as_ref()
+                        keys.parts()[which] == k.as_ref()
                     }
                     None => false,
                 };
