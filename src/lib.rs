@@ -29,6 +29,7 @@ pub mod bundle;
 pub mod cli;
 pub mod domain;
 pub mod executor;
+pub mod logbuf;
 pub mod memory;
 pub mod mesos_local;
 pub mod metrics;
