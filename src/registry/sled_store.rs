@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::de::Error as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -112,8 +112,10 @@ pub struct SledStore {
     /// (and "only if the owner's quota allows it") against "delete a product only if no live
     /// cluster uses it". Held for the check and the in-memory commit, never across a flush:
     /// a committed cluster is visible to the next holder before it is durable. Per-cluster
-    /// updates do not take it.
-    catalog: Mutex<()>,
+    /// updates do not take it. Creates without a quota check share it (their checks read
+    /// the catalog alone, and each commits a cluster of its own); a create with a quota
+    /// check and a product's removal hold it alone.
+    catalog: RwLock<()>,
     /// Serialise the commits of one cluster (a cluster takes the stripe of its id), so that
     /// the steps of one commit never interleave with another's. Held for the in-memory
     /// writes only, never across a flush nor while the caller's function runs.
@@ -171,7 +173,7 @@ impl SledStore {
             logs: db.open_tree("logs")?,
             meta: db.open_tree("meta")?,
             db,
-            catalog: Mutex::new(()),
+            catalog: RwLock::new(()),
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
             commit,
             announcer: Arc::default(),
@@ -257,8 +259,18 @@ impl SledStore {
         self.catalog_generation.fetch_add(1, Ordering::Release);
     }
 
-    fn lock_catalog(&self) -> MutexGuard<'_, ()> {
-        self.catalog.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_catalog(&self) -> RwLockWriteGuard<'_, ()> {
+        self.catalog.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The catalog lock for a create: shared unless a guard checks the owner's clusters
+    /// (two creates of one owner must not both pass a check against the same usage).
+    fn lock_catalog_for(&self, guarded: bool) -> CatalogLock<'_> {
+        if guarded {
+            CatalogLock::Alone(self.lock_catalog())
+        } else {
+            CatalogLock::Shared(self.catalog.read().unwrap_or_else(PoisonError::into_inner))
+        }
     }
 
     fn lock_tally(&self) -> MutexGuard<'_, Tally> {
@@ -593,7 +605,7 @@ impl SledStore {
         let exists = || StoreError::AlreadyExists(format!("cluster {}", c.id));
         let ticket = self.announcer.enter(c.id);
         let seq = {
-            let _catalog = self.lock_catalog();
+            let _catalog = self.lock_catalog_for(guard.is_some());
             if !self
                 .products
                 .contains_key(product_key(&c.product, &c.version))?
@@ -623,6 +635,12 @@ impl SledStore {
         // the disk without it.
         Ok((ticket, seq, record))
     }
+}
+
+/// The catalog lock as a create holds it (released when dropped).
+enum CatalogLock<'a> {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
 }
 
 /// A check over the clusters of the new cluster's owner that may refuse a create (see
