@@ -29,7 +29,6 @@ pub mod bundle;
 pub mod cli;
 pub mod domain;
 pub mod executor;
-pub mod logbuf;
 pub mod memory;
 pub mod mesos_local;
 pub mod metrics;

@@ -191,21 +191,13 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: restoring the default disposition of one signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let log = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // `serve` logs from its hot paths (a line per launch): its lines are written in batches
-    // by a thread of their own; `_flusher` writes the last ones when `main` returns.
-    let _flusher = if matches!(cli.command, Command::Serve(_)) {
-        let (batched, flusher) = paas::logbuf::Batched::stderr();
-        log.with_writer(batched).init();
-        Some(flusher)
-    } else {
-        log.with_writer(std::io::stderr).init();
-        None
-    };
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
