@@ -246,16 +246,7 @@ mod tests {
             Err(InstanceError::Locked { .. })
         ));
         drop(first);
-        // Another test's child, forked but not exec'd yet, may share the lock for a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let again = loop {
-            match Instance::open(dir.path()) {
-                Err(InstanceError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let again = open_once_unlocked(dir.path()).unwrap();
         assert_eq!(again.id(), &id);
         assert_eq!(again.label(), format!("{INSTANCE_LABEL}={id}"));
         drop(again);
@@ -263,9 +254,23 @@ mod tests {
         assert_ne!(Instance::open(other.path()).unwrap().id(), &id);
         std::fs::write(dir.path().join(ID_FILE), "not/an id").unwrap();
         assert!(matches!(
-            Instance::open(dir.path()),
+            open_once_unlocked(dir.path()),
             Err(InstanceError::BadId { .. })
         ));
+    }
+
+    /// [`Instance::open`] once no one else holds the lock: another test's child, forked but
+    /// not exec'd yet, may share a just-released lock for a moment.
+    fn open_once_unlocked(dir: &Path) -> Result<Instance, InstanceError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match Instance::open(dir) {
+                Err(InstanceError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
     }
 
     #[tokio::test]
@@ -311,10 +316,7 @@ mod tests {
             "leader not killed: {status:?}"
         );
         for p in &tree[1..] {
-            assert!(
-                ProcStat::read(*p).is_none_or(|s| s.state == 'Z'),
-                "descendant {p} survived"
-            );
+            assert!(ProcStat::is_gone(*p), "descendant {p} survived");
         }
         assert!(
             bystander.try_wait().unwrap().is_none(),
