@@ -333,17 +333,43 @@ mod tests {
         assert_eq!(interpreter(b"#!\n"), ["python3"]);
     }
 
+    /// `SCRIPT start` of cluster `c1` (`CLUSTER_JSON` holds `{"id":"c1"}`) in `work_dir`.
+    fn start<'a>(script: &'a [u8], work_dir: &'a Path, timeout: Duration) -> ScriptRun<'a> {
+        ScriptRun {
+            script,
+            action: "start",
+            cluster_json: br#"{"id":"c1"}"#,
+            env: Vec::new(),
+            timeout,
+            work_dir,
+        }
+    }
+
+    /// A script that starts a background `sleep`, writes its own pid and the sleep's to
+    /// `pids`, then sleeps in the foreground.
+    fn two_sleepers(pids: &Path, secs: u32) -> String {
+        format!(
+            "#!/bin/sh\nsleep {secs} &\necho $$ $! > {}\nsleep {secs}\n",
+            pids.display()
+        )
+    }
+
+    /// The pids [`two_sleepers`] wrote (none yet: empty).
+    fn pids_in(pids: &Path) -> Vec<i32> {
+        std::fs::read_to_string(pids)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    }
+
     async fn go(script: &str, timeout: Duration) -> (ScriptOutcome, String) {
         let dir = tempfile::tempdir().unwrap();
         let mut out = Vec::new();
         let r = run(
             ScriptRun {
-                script: script.as_bytes(),
-                action: "start",
-                cluster_json: br#"{"id":"c1"}"#,
                 env: vec![("CLUSTER_ID".into(), "c1".into())],
-                timeout,
-                work_dir: dir.path(),
+                ..start(script.as_bytes(), dir.path(), timeout)
             },
             &CancellationToken::new(),
             |chunk| {
@@ -382,14 +408,11 @@ mod tests {
         }
         relative.push(dir.path().strip_prefix("/").unwrap());
         let r = run(
-            ScriptRun {
-                script: b"#!/bin/sh\ncat \"$CLUSTER_JSON\"\n",
-                action: "start",
-                cluster_json: br#"{"id":"c1"}"#,
-                env: Vec::new(),
-                timeout: Duration::from_secs(10),
-                work_dir: &relative,
-            },
+            start(
+                b"#!/bin/sh\ncat \"$CLUSTER_JSON\"\n",
+                &relative,
+                Duration::from_secs(10),
+            ),
             &CancellationToken::new(),
             |_| async {},
         )
@@ -405,20 +428,10 @@ mod tests {
     async fn a_run_dropped_midway_leaves_no_directory_and_no_process() {
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
-        let script = format!(
-            "#!/bin/sh\nsleep 30 &\necho $$ $! > {}\nsleep 30\n",
-            pids.display()
-        );
+        let script = two_sleepers(&pids, 30);
         let started = tokio::time::timeout(Duration::from_secs(2), async {
             run(
-                ScriptRun {
-                    script: script.as_bytes(),
-                    action: "start",
-                    cluster_json: br#"{"id":"c1"}"#,
-                    env: Vec::new(),
-                    timeout: Duration::from_secs(60),
-                    work_dir: dir.path(),
-                },
+                start(script.as_bytes(), dir.path(), Duration::from_secs(60)),
                 &CancellationToken::new(),
                 |_| async {},
             )
@@ -434,23 +447,12 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(listed, ["pids"], "the private directory is gone");
-        let pids = std::fs::read_to_string(&pids).unwrap();
-        for pid in pids.split_whitespace() {
-            let pid: i32 = pid.parse().unwrap();
-            // Killed: gone, or a zombie until its parent (or init) reaps it.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let state = crate::procs::ProcStat::read(pid).map(|s| s.state);
-                match state {
-                    None | Some('Z' | 'X') => break,
-                    Some(other) => assert!(
-                        std::time::Instant::now() < deadline,
-                        "process {pid} of the script still runs (state {other})"
-                    ),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let pids = pids_in(&pids);
+        // Killed: gone, or a zombie until its parent (or init) reaps it.
+        assert!(
+            crate::procs::wait_gone(&pids).await,
+            "a process of the script still runs: {pids:?}"
+        );
     }
 
     /// A run whose process died without its drop guards (`kill -9` of serve; here the run's
@@ -460,25 +462,15 @@ mod tests {
     async fn recovery_kills_a_script_left_running_and_removes_its_directory() {
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
-        let script = format!(
-            "#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nsleep 300\n",
-            pids.display()
-        );
+        let script = two_sleepers(&pids, 300);
         let cancel = CancellationToken::new();
         let mut running = Box::pin(run(
-            ScriptRun {
-                script: script.as_bytes(),
-                action: "start",
-                cluster_json: br#"{"id":"c1"}"#,
-                env: Vec::new(),
-                timeout: Duration::from_secs(600),
-                work_dir: dir.path(),
-            },
+            start(script.as_bytes(), dir.path(), Duration::from_secs(600)),
             &cancel,
             |_| async {},
         ));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(&pids).map_or(true, |s| s.split_whitespace().count() < 2) {
+        while pids_in(&pids).len() < 2 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the script did not start"
@@ -489,11 +481,7 @@ mod tests {
             }
         }
         std::mem::forget(running);
-        let script_pids: Vec<i32> = std::fs::read_to_string(&pids)
-            .unwrap()
-            .split_whitespace()
-            .map(|p| p.parse().unwrap())
-            .collect();
+        let script_pids = pids_in(&pids);
         // A leftover run whose recorded pid now names another process (reused), and a
         // directory that is no run's.
         let mut bystander = std::process::Command::new("sleep")
