@@ -155,9 +155,8 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     store_cache_mb: u64,
     /// Microseconds a flush of the store waits, when other writes wait too, for more writes
-    /// to share it, and again while more keep coming, up to 6 times (fewer fsyncs per launch
-    /// under load, for up to 6 times that much more latency); 0 flushes at once. A lone
-    /// write is never delayed.
+    /// to share it (fewer fsyncs per launch under load, for that much more latency); 0
+    /// flushes at once. A lone write is never delayed.
     #[arg(long, env = "PAAS_COMMIT_DELAY_US",
           default_value_t = StoreOptions::DEFAULT_COMMIT_DELAY.as_micros() as u64,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]

@@ -22,12 +22,6 @@ use tokio::sync::watch;
 
 use super::StoreError;
 
-/// The most commit delays one flush waits while a burst keeps arriving: each flush costs
-/// a write to the log and wakes the threads it covered, so a burst that keeps the CPU busy
-/// (launches or status updates coming faster than one per delay) is better gathered into
-/// fewer flushes. With the default delay that is at most 1.8 ms.
-const MAX_DELAYS: u32 = 6;
-
 /// What a flush does: `sled::Db::flush` for a store.
 pub(super) type Flush = Box<dyn Fn() -> sled::Result<()> + Send>;
 
@@ -214,18 +208,11 @@ impl Shared {
             s.flushes += 1;
             if !self.delay.is_zero() && s.requested > s.covered + 1 {
                 // Several writers wait: a burst. Let more of it join this flush; whoever
-                // comes meanwhile is in it. While each wait brings more writers the burst
-                // is still arriving, so wait again, up to `MAX_DELAYS` waits in all.
+                // comes meanwhile is in it.
                 s.upto = u64::MAX;
-                for _ in 0..MAX_DELAYS {
-                    let before = s.requested;
-                    drop(s);
-                    std::thread::sleep(self.delay);
-                    s = self.lock();
-                    if s.requested == before || s.stop {
-                        break;
-                    }
-                }
+                drop(s);
+                std::thread::sleep(self.delay);
+                s = self.lock();
             }
             s.upto = s.requested;
             let (number, upto) = (s.flushes, s.upto);
@@ -381,49 +368,6 @@ mod tests {
             run(Duration::ZERO) >= 2,
             "without a delay the latecomers flush again"
         );
-    }
-
-    /// A burst that keeps arriving through several delays still goes into one flush, and a
-    /// burst that never ends is flushed all the same after at most `MAX_DELAYS` delays.
-    #[test]
-    fn a_burst_still_arriving_is_waited_for_again_up_to_a_bound() {
-        let (flush, flushes) = counting();
-        let gc = GroupCommit::start(flush, Duration::from_millis(300));
-        let first = gc.request(None);
-        gc.request(None);
-        // Eight more, one every 60 ms: the last five come after the first delay has ended.
-        for _ in 0..8 {
-            std::thread::sleep(Duration::from_millis(60));
-            gc.request(None);
-        }
-        let last = gc.request(None);
-        gc.wait(last).unwrap();
-        gc.wait(first).unwrap();
-        assert_eq!(
-            flushes.load(Ordering::SeqCst),
-            1,
-            "one flush for the whole burst"
-        );
-
-        // A writer every 5 ms for 3 s never lets a wait end empty: the flush goes anyway.
-        let gc = GroupCommit::start(counting().0, Duration::from_millis(20));
-        let feeding = std::sync::atomic::AtomicBool::new(true);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for _ in 0..600 {
-                    gc.request(None);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                feeding.store(false, Ordering::SeqCst);
-            });
-            let early = gc.request(None);
-            gc.request(None);
-            gc.wait(early).unwrap();
-            assert!(
-                feeding.load(Ordering::SeqCst),
-                "the flush waited for the endless burst to end"
-            );
-        });
     }
 
     #[test]

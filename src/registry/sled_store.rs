@@ -71,9 +71,8 @@ pub struct StoreOptions {
     /// grows with the concurrent calls, not with the clusters stored.
     pub cache_bytes: u64,
     /// How long a flush waits, when more than one write is waiting for it, for more writes
-    /// to join it (as PostgreSQL's `commit_delay`), and again while writes keep joining, up
-    /// to 6 times: fewer, larger flushes for up to 6 times this much more latency under
-    /// load. A lone write is never delayed. Zero flushes at once.
+    /// to join it (as PostgreSQL's `commit_delay`): fewer, larger flushes for up to this much
+    /// more latency under load. A lone write is never delayed. Zero flushes at once.
     pub commit_delay: std::time::Duration,
 }
 
