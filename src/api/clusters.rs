@@ -370,26 +370,32 @@ pub(super) fn quota_exceeded(message: String) -> ApiError {
     }
 }
 
-/// A NodeAgent secret: two v4 UUIDs (244 random bits) as 64 hex digits.
+/// A NodeAgent secret: 32 bytes of the OS random source as 64 hex digits, in one read.
 fn new_secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    random_hex()
 }
 
 /// A template secret: 32 bytes of the OS random source as 64 hex digits (e.g. a MUNGE key,
 /// which wants at least 32 bytes).
 fn new_template_secret() -> String {
-    use rand::TryRngCore;
+    random_hex()
+}
+
+/// 32 bytes of the OS random source (one `getrandom`) as 64 lowercase hex digits. Should the
+/// OS source fail, the thread's generator (a CSPRNG the OS seeded) fills them instead.
+fn random_hex() -> String {
+    use rand::{RngCore, TryRngCore};
     let mut bytes = [0u8; 32];
     if rand::rngs::OsRng.try_fill_bytes(&mut bytes).is_err() {
-        // The OS random source failing is not something to serve around: the v4 UUIDs below
-        // come from the same source through `getrandom`, which panics itself on failure.
-        return new_secret();
+        rand::rng().fill_bytes(&mut bytes);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// What `who` may ask of a launch or an update on this server.

@@ -215,7 +215,7 @@ struct Compiled {
 #[derive(Default)]
 struct CompiledInner {
     /// Text → the compiled template and when it was last used.
-    map: HashMap<Box<str>, (Arc<Template>, u64)>,
+    map: HashMap<Box<str>, (Arc<Template>, u64), foldhash::fast::RandomState>,
     /// Sum of the kept texts' lengths.
     bytes: usize,
     /// Counts lookups: the "when" of [`CompiledInner::map`].
@@ -307,7 +307,7 @@ fn has_partial_block(template: &str) -> bool {
 /// neither copied nor reallocated.
 pub fn shield(mut ctx: Value) -> Value {
     fn needs(s: &str) -> bool {
-        s.contains(['{', '\\', SHIELDED_BRACE, SHIELDED_BACKSLASH])
+        s.bytes().any(|b| b == b'{' || b == b'\\') || is_shielded(s)
     }
     fn text(s: &str) -> String {
         s.chars()
@@ -360,9 +360,10 @@ pub fn unshield(s: &str) -> String {
         .collect()
 }
 
-/// Whether `s` holds a shielding character.
-fn is_shielded(s: &str) -> bool {
-    s.contains([SHIELDED_BRACE, SHIELDED_BACKSLASH])
+/// Whether `s` holds a shielding character. Both are three bytes in UTF-8, the first of them
+/// 0xEE: a byte search (`memchr`) clears most texts without decoding a character.
+pub(crate) fn is_shielded(s: &str) -> bool {
+    s.as_bytes().contains(&0xEE) && s.contains([SHIELDED_BRACE, SHIELDED_BACKSLASH])
 }
 
 /// Undoes [`shield`] in every string and object key of `v`. What holds no shielding
