@@ -132,66 +132,50 @@ struct NodeSpec {
     extra: Map<String, Value>,
 }
 
-impl NodeSpec {
-    /// Reads a node's object field by field, in the template's order (the first bad field
-    /// is the one reported); the keys it does not know go to `extra`, in order. Only
-    /// `docker_image`, `cpu` and `mem` are required. (A derive with a flattened `extra`
-    /// would first buffer every field, then read each again.)
-    fn from_value(v: Value) -> Result<Self, serde_json::Error> {
-        let m = object_of(v, "a node object")?;
-        let (mut image, mut cpu, mut mem) = (None, None, None);
-        let mut n = NodeSpec::default();
-        for (k, v) in m {
-            match k.as_str() {
-                "docker_image" => image = Some(serde_json::from_value(v)?),
-                "cpu" => cpu = Some(serde_json::from_value(v)?),
-                "mem" => mem = Some(serde_json::from_value(v)?),
-                "disk" => n.disk = serde_json::from_value(v)?,
-                "ports" => n.ports = serde_json::from_value(v)?,
-                "services" => n.services = serde_json::from_value(v)?,
-                "env" => n.env = serde_json::from_value(v)?,
-                "command" => n.command = serde_json::from_value(v)?,
-                "volumes" => n.volumes = serde_json::from_value(v)?,
-                "tags" => n.tags = serde_json::from_value(v)?,
-                _ => {
-                    n.extra.insert(k, v);
+/// A node's object read field by field, in the template's order (the first bad field is
+/// the one reported), from a parsed value or straight from the text; the keys it does not
+/// know go to `extra`, in order. Only `docker_image`, `cpu` and `mem` are required. (A derive
+/// with a flattened `extra` would first buffer every field, then read each again.)
+impl<'de> Deserialize<'de> for NodeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NodeSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a node object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<NodeSpec, A::Error> {
+                let (mut image, mut cpu, mut mem) = (None, None, None);
+                let mut n = NodeSpec::default();
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "docker_image" => image = Some(m.next_value()?),
+                        "cpu" => cpu = Some(m.next_value()?),
+                        "mem" => mem = Some(m.next_value()?),
+                        "disk" => n.disk = m.next_value()?,
+                        "ports" => n.ports = m.next_value()?,
+                        "services" => n.services = m.next_value()?,
+                        "env" => n.env = m.next_value()?,
+                        "command" => n.command = m.next_value()?,
+                        "volumes" => n.volumes = m.next_value()?,
+                        "tags" => n.tags = m.next_value()?,
+                        _ => {
+                            let v = m.next_value()?;
+                            n.extra.insert(k, v);
+                        }
+                    }
                 }
+                let missing = <A::Error as serde::de::Error>::missing_field;
+                n.docker_image = image.ok_or_else(|| missing("docker_image"))?;
+                n.cpu = cpu.ok_or_else(|| missing("cpu"))?;
+                n.mem = mem.ok_or_else(|| missing("mem"))?;
+                Ok(n)
             }
         }
-        let missing = <serde_json::Error as serde::de::Error>::missing_field;
-        n.docker_image = image.ok_or_else(|| missing("docker_image"))?;
-        n.cpu = cpu.ok_or_else(|| missing("cpu"))?;
-        n.mem = mem.ok_or_else(|| missing("mem"))?;
-        Ok(n)
-    }
-}
-
-/// The object in `v`, or the error of a value of the wrong type.
-fn object_of(v: Value, expected: &str) -> Result<Map<String, Value>, serde_json::Error> {
-    match v {
-        Value::Object(m) => Ok(m),
-        other => Err(serde::de::Error::invalid_type(
-            unexpected(&other),
-            &expected,
-        )),
-    }
-}
-
-/// How serde names the JSON type of `v` in an error.
-fn unexpected(v: &Value) -> serde::de::Unexpected<'_> {
-    use serde::de::Unexpected;
-    match v {
-        Value::Null => Unexpected::Unit,
-        Value::Bool(b) => Unexpected::Bool(*b),
-        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-            (Some(u), _, _) => Unexpected::Unsigned(u),
-            (_, Some(i), _) => Unexpected::Signed(i),
-            (_, _, Some(f)) => Unexpected::Float(f),
-            _ => Unexpected::Other("number"),
-        },
-        Value::String(s) => Unexpected::Str(s),
-        Value::Array(_) => Unexpected::Seq,
-        Value::Object(_) => Unexpected::Map,
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -238,24 +222,161 @@ struct ServiceSpec {
     properties: Map<String, Value>,
 }
 
-impl ServiceSpec {
-    /// Reads a service's object field by field, as [`NodeSpec::from_value`] reads a node;
-    /// every field is optional, and the unknown ones are its properties.
-    fn from_value(v: Value) -> Result<Self, serde_json::Error> {
-        let mut s = ServiceSpec::default();
-        for (k, v) in object_of(v, "a service object")? {
-            match k.as_str() {
-                "nodes" => s.nodes = serde_json::from_value(v)?,
-                "files" => s.files = serde_json::from_value(v)?,
-                "start" => s.start = serde_json::from_value(v)?,
-                "ready" => s.ready = serde_json::from_value(v)?,
-                "reload" => s.reload = serde_json::from_value(v)?,
-                _ => {
-                    s.properties.insert(k, v);
+/// A service's object read field by field, as a node's is; every field is optional, and
+/// the unknown ones are its properties, in order.
+impl<'de> Deserialize<'de> for ServiceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ServiceSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<ServiceSpec, A::Error> {
+                let mut s = ServiceSpec::default();
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "nodes" => s.nodes = m.next_value()?,
+                        "files" => s.files = m.next_value()?,
+                        "start" => s.start = m.next_value()?,
+                        "ready" => s.ready = m.next_value()?,
+                        "reload" => s.reload = m.next_value()?,
+                        _ => {
+                            let v = m.next_value()?;
+                            s.properties.insert(k, v);
+                        }
+                    }
                 }
+                Ok(s)
             }
         }
-        Ok(s)
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// A node or a service of a spec: still JSON (read where the checks reach it, so that the
+/// first bad one is the one reported), or already read from the text.
+enum Part<T> {
+    Json(Value),
+    Read(T),
+}
+
+impl<T: serde::de::DeserializeOwned> Part<T> {
+    fn read(self) -> Result<T, serde_json::Error> {
+        match self {
+            Part::Json(v) => T::deserialize(v),
+            Part::Read(t) => Ok(t),
+        }
+    }
+}
+
+/// The named entries of a JSON object, in order; a name given twice is an error (a parsed
+/// value would keep the last one, at the first one's place: [`ClusterSpec::read`] leaves
+/// that to [`ClusterSpec::parse`]).
+struct Named<T>(Vec<(String, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Named<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of name → entry")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Named<T>, A::Error> {
+                let mut out: Vec<(String, T)> =
+                    Vec::with_capacity(m.size_hint().unwrap_or(0).min(MAX_NODES));
+                while let Some(entry) = m.next_entry::<String, T>()? {
+                    out.push(entry);
+                }
+                let mut names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+                names.sort_unstable();
+                if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{:?} is given twice",
+                        w[0]
+                    )));
+                }
+                Ok(Named(out))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A rendered spec's top-level object as [`ClusterSpec::read`] reads it from the text.
+#[derive(Default)]
+struct TopLevel {
+    nodes: Option<Named<NodeSpec>>,
+    services: Option<Named<ServiceSpec>>,
+    restart: Option<Value>,
+    secrets: Option<Value>,
+    extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object with \"nodes\" and \"services\"")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<TopLevel, A::Error> {
+                let twice = |k: &str| serde::de::Error::custom(format!("{k:?} is given twice"));
+                let mut top = TopLevel::default();
+                let mut services_seen = false;
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "nodes" if top.nodes.is_none() => top.nodes = Some(m.next_value()?),
+                        "services" if !services_seen => {
+                            services_seen = true;
+                            top.services = m.next_value()?;
+                        }
+                        "restart" if top.restart.is_none() => top.restart = Some(m.next_value()?),
+                        "secrets" if top.secrets.is_none() => top.secrets = Some(m.next_value()?),
+                        "nodes" | "services" | "restart" | "secrets" => return Err(twice(&k)),
+                        _ => {
+                            let v = m.next_value()?;
+                            if let Some((k, _)) = top.extra.insert(k.clone(), v).map(|old| (k, old))
+                            {
+                                return Err(twice(&k));
+                            }
+                        }
+                    }
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// A spec read by [`ClusterSpec::read`], with the top-level `"secrets"` as the text gives it.
+pub struct ReadSpec {
+    pub spec: ClusterSpec,
+    pub secrets: Option<Value>,
+}
+
+/// The template's `"restart"` (absent or null: the defaults), checked.
+fn restart_of(v: Option<Value>) -> Result<RestartPolicy, SpecError> {
+    match v {
+        None | Some(Value::Null) => Ok(RestartPolicy::default()),
+        Some(v) => {
+            let p: RestartPolicy =
+                serde_json::from_value(v).map_err(|e| invalid("restart", e.to_string()))?;
+            p.validate().map_err(|e| invalid("restart", e))?;
+            Ok(p)
+        }
     }
 }
 
@@ -309,21 +430,14 @@ impl ClusterSpec {
                 "must be an object with \"nodes\" and \"services\"",
             ));
         };
-        let nodes = match top.remove("nodes") {
+        // (`shift_remove`: the other keys keep the template's order.)
+        let nodes = match top.shift_remove("nodes") {
             Some(Value::Object(m)) => m,
             Some(_) => return Err(invalid("nodes", "must be an object of node name → node")),
             None => return Err(invalid("nodes", "is missing")),
         };
-        let restart = match top.remove("restart") {
-            None | Some(Value::Null) => RestartPolicy::default(),
-            Some(v) => {
-                let p: RestartPolicy =
-                    serde_json::from_value(v).map_err(|e| invalid("restart", e.to_string()))?;
-                p.validate().map_err(|e| invalid("restart", e))?;
-                p
-            }
-        };
-        let services = match top.remove("services") {
+        let restart = restart_of(top.shift_remove("restart"))?;
+        let services = match top.shift_remove("services") {
             Some(Value::Object(m)) => m,
             None | Some(Value::Null) => Map::new(),
             Some(_) => {
@@ -333,6 +447,52 @@ impl ClusterSpec {
                 ));
             }
         };
+        Self::assemble(
+            nodes.into_iter().map(|(k, v)| (k, Part::Json(v))).collect(),
+            services
+                .into_iter()
+                .map(|(k, v)| (k, Part::Json(v)))
+                .collect(),
+            restart,
+            top,
+        )
+    }
+
+    /// Reads rendered template output straight into a spec, without a parsed value in
+    /// between: the launch path's. `None` where the text is not a valid spec, or names a
+    /// top-level key, a node or a service twice (a parsed value keeps the last of them):
+    /// [`ClusterSpec::parse`] then reads it, and reports what is wrong.
+    pub fn read(text: &str) -> Option<ReadSpec> {
+        let top: TopLevel = serde_json::from_str(text).ok()?;
+        let services = top.services.map_or_else(Vec::new, |s| s.0);
+        let spec = Self::assemble(
+            top.nodes?
+                .0
+                .into_iter()
+                .map(|(k, v)| (k, Part::Read(v)))
+                .collect(),
+            services
+                .into_iter()
+                .map(|(k, v)| (k, Part::Read(v)))
+                .collect(),
+            restart_of(top.restart).ok()?,
+            top.extra,
+        )
+        .ok()?;
+        Some(ReadSpec {
+            spec,
+            secrets: top.secrets,
+        })
+    }
+
+    /// Checks the nodes and services of a spec, reading each where the checks reach it, and
+    /// resolves each service's nodes.
+    fn assemble(
+        nodes: Vec<(String, Part<NodeSpec>)>,
+        services: Vec<(String, Part<ServiceSpec>)>,
+        restart: RestartPolicy,
+        extra: Map<String, Value>,
+    ) -> Result<Self, SpecError> {
         if nodes.is_empty() {
             return Err(invalid("nodes", "must have at least one node"));
         }
@@ -346,7 +506,7 @@ impl ClusterSpec {
         for (name, v) in services {
             let path = format!("services.{name}");
             let name = Name::parse(&name).map_err(|e| invalid(&path, e.to_string()))?;
-            let s = ServiceSpec::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
+            let s = v.read().map_err(|e| invalid(&path, e.to_string()))?;
             for (i, f) in s.files.iter().enumerate() {
                 if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
                     return Err(invalid(
@@ -380,7 +540,7 @@ impl ClusterSpec {
         for (name, v) in nodes {
             let path = format!("nodes.{name}");
             let name = Name::parse(&name).map_err(|e| invalid(&path, e.to_string()))?;
-            let n = NodeSpec::from_value(v).map_err(|e| invalid(&path, e.to_string()))?;
+            let n = v.read().map_err(|e| invalid(&path, e.to_string()))?;
             out_nodes.push(Node::from_spec(name, n, &path, &service_names)?);
         }
         // A service's nodes: those it lists, then those that list it, without repeats.
@@ -413,7 +573,7 @@ impl ClusterSpec {
             nodes: out_nodes,
             services: out_services,
             restart,
-            extra: top,
+            extra,
         })
     }
 }

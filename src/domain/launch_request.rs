@@ -25,7 +25,7 @@ use super::cluster::{Cluster, ClusterSpec, SpecError};
 use super::ids::ClusterId;
 use super::options::{OptionsDoc, OptionsError};
 use super::product::Product;
-use super::template::{Renderer, TemplateError, shield, unshield_value};
+use super::template::{Renderer, TemplateError, is_shielded, shield, unshield_value};
 
 /// The most secrets one template may declare.
 pub const MAX_SECRETS: usize = 16;
@@ -265,7 +265,13 @@ pub(crate) fn render_spec(
     let text = renderer
         .render_value(template, shield(ctx))
         .map_err(RenderError::Template)?;
-    let mut v: Value = serde_json::from_str(&text)
+    read_plain(&text).map_or_else(|| read_shielded(&text), Ok)
+}
+
+/// Reads rendered output through a parsed value: takes out the declared secrets, unshields
+/// every string but the file-phase templates, and reads the spec, or says what is wrong.
+fn read_shielded(text: &str) -> Result<Rendered, RenderError> {
+    let mut v: Value = serde_json::from_str(text)
         .map_err(|e| RenderError::Spec(SpecError::Json(e.to_string())))?;
     let secrets = match &mut v {
         Value::Object(top) => take_secrets(top).map_err(RenderError::Spec)?,
@@ -281,6 +287,37 @@ pub(crate) fn render_spec(
     })
 }
 
+/// The usual case, read straight from the text: no string of it is shielded (no value of
+/// the context held a `{` or a `\`), so nothing is to unshield. `None` where the text holds a
+/// shielding character or is not read by [`ClusterSpec::read`] (which then leaves it to
+/// [`ClusterSpec::parse`]), or where its secrets are not valid: [`render_spec`] then takes
+/// the way through a parsed value, which gives the same spec or says what is wrong.
+fn read_plain(text: &str) -> Option<Rendered> {
+    if is_shielded(text) {
+        return None;
+    }
+    let read = ClusterSpec::read(text)?;
+    let secrets = match read.secrets {
+        None => Vec::new(),
+        Some(v) => take_secrets(&mut Map::from_iter([("secrets".to_owned(), v)])).ok()?,
+    };
+    let host_paths = read
+        .spec
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.volumes
+                .iter()
+                .map(|v| (n.name.to_string(), v.host_path.clone()))
+        })
+        .collect();
+    Some(Rendered {
+        spec: read.spec,
+        secrets,
+        host_paths,
+    })
+}
+
 /// Removes and checks the top-level `"secrets"`: a list of at most [`MAX_SECRETS`] names of
 /// `[a-z0-9_]`, up to 64 characters.
 fn take_secrets(top: &mut Map<String, Value>) -> Result<Vec<String>, SpecError> {
@@ -288,7 +325,7 @@ fn take_secrets(top: &mut Map<String, Value>) -> Result<Vec<String>, SpecError> 
         path: "secrets".into(),
         why,
     };
-    let list = match top.remove("secrets") {
+    let list = match top.shift_remove("secrets") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
         Some(_) => return Err(bad("must be a list of secret names".into())),
@@ -438,6 +475,103 @@ mod tests {
             },
         }
         .cluster(&Renderer::spec(), fresh())
+    }
+
+    /// The launch path reads a rendered spec straight from its text when nothing in it is
+    /// shielded; that way and the one through a parsed value give the same spec, secrets and
+    /// host paths, for the example products at several sizes and for specs with every kind
+    /// of field. Where the text has a shielded string, a name given twice or anything wrong,
+    /// the direct read steps aside, so errors and the last-one-wins of a repeated key come
+    /// from the parsed value as before.
+    #[test]
+    fn a_spec_read_from_its_text_is_the_one_read_through_a_value() {
+        let renderer = Renderer::spec();
+        let examples: [(&str, &str); 3] = [
+            (
+                include_str!("../../examples/products/reference/minimal.json"),
+                include_str!("../../examples/products/reference/options/size.json"),
+            ),
+            (
+                include_str!("../../examples/products/slurm/22.05/template.json"),
+                include_str!("../../examples/products/slurm/22.05/options.json"),
+            ),
+            (
+                include_str!("../../examples/products/spark/4.x/template.json"),
+                include_str!("../../examples/products/spark/4.x/options.json"),
+            ),
+        ];
+        let mut texts = Vec::new();
+        for (template, options) in examples {
+            let doc = OptionsDoc::from_value(serde_json::from_str(options).unwrap()).unwrap();
+            for size in [1, 3, 10] {
+                let mut opts = doc.defaults_with_examples();
+                opts.insert("size".into(), json!(size));
+                let ctx = spec_context(&opts, fresh().id, "alice", &product(), "img:1");
+                texts.push(renderer.render_value(template, shield(ctx)).unwrap());
+            }
+        }
+        texts.push(
+            json!({
+                "dnsname": "x", "nodes": {
+                    "a": {"z": [1, {"k": null}], "docker_image": "i", "ports": 2, "cpu": 1, "mem": 2.5,
+                          "disk": 3, "env": {"A": "1"}, "command": "run it", "services": ["s", "t"],
+                          "volumes": [{"container_path": "/d", "host_path": "/srv/d", "mode": "ro"}],
+                          "tags": ["t1"], "m": "x"},
+                    "b": {"docker_image": "i", "cpu": 1, "mem": 1, "ports": ["http", "rpc"],
+                          "command": ["sleep", "1"], "ports2": null}
+                },
+                "secrets": ["munge_key", "other", "munge_key"],
+                "restart": {"max_restarts": 2},
+                "services": {
+                    "s": {"nodes": ["b"], "files": [{"path": "/etc/x", "template": "{{node.name}}", "mode": "0644"}],
+                          "start": ["a", "b"], "ready": "true", "reload": null, "y": {"deep": [1, 2]}},
+                    "t": {}
+                },
+                "zz": 1
+            })
+            .to_string(),
+        );
+        for text in &texts {
+            let direct = read_plain(text)
+                .unwrap_or_else(|| panic!("not read directly: {text}: {:?}", read_shielded(text)));
+            assert_eq!(Ok(&direct), read_shielded(text).as_ref(), "{text}");
+        }
+        assert!(texts[0].len() > 100 && texts.len() == 10);
+        // The top-level keys left over keep the template's order either way.
+        let last = read_plain(texts.last().unwrap()).unwrap();
+        assert_eq!(
+            last.spec.extra.keys().collect::<Vec<_>>(),
+            ["dnsname", "zz"]
+        );
+        assert_eq!(last.secrets, ["munge_key", "other"]);
+        assert_eq!(last.host_paths, [("a".to_owned(), "/srv/d".to_owned())]);
+        // Where the direct read steps aside, the parsed value has its say.
+        let node = r#"{"docker_image": "i", "cpu": 1, "mem": 1}"#;
+        for text in [
+            format!(r#"{{"nodes": {{"a": {node}, "a": {node}}}}}"#),
+            format!(r#"{{"nodes": {{"a": {node}}}, "nodes": {{"b": {node}}}}}"#),
+            format!(r#"{{"nodes": {{"a": {node}}}, "x": 1, "x": 2}}"#),
+            format!(
+                r#"{{"nodes": {{"a": {node}}}, "x": "{}"}}"#,
+                super::super::template::SHIELDED_BRACE
+            ),
+            format!(r#"{{"nodes": {{"a": {node}}}, "secrets": ["Bad"]}}"#),
+            format!(r#"{{"nodes": {{"a": {node}}}, "services": {{"s": {{"start": ""}}}}}}"#),
+            format!(r#"{{"nodes": {{"a": {node}}}}} trailing"#),
+            r#"{"nodes": {}}"#.to_owned(),
+        ] {
+            assert_eq!(read_plain(&text), None, "{text}");
+        }
+        let twice = format!(
+            r#"{{"nodes": {{"a": {node}, "b": {node}, "a": {{"docker_image": "j", "cpu": 1, "mem": 1}}}}}}"#
+        );
+        let spec = read_shielded(&twice).unwrap().spec;
+        let names: Vec<_> = spec
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.docker_image.as_str()))
+            .collect();
+        assert_eq!(names, [("a", "j"), ("b", "i")]);
     }
 
     #[test]
