@@ -384,9 +384,9 @@ fn new_template_secret() -> String {
 /// 32 bytes of the OS random source (one `getrandom`) as 64 lowercase hex digits. Should the
 /// OS source fail, the thread's generator (a CSPRNG the OS seeded) fills them instead.
 fn random_hex() -> String {
-    use rand::{RngCore, TryRngCore};
+    use rand::{Rng, TryRng};
     let mut bytes = [0u8; 32];
-    if rand::rngs::OsRng.try_fill_bytes(&mut bytes).is_err() {
+    if rand::rngs::SysRng.try_fill_bytes(&mut bytes).is_err() {
         rand::rng().fill_bytes(&mut bytes);
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
