@@ -345,12 +345,10 @@ impl<'de> Deserialize<'de> for TopLevel {
                         "restart" if top.restart.is_none() => top.restart = Some(m.next_value()?),
                         "secrets" if top.secrets.is_none() => top.secrets = Some(m.next_value()?),
                         "nodes" | "services" | "restart" | "secrets" => return Err(twice(&k)),
+                        _ if top.extra.contains_key(&k) => return Err(twice(&k)),
                         _ => {
                             let v = m.next_value()?;
-                            if let Some((k, _)) = top.extra.insert(k.clone(), v).map(|old| (k, old))
-                            {
-                                return Err(twice(&k));
-                            }
+                            top.extra.insert(k, v);
                         }
                     }
                 }
