@@ -332,7 +332,7 @@ fn record_launch(
     let fresh = Fresh {
         id: ClusterId::generate(),
         secret: new_secret(),
-        make_secret: new_template_secret,
+        make_secret: new_secret,
         now: Timestamp::now(),
     };
     let mut cluster = parts
@@ -370,20 +370,11 @@ pub(super) fn quota_exceeded(message: String) -> ApiError {
     }
 }
 
-/// A NodeAgent secret: 32 bytes of the OS random source as 64 hex digits, in one read.
+/// A secret: 32 bytes of the OS random source (one `getrandom`) as 64 lowercase hex digits,
+/// for a NodeAgent and for a template's declared secrets (a MUNGE key wants at least 32
+/// bytes). Should the OS source fail, the thread's generator (a CSPRNG the OS seeded) fills
+/// them instead.
 fn new_secret() -> String {
-    random_hex()
-}
-
-/// A template secret: 32 bytes of the OS random source as 64 hex digits (e.g. a MUNGE key,
-/// which wants at least 32 bytes).
-fn new_template_secret() -> String {
-    random_hex()
-}
-
-/// 32 bytes of the OS random source (one `getrandom`) as 64 lowercase hex digits. Should the
-/// OS source fail, the thread's generator (a CSPRNG the OS seeded) fills them instead.
-fn random_hex() -> String {
     use rand::{Rng, TryRng};
     let mut bytes = [0u8; 32];
     if rand::rngs::SysRng.try_fill_bytes(&mut bytes).is_err() {
@@ -698,7 +689,7 @@ pub(super) async fn update(
             changes: &changes,
             node_image: &shared.node_image,
             policy: policy(&shared, &caller),
-            make_secret: new_template_secret,
+            make_secret: new_secret,
         };
         // The closure may run more than once (on a lost compare-and-swap); each run decides
         // afresh from the record it is given, and only the last run's outcome counts.

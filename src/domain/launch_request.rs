@@ -278,13 +278,8 @@ fn read_shielded(text: &str) -> Result<Rendered, RenderError> {
         _ => Vec::new(),
     };
     unshield_plain(&mut v);
-    let host_paths = host_paths(&v);
     let spec = ClusterSpec::from_value(v).map_err(RenderError::Spec)?;
-    Ok(Rendered {
-        spec,
-        secrets,
-        host_paths,
-    })
+    Ok(rendered(spec, secrets))
 }
 
 /// The usual case, read straight from the text: no string of it is shielded (no value of
@@ -301,8 +296,12 @@ fn read_plain(text: &str) -> Option<Rendered> {
         None => Vec::new(),
         Some(v) => take_secrets(&mut Map::from_iter([("secrets".to_owned(), v)])).ok()?,
     };
-    let host_paths = read
-        .spec
+    Some(rendered(read.spec, secrets))
+}
+
+/// A spec read either way, with its secrets and every `(node, host_path)` of its volumes.
+fn rendered(spec: ClusterSpec, secrets: Vec<String>) -> Rendered {
+    let host_paths = spec
         .nodes
         .iter()
         .flat_map(|n| {
@@ -311,11 +310,11 @@ fn read_plain(text: &str) -> Option<Rendered> {
                 .map(|v| (n.name.to_string(), v.host_path.clone()))
         })
         .collect();
-    Some(Rendered {
-        spec: read.spec,
+    Rendered {
+        spec,
         secrets,
         host_paths,
-    })
+    }
 }
 
 /// Removes and checks the top-level `"secrets"`: a list of at most [`MAX_SECRETS`] names of
@@ -391,24 +390,6 @@ fn unshield_plain(v: &mut Value) {
             (_, part) => unshield_value(part),
         }
     }
-}
-
-/// Every `(node, host_path)` in `nodes.*.volumes[*]`.
-fn host_paths(v: &Value) -> Vec<(String, String)> {
-    let Some(nodes) = v.get("nodes").and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    nodes
-        .iter()
-        .flat_map(|(name, n)| {
-            n.get("volumes")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|vol| vol.get("host_path")?.as_str())
-                .map(move |p| (name.clone(), p.to_owned()))
-        })
-        .collect()
 }
 
 /// The secrets a cluster keeps after an update that declares `wanted`: the ones it has, and a
