@@ -147,14 +147,22 @@ impl SledStore {
     /// once).
     ///
     /// # Errors
-    /// sled errors, e.g. the directory is locked by another process;
-    /// [`StoreError::Corrupt`] if a stored cluster cannot be read.
+    /// sled errors, e.g. the directory is locked by another process (after
+    /// [`LOCK_WAIT`]); [`StoreError::Corrupt`] if a stored cluster cannot be read.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(options.cache_bytes)
-            .open()?;
+            .cache_capacity(options.cache_bytes);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let commit = GroupCommit::start(
             Box::new({
                 let db = db.clone();
@@ -635,6 +643,18 @@ impl SledStore {
         // the disk without it.
         Ok((ticket, seq, record))
     }
+}
+
+/// How long opening waits for the directory's lock. A store dropped just before, in this
+/// process, lets go of it a moment after the drop (sled's last I/O job and flusher thread
+/// end on their own), which a loaded machine makes visible to a reopen; another process that
+/// holds the directory still fails the open, this much later.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `e` is sled's "another handle holds the directory" (sled 0.34 says so only in
+/// the message of an `io::Error`).
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// The catalog lock as a create holds it (released when dropped).
@@ -1311,6 +1331,29 @@ mod tests {
                 Err(e) => panic!("open failed: {e:?}"),
             }
         }
+    }
+
+    /// A reopen waits for a handle dropped meanwhile to let go of the directory; while
+    /// another handle keeps it, the open fails (after [`LOCK_WAIT`]) and names the lock.
+    #[test]
+    fn an_open_waits_for_a_dropped_handle_and_fails_while_one_holds_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = retry_locked(|| SledStore::open(dir.path()));
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let store = SledStore::open(dir.path()).expect("opens once the other handle is gone");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        dropper.join().unwrap();
+        let started = std::time::Instant::now();
+        let Err(e) = SledStore::open(dir.path()) else {
+            panic!("opened a directory another handle holds");
+        };
+        assert!(started.elapsed() >= LOCK_WAIT, "{:?}", started.elapsed());
+        assert!(format!("{e:?}").contains("could not acquire lock"), "{e:?}");
+        drop(store);
     }
 
     #[test]
