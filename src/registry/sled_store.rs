@@ -1314,7 +1314,8 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    /// Runs `open` until sled lets go of the directory's file lock: a handle dropped just
+    /// Runs `open` (of a raw sled handle: [`SledStore::open`] waits by itself, see
+    /// [`LOCK_WAIT`]) until sled lets go of the directory's file lock: a handle dropped just
     /// before keeps it a moment longer (its flusher thread ends after the drop), which a
     /// loaded machine makes visible.
     fn retry_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
@@ -1338,7 +1339,7 @@ mod tests {
     #[test]
     fn an_open_waits_for_a_dropped_handle_and_fails_while_one_holds_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let held = retry_locked(|| SledStore::open(dir.path()));
+        let held = SledStore::open(dir.path()).unwrap();
         let dropper = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(300));
             drop(held);
@@ -1359,7 +1360,7 @@ mod tests {
     #[test]
     fn passes_the_store_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         super::super::suite::run(&store);
     }
 
@@ -1404,7 +1405,7 @@ mod tests {
     fn uncached_reads_during_commits_are_never_torn() {
         use std::sync::atomic::AtomicBool;
         let dir = tempfile::tempdir().unwrap();
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         let id = with_cluster(&store, &["a", "b", "c"]).id;
         let done = AtomicBool::new(false);
         let reads = AtomicU64::new(0);
@@ -1452,14 +1453,14 @@ mod tests {
     fn an_open_counts_the_nodes_a_head_carries() {
         let dir = tempfile::tempdir().unwrap();
         let c = {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             with_cluster(&store, &["a", "b", "c"])
         };
         assert!(
             node_record_keys(dir.path()).is_empty(),
             "no node record yet"
         );
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.cluster(c.id).unwrap().as_ref(), Some(&c));
         assert_eq!(
             store.counts().unwrap(),
@@ -1474,7 +1475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, id);
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             c = with_records(&store, &["a", "b"]);
             id = c.id;
             store
@@ -1490,7 +1491,7 @@ mod tests {
             node_key(id, "b", 0),
         ];
         assert_eq!(node_record_keys(dir.path()), both);
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         let mut tally = Tally::default();
         assert_eq!(
             store.collect_garbage(&mut tally).unwrap(),
@@ -1512,7 +1513,7 @@ mod tests {
     #[test]
     fn a_head_read_two_commits_ago_names_a_rewritten_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         let id = with_records(&store, &["a", "b"]).id;
         let key = id.to_string();
         let old = store.clusters.get(&key).unwrap().unwrap();
@@ -1543,10 +1544,10 @@ mod tests {
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             super::super::suite::seed(&store)
         };
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         assert!(store.cluster(id).unwrap().is_some());
         assert_eq!(store.products().unwrap().len(), 1);
     }
@@ -1558,7 +1559,7 @@ mod tests {
     #[test]
     fn a_batch_costs_one_flush_and_is_announced_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         let first = super::super::suite::seed(&store);
         let others: Vec<ClusterId> = (0..4)
             .map(|_| {
@@ -1611,11 +1612,11 @@ mod tests {
     fn counts_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             super::super::suite::mixed_sequence(&store);
             super::super::suite::assert_counts(&store);
         }
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         super::super::suite::assert_counts(&store);
         assert!(!store.counts().unwrap().clusters.is_empty());
         super::super::suite::mixed_sequence(&store);
@@ -1653,7 +1654,7 @@ mod tests {
             mem: 1027.0,
         };
         let gone = {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             store
                 .create_product(&super::super::suite::product("p", "1"))
                 .unwrap();
@@ -1682,7 +1683,7 @@ mod tests {
             assert_eq!(seen(&store), want);
             gone
         };
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(seen(&store), want);
         assert!(store.cluster(gone.id).unwrap().is_some());
         assert_eq!(store.usage("bob"), Usage::default());
@@ -1719,7 +1720,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, id);
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             c = with_records(&store, &["a", "b"]);
             id = c.id;
         }
@@ -1749,7 +1750,7 @@ mod tests {
             db.flush().unwrap();
         }
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             assert_eq!(store.cluster(id).unwrap().unwrap(), c, "read as written");
             assert_eq!(
                 store.counts().unwrap(),
@@ -1766,7 +1767,7 @@ mod tests {
             node_record_keys(dir.path()),
             [node_key(id, "a", 0), node_key(id, "b", 5)]
         );
-        let store = retry_locked(|| SledStore::open(dir.path()));
+        let store = SledStore::open(dir.path()).unwrap();
         let now = store.cluster(id).unwrap().unwrap();
         assert_eq!(now.nodes[0].observed.status, NodeStatus::Running);
         assert_eq!(now.nodes[1], c.nodes[1]);
@@ -1838,7 +1839,7 @@ mod tests {
             assert_eq!(store.log(clusters[0].id).unwrap(), b"out");
         };
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             check(&store);
         }
         let converted = raw(dir.path());
@@ -1847,7 +1848,7 @@ mod tests {
             "a converted cluster is written as a new one: its head carries its nodes"
         );
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             check(&store);
         }
         assert_eq!(raw(dir.path()), converted, "a second open changes nothing");
@@ -1859,7 +1860,7 @@ mod tests {
             db.flush().unwrap();
         }
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             check(&store);
         }
         assert_eq!(raw(dir.path()), converted);
@@ -1869,7 +1870,7 @@ mod tests {
     fn opening_removes_what_an_interrupted_commit_left() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             super::super::suite::seed(&store)
         };
         let before = raw(dir.path());
@@ -1887,7 +1888,7 @@ mod tests {
             db.flush().unwrap();
         }
         {
-            let store = retry_locked(|| SledStore::open(dir.path()));
+            let store = SledStore::open(dir.path()).unwrap();
             assert!(store.cluster(id).unwrap().is_some());
             super::super::suite::assert_counts(&store);
         }
@@ -1905,20 +1906,8 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        // The raw handle's threads may hold the directory's lock a moment after the drop.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let opened = loop {
-            match SledStore::open(dir.path()) {
-                Err(e)
-                    if format!("{e:?}").contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other,
-            }
-        };
-        match opened {
+        // (The open waits for the raw handle's threads to let go of the directory's lock.)
+        match SledStore::open(dir.path()) {
             Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "some-id"),
             Err(e) => panic!("{e:?}"),
             Ok(_) => panic!("opened"),
