@@ -24,9 +24,13 @@
 //!
 //! Delivery is at least once around a per-cluster stream's start: a change committed while
 //! the snapshot is read may arrive both in the snapshot and as a live event.
+//!
+//! An event is kept as values ([`Payload`]) and encoded once, the first time a stream takes
+//! it: a commit that no open stream sees costs its diff, not its JSON (most commits, when
+//! nobody watches; the ring still holds them for a stream that resumes later).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,7 +115,17 @@ struct Event {
     /// Unknown only for a log line or purge of a cluster not seen since boot: then only
     /// admins and that cluster's stream see it.
     owner: Option<Arc<str>>,
-    frame: Bytes,
+    kind: Kind,
+    payload: Payload,
+    /// The event on the wire, encoded by the first stream that takes it.
+    frame: OnceLock<Bytes>,
+}
+
+impl Event {
+    fn frame(&self) -> &Bytes {
+        self.frame
+            .get_or_init(|| Bytes::from(frame(self.id, self.kind.as_str(), &self.payload.data())))
+    }
 }
 
 struct Subscriber {
@@ -230,7 +244,7 @@ impl Hub {
             } else {
                 first.extend_from_slice(&start.head);
                 for e in g.ring.iter().filter(|e| e.id > after && scope.sees(e)) {
-                    first.extend_from_slice(&e.frame);
+                    first.extend_from_slice(e.frame());
                 }
             }
         } else {
@@ -255,7 +269,7 @@ impl Hub {
 
     fn on_cluster(&self, seen: &mut SeenClusters, c: &Cluster) {
         let (now, events) = diff(seen.take(c.id), c);
-        self.publish(c.id, Some(Arc::clone(&now.owner)), &events);
+        self.publish(c.id, Some(Arc::clone(&now.owner)), events);
         // A destroyed cluster changes no more (until it is purged): forget it.
         if c.status != ClusterStatus::Destroyed {
             seen.put(c.id, now);
@@ -264,7 +278,11 @@ impl Hub {
 
     fn on_purged(&self, seen: &mut SeenClusters, id: ClusterId) {
         let owner = seen.take(id).map(|s| s.owner);
-        self.publish(id, owner, &[(Kind::Purged, data(&json!({"cluster": id})))]);
+        self.publish(
+            id,
+            owner,
+            vec![(Kind::Purged, Payload::Data(data(&json!({"cluster": id}))))],
+        );
         // A purged cluster's own streams have nothing more to follow.
         self.lock()
             .subscribers
@@ -277,53 +295,59 @@ impl Hub {
         self.publish(
             log.id,
             owner,
-            &[(Kind::Log, data(&json!({"cluster": log.id, "text": text})))],
+            vec![(
+                Kind::Log,
+                Payload::Data(data(&json!({"cluster": log.id, "text": text}))),
+            )],
         );
     }
 
     /// Gives each event of one commit the next id, keeps them in the ring and offers them,
     /// as one chunk, to every subscriber that sees them (a commit of a large cluster is
     /// one chunk, not one per node); a subscriber that cannot take it now, or went away,
-    /// is dropped.
-    fn publish(&self, cluster: ClusterId, owner: Option<Arc<str>>, events: &[(Kind, Data)]) {
-        if events.is_empty() {
-            return;
-        }
+    /// is dropped. The events are encoded only if some subscriber sees them.
+    fn publish(&self, cluster: ClusterId, owner: Option<Arc<str>>, events: Vec<(Kind, Payload)>) {
         let mut g = self.lock();
-        let mut frames = Vec::with_capacity(events.len());
-        let mut probe = None;
-        for (kind, data) in events {
+        let mut new = Vec::with_capacity(events.len());
+        for (kind, payload) in events {
             let id = g.last + 1;
             g.last = id;
-            let frame = Bytes::from(frame(id, kind.as_str(), data));
-            let event = Arc::new(Event {
-                id,
-                cluster,
-                owner: owner.clone(),
-                frame: frame.clone(),
-            });
             if g.ring.len() == RING
                 && let Some(old) = g.ring.pop_front()
             {
                 g.evicted = old.id;
             }
+            let event = Arc::new(Event {
+                id,
+                cluster,
+                owner: owner.clone(),
+                kind,
+                payload,
+                frame: OnceLock::new(),
+            });
             g.ring.push_back(Arc::clone(&event));
-            frames.push(frame);
-            probe = Some(event);
+            new.push(event);
         }
-        let Some(probe) = probe else {
+        let Some(probe) = new.last() else {
             return;
         };
-        if g.subscribers.is_empty() {
+        if !g.subscribers.iter().any(|s| s.scope.sees(probe)) {
             // Kept in the ring for a stream that starts later; nobody to hand them to now.
+            g.subscribers.retain(|s| !s.tx.is_closed());
             return;
         }
-        let chunk = match frames.as_slice() {
-            [one] => one.clone(),
-            all => Bytes::from(all.concat()),
+        let chunk = match new.as_slice() {
+            [one] => one.frame().clone(),
+            all => {
+                let mut chunk = Vec::new();
+                for e in all {
+                    chunk.extend_from_slice(e.frame());
+                }
+                Bytes::from(chunk)
+            }
         };
         g.subscribers.retain(|s| {
-            if !s.scope.sees(&probe) {
+            if !s.scope.sees(probe) {
                 return !s.tx.is_closed();
             }
             offer(s, chunk.clone())
@@ -423,11 +447,13 @@ pub struct Seen {
     status: ClusterStatus,
     size: usize,
     steps: usize,
-    nodes: Vec<(Box<str>, NodeSeen)>,
+    nodes: Vec<Arc<NodeSeen>>,
 }
 
+/// A node as its events show it; shared by what the hub remembers and the node's event.
 #[derive(Debug, Clone, PartialEq)]
-struct NodeSeen {
+pub struct NodeSeen {
+    name: Box<str>,
     status: NodeStatus,
     host: Option<Box<str>>,
     ports: Box<[(Box<str>, u16)]>,
@@ -439,7 +465,7 @@ struct NodeSeen {
 /// (older steps are in its history, which a per-cluster stream sends). What did not change
 /// is moved from `before`, not copied: a commit of one node of a large cluster allocates
 /// for that node only.
-pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
+pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Payload)>) {
     let mut out = Vec::new();
     let first = before.is_none();
     let (owner, old_nodes, cluster_changed, from) = match before {
@@ -456,20 +482,21 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
         ),
     };
     if cluster_changed {
-        out.push((Kind::Cluster, data(&ClusterSummary::of(c))));
+        out.push((
+            Kind::Cluster,
+            Payload::Cluster(Box::new(Summary::of(c, &owner))),
+        ));
     }
     // Each node is looked for where the previous one was found, plus one: nodes keep their
     // order, so a search happens only around a node added or removed.
-    let mut old: Vec<Option<(Box<str>, NodeSeen)>> = old_nodes.into_iter().map(Some).collect();
+    let mut old: Vec<Option<Arc<NodeSeen>>> = old_nodes.into_iter().map(Some).collect();
     let mut next = 0;
     let mut nodes = Vec::with_capacity(c.nodes.len());
     let mut changed = Vec::new();
     for n in &c.nodes {
         let o = &n.observed;
-        let named = |e: &Option<(Box<str>, NodeSeen)>| {
-            e.as_ref()
-                .is_some_and(|(name, _)| **name == *n.name.as_str())
-        };
+        let named =
+            |e: &Option<Arc<NodeSeen>>| e.as_ref().is_some_and(|s| *s.name == *n.name.as_str());
         let at = if old.get(next).is_some_and(named) {
             Some(next)
         } else {
@@ -479,31 +506,29 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
             next = i + 1;
             old[i].take()
         }) {
-            Some((name, s)) if s.is(o) => nodes.push((name, s)),
+            Some(s) if s.is(o) => nodes.push(s),
             _ => {
-                changed.push(n);
-                nodes.push((n.name.as_str().into(), NodeSeen::of(o)));
+                let s = Arc::new(NodeSeen::of(n.name.as_str(), o));
+                changed.push(Arc::clone(&s));
+                nodes.push(s);
             }
         }
     }
     // In name order.
     changed.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     for n in changed {
-        out.push((Kind::Node, node_event(c.id, n)));
+        out.push((Kind::Node, Payload::Node(c.id, n)));
     }
     if !first {
         // What is left of the old nodes is gone (in name order).
-        let mut gone: Vec<Box<str>> = old.into_iter().flatten().map(|(name, _)| name).collect();
-        gone.sort_unstable();
-        for name in gone {
-            out.push((
-                Kind::Node,
-                data(&json!({"cluster": c.id, "node": name, "status": "removed"})),
-            ));
+        let mut gone: Vec<Arc<NodeSeen>> = old.into_iter().flatten().collect();
+        gone.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for n in gone {
+            out.push((Kind::Node, Payload::Removed(c.id, n)));
         }
     }
     for (at, h) in c.history.iter().enumerate().skip(from) {
-        out.push((Kind::Step, step_event(c.id, at, h)));
+        out.push((Kind::Step, Payload::Step(Box::new(Step::of(c.id, at, h)))));
     }
     let now = Seen {
         owner,
@@ -516,8 +541,9 @@ pub fn diff(before: Option<Seen>, c: &Cluster) -> (Seen, Vec<(Kind, Data)>) {
 }
 
 impl NodeSeen {
-    fn of(o: &crate::domain::cluster::NodeObserved) -> Self {
+    fn of(name: &str, o: &crate::domain::cluster::NodeObserved) -> Self {
         Self {
+            name: name.into(),
             status: o.status,
             host: o.host.as_deref().map(Into::into),
             ports: o
@@ -542,9 +568,117 @@ impl NodeSeen {
     }
 }
 
-/// A `cluster` event: the fields of a list item a console shows.
+/// What one event says, as values: encoded by [`Payload::data`] only when a stream takes
+/// the event. Node payloads are shared with what the hub remembers of the cluster, so an
+/// event of a changed node allocates nothing more.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Cluster(Box<Summary>),
+    Node(ClusterId, Arc<NodeSeen>),
+    /// A node gone from its cluster.
+    Removed(ClusterId, Arc<NodeSeen>),
+    Step(Box<Step>),
+    /// Already encoded (log lines and purges, which carry their data as it comes).
+    Data(Data),
+}
+
+impl Payload {
+    /// The event's `data`: compact JSON in the order the console and clients read.
+    pub fn data(&self) -> Data {
+        match self {
+            Payload::Cluster(s) => data(&ClusterEvent {
+                id: s.id,
+                owner: &s.owner,
+                product: &s.product,
+                version: &s.version,
+                status: s.status,
+                size: s.size,
+                generation: s.generation,
+                created_at: &s.created_at,
+                updated_at: &s.updated_at,
+                url: format!("{BASE}/clusters/{}", s.id),
+                reason: s.reason.as_deref(),
+            }),
+            Payload::Node(cluster, n) => data(&NodeEvent {
+                cluster: *cluster,
+                node: &n.name,
+                status: n.status,
+                host: n.host.as_deref(),
+                ports: Ports(&n.ports),
+                message: n.message.as_deref(),
+            }),
+            Payload::Removed(cluster, n) => {
+                data(&json!({"cluster": cluster, "node": &*n.name, "status": "removed"}))
+            }
+            Payload::Step(s) => data(&StepEvent {
+                cluster: s.cluster,
+                index: s.index,
+                at: &s.at,
+                status: s.status,
+                message: s.message.as_deref(),
+            }),
+            Payload::Data(d) => d.clone(),
+        }
+    }
+}
+
+/// What a `cluster` event shows of a cluster: the fields of a list item a console shows.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    id: ClusterId,
+    owner: Arc<str>,
+    product: String,
+    version: String,
+    status: ClusterStatus,
+    size: usize,
+    generation: u64,
+    created_at: crate::domain::Timestamp,
+    updated_at: crate::domain::Timestamp,
+    reason: Option<String>,
+}
+
+impl Summary {
+    fn of(c: &Cluster, owner: &Arc<str>) -> Self {
+        Self {
+            id: c.id,
+            owner: Arc::clone(owner),
+            product: c.product.as_str().to_owned(),
+            version: c.version.as_str().to_owned(),
+            status: c.status,
+            size: c.nodes.len(),
+            generation: c.generation,
+            created_at: c.created_at.clone(),
+            updated_at: c.updated_at.clone(),
+            reason: c.reason.clone(),
+        }
+    }
+}
+
+/// A `step` event's values; `index` is the entry's place in the cluster's history.
+#[derive(Debug, Clone)]
+pub struct Step {
+    cluster: ClusterId,
+    index: usize,
+    at: crate::domain::Timestamp,
+    status: ClusterStatus,
+    message: Option<String>,
+}
+
+impl Step {
+    fn of(cluster: ClusterId, index: usize, h: &crate::domain::cluster::HistoryEntry) -> Self {
+        Self {
+            cluster,
+            index,
+            at: h.at.clone(),
+            status: h.status,
+            message: h.message.clone(),
+        }
+    }
+}
+
+/// A `cluster` event on the wire.
 #[derive(Serialize)]
-struct ClusterSummary<'a> {
+struct ClusterEvent<'a> {
     id: ClusterId,
     owner: &'a str,
     product: &'a str,
@@ -559,25 +693,7 @@ struct ClusterSummary<'a> {
     reason: Option<&'a str>,
 }
 
-impl<'a> ClusterSummary<'a> {
-    fn of(c: &'a Cluster) -> Self {
-        Self {
-            id: c.id,
-            owner: &c.owner,
-            product: c.product.as_str(),
-            version: c.version.as_str(),
-            status: c.status,
-            size: c.nodes.len(),
-            generation: c.generation,
-            created_at: &c.created_at,
-            updated_at: &c.updated_at,
-            url: format!("{BASE}/clusters/{}", c.id),
-            reason: c.reason.as_deref(),
-        }
-    }
-}
-
-/// A `node` event.
+/// A `node` event on the wire.
 #[derive(Serialize)]
 struct NodeEvent<'a> {
     cluster: ClusterId,
@@ -585,25 +701,28 @@ struct NodeEvent<'a> {
     status: NodeStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<&'a str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    ports: &'a BTreeMap<String, u16>,
+    #[serde(skip_serializing_if = "Ports::is_empty")]
+    ports: Ports<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
 }
 
-fn node_event(cluster: ClusterId, n: &crate::domain::cluster::Node) -> Data {
-    let o = &n.observed;
-    data(&NodeEvent {
-        cluster,
-        node: n.name.as_str(),
-        status: o.status,
-        host: o.host.as_deref(),
-        ports: &o.ports,
-        message: o.message.as_deref(),
-    })
+/// A node's ports (in name order, as its record keeps them) as a JSON object.
+struct Ports<'a>(&'a [(Box<str>, u16)]);
+
+impl Ports<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
-/// A `step` event; `index` is the entry's place in the cluster's history.
+impl Serialize for Ports<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (&**k, v)))
+    }
+}
+
+/// A `step` event on the wire.
 #[derive(Serialize)]
 struct StepEvent<'a> {
     cluster: ClusterId,
@@ -612,16 +731,6 @@ struct StepEvent<'a> {
     status: ClusterStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
-}
-
-fn step_event(cluster: ClusterId, index: usize, h: &crate::domain::cluster::HistoryEntry) -> Data {
-    data(&StepEvent {
-        cluster,
-        index,
-        at: &h.at,
-        status: h.status,
-        message: h.message.as_deref(),
-    })
 }
 
 /// Whether the client asked for an event stream.
@@ -669,12 +778,16 @@ pub(super) fn stream_cluster(
     mark: u64,
     last_event_id: Option<u64>,
 ) -> Resp {
-    let head = frame(mark, Kind::Cluster.as_str(), &data(&ClusterSummary::of(c)));
+    let summary = Payload::Cluster(Box::new(Summary::of(c, &Arc::from(c.owner.as_str()))));
+    let head = frame(mark, Kind::Cluster.as_str(), &summary.data());
     let history: Vec<u8> = c
         .history
         .iter()
         .enumerate()
-        .flat_map(|(i, h)| frame(mark, Kind::Step.as_str(), &step_event(c.id, i, h)))
+        .flat_map(|(i, h)| {
+            let step = Payload::Step(Box::new(Step::of(c.id, i, h)));
+            frame(mark, Kind::Step.as_str(), &step.data())
+        })
         .collect();
     let start = match last_event_id {
         None => Start {
@@ -718,15 +831,15 @@ mod tests {
         )
     }
 
-    fn kinds(events: &[(Kind, Data)]) -> Vec<Kind> {
+    fn kinds(events: &[(Kind, Payload)]) -> Vec<Kind> {
         events.iter().map(|(k, _)| *k).collect()
     }
 
     /// The events' data, parsed.
-    fn values(events: &[(Kind, Data)]) -> Vec<Value> {
+    fn values(events: &[(Kind, Payload)]) -> Vec<Value> {
         events
             .iter()
-            .map(|(_, d)| serde_json::from_slice(d).unwrap())
+            .map(|(_, d)| serde_json::from_slice(&d.data()).unwrap())
             .collect()
     }
 
@@ -781,7 +894,7 @@ mod tests {
         let (_, events) = diff(None, &c);
         let text: Vec<String> = events
             .iter()
-            .map(|(_, d)| String::from_utf8(d.clone()).unwrap())
+            .map(|(_, d)| String::from_utf8(d.data()).unwrap())
             .collect();
         let summary = json!({
             "id": c.id, "owner": c.owner, "product": c.product, "version": c.version,
@@ -915,6 +1028,55 @@ mod tests {
         assert_eq!(from(104), "");
     }
 
+    /// Events nobody watches are kept unencoded; a stream that resumes later gets the very
+    /// bytes a stream watching at the time got.
+    #[test]
+    fn an_event_is_encoded_when_a_stream_takes_it_and_reads_the_same_live_or_replayed() {
+        let mut c = cluster();
+        c.nodes[0].observed.host = Some("h".into());
+        c.nodes[0].observed.ports.insert("http".into(), 31000);
+        c.reason = Some("why".into());
+        let from_start = Start {
+            after: None,
+            head: Vec::new(),
+            on_reset: Vec::new(),
+        };
+
+        let watched = Hub::new(0);
+        let live = watched.subscribe(Scope::All, from_start);
+        watched.on_cluster(&mut SeenClusters::default(), &c);
+        let live = read_all(live);
+
+        let unwatched = Hub::new(0);
+        let elsewhere = unwatched.subscribe(
+            Scope::Owner("somebody else".into()),
+            Start {
+                after: None,
+                head: Vec::new(),
+                on_reset: Vec::new(),
+            },
+        );
+        unwatched.on_cluster(&mut SeenClusters::default(), &c);
+        let encoded = |hub: &Hub| {
+            let g = hub.lock();
+            g.ring.iter().filter(|e| e.frame.get().is_some()).count()
+        };
+        assert_eq!(unwatched.lock().ring.len(), 4);
+        assert_eq!(encoded(&unwatched), 0, "nobody sees these events yet");
+        assert_eq!(read_all(elsewhere), "");
+        let replayed = read_all(unwatched.subscribe(
+            Scope::All,
+            Start {
+                after: Some(0),
+                head: Vec::new(),
+                on_reset: Vec::new(),
+            },
+        ));
+        assert_eq!(encoded(&unwatched), 4);
+        assert!(live.starts_with("id: 1\nevent: cluster\ndata: {"), "{live}");
+        assert_eq!(replayed, live);
+    }
+
     #[test]
     fn a_user_sees_only_their_own_clusters() {
         let hub = Hub::new(0);
@@ -987,7 +1149,10 @@ mod tests {
             hub.publish(
                 id,
                 None,
-                &[(Kind::Log, data(&json!({"cluster": id, "text": "x"})))],
+                vec![(
+                    Kind::Log,
+                    Payload::Data(data(&json!({"cluster": id, "text": "x"}))),
+                )],
             );
             assert!(fast.try_recv().is_ok());
         }
