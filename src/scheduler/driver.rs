@@ -1132,10 +1132,8 @@ impl Driver {
                         .map(|l| (l.task_id.clone(), AgentId::new(a.agent_id.clone())))
                         .collect(),
                 };
-                let accept = a.into_call(refuse);
-                let ok = caller
-                    .call(call::Type::Accept, |c| c.accept = Some(accept))
-                    .await;
+                let body = a.encode_call(caller.framework_id.clone(), refuse);
+                let ok = caller.send(call::Type::Accept, Bytes::from(body)).await;
                 Sent::Accept(launched, ok)
             })
             .buffer_unordered(MAX_CALLS_IN_FLIGHT)
@@ -1445,22 +1443,14 @@ struct Caller {
     transport: Transport,
     leader: Endpoint,
     stream_id: StreamId,
+    /// Goes into each call the caller encodes.
     framework_id: mesos::FrameworkId,
 }
 
 impl Caller {
-    /// Sends one call; whether the master took it.
-    async fn call(&self, ty: call::Type, fill: impl FnOnce(&mut Call)) -> bool {
-        let fid = self.framework_id.clone();
-        post(
-            &self.transport,
-            &self.leader,
-            &self.stream_id,
-            fid,
-            ty,
-            fill,
-        )
-        .await
+    /// Sends one call of type `ty`, encoded by the caller; whether the master took it.
+    async fn send(&self, ty: call::Type, body: Bytes) -> bool {
+        post_encoded(&self.transport, &self.leader, &self.stream_id, ty, body).await
     }
 }
 
@@ -1480,7 +1470,24 @@ async fn post(
         ..Default::default()
     };
     fill(&mut c);
-    let body = Bytes::from(c.encode_to_vec());
+    post_encoded(
+        transport,
+        leader,
+        stream_id,
+        ty,
+        Bytes::from(c.encode_to_vec()),
+    )
+    .await
+}
+
+/// [`post`] of a call encoded by the caller, of type `ty` (named in the log).
+async fn post_encoded(
+    transport: &Transport,
+    leader: &Endpoint,
+    stream_id: &StreamId,
+    ty: call::Type,
+    body: Bytes,
+) -> bool {
     match transport
         .call(leader, stream_id, body, ContentType::Protobuf)
         .await

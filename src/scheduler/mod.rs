@@ -5,7 +5,7 @@
 //! - [`offers`]: pure offer evaluation (its one protobuf edge turns an `Offer` into the view
 //!   it matches on); [`resources`] cuts launch resources out of the offered `Resource`s.
 //! - [`launch`]: what one round of offers records on the clusters and the ACCEPTs it sends
-//!   (pure); [`tasks`]: the TaskInfo of a node.
+//!   (pure); [`tasks`]: the TaskInfo of a node; [`wire`]: the ACCEPT as bytes.
 //! - [`task_updates`]: how Mesos task updates change a cluster (pure).
 //! - [`seen`]: the agents as the last offers showed them, for dry runs; [`deadline`]: when a
 //!   launch that cannot be placed fails (pure).
@@ -29,6 +29,7 @@ pub mod seen;
 pub mod task_updates;
 pub mod tasks;
 pub mod transport;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
