@@ -12,7 +12,8 @@
 //! gets a port from the offer. A service's node list is the union of its `nodes` and the
 //! nodes that name it in their `services`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -275,13 +276,14 @@ impl<T: serde::de::DeserializeOwned> Part<T> {
 
 /// The named entries of a JSON object, in order; a name given twice is an error (a parsed
 /// value would keep the last one, at the first one's place: [`ClusterSpec::read`] leaves
-/// that to [`ClusterSpec::parse`]).
+/// that to [`ClusterSpec::parse`]). Read from the text only (each entry's value is taken as
+/// its raw text and read through the entries' [`Memo`]).
 struct Named<T>(Vec<(String, T)>);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+impl<'de, T: Memoized> Deserialize<'de> for Named<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+        impl<'de, T: Memoized> serde::de::Visitor<'de> for Visitor<T> {
             type Value = Named<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object of name → entry")
@@ -292,8 +294,13 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
             ) -> Result<Named<T>, A::Error> {
                 let mut out: Vec<(String, T)> =
                     Vec::with_capacity(m.size_hint().unwrap_or(0).min(MAX_NODES));
-                while let Some(entry) = m.next_entry::<String, T>()? {
-                    out.push(entry);
+                while let Some((name, text)) =
+                    m.next_entry::<String, &'de serde_json::value::RawValue>()?
+                {
+                    let entry = T::memo()
+                        .read(text.get())
+                        .map_err(serde::de::Error::custom)?;
+                    out.push((name, entry));
                 }
                 let mut names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
                 names.sort_unstable();
@@ -307,6 +314,67 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
             }
         }
         d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A node's or a service's entry, read through a [`Memo`] of its kind.
+trait Memoized: serde::de::DeserializeOwned + Clone + 'static {
+    fn memo() -> &'static Memo<Self>;
+}
+
+impl Memoized for NodeSpec {
+    fn memo() -> &'static Memo<Self> {
+        static MEMO: std::sync::LazyLock<Memo<NodeSpec>> = std::sync::LazyLock::new(Memo::default);
+        &MEMO
+    }
+}
+
+impl Memoized for ServiceSpec {
+    fn memo() -> &'static Memo<Self> {
+        static MEMO: std::sync::LazyLock<Memo<ServiceSpec>> =
+            std::sync::LazyLock::new(Memo::default);
+        &MEMO
+    }
+}
+
+/// Entries most recently read, by their text. A product's rendered specs repeat the same
+/// entry texts launch after launch, and node after node within one (a node's name is its
+/// key, not part of its text): an entry read before is cloned, a few allocations, instead
+/// of parsed again. At most [`MEMO_ENTRIES`] texts of at most [`MEMO_TEXT`] bytes each are
+/// kept; a full memo starts over.
+struct Memo<T> {
+    entries: Mutex<HashMap<Box<str>, T, foldhash::fast::RandomState>>,
+}
+
+/// Entry texts a [`Memo`] keeps.
+const MEMO_ENTRIES: usize = 256;
+/// The longest entry text a [`Memo`] keeps.
+const MEMO_TEXT: usize = 16 * 1024;
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T: Memoized> Memo<T> {
+    /// The entry `text` holds (one JSON value), as `T`'s deserializer reads it.
+    fn read(&self, text: &str) -> Result<T, serde_json::Error> {
+        let lock = || self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = lock().get(text) {
+            return Ok(entry.clone());
+        }
+        let entry: T = serde_json::from_str(text)?;
+        if text.len() <= MEMO_TEXT {
+            let mut entries = lock();
+            if entries.len() >= MEMO_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(text.into(), entry.clone());
+        }
+        Ok(entry)
     }
 }
 
@@ -1048,6 +1116,54 @@ mod tests {
 
     fn spec(v: Value) -> Result<ClusterSpec, SpecError> {
         ClusterSpec::parse(&v.to_string())
+    }
+
+    /// An entry read before is served from the memo only for the very same text: a spec
+    /// that differs in one value reads that value, and reading again gives the same spec.
+    #[test]
+    fn memoized_entries_are_read_only_for_their_own_text() {
+        let text = |cpu: f64, start: &str| {
+            json!({
+                "nodes": {
+                    "a": {"docker_image": "memo:1", "cpu": cpu, "mem": 64, "services": ["s"]},
+                    "b": {"docker_image": "memo:1", "cpu": cpu, "mem": 64, "services": ["s"]}
+                },
+                "services": {"s": {"start": start}}
+            })
+            .to_string()
+        };
+        let read = |t: &str| ClusterSpec::read(t).expect("a valid spec").spec;
+        let one = read(&text(1.0, "run-one"));
+        assert_eq!(one.nodes[0].cpu, 1.0);
+        assert_eq!(one.nodes[1].cpu, 1.0);
+        let two = read(&text(2.0, "run-two"));
+        assert_eq!(two.nodes[1].cpu, 2.0);
+        assert_eq!(
+            two.services[0].start,
+            Some(Command::Shell("run-two".into()))
+        );
+        assert_eq!(read(&text(1.0, "run-one")), one);
+        assert_eq!(
+            read(&text(1.0, "run-one")),
+            ClusterSpec::parse(&text(1.0, "run-one")).unwrap()
+        );
+
+        // A memo keeps at most MEMO_ENTRIES texts, none longer than MEMO_TEXT.
+        let memo = Memo::<NodeSpec>::default();
+        for i in 0..MEMO_ENTRIES + 10 {
+            let node = json!({"docker_image": format!("i:{i}"), "cpu": 1, "mem": 1}).to_string();
+            assert_eq!(memo.read(&node).unwrap().docker_image, format!("i:{i}"));
+            assert!(memo.entries.lock().unwrap().len() <= MEMO_ENTRIES);
+        }
+        let long = json!({"docker_image": "x".repeat(MEMO_TEXT), "cpu": 1, "mem": 1}).to_string();
+        memo.entries.lock().unwrap().clear();
+        assert_eq!(memo.read(&long).unwrap().docker_image.len(), MEMO_TEXT);
+        assert!(memo.entries.lock().unwrap().is_empty());
+        assert!(
+            memo.read("{\"cpu\": 1}").is_err(),
+            "a bad entry is an error, not kept"
+        );
+        assert!(memo.entries.lock().unwrap().is_empty());
     }
 
     #[test]
