@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sled::IVec;
 
-use super::{StoreError, cursor_of, decode, encode};
+use super::{StoreError, cursor_of, decode};
 use crate::domain::{Cluster, ClusterId, Node};
 
 /// The layout of the data; the meta key [`LAYOUT_KEY`] holds it once the first layout (the
@@ -20,18 +20,6 @@ pub(super) const LAYOUT_KEY: &str = "store_layout";
 /// nodes are all inline, so that a create is one write for the head, not one more per node;
 /// the cluster's first change moves every inline node into a record of its own.
 pub(super) const INLINE: u64 = u64::MAX;
-
-/// A head as written: borrows the cluster, whose `nodes` the writer has emptied.
-#[derive(Serialize)]
-struct HeadOut<'a> {
-    rev: u64,
-    nodes: Vec<&'a str>,
-    versions: &'a [u64],
-    slots: &'a [u64],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    inline: Vec<&'a Node>,
-    cluster: &'a Cluster,
-}
 
 /// A head as read: the cluster without its nodes, their names in order, and the revision.
 #[derive(Deserialize)]
@@ -125,11 +113,10 @@ fn next_slot(current: Option<u64>) -> u64 {
 /// before slots are the JSON alone (they start with `{`; a stored revision's first byte is
 /// 0) and are never rewritten in place.
 pub(super) fn encode_node(rev: u64, node: &Node) -> Vec<u8> {
-    let mut out = rev.to_be_bytes().to_vec();
-    serde_json::to_writer(&mut out, node).unwrap_or_else(|e| {
-        // invariant: a Node is plain data (string keys), which serde_json always encodes.
-        unreachable!("a node record encodes: {e}")
-    });
+    // Room for a typical node, so that it is written without regrowing.
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&rev.to_be_bytes());
+    super::json::node(&mut out, node);
     out
 }
 
@@ -182,19 +169,10 @@ pub(super) fn status_prefix(status: crate::domain::ClusterStatus) -> Vec<u8> {
 /// them back.
 pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64], slots: &[u64]) -> Vec<u8> {
     let nodes = std::mem::take(&mut c.nodes);
-    let head = encode(&HeadOut {
-        rev,
-        nodes: nodes.iter().map(|n| n.name.as_str()).collect(),
-        versions,
-        slots,
-        inline: nodes
-            .iter()
-            .zip(slots)
-            .filter(|(_, s)| **s == INLINE)
-            .map(|(n, _)| n)
-            .collect(),
-        cluster: c,
-    });
+    // Room for a cluster's head, so that it is written without regrowing (the buffer
+    // lives until the write, which copies it).
+    let mut head = Vec::with_capacity(2048);
+    super::json::head(&mut head, rev, &nodes, versions, slots, c);
     c.nodes = nodes;
     head
 }
@@ -424,6 +402,7 @@ fn both_slots(id: ClusterId, name: &str, slot: u64) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::domain::{ClusterStatus, Name, NodeStatus};
+    use crate::registry::encode;
     use crate::registry::suite::cluster_with;
 
     fn cluster() -> Cluster {

@@ -54,6 +54,7 @@
 
 mod decoded;
 mod group_commit;
+mod json;
 mod layout;
 pub mod memory;
 pub mod sled_store;
