@@ -169,9 +169,10 @@ pub(super) fn status_prefix(status: crate::domain::ClusterStatus) -> Vec<u8> {
 /// them back.
 pub(super) fn encode_head(c: &mut Cluster, rev: u64, versions: &[u64], slots: &[u64]) -> Vec<u8> {
     let nodes = std::mem::take(&mut c.nodes);
-    // Room for a cluster's head, so that it is written without regrowing (the buffer
-    // lives until the write, which copies it).
-    let mut head = Vec::with_capacity(2048);
+    // Room for a cluster's head with its inline nodes, so that it is written without
+    // regrowing (the buffer lives until the write, which copies it).
+    let inline = slots.iter().filter(|s| **s == INLINE).count();
+    let mut head = Vec::with_capacity(2048 + 48 * nodes.len() + 512 * inline);
     super::json::head(&mut head, rev, &nodes, versions, slots, c);
     c.nodes = nodes;
     head
