@@ -5,12 +5,14 @@
 //! cheaper. A derive writes each key through serde_json's escaping and each [`Name`] through
 //! a `String` copy (`#[serde(into = "String")]`); here a key is one pre-quoted literal, and
 //! a string that needs no escape is copied as it is. What is rare or intricate (numbers,
-//! options, services, commands, volumes, `extra`, the configure progress...) goes to
+//! strings that need an escape, options, `extra`, volumes, a service's properties, a file's
+//! mode, the configure progress, the restart policy, replacements, retiring nodes) goes to
 //! serde_json itself, value by value, which keeps its bytes exact.
 //!
 //! Each record is destructured without `..`: a field added to [`Node`], [`NodeObserved`],
-//! [`Cluster`] or [`HistoryEntry`] does not compile here until the encoder writes it (in
-//! the derive's order, with the derive's `skip_serializing_if`).
+//! [`Cluster`], [`HistoryEntry`] or [`FileSpec`] does not compile here until the encoder
+//! writes it (in the derive's order, with the derive's `skip_serializing_if`). [`Service`]
+//! has a private field, so a test checks its fields instead.
 
 use serde::Serialize;
 
