@@ -1,12 +1,90 @@
 //! Cutting launch resources out of offered `Resource`s, keeping every field of the offered
 //! entries (role, allocation info, reservations, disk info …) so that Mesos finds the
 //! launch contained in the offer. Only quantities change.
+//!
+//! A piece is either built as a `Resource` ([`OfferedResources::scalar_into`],
+//! [`OfferedResources::ports_into`]) or written straight as the bytes prost would encode
+//! for that `Resource` ([`OfferedResources::encode_scalar`],
+//! [`OfferedResources::encode_ports`]); both draw the same pieces by the same rules.
+
+use prost::Message;
+use prost::encoding::{double, uint64};
 
 use crate::proto::mesos::v1::{Resource, value};
+
+use super::wire::delimited;
+
+/// Field numbers of `Resource` and of the values its quantities are, in mesos.proto.
+mod tag {
+    pub const RESOURCE_NAME: u32 = 1;
+    pub const RESOURCE_TYPE: u32 = 2;
+    pub const RESOURCE_SCALAR: u32 = 3;
+    pub const RESOURCE_RANGES: u32 = 4;
+    pub const SCALAR_VALUE: u32 = 1;
+    pub const RANGES_RANGE: u32 = 1;
+    pub const RANGE_BEGIN: u32 = 1;
+    pub const RANGE_END: u32 = 2;
+}
 
 /// The resources of the offers of one ACCEPT, drawn down as tasks are cut out of it.
 pub struct OfferedResources {
     resources: Vec<Resource>,
+    /// Per entry of `resources`, its fields other than the quantities, encoded once: every
+    /// piece cut from the entry carries them unchanged.
+    encoded: Vec<EntryBytes>,
+}
+
+/// An offered entry as prost encodes it with neither `scalar` nor `ranges`. prost writes
+/// fields in ascending number, so its `name` and `type` (1, 2) come before where the
+/// quantities (3, 4) go and all the other fields (5 and up) after.
+struct EntryBytes {
+    bytes: Vec<u8>,
+    /// Where the fields after the quantities start.
+    split: usize,
+}
+
+impl EntryBytes {
+    fn new(r: &mut Resource) -> Self {
+        let scalar = r.scalar.take();
+        let ranges = r.ranges.take();
+        let bytes = r.encode_to_vec();
+        r.scalar = scalar;
+        r.ranges = ranges;
+        // Both are required fields, which prost writes even when empty or zero.
+        let split = prost::encoding::string::encoded_len(tag::RESOURCE_NAME, &r.name)
+            + prost::encoding::int32::encoded_len(tag::RESOURCE_TYPE, &r.r#type);
+        Self { bytes, split }
+    }
+
+    /// Writes, as field `field`, the entry with these quantities: what prost writes for a
+    /// clone of the entry given them.
+    fn encode(
+        &self,
+        buf: &mut Vec<u8>,
+        field: u32,
+        scalar: Option<f64>,
+        ranges: Option<impl Iterator<Item = value::Range>>,
+    ) {
+        delimited(buf, field, |buf| {
+            buf.extend_from_slice(&self.bytes[..self.split]);
+            if let Some(value) = scalar {
+                delimited(buf, tag::RESOURCE_SCALAR, |buf| {
+                    double::encode(tag::SCALAR_VALUE, &value, buf)
+                });
+            }
+            if let Some(ranges) = ranges {
+                delimited(buf, tag::RESOURCE_RANGES, |buf| {
+                    for r in ranges {
+                        delimited(buf, tag::RANGES_RANGE, |buf| {
+                            uint64::encode(tag::RANGE_BEGIN, &r.begin, buf);
+                            uint64::encode(tag::RANGE_END, &r.end, buf);
+                        });
+                    }
+                });
+            }
+            buf.extend_from_slice(&self.bytes[self.split..]);
+        });
+    }
 }
 
 /// The offers held less than asked; a bug in the plan (it checked the sums), never expected.
@@ -18,8 +96,15 @@ pub struct Shortage {
 }
 
 impl OfferedResources {
-    pub fn new(resources: Vec<Resource>) -> Self {
-        Self { resources }
+    pub fn new(mut resources: Vec<Resource>) -> Self {
+        let encoded = resources.iter_mut().map(EntryBytes::new).collect();
+        Self { resources, encoded }
+    }
+
+    /// What is left of the offers, for tests.
+    #[cfg(test)]
+    pub fn left(&self) -> &[Resource] {
+        &self.resources
     }
 
     /// [`scalar_into`](Self::scalar_into) into a vector of its own, for tests.
@@ -42,6 +127,40 @@ impl OfferedResources {
         name: &str,
         amount: f64,
     ) -> Result<(), Shortage> {
+        self.draw_scalar(name, amount, |entry, _, take| {
+            let mut piece = entry.clone();
+            piece.scalar = Some(value::Scalar { value: take });
+            out.push(piece);
+        })
+    }
+
+    /// [`scalar_into`](Self::scalar_into), each piece written to `buf` as repeated field
+    /// `field` of the enclosing message instead of built.
+    ///
+    /// # Errors
+    /// [`Shortage`] if the offers hold less; then neither the offers nor `buf` change.
+    pub fn encode_scalar(
+        &mut self,
+        buf: &mut Vec<u8>,
+        field: u32,
+        name: &str,
+        amount: f64,
+    ) -> Result<(), Shortage> {
+        self.draw_scalar(name, amount, |entry, encoded, take| {
+            let ranges = entry.ranges.as_ref().map(|r| r.range.iter().copied());
+            encoded.encode(buf, field, Some(take), ranges);
+        })
+    }
+
+    /// Takes `amount` of scalar `name` as [`scalar_into`](Self::scalar_into) documents,
+    /// handing each piece to `piece` as the entry it comes from (already drawn down) and
+    /// the amount taken.
+    fn draw_scalar(
+        &mut self,
+        name: &str,
+        amount: f64,
+        mut piece: impl FnMut(&Resource, &EntryBytes, f64),
+    ) -> Result<(), Shortage> {
         let mut left = milli(amount);
         let available: u64 = self
             .resources
@@ -56,9 +175,12 @@ impl OfferedResources {
                 missing: format!("{}", from_milli(left - available)),
             });
         }
-        for r in self.resources.iter_mut().filter(|r| r.name == name) {
+        for (r, encoded) in self.resources.iter_mut().zip(&self.encoded) {
             if left == 0 {
                 break;
+            }
+            if r.name != name {
+                continue;
             }
             let Some(s) = r.scalar.as_mut() else { continue };
             let have = milli(s.value);
@@ -68,11 +190,7 @@ impl OfferedResources {
             }
             s.value = from_milli(have - take);
             left -= take;
-            let mut piece = r.clone();
-            piece.scalar = Some(value::Scalar {
-                value: from_milli(take),
-            });
-            out.push(piece);
+            piece(r, encoded, from_milli(take));
         }
         // invariant: `available` covered `left`, so every thousandth was taken above.
         debug_assert_eq!(left, 0);
@@ -97,6 +215,69 @@ impl OfferedResources {
     pub fn ports_into(&mut self, out: &mut Vec<Resource>, ports: &[u16]) -> Result<(), Shortage> {
         // (offered entry, its piece in `out`) for the entries this call took from.
         let mut pieces: Vec<(usize, usize)> = Vec::new();
+        self.draw_ports(ports, |idx, r, taken| {
+            match pieces.iter().find(|(from, _)| *from == idx) {
+                Some(&(_, at)) => out[at]
+                    .ranges
+                    .get_or_insert_with(Default::default)
+                    .range
+                    .push(taken),
+                None => {
+                    // The entry's metadata without copying its remaining ranges.
+                    let left = r.ranges.take();
+                    let piece = Resource {
+                        ranges: Some(value::Ranges { range: vec![taken] }),
+                        ..r.clone()
+                    };
+                    r.ranges = left;
+                    pieces.push((idx, out.len()));
+                    out.push(piece);
+                }
+            }
+        })
+    }
+
+    /// [`ports_into`](Self::ports_into), each piece written to `buf` as repeated field
+    /// `field` of the enclosing message instead of built.
+    ///
+    /// # Errors
+    /// [`Shortage`] if a port is not offered (or already taken); the ports before it are
+    /// then taken, and `buf` is unchanged.
+    pub fn encode_ports(
+        &mut self,
+        buf: &mut Vec<u8>,
+        field: u32,
+        ports: &[u16],
+    ) -> Result<(), Shortage> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        // (offered entry, taken port): a piece's length needs all of its ports.
+        let mut taken: Vec<(usize, value::Range)> = Vec::with_capacity(ports.len());
+        self.draw_ports(ports, |idx, _, range| taken.push((idx, range)))?;
+        // One piece per entry, in the order they were first taken from, as `ports_into`.
+        for (i, &(idx, _)) in taken.iter().enumerate() {
+            if taken[..i].iter().any(|&(from, _)| from == idx) {
+                continue;
+            }
+            let ranges = taken[i..]
+                .iter()
+                .filter(move |&&(from, _)| from == idx)
+                .map(|&(_, range)| range);
+            let entry = &self.resources[idx];
+            let scalar = entry.scalar.map(|s| s.value);
+            self.encoded[idx].encode(buf, field, scalar, Some(ranges));
+        }
+        Ok(())
+    }
+
+    /// Takes each of `ports` out of the first offered `ports` entry holding it, handing
+    /// `taken` the entry's index, the entry (already drawn down) and the port as a range.
+    fn draw_ports(
+        &mut self,
+        ports: &[u16],
+        mut taken: impl FnMut(usize, &mut Resource, value::Range),
+    ) -> Result<(), Shortage> {
         for &port in ports {
             let p = u64::from(port);
             let idx = self
@@ -135,25 +316,7 @@ impl OfferedResources {
                     }
                 }
             }
-            let taken = value::Range { begin: p, end: p };
-            match pieces.iter().find(|(from, _)| *from == idx) {
-                Some(&(_, at)) => out[at]
-                    .ranges
-                    .get_or_insert_with(Default::default)
-                    .range
-                    .push(taken),
-                None => {
-                    // The entry's metadata without copying its remaining ranges.
-                    let left = r.ranges.take();
-                    let piece = Resource {
-                        ranges: Some(value::Ranges { range: vec![taken] }),
-                        ..r.clone()
-                    };
-                    r.ranges = left;
-                    pieces.push((idx, out.len()));
-                    out.push(piece);
-                }
-            }
+            taken(idx, r, value::Range { begin: p, end: p });
         }
         Ok(())
     }

@@ -14,9 +14,11 @@
 //! ascending number, so the result is byte for byte what `Call::encode_to_vec` writes (a
 //! test holds them equal).
 //!
-//! It owns nothing else: what goes into the call is [`super::launch`]'s.
+//! It also holds the few field writers that TaskInfo and its resources are written with
+//! ([`delimited`] and the string fields); what goes into the call is [`super::launch`]'s.
 
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use crate::proto::mesos::v1 as mesos;
 use crate::proto::mesos::v1::offer::operation;
@@ -92,4 +94,42 @@ pub fn accept_call<'a>(
         },
     }
     .encode_to_vec()
+}
+
+/// Writes field `tag` as key, length and what `body` appends: an embedded message or a
+/// string, written once, in place, without measuring it first.
+///
+/// One byte is kept for the length, which is enough below 128 bytes; a longer body is moved
+/// up by the length's extra bytes, a copy far cheaper than measuring the body's sub-tree
+/// beforehand as prost does.
+pub(super) fn delimited<R>(buf: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    let at = buf.len();
+    buf.push(0);
+    let out = body(buf);
+    let len = (buf.len() - at - 1) as u64;
+    let width = encoded_len_varint(len);
+    if width == 1 {
+        buf[at] = len as u8;
+    } else {
+        let mut varint = [0u8; 10];
+        encode_varint(len, &mut &mut varint[..]);
+        buf.splice(at..=at, varint[..width].iter().copied());
+    }
+    out
+}
+
+/// Writes string field `tag`.
+pub(super) fn str_field(buf: &mut Vec<u8>, tag: u32, s: &str) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(s.len() as u64, buf);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Writes string field `tag` as `args` formats it, without an intermediate `String`.
+pub(super) fn fmt_field(buf: &mut Vec<u8>, tag: u32, args: std::fmt::Arguments<'_>) {
+    delimited(buf, tag, |buf| {
+        // invariant: writing to a Vec cannot fail (it grows or aborts).
+        std::io::Write::write_fmt(buf, args).expect("a Vec takes every byte");
+    });
 }
