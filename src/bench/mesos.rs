@@ -651,10 +651,12 @@ async fn minimal_round(
                         )));
                     }
                     for l in &a.tasks {
-                        launched
-                            .insert(l.task.task_id.value.clone(), Some(l.task.agent_id.clone()));
+                        let agent = mesos::AgentId {
+                            value: a.agent_id.clone(),
+                        };
+                        launched.insert(l.task_id.to_string(), Some(agent));
                     }
-                    let accept = a.into_call(5.0);
+                    let accept = a.into_call(5.0).map_err(|e| setup("an encoded task", e))?;
                     s.send(call::Type::Accept, |c| c.accept = Some(accept))
                         .await?;
                 }

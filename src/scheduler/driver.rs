@@ -1122,7 +1122,7 @@ impl Driver {
                 // launches a second, a line per task costs more than the launch.
                 tracing::info!(agent_id = %a.agent_id, tasks = a.tasks.len(), offers = a.offer_ids.len(), "launching");
                 for l in &a.tasks {
-                    tracing::debug!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task.task_id.value, agent_id = %a.agent_id, "launching");
+                    tracing::debug!(cluster_id = %l.key.cluster, node = %l.key.node, task_id = %l.task_id, agent_id = %a.agent_id, "launching");
                 }
                 let launched = Launched {
                     offer_ids: a.offer_ids.clone(),

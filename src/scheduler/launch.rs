@@ -27,7 +27,7 @@ use crate::registry::Update;
 
 use super::offers::{Accept, Gang, NodeNeed, Unplaced};
 use super::resources::{OfferedResources, Shortage};
-use super::tasks::{TaskTemplate, task_info};
+use super::tasks::{TaskTemplate, encode_task_info};
 use super::wire;
 
 /// Which node of which cluster a need, a placement or a refusal is about.
@@ -290,7 +290,8 @@ pub struct Launch {
     pub key: NodeKey,
     /// The recorded task id `task` carries, typed (reconciled if the ACCEPT may be lost).
     pub task_id: TaskId,
-    pub task: mesos::TaskInfo,
+    /// The encoded `TaskInfo` ([`encode_task_info`]): the call carries nothing else of it.
+    pub task: Vec<u8>,
 }
 
 /// A recorded node whose TaskInfo could not be cut from its offers (a planning bug).
@@ -301,9 +302,21 @@ pub struct Unbuilt {
 }
 
 impl AcceptCall {
-    /// The call, with `refuse_seconds` for what the launches leave of the offers.
-    pub fn into_call(self, refuse_seconds: f64) -> call::Accept {
-        call::Accept {
+    /// The call, with `refuse_seconds` for what the launches leave of the offers, as the
+    /// generated message (for a sender that builds its own `Call`; the driver sends
+    /// [`encode_call`](Self::encode_call)'s bytes).
+    ///
+    /// # Errors
+    /// A [`prost::DecodeError`] if a task's bytes are not a TaskInfo, which would be a bug
+    /// of [`encode_task_info`].
+    pub fn into_call(self, refuse_seconds: f64) -> Result<call::Accept, prost::DecodeError> {
+        use prost::Message;
+        let task_infos = self
+            .tasks
+            .iter()
+            .map(|l| mesos::TaskInfo::decode(l.task.as_slice()))
+            .collect::<Result<_, _>>()?;
+        Ok(call::Accept {
             offer_ids: self
                 .offer_ids
                 .into_iter()
@@ -311,15 +324,13 @@ impl AcceptCall {
                 .collect(),
             operations: vec![mesos::offer::Operation {
                 r#type: Some(mesos::offer::operation::Type::Launch as i32),
-                launch: Some(mesos::offer::operation::Launch {
-                    task_infos: self.tasks.into_iter().map(|l| l.task).collect(),
-                }),
+                launch: Some(mesos::offer::operation::Launch { task_infos }),
                 ..Default::default()
             }],
             filters: Some(mesos::Filters {
                 refuse_seconds: Some(refuse_seconds),
             }),
-        }
+        })
     }
 
     /// The whole `scheduler::Call` of framework `framework_id`, encoded: what
@@ -329,7 +340,7 @@ impl AcceptCall {
         wire::accept_call(
             framework_id,
             self.offer_ids,
-            self.tasks.iter().map(|l| &l.task),
+            self.tasks.into_iter().map(|l| l.task).collect(),
             refuse_seconds,
         )
     }
@@ -354,9 +365,9 @@ pub fn accepts<'a>(
                 .flat_map(|o| o.resources.iter().cloned())
                 .collect(),
         );
-        // A `Launch` holds a whole TaskInfo: growing the vector one push at a time would
-        // copy them again at each doubling.
         let mut tasks = Vec::with_capacity(acc.placements.len());
+        // The tasks of a pool are alike: each starts with room for the one before.
+        let mut room = 1024;
         let mut unbuilt = Vec::new();
         for p in acc.placements {
             let Some(c) = recorded.get(&p.key.cluster) else {
@@ -378,12 +389,26 @@ pub fn accepts<'a>(
             let Some(task_id) = node.observed.task_id.clone() else {
                 continue;
             };
-            match task_info(c, node, &p.allotment, &acc.agent_id, &mut offered, tpl) {
-                Ok(task) => tasks.push(Launch {
-                    key: p.key,
-                    task_id,
-                    task,
-                }),
+            let mut task = Vec::with_capacity(room);
+            let agent_id = acc.agent_id.as_str();
+            let built = encode_task_info(
+                &mut task,
+                c,
+                node,
+                &p.allotment,
+                agent_id,
+                &mut offered,
+                tpl,
+            );
+            match built {
+                Ok(()) => {
+                    room = task.len();
+                    tasks.push(Launch {
+                        key: p.key,
+                        task_id,
+                        task,
+                    });
+                }
                 Err(error) => unbuilt.push(Unbuilt { key: p.key, error }),
             }
         }
@@ -520,16 +545,19 @@ mod tests {
         (plan.accepts, recorded)
     }
 
+    /// The TaskInfo a launch sends, decoded.
+    fn decoded(l: &Launch) -> mesos::TaskInfo {
+        use prost::Message;
+        mesos::TaskInfo::decode(l.task.as_slice()).unwrap()
+    }
+
     fn launched(calls: &[AcceptCall]) -> Vec<(String, Vec<String>)> {
         calls
             .iter()
             .map(|c| {
                 (
                     c.agent_id.clone(),
-                    c.tasks
-                        .iter()
-                        .map(|l| l.task.task_id.value.clone())
-                        .collect(),
+                    c.tasks.iter().map(|l| decoded(l).task_id.value).collect(),
                 )
             })
             .collect()
@@ -748,8 +776,8 @@ mod tests {
         let tasks = &calls[0].tasks;
         assert_eq!(tasks.len(), 2);
         for (launch, node) in tasks.iter().zip(&c.nodes) {
-            let data = launch.task.data.as_deref().unwrap();
-            let got: NodeLaunch = serde_json::from_slice(data).unwrap();
+            let data = decoded(launch).data.unwrap();
+            let got: NodeLaunch = serde_json::from_slice(&data).unwrap();
             let want = NodeLaunch {
                 cluster_id: c.id,
                 node: node.name.to_string(),
@@ -763,7 +791,7 @@ mod tests {
             assert!(got.agent_port.is_some());
         }
         let ports = |i: usize| {
-            serde_json::from_slice::<NodeLaunch>(tasks[i].task.data.as_deref().unwrap())
+            serde_json::from_slice::<NodeLaunch>(&decoded(&tasks[i]).data.unwrap())
                 .unwrap()
                 .ports
                 .len()
@@ -801,16 +829,39 @@ mod tests {
             o.resources[2].scalar = Some(value::Scalar { value: 100.0 });
         }
         let (plan, recorded) = round(&mut clusters, &offers);
-        let calls: Vec<AcceptCall> = accepts(plan, &offers, &recorded, &tpl()).collect();
+        let calls: Vec<AcceptCall> = accepts(plan.clone(), &offers, &recorded, &tpl()).collect();
         assert_eq!(calls.len(), 1);
         let call = calls.into_iter().next().unwrap();
         assert_eq!(call.offer_ids.len(), 2, "several offers");
         assert_eq!(call.tasks.len(), 3, "several tasks");
+        // Each task is the TaskInfo `task_info` builds for its node, cut from the same
+        // offers in the same order.
+        let mut offered = OfferedResources::new(
+            offers
+                .iter()
+                .flat_map(|o| o.resources.iter().cloned())
+                .collect(),
+        );
+        for (l, p) in call.tasks.iter().zip(&plan[0].placements) {
+            let c = &recorded[&l.key.cluster];
+            let node = c.node(&l.key.node).unwrap();
+            let want = crate::scheduler::tasks::task_info(
+                c,
+                node,
+                &p.allotment,
+                "a1",
+                &mut offered,
+                &tpl(),
+            )
+            .unwrap();
+            assert_eq!(l.task, want.encode_to_vec(), "node {}", l.key.node);
+        }
         for l in &call.tasks {
-            let executor = l.task.executor.as_ref().unwrap();
+            let task = decoded(l);
+            let executor = task.executor.as_ref().unwrap();
             assert!(executor.resources.len() >= 3, "executor resources");
             assert_eq!(executor.container.as_ref().unwrap().volumes.len(), 2);
-            assert_eq!(l.task.labels.as_ref().unwrap().labels.len(), 3);
+            assert_eq!(task.labels.as_ref().unwrap().labels.len(), 3);
         }
         let framework_id = mesos::FrameworkId {
             value: "fw-1".into(),
@@ -818,7 +869,7 @@ mod tests {
         let want = Call {
             framework_id: Some(framework_id.clone()),
             r#type: Some(call::Type::Accept as i32),
-            accept: Some(call.clone().into_call(2.5)),
+            accept: Some(call.clone().into_call(2.5).unwrap()),
             ..Default::default()
         };
         let got = call.encode_call(framework_id, 2.5);
@@ -933,7 +984,7 @@ mod tests {
         let offers = [offer("o1", "a1", 4.0, (31000, 31010))];
         let (plan, recorded) = round(&mut clusters, &offers);
         let calls: Vec<_> = accepts(plan, &offers, &recorded, &tpl()).collect();
-        let a = &calls[0].tasks[0].task;
+        let a = &decoded(&calls[0].tasks[0]);
         let amount = |rs: &[Resource], name: &str| -> f64 {
             rs.iter()
                 .filter(|r| r.name == name)

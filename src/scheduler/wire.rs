@@ -7,7 +7,8 @@
 //! the same resources over and over: encoding an ACCEPT cost about as much as building its
 //! tasks.
 //!
-//! Here each TaskInfo is encoded on its own, and the envelope around the bytes is a
+//! Here each TaskInfo is encoded on its own (written directly by
+//! [`super::tasks::encode_task_info`]), and the envelope around the bytes is a
 //! wire-compatible copy of `Call` declaring only what an ACCEPT of launches sets, with
 //! `task_infos` as `repeated bytes` under the same field number: on the wire an embedded
 //! message and a bytes field are the same key, length and bytes. prost writes fields in
@@ -67,11 +68,12 @@ struct LaunchWire {
 }
 
 /// The encoded `scheduler::Call` of framework `framework_id` accepting `offer_ids` to launch
-/// `tasks`, with `refuse_seconds` for what the launches leave of the offers.
-pub fn accept_call<'a>(
+/// `tasks` (each an encoded TaskInfo), with `refuse_seconds` for what the launches leave of
+/// the offers.
+pub fn accept_call(
     framework_id: mesos::FrameworkId,
     offer_ids: Vec<String>,
-    tasks: impl IntoIterator<Item = &'a mesos::TaskInfo>,
+    tasks: Vec<Vec<u8>>,
     refuse_seconds: f64,
 ) -> Vec<u8> {
     AcceptCallWire {
@@ -84,9 +86,7 @@ pub fn accept_call<'a>(
                 .collect(),
             operation: LaunchOperationWire {
                 r#type: operation::Type::Launch as i32,
-                launch: LaunchWire {
-                    task_infos: tasks.into_iter().map(Message::encode_to_vec).collect(),
-                },
+                launch: LaunchWire { task_infos: tasks },
             },
             filters: mesos::Filters {
                 refuse_seconds: Some(refuse_seconds),
