@@ -586,19 +586,7 @@ impl Payload {
     /// The event's `data`: compact JSON in the order the console and clients read.
     pub fn data(&self) -> Data {
         match self {
-            Payload::Cluster(s) => data(&ClusterEvent {
-                id: s.id,
-                owner: &s.owner,
-                product: &s.product,
-                version: &s.version,
-                status: s.status,
-                size: s.size,
-                generation: s.generation,
-                created_at: &s.created_at,
-                updated_at: &s.updated_at,
-                url: format!("{BASE}/clusters/{}", s.id),
-                reason: s.reason.as_deref(),
-            }),
+            Payload::Cluster(s) => data(s),
             Payload::Node(cluster, n) => data(&NodeEvent {
                 cluster: *cluster,
                 node: &n.name,
@@ -610,22 +598,17 @@ impl Payload {
             Payload::Removed(cluster, n) => {
                 data(&json!({"cluster": cluster, "node": &*n.name, "status": "removed"}))
             }
-            Payload::Step(s) => data(&StepEvent {
-                cluster: s.cluster,
-                index: s.index,
-                at: &s.at,
-                status: s.status,
-                message: s.message.as_deref(),
-            }),
+            Payload::Step(s) => data(s),
             Payload::Data(d) => d.clone(),
         }
     }
 }
 
 /// What a `cluster` event shows of a cluster: the fields of a list item a console shows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     id: ClusterId,
+    #[serde(serialize_with = "shared_str")]
     owner: Arc<str>,
     product: String,
     version: String,
@@ -634,7 +617,23 @@ pub struct Summary {
     generation: u64,
     created_at: crate::domain::Timestamp,
     updated_at: crate::domain::Timestamp,
+    url: ClusterUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+}
+
+/// A cluster's URL, written when its event is encoded.
+#[derive(Debug, Clone, Copy)]
+struct ClusterUrl(ClusterId);
+
+impl Serialize for ClusterUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{BASE}/clusters/{}", self.0))
+    }
+}
+
+fn shared_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
 }
 
 impl Summary {
@@ -649,18 +648,20 @@ impl Summary {
             generation: c.generation,
             created_at: c.created_at.clone(),
             updated_at: c.updated_at.clone(),
+            url: ClusterUrl(c.id),
             reason: c.reason.clone(),
         }
     }
 }
 
-/// A `step` event's values; `index` is the entry's place in the cluster's history.
-#[derive(Debug, Clone)]
+/// A `step` event; `index` is the entry's place in the cluster's history.
+#[derive(Debug, Clone, Serialize)]
 pub struct Step {
     cluster: ClusterId,
     index: usize,
     at: crate::domain::Timestamp,
     status: ClusterStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
 }
 
@@ -674,23 +675,6 @@ impl Step {
             message: h.message.clone(),
         }
     }
-}
-
-/// A `cluster` event on the wire.
-#[derive(Serialize)]
-struct ClusterEvent<'a> {
-    id: ClusterId,
-    owner: &'a str,
-    product: &'a str,
-    version: &'a str,
-    status: ClusterStatus,
-    size: usize,
-    generation: u64,
-    created_at: &'a crate::domain::Timestamp,
-    updated_at: &'a crate::domain::Timestamp,
-    url: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
 }
 
 /// A `node` event on the wire.
@@ -720,17 +704,6 @@ impl Serialize for Ports<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.0.iter().map(|(k, v)| (&**k, v)))
     }
-}
-
-/// A `step` event on the wire.
-#[derive(Serialize)]
-struct StepEvent<'a> {
-    cluster: ClusterId,
-    index: usize,
-    at: &'a crate::domain::Timestamp,
-    status: ClusterStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
 }
 
 /// Whether the client asked for an event stream.

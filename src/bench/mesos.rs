@@ -525,13 +525,13 @@ impl MinimalSession {
             ..Default::default()
         };
         fill(&mut c);
+        self.send_encoded(ty, Bytes::from(c.encode_to_vec())).await
+    }
+
+    /// Sends a call of type `ty` that is already encoded.
+    async fn send_encoded(&self, ty: call::Type, body: Bytes) -> Result<(), BenchError> {
         self.transport
-            .call(
-                &self.leader,
-                &self.stream_id,
-                Bytes::from(c.encode_to_vec()),
-                ContentType::Protobuf,
-            )
+            .call(&self.leader, &self.stream_id, body, ContentType::Protobuf)
             .await
             .map_err(|e| setup(&format!("the minimal scheduler's {}", ty.as_str_name()), e))
     }
@@ -656,8 +656,11 @@ async fn minimal_round(
                         };
                         launched.insert(l.task_id.to_string(), Some(agent));
                     }
-                    let accept = a.into_call(5.0).map_err(|e| setup("an encoded task", e))?;
-                    s.send(call::Type::Accept, |c| c.accept = Some(accept))
+                    let framework_id = s.framework_id.clone().ok_or_else(|| {
+                        BenchError::Setup("offers before the framework was subscribed".into())
+                    })?;
+                    let accept = a.encode_call(framework_id, 5.0);
+                    s.send_encoded(call::Type::Accept, Bytes::from(accept))
                         .await?;
                 }
                 phases.push(("ACCEPT answered".to_owned(), start.elapsed()));

@@ -592,19 +592,7 @@ mod tests {
             command: None,
             volumes: Vec::new(),
             tags: Vec::new(),
-            observed: NodeObserved {
-                status: NodeStatus::Queued,
-                ports: BTreeMap::new(),
-                host: None,
-                address: None,
-                task_id: None,
-                agent_id: None,
-                agent_port: None,
-                agent_cert_sha256: None,
-                attempt: 0,
-                not_before: None,
-                message: None,
-            },
+            observed: NodeObserved::queued(),
             extra: Map::new(),
         }
     }

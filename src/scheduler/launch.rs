@@ -22,6 +22,7 @@ use crate::domain::{
     AgentId, Cluster, ClusterId, ClusterStatus, Desired, NodeStatus, TaskId, Timestamp,
 };
 use crate::proto::mesos::v1 as mesos;
+#[cfg(test)]
 use crate::proto::mesos::v1::scheduler::call;
 use crate::registry::Update;
 
@@ -303,12 +304,13 @@ pub struct Unbuilt {
 
 impl AcceptCall {
     /// The call, with `refuse_seconds` for what the launches leave of the offers, as the
-    /// generated message (for a sender that builds its own `Call`; the driver sends
-    /// [`encode_call`](Self::encode_call)'s bytes).
+    /// generated message: the reference [`encode_call`](Self::encode_call)'s bytes are held
+    /// to.
     ///
     /// # Errors
     /// A [`prost::DecodeError`] if a task's bytes are not a TaskInfo, which would be a bug
     /// of [`encode_task_info`].
+    #[cfg(test)]
     pub fn into_call(self, refuse_seconds: f64) -> Result<call::Accept, prost::DecodeError> {
         use prost::Message;
         let task_infos = self
@@ -333,8 +335,9 @@ impl AcceptCall {
         })
     }
 
-    /// The whole `scheduler::Call` of framework `framework_id`, encoded: what
-    /// [`into_call`](Self::into_call) puts in a Call, byte for byte, without prost measuring
+    /// The whole `scheduler::Call` of framework `framework_id`, encoded: an ACCEPT of these
+    /// offers launching these tasks, with `refuse_seconds` for what the launches leave of
+    /// the offers, byte for byte what prost encodes for that `Call`, without measuring
     /// each task again at every level of nesting (see [`super::wire`]).
     pub fn encode_call(self, framework_id: mesos::FrameworkId, refuse_seconds: f64) -> Vec<u8> {
         wire::accept_call(

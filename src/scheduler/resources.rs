@@ -2,10 +2,10 @@
 //! entries (role, allocation info, reservations, disk info …) so that Mesos finds the
 //! launch contained in the offer. Only quantities change.
 //!
-//! A piece is either built as a `Resource` ([`OfferedResources::scalar_into`],
-//! [`OfferedResources::ports_into`]) or written straight as the bytes prost would encode
-//! for that `Resource` ([`OfferedResources::encode_scalar`],
-//! [`OfferedResources::encode_ports`]); both draw the same pieces by the same rules.
+//! A launch writes each piece straight as the bytes prost would encode for that `Resource`
+//! ([`OfferedResources::encode_scalar`], [`OfferedResources::encode_ports`]); the tests also
+//! build it as a `Resource` (`scalar_into`, `ports_into`, the reference the bytes are held
+//! to). Both draw the same pieces by the same rules.
 
 use prost::Message;
 use prost::encoding::{double, uint64};
@@ -115,12 +115,12 @@ impl OfferedResources {
         Ok(out)
     }
 
-    /// Takes `amount` of scalar resource `name` (in thousandths, as Mesos counts), from as
-    /// many offered entries as needed, appending the pieces to `out` (a task's few pieces
-    /// are collected in one vector, not moved from one to another).
+    /// [`encode_scalar`](Self::encode_scalar), each piece built as a `Resource` and
+    /// appended to `out`: the reference the encoded pieces are held to.
     ///
     /// # Errors
     /// [`Shortage`] if the offers hold less; then neither the offers nor `out` change.
+    #[cfg(test)]
     pub fn scalar_into(
         &mut self,
         out: &mut Vec<Resource>,
@@ -134,8 +134,9 @@ impl OfferedResources {
         })
     }
 
-    /// [`scalar_into`](Self::scalar_into), each piece written to `buf` as repeated field
-    /// `field` of the enclosing message instead of built.
+    /// Takes `amount` of scalar resource `name` (in thousandths, as Mesos counts), from as
+    /// many offered entries as needed, writing each piece to `buf` as repeated field `field`
+    /// of the enclosing message.
     ///
     /// # Errors
     /// [`Shortage`] if the offers hold less; then neither the offers nor `buf` change.
@@ -152,7 +153,7 @@ impl OfferedResources {
         })
     }
 
-    /// Takes `amount` of scalar `name` as [`scalar_into`](Self::scalar_into) documents,
+    /// Takes `amount` of scalar `name` as [`encode_scalar`](Self::encode_scalar) documents,
     /// handing each piece to `piece` as the entry it comes from (already drawn down) and
     /// the amount taken.
     fn draw_scalar(
@@ -212,6 +213,7 @@ impl OfferedResources {
     /// # Errors
     /// [`Shortage`] if a port is not offered (or already taken); the ports before it are
     /// then taken and in `out`.
+    #[cfg(test)]
     pub fn ports_into(&mut self, out: &mut Vec<Resource>, ports: &[u16]) -> Result<(), Shortage> {
         // (offered entry, its piece in `out`) for the entries this call took from.
         let mut pieces: Vec<(usize, usize)> = Vec::new();
@@ -237,8 +239,9 @@ impl OfferedResources {
         })
     }
 
-    /// [`ports_into`](Self::ports_into), each piece written to `buf` as repeated field
-    /// `field` of the enclosing message instead of built.
+    /// Takes exactly these port numbers out of the offered `ports` ranges, writing to `buf`,
+    /// as repeated field `field` of the enclosing message, one piece per offered entry the
+    /// ports come from, with its metadata and the taken ports as ranges.
     ///
     /// # Errors
     /// [`Shortage`] if a port is not offered (or already taken); the ports before it are

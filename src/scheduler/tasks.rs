@@ -1,7 +1,7 @@
 //! Building the `TaskInfo` of a node: our executor in the node's Docker image, resources cut
 //! from the offers, the launch payload in `data`.
 //!
-//! [`task_info`] builds it as the generated struct; [`encode_task_info`] writes the very
+//! `task_info` builds it as the generated struct; [`encode_task_info`] writes the very
 //! bytes prost encodes for that struct, straight from the cluster, the node and the offers,
 //! which is what an ACCEPT sends: building, encoding and dropping the struct cost about a
 //! fifth of the framework's work per launched node (some forty allocations, resources
@@ -47,8 +47,12 @@ struct LaunchData<'a> {
 /// The executor id is the task id: one executor per node, so there is never an
 /// ExecutorInfo to keep byte-identical across launches.
 ///
+/// The reference for [`encode_task_info`], which writes the same bytes without building it;
+/// only tests build the struct.
+///
 /// # Errors
 /// [`Shortage`] if the offers cannot cover the placement (a planning bug).
+#[cfg(test)]
 pub fn task_info(
     cluster: &Cluster,
     node: &Node,
@@ -212,7 +216,7 @@ mod tag {
     pub const LABEL_VALUE: u32 = 2;
 }
 
-/// Appends to `buf` the encoded TaskInfo that [`task_info`] builds for the same arguments,
+/// Appends to `buf` the encoded TaskInfo that `task_info` builds for the same arguments,
 /// byte for byte, drawing the same pieces from `offered`.
 ///
 /// Fields are written in ascending number, as prost writes them, each embedded message in
@@ -220,7 +224,7 @@ mod tag {
 ///
 /// # Errors
 /// [`Shortage`] if the offers cannot cover the placement (a planning bug); `buf` is then as
-/// it was, and `offered` as [`task_info`] would leave it.
+/// it was, and `offered` as `task_info` would leave it.
 pub fn encode_task_info(
     buf: &mut Vec<u8>,
     cluster: &Cluster,
