@@ -138,6 +138,11 @@ pub(super) struct IndexKeys {
 }
 
 impl IndexKeys {
+    /// Whether `a` and `b` have the same keys: [`IndexKeys::of`] reads these fields alone.
+    pub fn same(a: &Cluster, b: &Cluster) -> bool {
+        a.created_at == b.created_at && a.id == b.id && a.owner == b.owner && a.status == b.status
+    }
+
     pub fn of(c: &Cluster) -> Self {
         let cursor = cursor_of(c);
         Self {
@@ -350,11 +355,11 @@ impl Plan {
             remove_nodes.extend(both_slots(id, name, slot));
         }
         let head = encode_head(new, rev, &versions, &slots);
-        let new_keys = IndexKeys::of(new);
-        let old_keys = old.map(|o| IndexKeys::of(&o.cluster));
-        let (remove_index, insert_index) = match old_keys {
-            Some(k) if k == new_keys => (None, None),
-            k => (k, Some(new_keys)),
+        // Most commits keep what the keys are made of (a status update of a node, a
+        // placement): then no key moves, and none is written out to find that.
+        let (remove_index, insert_index) = match old.map(|o| &*o.cluster) {
+            Some(o) if IndexKeys::same(o, new) => (None, None),
+            o => (o.map(IndexKeys::of), Some(IndexKeys::of(new))),
         };
         Plan {
             head: Some(head),
@@ -679,5 +684,34 @@ mod tests {
         assert!(purge.head.is_none());
         assert_eq!(purge.remove_nodes.len(), 6, "both slots of each node");
         assert_eq!(purge.remove_index, Some(IndexKeys::of(&c)));
+    }
+    #[test]
+    fn index_keys_move_exactly_when_a_field_they_are_made_of_changes() {
+        let c = cluster();
+        let old = stored(&c, 1);
+        // A change of anything else (here a node's status and a message) moves no key.
+        let mut new = c.clone();
+        new.nodes[0].observed.status = crate::domain::NodeStatus::Running;
+        new.nodes[1].observed.message = Some("up".into());
+        assert!(IndexKeys::same(&c, &new));
+        assert_eq!(IndexKeys::of(&c), IndexKeys::of(&new));
+        let plan = Plan::write(Some(&old), &mut new, 2);
+        assert!(plan.remove_index.is_none() && plan.insert_index.is_none());
+        // Each field the keys are made of moves them.
+        let changes: [fn(&mut Cluster); 4] = [
+            |c| c.status = crate::domain::ClusterStatus::Ready,
+            |c| c.owner.push('x'),
+            |c| c.created_at = crate::domain::Timestamp("2030-01-01T00:00:00.000Z".into()),
+            |c| c.id = crate::domain::ClusterId::generate(),
+        ];
+        for change in changes {
+            let mut new = c.clone();
+            change(&mut new);
+            assert!(!IndexKeys::same(&c, &new));
+            assert_ne!(IndexKeys::of(&c), IndexKeys::of(&new));
+            let plan = Plan::write(Some(&old), &mut new, 2);
+            assert_eq!(plan.remove_index, Some(IndexKeys::of(&c)));
+            assert_eq!(plan.insert_index, Some(IndexKeys::of(&new)));
+        }
     }
 }

@@ -630,6 +630,13 @@ fn node_changes(store: &dyn Store) {
     });
     assert!(matches!(err, Err(StoreError::Rejected(_))), "{err:?}");
     assert_eq!(store.cluster(c.id).unwrap().unwrap(), written);
+    // So are they when a rename makes them, the number of nodes unchanged.
+    let err = store.update_cluster(c.id, &mut |c| {
+        c.nodes[1].name = c.nodes[0].name.clone();
+        Ok(Update::Write)
+    });
+    assert!(matches!(err, Err(StoreError::Rejected(_))), "{err:?}");
+    assert_eq!(store.cluster(c.id).unwrap().unwrap(), written);
     let err = store.update_cluster(c.id, &mut |c| {
         c.id = ClusterId::generate();
         Ok(Update::Write)
