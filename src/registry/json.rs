@@ -13,6 +13,9 @@
 //! [`Cluster`], [`HistoryEntry`] or [`FileSpec`] does not compile here until the encoder
 //! writes it (in the derive's order, with the derive's `skip_serializing_if`). [`Service`]
 //! has a private field, so a test checks its fields instead.
+//!
+//! The scheduler writes its tasks' launch payloads with the same pieces ([`string`],
+//! [`command`], [`comma`], [`serde`]).
 
 use serde::Serialize;
 
@@ -355,7 +358,7 @@ fn file(out: &mut Vec<u8>, f: &FileSpec) {
 }
 
 /// A [`Command`] is untagged: a shell line is a string, an argv a list of strings.
-fn command(out: &mut Vec<u8>, c: &Command) {
+pub(crate) fn command(out: &mut Vec<u8>, c: &Command) {
     match c {
         Command::Shell(line) => string(out, line),
         Command::Argv(argv) => strings(out, argv.iter().map(String::as_str)),
@@ -426,7 +429,7 @@ fn quoted(out: &mut Vec<u8>, s: &str) {
 /// A string as serde_json writes it. serde_json escapes exactly `"`, `\` and the control
 /// characters below 0x20 (all else, non-ASCII too, is copied as it is); a string without
 /// them, the common case, is copied here, and any other is left to serde_json.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     // A fold, not `any`: without an early exit the scan is vectorised, which is cheaper for
     // the short strings of a record than stopping at a first escape that rarely comes.
     let escape = s
@@ -456,14 +459,14 @@ fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
 }
 
 /// The separator before the `i`th item of a list or map.
-fn comma(out: &mut Vec<u8>, i: usize) {
+pub(crate) fn comma(out: &mut Vec<u8>, i: usize) {
     if i > 0 {
         out.push(b',');
     }
 }
 
 /// `v` as serde_json writes it (its own bytes, for the values not written by hand).
-fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+pub(crate) fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     // invariant: these values have string keys only, which serde_json always encodes; a
     // `Vec` as the writer cannot fail.
     serde_json::to_writer(&mut *out, v).expect("a record's value encodes");

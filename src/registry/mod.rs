@@ -54,7 +54,7 @@
 
 mod decoded;
 mod group_commit;
-mod json;
+pub(crate) mod json;
 mod layout;
 pub mod memory;
 pub mod sled_store;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(test)]
 use serde::Serialize;
 
 use crate::domain::cluster::{Command, VolumeMode};
@@ -16,6 +17,7 @@ use crate::domain::cluster::{Command, VolumeMode};
 use crate::domain::launch::NodeLaunch;
 use crate::domain::{Cluster, ClusterId, Node};
 use crate::proto::mesos::v1 as mesos;
+use crate::registry::json;
 
 use super::offers::Allotment;
 use super::resources::{OfferedResources, Shortage};
@@ -30,7 +32,8 @@ pub struct TaskTemplate {
 
 /// A [`NodeLaunch`] as the task's `data` carries it (the executor decodes it as one): the
 /// same fields in the same order, borrowed from the cluster and the node, not copied.
-#[derive(Serialize)]
+/// Written by [`LaunchData::write_json`]; the derive is the reference it is tested against.
+#[cfg_attr(test, derive(Serialize))]
 struct LaunchData<'a> {
     cluster_id: ClusterId,
     node: &'a str,
@@ -39,6 +42,51 @@ struct LaunchData<'a> {
     ports: &'a BTreeMap<String, u16>,
     agent_port: Option<u16>,
     secret: &'a str,
+}
+
+impl LaunchData<'_> {
+    /// Writes the JSON the derive writes, byte for byte, with each key as one literal and
+    /// each string that needs no escape copied as it is (see [`crate::registry::json`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let LaunchData {
+            cluster_id,
+            node,
+            command,
+            env,
+            ports,
+            agent_port,
+            secret,
+        } = self;
+        let mut uuid = uuid::Uuid::encode_buffer();
+        out.extend_from_slice(b"{\"cluster_id\":\"");
+        out.extend_from_slice(cluster_id.0.hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(b"\",\"node\":");
+        json::string(out, node);
+        out.extend_from_slice(b",\"command\":");
+        match command {
+            Some(c) => json::command(out, c),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"env\":{");
+        for (i, (k, v)) in env.iter().enumerate() {
+            json::comma(out, i);
+            json::string(out, k);
+            out.push(b':');
+            json::string(out, v);
+        }
+        out.extend_from_slice(b"},\"ports\":{");
+        for (i, (k, v)) in ports.iter().enumerate() {
+            json::comma(out, i);
+            json::string(out, k);
+            out.push(b':');
+            json::serde(out, v);
+        }
+        out.extend_from_slice(b"},\"agent_port\":");
+        json::serde(out, agent_port);
+        out.extend_from_slice(b",\"secret\":");
+        json::string(out, secret);
+        out.push(b'}');
+    }
 }
 
 /// Builds the TaskInfo of `node`, placed on `agent_id` with `allotment`, cutting its resources
@@ -336,11 +384,7 @@ fn write_task_info(
         agent_port: allotment.executor_ports.first().copied(),
         secret: &cluster.secret,
     };
-    delimited(buf, task_info::DATA, |buf| {
-        serde_json::to_writer(buf, &launch)
-    })
-    // invariant: LaunchData is plain data with string keys, written to a Vec.
-    .expect("launch payload serialises");
+    delimited(buf, task_info::DATA, |buf| launch.write_json(buf));
     delimited(buf, task_info::LABELS, |buf| {
         buf.extend_from_slice(&labels);
     });
@@ -739,6 +783,39 @@ mod tests {
                 ports,
                 executor_ports,
             })
+    }
+
+    proptest! {
+        /// The launch payload is written byte for byte as its derive writes it, whatever
+        /// the strings hold (quotes, backslashes, control characters, non-ASCII).
+        #[test]
+        fn the_launch_payload_is_written_as_the_derive_writes_it(
+            node in ".*",
+            argv in prop::option::of(prop_oneof![
+                ".*".prop_map(Command::Shell),
+                prop::collection::vec(".*", 0..3).prop_map(Command::Argv),
+            ]),
+            env in prop::collection::btree_map(".*", ".*", 0..3),
+            ports in prop::collection::btree_map(".*", any::<u16>(), 0..3),
+            agent_port in prop::option::of(any::<u16>()),
+            secret in ".*",
+        ) {
+            let launch = LaunchData {
+                cluster_id: ClusterId::generate(),
+                node: &node,
+                command: &argv,
+                env: &env,
+                ports: &ports,
+                agent_port,
+                secret: &secret,
+            };
+            let mut out = Vec::new();
+            launch.write_json(&mut out);
+            prop_assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&launch).unwrap()
+            );
+        }
     }
 
     proptest! {
