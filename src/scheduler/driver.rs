@@ -68,7 +68,8 @@ pub const MAX_BATCH: usize = 1024;
 /// without agents): a restart after the deadline of a launch still gives it a round.
 const OFFER_GRACE: Duration = Duration::from_secs(30);
 /// Most calls in flight at once, each on a pooled connection to the master: a round's
-/// ACCEPTs, and apart from them the session's ACKs (see [`Acks`]).
+/// ACCEPTs, and apart from them the session's ACKs that could not be pipelined (see
+/// [`Acks`]).
 const MAX_CALLS_IN_FLIGHT: usize = 32;
 /// Most commits [`relay_commits`] holds for the loop (only those the loop acts on).
 const RELAYED: usize = 4096;

@@ -7,6 +7,8 @@
 //!   of RecordIO records read frame by frame from the long-lived chunked body.
 //! - [`Transport::call`] sends every other call over a **pooled** client
 //!   (`hyper_util::client::legacy`) with the stream id header, and maps the status code.
+//!   The ACKs are the exception: [`super::acks`] pipelines them on a connection of its own,
+//!   with the request head of [`Transport::pipelined_head`], and falls back to `call`.
 //!
 //! With [`Credentials`], every request (SUBSCRIBE and every call) carries HTTP basic auth, as
 //! a master started with `--authenticate_http_frameworks` requires; a 401 becomes
@@ -852,6 +854,51 @@ async fn with_timeout<T>(
 }
 
 impl Transport {
+    /// The request head that every call pipelined to `leader` shares, up to its
+    /// `Content-Length`: the request line and the headers [`Transport::call`] sends (the
+    /// stream id, the content type and, with credentials, `Authorization`).
+    pub(super) fn pipelined_head(
+        &self,
+        leader: &Endpoint,
+        stream_id: &StreamId,
+        content_type: ContentType,
+    ) -> Vec<u8> {
+        let mut head = Vec::with_capacity(256);
+        for part in [
+            b"POST ".as_slice(),
+            leader.path().as_bytes(),
+            b" HTTP/1.1\r\nHost: ",
+            leader.authority().as_bytes(),
+            b"\r\nContent-Type: ",
+            content_type.as_str().as_bytes(),
+            b"\r\nMesos-Stream-Id: ",
+            stream_id.0.as_bytes(),
+            b"\r\n",
+        ] {
+            head.extend_from_slice(part);
+        }
+        if let Some(c) = &self.credentials {
+            head.extend_from_slice(b"Authorization: ");
+            head.extend_from_slice(c.header.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head
+    }
+
+    /// What a call answered with `status` and `body` failed with, as [`Transport::call`]
+    /// says it.
+    pub(super) fn answer_error(
+        &self,
+        leader: &Endpoint,
+        status: StatusCode,
+        body: &[u8],
+    ) -> TransportError {
+        let body = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)])
+            .trim()
+            .to_owned();
+        self.status_error(leader, status, body)
+    }
+
     fn status_error(
         &self,
         endpoint: &Endpoint,
