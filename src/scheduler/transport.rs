@@ -8,7 +8,7 @@
 //! - [`Transport::call`] sends every other call over a **pooled** client
 //!   (`hyper_util::client::legacy`) with the stream id header, and maps the status code.
 //!   The ACKs are the exception: [`super::acks`] pipelines them on a connection of its own,
-//!   with the request head of [`Transport::pipelined_head`], and falls back to `call`.
+//!   with the request head of `Transport::pipelined_head`, and falls back to `call`.
 //!
 //! With [`Credentials`], every request (SUBSCRIBE and every call) carries HTTP basic auth, as
 //! a master started with `--authenticate_http_frameworks` requires; a 401 becomes
