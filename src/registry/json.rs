@@ -15,7 +15,7 @@
 //! has a private field, so a test checks its fields instead.
 //!
 //! The scheduler writes its tasks' launch payloads with the same pieces ([`string`],
-//! [`command`], [`comma`], [`serde`]).
+//! [`command`], [`object`], [`serde`]).
 
 use serde::Serialize;
 
@@ -99,14 +99,8 @@ pub(super) fn node(out: &mut Vec<u8>, n: &Node) {
     out.extend_from_slice(b",\"services\":");
     strings(out, services.iter().map(String::as_str));
     if !env.is_empty() {
-        out.extend_from_slice(b",\"env\":{");
-        for (i, (k, v)) in env.iter().enumerate() {
-            comma(out, i);
-            string(out, k);
-            out.push(b':');
-            string(out, v);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"env\":");
+        object(out, env, |out, v| string(out, v));
     }
     if let Some(c) = command {
         out.extend_from_slice(b",\"command\":");
@@ -146,14 +140,9 @@ fn observed(out: &mut Vec<u8>, o: &NodeObserved) {
     } = o;
     out.extend_from_slice(b",\"status\":");
     node_status(out, *status);
-    out.extend_from_slice(b",\"ports\":{");
-    for (i, (k, v)) in ports.iter().enumerate() {
-        comma(out, i);
-        string(out, k);
-        out.push(b':');
-        serde(out, v);
-    }
-    out.extend_from_slice(b"},\"host\":");
+    out.extend_from_slice(b",\"ports\":");
+    object(out, ports, serde);
+    out.extend_from_slice(b",\"host\":");
     optional_string(out, host.as_deref());
     out.extend_from_slice(b",\"address\":");
     optional_string(out, address.as_deref());
@@ -258,14 +247,8 @@ fn cluster(out: &mut Vec<u8>, c: &Cluster) {
     out.extend_from_slice(b",\"secret\":");
     string(out, secret);
     if !secrets.is_empty() {
-        out.extend_from_slice(b",\"secrets\":{");
-        for (i, (k, v)) in secrets.iter().enumerate() {
-            comma(out, i);
-            string(out, k);
-            out.push(b':');
-            string(out, v);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"secrets\":");
+        object(out, secrets, |out, v| string(out, v));
     }
     if let Some(p) = configure {
         out.extend_from_slice(b",\"configure\":");
@@ -458,8 +441,24 @@ fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
     out.push(b']');
 }
 
+/// A map with string keys as an object, each value written by `value`.
+pub(crate) fn object<'a, V: 'a>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (&'a String, V)>,
+    mut value: impl FnMut(&mut Vec<u8>, V),
+) {
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        comma(out, i);
+        string(out, k);
+        out.push(b':');
+        value(out, v);
+    }
+    out.push(b'}');
+}
+
 /// The separator before the `i`th item of a list or map.
-pub(crate) fn comma(out: &mut Vec<u8>, i: usize) {
+fn comma(out: &mut Vec<u8>, i: usize) {
     if i > 0 {
         out.push(b',');
     }

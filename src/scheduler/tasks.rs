@@ -67,21 +67,11 @@ impl LaunchData<'_> {
             Some(c) => json::command(out, c),
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"env\":{");
-        for (i, (k, v)) in env.iter().enumerate() {
-            json::comma(out, i);
-            json::string(out, k);
-            out.push(b':');
-            json::string(out, v);
-        }
-        out.extend_from_slice(b"},\"ports\":{");
-        for (i, (k, v)) in ports.iter().enumerate() {
-            json::comma(out, i);
-            json::string(out, k);
-            out.push(b':');
-            json::serde(out, v);
-        }
-        out.extend_from_slice(b"},\"agent_port\":");
+        out.extend_from_slice(b",\"env\":");
+        json::object(out, *env, |out, v| json::string(out, v));
+        out.extend_from_slice(b",\"ports\":");
+        json::object(out, *ports, json::serde);
+        out.extend_from_slice(b",\"agent_port\":");
         json::serde(out, agent_port);
         out.extend_from_slice(b",\"secret\":");
         json::string(out, secret);
