@@ -235,6 +235,66 @@ pub fn cpu_of(stat_path: &str) -> Option<Duration> {
     Some(Duration::from_micros(ticks * 1_000_000 / hz))
 }
 
+/// What `getrusage(2)` counts for this process or for the calling thread: CPU time in user
+/// and in system mode (to the microsecond, where `/proc/<pid>/stat` counts clock ticks of
+/// 10 ms), minor page faults and context switches (voluntary and involuntary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub user: Duration,
+    pub system: Duration,
+    pub minor_faults: u64,
+    pub switches: u64,
+}
+
+impl Usage {
+    /// The whole process's, every thread included.
+    pub fn of_process() -> Option<Usage> {
+        Self::of(libc::RUSAGE_SELF)
+    }
+
+    /// The calling thread's.
+    pub fn of_thread() -> Option<Usage> {
+        Self::of(libc::RUSAGE_THREAD)
+    }
+
+    fn of(who: libc::c_int) -> Option<Usage> {
+        // SAFETY: an all-zero rusage is a valid value of the C struct, and getrusage only
+        // writes into the one it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage; `who` is one of the values it takes.
+        if unsafe { libc::getrusage(who, &raw mut ru) } != 0 {
+            return None;
+        }
+        let time = |t: libc::timeval| {
+            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+        };
+        let count = |n: libc::c_long| u64::try_from(n).unwrap_or(0);
+        Some(Usage {
+            user: time(ru.ru_utime),
+            system: time(ru.ru_stime),
+            minor_faults: count(ru.ru_minflt),
+            switches: count(ru.ru_nvcsw) + count(ru.ru_nivcsw),
+        })
+    }
+
+    /// User and system time.
+    pub fn cpu(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was counted from `earlier` to `self` (each count at least 0).
+    #[must_use]
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
 /// Megabytes, for printing.
 pub fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -260,5 +320,53 @@ mod tests {
     fn reads_own_cpu_time() {
         assert!(cpu_of("/proc/self/stat").is_some());
         assert!(cpu_of("/proc/self/no-such-file").is_none());
+    }
+
+    #[test]
+    fn usage_counts_what_this_thread_does_and_the_process_holds_it() {
+        let before = Usage::of_thread().unwrap();
+        let process_before = Usage::of_process().unwrap();
+        // Touch fresh pages (mapped here, so that no allocator hands back pages it already
+        // touched) and burn CPU until the clock moves.
+        let len = 1 << 20;
+        // SAFETY: an anonymous private mapping of `len` bytes, no address asked for.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        for i in (0..len).step_by(4096) {
+            // SAFETY: `i < len`, inside the mapping, which is writable.
+            unsafe { map.cast::<u8>().add(i).write_volatile(1) };
+        }
+        // SAFETY: the mapping made above, of that length, no longer used.
+        assert_eq!(unsafe { libc::munmap(map, len) }, 0);
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(7));
+        }
+        std::hint::black_box(x);
+        let thread = Usage::of_thread().unwrap().since(&before);
+        let process = Usage::of_process().unwrap().since(&process_before);
+        assert!(thread.cpu() >= Duration::from_millis(10), "{thread:?}");
+        assert!(thread.minor_faults >= 200, "{thread:?}");
+        // The process's count holds the thread's (give or take the kernel's rounding of
+        // the user/system split, well under a millisecond).
+        assert!(
+            process.cpu() + Duration::from_millis(1) >= thread.cpu(),
+            "{process:?} against {thread:?}"
+        );
+        // Counts never go below zero, whatever the order.
+        assert_eq!(
+            before.since(&Usage::of_thread().unwrap()).cpu(),
+            Duration::ZERO
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! durable registry, scheduler) runs in this process; the master runs in another one: a
 //! child `paas serve --local-containerizer simulated --local-agents N` (whose mesos-local
 //! reports RUNNING at once and starts no process), or `--master URL`. So the CPU time of
-//! this process, read from `/proc/self/stat`, is the framework's (plus the benchmark's own
+//! this process, read with `getrusage`, is the framework's (plus the benchmark's own
 //! HTTP client), and the master's is reported apart. `--in-process` runs mesos-local in this
 //! process instead, as the first version of this benchmark did.
 
@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::registry::{self, Commit, SledStore, Store};
 
-use super::child::{ChildError, ChildProc, cpu_of, master_in};
+use super::child::{ChildError, ChildProc, Usage, master_in};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 
 /// Errors of the provisioning benchmark.
@@ -229,7 +229,7 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         o.configure,
         deadline,
     ));
-    let cpu_start = cpu_of("/proc/self/stat");
+    let usage_start = Usage::of_process();
     let master_cpu_start = master_proc.as_ref().and_then(ChildProc::cpu);
     // The launch POSTs, and the observer of the store's commits that tells when each
     // cluster runs, work on a thread of their own with a runtime of its own, so that this
@@ -250,15 +250,15 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
                 configuring,
                 lagged,
             },
-        cpu: client_cpu,
+        usage: client_usage,
     } = tokio::task::spawn_blocking(move || poster.join())
         .await
         .map_err(|e| setup(&e))?
         .map_err(|_| ProvisionError::Setup("the client thread panicked".into()))??;
     let post_wall = posts_done.saturating_duration_since(start);
-    let cpu = cpu_start
-        .zip(cpu_of("/proc/self/stat"))
-        .map(|(a, b)| b.saturating_sub(a));
+    let usage = usage_start
+        .zip(Usage::of_process())
+        .map(|(a, b)| b.since(&a));
     let master_cpu = master_cpu_start
         .zip(master_proc.as_ref().and_then(ChildProc::cpu))
         .map(|(a, b)| b.saturating_sub(a));
@@ -288,26 +288,39 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
         pct(1.0)
     );
     let per_node = |d: Duration| d.as_secs_f64() * 1e3 / nodes.max(1) as f64;
-    if let Some(cpu) = cpu {
+    if let Some(usage) = usage {
         let what = if o.in_process {
             "framework + mesos-local (both in this process)"
         } else {
             "framework (this process: API, store, scheduler"
         };
-        match client_cpu {
-            Some(client) => println!(
-                "  CPU of the {what}, less the client thread): {:.2} s, {:.3} ms per node; the benchmark's client thread (its POSTs and its observer of the commits): {:.2} s, {:.3} ms per node",
-                cpu.saturating_sub(client).as_secs_f64(),
-                per_node(cpu.saturating_sub(client)),
-                client.as_secs_f64(),
-                per_node(client)
-            ),
-            None => println!(
-                "  CPU of the {what}, and this benchmark's client): {:.2} s, {:.3} ms per node",
-                cpu.as_secs_f64(),
-                per_node(cpu)
-            ),
-        }
+        let framework = match client_usage {
+            Some(client) => {
+                println!(
+                    "  CPU of the {what}, less the client thread): {:.2} s, {:.3} ms per node; the benchmark's client thread (its POSTs and its observer of the commits): {:.2} s, {:.3} ms per node",
+                    usage.since(&client).cpu().as_secs_f64(),
+                    per_node(usage.since(&client).cpu()),
+                    client.cpu().as_secs_f64(),
+                    per_node(client.cpu())
+                );
+                usage.since(&client)
+            }
+            None => {
+                println!(
+                    "  CPU of the {what}, and this benchmark's client): {:.2} s, {:.3} ms per node",
+                    usage.cpu().as_secs_f64(),
+                    per_node(usage.cpu())
+                );
+                usage
+            }
+        };
+        let per = |n: u64| n as f64 / nodes.max(1) as f64;
+        println!(
+            "  of it in the kernel: {:.0} %; per node {:.2} minor page faults and {:.2} context switches",
+            100.0 * framework.system.as_secs_f64() / framework.cpu().as_secs_f64().max(1e-9),
+            per(framework.minor_faults),
+            per(framework.switches)
+        );
     }
     if let Some(cpu) = master_cpu {
         println!(
@@ -437,13 +450,13 @@ async fn collect(
 }
 
 /// What the benchmark's client thread did: each cluster launched with the time its POST
-/// started, when the last POST was answered, what the observer saw, and the CPU the thread
-/// used (`None` where `/proc/thread-self` cannot be read).
+/// started, when the last POST was answered, what the observer saw, and what the thread
+/// used (`None` where `getrusage` fails).
 struct ClientRun {
     posted: Vec<(ClusterId, Instant)>,
     posts_done: Instant,
     seen: Seen,
-    cpu: Option<Duration>,
+    usage: Option<Usage>,
 }
 
 /// The launch POSTs of a run, `concurrency` at a time, on a current-thread runtime of the
@@ -459,7 +472,7 @@ fn post_launches(
         .enable_all()
         .build()
         .map_err(|e| ProvisionError::Setup(format!("client runtime: {e}")))?;
-    let cpu_start = cpu_of("/proc/thread-self/stat");
+    let usage_start = Usage::of_thread();
     let (posted, posts_done, seen) = rt.block_on(async {
         let observer = tokio::spawn(observer);
         let client = Arc::new(crate::cli::Client::new(url, None));
@@ -494,14 +507,14 @@ fn post_launches(
             .map_err(|e| ProvisionError::Setup(format!("observer: {e}")))?;
         Ok::<_, ProvisionError>((posted, posts_done, seen))
     })?;
-    let cpu = cpu_start
-        .zip(cpu_of("/proc/thread-self/stat"))
-        .map(|(a, b)| b.saturating_sub(a));
+    let usage = usage_start
+        .zip(Usage::of_thread())
+        .map(|(a, b)| b.since(&a));
     Ok(ClientRun {
         posted,
         posts_done,
         seen,
-        cpu,
+        usage,
     })
 }
 
