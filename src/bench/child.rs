@@ -184,6 +184,14 @@ impl ChildProc {
     }
 }
 
+impl ChildProc {
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for ChildProc {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {

@@ -5,7 +5,9 @@
 //! - `offers`: pure offer evaluation at scale.
 //! - `provision`: whole launches on simulated agents in another process (see [`provision`]).
 //! - `api`: `GET /clusters/{id}` against a bare hyper server with the same bytes ([`api`]).
-//! - `restart` and `launches`: a child server on a big store ([`restart`]).
+//! - `restart` and `launches`: a child server on a big store ([`restart`]);
+//!   `restart --master-local`: a crash and restart against a master that still runs every
+//!   node, timed until every task is reconciled ([`failover`]).
 //! - `mesos`: the reference product on a real Mesos master and agent against a minimal
 //!   scheduler and a bare `docker run` ([`mesos`]).
 //!
@@ -14,6 +16,7 @@
 
 pub mod api;
 pub mod child;
+pub mod failover;
 pub mod load;
 pub mod mesos;
 pub mod provision;
@@ -75,6 +78,12 @@ pub enum BenchCmd {
         /// there, to run `paas serve --data <DIR>/data` on it later.
         #[arg(long)]
         keep: Option<std::path::PathBuf>,
+        /// Instead: restart against a master that still runs every node. A child `paas
+        /// serve` launches `--nodes` nodes on a child mesos-local (simulated agents) until
+        /// every cluster is ready, is killed (SIGKILL) and started again on its data; timed
+        /// until it serves and until every task is reconciled.
+        #[arg(long, conflicts_with = "keep")]
+        master_local: bool,
     },
     /// Durable launches (POST) against `paas serve --master none`: launches/s, then the
     /// server's RSS, `GET /clusters` and `/metrics` on what they made.
@@ -161,9 +170,15 @@ async fn run_one(cmd: BenchCmd) -> Result<(), BenchError> {
             .await
         }
         BenchCmd::Restart {
+            master_local: true,
+            nodes,
+            ..
+        } => failover::run(nodes).await,
+        BenchCmd::Restart {
             nodes,
             writers,
             keep,
+            ..
         } => restart::restart(nodes, writers, keep).await,
         BenchCmd::Launches {
             count,

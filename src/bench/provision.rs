@@ -53,7 +53,7 @@ impl Backend for Subscribed {
 }
 
 // Spaces keep `{ {{` from reading as a triple-stash.
-const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "bench", "cpu": 0.01, "mem": 1, "ports": ["p"]}{{/each}} } }"#;
+pub(super) const TEMPLATE: &str = r#"{"nodes": { {{#each (range 0 opts.size)}}{{#unless @first}},{{/unless}}"n{{this}}": {"docker_image": "bench", "cpu": 0.01, "mem": 1, "ports": ["p"]}{{/each}} } }"#;
 
 /// What to run (the flags of `paas bench provision`).
 #[derive(Debug, Clone, clap::Args)]

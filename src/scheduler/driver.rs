@@ -1296,12 +1296,22 @@ impl Driver {
 
     /// Explicit (the tasks awaiting an answer) or implicit (empty list) reconciliation.
     async fn reconcile(&self, s: &mut Session, explicit: bool) -> Result<(), DriverError> {
+        // In task id order, so one cluster's tasks are next to each other: the master
+        // answers in the order asked (Mesos and mesos-local alike), and the event loop then
+        // applies a cluster's answers together, reading each cluster once per batch
+        // instead of once per node.
         let tasks = if explicit {
-            s.reconciling
+            let mut tasks: Vec<(String, Option<&AgentId>)> = s
+                .reconciling
                 .iter()
+                .map(|(t, a)| (t.to_string(), a.as_ref()))
+                .collect();
+            tasks.sort_unstable();
+            tasks
+                .into_iter()
                 .map(|(t, a)| call::reconcile::Task {
-                    task_id: mesos::TaskId::from(t.to_string()),
-                    agent_id: a.as_ref().map(|a| mesos::AgentId::from(a.as_str())),
+                    task_id: mesos::TaskId::from(t),
+                    agent_id: a.map(|a| mesos::AgentId::from(a.as_str())),
                 })
                 .collect()
         } else {

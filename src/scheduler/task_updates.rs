@@ -112,6 +112,20 @@ pub fn apply_update(c: &mut Cluster, node: &str, obs: &Observed, now: &Timestamp
     if n.observed.status == new && n.observed.message == message && new_pin.is_none() {
         return Applied::Ignored("duplicate");
     }
+    // The master's answer to a reconciliation that finds the task as we hold it (same
+    // state, same agent) says nothing new: only its message would change, and a restart
+    // with many tasks would rewrite every cluster once per node for it.
+    let same_agent = obs
+        .agent_id
+        .as_ref()
+        .is_none_or(|a| n.observed.agent_id.as_ref() == Some(a));
+    if obs.reason == Some(Reason::Reconciliation)
+        && n.observed.status == new
+        && new_pin.is_none()
+        && same_agent
+    {
+        return Applied::Ignored("a reconciliation answer that confirms the record");
+    }
     if let Some(pin) = new_pin {
         n.observed.agent_cert_sha256 = Some(pin.clone());
     }
@@ -476,6 +490,39 @@ mod tests {
         assert_eq!(apply_update(&mut c, "n1", &o, &ts()), Applied::Replaced);
         assert_eq!(c.status, ClusterStatus::Scheduling);
         assert_eq!(c.node("n1").unwrap().observed.status, NodeStatus::Queued);
+    }
+
+    #[test]
+    fn a_reconciliation_answer_writes_only_what_it_changes() {
+        let mut c = cluster(2);
+        let mut running = obs("t1", TaskState::TaskRunning);
+        running.agent_id = Some(AgentId::new("agent-1"));
+        assert_eq!(
+            apply_update(&mut c, "n1", &running, &ts()),
+            Applied::Changed
+        );
+        let before = c.clone();
+        // The master confirms: same state, same agent, its own message.
+        let mut answer = running.clone();
+        answer.reason = Some(Reason::Reconciliation);
+        answer.message = Some("Reconciliation: Latest task state".into());
+        assert!(matches!(
+            apply_update(&mut c, "n1", &answer, &ts()),
+            Applied::Ignored(_)
+        ));
+        assert_eq!(c, before, "nothing written");
+        // Another agent than the one on record is news.
+        let mut moved = answer.clone();
+        moved.agent_id = Some(AgentId::new("agent-2"));
+        assert_eq!(apply_update(&mut c, "n1", &moved, &ts()), Applied::Changed);
+        assert_eq!(
+            c.node("n1").unwrap().observed.agent_id,
+            Some(AgentId::new("agent-2"))
+        );
+        // So is another state.
+        let mut lost = answer;
+        lost.state = TaskState::TaskLost;
+        assert_eq!(apply_update(&mut c, "n1", &lost, &ts()), Applied::Replaced);
     }
 
     #[test]
