@@ -117,6 +117,48 @@ impl ChildProc {
         Ok((child, url))
     }
 
+    /// `paas serve` running mesos-local alone: `agents` simulated agents (no process per
+    /// task) of `resources` each, with data in `data`. The child, the master's URL and the
+    /// child's own API URL, once it serves.
+    ///
+    /// # Errors
+    /// As [`ChildProc::spawn`], or [`ChildError::NoLine`] if it does not start in a minute
+    /// or names no master.
+    pub fn simulated_master(
+        data: &Path,
+        agents: usize,
+        resources: &str,
+    ) -> Result<(Self, String, String), ChildError> {
+        let data = data.display().to_string();
+        let agents = agents.to_string();
+        let mut child = Self::spawn(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            &data,
+            "--local-containerizer",
+            "simulated",
+            "--local-agents",
+            &agents,
+            "--local-resources",
+            resources,
+        ])?;
+        let within = Duration::from_secs(60);
+        let wanted = "mesos-local started";
+        let line = child.wait_line(wanted, within)?;
+        let Some(master) = master_in(&line) else {
+            return Err(ChildError::NoLine {
+                what: child.what.clone(),
+                wanted: format!("{wanted} … master=<URL>"),
+                after: within,
+                output: line,
+            });
+        };
+        let url = child.serving_url(within)?;
+        Ok((child, master, url))
+    }
+
     /// Waits for `serve`'s "paas serving on http://…" line; returns `http://host:port`.
     ///
     /// # Errors

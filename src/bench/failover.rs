@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::api::addr_of;
-use super::child::{ChildProc, master_in, mb};
+use super::child::{ChildProc, mb};
 use super::load::{self, Load, Stop};
 use super::provision::TEMPLATE;
 use super::{BenchError, RemoveDir, temp_dir};
@@ -126,7 +126,7 @@ pub async fn run(nodes: usize) -> Result<(), BenchError> {
 }
 
 /// A child mesos-local with room for `nodes` nodes of the benchmark's product (and their
-/// executors), once its own framework has settled: the child and the master's URL.
+/// executors): the child and the master's URL.
 fn start_master(data: &Path, nodes: usize) -> Result<(ChildProc, String), BenchError> {
     let per_agent = nodes.div_ceil(AGENTS) + 1;
     // A node takes 0.01 cpus, 1 MB and a port; its executor 0.05 cpus, 32 MB and a port.
@@ -136,26 +136,8 @@ fn start_master(data: &Path, nodes: usize) -> Result<(ChildProc, String), BenchE
         per_agent * 33 + 64,
         2000 + (per_agent * 2 + 10).min(60_000)
     );
-    let data = data.display().to_string();
-    let agents = AGENTS.to_string();
-    let mut child = ChildProc::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        &data,
-        "--local-containerizer",
-        "simulated",
-        "--local-agents",
-        &agents,
-        "--local-resources",
-        &resources,
-    ])?;
-    let line = child.wait_line("mesos-local started", Duration::from_secs(60))?;
-    let url =
-        master_in(&line).ok_or_else(|| BenchError::Setup(format!("no master URL in {line:?}")))?;
-    child.serving_url(Duration::from_secs(60))?;
-    Ok((child, url))
+    let (child, master, _) = ChildProc::simulated_master(data, AGENTS, &resources)?;
+    Ok((child, master))
 }
 
 /// Registers the benchmark's product: [`TEMPLATE`], whose nodes have no service, so that a

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::orchestrator::{Orchestrator, OrchestratorConfig};
 use crate::registry::{self, Commit, SledStore, Store};
 
-use super::child::{ChildError, ChildProc, Usage, master_in};
+use super::child::{ChildError, ChildProc, Usage};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 
 /// Errors of the provisioning benchmark.
@@ -122,25 +122,8 @@ pub async fn run(o: Options) -> Result<(), ProvisionError> {
             )
         }
         (None, false) => {
-            let data = dir.join("master").display().to_string();
-            let agents_arg = agents.to_string();
-            let mut child = ChildProc::spawn(&[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                &data,
-                "--local-containerizer",
-                "simulated",
-                "--local-agents",
-                &agents_arg,
-                "--local-resources",
-                &resources,
-            ])?;
-            let line = child.wait_line("mesos-local started", Duration::from_secs(60))?;
-            let url = master_in(&line)
-                .ok_or_else(|| ProvisionError::Setup(format!("no master URL in {line:?}")))?;
-            let child_url = child.serving_url(Duration::from_secs(60))?;
+            let (child, url, child_url) =
+                ChildProc::simulated_master(&dir.join("master"), agents, &resources)?;
             settled(&child_url, Duration::from_secs(30)).await;
             let where_ = format!(
                 "{agents} simulated agents in a child `paas serve` (pid {})",
