@@ -26,7 +26,7 @@ const SIZE: usize = 10;
 /// Agents of the master.
 const AGENTS: usize = 100;
 
-/// Runs it with `nodes` nodes (in clusters of [`SIZE`]).
+/// Runs it with `nodes` nodes, in clusters of 10.
 ///
 /// # Errors
 /// [`BenchError`] when a child cannot be started or a phase does not end in time.
