@@ -51,7 +51,11 @@ short=${sha:0:12}
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
 ref=$name:$short
 
-existing=$(docker images -q --filter "label=paas.binary.sha256=$sha" | head -1)
+# The product images (build-product-images.sh) carry the same binary label: match the
+# node image's own title too, or a product image would be tagged as the node image.
+title="paas node executor"
+existing=$(docker images -q --filter "label=paas.binary.sha256=$sha" \
+  --filter "label=org.opencontainers.image.title=$title" | head -1)
 if [[ -n $existing ]]; then
   log "image with binary sha256 $short exists ($existing); not rebuilding"
   docker tag "$existing" "$ref"
@@ -64,7 +68,7 @@ else
 FROM scratch
 COPY paas /paas
 LABEL paas.binary.sha256="$sha" org.opencontainers.image.version="$version" \
-      org.opencontainers.image.title="paas node executor"
+      org.opencontainers.image.title="$title"
 ENTRYPOINT ["/paas", "executor"]
 DOCKERFILE
   log "building $ref"
