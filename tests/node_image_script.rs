@@ -43,7 +43,11 @@ fn a_product_image_of_the_same_binary_is_never_taken_for_the_node_image() {
     let dir = tempfile::tempdir().unwrap();
     // A "binary" of its own (the script packages any file; it refuses only dynamic ELF
     // files), so its sha256 and the images' names are this test's alone.
-    let unique = format!("node-image-test-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+    let unique = format!(
+        "node-image-test-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    );
     let binary = dir.path().join("paas");
     std::fs::write(&binary, unique.as_bytes()).unwrap();
     let sha = sha256_of(&binary);
