@@ -35,7 +35,7 @@ use prost::Message;
 use serde_json::{Map, Value, json};
 
 use super::api::{LAUNCH, addr_of, expect_ok, register_reference};
-use super::child::ChildProc;
+use super::child::{ChildProc, Usage};
 use super::{BenchError, RemoveDir, temp_dir};
 use crate::cli::{Client, EventStream};
 use crate::domain::launch_request::{Caller, Fresh, LaunchRequest, Policy};
@@ -150,13 +150,18 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
         let ours_first = round % 2 == 1;
         for which in if ours_first { [0, 1] } else { [1, 0] } {
             wait_agents_idle(&endpoint, timeout).await?;
+            // The CPU each side's processes use in its round (the minimal scheduler runs in
+            // this one, ours in the child), beside the agent and Docker on the same cores.
+            let cpu = Cpu::now(cleanup.child.as_ref());
             if which == 0 {
                 let r = ours_round(&client, addr, &mut cleanup, &o, &fid, timeout).await?;
-                println!("  round {round} ours:    {}", r.line());
+                let used = cpu.since(cleanup.child.as_ref());
+                println!("  round {round} ours:    {} {used}", r.line());
                 ours.push(r.total);
             } else {
                 let r = minimal_round(&minimal, &endpoint, &mut cleanup, timeout).await?;
-                println!("  round {round} minimal: {}", r.line());
+                let used = cpu.since(cleanup.child.as_ref());
+                println!("  round {round} minimal: {} {used}", r.line());
                 mins.push(r.total);
             }
         }
@@ -213,11 +218,45 @@ fn load_average() -> String {
 // ---------------------------------------------------------------------------------------
 // Phases
 
+/// CPU time of this process and of ours (the child `serve`) at one moment.
+struct Cpu {
+    bench: Option<Duration>,
+    serve: Option<Duration>,
+}
+
+impl Cpu {
+    fn now(serve: Option<&ChildProc>) -> Cpu {
+        Cpu {
+            bench: Usage::of_process().map(|u| u.cpu()),
+            serve: serve.and_then(ChildProc::cpu),
+        }
+    }
+
+    /// `[CPU: this process X ms, ours Y ms]` since `self` (ours in clock ticks).
+    fn since(&self, serve: Option<&ChildProc>) -> String {
+        let later = Cpu::now(serve);
+        let ms = |a: Option<Duration>, b: Option<Duration>| {
+            a.zip(b).map_or_else(
+                || "?".to_owned(),
+                |(a, b)| format!("{:.0} ms", b.saturating_sub(a).as_secs_f64() * 1e3),
+            )
+        };
+        format!(
+            "[CPU: this process {}, ours (serve) {}]",
+            ms(self.bench, later.bench),
+            ms(self.serve, later.serve)
+        )
+    }
+}
+
 /// One round's timeline, in offsets from its start.
 struct Timed {
     total: Duration,
     /// `(what, offset)` in the order they are printed.
     phases: Vec<(String, Duration)>,
+    /// The scheduler's CPU from the start to every task running: ours the child `serve`'s,
+    /// the minimal one this process's.
+    cpu: Option<Duration>,
 }
 
 impl Timed {
@@ -227,8 +266,12 @@ impl Timed {
             .iter()
             .map(|(what, at)| format!("{what} +{}", ms(*at)))
             .collect();
+        let cpu = self.cpu.map_or_else(
+            || "?".to_owned(),
+            |c| format!("{:.1} ms", c.as_secs_f64() * 1e3),
+        );
         format!(
-            "{:.3} s to all RUNNING  [{}]",
+            "{:.3} s to all RUNNING  [{}] [scheduler CPU to all RUNNING: {cpu}]",
             self.total.as_secs_f64(),
             phases.join(", ")
         )
@@ -346,6 +389,7 @@ async fn ours_round(
         c.take_lines();
     }
     let deadline = Instant::now() + timeout;
+    let serve_cpu = cleanup.child.as_ref().and_then(ChildProc::cpu_precise);
     let wall = SystemTime::now();
     let start = Instant::now();
     let answer = client
@@ -377,6 +421,9 @@ async fn ours_round(
         }
     }
     let total = start.elapsed();
+    let serve_cpu = serve_cpu
+        .zip(cleanup.child.as_ref().and_then(ChildProc::cpu_precise))
+        .map(|(a, b)| b.saturating_sub(a));
 
     let mut phases = vec![("POST answered".to_owned(), answered)];
     let lines = cleanup
@@ -435,7 +482,11 @@ async fn ours_round(
     }
     let ids: BTreeSet<String> = mine.iter().map(|c| c.id.clone()).collect();
     wait_gone(&[fid.to_owned()], |c| ids.contains(&c.id), deadline).await?;
-    Ok(Timed { total, phases })
+    Ok(Timed {
+        total,
+        phases,
+        cpu: serve_cpu,
+    })
 }
 
 /// The time at the start of a `tracing` log line (`2026-12-02T11:20:33.123456Z  INFO …`).
@@ -548,6 +599,8 @@ async fn minimal_round(
     let deadline = Instant::now() + timeout;
     let wall = SystemTime::now();
     let start = Instant::now();
+    let cpu_start = Usage::of_process();
+    let mut cpu = None;
     let transport = Transport::default();
     let info = mesos::FrameworkInfo {
         user: m.user.clone(),
@@ -697,6 +750,9 @@ async fn minimal_round(
                 }
                 if total.is_none() && running.len() >= m.size {
                     total = Some(start.elapsed());
+                    cpu = cpu_start
+                        .zip(Usage::of_process())
+                        .map(|(a, b)| b.since(&a).cpu());
                     for (t, agent) in &launched {
                         let kill = call::Kill {
                             task_id: mesos::TaskId { value: t.clone() },
@@ -742,6 +798,7 @@ async fn minimal_round(
     Ok(Timed {
         total: total.unwrap_or_default(),
         phases: phases_out,
+        cpu,
     })
 }
 
