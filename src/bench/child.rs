@@ -159,6 +159,28 @@ impl ChildProc {
         Ok((child, master, url))
     }
 
+    /// Its CPU time to the nanosecond: the sum over its threads of what the scheduler counts
+    /// them to have run (`/proc/<pid>/task/*/schedstat`; threads that ended are not counted).
+    pub fn cpu_precise(&self) -> Option<Duration> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
+        let mut ns = 0u64;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Some(Duration::from_nanos(ns))
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for `serve`'s "paas serving on http://…" line; returns `http://host:port`.
     ///
     /// # Errors
@@ -223,30 +245,6 @@ impl ChildProc {
     /// Its CPU time so far (user + system).
     pub fn cpu(&self) -> Option<Duration> {
         cpu_of(&format!("/proc/{}/stat", self.pid()))
-    }
-}
-
-impl ChildProc {
-    /// Its CPU time to the nanosecond: the sum over its threads of what the scheduler counts
-    /// them to have run (`/proc/<pid>/task/*/schedstat`; threads that ended are not counted).
-    pub fn cpu_precise(&self) -> Option<Duration> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
-        let mut ns = 0u64;
-        for task in tasks.flatten() {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            ns += stat
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        Some(Duration::from_nanos(ns))
-    }
-
-    /// Kills it with SIGKILL, as a crash would, and reaps it.
-    pub fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -228,11 +228,11 @@ impl Cpu {
     fn now(serve: Option<&ChildProc>) -> Cpu {
         Cpu {
             bench: Usage::of_process().map(|u| u.cpu()),
-            serve: serve.and_then(ChildProc::cpu),
+            serve: serve.and_then(ChildProc::cpu_precise),
         }
     }
 
-    /// `[CPU: this process X ms, ours Y ms]` since `self` (ours in clock ticks).
+    /// `[CPU: this process X ms, ours Y ms]` since `self`.
     fn since(&self, serve: Option<&ChildProc>) -> String {
         let later = Cpu::now(serve);
         let ms = |a: Option<Duration>, b: Option<Duration>| {
