@@ -6,12 +6,22 @@
 //!
 //! It checks what the benchmark reports, never how fast: one round of each side finished,
 //! every time is positive and below the benchmark's own timeout, and no container of
-//! either framework (nor of the Docker floor) is left behind.
+//! either framework (nor of the Docker floor) is left behind, and no framework of the run
+//! is still registered at the master.
 
 mod common;
 
 use std::collections::HashMap;
 use std::process::Command;
+
+use serde_json::Value;
+
+/// The body of a GET of the master's `path`.
+fn http_get(master: &str, path: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let url = format!("{}{path}", master.trim_end_matches('/'));
+    rt.block_on(common::get(&url)).text()
+}
 
 /// The `key=value` fields of the benchmark's `result:` line.
 fn result_line(stdout: &str) -> Option<HashMap<String, String>> {
@@ -59,6 +69,7 @@ fn one_round_reports_positive_times_and_leaves_no_container() {
             &image,
             "--timeout",
             "120",
+            "--long-lived-minimal",
         ])
         .env_remove("MESOS_MASTER")
         .output()
@@ -67,18 +78,51 @@ fn one_round_reports_positive_times_and_leaves_no_container() {
     eprintln!("{stdout}");
     let r = result_line(&stdout).unwrap_or_else(|| panic!("no result line:\n{stdout}"));
     assert_eq!(r["rounds"], "1", "{stdout}");
-    for key in ["ours_ms", "minimal_ms", "docker_ms"] {
+    for key in ["ours_ms", "minimal_ms", "long_lived_ms", "docker_ms"] {
         let ms: f64 = r[key].parse().unwrap_or_else(|_| panic!("{key}: {stdout}"));
         assert!(ms > 0.0 && ms < 120_000.0, "{key} = {ms}:\n{stdout}");
     }
-    let ratio: f64 = r["ratio"].parse().expect("ratio");
-    assert!(ratio.is_finite() && ratio > 0.0, "{stdout}");
+    for key in [
+        "ratio",
+        "ratio_long_lived",
+        "paired",
+        "paired_high",
+        "paired_long_lived",
+    ] {
+        let ratio: f64 = r[key].parse().unwrap_or_else(|_| panic!("{key}: {stdout}"));
+        assert!(ratio.is_finite() && ratio > 0.0, "{key}: {stdout}");
+    }
     assert_eq!(r["leftover_containers"], "0", "{stdout}");
     // Each side printed its round with its phases.
-    for side in ["round 1 ours:", "round 1 minimal:", "round 1 docker:"] {
+    for side in [
+        "round 1 ours:",
+        "round 1 minimal:",
+        "round 1 minimal long-lived:",
+        "round 1 docker:",
+    ] {
         assert!(stdout.contains(side), "{side}:\n{stdout}");
     }
     assert!(stdout.contains("ACCEPT"), "{stdout}");
+    assert!(stdout.contains("REVIVE answered"), "{stdout}");
+    // The phase table has a column per side.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["phase", "ours", "minimal", "long-lived"]),
+        "{stdout}"
+    );
+    // Every framework of the run is gone from the master, the long-lived one too.
+    let state = http_get(&master, "/master/frameworks");
+    let active: Value = serde_json::from_str(&state).unwrap_or_else(|e| panic!("{e}: {state}"));
+    let names: Vec<&str> = active["frameworks"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !names.iter().any(|n| n.starts_with("paas-bench-minimal")),
+        "still registered: {names:?}"
+    );
     // Nothing of the run still runs: no new executor container, no floor container.
     let after = common::running_executors();
     assert!(after.is_subset(&before), "left running: {after:?}");

@@ -16,10 +16,21 @@
 //!   host IMAGE` of the node image, timed until every one has returned (the container
 //!   started), then removed.
 //!
-//! The order of ours and minimal alternates from round to round. Per round it prints the
-//! phases (from the child's log, the event stream, the scheduler's events and the Docker
-//! containers' own `Created`/`StartedAt`), and at the end the medians and the ratio
-//! ours / minimal. Nothing asserts a time.
+//! Two more sides on demand:
+//! - **long-lived minimal** (`--long-lived-minimal`): the minimal scheduler with ours'
+//!   lifetime: subscribed once (suppressed, a week's `failover_timeout`), then per round
+//!   REVIVE, the same launch, SUPPRESS and the kills; timed from its REVIVE.
+//! - **ours-2** (`--second-store-dir DIR`): a second `paas serve` with its store in `DIR`
+//!   (a tmpfs, say): the same framework beside ours, which also shows how far two identical
+//!   sides differ in one run.
+//!
+//! Each side goes first in turn from round to round. Per round it prints the phases (from
+//! the child's log, the event stream, the scheduler's events and the Docker containers' own
+//! `Created`/`StartedAt`), and at the end each phase's median per side, the medians and the
+//! ratio ours / minimal, and the ratios of the rounds one by one (ours' time over the other
+//! side's in the same round) with their mean and a 95 % bootstrap interval of it: single
+//! rounds spread by more than the 5 % asked, and pairing them by round keeps a slow spell
+//! of the machine out of the comparison. Nothing asserts a time.
 //!
 //! Clean-up, also on error and Ctrl-C (the [`Cleanup`] guard): the child is stopped, both
 //! frameworks are torn down at the master, and every container of theirs (and of the
@@ -48,7 +59,7 @@ use crate::scheduler::SchedulerConfig;
 use crate::scheduler::launch;
 use crate::scheduler::offers::{self, ExecutorOverhead, OfferView};
 use crate::scheduler::tasks::TaskTemplate;
-use crate::scheduler::transport::{ContentType, Endpoint, StreamId, Transport};
+use crate::scheduler::transport::{ContentType, Endpoint, RecordStream, StreamId, Transport};
 
 const TEMPLATE: &str = include_str!("../../examples/products/reference/minimal.json");
 const OPTIONS: &str = include_str!("../../examples/products/reference/options/size.json");
@@ -73,6 +84,16 @@ pub struct Options {
     /// Skip the bare `docker run` floor.
     #[arg(long)]
     pub no_docker: bool,
+    /// Also run a third side each round: a minimal scheduler subscribed once for the whole
+    /// run (a week's `failover_timeout`, as ours), which REVIVEs, launches, SUPPRESSes and
+    /// kills each round, timed from its REVIVE: the minimal one with ours' lifetime.
+    #[arg(long)]
+    pub long_lived_minimal: bool,
+    /// Also run a second `paas serve` with its store under this directory (e.g. a tmpfs,
+    /// `/dev/shm`) as a fourth side, "ours-2": the same framework side by side with
+    /// another disk.
+    #[arg(long)]
+    pub second_store_dir: Option<std::path::PathBuf>,
     /// Give up on a round (launch or clean-up) after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -107,63 +128,100 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
     let dir = temp_dir("mesos")?;
     let mut cleanup = Cleanup {
         authority: endpoint.authority().to_owned(),
-        child: None,
+        children: Vec::new(),
         frameworks: Vec::new(),
         removed: Vec::new(),
         done: false,
         _dir: RemoveDir(Some(dir.clone())),
     };
 
-    // Ours: one server for every round, as a framework lives.
-    let data = dir.join("data").display().to_string();
-    let (child, url) = ChildProc::serve(
-        std::path::Path::new(&data),
-        &[
-            "--master",
-            &master,
-            "--node-image",
-            &o.image,
-            "--allow-anonymous",
-        ],
-        Duration::from_secs(60),
-    )?;
-    let pid = child.pid();
-    cleanup.child = Some(child);
-    let addr = addr_of(&url)?;
-    let fid = wait_subscribed(addr, timeout).await?;
-    cleanup.frameworks.push(fid.clone());
-    register_reference(addr).await?;
-    let client = Client::new(&url, None);
+    // Ours: one server for every round, as a framework lives (and a second one on another
+    // store when asked).
+    let mut ours_sides =
+        vec![Ours::start(&o, &master, &dir.join("data"), &mut cleanup, timeout).await?];
+    let _second_dir = match &o.second_store_dir {
+        Some(parent) => {
+            let d = parent.join(format!(
+                "paas-bench-mesos-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&d).map_err(|e| setup("--second-store-dir", e))?;
+            let keep = RemoveDir(Some(d.clone()));
+            ours_sides
+                .push(Ours::start(&o, &master, &d.join("data"), &mut cleanup, timeout).await?);
+            Some(keep)
+        }
+        None => None,
+    };
     let minimal = MinimalSetup::new(&o, &master)?;
     println!(
-        "mesos: the reference product, size {}, on the master at {master}; image {}; {} rounds; ours: `paas serve` pid {pid} (framework {fid})",
+        "mesos: the reference product, size {}, on the master at {master}; image {}; {} rounds",
         o.size, o.image, o.rounds
     );
+    for (i, side) in ours_sides.iter().enumerate() {
+        println!(
+            "  {}: `paas serve` pid {} (framework {}), store in {}",
+            OURS[i],
+            cleanup.children[i].pid(),
+            side.fid,
+            side.data.display()
+        );
+    }
     if !o.no_docker {
         // Once unmeasured: the image's first start reads it from disk.
         docker_floor(&o.image, o.size, timeout).await?;
     }
 
-    let (mut ours, mut mins, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    let mut long_lived = if o.long_lived_minimal {
+        let fw = minimal_subscribe(&minimal, &endpoint, true, Instant::now() + timeout).await?;
+        cleanup.frameworks.push(fw.id.clone());
+        println!("  long-lived minimal scheduler: framework {}", fw.id);
+        Some(fw)
+    } else {
+        None
+    };
+    let mut sides = vec![0, 1];
+    if long_lived.is_some() {
+        sides.push(2);
+    }
+    if ours_sides.len() > 1 {
+        sides.push(3);
+    }
+    // Each side's totals, and every phase's offsets over the rounds:
+    // [ours, minimal, long-lived minimal, ours-2].
+    let mut totals: [Vec<Duration>; 4] = Default::default();
+    let mut by_phase: [PhaseTimes; 4] = Default::default();
+    let mut floors = Vec::new();
     for round in 1..=o.rounds.max(1) {
         let load = load_average();
-        let ours_first = round % 2 == 1;
-        for which in if ours_first { [0, 1] } else { [1, 0] } {
+        // Each side goes first in turn.
+        let mut order = sides.to_vec();
+        order.rotate_left((round - 1) % sides.len());
+        for which in order {
             wait_agents_idle(&endpoint, timeout).await?;
-            // The CPU each side's processes use in its round (the minimal scheduler runs in
+            // The CPU each side's processes use in its round (the minimal schedulers run in
             // this one, ours in the child), beside the agent and Docker on the same cores.
-            let cpu = Cpu::now(cleanup.child.as_ref());
-            if which == 0 {
-                let r = ours_round(&client, addr, &mut cleanup, &o, &fid, timeout).await?;
-                let used = cpu.since(cleanup.child.as_ref());
-                println!("  round {round} ours:    {} {used}", r.line());
-                ours.push(r.total);
-            } else {
-                let r = minimal_round(&minimal, &endpoint, &mut cleanup, timeout).await?;
-                let used = cpu.since(cleanup.child.as_ref());
-                println!("  round {round} minimal: {} {used}", r.line());
-                mins.push(r.total);
-            }
+            let cpu = Cpu::now(&cleanup.children);
+            let (name, r) = match (which, long_lived.as_mut()) {
+                (0 | 3, _) => {
+                    let i = usize::from(which == 3);
+                    let child = &mut cleanup.children[i];
+                    let r = ours_round(&ours_sides[i], child, &o, timeout).await?;
+                    (if i == 0 { "ours:    " } else { "ours-2:  " }, r)
+                }
+                (1, _) | (_, None) => (
+                    "minimal: ",
+                    minimal_round(&minimal, &endpoint, &mut cleanup, timeout).await?,
+                ),
+                (_, Some(fw)) => (
+                    "minimal long-lived: ",
+                    long_lived_round(&minimal, fw, timeout).await?,
+                ),
+            };
+            let used = cpu.since(&cleanup.children);
+            println!("  round {round} {name}{} {used}", r.line());
+            by_phase[which].add(&r);
+            totals[which].push(r.total);
         }
         if !o.no_docker {
             let d = docker_floor(&o.image, o.size, timeout).await?;
@@ -177,10 +235,21 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
         println!("  (load average before the round: {load})");
     }
     let left = cleanup.finish();
-    let (mo, mm) = (median(&ours), median(&mins));
+    drop(long_lived);
+    println!(
+        "  medians of each phase over the rounds (ms after the POST / the SUBSCRIBE / the REVIVE):"
+    );
+    let names = ["ours", "minimal", "long-lived", "ours-2"];
+    let columns: Vec<(&str, &PhaseTimes)> =
+        sides.iter().map(|&i| (names[i], &by_phase[i])).collect();
+    for line in phase_table(&columns) {
+        println!("    {line}");
+    }
+    let [ours, mins, lived, second] = &totals;
+    let (mo, mm) = (median(ours), median(mins));
     let ratio = mo.as_secs_f64() / mm.as_secs_f64().max(1e-9);
     println!(
-        "  medians: ours {:.3} s, minimal {:.3} s{}; ours / minimal = {ratio:.3} ({:+.1} %)",
+        "  medians: ours {:.3} s, minimal {:.3} s{}; ours / minimal = {ratio:.3} ({:+.1} %); by the means {:.3}",
         mo.as_secs_f64(),
         mm.as_secs_f64(),
         if floors.is_empty() {
@@ -188,16 +257,129 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
         } else {
             format!(", docker {:.3} s", median(&floors).as_secs_f64())
         },
-        (ratio - 1.0) * 100.0
+        (ratio - 1.0) * 100.0,
+        mean(ours) / mean(mins).max(1e-9)
     );
+    // Side by side round by round: each round's ratio, so that a slow spell of the machine
+    // weighs on both sides of it alike.
+    let mut extra_fields = String::new();
+    for (name, key, other) in [
+        ("minimal", "paired", mins),
+        ("long-lived", "paired_long_lived", lived),
+        ("ours-2", "paired_ours2", second),
+    ] {
+        if let Some(p) = PairedRatio::of(ours, other) {
+            println!(
+                "  per round, ours / {name}: mean {:.3}, 95 % interval {:.3}–{:.3} (bootstrap over {} rounds)",
+                p.mean, p.low, p.high, p.rounds
+            );
+            extra_fields.push_str(&format!(" {key}={:.3} {key}_high={:.3}", p.mean, p.high));
+        }
+    }
+    if !lived.is_empty() {
+        let ml = median(lived);
+        let r = mo.as_secs_f64() / ml.as_secs_f64().max(1e-9);
+        println!(
+            "  long-lived minimal {:.3} s (its REVIVE to all RUNNING); ours / long-lived = {r:.3} ({:+.1} %); by the means {:.3}; long-lived / minimal = {:.3}",
+            ml.as_secs_f64(),
+            (r - 1.0) * 100.0,
+            mean(ours) / mean(lived).max(1e-9),
+            ml.as_secs_f64() / mm.as_secs_f64().max(1e-9)
+        );
+        extra_fields.push_str(&format!(
+            " long_lived_ms={:.0} ratio_long_lived={r:.3}",
+            ml.as_secs_f64() * 1e3
+        ));
+    }
+    if !second.is_empty() {
+        let m2 = median(second);
+        let r = mo.as_secs_f64() / m2.as_secs_f64().max(1e-9);
+        println!(
+            "  ours-2 (store in {}) {:.3} s; ours / ours-2 = {r:.3} ({:+.1} %); by the means {:.3}; ours-2 / minimal = {:.3}",
+            o.second_store_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display(),
+            m2.as_secs_f64(),
+            (r - 1.0) * 100.0,
+            mean(ours) / mean(second).max(1e-9),
+            m2.as_secs_f64() / mm.as_secs_f64().max(1e-9)
+        );
+        extra_fields.push_str(&format!(
+            " ours2_ms={:.0} ratio_ours2={r:.3}",
+            m2.as_secs_f64() * 1e3
+        ));
+    }
     println!(
-        "result: rounds={} ours_ms={:.0} minimal_ms={:.0} docker_ms={:.0} ratio={ratio:.3} leftover_containers={left}",
+        "result: rounds={} ours_ms={:.0} minimal_ms={:.0} docker_ms={:.0} ratio={ratio:.3}{extra_fields} leftover_containers={left}",
         ours.len(),
         mo.as_secs_f64() * 1e3,
         mm.as_secs_f64() * 1e3,
         median(&floors).as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// The ratios `a / b` of the rounds' times, round by round: their mean and a 95 % bootstrap
+/// interval of that mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PairedRatio {
+    rounds: usize,
+    mean: f64,
+    low: f64,
+    high: f64,
+}
+
+impl PairedRatio {
+    /// Resamples drawn for the interval.
+    const RESAMPLES: usize = 4000;
+
+    /// `None` without a round of both sides. The resampling uses a fixed seed: the same
+    /// rounds give the same interval.
+    fn of(a: &[Duration], b: &[Duration]) -> Option<Self> {
+        let ratios: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .filter(|(_, b)| !b.is_zero())
+            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        let n = ratios.len();
+        let avg = |v: &mut dyn Iterator<Item = f64>| v.sum::<f64>() / n as f64;
+        let mean = avg(&mut ratios.iter().copied());
+        // splitmix64: enough to draw indices, and no dependency for it.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut means: Vec<f64> = (0..Self::RESAMPLES)
+            .map(|_| {
+                avg(&mut (0..n).map(|_| {
+                    let i = usize::try_from(next() % n as u64).unwrap_or(0);
+                    ratios[i]
+                }))
+            })
+            .collect();
+        means.sort_by(f64::total_cmp);
+        let at = |q: f64| means[((Self::RESAMPLES - 1) as f64 * q).round() as usize];
+        Some(Self {
+            rounds: n,
+            mean,
+            low: at(0.025),
+            high: at(0.975),
+        })
+    }
+}
+
+/// The mean in seconds; zero for none.
+fn mean(v: &[Duration]) -> f64 {
+    v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64
 }
 
 /// The median (the lower middle for an even count); zero for none.
@@ -218,22 +400,22 @@ fn load_average() -> String {
 // ---------------------------------------------------------------------------------------
 // Phases
 
-/// CPU time of this process and of ours (the child `serve`) at one moment.
+/// CPU time of this process and of ours (the child `serve`s, together) at one moment.
 struct Cpu {
     bench: Option<Duration>,
     serve: Option<Duration>,
 }
 
 impl Cpu {
-    fn now(serve: Option<&ChildProc>) -> Cpu {
+    fn now(serve: &[ChildProc]) -> Cpu {
         Cpu {
             bench: Usage::of_process().map(|u| u.cpu()),
-            serve: serve.and_then(ChildProc::cpu_precise),
+            serve: serve.iter().map(ChildProc::cpu_precise).sum(),
         }
     }
 
     /// `[CPU: this process X ms, ours Y ms]` since `self`.
-    fn since(&self, serve: Option<&ChildProc>) -> String {
+    fn since(&self, serve: &[ChildProc]) -> String {
         let later = Cpu::now(serve);
         let ms = |a: Option<Duration>, b: Option<Duration>| {
             a.zip(b).map_or_else(
@@ -276,6 +458,61 @@ impl Timed {
             phases.join(", ")
         )
     }
+}
+
+/// Each phase's offsets over the rounds of one side, in the order the phases first came.
+#[derive(Default)]
+struct PhaseTimes(Vec<(String, Vec<Duration>)>);
+
+impl PhaseTimes {
+    fn add(&mut self, r: &Timed) {
+        let total = ("all RUNNING".to_owned(), r.total);
+        for (what, at) in r.phases.iter().chain(std::iter::once(&total)) {
+            match self.0.iter_mut().find(|(w, _)| w == what) {
+                Some((_, v)) => v.push(*at),
+                None => self.0.push((what.clone(), vec![*at])),
+            }
+        }
+    }
+
+    fn median_of(&self, what: &str) -> Option<Duration> {
+        self.0
+            .iter()
+            .find(|(w, _)| w == what)
+            .map(|(_, v)| median(v))
+    }
+}
+
+/// One line per phase: its median on each side (`-` where a side has no such phase), the
+/// first side's phases first in their order, then the others' own.
+fn phase_table(sides: &[(&str, &PhaseTimes)]) -> Vec<String> {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, side) in sides {
+        for (w, _) in &side.0 {
+            if !names.contains(&w.as_str()) {
+                names.push(w);
+            }
+        }
+    }
+    let cell = |d: Option<Duration>| {
+        d.map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.1}", d.as_secs_f64() * 1e3),
+        )
+    };
+    let mut head = format!("{:<24}", "phase");
+    for (name, _) in sides {
+        head.push_str(&format!(" {name:>10}"));
+    }
+    let mut lines = vec![head];
+    for w in names {
+        let mut line = format!("{w:<24}");
+        for (_, side) in sides {
+            line.push_str(&format!(" {:>10}", cell(side.median_of(w))));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 fn ms(d: Duration) -> String {
@@ -372,24 +609,66 @@ async fn next_event(
     }
 }
 
-async fn ours_round(
-    client: &Client,
+/// The names of ours' sides, by their order of start.
+const OURS: [&str; 2] = ["ours", "ours-2"];
+
+/// One of ours' servers: the child `paas serve` (in [`Cleanup::children`]), subscribed, the
+/// reference product registered.
+struct Ours {
+    client: Client,
     addr: std::net::SocketAddr,
-    cleanup: &mut Cleanup,
+    fid: String,
+    data: std::path::PathBuf,
+}
+
+impl Ours {
+    async fn start(
+        o: &Options,
+        master: &str,
+        data: &std::path::Path,
+        cleanup: &mut Cleanup,
+        timeout: Duration,
+    ) -> Result<Self, BenchError> {
+        let (child, url) = ChildProc::serve(
+            data,
+            &[
+                "--master",
+                master,
+                "--node-image",
+                &o.image,
+                "--allow-anonymous",
+            ],
+            Duration::from_secs(60),
+        )?;
+        cleanup.children.push(child);
+        let addr = addr_of(&url)?;
+        let fid = wait_subscribed(addr, timeout).await?;
+        cleanup.frameworks.push(fid.clone());
+        register_reference(addr).await?;
+        Ok(Self {
+            client: Client::new(&url, None),
+            addr,
+            fid,
+            data: data.to_owned(),
+        })
+    }
+}
+
+async fn ours_round(
+    ours: &Ours,
+    child: &mut ChildProc,
     o: &Options,
-    fid: &str,
     timeout: Duration,
 ) -> Result<Timed, BenchError> {
+    let (client, addr, fid) = (&ours.client, ours.addr, ours.fid.as_str());
     // Opened first: every commit of the launch reaches it.
     let mut events = client
         .stream("/events")
         .await
         .map_err(|e| setup("GET /events", e))?;
-    if let Some(c) = cleanup.child.as_mut() {
-        c.take_lines();
-    }
+    child.take_lines();
     let deadline = Instant::now() + timeout;
-    let serve_cpu = cleanup.child.as_ref().and_then(ChildProc::cpu_precise);
+    let serve_cpu = child.cpu_precise();
     let wall = SystemTime::now();
     let start = Instant::now();
     let answer = client
@@ -422,15 +701,11 @@ async fn ours_round(
     }
     let total = start.elapsed();
     let serve_cpu = serve_cpu
-        .zip(cleanup.child.as_ref().and_then(ChildProc::cpu_precise))
+        .zip(child.cpu_precise())
         .map(|(a, b)| b.saturating_sub(a));
 
     let mut phases = vec![("POST answered".to_owned(), answered)];
-    let lines = cleanup
-        .child
-        .as_mut()
-        .map(ChildProc::take_lines)
-        .unwrap_or_default();
+    let lines = child.take_lines();
     // The scheduler's own log: when it revived offers and when it sent the ACCEPT.
     let logged = |needle: &str, of_cluster: bool| -> Vec<Duration> {
         lines
@@ -588,24 +863,32 @@ impl MinimalSession {
     }
 }
 
-async fn minimal_round(
+/// A minimal scheduler subscribed at the master: its calls and its event stream.
+struct MinimalFramework {
+    s: MinimalSession,
+    records: RecordStream,
+    id: String,
+}
+
+/// SUBSCRIBEs a minimal scheduler and waits for SUBSCRIBED. A `long_lived` one asks the
+/// master to keep it for a week across a lost connection, as `paas serve` does; the other
+/// one goes with its connection (`failover_timeout` 0).
+async fn minimal_subscribe(
     m: &MinimalSetup,
     master: &Endpoint,
-    cleanup: &mut Cleanup,
-    timeout: Duration,
-) -> Result<Timed, BenchError> {
+    long_lived: bool,
+    deadline: Instant,
+) -> Result<MinimalFramework, BenchError> {
     use mesos::framework_info::{Capability, capability};
-    let mut cluster = m.cluster()?;
-    let deadline = Instant::now() + timeout;
-    let wall = SystemTime::now();
-    let start = Instant::now();
-    let cpu_start = Usage::of_process();
-    let mut cpu = None;
-    let transport = Transport::default();
     let info = mesos::FrameworkInfo {
         user: m.user.clone(),
-        name: "paas-bench-minimal".into(),
-        failover_timeout: Some(0.0),
+        name: if long_lived {
+            "paas-bench-minimal-long-lived"
+        } else {
+            "paas-bench-minimal"
+        }
+        .into(),
+        failover_timeout: Some(if long_lived { 7.0 * 86_400.0 } else { 0.0 }),
         checkpoint: Some(true),
         roles: vec!["*".into()],
         capabilities: vec![Capability {
@@ -617,10 +900,17 @@ async fn minimal_round(
         r#type: Some(call::Type::Subscribe as i32),
         subscribe: Some(call::Subscribe {
             framework_info: info,
-            ..Default::default()
+            // The long-lived one gets no offer before its first round's REVIVE: it would
+            // hold the agent while the other sides run.
+            suppressed_roles: if long_lived {
+                vec!["*".into()]
+            } else {
+                Vec::new()
+            },
         }),
         ..Default::default()
     };
+    let transport = Transport::default();
     let sub = transport
         .subscribe(
             master,
@@ -630,50 +920,93 @@ async fn minimal_round(
         .await
         .map_err(|e| setup("the minimal scheduler's SUBSCRIBE", e))?;
     let mut records = sub.records;
-    let mut s = MinimalSession {
-        transport,
-        leader: sub.leader,
-        stream_id: sub.stream_id,
-        framework_id: None,
+    loop {
+        let ev = next_record(&mut records, deadline, "waiting for SUBSCRIBED").await?;
+        match ev.r#type.and_then(|t| event::Type::try_from(t).ok()) {
+            Some(event::Type::Subscribed) => {
+                if let Some(subscribed) = ev.subscribed {
+                    let framework_id = subscribed.framework_id;
+                    return Ok(MinimalFramework {
+                        id: framework_id.value.clone(),
+                        s: MinimalSession {
+                            transport,
+                            leader: sub.leader,
+                            stream_id: sub.stream_id,
+                            framework_id: Some(framework_id),
+                        },
+                        records,
+                    });
+                }
+            }
+            Some(event::Type::Error) => {
+                let msg = ev.error.map(|e| e.message).unwrap_or_default();
+                return Err(BenchError::Setup(format!(
+                    "the master refused the minimal scheduler: {msg}"
+                )));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The next event on a minimal scheduler's stream, by `deadline`.
+async fn next_record(
+    records: &mut RecordStream,
+    deadline: Instant,
+    what: &str,
+) -> Result<Event, BenchError> {
+    let bytes = match tokio::time::timeout_at(deadline.into(), records.next_record()).await {
+        Err(_) => return Err(BenchError::Setup(format!("timed out while {what}"))),
+        Ok(None) => {
+            return Err(BenchError::Setup(
+                "the master closed the minimal scheduler's stream".into(),
+            ));
+        }
+        Ok(Some(Err(e))) => return Err(setup("the minimal scheduler's stream", e)),
+        Ok(Some(Ok(b))) => b,
     };
-    let mut phases = Vec::new();
+    Event::decode(bytes).map_err(|e| setup("an event of the master", e))
+}
+
+/// What one launch of a minimal scheduler saw, as offsets from its round's start.
+struct MinimalLaunch {
+    /// To every task RUNNING.
+    total: Duration,
+    /// This process's CPU from the round's start to every task RUNNING.
+    cpu: Option<Duration>,
+    running: Vec<Duration>,
+}
+
+/// One launch of `cluster` by a subscribed minimal scheduler: at the first offers one ACCEPT
+/// of its tasks, ACKs, every task RUNNING; then SUPPRESS (so it holds no offer once done)
+/// and a KILL of every task, until every one has ended. Other offers are declined.
+async fn minimal_launch(
+    m: &MinimalSetup,
+    fw: &mut MinimalFramework,
+    mut cluster: Cluster,
+    (start, cpu_start): (Instant, Option<Usage>),
+    deadline: Instant,
+    phases: &mut Vec<(String, Duration)>,
+) -> Result<MinimalLaunch, BenchError> {
+    let s = &fw.s;
     let mut launched: HashMap<String, Option<mesos::AgentId>> = HashMap::new();
     let mut running: BTreeMap<String, Duration> = BTreeMap::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
-    let mut total = None;
-    let mut killed = false;
+    let mut done: Option<(Duration, Option<Duration>)> = None;
     loop {
-        let bytes = match tokio::time::timeout_at(deadline.into(), records.next_record()).await {
-            Err(_) => {
-                return Err(BenchError::Setup(format!(
-                    "the minimal scheduler timed out ({} of {} running, {} ended)",
-                    running.len(),
-                    m.size,
-                    ended.len()
-                )));
-            }
-            Ok(None) => {
-                return Err(BenchError::Setup(
-                    "the master closed the minimal scheduler's stream".into(),
-                ));
-            }
-            Ok(Some(Err(e))) => return Err(setup("the minimal scheduler's stream", e)),
-            Ok(Some(Ok(b))) => b,
-        };
-        let ev = Event::decode(bytes).map_err(|e| setup("an event of the master", e))?;
+        let what = format!(
+            "the minimal scheduler waited ({} of {} running, {} ended)",
+            running.len(),
+            m.size,
+            ended.len()
+        );
+        let ev = next_record(&mut fw.records, deadline, &what).await?;
         match ev.r#type.and_then(|t| event::Type::try_from(t).ok()) {
-            Some(event::Type::Subscribed) => {
-                if let Some(sub) = ev.subscribed {
-                    phases.push(("SUBSCRIBED".to_owned(), start.elapsed()));
-                    cleanup.frameworks.push(sub.framework_id.value.clone());
-                    s.framework_id = Some(sub.framework_id);
-                }
-            }
             Some(event::Type::Offers) => {
                 let offers = ev.offers.map(|o| o.offers).unwrap_or_default();
                 let ids: Vec<String> = offers.iter().map(|o| o.id.value.clone()).collect();
                 if !launched.is_empty() || ids.is_empty() {
-                    decline(&s, ids, 5.0).await?;
+                    decline(s, ids, 5.0).await?;
                     continue;
                 }
                 phases.push(("offers".to_owned(), start.elapsed()));
@@ -685,7 +1018,7 @@ async fn minimal_round(
                 );
                 if plan.accepts.is_empty() {
                     // Not all of it fits yet (resources still being freed): wait for more.
-                    decline(&s, ids, 1.0).await?;
+                    decline(s, ids, 1.0).await?;
                     continue;
                 }
                 // Recorded in memory only: no store, that is the point.
@@ -717,7 +1050,7 @@ async fn minimal_round(
                         .await?;
                 }
                 phases.push(("ACCEPT answered".to_owned(), start.elapsed()));
-                decline(&s, plan.declines, 5.0).await?;
+                decline(s, plan.declines, 5.0).await?;
             }
             Some(event::Type::Update) => {
                 let Some(u) = ev.update else { continue };
@@ -734,12 +1067,16 @@ async fn minimal_round(
                     s.send(call::Type::Acknowledge, |c| c.acknowledge = Some(ack))
                         .await?;
                 }
+                if !launched.contains_key(&task) {
+                    // An earlier round's task, ended late: not this round's.
+                    continue;
+                }
                 if state == mesos::TaskState::TaskRunning {
                     running
                         .entry(task.clone())
                         .or_insert_with(|| start.elapsed());
                 } else if state.is_terminal() {
-                    if !killed {
+                    if done.is_none() {
                         return Err(BenchError::Setup(format!(
                             "task {task} ended before every task ran: {} {}",
                             state.as_str_name(),
@@ -748,11 +1085,15 @@ async fn minimal_round(
                     }
                     ended.insert(task);
                 }
-                if total.is_none() && running.len() >= m.size {
-                    total = Some(start.elapsed());
-                    cpu = cpu_start
+                if done.is_none() && running.len() >= m.size {
+                    let cpu = cpu_start
                         .zip(Usage::of_process())
                         .map(|(a, b)| b.since(&a).cpu());
+                    done = Some((start.elapsed(), cpu));
+                    s.send(call::Type::Suppress, |c| {
+                        c.suppress = Some(call::Suppress::default());
+                    })
+                    .await?;
                     for (t, agent) in &launched {
                         let kill = call::Kill {
                             task_id: mesos::TaskId { value: t.clone() },
@@ -761,9 +1102,8 @@ async fn minimal_round(
                         };
                         s.send(call::Type::Kill, |c| c.kill = Some(kill)).await?;
                     }
-                    killed = true;
                 }
-                if killed && ended.len() >= launched.len() {
+                if done.is_some() && ended.len() >= launched.len() {
                     break;
                 }
             }
@@ -776,29 +1116,90 @@ async fn minimal_round(
             _ => {}
         }
     }
-    let fid = s
-        .framework_id
-        .as_ref()
-        .map(|f| f.value.clone())
-        .unwrap_or_default();
+    let (total, cpu) = done.unwrap_or_default();
+    Ok(MinimalLaunch {
+        total,
+        cpu,
+        running: running.into_values().collect(),
+    })
+}
+
+/// A round of a fresh minimal scheduler: SUBSCRIBE, one launch, TEARDOWN; timed from the
+/// SUBSCRIBE.
+async fn minimal_round(
+    m: &MinimalSetup,
+    master: &Endpoint,
+    cleanup: &mut Cleanup,
+    timeout: Duration,
+) -> Result<Timed, BenchError> {
+    let cluster = m.cluster()?;
+    let deadline = Instant::now() + timeout;
+    let wall = SystemTime::now();
+    let start = Instant::now();
+    let cpu_start = Usage::of_process();
+    let mut fw = minimal_subscribe(m, master, false, deadline).await?;
+    cleanup.frameworks.push(fw.id.clone());
+    let mut phases = vec![("SUBSCRIBED".to_owned(), start.elapsed())];
+    let launch = minimal_launch(
+        m,
+        &mut fw,
+        cluster,
+        (start, cpu_start),
+        deadline,
+        &mut phases,
+    )
+    .await?;
+    let fid = fw.id.clone();
     let containers = containers_of(std::slice::from_ref(&fid))?;
-    s.send(call::Type::Teardown, |_| {}).await?;
+    fw.s.send(call::Type::Teardown, |_| {}).await?;
     cleanup.torn_down(&fid);
-    drop(records);
-    let mut phases_out = Vec::new();
-    // In time order: the call-side phases, the agent's, then the RUNNINGs.
-    phases_out.append(&mut phases);
-    container_phases(wall, &containers, &mut phases_out);
-    spread(
-        &mut phases_out,
-        "RUNNING",
-        running.values().copied().collect(),
-    );
+    drop(fw);
+    container_phases(wall, &containers, &mut phases);
+    spread(&mut phases, "RUNNING", launch.running);
     wait_gone(std::slice::from_ref(&fid), |_| true, deadline).await?;
     Ok(Timed {
-        total: total.unwrap_or_default(),
-        phases: phases_out,
-        cpu,
+        total: launch.total,
+        phases,
+        cpu: launch.cpu,
+    })
+}
+
+/// A round of the long-lived minimal scheduler (subscribed once, like ours): REVIVE, one
+/// launch (which ends with SUPPRESS); timed from the REVIVE.
+async fn long_lived_round(
+    m: &MinimalSetup,
+    fw: &mut MinimalFramework,
+    timeout: Duration,
+) -> Result<Timed, BenchError> {
+    let cluster = m.cluster()?;
+    let id = cluster.id.to_string();
+    let deadline = Instant::now() + timeout;
+    let wall = SystemTime::now();
+    let start = Instant::now();
+    let cpu_start = Usage::of_process();
+    fw.s.send(call::Type::Revive, |c| {
+        c.revive = Some(call::Revive::default())
+    })
+    .await?;
+    let mut phases = vec![("REVIVE answered".to_owned(), start.elapsed())];
+    let launch = minimal_launch(m, fw, cluster, (start, cpu_start), deadline, &mut phases).await?;
+    let mine: Vec<Container> = containers_of(std::slice::from_ref(&fw.id))?
+        .into_iter()
+        .filter(|c| c.executor_id.contains(&id))
+        .collect();
+    container_phases(wall, &mine, &mut phases);
+    spread(&mut phases, "RUNNING", launch.running);
+    let ids: BTreeSet<String> = mine.iter().map(|c| c.id.clone()).collect();
+    wait_gone(
+        std::slice::from_ref(&fw.id),
+        |c| ids.contains(&c.id),
+        deadline,
+    )
+    .await?;
+    Ok(Timed {
+        total: launch.total,
+        phases,
+        cpu: launch.cpu,
     })
 }
 
@@ -1068,7 +1469,8 @@ fn remove_floor_containers() {
 struct Cleanup {
     /// The master's `host:port`.
     authority: String,
-    child: Option<ChildProc>,
+    /// Ours' servers.
+    children: Vec<ChildProc>,
     /// Frameworks not yet torn down.
     frameworks: Vec<String>,
     /// Frameworks torn down, whose containers are removed at the end all the same.
@@ -1087,7 +1489,7 @@ impl Cleanup {
     /// Cleans up now; the number of containers it could not remove.
     fn finish(&mut self) -> usize {
         self.done = true;
-        drop(self.child.take());
+        self.children.clear();
         let all: Vec<String> = self
             .frameworks
             .iter()
@@ -1180,6 +1582,61 @@ mod tests {
     }
 
     #[test]
+    fn paired_ratios_have_their_mean_inside_a_bootstrap_interval() {
+        let d = Duration::from_millis;
+        assert_eq!(PairedRatio::of(&[], &[]), None);
+        assert_eq!(PairedRatio::of(&[d(5)], &[Duration::ZERO]), None);
+        // Every round exactly 10 % slower: a point interval.
+        let a: Vec<Duration> = (1..=20).map(|i| d(1100 * i)).collect();
+        let b: Vec<Duration> = (1..=20).map(|i| d(1000 * i)).collect();
+        let p = PairedRatio::of(&a, &b).unwrap();
+        assert_eq!(p.rounds, 20);
+        assert!(
+            (p.mean - 1.1).abs() < 1e-9 && (p.high - p.low).abs() < 1e-9,
+            "{p:?}"
+        );
+        // Noisy rounds around 1.0: the interval holds the mean and is not empty, and the
+        // same rounds give the same interval.
+        let a: Vec<Duration> = [950, 1050, 990, 1010, 900, 1100, 1000, 1000]
+            .into_iter()
+            .map(d)
+            .collect();
+        let b = vec![d(1000); 8];
+        let p = PairedRatio::of(&a, &b).unwrap();
+        assert!((p.mean - 1.0).abs() < 1e-9, "{p:?}");
+        assert!(p.low < p.mean && p.mean < p.high, "{p:?}");
+        assert!(p.low > 0.95 && p.high < 1.05, "{p:?}");
+        assert_eq!(PairedRatio::of(&a, &b), Some(p));
+        // Rounds only count where both sides ran.
+        assert_eq!(PairedRatio::of(&a[..3], &b).unwrap().rounds, 3);
+    }
+
+    #[test]
+    fn the_phase_table_has_each_side_median_per_phase() {
+        let d = Duration::from_millis;
+        let timed = |phases: &[(&str, u64)], total| Timed {
+            total: d(total),
+            phases: phases
+                .iter()
+                .map(|(w, t)| ((*w).to_owned(), d(*t)))
+                .collect(),
+            cpu: None,
+        };
+        let (mut ours, mut minimal) = (PhaseTimes::default(), PhaseTimes::default());
+        ours.add(&timed(&[("ACCEPT", 3), ("container created", 500)], 900));
+        ours.add(&timed(&[("ACCEPT", 5), ("container created", 520)], 950));
+        ours.add(&timed(&[("ACCEPT", 4), ("container created", 510)], 1000));
+        minimal.add(&timed(&[("offers", 6), ("container created", 490)], 880));
+        let t = phase_table(&[("ours", &ours), ("minimal", &minimal)]);
+        assert_eq!(t.len(), 5, "{t:#?}");
+        let cols = |i: usize| t[i].split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(cols(1), "ACCEPT 4.0 -");
+        assert_eq!(cols(2), "container created 510.0 490.0");
+        assert_eq!(cols(3), "all RUNNING 950.0 880.0");
+        assert_eq!(cols(4), "offers - 6.0");
+    }
+
+    #[test]
     fn the_minimal_cluster_is_the_reference_at_the_asked_size() {
         let o = Options {
             master: None,
@@ -1187,6 +1644,8 @@ mod tests {
             rounds: 1,
             size: 10,
             no_docker: true,
+            long_lived_minimal: false,
+            second_store_dir: None,
             timeout: 1,
         };
         let m = MinimalSetup::new(&o, "http://127.0.0.1:5050").unwrap();
