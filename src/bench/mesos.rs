@@ -32,9 +32,9 @@
 //! rounds spread by more than the 5 % asked, and pairing them by round keeps a slow spell
 //! of the machine out of the comparison. Nothing asserts a time.
 //!
-//! Clean-up, also on error and Ctrl-C (the [`Cleanup`] guard): the child is stopped, both
-//! frameworks are torn down at the master, and every container of theirs (and of the
-//! Docker floor) is removed; the temporary store goes with its directory.
+//! Clean-up, also on error and Ctrl-C (the [`Cleanup`] guard): ours' children are stopped,
+//! every framework of the run is torn down at the master, and every container of theirs
+//! (and of the Docker floor) is removed; the temporary stores go with their directories.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -276,38 +276,37 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
             extra_fields.push_str(&format!(" {key}={:.3} {key}_high={:.3}", p.mean, p.high));
         }
     }
-    if !lived.is_empty() {
-        let ml = median(lived);
-        let r = mo.as_secs_f64() / ml.as_secs_f64().max(1e-9);
+    let second_label = format!(
+        "ours-2 (store in {})",
+        o.second_store_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"))
+            .display()
+    );
+    for (label, short, key, times) in [
+        (
+            "long-lived minimal (its REVIVE to all RUNNING)",
+            "long-lived",
+            "long_lived",
+            lived,
+        ),
+        (second_label.as_str(), "ours-2", "ours2", second),
+    ] {
+        if times.is_empty() {
+            continue;
+        }
+        let m = median(times);
+        let r = mo.as_secs_f64() / m.as_secs_f64().max(1e-9);
         println!(
-            "  long-lived minimal {:.3} s (its REVIVE to all RUNNING); ours / long-lived = {r:.3} ({:+.1} %); by the means {:.3}; long-lived / minimal = {:.3}",
-            ml.as_secs_f64(),
+            "  {label} {:.3} s; ours / {short} = {r:.3} ({:+.1} %); by the means {:.3}; {short} / minimal = {:.3}",
+            m.as_secs_f64(),
             (r - 1.0) * 100.0,
-            mean(ours) / mean(lived).max(1e-9),
-            ml.as_secs_f64() / mm.as_secs_f64().max(1e-9)
+            mean(ours) / mean(times).max(1e-9),
+            m.as_secs_f64() / mm.as_secs_f64().max(1e-9)
         );
         extra_fields.push_str(&format!(
-            " long_lived_ms={:.0} ratio_long_lived={r:.3}",
-            ml.as_secs_f64() * 1e3
-        ));
-    }
-    if !second.is_empty() {
-        let m2 = median(second);
-        let r = mo.as_secs_f64() / m2.as_secs_f64().max(1e-9);
-        println!(
-            "  ours-2 (store in {}) {:.3} s; ours / ours-2 = {r:.3} ({:+.1} %); by the means {:.3}; ours-2 / minimal = {:.3}",
-            o.second_store_dir
-                .as_deref()
-                .unwrap_or(std::path::Path::new("?"))
-                .display(),
-            m2.as_secs_f64(),
-            (r - 1.0) * 100.0,
-            mean(ours) / mean(second).max(1e-9),
-            m2.as_secs_f64() / mm.as_secs_f64().max(1e-9)
-        );
-        extra_fields.push_str(&format!(
-            " ours2_ms={:.0} ratio_ours2={r:.3}",
-            m2.as_secs_f64() * 1e3
+            " {key}_ms={:.0} ratio_{key}={r:.3}",
+            m.as_secs_f64() * 1e3
         ));
     }
     println!(
