@@ -47,6 +47,7 @@ use serde_json::{Map, Value, json};
 
 use super::api::{LAUNCH, addr_of, expect_ok, register_reference};
 use super::child::{ChildProc, Usage};
+use super::provision::percentile;
 use super::{BenchError, RemoveDir, temp_dir};
 use crate::cli::{Client, EventStream};
 use crate::domain::launch_request::{Caller, Fresh, LaunchRequest, Policy};
@@ -174,8 +175,8 @@ pub async fn run(o: Options) -> Result<(), BenchError> {
 
     let mut long_lived = if o.long_lived_minimal {
         let fw = minimal_subscribe(&minimal, &endpoint, true, Instant::now() + timeout).await?;
-        cleanup.frameworks.push(fw.id.clone());
-        println!("  long-lived minimal scheduler: framework {}", fw.id);
+        cleanup.frameworks.push(fw.id());
+        println!("  long-lived minimal scheduler: framework {}", fw.id());
         Some(fw)
     } else {
         None
@@ -346,32 +347,25 @@ impl PairedRatio {
             return None;
         }
         let n = ratios.len();
-        let avg = |v: &mut dyn Iterator<Item = f64>| v.sum::<f64>() / n as f64;
-        let mean = avg(&mut ratios.iter().copied());
+        let mean = ratios.iter().sum::<f64>() / n as f64;
         // splitmix64: enough to draw indices, and no dependency for it.
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
+        let mut draw = move || {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = state;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            ratios[usize::try_from((z ^ (z >> 31)) % n as u64).unwrap_or(0)]
         };
         let mut means: Vec<f64> = (0..Self::RESAMPLES)
-            .map(|_| {
-                avg(&mut (0..n).map(|_| {
-                    let i = usize::try_from(next() % n as u64).unwrap_or(0);
-                    ratios[i]
-                }))
-            })
+            .map(|_| (0..n).map(|_| draw()).sum::<f64>() / n as f64)
             .collect();
         means.sort_by(f64::total_cmp);
-        let at = |q: f64| means[((Self::RESAMPLES - 1) as f64 * q).round() as usize];
         Some(Self {
             rounds: n,
             mean,
-            low: at(0.025),
-            high: at(0.975),
+            low: percentile(&means, 0.025),
+            high: percentile(&means, 0.975),
         })
     }
 }
@@ -839,13 +833,13 @@ struct MinimalSession {
     transport: Transport,
     leader: Endpoint,
     stream_id: StreamId,
-    framework_id: Option<mesos::FrameworkId>,
+    framework_id: mesos::FrameworkId,
 }
 
 impl MinimalSession {
     async fn send(&self, ty: call::Type, fill: impl FnOnce(&mut Call)) -> Result<(), BenchError> {
         let mut c = Call {
-            framework_id: self.framework_id.clone(),
+            framework_id: Some(self.framework_id.clone()),
             r#type: Some(ty as i32),
             ..Default::default()
         };
@@ -866,7 +860,12 @@ impl MinimalSession {
 struct MinimalFramework {
     s: MinimalSession,
     records: RecordStream,
-    id: String,
+}
+
+impl MinimalFramework {
+    fn id(&self) -> String {
+        self.s.framework_id.value.clone()
+    }
 }
 
 /// SUBSCRIBEs a minimal scheduler and waits for SUBSCRIBED. A `long_lived` one asks the
@@ -924,14 +923,12 @@ async fn minimal_subscribe(
         match ev.r#type.and_then(|t| event::Type::try_from(t).ok()) {
             Some(event::Type::Subscribed) => {
                 if let Some(subscribed) = ev.subscribed {
-                    let framework_id = subscribed.framework_id;
                     return Ok(MinimalFramework {
-                        id: framework_id.value.clone(),
                         s: MinimalSession {
                             transport,
                             leader: sub.leader,
                             stream_id: sub.stream_id,
-                            framework_id: Some(framework_id),
+                            framework_id: subscribed.framework_id,
                         },
                         records,
                     });
@@ -1041,10 +1038,7 @@ async fn minimal_launch(
                         };
                         launched.insert(l.task_id.to_string(), Some(agent));
                     }
-                    let framework_id = s.framework_id.clone().ok_or_else(|| {
-                        BenchError::Setup("offers before the framework was subscribed".into())
-                    })?;
-                    let accept = a.encode_call(framework_id, 5.0);
+                    let accept = a.encode_call(s.framework_id.clone(), 5.0);
                     s.send_encoded(call::Type::Accept, Bytes::from(accept))
                         .await?;
                 }
@@ -1137,7 +1131,7 @@ async fn minimal_round(
     let start = Instant::now();
     let cpu_start = Usage::of_process();
     let mut fw = minimal_subscribe(m, master, false, deadline).await?;
-    cleanup.frameworks.push(fw.id.clone());
+    cleanup.frameworks.push(fw.id());
     let mut phases = vec![("SUBSCRIBED".to_owned(), start.elapsed())];
     let launch = minimal_launch(
         m,
@@ -1148,7 +1142,7 @@ async fn minimal_round(
         &mut phases,
     )
     .await?;
-    let fid = fw.id.clone();
+    let fid = fw.id();
     let containers = containers_of(std::slice::from_ref(&fid))?;
     fw.s.send(call::Type::Teardown, |_| {}).await?;
     cleanup.torn_down(&fid);
@@ -1182,19 +1176,15 @@ async fn long_lived_round(
     .await?;
     let mut phases = vec![("REVIVE answered".to_owned(), start.elapsed())];
     let launch = minimal_launch(m, fw, cluster, (start, cpu_start), deadline, &mut phases).await?;
-    let mine: Vec<Container> = containers_of(std::slice::from_ref(&fw.id))?
+    let fid = [fw.id()];
+    let mine: Vec<Container> = containers_of(&fid)?
         .into_iter()
         .filter(|c| c.executor_id.contains(&id))
         .collect();
     container_phases(wall, &mine, &mut phases);
     spread(&mut phases, "RUNNING", launch.running);
     let ids: BTreeSet<String> = mine.iter().map(|c| c.id.clone()).collect();
-    wait_gone(
-        std::slice::from_ref(&fw.id),
-        |c| ids.contains(&c.id),
-        deadline,
-    )
-    .await?;
+    wait_gone(&fid, |c| ids.contains(&c.id), deadline).await?;
     Ok(Timed {
         total: launch.total,
         phases,

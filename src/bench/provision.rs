@@ -367,7 +367,7 @@ fn declined(metrics: &str) -> f64 {
 }
 
 /// The `q` quantile of sorted `v` (0 for none).
-fn percentile(v: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(v: &[f64], q: f64) -> f64 {
     match v.len() {
         0 => 0.0,
         n => v[((n as f64 * q) as usize).min(n - 1)],
