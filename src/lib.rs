@@ -17,6 +17,7 @@
 //! - [`mesos_local`]: the embedded one-machine Mesos (master, agents, containerizers) that
 //!   `paas serve` starts without `--master`; only `main` and [`bench`](mod@bench) import it.
 //! - [`metrics`]: Prometheus counters shared by the modules above.
+//! - [`logging`]: the server's log lines to stderr, written in batches by one thread.
 //! - [`proto`]: every piece of generated protobuf code.
 //! - [`recordio`]: the RecordIO framing of the Mesos v1 streams (scheduler, executor,
 //!   mesos-local).
@@ -29,6 +30,7 @@ pub mod bundle;
 pub mod cli;
 pub mod domain;
 pub mod executor;
+pub mod logging;
 pub mod memory;
 pub mod mesos_local;
 pub mod metrics;

@@ -191,13 +191,24 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: restoring the default disposition of one signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    tracing_subscriber::fmt()
+    // A server's log lines go out in batches from a writer thread (see `paas::logging`); a
+    // command-line run writes each line itself.
+    let (log_writer, _log_thread) = match cli.command {
+        Command::Serve(_) => {
+            let (w, t) = paas::logging::Batched::start()?;
+            (Some(w), Some(t))
+        }
+        _ => (None, None),
+    };
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match log_writer {
+        Some(w) => subscriber.with_writer(w).init(),
+        None => subscriber.with_writer(std::io::stderr).init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
