@@ -1,12 +1,14 @@
 //! Log lines to stderr in batches: one writer thread writes every line formatted since its
 //! last write in one `write`, so that a burst of log lines costs a few system calls (and a
-//! few wake-ups of whoever reads the pipe), not one each on the thread that logged.
+//! few wake-ups of whoever reads the pipe, journald or a terminal), not one each on the
+//! thread that logged.
 //!
-//! A line is handed over in memory and written at once when the writer is idle, so it
-//! reaches stderr within one `write` of being logged. The writer takes at most
-//! [`MAX_PENDING`] bytes behind: past that, a logging thread waits for it, as it would for a
-//! full pipe. [`Batched::finish`] writes what is left, and a panic first writes the lines
-//! logged before it, so the panic message comes after them.
+//! A line is handed over in memory. An idle writer woken by it waits [`LINGER`] for the
+//! lines logged right after, then writes them all; while it writes, the next lines gather
+//! for its next write. The writer is at most [`MAX_PENDING`] bytes behind: past that, a
+//! logging thread waits for it, as it would for a full pipe. Dropping the [`WriterThread`]
+//! writes what is left, and a panic first writes the lines logged before it, so that the
+//! panic message comes after them. A `kill -9` loses at most the last [`LINGER`] of lines.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
