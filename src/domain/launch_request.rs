@@ -263,7 +263,7 @@ pub(crate) fn render_spec(
     ctx: Value,
 ) -> Result<Rendered, RenderError> {
     let text = renderer
-        .render_value(template, shield(ctx))
+        .render_with_id(template, shield(ctx))
         .map_err(RenderError::Template)?;
     read_plain(&text).map_or_else(|| read_shielded(&text), Ok)
 }

@@ -26,6 +26,12 @@
 //! itself, an entry can never be stale: a product whose template changes renders the new
 //! text, which is looked up (and compiled) as a new key; the old one ages out.
 //!
+//! A launch renders its product's template with a new cluster id each time, and nothing
+//! else new when the same options are asked again. [`Renderer::render_with_id`] keeps the
+//! text rendered with a placeholder id, by template and context, and swaps the launch's id
+//! into it: only where the id is shown to do nothing but appear in the output (see
+//! [`IdMemo`]), so that the text is byte for byte the one a render would give.
+//!
 //! Rendering writes into a bounded buffer: output beyond [`MAX_RENDERED`] stops the render
 //! there (an `{{#each}}` blow-up cannot allocate more than the limit). Partial blocks
 //! (`{{#> p}}…{{/p}}`) are refused, because handlebars renders their body into an unbounded
@@ -105,6 +111,7 @@ impl From<handlebars::TemplateError> for TemplateError {
 pub struct Renderer {
     hbs: Handlebars<'static>,
     compiled: Compiled,
+    ids: IdMemo,
 }
 
 impl Renderer {
@@ -138,6 +145,7 @@ impl Renderer {
         Self {
             hbs,
             compiled: Compiled::default(),
+            ids: IdMemo::default(),
         }
     }
 
@@ -171,6 +179,48 @@ impl Renderer {
         }
         String::from_utf8(out.buf)
             .map_err(|_| TemplateError::Render("rendered output is not UTF-8".into()))
+    }
+
+    /// [`Renderer::render_value`] for a context whose `"cluster_id"` is a cluster id, through
+    /// the memo of texts rendered with a placeholder id (see [`IdMemo`]): a launch whose
+    /// template and context (but for the id) were rendered before only swaps its id into the
+    /// kept text. The text is the same as `render_value`'s, byte for byte.
+    ///
+    /// # Errors
+    /// As [`Renderer::render`].
+    pub fn render_with_id(&self, template: &str, mut ctx: Value) -> Result<String, TemplateError> {
+        let id = match ctx.get(ID_KEY).and_then(Value::as_str) {
+            Some(id) if is_id_text(id) => id.to_owned(),
+            _ => return self.render_value(template, ctx),
+        };
+        // The key: the context with the placeholder in the id's place (same order).
+        ctx[ID_KEY] = Value::from(ID_LOW);
+        match self.ids.get(template, &ctx) {
+            Some(Some(text)) => return Ok(text.replace(ID_LOW, &id)),
+            Some(None) => {
+                ctx[ID_KEY] = Value::from(id);
+                return self.render_value(template, ctx);
+            }
+            None => {}
+        }
+        let key = ctx.clone();
+        let low = self.render_value(template, ctx.clone());
+        ctx[ID_KEY] = Value::from(ID_HIGH);
+        let high = self.render_value(template, ctx.clone());
+        ctx[ID_KEY] = Value::from(id.as_str());
+        let text = self.render_value(template, ctx)?;
+        // Kept only if both placeholders, swapped for the id, give exactly this text: then
+        // the template puts the id into its output as it is and nothing else depends on it.
+        let verbatim = match (low, high) {
+            (Ok(low), Ok(high))
+                if low.replace(ID_LOW, &id) == text && high.replace(ID_HIGH, &id) == text =>
+            {
+                Some(low)
+            }
+            _ => None,
+        };
+        self.ids.put(template, key, verbatim);
+        Ok(text)
     }
 
     /// `template` compiled and checked (no partial block, no recursive partial): from the
@@ -263,6 +313,148 @@ impl Compiled {
         inner.bytes += text.len();
         inner.map.insert(text.into(), (tpl, now));
     }
+}
+
+/// The context key [`Renderer::render_with_id`] takes the id from.
+const ID_KEY: &str = "cluster_id";
+/// The two placeholder ids: the least and the greatest cluster id text.
+const ID_LOW: &str = "00000000-0000-0000-0000-000000000000";
+const ID_HIGH: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+
+/// Whether `s` is written as a cluster id is (a hyphenated lowercase UUID): no escaping
+/// changes it, and it is as long as the placeholders.
+fn is_id_text(s: &str) -> bool {
+    s.len() == ID_LOW.len()
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+/// Texts that [`Renderer::render_with_id`] rendered with the placeholder id [`ID_LOW`], by
+/// template and context (with the placeholder in the id's place); `None` where the id does
+/// more than appear in the output.
+///
+/// Why a kept text is right for every id: an entry is kept only when the renders with the
+/// least id ([`ID_LOW`]), the greatest ([`ID_HIGH`]) and the launch's own id give the same
+/// text once each placeholder is replaced by the launch's id. What a template can do with an
+/// id here is insert it (every escape leaves hex digits and hyphens alone), test it (`if`:
+/// never empty), measure it (`len`: always 36), compare it with a fixed string (`eq`,
+/// `gt`…: the least and the greatest id are on both sides of any string that is not an id,
+/// and equal to no other id) or look it up as a key (only a key equal to the id, or to a
+/// placeholder, differs). Every one of these either gives one text for all ids, or differs
+/// between the placeholders and the id, and is then not kept. A helper that looked at
+/// single characters of its argument would escape this argument: no helper registered here
+/// does.
+#[derive(Default)]
+struct IdMemo {
+    inner: Mutex<IdMemoInner>,
+}
+
+/// One template's contexts by their [`value_hash`], each with its text (with the placeholder)
+/// or `None`.
+type ByContext = HashMap<u64, Vec<(Value, Option<Arc<str>>)>>;
+
+#[derive(Default)]
+struct IdMemoInner {
+    /// Template text → the context's [`value_hash`] → contexts and their texts with the
+    /// placeholder.
+    map: HashMap<Box<str>, ByContext, foldhash::fast::RandomState>,
+    /// Bytes of every template and text kept, counted for each entry, and contexts counted
+    /// as their template's length.
+    bytes: usize,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// The most bytes [`IdMemo`] keeps (see [`IdMemoInner::bytes`]); past that, it starts again
+/// from empty. A text longer than an eighth of it is not kept.
+const ID_MEMO_BYTES: usize = 8 << 20;
+
+impl IdMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdMemoInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Some(entry)` if this template and context were rendered before.
+    fn get(&self, template: &str, ctx: &Value) -> Option<Option<Arc<str>>> {
+        let inner = self.lock();
+        let hash = value_hash(&inner.hasher, ctx);
+        let (_, text) = inner
+            .map
+            .get(template)?
+            .get(&hash)?
+            .iter()
+            .find(|(c, _)| same_value(c, ctx))?;
+        Some(text.clone())
+    }
+
+    fn put(&self, template: &str, ctx: Value, text: Option<String>) {
+        let size = 2 * template.len() + text.as_ref().map_or(0, String::len);
+        if size > ID_MEMO_BYTES / 8 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.bytes + size > ID_MEMO_BYTES {
+            inner.map.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += size;
+        let hash = value_hash(&inner.hasher, &ctx);
+        let same = inner
+            .map
+            .entry(template.into())
+            .or_default()
+            .entry(hash)
+            .or_default();
+        if !same.iter().any(|(c, _)| same_value(c, &ctx)) {
+            same.push((ctx, text.map(Arc::from)));
+        }
+    }
+}
+
+/// Whether `a` and `b` are equal with their object keys in the same order (`==` on values
+/// ignores the order, which `{{#each}}` over an object follows).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, x), (ky, y))| kx == ky && same_value(x, y))
+        }
+        _ => a == b,
+    }
+}
+
+/// A hash of `v` that equal values share (object keys in their order: the contexts hashed
+/// are built in one order).
+fn value_hash(state: &foldhash::fast::RandomState, v: &Value) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    fn feed(h: &mut impl Hasher, v: &Value) {
+        match v {
+            Value::Null => h.write_u8(0),
+            Value::Bool(b) => (1u8, b).hash(h),
+            Value::Number(n) => (2u8, n.as_u64(), n.as_i64(), n.as_f64().map(f64::to_bits)).hash(h),
+            Value::String(s) => (3u8, s).hash(h),
+            Value::Array(a) => {
+                (4u8, a.len()).hash(h);
+                a.iter().for_each(|x| feed(h, x));
+            }
+            Value::Object(o) => {
+                (5u8, o.len()).hash(h);
+                for (k, x) in o {
+                    k.hash(h);
+                    feed(h, x);
+                }
+            }
+        }
+    }
+    let mut h = state.build_hasher();
+    feed(&mut h, v);
+    h.finish()
 }
 
 /// A buffer that refuses to grow past [`MAX_RENDERED`]: the write that would pass it fails,
@@ -951,5 +1143,98 @@ mod tests {
                 .to_string()
                 .contains("nl has a control character")
         );
+    }
+
+    /// Ids spread over the id space: every one of them must render as if nothing were kept.
+    const IDS: [&str; 4] = [
+        "01a2435d-b958-74ca-9cbe-25eed7c28e40",
+        "9f0c1b2a-0000-4000-8000-aaaaaaaaaaaa",
+        "00000000-0000-0000-0000-000000000001",
+        "fffffffe-ffff-ffff-ffff-ffffffffffff",
+    ];
+
+    fn with_id(ctx: &Value, id: &str) -> Value {
+        let mut ctx = ctx.clone();
+        ctx["cluster_id"] = json!(id);
+        ctx
+    }
+
+    /// Renders `template` for every id of [`IDS`], twice each (the second through what the
+    /// first kept), and checks each text against a plain render; returns whether the memo
+    /// kept a text for it.
+    fn renders_as_without_memo(template: &str, ctx: &Value) -> bool {
+        let r = Renderer::spec();
+        for round in 0..2 {
+            for id in IDS {
+                let ctx = with_id(ctx, id);
+                assert_eq!(
+                    r.render_with_id(template, ctx.clone()).unwrap(),
+                    r.render_value(template, ctx).unwrap(),
+                    "{template} with {id}, round {round}"
+                );
+            }
+        }
+        let mut key = ctx.clone();
+        key["cluster_id"] = json!(ID_LOW);
+        r.ids
+            .get(template, &key)
+            .expect("rendered before")
+            .is_some()
+    }
+
+    #[test]
+    fn a_template_that_inserts_the_id_renders_from_the_kept_text() {
+        let reference = include_str!("../../examples/products/reference/minimal.json");
+        let ctx = json!({"opts": {"size": 3, "cpu": 0.5, "mem": 256}, "cluster_id": "x", "user": "u",
+            "product": "reference", "version": "1", "node_image": "img"});
+        assert!(renders_as_without_memo(reference, &ctx));
+        // Inserted as it is, tested, measured, or in a JSON text of the whole context.
+        for t in [
+            r#"{"dnsname": "{{cluster_id}}", "again": "{{{cluster_id}}}"}"#,
+            "{{#if cluster_id}}yes{{/if}} {{len cluster_id}}",
+            "{{#each opts}}{{../cluster_id}}-{{@key}} {{/each}}",
+            "{{json this}}",
+        ] {
+            assert!(renders_as_without_memo(t, &ctx), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_template_whose_output_depends_on_the_id_is_rendered_each_time() {
+        let ctx = json!({"opts": {"a": 1}, "cluster_id": "x"});
+        for t in [
+            // Compared with a fixed id text: the placeholders fall on both sides of it.
+            r#"{{#if (gt cluster_id "8")}}high{{else}}low{{/if}}"#,
+            r#"{{#if (lt cluster_id "01a2435d-b958-74ca-9cbe-25eed7c28e41")}}below{{/if}}"#,
+            // Equal to a placeholder, or holding one's text: the swap would be wrong.
+            r#"{{#if (eq cluster_id "00000000-0000-0000-0000-000000000000")}}least{{/if}}"#,
+            "{{cluster_id}} 00000000-0000-0000-0000-000000000000",
+        ] {
+            assert!(!renders_as_without_memo(t, &ctx), "{t}");
+        }
+    }
+
+    #[test]
+    fn contexts_that_differ_only_in_key_order_are_kept_apart() {
+        let r = Renderer::spec();
+        let t = "{{#each opts}}{{@key}}{{/each}} {{cluster_id}}";
+        let id = IDS[0];
+        let ab = json!({"opts": {"a": 1, "b": 2}, "cluster_id": id});
+        let ba = json!({"opts": {"b": 2, "a": 1}, "cluster_id": id});
+        assert_eq!(r.render_with_id(t, ab).unwrap(), format!("ab {id}"));
+        assert_eq!(r.render_with_id(t, ba).unwrap(), format!("ba {id}"));
+    }
+
+    #[test]
+    fn a_context_without_an_id_or_with_another_one_is_rendered_plainly() {
+        let r = Renderer::spec();
+        for (ctx, out) in [
+            (json!({"cluster_id": "Not-An-Id"}), "Not-An-Id"),
+            (json!({"cluster_id": 7}), "7"),
+        ] {
+            assert_eq!(r.render_with_id("{{cluster_id}}", ctx).unwrap(), out);
+        }
+        assert!(r.ids.lock().map.is_empty());
+        assert!(r.render_with_id("{{cluster_id}}", json!({})).is_err());
     }
 }
