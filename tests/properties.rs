@@ -498,6 +498,29 @@ proptest! {
         }
     }
 
+    /// The memo of texts rendered with a placeholder id gives what a plain render gives,
+    /// for any template, any context and any ids, one after the other on one renderer (the
+    /// later ones through what the first kept).
+    #[test]
+    fn templates_rendered_with_an_id_as_without_the_memo(
+        text in template_text(),
+        ctx in context(),
+        ids in proptest::collection::vec(any::<u128>(), 1..4),
+    ) {
+        let renderer = Renderer::spec();
+        for id in ids.iter().chain(&ids) {
+            let mut ctx = ctx.clone();
+            ctx["cluster_id"] = json!(uuid::Uuid::from_u128(*id).to_string());
+            let memo = renderer.render_with_id(&text, ctx.clone());
+            let plain = renderer.render_value(&text, ctx);
+            match (memo, plain) {
+                (Ok(memo), Ok(plain)) => prop_assert_eq!(memo, plain),
+                (Err(memo), Err(plain)) => prop_assert_eq!(memo.to_string(), plain.to_string()),
+                (memo, plain) => prop_assert!(false, "memo {memo:?}, plain {plain:?}"),
+            }
+        }
+    }
+
     /// Any string option value and any owner land in the spec verbatim: JSON-escaped in the
     /// spec phase, so they never break out of their string or change the spec's shape.
     #[test]

@@ -29,7 +29,7 @@
 //! A launch renders its product's template with a new cluster id each time, and nothing
 //! else new when the same options are asked again. [`Renderer::render_with_id`] keeps the
 //! text rendered with a placeholder id, by template and context, and swaps the launch's id
-//! into it: only where the id is shown to do nothing but appear in the output (see
+//! into it: only where the template can do nothing with the id but print it (see
 //! [`IdMemo`]), so that the text is byte for byte the one a render would give.
 //!
 //! Rendering writes into a bounded buffer: output beyond [`MAX_RENDERED`] stops the render
@@ -204,21 +204,24 @@ impl Renderer {
             None => {}
         }
         let key = ctx.clone();
-        let low = self.render_value(template, ctx.clone());
-        ctx[ID_KEY] = Value::from(ID_HIGH);
-        let high = self.render_value(template, ctx.clone());
         ctx[ID_KEY] = Value::from(id.as_str());
-        let text = self.render_value(template, ctx)?;
-        // Kept only if both placeholders, swapped for the id, give exactly this text: then
-        // the template puts the id into its output as it is and nothing else depends on it.
-        let verbatim = match (low, high) {
-            (Ok(low), Ok(high))
-                if low.replace(ID_LOW, &id) == text && high.replace(ID_HIGH, &id) == text =>
-            {
-                Some(low)
+        let text = self.render_value(template, ctx.clone())?;
+        // Kept only if the template hands the id (or a context holding it) to no helper,
+        // block or partial, so that it can only be printed as it is; and if both
+        // placeholders, swapped for the id, give exactly this text (no placeholder text is
+        // printed from elsewhere).
+        let mut verbatim = None;
+        if self.compile(template).is_ok_and(|t| prints_id_only(&t)) {
+            let mut render_as = |placeholder: &str| {
+                ctx[ID_KEY] = Value::from(placeholder);
+                self.render_value(template, ctx.clone())
+                    .ok()
+                    .filter(|t| t.replace(placeholder, &id) == text)
+            };
+            if let (Some(low), Some(_)) = (render_as(ID_LOW), render_as(ID_HIGH)) {
+                verbatim = Some(low);
             }
-            _ => None,
-        };
+        }
         self.ids.put(template, key, verbatim);
         Ok(text)
     }
@@ -331,21 +334,78 @@ fn is_id_text(s: &str) -> bool {
         })
 }
 
+/// Whether `template` uses the cluster id only by printing it: no helper, block, partial or
+/// decorator gets, as a parameter or hash value, a path through `cluster_id` or a path to a
+/// whole context (`this`, `.`, `..`, `@root`: the root context holds the id), directly or in
+/// a subexpression. Plain expressions (`{{cluster_id}}`, `{{../cluster_id}}`, `{{this}}`)
+/// print what they name. Inline partials are checked where they are defined. An element
+/// this walk does not know makes it answer no.
+fn prints_id_only(template: &handlebars::Template) -> bool {
+    use handlebars::template::{Parameter, TemplateElement as E};
+    use handlebars::{Path, PathSeg};
+    fn param(p: &Parameter) -> bool {
+        match p {
+            Parameter::Name(n) => n != ID_KEY && n != "this",
+            Parameter::Path(Path::Relative((segs, _))) => {
+                segs.iter().any(|s| matches!(s, PathSeg::Named(_)))
+                    && !segs
+                        .iter()
+                        .any(|s| matches!(s, PathSeg::Named(n) if n == ID_KEY))
+            }
+            // What a block sets (`@index`, `@key`, `@first`, `@last`), never the id; not
+            // `@root` or anything else.
+            Parameter::Path(Path::Local((_, name, _))) => {
+                matches!(name.as_str(), "index" | "key" | "first" | "last")
+            }
+            Parameter::Literal(_) => true,
+            Parameter::Subexpression(e) => element(&e.element),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    fn helper(h: &handlebars::template::HelperTemplate) -> bool {
+        let called = h.block || !h.params.is_empty() || !h.hash.is_empty();
+        (!called || (param(&h.name) && h.params.iter().chain(h.hash.values()).all(param)))
+            && h.template.iter().chain(&h.inverse).all(walk)
+    }
+    fn element(e: &E) -> bool {
+        match e {
+            E::RawString(_) | E::Comment(_) => true,
+            E::Expression(h) | E::HtmlExpression(h) | E::HelperBlock(h) => helper(h),
+            E::DecoratorBlock(d) | E::DecoratorExpression(d) => {
+                d.name.as_name() == Some("inline")
+                    && d.params.iter().all(|p| matches!(p, Parameter::Literal(_)))
+                    && d.template.iter().all(walk)
+            }
+            E::PartialExpression(d) | E::PartialBlock(d) => {
+                param(&d.name)
+                    && d.params.iter().chain(d.hash.values()).all(param)
+                    && d.template.iter().all(walk)
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    fn walk(t: &handlebars::Template) -> bool {
+        t.elements.iter().all(element)
+    }
+    walk(template)
+}
+
 /// Texts that [`Renderer::render_with_id`] rendered with the placeholder id [`ID_LOW`], by
-/// template and context (with the placeholder in the id's place); `None` where the id does
+/// template and context (with the placeholder in the id's place); `None` where the id may do
 /// more than appear in the output.
 ///
-/// Why a kept text is right for every id: an entry is kept only when the renders with the
-/// least id ([`ID_LOW`]), the greatest ([`ID_HIGH`]) and the launch's own id give the same
-/// text once each placeholder is replaced by the launch's id. What a template can do with an
-/// id here is insert it (every escape leaves hex digits and hyphens alone), test it (`if`:
-/// never empty), measure it (`len`: always 36), compare it with a fixed string (`eq`,
-/// `gt`…: the least and the greatest id are on both sides of any string that is not an id,
-/// and equal to no other id) or look it up as a key (only a key equal to the id, or to a
-/// placeholder, differs). Every one of these either gives one text for all ids, or differs
-/// between the placeholders and the id, and is then not kept. A helper that looked at
-/// single characters of its argument would escape this argument: no helper registered here
-/// does.
+/// Why a kept text is right for every id. A text is kept only when:
+/// - the template hands the id to nothing ([`prints_id_only`]): no helper, block, partial
+///   or decorator gets it, or a context that holds it, as a parameter. So the id can only
+///   be printed, and every escape leaves its hex digits and hyphens as they are. The
+///   output is then the same text for every id, with the id printed in the same places.
+///   (Comparing the renders of a few ids could not show this: `gt` and `lt` together
+///   single out a band of ids that the ids tried may all miss.)
+/// - the renders with [`ID_LOW`] and [`ID_HIGH`], each placeholder replaced by the launch's
+///   id, equal the launch's own render: no placeholder's text is printed from elsewhere (an
+///   option or a literal), where the swap would wrongly replace it.
 #[derive(Default)]
 struct IdMemo {
     inner: Mutex<IdMemoInner>,
@@ -1188,12 +1248,11 @@ mod tests {
         let ctx = json!({"opts": {"size": 3, "cpu": 0.5, "mem": 256}, "cluster_id": "x", "user": "u",
             "product": "reference", "version": "1", "node_image": "img"});
         assert!(renders_as_without_memo(reference, &ctx));
-        // Inserted as it is, tested, measured, or in a JSON text of the whole context.
+        // Printed as it is, at the top or from within blocks and partials.
         for t in [
             r#"{"dnsname": "{{cluster_id}}", "again": "{{{cluster_id}}}"}"#,
-            "{{#if cluster_id}}yes{{/if}} {{len cluster_id}}",
             "{{#each opts}}{{../cluster_id}}-{{@key}} {{/each}}",
-            "{{json this}}",
+            "{{#*inline \"p\"}}<{{cluster_id}}>{{/inline}}{{> p}} {{@root.cluster_id}}",
         ] {
             assert!(renders_as_without_memo(t, &ctx), "{t}");
         }
@@ -1203,8 +1262,14 @@ mod tests {
     fn a_template_whose_output_depends_on_the_id_is_rendered_each_time() {
         let ctx = json!({"opts": {"a": 1}, "cluster_id": "x"});
         for t in [
-            // Compared with a fixed id text: the placeholders fall on both sides of it.
+            // Handed to a helper or a block: compared, tested, measured, or in a JSON text
+            // of the whole context. The placeholders fall outside the band of the first.
+            r#"{{#if (gt cluster_id "5")}}{{#if (lt cluster_id "a")}}band{{/if}}{{/if}}"#,
             r#"{{#if (gt cluster_id "8")}}high{{else}}low{{/if}}"#,
+            "{{#if cluster_id}}yes{{/if}} {{len cluster_id}}",
+            "{{json this}}",
+            "{{#each this}}{{@key}}{{/each}}",
+            "{{#each opts}}{{#if (eq ../cluster_id \"x\")}}x{{/if}}{{/each}}",
             r#"{{#if (lt cluster_id "01a2435d-b958-74ca-9cbe-25eed7c28e41")}}below{{/if}}"#,
             // Equal to a placeholder, or holding one's text: the swap would be wrong.
             r#"{{#if (eq cluster_id "00000000-0000-0000-0000-000000000000")}}least{{/if}}"#,
@@ -1212,6 +1277,19 @@ mod tests {
         ] {
             assert!(!renders_as_without_memo(t, &ctx), "{t}");
         }
+    }
+
+    #[test]
+    fn the_shipped_templates_that_only_print_the_id_are_known() {
+        let compiled = |t: &str| Template::compile(t).unwrap();
+        let reference = include_str!("../../examples/products/reference/minimal.json");
+        assert!(prints_id_only(&compiled(reference)));
+        assert!(!prints_id_only(&compiled(
+            "{{#with cluster_id}}{{this}}{{/with}}"
+        )));
+        assert!(!prints_id_only(&compiled("{{> p this}}")));
+        assert!(!prints_id_only(&compiled("{{json @root}}")));
+        assert!(!prints_id_only(&compiled("{{lookup this \"cluster_id\"}}")));
     }
 
     #[test]
