@@ -1282,8 +1282,13 @@ mod tests {
     #[test]
     fn the_shipped_templates_that_only_print_the_id_are_known() {
         let compiled = |t: &str| Template::compile(t).unwrap();
-        let reference = include_str!("../../examples/products/reference/minimal.json");
-        assert!(prints_id_only(&compiled(reference)));
+        for shipped in [
+            include_str!("../../examples/products/reference/minimal.json"),
+            include_str!("../../examples/products/slurm/22.05/template.json"),
+            include_str!("../../examples/products/spark/4.x/template.json"),
+        ] {
+            assert!(prints_id_only(&compiled(shipped)));
+        }
         assert!(!prints_id_only(&compiled(
             "{{#with cluster_id}}{{this}}{{/with}}"
         )));
