@@ -8,7 +8,7 @@
 //! for its next write. The writer is at most [`MAX_PENDING`] bytes behind: past that, a
 //! logging thread waits for it, as it would for a full pipe. Dropping the [`WriterThread`]
 //! writes what is left, and a panic first writes the lines logged before it, so that the
-//! panic message comes after them. A `kill -9` loses at most the last [`LINGER`] of lines.
+//! panic message comes after them. A `kill -9` loses about the last [`LINGER`] of lines.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -32,7 +32,8 @@ struct Shared {
     state: Mutex<State>,
     /// The writer waits here for lines.
     lines: Condvar,
-    /// Logging threads wait here for room, and `finish` for the end.
+    /// Logging threads wait here for room, and a flush (or the panic hook) for the lines
+    /// before it to be written.
     written: Condvar,
 }
 
